@@ -1,0 +1,41 @@
+"""wormjournal: a file-based WORM journal for compliance archiving of AI-agent run history.
+
+>>> from wormjournal import Journal
+"""
+
+from .errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    JournalError,
+    LockedError,
+    NotFoundError,
+    ShreddedError,
+    StorageError,
+    ValidationError,
+)
+from .events import EventType, StoredEvent
+from .journal import Journal, JournalConfig
+from .payload import decode_payload
+from .verify import VerifyReport, verify_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ConflictError",
+    "EventType",
+    "IntegrityError",
+    "Journal",
+    "JournalConfig",
+    "JournalError",
+    "LockedError",
+    "NotFoundError",
+    "ShreddedError",
+    "StorageError",
+    "StoredEvent",
+    "ValidationError",
+    "VerifyReport",
+    "decode_payload",
+    "verify_store",
+]

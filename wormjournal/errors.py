@@ -1,0 +1,74 @@
+"""The error types of wormjournal.
+
+Every error the library raises on purpose is a :class:`JournalError`. The
+subclasses are the ones a caller can act on; each carries a ``hint`` that says
+what to do next, shown by the CLI.
+"""
+
+from __future__ import annotations
+
+
+class JournalError(Exception):
+    """Base of every error raised by wormjournal."""
+
+    hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def diagnostics(self) -> str:
+        """The message and, when there is one, what to do about it."""
+        text = str(self)
+        if self.hint:
+            text += f"\nhint: {self.hint}"
+        return text
+
+
+class ValidationError(JournalError):
+    """An event or argument was refused before anything was written."""
+
+    def __init__(self, field: str, message: str, *, where: str | None = None) -> None:
+        self.field = field
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(f"{prefix}field {field!r}: {message}")
+
+
+class ConfigError(JournalError):
+    """The journal, its keys or its configuration are missing or inconsistent."""
+
+
+class StorageError(JournalError):
+    """Reading or writing the store or the write-ahead log failed."""
+
+    hint = "check the path or bucket, its permissions and free space; no acknowledged event was lost"
+
+
+class ConflictError(StorageError):
+    """A write-once object already exists with different bytes."""
+
+    hint = "an object is never overwritten; another writer or a tampered store may be involved"
+
+
+class LockedError(JournalError):
+    """Another writer holds the stream."""
+
+    hint = "one writer per stream: close the other writer or write to another --stream"
+
+
+class IntegrityError(JournalError):
+    """Stored bytes do not match what their hashes or signatures promise."""
+
+    hint = "run `wormjournal verify` for a full report; do not write to this stream until it is understood"
+
+
+class ShreddedError(JournalError):
+    """The key that encrypted a payload has been destroyed."""
+
+
+class NotFoundError(StorageError):
+    """An object or journal that should exist is not there."""
+
+    hint = "check the store path; create a journal with `wormjournal init STORE`"

@@ -1,0 +1,399 @@
+"""The event model: event types, validation, canonical bytes and the hash chain.
+
+The byte-level constructions here are specified in FORMAT.md ("Event hash");
+the test vectors there are checked by ``tests/test_format_vectors.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import struct
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+from .errors import ValidationError
+
+EVENT_TAG = b"wormjournal:event:v1\x00"
+GENESIS_TAG = b"wormjournal:genesis:v1\x00"
+SUBJECT_TAG = b"wormjournal:subject:v1\x00"
+HASH_SIZE = 32
+NULL_MARK = b"\xff\xff\xff\xff"
+MAX_ID_BYTES = 256
+DEFAULT_MAX_EVENT_BYTES = 1 << 20
+
+
+class EventType(StrEnum):
+    """The known event types. Others are written as ``custom:<namespace>.<name>``."""
+
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_PAUSED = "execution_paused"
+    EXECUTION_RESUMED = "execution_resumed"
+    EXECUTION_COMPLETED = "execution_completed"
+    EXECUTION_FAILED = "execution_failed"
+    EXECUTION_CANCELLED = "execution_cancelled"
+    NODE_STARTED = "node_started"
+    NODE_COMPLETED = "node_completed"
+    NODE_FAILED = "node_failed"
+    NODE_DISCOVERED = "node_discovered"
+    STEP_STARTED = "step_started"
+    STEP_COMPLETED = "step_completed"
+    STEP_FAILED = "step_failed"
+    STEP_DISCOVERED = "step_discovered"
+    STATE_UPDATED = "state_updated"
+    EDGE_SELECTED = "edge_selected"
+    LLM_REQUESTED = "llm_requested"
+    LLM_COMPLETED = "llm_completed"
+    TOOL_CALLED = "tool_called"
+    TOOL_RETURNED = "tool_returned"
+    HUMAN_INTERRUPTED = "human_interrupted"
+    HUMAN_APPROVED = "human_approved"
+    HUMAN_REJECTED = "human_rejected"
+    HUMAN_MODIFIED = "human_modified"
+    CHECKPOINT_SAVED = "checkpoint_saved"
+    ARTIFACT_STORED = "artifact_stored"
+    GOAL_EVALUATED = "goal_evaluated"
+    RETRY_SCHEDULED = "retry_scheduled"
+    EXCEPTION_RAISED = "exception_raised"
+
+
+KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
+_CUSTOM_TYPE = re.compile(r"custom:[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+")
+
+
+class Kind:
+    """How a stored field is encoded (see FORMAT.md, "Field encoding")."""
+
+    INT = "int"
+    STR = "str"
+    BYTES = "bytes"
+
+
+# The stored fields, in hashing order. ``prev_hash`` and ``hash`` are the chain fields.
+FIELDS: tuple[tuple[str, str, bool], ...] = (
+    # name, kind, nullable
+    ("seq", Kind.INT, False),
+    ("event_id", Kind.STR, False),
+    ("ts", Kind.INT, False),
+    ("event_type", Kind.STR, False),
+    ("tenant_id", Kind.STR, True),
+    ("execution_id", Kind.STR, False),
+    ("thread_id", Kind.STR, True),
+    ("node", Kind.STR, True),
+    ("step_id", Kind.STR, True),
+    ("parent_event_id", Kind.STR, True),
+    ("correlation_id", Kind.STR, True),
+    ("subject_id", Kind.STR, True),
+    ("exec_prev_seq", Kind.INT, True),
+    ("payload_codec", Kind.STR, False),
+    ("payload_key_id", Kind.STR, True),
+    ("payload", Kind.BYTES, False),
+)
+FIELD_NAMES = tuple(name for name, _, _ in FIELDS)
+
+# Fields a caller may give to ``append``; everything else is refused.
+ID_FIELDS = (
+    "event_id",
+    "tenant_id",
+    "execution_id",
+    "thread_id",
+    "node",
+    "step_id",
+    "parent_event_id",
+    "correlation_id",
+    "subject_id",
+)
+INPUT_FIELDS = frozenset(ID_FIELDS + ("event_type", "payload", "ts"))
+ASSIGNED_FIELDS = frozenset(
+    {"seq", "exec_prev_seq", "payload_codec", "payload_key_id", "prev_hash", "hash"}
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event exactly as stored: every hashed field plus the chain fields.
+
+    ``payload`` holds the stored bytes (see ``payload_codec``); use
+    :func:`wormjournal.segments.codec.decode_payload` to get the JSON value back.
+    """
+
+    seq: int
+    event_id: str
+    ts: int
+    event_type: str
+    tenant_id: str | None
+    execution_id: str
+    thread_id: str | None
+    node: str | None
+    step_id: str | None
+    parent_event_id: str | None
+    correlation_id: str | None
+    subject_id: str | None
+    exec_prev_seq: int | None
+    payload_codec: str
+    payload_key_id: str | None
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+
+    def field_values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in FIELD_NAMES)
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        return micros_to_datetime(self.ts)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; bytes as lowercase hex, ``ts`` as RFC 3339."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bytes):
+                value = value.hex()
+            out[f.name] = value
+        out["ts"] = format_ts(self.ts)
+        return out
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> StoredEvent:
+        """The inverse of :meth:`to_json_dict`."""
+        kwargs = dict(data)
+        kwargs["ts"] = parse_ts(kwargs["ts"], "ts")
+        for name in ("payload", "prev_hash", "hash"):
+            kwargs[name] = bytes.fromhex(kwargs[name])
+        return cls(**kwargs)
+
+
+# -- canonical bytes ---------------------------------------------------------
+
+
+def encode_value(kind: str, value: Any) -> bytes:
+    """The canonical bytes of one field value (FORMAT.md, "Field encoding")."""
+    if value is None:
+        return NULL_MARK
+    if kind == Kind.INT:
+        return b"\x00\x00\x00\x08" + struct.pack(">q", value)
+    raw = value.encode("utf-8") if kind == Kind.STR else bytes(value)
+    return struct.pack(">I", len(raw)) + raw
+
+
+def encode_fields(values: Sequence[Any]) -> bytes:
+    """The canonical bytes of an event's stored fields, in ``FIELDS`` order."""
+    return b"".join(encode_value(kind, v) for (_, kind, _), v in zip(FIELDS, values, strict=True))
+
+
+def decode_fields(data: bytes) -> tuple[tuple[Any, ...], int]:
+    """Parse ``encode_fields`` output; returns the values and the bytes consumed."""
+    values: list[Any] = []
+    pos = 0
+    for name, kind, nullable in FIELDS:
+        if pos + 4 > len(data):
+            raise ValueError(f"truncated before field {name}")
+        (length,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+        if length == 0xFFFFFFFF:
+            if not nullable:
+                raise ValueError(f"field {name} is null")
+            values.append(None)
+            continue
+        if pos + length > len(data):
+            raise ValueError(f"truncated inside field {name}")
+        raw = data[pos : pos + length]
+        pos += length
+        if kind == Kind.INT:
+            if length != 8:
+                raise ValueError(f"field {name} has {length} bytes, not 8")
+            values.append(struct.unpack(">q", raw)[0])
+        elif kind == Kind.STR:
+            values.append(raw.decode("utf-8"))
+        else:
+            values.append(bytes(raw))
+    return tuple(values), pos
+
+
+def event_hash(prev_hash: bytes, encoded_fields: bytes) -> bytes:
+    """SHA-256(EVENT_TAG || prev_hash || canonical fields)."""
+    return hashlib.sha256(EVENT_TAG + prev_hash + encoded_fields).digest()
+
+
+def genesis_hash(journal_id: str, stream: str) -> bytes:
+    """The ``prev_hash`` of a stream's first event; binds the chain to journal and stream."""
+    return hashlib.sha256(
+        GENESIS_TAG + encode_value(Kind.STR, journal_id) + encode_value(Kind.STR, stream)
+    ).digest()
+
+
+def pseudonymize(key: bytes, subject_id: str) -> str:
+    """The stored form of a subject id: a keyed pseudonym, never the raw identifier."""
+    mac = hmac.new(key, SUBJECT_TAG + subject_id.encode("utf-8"), hashlib.sha256)
+    return "psn:" + mac.hexdigest()[:32]
+
+
+# -- validation ----------------------------------------------------------------
+
+
+def check_id(field: str, value: Any, *, where: str | None = None) -> str:
+    """Refuse ids that are not non-empty, short, printable, path-safe strings."""
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, not {type(value).__name__}", where=where)
+    if not value:
+        raise ValidationError(field, "is empty", where=where)
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
+        raise ValidationError(field, f"is longer than {MAX_ID_BYTES} bytes", where=where)
+    for ch in value:
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            raise ValidationError(field, f"contains control character U+{o:04X}", where=where)
+        if ch in "/\\":
+            raise ValidationError(field, f"contains path separator {ch!r}", where=where)
+        if 0xD800 <= o <= 0xDFFF:
+            raise ValidationError(field, "contains a lone surrogate", where=where)
+    if value in (".", ".."):
+        raise ValidationError(field, f"{value!r} is not a safe id", where=where)
+    return value
+
+
+def check_event_type(value: Any, *, where: str | None = None) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("event_type", "must be a string", where=where)
+    if value in KNOWN_EVENT_TYPES or _CUSTOM_TYPE.fullmatch(value):
+        return value
+    raise ValidationError(
+        "event_type",
+        f"unknown type {value!r}; use a known type or 'custom:<namespace>.<name>'",
+        where=where,
+    )
+
+
+def _check_json_keys(value: Any, where: str | None) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise ValidationError(
+                        "payload", f"object key {k!r} is not a string", where=where
+                    )
+                if isinstance(v, (dict, list, tuple)):
+                    stack.append(v)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(v for v in item if isinstance(v, (dict, list, tuple)))
+
+
+def canonical_json(value: Any, *, where: str | None = None) -> bytes:
+    """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN."""
+    _check_json_keys(value, where)
+    try:
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as e:
+        raise ValidationError("payload", f"is not JSON: {e}", where=where) from e
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValidationError("payload", "contains a lone surrogate", where=where) from e
+
+
+def parse_ts(value: Any, field: str = "ts", *, where: str | None = None) -> int:
+    """Microseconds since the Unix epoch (UTC) from an aware datetime or RFC 3339 text."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise ValidationError(field, f"is not an RFC 3339 time: {e}", where=where) from e
+    if not isinstance(value, dt.datetime):
+        raise ValidationError(field, "must be a datetime or RFC 3339 text", where=where)
+    if value.tzinfo is None:
+        raise ValidationError(field, "has no time zone; give UTC", where=where)
+    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def micros_to_datetime(micros: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+
+
+def format_ts(micros: int) -> str:
+    return micros_to_datetime(micros).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+def uuid7() -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76
+    value |= ((rand >> 68) & 0xFFF) << 64
+    value |= 0b10 << 62
+    value |= rand & ((1 << 62) - 1)
+    return str(uuid.UUID(int=value))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EventInput:
+    """A validated event before the journal assigns seq, encodes and chains it."""
+
+    event_id: str
+    ts: int
+    event_type: str
+    tenant_id: str | None
+    execution_id: str
+    thread_id: str | None
+    node: str | None
+    step_id: str | None
+    parent_event_id: str | None
+    correlation_id: str | None
+    subject_id: str | None
+    payload_json: bytes
+
+
+def validate_event(
+    fields: Mapping[str, Any],
+    *,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    where: str | None = None,
+) -> EventInput:
+    """Check one event given as a mapping of field names; raise ValidationError naming the field."""
+    for name in fields:
+        if name in ASSIGNED_FIELDS:
+            raise ValidationError(name, "is assigned by the journal, not given", where=where)
+        if name not in INPUT_FIELDS:
+            raise ValidationError(name, "unknown field", where=where)
+    if "event_type" not in fields:
+        raise ValidationError("event_type", "is required", where=where)
+    if fields.get("execution_id") is None:
+        raise ValidationError("execution_id", "is required", where=where)
+    event_type = check_event_type(fields["event_type"], where=where)
+    ids: dict[str, str | None] = {}
+    size = len(event_type)
+    for name in ID_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            check_id(name, value, where=where)
+            size += len(value)
+        ids[name] = value
+    if ids["event_id"] is None:
+        ids["event_id"] = uuid7()
+    ts = fields.get("ts")
+    micros = now_micros() if ts is None else parse_ts(ts, where=where)
+    payload_json = canonical_json(fields.get("payload"), where=where)
+    size += len(payload_json)
+    if size > max_event_bytes:
+        raise ValidationError(
+            "payload", f"event is {size} bytes, over the limit of {max_event_bytes}", where=where
+        )
+    return EventInput(ts=micros, event_type=event_type, payload_json=payload_json, **ids)  # type: ignore[arg-type]

@@ -1,0 +1,36 @@
+"""The journal's configuration: one frozen dataclass, validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import ConfigError
+from ..events import DEFAULT_MAX_EVENT_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalConfig:
+    """How a writer behaves. None of these change the stored format.
+
+    Sealing happens automatically when the unsealed events reach
+    ``seal_max_events`` or ``seal_max_bytes`` of WAL, or when the oldest of them
+    is ``seal_max_age_seconds`` old (None turns the age rule off).
+    """
+
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    seal_max_events: int = 100_000
+    seal_max_bytes: int = 256 << 20
+    seal_max_age_seconds: float | None = 600.0
+    segment_max_events: int = 1_000_000
+    row_group_rows: int = 8192
+    zstd_level: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if self.seal_max_age_seconds is not None and not self.seal_max_age_seconds > 0:
+            raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
+        if not 1 <= self.zstd_level <= 22:
+            raise ConfigError(f"zstd_level must be 1..22, not {self.zstd_level}")

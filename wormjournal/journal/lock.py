@@ -1,0 +1,45 @@
+"""One writer per stream: an exclusive, non-blocking flock on the stream's WAL directory.
+
+flock locks belong to an open file description, so a second writer in the
+same process is refused as surely as one in another process, and the kernel
+releases the lock when the holder dies (kill -9 included).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+from ..errors import LockedError, StorageError
+
+
+class StreamLock:
+    def __init__(self, directory: Path, stream: str) -> None:
+        self.path = directory / "LOCK"
+        self.stream = stream
+        self._fd = -1
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StorageError(f"cannot open the writer lock {self.path}: {e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise LockedError(
+                f"stream {self.stream!r} already has a writer (pid {holder}, lock {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -1,0 +1,166 @@
+"""Sealing: WAL records -> Parquet segments -> signed manifests -> a checkpoint.
+
+Every step is a write-once put, so a seal interrupted at any point is finished
+by running it again: identical bytes are no-ops, and a segment object stored
+by an interrupted seal is adopted when its rows are exactly the WAL's records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+
+from ..errors import ConflictError, IntegrityError
+from ..events import StoredEvent, format_ts, genesis_hash, now_micros
+from ..segments import merkle
+from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.notes import NoteError, SigningKey, open_note
+from ..segments.table import read_segment, table_to_events, utc_date, write_segment
+from ..storage import layout
+from ..storage.base import Store
+
+log = logging.getLogger(__name__)
+
+# Tests set this to kill the process at a named step of a seal (crash tests).
+crash_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
+
+
+@dataclasses.dataclass
+class SealedState:
+    """What the store holds of one stream: enough to continue its chain."""
+
+    journal_id: str
+    stream: str
+    manifest_hashes: list[bytes]
+    last: Manifest | None
+
+    @property
+    def next_seq(self) -> int:
+        return 0 if self.last is None else self.last.last_seq + 1
+
+    @property
+    def last_hash(self) -> bytes:
+        return genesis_hash(self.journal_id, self.stream) if self.last is None else self.last.last_hash
+
+    @property
+    def next_segment(self) -> int:
+        return len(self.manifest_hashes)
+
+
+def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKey) -> SealedState:
+    """Read and link-check the stream's manifests (signed by our key)."""
+    state = SealedState(journal_id, stream, [], None)
+    for info in store.list(layout.manifests_prefix(stream)):
+        parsed = layout.parse_numbered(info.name)
+        if parsed is None:
+            continue
+        n = parsed[2]
+        try:
+            text, _ = open_note(store.get(info.name), [key.verify_key])
+            m = Manifest.parse(text)
+        except NoteError as e:
+            raise IntegrityError(f"manifest {info.name}: {e}") from e
+        prev_hash = state.manifest_hashes[-1] if state.manifest_hashes else ZERO_HASH
+        if n != state.next_segment or m.segment != n or m.prev_manifest != prev_hash or m.first_seq != state.next_seq:
+            raise IntegrityError(f"manifest {info.name} does not continue the stream's chain of manifests")
+        state.manifest_hashes.append(m.manifest_hash())
+        state.last = m
+    return state
+
+
+class Sealer:
+    def __init__(self, store: Store, state: SealedState, key: SigningKey, *, row_group_rows: int, segment_max_events: int) -> None:
+        self.store = store
+        self.state = state
+        self.key = key
+        self.row_group_rows = row_group_rows
+        self.segment_max_events = segment_max_events
+
+    def _chunk_end(self, events: Sequence[StoredEvent], start: int) -> int:
+        """A segment holds one UTC date and at most segment_max_events events."""
+        date = utc_date(events[start].ts)
+        end = start + 1
+        limit = min(len(events), start + self.segment_max_events)
+        while end < limit and utc_date(events[end].ts) == date:
+            end += 1
+        return end
+
+    def _adopt(self, name: str, events: Sequence[StoredEvent], start: int) -> tuple[int, bytes]:
+        """Accept a segment stored by an interrupted seal if it holds exactly our next records."""
+        data = self.store.get(name)
+        try:
+            stored = table_to_events(read_segment(data))
+        except Exception as e:  # a torn or foreign object: never adopt it
+            raise IntegrityError(f"{name} exists but is not a readable segment: {e}") from e
+        mine = list(events[start : start + len(stored)])
+        if not stored or stored != mine:
+            raise IntegrityError(f"{name} exists and does not hold the events of the write-ahead log")
+        log.info("adopting %s, stored by an interrupted seal", name)
+        return start + len(stored), data
+
+    def seal(self, events: Sequence[StoredEvent]) -> list[Manifest]:
+        """Seal ``events`` (contiguous, starting at the state's next seq) and write a checkpoint."""
+        if not events:
+            return []
+        st = self.state
+        if events[0].seq != st.next_seq or events[0].prev_hash != st.last_hash:
+            raise IntegrityError(
+                f"stream {st.stream}: the write-ahead log starts at seq {events[0].seq}, "
+                f"but the store's chain continues at seq {st.next_seq}"
+            )
+        manifests = []
+        pos = 0
+        while pos < len(events):
+            segment = st.next_segment
+            end = self._chunk_end(events, pos)
+            name = layout.segment(st.stream, utc_date(events[pos].ts), segment)
+            data = write_segment(
+                events[pos:end], journal_id=st.journal_id, stream=st.stream, segment=segment, row_group_rows=self.row_group_rows
+            )
+            try:
+                self.store.put(name, data)
+            except ConflictError:
+                end, data = self._adopt(name, events, pos)
+            _step("segment_stored")
+            chunk = events[pos:end]
+            m = Manifest(
+                journal=st.journal_id,
+                stream=st.stream,
+                segment=segment,
+                first_seq=chunk[0].seq,
+                last_seq=chunk[-1].seq,
+                events=len(chunk),
+                prev_hash=chunk[0].prev_hash,
+                last_hash=chunk[-1].hash,
+                merkle_root=merkle.merkle_root([e.hash for e in chunk]),
+                object=name,
+                object_size=len(data),
+                object_sha256=hashlib.sha256(data).digest(),
+                prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
+                key_id=self.key.verify_key.key_id,
+                time=format_ts(now_micros()),
+            )
+            self.store.put(layout.manifest(st.stream, segment), m.sign(self.key))
+            _step("manifest_stored")
+            st.manifest_hashes.append(m.manifest_hash())
+            st.last = m
+            manifests.append(m)
+            pos = end
+        self.write_checkpoint()
+        _step("checkpoint_stored")
+        return manifests
+
+    def write_checkpoint(self) -> None:
+        """Sign and store the checkpoint over every manifest so far (idempotent)."""
+        st = self.state
+        if not st.manifest_hashes:
+            return
+        cp = Checkpoint.for_manifests(checkpoint_origin(st.journal_id, st.stream), st.manifest_hashes)
+        self.store.put(layout.checkpoint(st.stream, cp.tree_size), cp.sign(self.key))

@@ -1,0 +1,277 @@
+"""The write-ahead log: one file per generation, frames of records, group commit.
+
+A WAL file is ``<first_seq, 20 digits>.wal`` in the stream's WAL directory::
+
+    header  = MAGIC(8) || u64be first_seq || prev_hash(32) || u32be crc32(preceding bytes)
+    frame   = u32be body_len || u32be crc32(body) || body
+    body    = u32be count || count * (u32be len || encode_fields(...) || hash(32))
+
+One frame is one ``append``/``append_batch`` call: a batch is all or nothing,
+because a torn frame fails its CRC and is dropped as a whole. Only the tail
+of the newest file can be torn (older files were fsync'd whole when frozen).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import struct
+import threading
+import zlib
+from pathlib import Path
+
+from ..errors import IntegrityError, StorageError
+from ..events import HASH_SIZE, StoredEvent, decode_fields, event_hash
+from ..storage.local import fsync_dir
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"WJWAL\x00\x01\n"
+HEADER_SIZE = len(MAGIC) + 8 + HASH_SIZE + 4
+_FRAME_HEAD = struct.Struct(">II")
+# A frame larger than this is a corrupt length, not a real batch.
+MAX_FRAME_BYTES = 1 << 31
+
+
+@dataclasses.dataclass(frozen=True)
+class WalHeader:
+    first_seq: int
+    prev_hash: bytes
+
+    def encode(self) -> bytes:
+        head = MAGIC + struct.pack(">Q", self.first_seq) + self.prev_hash
+        return head + struct.pack(">I", zlib.crc32(head))
+
+    @classmethod
+    def decode(cls, data: bytes) -> WalHeader:
+        if len(data) < HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
+            raise ValueError("not a wormjournal WAL file")
+        head = data[: HEADER_SIZE - 4]
+        (crc,) = struct.unpack_from(">I", data, HEADER_SIZE - 4)
+        if zlib.crc32(head) != crc:
+            raise ValueError("WAL header checksum mismatch")
+        (first_seq,) = struct.unpack_from(">Q", data, len(MAGIC))
+        return cls(first_seq, bytes(data[len(MAGIC) + 8 : HEADER_SIZE - 4]))
+
+
+def encode_frame(records: list[tuple[bytes, bytes]]) -> bytes:
+    """One frame holding (encoded fields, hash) records."""
+    parts = [struct.pack(">I", len(records))]
+    for enc, h in records:
+        parts.append(struct.pack(">I", len(enc) + HASH_SIZE))
+        parts.append(enc)
+        parts.append(h)
+    body = b"".join(parts)
+    return _FRAME_HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def _decode_body(body: bytes) -> list[tuple[bytes, bytes]]:
+    (count,) = struct.unpack_from(">I", body, 0)
+    pos = 4
+    out = []
+    for _ in range(count):
+        (n,) = struct.unpack_from(">I", body, pos)
+        pos += 4
+        rec = body[pos : pos + n]
+        if len(rec) != n or n < HASH_SIZE:
+            raise ValueError("record overruns its frame")
+        out.append((rec[:-HASH_SIZE], rec[-HASH_SIZE:]))
+        pos += n
+    if pos != len(body):
+        raise ValueError("frame has trailing bytes")
+    return out
+
+
+@dataclasses.dataclass
+class WalContents:
+    path: Path
+    header: WalHeader
+    events: list[StoredEvent]
+    good_end: int  # offset just past the last whole frame
+    size: int  # file size as found
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.good_end
+
+
+def read_wal(path: Path) -> WalContents:
+    """Read a WAL file, stopping at the first frame that is short or fails its CRC.
+
+    Every record is checked against the chain: its hash must be the event hash of
+    its fields after the previous record's hash. Raises IntegrityError otherwise.
+    """
+    data = path.read_bytes()
+    try:
+        header = WalHeader.decode(data)
+    except ValueError as e:
+        raise IntegrityError(f"{path}: {e}") from e
+    pos = HEADER_SIZE
+    events: list[StoredEvent] = []
+    prev = header.prev_hash
+    seq = header.first_seq
+    while pos + _FRAME_HEAD.size <= len(data):
+        body_len, crc = _FRAME_HEAD.unpack_from(data, pos)
+        end = pos + _FRAME_HEAD.size + body_len
+        if end > len(data) or body_len > MAX_FRAME_BYTES:
+            break
+        body = data[pos + _FRAME_HEAD.size : end]
+        if zlib.crc32(body) != crc:
+            break
+        try:
+            records = _decode_body(body)
+            batch = []
+            for enc, h in records:
+                values, used = decode_fields(enc)
+                if used != len(enc):
+                    raise ValueError("record has trailing bytes")
+                if values[0] != seq:
+                    raise IntegrityError(f"{path}: record at offset {pos} has seq {values[0]}, expected {seq}")
+                if event_hash(prev, enc) != h:
+                    raise IntegrityError(f"{path}: record seq {seq} does not match its hash")
+                batch.append(StoredEvent(*values, prev_hash=prev, hash=h))
+                prev = h
+                seq += 1
+        except (ValueError, struct.error) as e:
+            raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: {e}") from e
+        events.extend(batch)
+        pos = end
+    return WalContents(path, header, events, pos, len(data))
+
+
+def wal_name(first_seq: int) -> str:
+    return f"{first_seq:020d}.wal"
+
+
+def list_wal_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.wal") if p.stem.isdigit())
+
+
+def create_wal_file(directory: Path, header: WalHeader) -> Path:
+    """Create a WAL file atomically (temp file, rename, directory fsync)."""
+    path = directory / wal_name(header.first_seq)
+    tmp = directory / (path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(header.encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+    return path
+
+
+class WalWriter:
+    """Appends frames to the newest WAL file; ``sync`` is a group commit.
+
+    ``write`` is called under the journal's lock; ``sync`` outside it, so that
+    appenders who wrote while an fsync was running share the next one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._cond = threading.Condition()
+        self._written = 0  # ticket of the last frame written
+        self._synced = 0  # every ticket <= this is durable
+        self._syncing = False
+        self._failed: BaseException | None = None
+        self.bytes_written = 0
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(
+                f"the write-ahead log failed earlier ({self._failed}); close and reopen the journal",
+                hint="reopening recovers every acknowledged event and drops only unacknowledged ones",
+            )
+
+    def write(self, frame: bytes) -> int:
+        """Write a frame (not yet durable); returns its ticket for ``sync``."""
+        self._check()
+        try:
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as e:
+            self._failed = e
+            raise StorageError(f"cannot write the write-ahead log {self.path}: {e}") from e
+        self.bytes_written += len(frame)
+        self._written += 1
+        return self._written
+
+    def sync(self, ticket: int) -> None:
+        """Return once the frame with ``ticket`` is fsync'd; one fsync serves many waiters."""
+        with self._cond:
+            while self._synced < ticket:
+                self._check()
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._syncing = True
+                target = self._written
+                fd = self._fd
+                self._cond.release()
+                error: OSError | None = None
+                try:
+                    os.fdatasync(fd)
+                except OSError as e:
+                    error = e
+                finally:
+                    self._cond.acquire()
+                    self._syncing = False
+                    if error is None:
+                        self._synced = max(self._synced, target)
+                    else:
+                        self._failed = error
+                    self._cond.notify_all()
+            self._check()
+
+    def rotate(self, header: WalHeader) -> Path:
+        """Make everything written durable, then continue in a new file. Returns the old path."""
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            self._check()
+            try:
+                os.fdatasync(self._fd)
+                self._synced = self._written
+                new_path = create_wal_file(self.path.parent, header)
+                new_fd = os.open(new_path, os.O_WRONLY | os.O_APPEND)
+            except OSError as e:
+                self._failed = e
+                raise StorageError(f"cannot start a new write-ahead log file: {e}") from e
+            os.close(self._fd)
+            old, self.path, self._fd = self.path, new_path, new_fd
+            self.bytes_written = 0
+            return old
+
+    def close(self) -> None:
+        with self._cond:
+            while self._syncing:
+                self._cond.wait()
+            if self._fd >= 0:
+                try:
+                    if self._failed is None:
+                        os.fdatasync(self._fd)
+                finally:
+                    os.close(self._fd)
+                    self._fd = -1
+
+
+def truncate_torn_tail(contents: WalContents) -> None:
+    """Cut an unacknowledged torn tail off the newest WAL file."""
+    if contents.torn_bytes <= 0:
+        return
+    log.warning(
+        "dropping a torn tail of %d bytes at offset %d of %s (never acknowledged)",
+        contents.torn_bytes,
+        contents.good_end,
+        contents.path,
+    )
+    fd = os.open(contents.path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, contents.good_end)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+

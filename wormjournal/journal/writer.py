@@ -1,0 +1,391 @@
+"""The Journal: durable append, group commit, sealing, crash recovery, one writer per stream.
+
+The write path of one batch, each step a small function::
+
+    validate -> canonical JSON -> compress -> (encrypt: a later codec step)
+      -> assign seq, link the execution, hash-chain -> WAL frame -> fsync -> return seqs
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
+from ..events import EventInput, encode_fields, event_hash, pseudonymize, uuid7, validate_event
+from ..payload import Compressor
+from ..segments.identity import JournalIdentity, read_identity
+from ..segments.manifest import Manifest
+from ..segments.notes import SigningKey
+from ..storage import layout, open_store
+from ..storage.base import Store
+from ..storage.local import LocalStore, makedirs_durable
+from . import wal as walmod
+from .config import JournalConfig
+from .keys import check_outside, create_keys, key_name, load_keys
+from .lock import StreamLock
+from .sealer import Sealer, load_sealed_state
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STREAM = "main"
+
+
+def default_wal_dir(store: Store) -> Path:
+    """Where the WAL lives when none is given: ``<store>/.wal`` for a local store."""
+    if isinstance(store, LocalStore):
+        return store.root / ".wal"
+    raise ConfigError("this store needs an explicit wal_dir on local disk")
+
+
+def _store_root(store: Store) -> Path | None:
+    return store.root if isinstance(store, LocalStore) else None
+
+
+class Journal:
+    """One writer of one stream of a journal.
+
+    Use :meth:`create` or :meth:`open`, preferably as a context manager. Methods
+    raise :class:`~wormjournal.errors.ValidationError` for bad input (nothing is
+    written), :class:`~wormjournal.errors.StorageError` when the WAL or store
+    fails, :class:`~wormjournal.errors.LockedError` when the stream has a writer.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        identity: JournalIdentity,
+        signing_key: SigningKey,
+        pseudonym_key: bytes,
+        *,
+        stream: str,
+        wal_dir: Path,
+        config: JournalConfig,
+    ) -> None:
+        if not layout.is_valid_stream(stream):
+            raise ValidationError("stream", f"{stream!r} is not a valid stream name (letters, digits, . _ -; at most 64)")
+        self.store = store
+        self.identity = identity
+        self.stream = stream
+        self.config = config
+        self._key = signing_key
+        self._pseudonym_key = pseudonym_key
+        self._wal_dir = wal_dir / f"stream={stream}"
+        self._lock = threading.Lock()  # guards seq, chain head and WAL writes
+        self._seal_lock = threading.Lock()
+        self._local = threading.local()
+        self._closed = False
+        makedirs_durable(self._wal_dir)
+        self._stream_lock = StreamLock(self._wal_dir, stream)
+        self._stream_lock.acquire()
+        try:
+            self._recover()
+        except BaseException:
+            self._stream_lock.release()
+            raise
+        self._age_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        if config.seal_max_age_seconds is not None:
+            self._age_thread = threading.Thread(target=self._age_loop, name="wormjournal-age-sealer", daemon=True)
+            self._age_thread.start()
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        store: str | os.PathLike[str] | Store,
+        *,
+        key_dir: str | os.PathLike[str],
+        stream: str = DEFAULT_STREAM,
+        wal_dir: str | os.PathLike[str] | None = None,
+        config: JournalConfig | None = None,
+    ) -> Journal:
+        """Create a journal in an empty store and open a writer on ``stream``.
+
+        Generates the Ed25519 signing key and the pseudonym key under
+        ``key_dir/<journal_id>/`` (which must lie outside the store) and stores
+        the public key in the store. Raises ConfigError if a journal exists.
+        """
+        st = open_store(store)
+        key_path = Path(key_dir)
+        check_outside(key_path, _store_root(st))
+        if st.head(layout.JOURNAL_OBJECT) is not None:
+            raise ConfigError(f"{st.url} already holds a journal", hint="use Journal.open / a new directory")
+        journal_id = uuid7()
+        signing, pseudonym, _ = create_keys(key_path, journal_id)
+        identity = JournalIdentity(
+            journal_id=journal_id,
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            key_name=key_name(journal_id),
+        )
+        st.put(layout.public_key(signing.verify_key.key_id), signing.verify_key.pem())
+        st.put(layout.JOURNAL_OBJECT, identity.encode())
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config)
+
+    @classmethod
+    def open(
+        cls,
+        store: str | os.PathLike[str] | Store,
+        *,
+        key_dir: str | os.PathLike[str],
+        stream: str = DEFAULT_STREAM,
+        wal_dir: str | os.PathLike[str] | None = None,
+        config: JournalConfig | None = None,
+    ) -> Journal:
+        """Open a writer on ``stream`` of an existing journal, recovering after a crash.
+
+        Recovery drops a torn, never-acknowledged WAL tail, checks the WAL's
+        chain against the last sealed segment and finishes an interrupted seal.
+        Raises NotFoundError when there is no journal, IntegrityError when the
+        WAL and the store disagree.
+        """
+        st = open_store(store)
+        identity = read_identity(st)
+        key_path = Path(key_dir)
+        check_outside(key_path, _store_root(st))
+        signing, pseudonym = load_keys(key_path, identity.journal_id)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config)
+
+    @classmethod
+    def _open(cls, st: Store, identity: JournalIdentity, signing: SigningKey, pseudonym: bytes, stream: str,
+              wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None) -> Journal:
+        wd = Path(wal_dir) if wal_dir is not None else default_wal_dir(st)
+        return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig())
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def journal_id(self) -> str:
+        return self.identity.journal_id
+
+    @property
+    def public_key_pem(self) -> bytes:
+        return self._key.verify_key.pem()
+
+    # -- recovery ------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        state = load_sealed_state(self.store, self.journal_id, self.stream, self._key)
+        self._sealer = Sealer(
+            self.store, state, self._key,
+            row_group_rows=self.config.row_group_rows, segment_max_events=self.config.segment_max_events,
+        )
+        self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint
+        for tmp in self._wal_dir.glob("*.wal.tmp"):
+            tmp.unlink()  # a WAL file whose creation never completed held no event
+        files = walmod.list_wal_files(self._wal_dir)
+        contents = [walmod.read_wal(p) for p in files]
+        if contents:
+            walmod.truncate_torn_tail(contents[-1])
+            for c in contents[:-1]:
+                if c.torn_bytes:
+                    raise IntegrityError(f"{c.path} is damaged at offset {c.good_end}, but it is not the newest WAL file")
+        # Link the WAL files to each other and to the store's chain.
+        pending = []
+        expect_seq, expect_hash = state.next_seq, state.last_hash
+        for c in contents:
+            if c.header.first_seq > expect_seq or (
+                c.header.first_seq == expect_seq and c.header.prev_hash != expect_hash
+            ):
+                raise IntegrityError(
+                    f"{c.path} starts at seq {c.header.first_seq}, but the chain continues at seq {expect_seq}",
+                    hint="the WAL does not belong to this store, or the store was altered",
+                )
+            for e in c.events:
+                if e.seq < expect_seq:
+                    continue  # already sealed
+                if e.seq != expect_seq or e.prev_hash != expect_hash:
+                    raise IntegrityError(f"{c.path}: seq {e.seq} does not continue the chain at seq {expect_seq}")
+                pending.append(e)
+                expect_seq, expect_hash = e.seq + 1, e.hash
+        self._next_seq = expect_seq
+        self._last_hash = expect_hash
+        self._exec_heads = self._load_exec_heads()
+        for e in pending:
+            self._exec_heads[e.execution_id] = e.seq
+        # Appends go on in the newest file; older ones are frozen and get sealed now.
+        if contents:
+            active = contents[-1]
+            self._wal = walmod.WalWriter(active.path)
+            self._pending_events = sum(1 for e in active.events if e.seq >= state.next_seq)
+            self._pending_bytes = active.good_end - walmod.HEADER_SIZE
+        else:
+            path = walmod.create_wal_file(self._wal_dir, walmod.WalHeader(self._next_seq, self._last_hash))
+            self._wal = walmod.WalWriter(path)
+            self._pending_events = self._pending_bytes = 0
+        self._oldest_pending = time.monotonic() if self._pending_events else None
+        if len(contents) > 1:
+            self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
+
+    def _load_exec_heads(self) -> dict[str, int]:
+        """The last seq of each execution in the sealed segments (for exec_prev_seq links)."""
+        heads: dict[str, int] = {}
+        for info in self.store.list(layout.stream_segments_prefix(self.stream)):
+            parsed = layout.parse_segment(info.name)
+            if parsed is None or parsed[2] >= self._sealer.state.next_segment:
+                continue  # an orphan from an interrupted seal is not sealed yet
+            table = pq.read_table(pa.BufferReader(self.store.get(info.name)), columns=["execution_id", "seq"])
+            heads.update(zip(table.column("execution_id").to_pylist(), table.column("seq").to_pylist(), strict=True))
+        return heads
+
+    # -- append ----------------------------------------------------------------------
+
+    def _compressor(self) -> Compressor:
+        comp = getattr(self._local, "compressor", None)
+        if comp is None:
+            comp = self._local.compressor = Compressor(self.config.zstd_level)
+        return comp
+
+    def _prepare(self, event: Mapping[str, Any], where: str | None) -> tuple[EventInput, str, bytes, str | None]:
+        ev = validate_event(event, max_event_bytes=self.config.max_event_bytes, where=where)
+        codec, stored = self._compressor().encode(ev.payload_json)
+        # Encryption (a per-scope key, AES-256-GCM) slots in here, before any byte reaches the WAL.
+        subject = pseudonymize(self._pseudonym_key, ev.subject_id) if ev.subject_id is not None else None
+        return ev, codec, stored, subject
+
+    def append(self, event_type: str, execution_id: str, payload: Any = None, **fields: Any) -> int:
+        """Append one event; returns its seq once it is fsync'd in the WAL."""
+        return self.append_batch([dict(fields, event_type=event_type, execution_id=execution_id, payload=payload)])[0]
+
+    def append_batch(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Append events atomically (all or none) with one fsync; returns their seqs.
+
+        Every event is validated before anything is written.
+        """
+        batch = list(events)
+        prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None) for i, ev in enumerate(batch)]
+        if not prepared:
+            return []
+        with self._lock:
+            self._check_open()
+            seq, prev = self._next_seq, self._last_hash
+            heads: dict[str, int] = {}
+            records = []
+            for ev, codec, stored, subject in prepared:
+                exec_prev = heads.get(ev.execution_id, self._exec_heads.get(ev.execution_id))
+                values = (
+                    seq, ev.event_id, ev.ts, ev.event_type, ev.tenant_id, ev.execution_id, ev.thread_id, ev.node,
+                    ev.step_id, ev.parent_event_id, ev.correlation_id, subject, exec_prev, codec, None, stored,
+                )
+                enc = encode_fields(values)
+                prev = event_hash(prev, enc)
+                records.append((enc, prev))
+                heads[ev.execution_id] = seq
+                seq += 1
+            frame = walmod.encode_frame(records)
+            ticket = self._wal.write(frame)
+            first = self._next_seq
+            self._next_seq, self._last_hash = seq, prev
+            self._exec_heads.update(heads)
+            self._pending_events += len(records)
+            self._pending_bytes += len(frame)
+            if self._oldest_pending is None:
+                self._oldest_pending = time.monotonic()
+            due = self._pending_events >= self.config.seal_max_events or self._pending_bytes >= self.config.seal_max_bytes
+        self._wal.sync(ticket)
+        if due:
+            self._auto_seal()
+        return list(range(first, seq))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError("the journal is closed")
+
+    # -- sealing ------------------------------------------------------------------------
+
+    def _auto_seal(self) -> None:
+        try:
+            self.seal()
+        except JournalError as e:  # the events are safe in the WAL; the next seal retries
+            log.warning("automatic seal failed, will retry: %s", e)
+
+    def _age_loop(self) -> None:
+        limit = self.config.seal_max_age_seconds
+        assert limit is not None
+        while not self._stop.wait(min(limit / 4, 1.0)):
+            oldest = self._oldest_pending
+            if oldest is not None and time.monotonic() - oldest >= limit:
+                self._auto_seal()
+
+    def seal(self) -> list[Manifest]:
+        """Seal every unsealed event into segments; returns the new manifests.
+
+        The WAL is cut only after segments, manifests and checkpoint are stored.
+        Raises StorageError if the store fails (the WAL stays intact; sealing again completes it).
+        """
+        with self._seal_lock:
+            with self._lock:
+                self._check_open()
+                if self._pending_events:
+                    self._wal.rotate(walmod.WalHeader(self._next_seq, self._last_hash))
+                    self._pending_events = 0
+                    self._pending_bytes = 0
+                    self._oldest_pending = None
+                active = self._wal.path
+            frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
+            events = []
+            for path in frozen:
+                events.extend(e for e in walmod.read_wal(path).events if e.seq >= self._sealer.state.next_seq)
+            manifests = self._sealer.seal(events)
+            for path in frozen:
+                path.unlink()
+            if frozen:
+                walmod.fsync_dir(self._wal_dir)
+            return manifests
+
+    # -- status and close --------------------------------------------------------------------
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def head_hash(self) -> bytes:
+        """The hash of the last appended event (the chain head)."""
+        return self._last_hash
+
+    @property
+    def sealed_seq(self) -> int:
+        """Events with a seq below this are sealed into segments."""
+        return self._sealer.state.next_seq
+
+    def verify(self, **kwargs: Any) -> Any:
+        """Verify the whole store with this journal's public key; returns a VerifyReport."""
+        from ..verify import verify_store
+
+        kwargs.setdefault("public_keys", [self._key.verify_key])
+        return verify_store(self.store, **kwargs)
+
+    def close(self, *, seal: bool = False) -> None:
+        """Stop the age sealer, optionally seal, fsync and release the stream."""
+        if self._closed:
+            return
+        self._stop.set()
+        if self._age_thread is not None:
+            self._age_thread.join()
+        try:
+            if seal:
+                self.seal()
+        finally:
+            with self._lock:
+                self._closed = True
+                try:
+                    self._wal.close()
+                finally:
+                    self._stream_lock.release()
+

@@ -1,0 +1,58 @@
+"""Payload codecs: how a payload's canonical JSON becomes its stored bytes and back.
+
+The write side is a sequence of small steps (compress, then encrypt); each
+step appends its name to the codec string, e.g. ``json+zstd``. The codec is a
+hashed field, so a reader always knows how to undo the steps.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import zstandard
+
+from .errors import IntegrityError
+
+CODEC_JSON = "json"
+CODEC_JSON_ZSTD = "json+zstd"
+# A payload never decompresses to more than this; refuses decompression bombs on read.
+MAX_DECODED_BYTES = 64 << 20
+
+
+class Compressor:
+    """zstd, kept only where it makes the payload smaller. Not thread-safe."""
+
+    def __init__(self, level: int = 3) -> None:
+        self._zc = zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True)
+
+    def encode(self, payload_json: bytes) -> tuple[str, bytes]:
+        if len(payload_json) < 64:
+            return CODEC_JSON, payload_json
+        packed = self._zc.compress(payload_json)
+        if len(packed) >= len(payload_json):
+            return CODEC_JSON, payload_json
+        return CODEC_JSON_ZSTD, packed
+
+
+_dctx = zstandard.ZstdDecompressor()
+
+
+def decode_payload_json(codec: str, data: bytes) -> bytes:
+    """The canonical JSON bytes of a stored payload. Raises IntegrityError on bad bytes."""
+    if codec == CODEC_JSON:
+        return data
+    if codec == CODEC_JSON_ZSTD:
+        try:
+            return _dctx.decompress(data, max_output_size=MAX_DECODED_BYTES)
+        except zstandard.ZstdError as e:
+            raise IntegrityError(f"payload does not decompress: {e}") from e
+    raise IntegrityError(f"unknown payload codec {codec!r}")
+
+
+def decode_payload(codec: str, data: bytes) -> Any:
+    """The JSON value of a stored payload."""
+    try:
+        return json.loads(decode_payload_json(codec, data))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntegrityError(f"payload is not JSON: {e}") from e

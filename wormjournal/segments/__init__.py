@@ -1,0 +1,1 @@
+"""The Parquet segment: schema, writer, reader, Merkle root, signed manifest and checkpoint."""

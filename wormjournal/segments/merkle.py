@@ -1,0 +1,38 @@
+"""RFC 6962 Merkle tree hashing, domain-separated (0x00 leaves, 0x01 nodes)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+_sha256 = hashlib.sha256
+
+
+def leaf_hash(data: bytes) -> bytes:
+    return _sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(b"\x01" + left + right).digest()
+
+
+def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
+    """MTH over leaves whose leaf hashes are given.
+
+    Pairing bottom-up and promoting an odd last node unchanged gives the same
+    root as RFC 6962's split at the largest power of two below n.
+    """
+    if not level:
+        return _sha256(b"").digest()
+    nodes = list(level)
+    while len(nodes) > 1:
+        paired = [_sha256(b"\x01" + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
+        if len(nodes) % 2:
+            paired.append(nodes[-1])
+        nodes = paired
+    return nodes[0]
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """MTH(D[n]) of RFC 6962, section 2.1, over the leaf data ``leaves``."""
+    return root_from_leaf_hashes([_sha256(b"\x00" + d).digest() for d in leaves])

@@ -1,0 +1,163 @@
+"""C2SP signed notes with Ed25519 keys (https://c2sp.org/signed-note).
+
+A note is UTF-8 text ending in a newline, then a blank line, then signature
+lines ``— <key name> <base64(key hash || signature)>``. The key hash of an
+Ed25519 key is the first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import hashlib
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..errors import ConfigError
+
+SIG_PREFIX = "\u2014 "
+ALG_ED25519 = b"\x01"
+
+
+def raw_public(pub: Ed25519PublicKey) -> bytes:
+    return pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id_of(pub: Ed25519PublicKey) -> str:
+    """wormjournal's key id: the first 16 bytes of SHA-256(raw public key), hex."""
+    return hashlib.sha256(raw_public(pub)).hexdigest()[:32]
+
+
+def note_key_hash(name: str, pub: Ed25519PublicKey) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + ALG_ED25519 + raw_public(pub)).digest()[:4]
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyKey:
+    """A public key that signs a journal's notes, with its note name."""
+
+    name: str
+    public: Ed25519PublicKey
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.public)
+
+    @property
+    def note_hash(self) -> bytes:
+        return note_key_hash(self.name, self.public)
+
+    def pem(self) -> bytes:
+        return self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    @classmethod
+    def from_pem(cls, name: str, data: bytes) -> VerifyKey:
+        try:
+            pub = serialization.load_pem_public_key(data)
+        except ValueError as e:
+            raise ConfigError(f"not a PEM public key: {e}") from e
+        if not isinstance(pub, Ed25519PublicKey):
+            raise ConfigError("the public key is not an Ed25519 key")
+        return cls(name, pub)
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningKey:
+    name: str
+    private: Ed25519PrivateKey
+
+    @property
+    def verify_key(self) -> VerifyKey:
+        return VerifyKey(self.name, self.private.public_key())
+
+    def sign_note(self, text: str) -> bytes:
+        """The signed note: ``text``, a blank line, one signature line."""
+        if not text.endswith("\n") or "\n\n" in text:
+            raise ValueError("note text must end in a newline and hold no blank line")
+        sig = self.private.sign(text.encode("utf-8"))
+        blob = base64.b64encode(self.verify_key.note_hash + sig).decode()
+        return f"{text}\n{SIG_PREFIX}{self.name} {blob}\n".encode()
+
+    def private_pem(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    @classmethod
+    def generate(cls, name: str) -> SigningKey:
+        return cls(name, Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_pem(cls, name: str, data: bytes) -> SigningKey:
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except ValueError as e:
+            raise ConfigError(f"not a PEM private key: {e}") from e
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ConfigError("the signing key is not an Ed25519 key")
+        return cls(name, key)
+
+
+class NoteError(ValueError):
+    """A note that does not parse or whose signature does not verify."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    name: str
+    key_hash: bytes
+    signature: bytes
+
+
+def split_note(data: bytes) -> tuple[str, list[Signature]]:
+    """The text and the signature lines of a signed note (nothing verified yet)."""
+    try:
+        whole = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise NoteError("note is not UTF-8") from e
+    sep = whole.rfind("\n\n")
+    if sep < 0 or not whole.endswith("\n"):
+        raise NoteError("note has no signature block")
+    text, sig_block = whole[: sep + 1], whole[sep + 2 :]
+    sigs: list[Signature] = []
+    for line in sig_block.splitlines():
+        if not line.startswith(SIG_PREFIX):
+            raise NoteError(f"malformed signature line: {line[:60]!r}")
+        try:
+            name, blob = line[len(SIG_PREFIX) :].split(" ")
+            raw = base64.b64decode(blob, validate=True)
+        except (ValueError, binascii.Error) as e:
+            raise NoteError(f"malformed signature line: {line[:60]!r}") from e
+        if len(raw) < 5:
+            raise NoteError("signature too short")
+        sigs.append(Signature(name, raw[:4], raw[4:]))
+    if not sigs:
+        raise NoteError("note has no signature")
+    return text, sigs
+
+
+def open_note(data: bytes, keys: list[VerifyKey]) -> tuple[str, VerifyKey]:
+    """Verify a signed note against trusted keys; returns its text and the key that signed it.
+
+    Raises NoteError when no signature by a trusted key verifies.
+    """
+    text, sigs = split_note(data)
+    by_hash = {(k.name, k.note_hash): k for k in keys}
+    for sig in sigs:
+        key = by_hash.get((sig.name, sig.key_hash))
+        if key is None:
+            continue
+        try:
+            key.public.verify(sig.signature, text.encode("utf-8"))
+        except InvalidSignature as e:
+            raise NoteError(f"bad signature by key {key.key_id}") from e
+        return text, key
+    names = ", ".join(f"{s.name}+{s.key_hash.hex()}" for s in sigs)
+    raise NoteError(f"not signed by a trusted key (signed by {names})")

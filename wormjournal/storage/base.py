@@ -1,0 +1,58 @@
+"""The Store interface: where sealed bytes live.
+
+Five operations and no delete (DESIGN.md, invariant 3). ``put`` is write-once:
+putting identical bytes again is a no-op, different bytes raise ConflictError.
+The read half, :class:`ObjectReader`, is all the auditor ever gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    name: str
+    size: int
+    version_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PutResult:
+    name: str
+    size: int
+    created: bool  # False when identical bytes were already there
+    version_id: str | None = None
+
+
+@runtime_checkable
+class ObjectReader(Protocol):
+    """Read-only access to a store: what the verifier depends on."""
+
+    def get(self, name: str) -> bytes:
+        """The whole object. Raises StorageError (``NotFound`` when absent)."""
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start`` (fewer at the end of the object)."""
+
+    def head(self, name: str) -> ObjectInfo | None:
+        """Size (and version) of an object, or None when absent."""
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose name starts with ``prefix``, in name order."""
+
+
+@runtime_checkable
+class Store(ObjectReader, Protocol):
+    """A write-once object store."""
+
+    url: str
+
+    def put(self, name: str, data: bytes) -> PutResult:
+        """Store ``data`` under ``name`` if absent; identical bytes are a no-op.
+
+        Raises ConflictError when different bytes are already stored, StorageError
+        on I/O failure.
+        """

@@ -1,0 +1,94 @@
+"""Object names: every name in the store is built here, by pure functions.
+
+The layout (FORMAT.md, "Object names")::
+
+    journal.json                                            journal identity, written once
+    keys/<key_id>.pem                                       public signing keys
+    segments/stream=<s>/date=<YYYY-MM-DD>/seg-<n>.parquet  sealed events (hive-style)
+    manifests/stream=<s>/<n>.note                          signed segment manifests
+    checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
+"""
+
+from __future__ import annotations
+
+import re
+
+JOURNAL_OBJECT = "journal.json"
+KEYS_PREFIX = "keys/"
+SEGMENTS_PREFIX = "segments/"
+MANIFESTS_PREFIX = "manifests/"
+CHECKPOINTS_PREFIX = "checkpoints/"
+NUMBER_WIDTH = 12
+
+STREAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SEGMENT_RE = re.compile(
+    r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/seg-(?P<n>\d{12})\.parquet"
+)
+_NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
+
+
+def is_valid_stream(stream: str) -> bool:
+    return STREAM_RE.fullmatch(stream) is not None
+
+
+def _num(n: int) -> str:
+    if n < 0 or n >= 10**NUMBER_WIDTH:
+        raise ValueError(f"number out of range: {n}")
+    return f"{n:0{NUMBER_WIDTH}d}"
+
+
+def public_key(key_id: str) -> str:
+    return f"{KEYS_PREFIX}{key_id}.pem"
+
+
+def segment(stream: str, date: str, n: int) -> str:
+    if not _DATE_RE.fullmatch(date):
+        raise ValueError(f"bad partition date: {date!r}")
+    return f"{SEGMENTS_PREFIX}stream={stream}/date={date}/seg-{_num(n)}.parquet"
+
+
+def stream_segments_prefix(stream: str) -> str:
+    return f"{SEGMENTS_PREFIX}stream={stream}/"
+
+
+def manifest(stream: str, n: int) -> str:
+    return f"{MANIFESTS_PREFIX}stream={stream}/{_num(n)}.note"
+
+
+def manifests_prefix(stream: str) -> str:
+    return f"{MANIFESTS_PREFIX}stream={stream}/"
+
+
+def checkpoint(stream: str, tree_size: int) -> str:
+    return f"{CHECKPOINTS_PREFIX}stream={stream}/{_num(tree_size)}.note"
+
+
+def checkpoints_prefix(stream: str) -> str:
+    return f"{CHECKPOINTS_PREFIX}stream={stream}/"
+
+
+def parse_segment(name: str) -> tuple[str, str, int] | None:
+    """(stream, date, number) of a segment object name, or None."""
+    m = _SEGMENT_RE.fullmatch(name)
+    return (m["stream"], m["date"], int(m["n"])) if m else None
+
+
+def parse_numbered(name: str) -> tuple[str, str, int] | None:
+    """(kind, stream, number) of a manifest or checkpoint name, or None."""
+    m = _NUMBERED_RE.fullmatch(name)
+    return (m["kind"], m["stream"], int(m["n"])) if m else None
+
+
+def streams_from_names(names: list[str]) -> list[str]:
+    """The streams named by manifest, checkpoint or segment objects."""
+    found: set[str] = set()
+    for name in names:
+        parsed = parse_numbered(name)
+        if parsed:
+            found.add(parsed[1])
+            continue
+        seg = parse_segment(name)
+        if seg:
+            found.add(seg[0])
+    return sorted(found)

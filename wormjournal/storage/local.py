@@ -1,0 +1,162 @@
+"""The local-directory store: one file per object, written once, made read-only.
+
+A put writes a temp file, fsyncs it, hard-links it into place (``link`` fails
+if the name exists, so nothing is ever replaced), fsyncs the directory, then
+drops the temp name. Names starting with ``.`` are the journal's working files
+(the WAL) and are not objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import ConflictError, NotFoundError, StorageError, ValidationError
+from .base import ObjectInfo, PutResult
+
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _safe_part(part: str) -> bool:
+    # Also refuses ".", ".." and the journal's dot-files, which are not objects.
+    return part != "" and not part.startswith(".")
+
+
+def makedirs_durable(path: Path) -> None:
+    """mkdir -p, fsyncing each parent whose entry was created."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)
+
+
+class LocalStore:
+    """A Store on a local directory."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).absolute()
+        self.url = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.url!r})"
+
+    def _path(self, name: str) -> Path:
+        parts = name.split("/")
+        if not name or "\x00" in name or not all(_safe_part(p) for p in parts):
+            raise StorageError(f"unsafe object name: {name!r}")
+        return self.root.joinpath(*parts)
+
+    def put(self, name: str, data: bytes) -> PutResult:
+        path = self._path(name)
+        try:
+            makedirs_durable(path.parent)
+            tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.chmod(tmp, READ_ONLY)
+                try:
+                    os.link(tmp, path)
+                    created = True
+                except FileExistsError:
+                    created = False
+            finally:
+                os.unlink(tmp)
+            fsync_dir(path.parent)
+        except OSError as e:
+            raise StorageError(f"cannot write {name} in {self.url}: {e}") from e
+        if not created:
+            existing = self.get(name)
+            if existing != data:
+                raise ConflictError(
+                    f"{name} already exists in {self.url} with different bytes "
+                    f"({len(existing)} stored, {len(data)} offered)"
+                )
+        return PutResult(name=name, size=len(data), created=created)
+
+    def get(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFoundError(f"{name} not found in {self.url}") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {name} in {self.url}: {e}") from e
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        path = self._path(name)
+        # A negative length would read the whole object; refuse, as S3 would ignore the range.
+        if start < 0:
+            raise ValidationError("start", f"must be >= 0, not {start}")
+        if length < 0:
+            raise ValidationError("length", f"must be >= 0, not {length}")
+        try:
+            with open(path, "rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFoundError(f"{name} not found in {self.url}") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {name} in {self.url}: {e}") from e
+
+    def head(self, name: str) -> ObjectInfo | None:
+        try:
+            st = self._path(name).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno == errno.ENOTDIR:
+                return None
+            raise StorageError(f"cannot stat {name} in {self.url}: {e}") from e
+        if not stat.S_ISREG(st.st_mode):
+            return None  # a directory is a prefix, not an object
+        return ObjectInfo(name=name, size=st.st_size)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            raise NotFoundError(f"store {self.url} does not exist")
+        # Walk only the directory the prefix names, then filter by the full prefix.
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if base and not all(_safe_part(p) for p in base.split("/")):
+            return  # no object can live there ("..", dot-directories); never walk outside the root
+        start = self.root.joinpath(*base.split("/")) if base else self.root
+        if not start.is_dir():
+            return
+        found: list[ObjectInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            rel = os.path.relpath(dirpath, self.root)
+            for fn in filenames:
+                if fn.startswith("."):
+                    continue
+                name = fn if rel == "." else f"{rel.replace(os.sep, '/')}/{fn}"
+                if name.startswith(prefix):
+                    st = os.stat(os.path.join(dirpath, fn))
+                    found.append(ObjectInfo(name=name, size=st.st_size))
+        found.sort(key=lambda o: o.name)
+        yield from found

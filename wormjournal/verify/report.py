@@ -1,0 +1,100 @@
+"""The verification report: what was checked, what was found, and where."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One broken promise, located by stream, segment and seq where they apply."""
+
+    kind: str
+    message: str
+    stream: str | None = None
+    segment: int | None = None
+    seq: int | None = None
+    object: str | None = None
+
+    def where(self) -> str:
+        parts = []
+        if self.stream is not None:
+            parts.append(f"stream {self.stream}")
+        if self.segment is not None:
+            parts.append(f"segment {self.segment}")
+        if self.seq is not None:
+            parts.append(f"seq {self.seq}")
+        return ", ".join(parts) or "journal"
+
+
+@dataclasses.dataclass
+class StreamSummary:
+    stream: str
+    segments: int = 0
+    events: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head_hash: str | None = None
+    checkpoint_size: int | None = None
+    checkpoint_root: str | None = None
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    store: str
+    journal_id: str | None
+    keys: list[str]
+    keys_from_store: bool
+    streams: list[StreamSummary] = dataclasses.field(default_factory=list)
+    findings: list[Finding] = dataclasses.field(default_factory=list)
+    bytes_checked: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True only when something was checked and nothing was wrong (fail closed)."""
+        return not self.findings and any(s.events for s in self.streams)
+
+    @property
+    def events(self) -> int:
+        return sum(s.events for s in self.streams)
+
+    @property
+    def segments(self) -> int:
+        return sum(s.segments for s in self.streams)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "store": self.store,
+            "journal_id": self.journal_id,
+            "keys": self.keys,
+            "keys_from_store": self.keys_from_store,
+            "events": self.events,
+            "segments": self.segments,
+            "bytes_checked": self.bytes_checked,
+            "seconds": round(self.seconds, 3),
+            "streams": [dataclasses.asdict(s) for s in self.streams],
+            "findings": [dataclasses.asdict(f) for f in self.findings],
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"store        {self.store}",
+            f"journal      {self.journal_id}",
+            f"keys         {', '.join(self.keys) or 'none'}"
+            + ("  (taken from the store itself; pass --public-key for an independent check)" if self.keys_from_store else ""),
+        ]
+        for s in self.streams:
+            lines.append(
+                f"stream {s.stream:<8} {s.events} events, {s.segments} segments, seq {s.first_seq}..{s.last_seq}, "
+                f"head {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
+            )
+        lines.append(f"checked      {self.events} events, {self.segments} segments, {self.bytes_checked} bytes in {self.seconds:.2f}s")
+        if self.findings:
+            lines.append(f"FAILED       {len(self.findings)} finding(s):")
+            lines.extend(f"  [{f.kind}] {f.where()}: {f.message}" for f in self.findings)
+        else:
+            lines.append("result       OK: every event hash, chain link, Merkle root, signature, object hash and checkpoint verified")
+        return "\n".join(lines)
