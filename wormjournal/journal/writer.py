@@ -26,7 +26,7 @@ from ..events import EventInput, encode_fields, event_hash, pseudonymize, uuid7,
 from ..payload import Compressor
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import Manifest
-from ..segments.notes import SigningKey
+from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout, open_store
 from ..storage.base import Store
 from ..storage.local import LocalStore, makedirs_durable
@@ -174,8 +174,9 @@ class Journal:
         return self.identity.journal_id
 
     @property
-    def public_key_pem(self) -> bytes:
-        return self._key.verify_key.pem()
+    def verify_key(self) -> VerifyKey:
+        """The public half of the signing key (give its PEM to auditors)."""
+        return self._key.verify_key
 
     # -- recovery ------------------------------------------------------------------
 

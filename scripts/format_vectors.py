@@ -1,0 +1,204 @@
+"""Print the "Test vectors" section of FORMAT.md, computed with the library.
+
+Deterministic: fixed ids, times, keys and payloads; Ed25519 signatures are
+deterministic too. Run from the repository root and paste the output over the
+section in FORMAT.md; ``tests/test_format_vectors.py`` checks that the library
+still produces exactly what the document says.
+
+    PYTHONPATH=. python scripts/format_vectors.py
+"""
+
+from __future__ import annotations
+
+import json
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from wormjournal import events
+from wormjournal.events import StoredEvent
+from wormjournal.segments import merkle
+from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from wormjournal.segments.notes import SigningKey, raw_public
+from wormjournal.segments.table import utc_date
+from wormjournal.storage import layout
+
+JOURNAL_ID = "01J0000000000000000000TEST"
+STREAM = "main"
+SEED = bytes(range(32))
+SUBJECT_KEY = bytes(range(0x20, 0x40))
+SUBJECT_ID = "alice@example.com"
+TS0 = events.parse_ts("2024-06-10T06:13:20Z")
+TS1 = events.parse_ts("2024-06-10T06:13:20.123456Z")
+# Illustrative: the bytes of a real Parquet file depend on the writer's version.
+OBJECT_SIZE = 4096
+OBJECT_SHA256 = bytes(range(0xA0, 0xC0))
+SEAL_TIME = "2024-06-10T06:15:00.000000Z"
+# RFC 6962 leaf data of the certificate-transparency / transparency-dev test suites.
+RFC6962_LEAVES = [
+    b"",
+    b"\x00",
+    b"\x10",
+    b"\x20\x21",
+    b"\x30\x31",
+    b"\x40\x41\x42\x43",
+    bytes(range(0x50, 0x58)),
+    bytes(range(0x60, 0x70)),
+]
+
+
+def uuid7_at(ts_micros: int, tail: int) -> str:
+    """A fixed UUIDv7 with the millisecond of ``ts_micros`` and no randomness."""
+    ms = f"{ts_micros // 1000:012x}"
+    return f"{ms[:8]}-{ms[8:]}-7000-8000-{tail:012x}"
+
+
+def value_text(kind: str, value: object) -> str:
+    if value is None:
+        return "null"
+    if kind == events.Kind.INT:
+        return str(value)
+    if kind == events.Kind.BYTES:
+        return value.hex()  # type: ignore[attr-defined]
+    return _json(value)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def main() -> None:
+    key = SigningKey(f"wormjournal/{JOURNAL_ID}", Ed25519PrivateKey.from_private_bytes(SEED))
+    vk = key.verify_key
+    genesis = events.genesis_hash(JOURNAL_ID, STREAM)
+    pseudonym = events.pseudonymize(SUBJECT_KEY, SUBJECT_ID)
+
+    payload0 = {"input": "hi"}
+    payload1 = {"args": {"q": "Zürich ☃"}, "tool": "search"}
+    e0 = dict(
+        seq=0,
+        event_id=uuid7_at(TS0, 0),
+        ts=TS0,
+        event_type="execution_started",
+        tenant_id=None,
+        execution_id="exec-0001",
+        thread_id=None,
+        node=None,
+        step_id=None,
+        parent_event_id=None,
+        correlation_id=None,
+        subject_id=None,
+        exec_prev_seq=None,
+        payload_codec="json",
+        payload_key_id=None,
+        payload=events.canonical_json(payload0),
+    )
+    e1 = dict(
+        seq=1,
+        event_id=uuid7_at(TS1, 1),
+        ts=TS1,
+        event_type="tool_called",
+        tenant_id="acme",
+        execution_id="exec-0001",
+        thread_id="thread-7",
+        node="agent",
+        step_id="step-1",
+        parent_event_id=e0["event_id"],
+        correlation_id="corr-42",
+        subject_id=pseudonym,
+        exec_prev_seq=0,
+        payload_codec="json",
+        payload_key_id=None,
+        payload=events.canonical_json(payload1),
+    )
+    stored: list[StoredEvent] = []
+    prev = genesis
+    for fields in (e0, e1):
+        values = tuple(fields[name] for name in events.FIELD_NAMES)
+        h = events.event_hash(prev, events.encode_fields(values))
+        stored.append(StoredEvent(**fields, prev_hash=prev, hash=h))
+        prev = h
+    root = merkle.merkle_root([e.hash for e in stored])
+    date = utc_date(TS0)
+    assert utc_date(TS1) == date
+
+    manifest = Manifest(
+        journal=JOURNAL_ID,
+        stream=STREAM,
+        segment=0,
+        first_seq=0,
+        last_seq=1,
+        events=2,
+        prev_hash=genesis,
+        last_hash=stored[-1].hash,
+        merkle_root=root,
+        object=layout.segment(STREAM, date, 0),
+        object_size=OBJECT_SIZE,
+        object_sha256=OBJECT_SHA256,
+        prev_manifest=ZERO_HASH,
+        key_id=vk.key_id,
+        time=SEAL_TIME,
+    )
+    mhash = manifest.manifest_hash()
+    checkpoint = Checkpoint.for_manifests(checkpoint_origin(JOURNAL_ID, STREAM), [mhash])
+
+    out: list[str] = []
+    line = out.append
+    line("```vectors")
+    line(f'journal_id: "{JOURNAL_ID}"')
+    line(f'stream: "{STREAM}"')
+    line(f"genesis_hash: {genesis.hex()}")
+    line("")
+    line(f"key.seed: {SEED.hex()}")
+    line(f"key.public: {raw_public(vk.public).hex()}")
+    line(f'key.name: "{key.name}"')
+    line(f'key.key_id: "{vk.key_id}"')
+    line(f"key.note_key_hash: {vk.note_hash.hex()}")
+    line(f'key.object: "{layout.public_key(vk.key_id)}"')
+    line("")
+    line(f"subject.key: {SUBJECT_KEY.hex()}")
+    line(f'subject.id: "{SUBJECT_ID}"')
+    line(f'subject.pseudonym: "{pseudonym}"')
+    for i, e in enumerate(stored):
+        line("")
+        for name, kind, _ in events.FIELDS:
+            line(f"event{i}.{name}: {value_text(kind, getattr(e, name))}")
+        line(f'event{i}.ts_text: "{events.format_ts(e.ts)}"')
+        line(f"event{i}.payload_json: {_json((payload0, payload1)[i])}")
+        line(f"event{i}.prev_hash: {e.prev_hash.hex()}")
+        line(f"event{i}.canonical: {events.encode_fields(e.field_values()).hex()}")
+        line(f"event{i}.hash: {e.hash.hex()}")
+    line("")
+    line(f'segment.date: "{date}"')
+    line(f'segment.object: "{manifest.object}"')
+    line(f"segment.merkle_root: {root.hex()}")
+    line(f'manifest0.object: "{layout.manifest(STREAM, 0)}"')
+    line(f"manifest0.hash: {mhash.hex()}")
+    line(f'checkpoint1.origin: "{checkpoint.origin}"')
+    line(f'checkpoint1.object: "{layout.checkpoint(STREAM, 1)}"')
+    line(f"checkpoint1.root: {checkpoint.root_hash.hex()}")
+    line("")
+    for i, leaf in enumerate(RFC6962_LEAVES):
+        line(f"rfc6962.leaf{i}: {leaf.hex()}")
+    for n in range(len(RFC6962_LEAVES) + 1):
+        line(f"rfc6962.root{n}: {merkle.merkle_root(RFC6962_LEAVES[:n]).hex()}")
+    line("```")
+    blocks = {
+        "event0.fields": "\n".join(
+            f"{name}: {events.encode_value(kind, getattr(stored[0], name)).hex()}"
+            for name, kind, _ in events.FIELDS
+        )
+        + "\n",
+        "key.pem": vk.pem().decode(),
+        "manifest0.note": manifest.sign(key).decode(),
+        "checkpoint1.note": checkpoint.sign(key).decode(),
+    }
+    for name, body in blocks.items():
+        line("")
+        line(f"```vector {name}")
+        line(body + "```")
+    # An empty byte string is written as nothing after the colon (no trailing space).
+    print("\n".join(text.rstrip(" ") for text in out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The ``wormjournal`` command.
+
+Exit codes: 0 success (verify: intact), 1 verification found a problem,
+2 usage, input or I/O error. Only this module reads flags and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .errors import ConfigError, JournalError, ValidationError
+from .events import validate_event
+from .journal import DEFAULT_STREAM, Journal, JournalConfig
+from .segments.identity import read_identity
+from .segments.manifest import Checkpoint, Manifest
+from .segments.notes import NoteError, VerifyKey, split_note
+from .storage import layout, open_store
+from .storage.base import ObjectReader
+from .verify import verify_store
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+APPEND_BATCH = 1000
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def default_key_dir() -> Path:
+    env = os.environ.get("WORMJOURNAL_KEY_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "wormjournal" / "keys"
+
+
+# -- commands ------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    with Journal.create(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir) as j:
+        key_id = j.verify_key.key_id
+        pub = Path(args.key_dir) / j.journal_id / f"{key_id}.pub.pem"
+        out.print(f"created journal {j.journal_id} in {j.store.url}")
+        out.print(f"signing key     {Path(args.key_dir) / j.journal_id / 'signing.pem'} (keep it secret, outside the store)")
+        out.print(f"public key      {pub} (give this to auditors: wormjournal verify STORE --public-key {pub})")
+    return EXIT_OK
+
+
+def _read_lines(source: str) -> Iterator[tuple[int, str]]:
+    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    try:
+        for number, line in enumerate(stream, 1):
+            if line.strip():
+                yield number, line
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+def load_events(source: str, max_event_bytes: int) -> list[dict[str, Any]]:
+    """Parse and validate every line before anything is written; errors name the line."""
+    events = []
+    try:
+        for number, line in _read_lines(source):
+            where = f"line {number}"
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValidationError("(line)", f"is not JSON: {e.msg} at column {e.colno}", where=where) from e
+            if not isinstance(event, dict):
+                raise ValidationError("(line)", "must be a JSON object with the event's fields", where=where)
+            validate_event(event, max_event_bytes=max_event_bytes, where=where)
+            events.append(event)
+    except OSError as e:
+        raise ConfigError(f"cannot read {source}: {e}") from e
+    return events
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    config = JournalConfig()
+    events = load_events(args.input, config.max_event_bytes)
+    if not events:
+        err.print("no events in the input; nothing written")
+        return EXIT_OK
+    with Journal.open(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir, config=config) as j:
+        first = last = None
+        for i in range(0, len(events), APPEND_BATCH):
+            seqs = j.append_batch(events[i : i + APPEND_BATCH])
+            first = seqs[0] if first is None else first
+            last = seqs[-1]
+    out.print(f"appended {len(events)} events to stream {args.stream}: seq {first}..{last} (durable)")
+    return EXIT_OK
+
+
+def cmd_seal(args: argparse.Namespace) -> int:
+    with Journal.open(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir) as j:
+        manifests = j.seal()
+    if not manifests:
+        out.print("nothing to seal")
+    for m in manifests:
+        out.print(f"sealed segment {m.segment}: seq {m.first_seq}..{m.last_seq} ({m.events} events) -> {m.object}")
+    return EXIT_OK
+
+
+def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:
+    if not paths:
+        return None
+    keys = []
+    for p in paths:
+        try:
+            keys.append(VerifyKey.from_pem("", Path(p).read_bytes()))
+        except OSError as e:
+            raise ConfigError(f"cannot read public key {p}: {e}") from e
+    return keys
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = open_store(args.store)
+    keys = _public_keys(args.public_key)
+    if sys.stderr.isatty() and not args.json:
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("verify", total=None)
+            report = verify_store(store, public_keys=keys, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        report = verify_store(store, public_keys=keys)
+    if args.json:
+        out.print_json(json.dumps(report.to_json()))
+    else:
+        out.print(report.to_text(), markup=False)
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _directory_bytes(store: ObjectReader) -> int:
+    return sum(o.size for o in store.list(""))
+
+
+def journal_info(store: ObjectReader) -> dict[str, Any]:
+    """What the store holds, read from manifests and checkpoints (nothing is verified here)."""
+    identity = read_identity(store)
+    names = [o.name for o in store.list(layout.MANIFESTS_PREFIX)] + [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
+    streams = []
+    for stream in layout.streams_from_names(names):
+        events = segments = 0
+        last: Manifest | None = None
+        for o in store.list(layout.manifests_prefix(stream)):
+            try:
+                last = Manifest.parse(split_note(store.get(o.name))[0])
+            except NoteError:
+                continue
+            segments += 1
+            events += last.events
+        cps = list(store.list(layout.checkpoints_prefix(stream)))
+        checkpoint = None
+        if cps:
+            try:
+                cp = Checkpoint.parse(split_note(store.get(cps[-1].name))[0])
+                checkpoint = {"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex()}
+            except NoteError:
+                checkpoint = None
+        streams.append(
+            {
+                "stream": stream,
+                "segments": segments,
+                "events": events,
+                "last_seq": last.last_seq if last else None,
+                "head_hash": last.last_hash.hex() if last else None,
+                "checkpoint": checkpoint,
+            }
+        )
+    return {
+        "journal_id": identity.journal_id,
+        "created": identity.created,
+        "store": getattr(store, "url", str(store)),
+        "bytes": _directory_bytes(store),
+        "streams": streams,
+    }
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = journal_info(open_store(args.store))
+    if args.json:
+        out.print_json(json.dumps(info))
+        return EXIT_OK
+    out.print(f"journal {info['journal_id']} (created {info['created']}) in {info['store']}")
+    table = Table("stream", "segments", "events", "last seq", "chain head", "checkpoint")
+    for s in info["streams"]:
+        cp = s["checkpoint"]
+        table.add_row(
+            s["stream"], str(s["segments"]), str(s["events"]), str(s["last_seq"]),
+            (s["head_hash"] or "-")[:16], f"size {cp['tree_size']}, root {cp['root_hash'][:16]}" if cp else "none",
+        )
+    out.print(table)
+    out.print(f"sealed bytes on disk: {info['bytes']:,}")
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wormjournal", description="A WORM journal for AI-agent run history.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def writer(p: argparse.ArgumentParser) -> None:
+        p.add_argument("store", help="the journal's directory")
+        p.add_argument("--stream", default=DEFAULT_STREAM, help="stream to write (default: %(default)s)")
+        p.add_argument("--key-dir", type=Path, default=default_key_dir(),
+                       help="directory of signing keys, outside the store (default: $WORMJOURNAL_KEY_DIR or ~/.config/wormjournal/keys)")
+        p.add_argument("--wal-dir", type=Path, default=None, help="write-ahead log directory (default: STORE/.wal)")
+
+    p = sub.add_parser("init", help="create a journal and its signing key")
+    writer(p)
+    p.set_defaults(func=cmd_init)
+    p = sub.add_parser("append", help="append events from JSON Lines, one event a line")
+    writer(p)
+    p.add_argument("input", nargs="?", default="-", help="a JSON Lines file, or - for stdin (default)")
+    p.set_defaults(func=cmd_append)
+    p = sub.add_parser("seal", help="seal unsealed events into signed segments")
+    writer(p)
+    p.set_defaults(func=cmd_seal)
+    p = sub.add_parser("verify", help="verify every stream; exit 0 intact, 1 findings, 2 error")
+    p.add_argument("store")
+    p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
+    p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
+    p.add_argument("store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except JournalError as e:
+        err.print(f"error: {e.diagnostics()}", markup=False, highlight=False)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted; acknowledged events are safe in the write-ahead log")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
