@@ -379,12 +379,12 @@ def validate_event(
         raise ValidationError("execution_id", "is required", where=where)
     event_type = check_event_type(fields["event_type"], where=where)
     ids: dict[str, str | None] = {}
-    size = len(event_type)
+    size = len(event_type.encode("utf-8"))
     for name in ID_FIELDS:
         value = fields.get(name)
         if value is not None:
             check_id(name, value, where=where)
-            size += len(value)
+            size += len(value.encode("utf-8"))  # bytes, like the payload
         ids[name] = value
     if ids["event_id"] is None:
         ids["event_id"] = uuid7()
