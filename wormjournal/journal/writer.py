@@ -314,6 +314,8 @@ class Journal:
             self.seal()
         except JournalError as e:  # the events are safe in the WAL; the next seal retries
             log.warning("automatic seal failed, will retry: %s", e)
+            if self._oldest_pending is None:
+                self._oldest_pending = time.monotonic()  # so the age rule retries it
 
     def _age_loop(self) -> None:
         limit = self.config.seal_max_age_seconds
