@@ -122,7 +122,7 @@ class StoredEvent:
     """One event exactly as stored: every hashed field plus the chain fields.
 
     ``payload`` holds the stored bytes (see ``payload_codec``); use
-    :func:`wormjournal.segments.codec.decode_payload` to get the JSON value back.
+    :func:`wormjournal.payload.decode_payload` to get the JSON value back.
     """
 
     seq: int

@@ -44,7 +44,15 @@ def decode_payload_json(codec: str, data: bytes) -> bytes:
         return data
     if codec == CODEC_JSON_ZSTD:
         try:
-            return _dctx.decompress(data, max_output_size=MAX_DECODED_BYTES)
+            # The frame states its size; refuse a bomb before allocating, and any bytes after the frame.
+            size = zstandard.frame_content_size(data)
+            if size < 0 or size > MAX_DECODED_BYTES:
+                raise IntegrityError(f"payload frame declares {size} bytes (limit {MAX_DECODED_BYTES})")
+            dobj = _dctx.decompressobj()
+            out = dobj.decompress(data)
+            if not dobj.eof or dobj.unused_data or len(out) != size:
+                raise IntegrityError("payload is not exactly one whole zstd frame")
+            return out
         except zstandard.ZstdError as e:
             raise IntegrityError(f"payload does not decompress: {e}") from e
     raise IntegrityError(f"unknown payload codec {codec!r}")

@@ -133,7 +133,10 @@ class Checkpoint:
             raise NoteError("checkpoint root hash is not base64") from e
         if len(root_hash) != 32:
             raise NoteError("checkpoint root hash is not 32 bytes")
-        return cls(origin, int(size), root_hash)
+        cp = cls(origin, int(size), root_hash)
+        if "\n".join(lines[:3]) + "\n" != cp.text():  # extension lines may follow
+            raise NoteError("checkpoint is not in canonical form")
+        return cp
 
     @classmethod
     def for_manifests(cls, origin: str, manifest_hashes: list[bytes]) -> Checkpoint:

@@ -127,12 +127,14 @@ def split_note(data: bytes) -> tuple[str, list[Signature]]:
         raise NoteError("note has no signature block")
     text, sig_block = whole[: sep + 1], whole[sep + 2 :]
     sigs: list[Signature] = []
-    for line in sig_block.splitlines():
+    for line in sig_block[:-1].split("\n"):  # LF only, as the spec says
         if not line.startswith(SIG_PREFIX):
             raise NoteError(f"malformed signature line: {line[:60]!r}")
         try:
             name, blob = line[len(SIG_PREFIX) :].split(" ")
             raw = base64.b64decode(blob, validate=True)
+            if base64.b64encode(raw).decode() != blob:
+                raise ValueError("signature is not canonical base64")
         except (ValueError, binascii.Error) as e:
             raise NoteError(f"malformed signature line: {line[:60]!r}") from e
         if len(raw) < 5:

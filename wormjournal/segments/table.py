@@ -98,9 +98,11 @@ def read_segment(data: bytes) -> pa.Table:
 
 
 def table_to_events(table: pa.Table) -> list[StoredEvent]:
-    cols = [table.column(name).to_pylist() for name in SCHEMA.names]
-    ts_i = SCHEMA.names.index("ts")
-    cols[ts_i] = table.column("ts").cast(pa.int64()).to_pylist()
+    # ts as int64 micros: a tampered value outside datetime's range must not crash the reader.
+    cols = [
+        (table.column(name).cast(pa.int64()) if name == "ts" else table.column(name)).to_pylist()
+        for name in SCHEMA.names
+    ]
     return [StoredEvent(*row) for row in zip(*cols, strict=True)]
 
 

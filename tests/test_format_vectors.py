@@ -1,0 +1,569 @@
+"""FORMAT.md is the contract with auditors: check the library against it.
+
+1. The test vectors in FORMAT.md ("Test vectors") are parsed out of the document and the
+   library must reproduce each of them exactly.
+2. An independent implementation of the event hash, the genesis hash, the pseudonym, the
+   signed-note check and the RFC 6962 root, written from FORMAT.md with ``struct`` and
+   ``hashlib`` only, must agree with the library on the vectors and on random events.
+3. The field table of FORMAT.md must match the library's FIELDS and Parquet schema.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import re
+import struct
+import uuid
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from wormjournal import events, payload
+from wormjournal.events import StoredEvent
+from wormjournal.segments import merkle, table
+from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from wormjournal.segments.notes import NoteError, SigningKey, VerifyKey, open_note, raw_public
+from wormjournal.storage import layout
+
+FORMAT_MD = Path(__file__).resolve().parents[1] / "FORMAT.md"
+
+# -- reading FORMAT.md ----------------------------------------------------------------
+
+_FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_VECTOR_LINE = re.compile(r"([A-Za-z0-9_.]+):(?: (.*))?")
+
+
+@cache
+def format_text() -> str:
+    return FORMAT_MD.read_text(encoding="utf-8")
+
+
+def parse_key_values(body: str) -> dict[str, str]:
+    """``name: value`` lines (blank lines skipped); a repeated name is an error."""
+    out: dict[str, str] = {}
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        m = _VECTOR_LINE.fullmatch(line)
+        assert m, f"malformed vector line in FORMAT.md: {line!r}"
+        assert m[1] not in out, f"vector {m[1]!r} given twice"
+        out[m[1]] = m[2] or ""
+    return out
+
+
+class Vectors:
+    """The ``vectors`` block and the ``vector <name>`` blocks of FORMAT.md."""
+
+    def __init__(self, text: str) -> None:
+        self.values: dict[str, str] = {}
+        self.blocks: dict[str, str] = {}
+        for m in _FENCE.finditer(text):
+            info, body = m[1].split(), m[2]
+            if info[:1] == ["vectors"]:
+                for name, value in parse_key_values(body).items():
+                    assert name not in self.values, f"vector {name!r} given twice"
+                    self.values[name] = value
+            elif info[:1] == ["vector"]:
+                assert len(info) == 2, f"vector block needs one name: {m[1]!r}"
+                assert info[1] not in self.blocks, f"vector block {info[1]!r} given twice"
+                self.blocks[info[1]] = body
+        assert self.values and self.blocks, "FORMAT.md has no test vectors"
+
+    def raw(self, name: str) -> str:
+        assert name in self.values, f"FORMAT.md has no vector {name!r}"
+        return self.values[name]
+
+    def hex(self, name: str) -> bytes:
+        value = self.raw(name)
+        assert value == value.lower(), f"{name}: hex must be lowercase"
+        return bytes.fromhex(value)
+
+    def int(self, name: str) -> int:
+        value = self.raw(name)
+        assert re.fullmatch(r"-?(0|[1-9][0-9]*)", value), f"{name}: not a decimal"
+        return int(value)
+
+    def text(self, name: str) -> str:
+        value = json.loads(self.raw(name))
+        assert isinstance(value, str), f"{name}: not a JSON string"
+        return value
+
+    def field(self, name: str, kind: str, nullable: bool) -> Any:
+        if self.raw(name) == "null":
+            assert nullable, f"{name} is null but the field is not nullable"
+            return None
+        return {"int": self.int, "str": self.text, "bytes": self.hex}[kind](name)
+
+    def block(self, name: str) -> str:
+        assert name in self.blocks, f"FORMAT.md has no vector block {name!r}"
+        return self.blocks[name]
+
+
+@pytest.fixture(scope="module")
+def vec() -> Vectors:
+    return Vectors(format_text())
+
+
+@cache
+def spec_field_table() -> list[tuple[str, str, str, bool, str]]:
+    """Rows of FORMAT.md 2.1: (number or '–', name, kind, nullable, Arrow type)."""
+    text = format_text()
+    start = text.index("### 2.1 Stored fields")
+    section = text[start : text.index("\n### ", start + 1)]
+    row = re.compile(r"\| (\d+|–) \| `(\w+)` \| (int|str|bytes) \| (yes|no) \| `([^`]+)` \|")
+    rows = [(m[1], m[2], m[3], m[4] == "yes", m[5]) for m in row.finditer(section)]
+    assert len(rows) == 18, f"FORMAT.md 2.1 has {len(rows)} field rows"
+    return rows
+
+
+def spec_fields() -> list[tuple[str, str, bool]]:
+    """The hashed fields in hashing order, as FORMAT.md 2.1 lists them."""
+    rows = spec_field_table()
+    hashed = [r for r in rows if r[0] != "–"]
+    assert [int(r[0]) for r in hashed] == list(range(1, len(hashed) + 1))
+    return [(name, kind, nullable) for _, name, kind, nullable, _ in hashed]
+
+
+# -- an independent implementation, from FORMAT.md alone --------------------------------
+
+SPEC_EVENT_TAG = b"wormjournal:event:v1\x00"
+SPEC_GENESIS_TAG = b"wormjournal:genesis:v1\x00"
+SPEC_SUBJECT_TAG = b"wormjournal:subject:v1\x00"
+SPEC_MANIFEST_KEYS = [
+    "journal", "stream", "segment", "first_seq", "last_seq", "events", "prev_hash",
+    "last_hash", "merkle_root", "object", "object_size", "object_sha256", "prev_manifest",
+    "key_id", "time",
+]  # fmt: skip
+
+
+def spec_encode(kind: str, value: Any) -> bytes:
+    if value is None:
+        return b"\xff\xff\xff\xff"
+    if kind == "int":
+        return struct.pack(">Iq", 8, value)
+    raw = value.encode("utf-8") if kind == "str" else bytes(value)
+    return struct.pack(">I", len(raw)) + raw
+
+
+def spec_canonical(values: dict[str, Any]) -> bytes:
+    return b"".join(spec_encode(kind, values[name]) for name, kind, _ in spec_fields())
+
+
+def spec_event_hash(prev_hash: bytes, values: dict[str, Any]) -> bytes:
+    return hashlib.sha256(SPEC_EVENT_TAG + prev_hash + spec_canonical(values)).digest()
+
+
+def spec_genesis(journal_id: str, stream: str) -> bytes:
+    body = spec_encode("str", journal_id) + spec_encode("str", stream)
+    return hashlib.sha256(SPEC_GENESIS_TAG + body).digest()
+
+
+def spec_pseudonym(key: bytes, subject: str) -> str:
+    mac = hmac.new(key, SPEC_SUBJECT_TAG + subject.encode("utf-8"), hashlib.sha256).digest()
+    return "psn:" + mac[:16].hex()
+
+
+def spec_mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 2.1, recursively: split at the largest power of two smaller than n."""
+    n = len(leaves)
+    if n == 0:
+        return hashlib.sha256(b"").digest()
+    if n == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1 << ((n - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + spec_mth(leaves[:k]) + spec_mth(leaves[k:])).digest()
+
+
+def spec_open_note(note: bytes, name: str, public: bytes) -> str:
+    """Check a one-signature wormjournal note (FORMAT.md 6); return its text."""
+    whole = note.decode("utf-8")
+    sep = whole.rindex("\n\n")
+    text, sig_lines = whole[: sep + 1], whole[sep + 2 :]
+    m = re.fullmatch("\u2014 (\\S+) ([A-Za-z0-9+/=]+)\n", sig_lines)
+    assert m and m[1] == name
+    blob = base64.b64decode(m[2], validate=True)
+    assert blob[:4] == hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
+    Ed25519PublicKey.from_public_bytes(public).verify(blob[4:], text.encode("utf-8"))
+    return text
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def signing_key(vec: Vectors) -> SigningKey:
+    private = Ed25519PrivateKey.from_private_bytes(vec.hex("key.seed"))
+    return SigningKey(vec.text("key.name"), private)
+
+
+def event_values(vec: Vectors, i: int) -> dict[str, Any]:
+    return {
+        name: vec.field(f"event{i}.{name}", kind, nullable) for name, kind, nullable in spec_fields()
+    }
+
+
+def stored_event(vec: Vectors, i: int) -> StoredEvent:
+    return StoredEvent(
+        **event_values(vec, i),
+        prev_hash=vec.hex(f"event{i}.prev_hash"),
+        hash=vec.hex(f"event{i}.hash"),
+    )
+
+
+def note_text(note: bytes) -> bytes:
+    return note[: note.rindex(b"\n\n") + 1]
+
+
+# -- 1. the document matches the library ------------------------------------------------
+
+
+def test_field_table_matches_library() -> None:
+    assert spec_fields() == [(name, str(kind), nullable) for name, kind, nullable in events.FIELDS]
+    rows = spec_field_table()
+    assert [r[1] for r in rows] == table.SCHEMA.names
+    for _, name, _, nullable, arrow_type in rows:
+        field = table.SCHEMA.field(name)
+        assert str(field.type) == arrow_type, name
+        assert field.nullable == nullable, name
+
+
+def test_tags_match_library() -> None:
+    text = format_text()
+    for name, value in (
+        ("EVENT_TAG", events.EVENT_TAG),
+        ("GENESIS_TAG", events.GENESIS_TAG),
+        ("SUBJECT_TAG", events.SUBJECT_TAG),
+    ):
+        m = re.search(rf"\| `{name}` \| [^|]+ \| `([0-9a-f]+)` \|", text)
+        assert m, f"FORMAT.md does not give {name}"
+        assert bytes.fromhex(m[1]) == value
+    assert (SPEC_EVENT_TAG, SPEC_GENESIS_TAG, SPEC_SUBJECT_TAG) == (
+        events.EVENT_TAG,
+        events.GENESIS_TAG,
+        events.SUBJECT_TAG,
+    )
+    assert events.NULL_MARK == b"\xff\xff\xff\xff"
+
+
+def test_event_types_match_library() -> None:
+    text = format_text()
+    section = text[text.index("### 2.5 Event types") : text.index("### 2.6")]
+    listed = section[section.index("known types") : section.index("or a custom type")]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == set(events.KNOWN_EVENT_TYPES)
+    pattern = re.search(r"`(custom:[^`]+)`", section)
+    assert pattern and pattern[1] == events._CUSTOM_TYPE.pattern
+    events.check_event_type("custom:acme.invoice_sent")
+
+
+def test_key_vectors(vec: Vectors) -> None:
+    key = signing_key(vec)
+    vk = key.verify_key
+    assert vec.text("key.name") == f"wormjournal/{vec.text('journal_id')}"
+    assert raw_public(vk.public) == vec.hex("key.public")
+    assert vk.key_id == vec.text("key.key_id")
+    assert vk.key_id == hashlib.sha256(vec.hex("key.public")).hexdigest()[:32]
+    assert vk.note_hash == vec.hex("key.note_key_hash")
+    assert vk.pem().decode() == vec.block("key.pem")
+    from_pem = VerifyKey.from_pem(key.name, vec.block("key.pem").encode())
+    assert raw_public(from_pem.public) == vec.hex("key.public")
+    assert layout.public_key(vk.key_id) == vec.text("key.object")
+
+
+def test_genesis_vector(vec: Vectors) -> None:
+    journal_id, stream = vec.text("journal_id"), vec.text("stream")
+    assert events.genesis_hash(journal_id, stream) == vec.hex("genesis_hash")
+    assert spec_genesis(journal_id, stream) == vec.hex("genesis_hash")
+
+
+def test_pseudonym_vector(vec: Vectors) -> None:
+    key, subject = vec.hex("subject.key"), vec.text("subject.id")
+    assert events.pseudonymize(key, subject) == vec.text("subject.pseudonym")
+    assert spec_pseudonym(key, subject) == vec.text("subject.pseudonym")
+    assert re.fullmatch(r"psn:[0-9a-f]{32}", vec.text("subject.pseudonym"))
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_event_vectors(vec: Vectors, i: int) -> None:
+    values = event_values(vec, i)
+    ordered = tuple(values[name] for name in events.FIELD_NAMES)
+    canonical = vec.hex(f"event{i}.canonical")
+    assert events.encode_fields(ordered) == canonical
+    assert spec_canonical(values) == canonical
+    assert events.decode_fields(canonical) == (ordered, len(canonical))
+
+    prev = vec.hex("genesis_hash") if i == 0 else vec.hex(f"event{i - 1}.hash")
+    assert vec.hex(f"event{i}.prev_hash") == prev
+    assert events.event_hash(prev, canonical) == vec.hex(f"event{i}.hash")
+    assert spec_event_hash(prev, values) == vec.hex(f"event{i}.hash")
+
+    # The field values follow the rules of FORMAT.md 2.4 to 3.
+    assert values["seq"] == i
+    assert events.format_ts(values["ts"]) == vec.text(f"event{i}.ts_text")
+    assert events.parse_ts(vec.text(f"event{i}.ts_text")) == values["ts"]
+    assert uuid.UUID(values["event_id"]).version == 7
+    events.check_event_type(values["event_type"])
+    for name in events.ID_FIELDS:
+        if values[name] is not None:
+            events.check_id(name, values[name])
+    assert values["payload_key_id"] is None
+    doc_json = json.loads(vec.raw(f"event{i}.payload_json"))
+    assert values["payload_codec"] == payload.CODEC_JSON
+    assert values["payload"] == events.canonical_json(doc_json)
+    assert payload.decode_payload(values["payload_codec"], values["payload"]) == doc_json
+
+
+def test_event_vectors_chain_and_back_link(vec: Vectors) -> None:
+    e0, e1 = event_values(vec, 0), event_values(vec, 1)
+    assert e0["exec_prev_seq"] is None
+    assert e1["execution_id"] == e0["execution_id"] and e1["exec_prev_seq"] == e0["seq"]
+    assert e1["parent_event_id"] == e0["event_id"]
+    assert e1["subject_id"] == vec.text("subject.pseudonym")
+
+
+def test_event0_field_breakdown(vec: Vectors) -> None:
+    parts = parse_key_values(vec.block("event0.fields"))
+    assert list(parts) == list(events.FIELD_NAMES)
+    values = event_values(vec, 0)
+    for name, kind, _ in spec_fields():
+        assert bytes.fromhex(parts[name]) == spec_encode(kind, values[name]), name
+    assert bytes.fromhex("".join(parts.values())) == vec.hex("event0.canonical")
+
+
+def test_segment_vectors(vec: Vectors) -> None:
+    hashes = [vec.hex("event0.hash"), vec.hex("event1.hash")]
+    assert merkle.merkle_root(hashes) == vec.hex("segment.merkle_root")
+    assert spec_mth(hashes) == vec.hex("segment.merkle_root")
+    date = vec.text("segment.date")
+    assert {table.utc_date(vec.int("event0.ts")), table.utc_date(vec.int("event1.ts"))} == {date}
+    name = layout.segment(vec.text("stream"), date, 0)
+    assert name == vec.text("segment.object")
+    assert layout.parse_segment(name) == (vec.text("stream"), date, 0)
+
+
+def test_segment_file_of_the_vectors(vec: Vectors) -> None:
+    """A real Parquet segment of the two vector events: schema, metadata, bloom filters, hashes."""
+    stored = [stored_event(vec, 0), stored_event(vec, 1)]
+    data = table.write_segment(
+        stored,
+        journal_id=vec.text("journal_id"),
+        stream=vec.text("stream"),
+        segment=0,
+        row_group_rows=1000,
+    )
+    t = table.read_segment(data)
+    assert table.table_to_events(t) == stored
+    assert t.column("ts").type == pa.timestamp("us", tz="UTC")
+    assert table.chain_hashes(vec.hex("genesis_hash"), t) == [e.hash for e in stored]
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    assert {k: v for k, v in meta.metadata.items() if k.startswith(b"wormjournal.")} == {
+        b"wormjournal.format": b"1",
+        b"wormjournal.journal": vec.text("journal_id").encode(),
+        b"wormjournal.stream": vec.text("stream").encode(),
+        b"wormjournal.segment": b"0",
+    }
+    rg = meta.row_group(0)
+    for i in range(rg.num_columns):
+        col = rg.column(i)
+        assert col.compression == "ZSTD"
+        has_bloom = getattr(col, "bloom_filter_offset", None) is not None
+        wanted = col.path_in_schema in ("execution_id", "thread_id", "event_id")
+        assert has_bloom == wanted, col.path_in_schema
+
+
+def test_manifest_vector(vec: Vectors) -> None:
+    note = vec.block("manifest0.note").encode("utf-8")
+    key = signing_key(vec)
+    text, signer = open_note(note, [key.verify_key])
+    assert signer.key_id == vec.text("key.key_id")
+    assert spec_open_note(note, vec.text("key.name"), vec.hex("key.public")) == text
+
+    lines = text.split("\n")
+    assert lines[0] == "wormjournal/manifest/v1" and lines[-1] == ""
+    assert [line.split(" ", 1)[0] for line in lines[1:-1]] == SPEC_MANIFEST_KEYS
+
+    m = Manifest.parse(text)
+    assert m.journal == vec.text("journal_id") and m.stream == vec.text("stream")
+    assert (m.segment, m.first_seq, m.last_seq, m.events) == (0, 0, 1, 2)
+    assert m.prev_hash == vec.hex("genesis_hash")
+    assert m.last_hash == vec.hex("event1.hash")
+    assert m.merkle_root == vec.hex("segment.merkle_root")
+    assert m.object == vec.text("segment.object")
+    assert m.prev_manifest == ZERO_HASH == bytes(32)
+    assert m.key_id == vec.text("key.key_id")
+    assert m.text() == text
+    assert m.manifest_hash() == vec.hex("manifest0.hash") == hashlib.sha256(text.encode()).digest()
+    assert m.sign(key) == note
+    assert layout.manifest(vec.text("stream"), 0) == vec.text("manifest0.object")
+
+
+def test_checkpoint_vector(vec: Vectors) -> None:
+    note = vec.block("checkpoint1.note").encode("utf-8")
+    key = signing_key(vec)
+    text, _ = open_note(note, [key.verify_key])
+    assert spec_open_note(note, vec.text("key.name"), vec.hex("key.public")) == text
+
+    origin = vec.text("checkpoint1.origin")
+    assert origin == checkpoint_origin(vec.text("journal_id"), vec.text("stream"))
+    assert origin == f"wormjournal/{vec.text('journal_id')}/{vec.text('stream')}"
+    root = vec.hex("checkpoint1.root")
+    assert spec_mth([vec.hex("manifest0.hash")]) == root
+    assert text == f"{origin}\n1\n{base64.b64encode(root).decode()}\n"
+
+    cp = Checkpoint.for_manifests(origin, [vec.hex("manifest0.hash")])
+    assert (cp.origin, cp.tree_size, cp.root_hash) == (origin, 1, root)
+    assert Checkpoint.parse(text) == cp
+    assert cp.text() == text
+    assert cp.sign(key) == note
+    assert layout.checkpoint(vec.text("stream"), 1) == vec.text("checkpoint1.object")
+
+
+@pytest.mark.parametrize("name", ["manifest0.note", "checkpoint1.note"])
+def test_changed_note_text_is_refused(vec: Vectors, name: str) -> None:
+    note = vec.block(name).encode("utf-8")
+    keys = [signing_key(vec).verify_key]
+    open_note(note, keys)
+    for pos in range(len(note_text(note))):
+        for flip in (0x01, 0x20):
+            changed = bytearray(note)
+            changed[pos] ^= flip
+            with pytest.raises(NoteError):
+                open_note(bytes(changed), keys)
+
+
+@pytest.mark.parametrize("name", ["manifest0.note", "checkpoint1.note"])
+def test_bad_signatures_are_refused(vec: Vectors, name: str) -> None:
+    note = vec.block(name).encode("utf-8")
+    key = signing_key(vec)
+    keys = [key.verify_key]
+    text = note_text(note)
+    head, blob = note[len(text) + 1 :].rstrip(b"\n").rsplit(b" ", 1)
+    raw = base64.b64decode(blob)
+
+    def with_blob(new: bytes) -> bytes:
+        return text + b"\n" + head + b" " + base64.b64encode(new) + b"\n"
+
+    assert with_blob(raw) == note
+    sig = bytearray(raw)
+    sig[10] ^= 0x01
+    with pytest.raises(NoteError, match="bad signature"):
+        open_note(with_blob(bytes(sig)), keys)
+    key_hash = bytearray(raw)
+    key_hash[0] ^= 0x01
+    with pytest.raises(NoteError, match="not signed by a trusted key"):
+        open_note(with_blob(bytes(key_hash)), keys)
+    with pytest.raises(NoteError):
+        open_note(text, keys)
+    with pytest.raises(NoteError):
+        open_note(text + b"\n", keys)
+    other = SigningKey(key.name, Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    with pytest.raises(NoteError, match="not signed by a trusted key"):
+        open_note(note, [other.verify_key])
+    with pytest.raises(NoteError):
+        open_note(note, [])
+
+
+def test_rfc6962_vectors(vec: Vectors) -> None:
+    leaves = [vec.hex(f"rfc6962.leaf{i}") for i in range(8)]
+    assert leaves[0] == b""
+    for n in range(9):
+        expected = vec.hex(f"rfc6962.root{n}")
+        assert merkle.merkle_root(leaves[:n]) == expected, n
+        assert spec_mth(leaves[:n]) == expected, n
+
+
+# -- 2. independent implementations agree with the library ------------------------------
+
+
+def test_merkle_root_matches_textbook_recursion() -> None:
+    rng = random.Random(6962)
+    for n in range(0, 71):
+        leaves = [rng.randbytes(rng.randrange(0, 40)) for _ in range(n)]
+        assert merkle.merkle_root(leaves) == spec_mth(leaves), n
+        leaf_hashes = [merkle.leaf_hash(d) for d in leaves]
+        assert merkle.root_from_leaf_hashes(leaf_hashes) == spec_mth(leaves), n
+    left, right = b"a" * 32, b"b" * 32
+    assert merkle.node_hash(left, right) == hashlib.sha256(b"\x01" + left + right).digest()
+
+
+# ts (microseconds) of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z.
+_DATETIME_MIN = -62_135_596_800_000_000
+_DATETIME_MAX = 253_402_300_799_999_999
+
+_BASE = {
+    "int": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    "str": st.text(st.characters(codec="utf-8"), max_size=40),
+    "bytes": st.binary(max_size=200),
+}
+
+
+def _field(kind: str, nullable: bool) -> st.SearchStrategy[Any]:
+    return st.none() | _BASE[kind] if nullable else _BASE[kind]
+
+
+random_values = st.fixed_dictionaries(
+    {name: _field(kind, nullable) for name, kind, nullable in spec_fields()}
+)
+_EMPTY = {"int": 0, "str": "", "bytes": b""}
+
+
+@settings(max_examples=300, deadline=None)
+@given(prev=st.binary(min_size=32, max_size=32), values=random_values)
+@example(
+    prev=bytes(32),
+    values={name: None if nullable else _EMPTY[kind] for name, kind, nullable in spec_fields()},
+)
+def test_random_event_hash_matches_spec(prev: bytes, values: dict[str, Any]) -> None:
+    ordered = tuple(values[name] for name in events.FIELD_NAMES)
+    encoded = events.encode_fields(ordered)
+    assert encoded == spec_canonical(values)
+    assert events.decode_fields(encoded) == (ordered, len(encoded))
+    assert events.event_hash(prev, encoded) == spec_event_hash(prev, values)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    journal_id=st.text(st.characters(codec="utf-8"), min_size=1, max_size=30),
+    stream=st.from_regex(layout.STREAM_RE, fullmatch=True),
+    rows=st.lists(random_values, min_size=1, max_size=12),
+)
+def test_random_segment_chain_matches_spec(
+    journal_id: str, stream: str, rows: list[dict[str, Any]]
+) -> None:
+    """The columnar recomputation of a Parquet segment agrees with the spec chain."""
+    genesis = events.genesis_hash(journal_id, stream)
+    assert genesis == spec_genesis(journal_id, stream)
+    stored, h = [], genesis
+    for values in rows:
+        nxt = spec_event_hash(h, values)
+        stored.append(StoredEvent(**values, prev_hash=h, hash=nxt))
+        h = nxt
+    hashes = [e.hash for e in stored]
+    assert table.chain_hashes(genesis, table.events_to_table(stored)) == hashes
+    data = table.write_segment(
+        stored, journal_id=journal_id, stream=stream, segment=0, row_group_rows=5
+    )
+    read = table.read_segment(data)
+    assert table.chain_hashes(genesis, read) == hashes
+    if all(_DATETIME_MIN <= e.ts <= _DATETIME_MAX for e in stored):
+        # Outside Python's datetime range table_to_events raises OverflowError.
+        assert table.table_to_events(read) == stored
+    assert merkle.merkle_root(hashes) == spec_mth(hashes)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32),
+    subject=st.text(st.characters(codec="utf-8"), max_size=60),
+)
+def test_random_pseudonym_matches_spec(key: bytes, subject: str) -> None:
+    assert events.pseudonymize(key, subject) == spec_pseudonym(key, subject)
