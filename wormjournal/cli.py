@@ -82,7 +82,7 @@ def load_events(source: str, max_event_bytes: int) -> list[dict[str, Any]]:
                 raise ValidationError("(line)", "must be a JSON object with the event's fields", where=where)
             validate_event(event, max_event_bytes=max_event_bytes, where=where)
             events.append(event)
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:  # not UTF-8 is bad input (exit 2), not a crash
         raise ConfigError(f"cannot read {source}: {e}") from e
     return events
 
