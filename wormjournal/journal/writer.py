@@ -147,14 +147,22 @@ class Journal:
 
         Recovery drops a torn, never-acknowledged WAL tail, checks the WAL's
         chain against the last sealed segment and finishes an interrupted seal.
-        Raises NotFoundError when there is no journal, IntegrityError when the
-        WAL and the store disagree.
+        Raises NotFoundError when there is no journal, ConfigError when the key
+        directory holds no key or not this journal's signing key, IntegrityError
+        when the WAL and the store disagree.
         """
         st = open_store(store)
         identity = read_identity(st)
         key_path = Path(key_dir)
         check_outside(key_path, _store_root(st))
         signing, pseudonym = load_keys(key_path, identity.journal_id)
+        if st.head(layout.public_key(signing.verify_key.key_id)) is None:
+            # Refuse before writing: events sealed with a foreign key would never verify.
+            raise ConfigError(
+                f"the signing key in {key_path / identity.journal_id} (key id {signing.verify_key.key_id}) "
+                f"is not one of the journal's public keys in {st.url}",
+                hint="pass the --key-dir (or WORMJOURNAL_KEY_DIR) used at `wormjournal init`",
+            )
         return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config)
 
     @classmethod

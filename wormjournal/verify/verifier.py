@@ -77,10 +77,12 @@ class _StreamVerifier:
         hashes: list[bytes] = []
         prev_manifest = ZERO_HASH
         prev_last_seq, prev_last_hash = -1, genesis_hash(self.identity.journal_id, self.stream)
-        for expected, (n, m) in enumerate(manifests):
+        expected = 0
+        for n, m in manifests:
             # Step 2: segment numbers are contiguous from 0, and each manifest links to the one before.
             if n != expected:
                 self.find("manifest_missing", f"segments {expected}..{n - 1} have no manifest (removed?)", segment=expected)
+            expected = n + 1  # report each gap once, not again at every later manifest
             if m is None:
                 prev_manifest = None  # the link after an unusable manifest cannot be checked
                 hashes.append(b"")

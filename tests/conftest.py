@@ -1,0 +1,161 @@
+"""Shared fixtures: a store with its key directory, a sealed history, and a Parquet rewriter."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from wormjournal.journal import Journal, JournalConfig
+from wormjournal.segments.manifest import Manifest
+from wormjournal.segments.notes import VerifyKey
+from wormjournal.storage import layout
+from wormjournal.storage.local import LocalStore
+from wormjournal.verify import VerifyReport, verify_store
+
+# A fixed day, so that a run across midnight UTC never splits a segment in two.
+BASE_TS = dt.datetime(2025, 3, 14, 9, 0, 0, tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class StorePaths:
+    """A fresh store directory and a key directory outside it (neither created)."""
+
+    store: Path
+    keys: Path
+
+
+@pytest.fixture
+def tmp_store(tmp_path: Path) -> StorePaths:
+    return StorePaths(store=tmp_path / "store", keys=tmp_path / "keys")
+
+
+def make_writable(path: Path) -> None:
+    """Stored objects are read-only; tamper tests chmod u+w first."""
+    path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def overwrite(path: Path, data: bytes) -> None:
+    """Replace a stored file's bytes in place (an attacker with write access)."""
+    make_writable(path)
+    path.write_bytes(data)
+
+
+@dataclasses.dataclass
+class History:
+    """A closed journal with several sealed segments, and where its pieces are."""
+
+    paths: StorePaths
+    stream: str
+    journal_id: str
+    verify_key: VerifyKey
+    manifests: list[Manifest]
+    # (event_type, execution_id, payload, fields) of every event, in seq order.
+    appended: list[tuple[str, str, object, dict[str, object]]]
+
+    @property
+    def store(self) -> LocalStore:
+        return LocalStore(self.paths.store)
+
+    def segment_path(self, n: int) -> Path:
+        return self.paths.store / self.manifests[n].object
+
+    def manifest_path(self, n: int) -> Path:
+        return self.paths.store / layout.manifest(self.stream, n)
+
+    def checkpoint_path(self, tree_size: int) -> Path:
+        return self.paths.store / layout.checkpoint(self.stream, tree_size)
+
+    def verify(self, keys: list[VerifyKey] | None = None) -> VerifyReport:
+        return verify_store(self.store, public_keys=keys if keys is not None else [self.verify_key])
+
+
+def history_events(n_events: int, *, start: int = 0) -> list[tuple[str, str, object, dict[str, object]]]:
+    """A small, realistic agent history: interleaved executions, threads, tenants, tools."""
+    executions = [
+        ("run-alpha", "thread-1", "tenant-a"),
+        ("run-beta", "thread-2", "tenant-b"),
+        ("run-gamma", "thread-1", "tenant-a"),
+    ]
+    nodes = ["planner", "search", "writer", None]
+    types = ["node_started", "tool_called", "tool_returned", "llm_completed", "state_updated", "node_completed"]
+    out = []
+    for i in range(start, start + n_events):
+        exec_id, thread, tenant = executions[i % len(executions)]
+        kind = "execution_started" if i < len(executions) else types[i % len(types)]
+        payload: object = {"i": i, "note": f"step {i} of {exec_id}", "tokens": [i, i * 2]}
+        if i % 5 == 0:
+            payload = {"i": i, "text": "lorem ipsum dolor sit amet " * 20}  # compressible: json+zstd
+        fields: dict[str, object] = {
+            "thread_id": thread,
+            "tenant_id": tenant,
+            "ts": BASE_TS + dt.timedelta(seconds=i),
+            "step_id": f"step-{i}",
+        }
+        if nodes[i % len(nodes)] is not None:
+            fields["node"] = nodes[i % len(nodes)]
+        if i % 7 == 3:
+            fields["subject_id"] = "customer-4711"
+        out.append((kind, exec_id, payload, fields))
+    return out
+
+
+def build_history(
+    paths: StorePaths,
+    *,
+    segments: int = 4,
+    events_per_segment: int = 9,
+    stream: str = "main",
+    config: JournalConfig | None = None,
+) -> History:
+    """Create a journal and seal ``segments`` segments, each by an explicit seal(); then close it."""
+    cfg = config or JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
+    appended = []
+    with Journal.create(paths.store, key_dir=paths.keys, stream=stream, config=cfg) as j:
+        manifests: list[Manifest] = []
+        for s in range(segments):
+            batch = history_events(events_per_segment, start=s * events_per_segment)
+            for kind, exec_id, payload, fields in batch:
+                j.append(kind, exec_id, payload, **fields)
+            appended.extend(batch)
+            new = j.seal()
+            assert len(new) == 1
+            manifests.extend(new)
+        return History(paths, stream, j.journal_id, j._key.verify_key, manifests, appended)
+
+
+@pytest.fixture
+def history(tmp_store: StorePaths) -> History:
+    """A closed journal with 4 sealed segments of 9 events each (seq 0..35)."""
+    return build_history(tmp_store)
+
+
+def rewrite_parquet(path: Path, transform: Callable[[pa.Table], pa.Table]) -> None:
+    """Rewrite a Parquet file in place with ``transform(table)``, keeping schema and metadata."""
+    table = pq.read_table(path)
+    schema = table.schema
+    new = transform(table)
+    new = pa.Table.from_pylist(new.to_pylist(), schema=schema) if new.schema != schema else new
+    new = new.replace_schema_metadata(schema.metadata)
+    make_writable(path)
+    pq.write_table(new, path, compression="zstd")
+    os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+@pytest.fixture
+def make_history(tmp_store: StorePaths) -> Callable[..., History]:
+    """``build_history`` bound to this test's store: ``make_history(segments=3, ...)``."""
+    return lambda **kwargs: build_history(tmp_store, **kwargs)
+
+
+@pytest.fixture
+def rewrite_segment() -> Callable[[Path, Callable[[pa.Table], pa.Table]], None]:
+    """``rewrite_parquet`` as a fixture: ``rewrite_segment(path, lambda table: ...)``."""
+    return rewrite_parquet
