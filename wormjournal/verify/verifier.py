@@ -7,10 +7,12 @@ and the checkpoints are checked. Nothing here imports the writer.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import JournalError
@@ -18,13 +20,26 @@ from ..events import genesis_hash
 from ..segments import merkle
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import NoteError, VerifyKey, open_note
-from ..segments.table import chain_hashes, read_segment
+from ..segments.notes import NoteError, VerifyKey, open_note, split_note
+from ..segments.table import FORMAT_VERSION, chain_hashes, read_segment
 from ..storage import layout
 from ..storage.base import ObjectReader
 from .report import Finding, StreamSummary, VerifyReport
 
 Progress = Callable[[int, int], None]
+_DAY_MICROS = 86_400_000_000
+
+
+def _day_start_micros(date: str) -> int:
+    return (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days * _DAY_MICROS
+
+
+def _claimed_object(data: bytes) -> str | None:
+    """The object an unverifiable manifest names, so that it is not reported twice."""
+    try:
+        return Manifest.parse(split_note(data)[0]).object
+    except NoteError:
+        return None
 
 
 def load_store_keys(store: ObjectReader, identity: JournalIdentity) -> list[VerifyKey]:
@@ -50,7 +65,7 @@ class _StreamVerifier:
         self.report.findings.append(Finding(kind, message, stream=self.stream, **where))  # type: ignore[arg-type]
 
     def read_manifests(self) -> list[tuple[int, Manifest | None]]:
-        """Step 1: every manifest, signature-checked and parsed (None when unusable)."""
+        """Steps 1 and 2: every manifest, signature-checked and parsed (None when unusable)."""
         out: list[tuple[int, Manifest | None]] = []
         for info in self.store.list(layout.manifests_prefix(self.stream)):
             parsed = layout.parse_numbered(info.name)
@@ -58,12 +73,14 @@ class _StreamVerifier:
                 self.find("unexpected_object", "not a manifest name", object=info.name)
                 continue
             n = parsed[2]
+            data = self.store.get(info.name)
             try:
-                text, key = open_note(self.store.get(info.name), self.keys)
+                text, key = open_note(data, self.keys)
                 m = Manifest.parse(text)
             except NoteError as e:
                 self.find("manifest_signature", f"manifest does not verify: {e}", segment=n, object=info.name)
                 out.append((n, None))
+                self._unverified_objects.add(_claimed_object(data))
                 continue
             if m.key_id != key.key_id:
                 self.find("manifest_key", f"manifest names key {m.key_id} but is signed by {key.key_id}", segment=n)
@@ -73,13 +90,15 @@ class _StreamVerifier:
         return out
 
     def run(self, progress: Callable[[int], None]) -> None:
+        self._unverified_objects: set[str | None] = set()
+        self._exec_heads: dict[str, int] = {}
         manifests = self.read_manifests()
         hashes: list[bytes] = []
         prev_manifest = ZERO_HASH
         prev_last_seq, prev_last_hash = -1, genesis_hash(self.identity.journal_id, self.stream)
         expected = 0
         for n, m in manifests:
-            # Step 2: segment numbers are contiguous from 0, and each manifest links to the one before.
+            # Steps 1 and 3: numbers contiguous from 0; each manifest links to the one before.
             if n != expected:
                 self.find("manifest_missing", f"segments {expected}..{n - 1} have no manifest (removed?)", segment=expected)
             expected = n + 1  # report each gap once, not again at every later manifest
@@ -103,14 +122,19 @@ class _StreamVerifier:
             s.first_seq = m.first_seq if s.first_seq is None else s.first_seq
             s.last_seq, s.head_hash = m.last_seq, m.last_hash.hex()
             progress(1)
-        self.check_orphans({m.object for _, m in manifests if m is not None})
+        self.check_strays({m.object for _, m in manifests if m is not None})
         self.check_checkpoints(hashes)
 
     def verify_segment(self, m: Manifest) -> None:
-        """Step 3: the object's bytes, then every event, its chain and the Merkle root."""
+        """Steps 4 to 8: the object's bytes, then every event, its chain, the Merkle root, the back-links."""
         where = {"segment": m.segment, "object": m.object}
-        if m.events != m.last_seq - m.first_seq + 1:
+        if m.last_seq < m.first_seq or m.events != m.last_seq - m.first_seq + 1:
             self.find("manifest_count", f"manifest counts {m.events} events for seq {m.first_seq}..{m.last_seq}", **where)
+        # Step 4: the object, named as the layout names it, with the signed size and SHA-256.
+        parsed = layout.parse_segment(m.object)
+        if parsed is None or parsed[0] != self.stream or parsed[2] != m.segment:
+            self.find("object_name", f"manifest names object {m.object!r}, not a segment {m.segment} of this stream", **where)
+            return
         try:
             data = self.store.get(m.object)
         except JournalError as e:
@@ -127,9 +151,16 @@ class _StreamVerifier:
             self.find("segment_unreadable", f"not a readable wormjournal segment: {e}", **where)
             return
         del data
-        meta = table.schema.metadata or {}
-        if meta.get(b"wormjournal.stream", b"").decode() != self.stream or meta.get(b"wormjournal.segment", b"").decode() != str(m.segment):
-            self.find("segment_metadata", "segment metadata names another stream or segment", **where)
+        # Step 5: the segment's own metadata names this journal, stream and segment.
+        meta = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (table.schema.metadata or {}).items()}
+        expected_meta = {
+            "wormjournal.format": FORMAT_VERSION,
+            "wormjournal.journal": self.identity.journal_id,
+            "wormjournal.stream": self.stream,
+            "wormjournal.segment": str(m.segment),
+        }
+        if any(meta.get(k) != v for k, v in expected_meta.items()):
+            self.find("segment_metadata", "segment metadata names another format, journal, stream or segment", **where)
         seqs = table.column("seq").to_pylist()
         if len(seqs) != m.events:
             self.find("row_count", f"segment holds {len(seqs)} rows, manifest says {m.events}", **where)
@@ -149,17 +180,37 @@ class _StreamVerifier:
             self.find("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", segment=m.segment, seq=seqs[i] if i < len(seqs) else None)
         if not computed or computed[-1] != m.last_hash:
             self.find("last_hash", "the segment's last event hash differs from the manifest", segment=m.segment, seq=m.last_seq)
+        # Step 7: the Merkle root over the event hashes.
         if merkle.merkle_root(computed) != m.merkle_root:
             self.find("merkle_root", "Merkle root over the event hashes differs from the manifest", **where)
+        # Step 6, the partition: every event's UTC date is the segment's date= folder.
+        day = _day_start_micros(parsed[1])
+        ts = np.asarray(table.column("ts").cast(pa.int64()))
+        outside = np.flatnonzero((ts < day) | (ts >= day + _DAY_MICROS))
+        if outside.size:
+            i = int(outside[0])
+            self.find("partition_date", f"row {i}'s ts is not on {parsed[1]}, the segment's date", segment=m.segment, seq=seqs[i])
+        # Step 8: each event links to the previous event of its execution in this stream.
+        heads = self._exec_heads
+        links = zip(seqs, table.column("execution_id").to_pylist(), table.column("exec_prev_seq").to_pylist(), strict=True)
+        for seq, execution, linked in links:
+            if heads.get(execution) != linked:
+                self.find(
+                    "exec_link",
+                    f"exec_prev_seq is {linked}, but the previous event of execution {execution!r} is {heads.get(execution)}",
+                    segment=m.segment,
+                    seq=seq,
+                )
+            heads[execution] = seq
 
-    def check_orphans(self, covered: set[str]) -> None:
-        """Step 4: every object under segments/ must be covered by a manifest."""
+    def check_strays(self, covered: set[str]) -> None:
+        """Step 11: every object under segments/ must be covered by a manifest."""
         for info in self.store.list(layout.stream_segments_prefix(self.stream)):
-            if info.name not in covered:
+            if info.name not in covered and info.name not in self._unverified_objects:
                 self.find("orphan_object", "segment object not covered by any manifest (an interrupted seal, or inserted)", object=info.name)
 
     def check_checkpoints(self, hashes: Sequence[bytes]) -> None:
-        """Step 5: every checkpoint verifies and commits to the manifests; the latest covers them all."""
+        """Steps 9 and 10: every checkpoint verifies and commits to the manifests; the latest covers them all."""
         origin = checkpoint_origin(self.identity.journal_id, self.stream)
         latest: Checkpoint | None = None
         for info in self.store.list(layout.checkpoints_prefix(self.stream)):
@@ -190,7 +241,7 @@ class _StreamVerifier:
                 self.find("checkpoint_root", f"checkpoint root over {cp.tree_size} manifests does not match (history rewritten?)", object=info.name)
         if latest is None:
             if hashes:
-                self.find("checkpoint_missing", "the stream has segments but no checkpoint")
+                self.find("checkpoint_missing", "the stream has segments but no checkpoint that verifies")
             return
         self.summary.checkpoint_size = latest.tree_size
         self.summary.checkpoint_root = latest.root_hash.hex()
