@@ -1,0 +1,670 @@
+#!/usr/bin/env python3
+"""Benchmark the write and verify paths of wormjournal on one disk, in one run.
+
+Prints one JSON object to stdout (progress goes to stderr) with:
+
+  single_append      durable single-event ``append`` latency (1 KiB JSON payload),
+                     against ``raw_fsync``: os.write + os.fdatasync of one WAL frame's
+                     worth of bytes to a plain file in the same directory
+  batched_append     ``append_batch`` of --batch events: events/s and payload MB/s
+  concurrent_append  --threads threads doing single ``append`` calls: events/s and the
+                     number of WAL fdatasync calls (group commit: fsyncs < appends)
+  seal               ``seal()`` of the batched events: WAL MB/s, events/s, segment size
+  verify             ``verify_store`` of the sealed store vs. one SHA-256 per event
+                     (``raw_sha256``), plus ``verify_breakdown`` of the largest segment
+  machine            cpu, platform, versions, the bench directory's filesystem, date
+  targets            pass/fail for each performance target
+
+Everything runs in a fresh temp directory inside --dir (default ./bench-out/,
+git-ignored), removed afterwards unless --keep.
+
+Usage (from the repository root):
+
+    .venv/bin/python scripts/bench_append.py                  # defaults, ~1-3 min
+    .venv/bin/python scripts/bench_append.py --events 20000 --single 100   # quick
+    .venv/bin/python scripts/bench_append.py --dir /mnt/nvme/tmp --keep > result.json
+    .venv/bin/python scripts/bench_append.py --profile        # cProfile top costs to stderr
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime as dt
+import gc
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import wormjournal
+from wormjournal import Journal, JournalConfig, verify_store
+from wormjournal.events import EVENT_TAG, encode_fields
+from wormjournal.journal import wal as walmod
+from wormjournal.segments import merkle
+from wormjournal.segments.manifest import Manifest
+from wormjournal.segments.notes import open_note
+from wormjournal.segments.table import chain_hashes, read_segment, table_to_events
+from wormjournal.storage import layout
+from wormjournal.storage.local import LocalStore
+
+PAYLOAD_BYTES = 1024
+NO_SEAL = JournalConfig(seal_max_age_seconds=None, seal_max_events=10**9, seal_max_bytes=1 << 40)
+
+TARGET_SINGLE_RATIO = 1.5
+TARGET_BATCH_EPS = 50_000
+TARGET_VERIFY_EPS = 500_000
+
+PROFILE = False
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+# -- realistic agent events ---------------------------------------------------------------
+
+_WORDS = (
+    "the agent called tool search results order customer invoice refund policy status "
+    "pending approved shipping address account balance summary document page section "
+    "retrieved context answer question user request plan step next observation error "
+    "retry timeout latency tokens model response json field value list item query filter "
+    "date range region europe north america product sku warehouse inventory ticket priority"
+).split()
+_TOOLS = ["web_search", "sql_query", "crm_lookup", "send_email", "read_file", "http_get", "calculator"]
+_NODES = ["planner", "agent", "tools", "reviewer", "executor"]
+
+
+def canonical_len(value: Any) -> int:
+    return len(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def make_payload(rng: random.Random, size: int = PAYLOAD_BYTES) -> dict[str, Any]:
+    """A unique tool-call payload whose canonical JSON is exactly ``size`` bytes.
+
+    Text-like (random words from a small vocabulary, random ids), so zstd gets a
+    realistic ~2x per event and no two events share a payload (which would flatter
+    Parquet's compression across rows).
+    """
+    payload: dict[str, Any] = {
+        "tool": rng.choice(_TOOLS),
+        "call_id": "call_%024x" % rng.getrandbits(96),
+        "model": "gpt-4o-2024-08-06",
+        "attempt": rng.randint(1, 3),
+        "arguments": {
+            "query": " ".join(rng.choices(_WORDS, k=rng.randint(4, 12))),
+            "max_results": rng.choice([5, 10, 20]),
+            "filters": {"region": rng.choice(["eu", "us", "apac"]), "since": "2024-06-%02d" % rng.randint(1, 28)},
+        },
+        "usage": {"prompt_tokens": rng.randint(200, 4000), "completion_tokens": rng.randint(10, 400)},
+        "context": "",
+    }
+    need = size - canonical_len(payload)  # ASCII words and spaces: one byte per character, no escapes
+    text = " ".join(rng.choices(_WORDS, k=need // 4 + 8))
+    payload["context"] = text[:need]
+    return payload
+
+
+class EventFactory:
+    """Agent events: tool_called with execution/thread/node/tenant ids and a unique 1 KiB payload."""
+
+    def __init__(self, seed: int, executions: int = 2000) -> None:
+        rng = random.Random(seed)
+        self.execs = [(f"exec-{uuid.UUID(int=rng.getrandbits(128))}", f"thread-{uuid.UUID(int=rng.getrandbits(128))}")
+                      for _ in range(executions)]
+        self.rng = rng
+        for _ in range(20):
+            assert canonical_len(make_payload(rng)) == PAYLOAD_BYTES
+
+    def event(self, i: int) -> dict[str, Any]:
+        execution_id, thread_id = self.execs[i % len(self.execs)]
+        return {
+            "event_type": "tool_called",
+            "execution_id": execution_id,
+            "thread_id": thread_id,
+            "node": _NODES[i % len(_NODES)],
+            "tenant_id": f"tenant-{i % 7:04d}",
+            "payload": make_payload(self.rng),
+        }
+
+
+# -- measuring helpers ----------------------------------------------------------------------
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    k = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[k - 1]
+
+
+def latency_summary(ns: list[int]) -> dict[str, Any]:
+    us = sorted(v / 1000 for v in ns)
+    return {
+        "n": len(us),
+        "p50_us": round(statistics.median(us), 1),
+        "p99_us": round(pct(us, 0.99), 1),
+        "mean_us": round(statistics.fmean(us), 1),
+        "min_us": round(us[0], 1),
+        "max_us": round(us[-1], 1),
+    }
+
+
+@contextmanager
+def profiled(name: str) -> Iterator[cProfile.Profile | None]:
+    """With --profile, print the top costs of the block to stderr (yields the profiler, else None)."""
+    if not PROFILE:
+        yield None
+        return
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        yield prof
+    finally:
+        prof.disable()
+        out = io.StringIO()
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("tottime").print_stats(18)
+        stats.sort_stats("cumulative").print_stats(18)
+        print(f"\n===== cProfile: {name} =====\n{out.getvalue()}", file=sys.stderr, flush=True)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
+
+
+def wal_files(store: Path) -> list[Path]:
+    return sorted((store / ".wal").glob("stream=*/*.wal"))
+
+
+def wal_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in wal_files(store))
+
+
+class CountingOs:
+    """Stands in for the ``os`` module inside ``wormjournal.journal.wal``: counts and times fdatasync."""
+
+    def __init__(self) -> None:
+        self.fdatasync_calls = 0
+        self.fdatasync_ns: list[int] = []
+        self._lock = threading.Lock()
+
+    def fdatasync(self, fd: int) -> None:
+        t0 = time.perf_counter_ns()
+        try:
+            os.fdatasync(fd)
+        finally:
+            spent = time.perf_counter_ns() - t0
+            with self._lock:
+                self.fdatasync_calls += 1
+                self.fdatasync_ns.append(spent)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(os, name)
+        setattr(self, name, value)  # later look-ups cost what ``os.<name>`` costs
+        return value
+
+
+@contextmanager
+def count_wal_fdatasync() -> Iterator[CountingOs]:
+    counter = CountingOs()
+    saved = walmod.os
+    walmod.os = counter  # type: ignore[assignment]  # this process only, restored below
+    try:
+        yield counter
+    finally:
+        walmod.os = saved
+
+
+def new_journal(base: Path, name: str, config: JournalConfig = NO_SEAL) -> tuple[Journal, Path]:
+    store = base / name / "store"
+    keys = base / name / "keys"
+    store.mkdir(parents=True)
+    return Journal.create(store, key_dir=keys, config=config), store
+
+
+# -- 1. single append vs raw fsync -----------------------------------------------------------
+
+
+def bench_single(base: Path, n: int, factory: EventFactory) -> dict[str, Any]:
+    log(f"single_append: {n} durable appends, interleaved with raw write+fdatasync")
+    j, store = new_journal(base, "single")
+    try:
+        # Warm up, and measure one event's WAL frame from the WAL's growth.
+        warm = max(20, n // 10)
+        before = wal_bytes(store)
+        for i in range(warm):
+            ev = factory.event(i)
+            j.append(ev.pop("event_type"), ev.pop("execution_id"), ev.pop("payload"), **ev)
+        frame_bytes = round((wal_bytes(store) - before) / warm)
+        raw_path = store.parent / "raw-fsync.bin"
+        fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        block = os.urandom(frame_bytes)
+        for _ in range(warm):
+            os.write(fd, block)
+            os.fdatasync(fd)
+        ours: list[int] = []
+        ours_cpu: list[int] = []
+        raw: list[int] = []
+        raw_cpu: list[int] = []
+        events = [factory.event(warm + i) for i in range(n)]
+        before = wal_bytes(store)
+        clock, cpu = time.perf_counter_ns, time.thread_time_ns
+        with profiled("single_append"), count_wal_fdatasync() as counter:
+            for ev in events:
+                et, ex, pl = ev.pop("event_type"), ev.pop("execution_id"), ev.pop("payload")
+                c0 = cpu()
+                t0 = clock()
+                j.append(et, ex, pl, **ev)
+                t1 = clock()
+                c1 = cpu()
+                t2 = clock()
+                os.write(fd, block)
+                os.fdatasync(fd)
+                t3 = clock()
+                raw_cpu.append(cpu() - c1)
+                ours_cpu.append(c1 - c0)
+                ours.append(t1 - t0)
+                raw.append(t3 - t2)
+        grown = wal_bytes(store) - before
+        os.close(fd)
+    finally:
+        j.close()
+    s_ours, s_raw = latency_summary(ours), latency_summary(raw)
+    if counter.fdatasync_calls == n:  # one WAL fdatasync per append: split each append into fsync and the rest
+        wal_sync = latency_summary(counter.fdatasync_ns)
+        rest = latency_summary([a - b for a, b in zip(ours, counter.fdatasync_ns, strict=True)])
+    else:
+        wal_sync = rest = None
+    return {
+        "single_append": {
+            **s_ours,
+            "payload_bytes": PAYLOAD_BYTES,
+            "wal_bytes_per_event": round(grown / n, 1),
+            "wal_fdatasync_calls": counter.fdatasync_calls,
+            "of_which_wal_fdatasync": wal_sync,
+            "of_which_not_fdatasync": rest,
+            "cpu_time_of_append": latency_summary(ours_cpu),
+        },
+        "raw_fsync": {**s_raw, "bytes_per_write": frame_bytes, "cpu_time": latency_summary(raw_cpu)},
+        "ratio_p50": round(s_ours["p50_us"] / s_raw["p50_us"], 3),
+        "ratio_mean": round(s_ours["mean_us"] / s_raw["mean_us"], 3),
+        "overhead_p50_us": round(s_ours["p50_us"] - s_raw["p50_us"], 1),
+    }
+
+
+# -- 2. batched and concurrent append --------------------------------------------------------
+
+
+def bench_batched(base: Path, total: int, batch: int, factory: EventFactory) -> tuple[dict[str, Any], Journal, Path]:
+    log(f"batched_append: {total} events in batches of {batch}")
+    j, store = new_journal(base, "batched")
+    payload_bytes = 0
+    elapsed = cpu_secs = 0.0
+    starts = range(0, total, batch)
+    with profiled("batched_append") as prof:
+        for k, start in enumerate(starts):
+            if prof is not None:
+                prof.disable()
+            events = [factory.event(i) for i in range(start, min(total, start + batch))]  # not timed
+            payload_bytes += PAYLOAD_BYTES * len(events)
+            if prof is not None:
+                prof.enable()
+            c0, t0 = time.process_time(), time.perf_counter()
+            j.append_batch(events)
+            elapsed += time.perf_counter() - t0
+            cpu_secs += time.process_time() - c0
+            if k and k % max(1, len(starts) // 5) == 0:
+                done = start + len(events)
+                log(f"  {done} events, {done / elapsed:,.0f} events/s so far")
+    wal = wal_bytes(store)
+    return (
+        {
+            "events": total,
+            "batch_size": batch,
+            "seconds": round(elapsed, 3),
+            "events_per_s": round(total / elapsed),
+            "payload_mb_per_s": round(payload_bytes / elapsed / 1e6, 2),
+            "payload_bytes": payload_bytes,
+            "wal_bytes": wal,
+            "wal_mb_per_s": round(wal / elapsed / 1e6, 2),
+            "us_per_event": round(elapsed / total * 1e6, 2),
+            "cpu_seconds": round(cpu_secs, 3),
+            "events_per_cpu_s": round(total / cpu_secs),
+        },
+        j,
+        store,
+    )
+
+
+def bench_concurrent(base: Path, threads: int, per_thread: int, factory: EventFactory) -> dict[str, Any]:
+    log(f"concurrent_append: {threads} threads x {per_thread} single appends")
+    j, _ = new_journal(base, "concurrent")
+    lat: list[list[int]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+
+    def worker(t: int) -> None:
+        evs = [factory.event(t * per_thread + i) for i in range(per_thread)]
+        clock = time.perf_counter_ns
+        start.wait()
+        try:
+            for ev in evs:
+                et, ex, pl = ev.pop("event_type"), ev.pop("execution_id"), ev.pop("payload")
+                t0 = clock()
+                j.append(et, ex, pl, **ev)
+                lat[t].append(clock() - t0)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    try:
+        with count_wal_fdatasync() as counter:
+            ts = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+            for t in ts:
+                t.start()
+            start.wait()
+            t0 = time.perf_counter()
+            for t in ts:
+                t.join()
+            elapsed = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+    finally:
+        j.close()
+    total = threads * per_thread
+    return {
+        "threads": threads,
+        "appends": total,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(total / elapsed),
+        "fdatasync_calls": counter.fdatasync_calls,
+        "fdatasync_seconds_total": round(sum(counter.fdatasync_ns) / 1e9, 3),
+        "fdatasync_latency": latency_summary(counter.fdatasync_ns) if counter.fdatasync_ns else None,
+        "appends_per_fdatasync": round(total / max(1, counter.fdatasync_calls), 2),
+        "group_commit": counter.fdatasync_calls < total,
+        "latency": latency_summary([v for per in lat for v in per]),
+    }
+
+
+# -- 3. seal -------------------------------------------------------------------------------------
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def bench_seal(j: Journal, store: Path, events: int, payload_bytes: int) -> dict[str, Any]:
+    log(f"seal: sealing {events} events")
+    wal = wal_bytes(store)
+    c0 = time.process_time()
+    with profiled("seal"):
+        secs, manifests = timed(j.seal)
+    cpu_secs = time.process_time() - c0
+    seg_bytes = dir_bytes(store / "segments")
+    return {
+        "events": events,
+        "seconds": round(secs, 3),
+        "events_per_s": round(events / secs),
+        "cpu_seconds": round(cpu_secs, 3),
+        "wal_bytes": wal,
+        "wal_mb_per_s": round(wal / secs / 1e6, 2),
+        "segments": len(manifests),
+        "segment_bytes": seg_bytes,
+        "segment_bytes_per_event": round(seg_bytes / events, 1),
+        "payload_json_bytes": payload_bytes,
+        "compression_ratio": round(payload_bytes / seg_bytes, 3),
+        "manifest_and_checkpoint_bytes": dir_bytes(store / "manifests") + dir_bytes(store / "checkpoints"),
+    }
+
+
+# -- 4. verify -------------------------------------------------------------------------------------
+
+
+def bench_verify(store_path: Path, key: Any, runs: int) -> dict[str, Any]:
+    store = LocalStore(store_path)
+    log(f"verify: verify_store over the sealed store, best of {runs}")
+    all_secs = []
+    all_cpu = []
+    for _ in range(runs):
+        gc.collect()
+        c0 = time.process_time()
+        with profiled("verify_store"):
+            secs, report = timed(lambda: verify_store(store, public_keys=[key]))
+        all_cpu.append(time.process_time() - c0)
+        if not report.ok:
+            raise SystemExit(f"verification failed: {[f.message for f in report.findings]}")
+        all_secs.append(secs)
+    secs = min(all_secs)
+    n = report.events
+
+    log("raw_sha256: precomputing the hashed bytes of every event")
+    segments = sorted(store.list(layout.SEGMENTS_PREFIX), key=lambda o: o.size)
+    inputs: list[bytes] = []
+    for info in sorted(segments, key=lambda o: o.name):
+        for e in table_to_events(read_segment(store.get(info.name))):
+            inputs.append(EVENT_TAG + e.prev_hash + encode_fields(e.field_values()))
+            if len(inputs) == 1 or len(inputs) % 50_000 == 0:  # spot-check that these are the hashed bytes
+                assert hashlib.sha256(inputs[-1]).digest() == e.hash
+    assert len(inputs) == n, (len(inputs), n)
+    hashed_bytes = sum(map(len, inputs))
+    sha = hashlib.sha256
+    raw_all = []
+    for _ in range(runs):
+        gc.collect()
+        t0 = time.perf_counter()
+        for x in inputs:
+            sha(x).digest()
+        raw_all.append(time.perf_counter() - t0)
+    raw_secs = min(raw_all)
+    del inputs
+
+    log("verify_breakdown: timing the parts on the largest segment")
+    breakdown = verify_breakdown(store, segments[-1].name, key, runs)
+    eps = n / secs
+    raw_eps = n / raw_secs
+    return {
+        "verify": {
+            "events": n,
+            "segments": sum(s.segments for s in report.streams),
+            "seconds": round(secs, 3),
+            "runs_seconds": [round(x, 3) for x in all_secs],
+            "runs_cpu_seconds": [round(x, 3) for x in all_cpu],
+            "events_per_cpu_s": round(n / min(all_cpu)),
+            "events_per_s": round(eps),
+            "mb_per_s_of_segments": round(report.bytes_checked / secs / 1e6, 2),
+            "ok": report.ok,
+        },
+        "raw_sha256": {
+            "events": n,
+            "seconds": round(raw_secs, 4),
+            "events_per_s": round(raw_eps),
+            "mean_bytes_hashed": round(hashed_bytes / n, 1),
+            "mb_per_s": round(hashed_bytes / raw_secs / 1e6, 1),
+        },
+        "ratio": round(eps / raw_eps, 4),
+        "verify_breakdown": breakdown,
+    }
+
+
+def verify_breakdown(store: LocalStore, name: str, key: Any, runs: int) -> dict[str, Any]:
+    """The steps of verifier._StreamVerifier.verify_segment, timed one by one (best of ``runs``)."""
+    manifest = None
+    for info in store.list(layout.MANIFESTS_PREFIX):
+        m = Manifest.parse(open_note(store.get(info.name), [key])[0])
+        if m.object == name:
+            manifest = m
+    assert manifest is not None
+    parts: dict[str, float] = {}
+
+    def step(label: str, fn: Callable[[], Any]) -> Any:
+        best, result = math.inf, None
+        for _ in range(runs):
+            result = None
+            gc.collect()
+            secs, result = timed(fn)
+            best = min(best, secs)
+        parts[label] = best
+        return result
+
+    data = step("store_get", lambda: store.get(name))
+    step("object_sha256", lambda: hashlib.sha256(data).digest())
+    table = step("read_parquet", lambda: read_segment(data))
+    first = manifest.first_seq
+    step("seq_check", lambda: all(s == first + i for i, s in enumerate(table.column("seq").to_pylist())))
+    computed = step("chain_hashes", lambda: chain_hashes(manifest.prev_hash, table))
+    stored = step("hash_column_to_pylist", lambda: table.column("hash").to_pylist())
+    step("compare_hashes", lambda: computed == stored)
+    step("prev_hash_check", lambda: table.column("prev_hash").to_pylist() == [manifest.prev_hash] + stored[:-1])
+    root = step("merkle_root", lambda: merkle.merkle_root(computed))
+    assert computed == stored and computed[-1] == manifest.last_hash and root == manifest.merkle_root
+    total = sum(parts.values())
+    n = table.num_rows
+    return {
+        "segment": name,
+        "events": n,
+        "segment_bytes": len(data),
+        "row_groups": pq.ParquetFile(pa.BufferReader(data)).num_row_groups,
+        "seconds": {k: round(v, 4) for k, v in parts.items()},
+        "share": {k: round(v / total, 3) for k, v in parts.items()},
+        "us_per_event": {k: round(v / n * 1e6, 3) for k, v in parts.items()},
+        "total_seconds": round(total, 4),
+        "events_per_s_of_parts": round(n / total),
+    }
+
+
+# -- 5. machine ---------------------------------------------------------------------------------------
+
+
+def machine_info(bench_dir: Path) -> dict[str, Any]:
+    import zstandard
+
+    st = os.statvfs(bench_dir)
+    info: dict[str, Any] = {
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": None,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+        "pyarrow": pa.__version__,
+        "zstandard": zstandard.__version__,
+        "openssl": __import__("ssl").OPENSSL_VERSION,
+        "wormjournal": wormjournal.__version__,
+        "bench_dir": str(bench_dir),
+        "fs": {
+            "block_size": st.f_bsize,
+            "size_gb": round(st.f_blocks * st.f_frsize / 1e9, 1),
+            "free_gb": round(st.f_bavail * st.f_frsize / 1e9, 1),
+        },
+        "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["df", "-PT", str(bench_dir)], capture_output=True, text=True, timeout=10, check=True).stdout
+        fields = out.splitlines()[-1].split()
+        info["fs"].update(device=fields[0], type=fields[1], mounted_on=fields[-1])
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    return info
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    global PROFILE
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("bench-out"), help="parent of the temp dir (default ./bench-out)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (stores, WAL, raw fsync file)")
+    ap.add_argument("--single", type=int, default=500, metavar="N", help="durable single appends (default 500)")
+    ap.add_argument("--events", type=int, default=200_000, help="events appended in batches, then sealed and verified (default 200000)")
+    ap.add_argument("--batch", type=int, default=1000, help="batch size of append_batch (default 1000)")
+    ap.add_argument("--threads", type=int, default=8, help="threads of concurrent_append (default 8)")
+    ap.add_argument("--per-thread", type=int, default=300, help="single appends per thread (default 300)")
+    ap.add_argument("--runs", type=int, default=3, help="verify, raw sha256 and breakdown: best of this many runs (default 3)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the generated events")
+    ap.add_argument("--profile", action="store_true", help="cProfile each phase, top costs to stderr (slows the numbers)")
+    args = ap.parse_args(argv)
+    for name in ("single", "events", "batch", "threads", "per_thread", "runs"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be >= 1")
+    PROFILE = args.profile
+
+    created_dir = not args.dir.exists()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="bench-", dir=args.dir)).absolute()
+    log(f"working in {base}")
+    started = time.perf_counter()
+    result: dict[str, Any] = {"benchmark": "wormjournal append/seal/verify", "profiled": PROFILE}
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    try:
+        factory = EventFactory(args.seed)
+        single = bench_single(base, args.single, factory)
+        batched, j, store = bench_batched(base, args.events, args.batch, factory)
+        concurrent = bench_concurrent(base, args.threads, args.per_thread, factory)
+        try:
+            seal = bench_seal(j, store, args.events, batched["payload_bytes"])
+            key = j.verify_key
+        finally:
+            j.close()
+        verify = bench_verify(store, key, args.runs)
+        result.update(single)
+        result["batched_append"] = batched
+        result["concurrent_append"] = concurrent
+        result["seal"] = seal
+        result.update(verify)
+        result["machine"] = {**machine_info(base), "loadavg_1_5_15_at_start": load_start}
+        result["targets"] = {
+            "single_append_ratio_p50_le_1_5": single["ratio_p50"] <= TARGET_SINGLE_RATIO,
+            "single_append_ratio_mean_le_1_5": single["ratio_mean"] <= TARGET_SINGLE_RATIO,
+            "batched_append_ge_50k_events_per_s": batched["events_per_s"] >= TARGET_BATCH_EPS,
+            "concurrent_append_group_commit": concurrent["group_commit"],
+            "verify_ge_500k_events_per_s": verify["verify"]["events_per_s"] >= TARGET_VERIFY_EPS,
+        }
+        result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    finally:
+        if args.keep:
+            log(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+            if created_dir:
+                try:
+                    args.dir.rmdir()  # only if we made it and it is empty
+                except OSError:
+                    pass
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    log(f"done in {result.get('wall_seconds')} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
