@@ -15,7 +15,6 @@ import os
 import re
 import struct
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -66,6 +65,7 @@ class EventType(StrEnum):
 
 
 KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
+_BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f/\\\\\ud800-\udfff]")
 _CUSTOM_TYPE = re.compile(r"custom:[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+")
 
 
@@ -175,19 +175,39 @@ class StoredEvent:
 # -- canonical bytes ---------------------------------------------------------
 
 
-def encode_value(kind: str, value: Any) -> bytes:
-    """The canonical bytes of one field value (FORMAT.md, "Field encoding")."""
+_pack_len = struct.Struct(">I").pack
+_pack_int = struct.Struct(">Iq").pack
+
+
+def _encode_int(value: int | None) -> bytes:
+    return NULL_MARK if value is None else _pack_int(8, value)
+
+
+def _encode_str(value: str | None) -> bytes:
     if value is None:
         return NULL_MARK
-    if kind == Kind.INT:
-        return b"\x00\x00\x00\x08" + struct.pack(">q", value)
-    raw = value.encode("utf-8") if kind == Kind.STR else bytes(value)
-    return struct.pack(">I", len(raw)) + raw
+    raw = value.encode("utf-8")
+    return _pack_len(len(raw)) + raw
+
+
+def _encode_bytes(value: bytes | None) -> bytes:
+    return NULL_MARK if value is None else _pack_len(len(value)) + bytes(value)
+
+
+_ENCODERS = {Kind.INT: _encode_int, Kind.STR: _encode_str, Kind.BYTES: _encode_bytes}
+_FIELD_ENCODERS = tuple(_ENCODERS[kind] for _, kind, _ in FIELDS)
+
+
+def encode_value(kind: str, value: Any) -> bytes:
+    """The canonical bytes of one field value (FORMAT.md, "Field encoding")."""
+    return _ENCODERS[kind](value)
 
 
 def encode_fields(values: Sequence[Any]) -> bytes:
     """The canonical bytes of an event's stored fields, in ``FIELDS`` order."""
-    return b"".join(encode_value(kind, v) for (_, kind, _), v in zip(FIELDS, values, strict=True))
+    if len(values) != len(_FIELD_ENCODERS):
+        raise ValueError(f"expected {len(_FIELD_ENCODERS)} field values, got {len(values)}")
+    return b"".join([enc(v) for enc, v in zip(_FIELD_ENCODERS, values)])
 
 
 def decode_fields(data: bytes) -> tuple[tuple[Any, ...], int]:
@@ -248,14 +268,15 @@ def check_id(field: str, value: Any, *, where: str | None = None) -> str:
         raise ValidationError(field, "is empty", where=where)
     if len(value.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         raise ValidationError(field, f"is longer than {MAX_ID_BYTES} bytes", where=where)
-    for ch in value:
+    bad = _BAD_ID_CHAR.search(value)
+    if bad is not None:
+        ch = bad.group()
         o = ord(ch)
-        if o < 0x20 or 0x7F <= o <= 0x9F:
-            raise ValidationError(field, f"contains control character U+{o:04X}", where=where)
         if ch in "/\\":
             raise ValidationError(field, f"contains path separator {ch!r}", where=where)
         if 0xD800 <= o <= 0xDFFF:
             raise ValidationError(field, "contains a lone surrogate", where=where)
+        raise ValidationError(field, f"contains control character U+{o:04X}", where=where)
     if value in (".", ".."):
         raise ValidationError(field, f"{value!r} is not a safe id", where=where)
     return value
@@ -289,13 +310,14 @@ def _check_json_keys(value: Any, where: str | None) -> None:
             stack.extend(v for v in item if isinstance(v, (dict, list, tuple)))
 
 
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def canonical_json(value: Any, *, where: str | None = None) -> bytes:
     """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN."""
     _check_json_keys(value, where)
     try:
-        text = json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _JSON.encode(value)
     except (TypeError, ValueError) as e:
         raise ValidationError("payload", f"is not JSON: {e}", where=where) from e
     try:
@@ -340,7 +362,8 @@ def uuid7() -> str:
     value |= ((rand >> 68) & 0xFFF) << 64
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -368,11 +391,12 @@ def validate_event(
     where: str | None = None,
 ) -> EventInput:
     """Check one event given as a mapping of field names; raise ValidationError naming the field."""
-    for name in fields:
-        if name in ASSIGNED_FIELDS:
-            raise ValidationError(name, "is assigned by the journal, not given", where=where)
-        if name not in INPUT_FIELDS:
-            raise ValidationError(name, "unknown field", where=where)
+    if not INPUT_FIELDS.issuperset(fields):
+        for name in fields:
+            if name in ASSIGNED_FIELDS:
+                raise ValidationError(name, "is assigned by the journal, not given", where=where)
+            if name not in INPUT_FIELDS:
+                raise ValidationError(name, "unknown field", where=where)
     if "event_type" not in fields:
         raise ValidationError("event_type", "is required", where=where)
     if fields.get("execution_id") is None:
@@ -383,8 +407,12 @@ def validate_event(
     for name in ID_FIELDS:
         value = fields.get(name)
         if value is not None:
-            check_id(name, value, where=where)
-            size += len(value.encode("utf-8"))  # bytes, like the payload
+            # Fast path for the common clean ASCII id of 3 to 64 characters (so not '.' or '..').
+            if type(value) is str and 2 < len(value) <= 64 and value.isascii() and not _BAD_ID_CHAR.search(value):
+                size += len(value)
+            else:
+                check_id(name, value, where=where)
+                size += len(value.encode("utf-8"))  # bytes, like the payload
         ids[name] = value
     if ids["event_id"] is None:
         ids["event_id"] = uuid7()

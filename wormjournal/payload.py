@@ -21,13 +21,19 @@ MAX_DECODED_BYTES = 64 << 20
 
 
 class Compressor:
-    """zstd, kept only where it makes the payload smaller. Not thread-safe."""
+    """zstd for payloads of at least ``min_bytes``, kept only where it makes them smaller.
 
-    def __init__(self, level: int = 3) -> None:
+    Smaller payloads stay plain: the segment's Parquet pages are zstd-compressed
+    as a whole, which compresses many small payloads better than one frame each,
+    and costs the append path nothing. Not thread-safe.
+    """
+
+    def __init__(self, level: int = 3, min_bytes: int = 4096) -> None:
         self._zc = zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True)
+        self._min_bytes = min_bytes
 
     def encode(self, payload_json: bytes) -> tuple[str, bytes]:
-        if len(payload_json) < 64:
+        if len(payload_json) < self._min_bytes:
             return CODEC_JSON, payload_json
         packed = self._zc.compress(payload_json)
         if len(packed) >= len(payload_json):

@@ -24,6 +24,8 @@ class JournalConfig:
     segment_max_events: int = 1_000_000
     row_group_rows: int = 8192
     zstd_level: int = 3
+    # Payloads this large are zstd-compressed one by one; smaller ones by the segment's pages.
+    compress_min_bytes: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows"):
@@ -32,5 +34,7 @@ class JournalConfig:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
         if self.seal_max_age_seconds is not None and not self.seal_max_age_seconds > 0:
             raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
+        if not isinstance(self.compress_min_bytes, int) or self.compress_min_bytes < 0:
+            raise ConfigError(f"compress_min_bytes must be >= 0, not {self.compress_min_bytes!r}")
         if not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd_level must be 1..22, not {self.zstd_level}")

@@ -257,7 +257,7 @@ class Journal:
     def _compressor(self) -> Compressor:
         comp = getattr(self._local, "compressor", None)
         if comp is None:
-            comp = self._local.compressor = Compressor(self.config.zstd_level)
+            comp = self._local.compressor = Compressor(self.config.zstd_level, self.config.compress_min_bytes)
         return comp
 
     def _prepare(self, event: Mapping[str, Any], where: str | None) -> tuple[EventInput, str, bytes, str | None]:
