@@ -96,11 +96,44 @@ class WalContents:
         return self.size - self.good_end
 
 
+_MIN_BODY = 4  # a frame body holds at least its record count
+
+
+def _frame_continues_at(view: memoryview, off: int, seq: int) -> bool:
+    """Whether a whole, CRC-valid frame of records seq, seq+1, ... (first >= ``seq``) starts at ``off``."""
+    body_len, crc = _FRAME_HEAD.unpack_from(view, off)
+    end = off + _FRAME_HEAD.size + body_len
+    if body_len < _MIN_BODY or end > len(view) or zlib.crc32(view[off + _FRAME_HEAD.size : end]) != crc:
+        return False
+    try:
+        seqs = [decode_fields(enc)[0][0] for enc, _ in _decode_body(bytes(view[off + _FRAME_HEAD.size : end]))]
+    except (ValueError, struct.error):
+        return False
+    return bool(seqs) and seqs[0] >= seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def _refuse_damage_before_frames(path: Path, data: bytes, pos: int, seq: int) -> None:
+    """Raise IntegrityError if a valid frame follows the bad one at ``pos``.
+
+    A torn tail is the end of the file, never followed by a valid frame; a bad
+    frame with valid frames after it is damage in the middle, and cutting it off
+    would drop acknowledged events. The scan costs time only after a crash.
+    """
+    view = memoryview(data)
+    for off in range(pos + 1, len(data) - _FRAME_HEAD.size - _MIN_BODY + 1):
+        if _frame_continues_at(view, off, seq):
+            raise IntegrityError(
+                f"{path}: the frame at offset {pos} is damaged, but a valid frame follows at offset {off}: "
+                "this is not a torn tail, and cutting it would lose acknowledged events"
+            )
+
+
 def read_wal(path: Path) -> WalContents:
-    """Read a WAL file, stopping at the first frame that is short or fails its CRC.
+    """Read a WAL file, stopping at a torn tail: a last frame that is short or fails its CRC.
 
     Every record is checked against the chain: its hash must be the event hash of
-    its fields after the previous record's hash. Raises IntegrityError otherwise.
+    its fields after the previous record's hash. Raises IntegrityError otherwise,
+    and when a bad frame is followed by a valid one (damage, not a torn tail).
     """
     data = path.read_bytes()
     try:
@@ -114,11 +147,15 @@ def read_wal(path: Path) -> WalContents:
     while pos + _FRAME_HEAD.size <= len(data):
         body_len, crc = _FRAME_HEAD.unpack_from(data, pos)
         end = pos + _FRAME_HEAD.size + body_len
-        if end > len(data) or body_len > MAX_FRAME_BYTES:
+        # body_len < 4 (no record count) is not a frame: a zero-filled tail has length 0 and CRC 0.
+        if (
+            end > len(data)
+            or not _MIN_BODY <= body_len <= MAX_FRAME_BYTES
+            or zlib.crc32(data[pos + _FRAME_HEAD.size : end]) != crc
+        ):
+            _refuse_damage_before_frames(path, data, pos, seq)
             break
         body = data[pos + _FRAME_HEAD.size : end]
-        if zlib.crc32(body) != crc:
-            break
         try:
             records = _decode_body(body)
             batch = []
