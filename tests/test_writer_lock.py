@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from wormjournal.errors import LockedError
+from wormjournal.errors import ConfigError, LockedError
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
 
@@ -121,12 +121,6 @@ def test_explicit_wal_dir_is_locked_too(tmp_path: Path) -> None:
         assert files(wd) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the writer lock lives in the WAL directory: a second writer of the same store and stream "
-    "with another wal_dir is not refused, and its acknowledged events can never be sealed",
-)
 def test_writer_with_another_wal_dir_is_refused(journal_paths: tuple[Path, Path], tmp_path: Path) -> None:
     store, keys = journal_paths
     with Journal.open(store, key_dir=keys, config=QUIET) as first:
@@ -224,3 +218,10 @@ def test_held_stream_in_another_process_leaves_other_streams_free(journal_paths:
         holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_wal_dir_of_another_journal_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "wal"
+    Journal.create(tmp_path / "a", key_dir=tmp_path / "keys", wal_dir=shared, config=QUIET).close()
+    with pytest.raises(ConfigError, match="belongs to journal"):
+        Journal.create(tmp_path / "b", key_dir=tmp_path / "keys", wal_dir=shared, config=QUIET)

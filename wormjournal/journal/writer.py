@@ -48,6 +48,23 @@ def default_wal_dir(store: Store) -> Path:
     raise ConfigError("this store needs an explicit wal_dir on local disk")
 
 
+def _claim_wal_dir(directory: Path, journal_id: str) -> None:
+    """Mark a WAL directory as this journal's; refuse one that belongs to another journal."""
+    marker = directory / "JOURNAL"
+    try:
+        owner = marker.read_text().strip()
+    except FileNotFoundError:
+        owner = ""
+    if not owner:  # new, or its first write was cut short by a crash
+        marker.write_text(journal_id + "\n")
+        return
+    if owner != journal_id:
+        raise ConfigError(
+            f"the write-ahead log in {directory} belongs to journal {owner}, not {journal_id}",
+            hint="give each journal its own --wal-dir",
+        )
+
+
 def _store_root(store: Store) -> Path | None:
     return store.root if isinstance(store, LocalStore) else None
 
@@ -86,12 +103,22 @@ class Journal:
         self._local = threading.local()
         self._closed = False
         makedirs_durable(self._wal_dir)
-        self._stream_lock = StreamLock(self._wal_dir, stream)
-        self._stream_lock.acquire()
+        # Lock the WAL directory, and for a local store the stream in the store itself,
+        # so that a second writer is refused whichever wal_dir it was given.
+        lock_dirs = [self._wal_dir]
+        if isinstance(store, LocalStore):
+            lock_dirs.append(store.root / ".locks" / f"stream={stream}")
+        self._stream_locks: list[StreamLock] = []
         try:
+            for directory in lock_dirs:
+                makedirs_durable(directory)
+                lock = StreamLock(directory, stream)
+                lock.acquire()
+                self._stream_locks.append(lock)
+            _claim_wal_dir(self._wal_dir, identity.journal_id)
             self._recover()
         except BaseException:
-            self._stream_lock.release()
+            self._release_locks()
             raise
         self._age_thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -398,5 +425,9 @@ class Journal:
                 try:
                     self._wal.close()
                 finally:
-                    self._stream_lock.release()
+                    self._release_locks()
+
+    def _release_locks(self) -> None:
+        for lock in self._stream_locks:
+            lock.release()
 
