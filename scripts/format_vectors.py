@@ -32,6 +32,7 @@ TS1 = events.parse_ts("2024-06-10T06:13:20.123456Z")
 # Illustrative: the bytes of a real Parquet file depend on the writer's version.
 OBJECT_SIZE = 4096
 OBJECT_SHA256 = bytes(range(0xA0, 0xC0))
+OBJECT_VERSION = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"  # an S3 version id; "-" on a local store
 SEAL_TIME = "2024-06-10T06:15:00.000000Z"
 # RFC 6962 leaf data of the certificate-transparency / transparency-dev test suites.
 RFC6962_LEAVES = [
@@ -134,6 +135,7 @@ def main() -> None:
         object=layout.segment(STREAM, date, 0),
         object_size=OBJECT_SIZE,
         object_sha256=OBJECT_SHA256,
+        object_version=OBJECT_VERSION,
         prev_manifest=ZERO_HASH,
         key_id=vk.key_id,
         time=SEAL_TIME,

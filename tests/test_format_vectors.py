@@ -142,7 +142,7 @@ SPEC_GENESIS_TAG = b"wormjournal:genesis:v1\x00"
 SPEC_SUBJECT_TAG = b"wormjournal:subject:v1\x00"
 SPEC_MANIFEST_KEYS = [
     "journal", "stream", "segment", "first_seq", "last_seq", "events", "prev_hash",
-    "last_hash", "merkle_root", "object", "object_size", "object_sha256", "prev_manifest",
+    "last_hash", "merkle_root", "object", "object_size", "object_sha256", "object_version", "prev_manifest",
     "key_id", "time",
 ]  # fmt: skip
 

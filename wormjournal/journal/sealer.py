@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from ..errors import ConflictError, IntegrityError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments import merkle
-from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, SigningKey, open_note
 from ..segments.table import read_segment, table_to_events, utc_date, write_segment
 from ..storage import layout
@@ -125,9 +125,11 @@ class Sealer:
                 events[pos:end], journal_id=st.journal_id, stream=st.stream, segment=segment, row_group_rows=self.row_group_rows
             )
             try:
-                self.store.put(name, data)
+                version = self.store.put(name, data).version_id
             except ConflictError:
                 end, data = self._adopt(name, events, pos)
+                info = self.store.head(name)
+                version = info.version_id if info else None
             _step("segment_stored")
             chunk = events[pos:end]
             m = Manifest(
@@ -143,6 +145,7 @@ class Sealer:
                 object=name,
                 object_size=len(data),
                 object_sha256=hashlib.sha256(data).digest(),
+                object_version=version or NO_VERSION,
                 prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
                 key_id=self.key.verify_key.key_id,
                 time=format_ts(now_micros()),

@@ -18,6 +18,9 @@ class JournalIdentity:
     created: str
     key_name: str
     format: str = FORMAT_NAME
+    # The Object Lock retention every object is written with; None for a store without locks.
+    retention_mode: str | None = None
+    retention_days: int | None = None
 
     def encode(self) -> bytes:
         return (json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")) + "\n").encode()

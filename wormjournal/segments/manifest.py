@@ -15,6 +15,7 @@ from .notes import NoteError, SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
 ZERO_HASH = b"\x00" * 32
+NO_VERSION = "-"
 
 # (line key, attribute, kind) in the exact order they appear in the note.
 _MANIFEST_LINES: tuple[tuple[str, str], ...] = (
@@ -30,6 +31,7 @@ _MANIFEST_LINES: tuple[tuple[str, str], ...] = (
     ("object", "str"),
     ("object_size", "int"),
     ("object_sha256", "hash"),
+    ("object_version", "str"),
     ("prev_manifest", "hash"),
     ("key_id", "str"),
     ("time", "str"),
@@ -50,6 +52,7 @@ class Manifest:
     object: str
     object_size: int
     object_sha256: bytes
+    object_version: str  # the store's version id of the segment object, "-" when it has none
     prev_manifest: bytes
     key_id: str
     time: str

@@ -19,7 +19,7 @@ from ..errors import JournalError
 from ..events import genesis_hash
 from ..segments import merkle
 from ..segments.identity import JournalIdentity, read_identity
-from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
 from ..segments.table import FORMAT_VERSION, chain_hashes, read_segment
 from ..storage import layout
@@ -141,6 +141,11 @@ class _StreamVerifier:
             self.find("object_missing", f"segment object cannot be read: {e}", **where)
             return
         self.report.bytes_checked += len(data)
+        if m.object_version != NO_VERSION:
+            info = self.store.head(m.object)
+            current = info.version_id if info else None
+            if current != m.object_version:
+                self.find("object_version", f"current version {current} is not the version {m.object_version} that was sealed", **where)
         if len(data) != m.object_size:
             self.find("object_size", f"object is {len(data)} bytes, manifest says {m.object_size}", **where)
         if hashlib.sha256(data).digest() != m.object_sha256:
