@@ -25,7 +25,8 @@ from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
-from .storage import layout, open_store
+from .retention import RetentionPolicy, parse_period
+from .storage import layout, open_store, parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
 
@@ -47,13 +48,39 @@ def default_key_dir() -> Path:
 # -- commands ------------------------------------------------------------------
 
 
+def _store(args: argparse.Namespace) -> Any:
+    return open_store(args.store, endpoint_url=args.endpoint_url)
+
+
+def _wal_dir(args: argparse.Namespace) -> Path | None:
+    """--wal-dir, or for S3 a directory under the user's state directory (a local store keeps STORE/.wal)."""
+    if args.wal_dir is not None or not args.store.startswith("s3://"):
+        return args.wal_dir
+    bucket, prefix = parse_s3_url(args.store)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "wormjournal" / "wal" / bucket / (prefix or "_")
+
+
+def _writer(args: argparse.Namespace, config: JournalConfig | None = None) -> Journal:
+    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
-    with Journal.create(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir) as j:
+    retention = RetentionPolicy(args.retention_mode, parse_period(args.retention))
+    if args.allow_unlocked:
+        err.print("[bold red]--allow-unlocked: if the bucket has no Object Lock, the archive can be deleted or overwritten. "
+                  "For development only.[/]")
+    with Journal.create(
+        _store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args),
+        retention=retention, allow_unlocked=args.allow_unlocked,
+    ) as j:
         key_id = j.verify_key.key_id
         pub = Path(args.key_dir) / j.journal_id / f"{key_id}.pub.pem"
         out.print(f"created journal {j.journal_id} in {j.store.url}")
         out.print(f"signing key     {Path(args.key_dir) / j.journal_id / 'signing.pem'} (keep it secret, outside the store)")
         out.print(f"public key      {pub} (give this to auditors: wormjournal verify STORE --public-key {pub})")
+        policy = j.identity.retention_policy()
+        out.print(f"retention       {policy.describe() if policy else 'none: objects are not locked (tamper-evident, not tamper-proof)'}")
     return EXIT_OK
 
 
@@ -93,7 +120,7 @@ def cmd_append(args: argparse.Namespace) -> int:
     if not events:
         err.print("no events in the input; nothing written")
         return EXIT_OK
-    with Journal.open(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir, config=config) as j:
+    with _writer(args, config) as j:
         first = last = None
         for i in range(0, len(events), APPEND_BATCH):
             seqs = j.append_batch(events[i : i + APPEND_BATCH])
@@ -104,7 +131,7 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 
 def cmd_seal(args: argparse.Namespace) -> int:
-    with Journal.open(args.store, key_dir=args.key_dir, stream=args.stream, wal_dir=args.wal_dir) as j:
+    with _writer(args) as j:
         manifests = j.seal()
     if not manifests:
         out.print("nothing to seal")
@@ -126,7 +153,7 @@ def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    store = open_store(args.store)
+    store = _store(args)
     keys = _public_keys(args.public_key)
     if sys.stderr.isatty() and not args.json:
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
@@ -188,7 +215,7 @@ def journal_info(store: ObjectReader) -> dict[str, Any]:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    info = journal_info(open_store(args.store))
+    info = journal_info(_store(args))
     if args.json:
         out.print_json(json.dumps(info))
         return EXIT_OK
@@ -213,15 +240,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def store(p: argparse.ArgumentParser) -> None:
+        p.add_argument("store", help="the journal: a local directory or s3://bucket/prefix")
+        p.add_argument("--endpoint-url", default=None,
+                       help="S3-compatible endpoint (MinIO, Ceph RGW); boto3 also reads AWS_ENDPOINT_URL")
+
     def writer(p: argparse.ArgumentParser) -> None:
-        p.add_argument("store", help="the journal's directory")
+        store(p)
         p.add_argument("--stream", default=DEFAULT_STREAM, help="stream to write (default: %(default)s)")
         p.add_argument("--key-dir", type=Path, default=default_key_dir(),
                        help="directory of signing keys, outside the store (default: $WORMJOURNAL_KEY_DIR or ~/.config/wormjournal/keys)")
-        p.add_argument("--wal-dir", type=Path, default=None, help="write-ahead log directory (default: STORE/.wal)")
+        p.add_argument("--wal-dir", type=Path, default=None,
+                       help="write-ahead log directory on local disk (default: STORE/.wal for a directory, "
+                       "$XDG_STATE_HOME/wormjournal/wal/BUCKET/PREFIX (~/.local/state/...) for S3)")
 
     p = sub.add_parser("init", help="create a journal and its signing key")
     writer(p)
+    p.add_argument("--retention-mode", choices=["COMPLIANCE", "GOVERNANCE"], default="COMPLIANCE",
+                   help="S3 Object Lock mode of every object (default: %(default)s)")
+    p.add_argument("--retention", default="7y", help="how long each object is locked, like 30d or 7y (default: %(default)s)")
+    p.add_argument("--allow-unlocked", action="store_true",
+                   help="accept a bucket without Object Lock (development only: the archive can then be deleted)")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("append", help="append events from JSON Lines, one event a line")
     writer(p)
@@ -231,12 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     writer(p)
     p.set_defaults(func=cmd_seal)
     p = sub.add_parser("verify", help="verify every stream; exit 0 intact, 1 findings, 2 error")
-    p.add_argument("store")
+    store(p)
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
-    p.add_argument("store")
+    store(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
     return parser

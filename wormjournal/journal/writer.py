@@ -28,7 +28,8 @@ from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout, open_store
-from ..storage.base import Store
+from ..retention.policy import RetentionPolicy
+from ..storage.base import LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
 from . import wal as walmod
 from .config import JournalConfig
@@ -45,7 +46,10 @@ def default_wal_dir(store: Store) -> Path:
     """Where the WAL lives when none is given: ``<store>/.wal`` for a local store."""
     if isinstance(store, LocalStore):
         return store.root / ".wal"
-    raise ConfigError("this store needs an explicit wal_dir on local disk")
+    raise ConfigError(
+        f"{store.url} needs a write-ahead log directory on local disk",
+        hint="pass wal_dir= (the CLI's --wal-dir has a default)",
+    )
 
 
 def _claim_wal_dir(directory: Path, journal_id: str) -> None:
@@ -137,24 +141,46 @@ class Journal:
         stream: str = DEFAULT_STREAM,
         wal_dir: str | os.PathLike[str] | None = None,
         config: JournalConfig | None = None,
+        retention: RetentionPolicy | None = None,
+        allow_unlocked: bool = False,
     ) -> Journal:
         """Create a journal in an empty store and open a writer on ``stream``.
 
         Generates the Ed25519 signing key and the pseudonym key under
         ``key_dir/<journal_id>/`` (which must lie outside the store) and stores
-        the public key in the store. Raises ConfigError if a journal exists.
+        the public key in the store. On S3 every object is written with the
+        Object Lock ``retention`` (COMPLIANCE, 7 years by default); a bucket
+        without Object Lock is refused unless ``allow_unlocked``. Raises
+        ConfigError if a journal exists or the bucket cannot lock.
         """
         st = open_store(store)
         key_path = Path(key_dir)
         check_outside(key_path, _store_root(st))
         if st.head(layout.JOURNAL_OBJECT) is not None:
             raise ConfigError(f"{st.url} already holds a journal", hint="use Journal.open / a new directory")
+        policy = None  # a local directory cannot lock objects: tamper-evident, not tamper-proof
+        if isinstance(st, LockingStore):
+            if st.object_lock_enabled():
+                policy = retention or RetentionPolicy()
+            elif allow_unlocked:
+                log.warning("UNLOCKED: %s has no Object Lock; objects can be deleted or overwritten. Development only.", st.url)
+                policy = None
+            else:
+                raise ConfigError(
+                    f"the bucket of {st.url} does not have Object Lock enabled, so the archive could be deleted",
+                    hint="create the bucket with Object Lock (aws s3api create-bucket --object-lock-enabled-for-bucket ...) "
+                    "or enable it on a versioned bucket (aws s3api put-object-lock-configuration ...); "
+                    "--allow-unlocked exists for development only",
+                )
+            st = st.with_retention(policy)
         journal_id = uuid7()
         signing, pseudonym, _ = create_keys(key_path, journal_id)
         identity = JournalIdentity(
             journal_id=journal_id,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             key_name=key_name(journal_id),
+            retention_mode=policy.mode if policy else None,
+            retention_days=policy.days if policy else None,
         )
         st.put(layout.public_key(signing.verify_key.key_id), signing.verify_key.pem())
         st.put(layout.JOURNAL_OBJECT, identity.encode())
@@ -180,6 +206,8 @@ class Journal:
         """
         st = open_store(store)
         identity = read_identity(st)
+        if isinstance(st, LockingStore):
+            st = st.with_retention(identity.retention_policy())
         key_path = Path(key_dir)
         check_outside(key_path, _store_root(st))
         signing, pseudonym = load_keys(key_path, identity.journal_id)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 from ..errors import ConfigError, NotFoundError
+from ..retention.policy import RetentionPolicy
 from ..storage import layout
 from ..storage.base import ObjectReader
 
@@ -21,6 +22,11 @@ class JournalIdentity:
     # The Object Lock retention every object is written with; None for a store without locks.
     retention_mode: str | None = None
     retention_days: int | None = None
+
+    def retention_policy(self) -> RetentionPolicy | None:
+        if self.retention_mode is None:
+            return None
+        return RetentionPolicy(self.retention_mode, int(self.retention_days or 0))
 
     def encode(self) -> bytes:
         return (json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":")) + "\n").encode()

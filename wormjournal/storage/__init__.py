@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import ObjectInfo, ObjectReader, PutResult, Store
 from .local import LocalStore
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store"]
+if TYPE_CHECKING:
+    from ..retention.policy import RetentionPolicy
+
+__all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store", "parse_s3_url"]
 
 
-def open_store(location: str | os.PathLike[str] | Store) -> Store:
-    """A Store for a local path (S3 URLs are not supported yet)."""
-    if isinstance(location, (str, os.PathLike)):
-        text = os.fspath(location)
-        if "://" in text:
-            raise ConfigError(f"unsupported store URL {text!r}: give a local directory")
-        return LocalStore(text)
-    return location
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket[/prefix]``."""
+    bucket, _, prefix = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise ConfigError(f"{url!r} names no bucket: write s3://bucket/prefix")
+    return bucket, prefix.strip("/")
+
+
+def open_store(
+    location: str | os.PathLike[str] | Store,
+    *,
+    endpoint_url: str | None = None,
+    retention: RetentionPolicy | None = None,
+) -> Store:
+    """A Store for a local directory or ``s3://bucket/prefix``.
+
+    ``endpoint_url`` selects an S3-compatible endpoint (MinIO, Ceph RGW, a test
+    server); boto3 also honours ``AWS_ENDPOINT_URL``. ``retention`` is the Object
+    Lock policy puts are made with (S3 only).
+    """
+    if not isinstance(location, (str, os.PathLike)):
+        return location
+    text = os.fspath(location)
+    if text.startswith("s3://"):
+        from .s3 import S3Store  # boto3 is imported only when S3 is used
+
+        bucket, prefix = parse_s3_url(text)
+        return S3Store(bucket, prefix, endpoint_url=endpoint_url, retention=retention)
+    if "://" in text:
+        raise ConfigError(f"unsupported store URL {text!r}: give a local directory or s3://bucket/prefix")
+    return LocalStore(text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -56,3 +56,14 @@ class Store(ObjectReader, Protocol):
         Raises ConflictError when different bytes are already stored, StorageError
         on I/O failure.
         """
+
+
+@runtime_checkable
+class LockingStore(Store, Protocol):
+    """A store that can lock objects (S3 Object Lock)."""
+
+    def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock enabled."""
+
+    def with_retention(self, policy: Any) -> LockingStore:
+        """The same store, writing every object with ``policy`` (a RetentionPolicy, or None)."""
