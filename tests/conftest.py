@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from s3_fixtures import moto_server, s3_bucket, s3_bucket_unlocked  # noqa: F401 - S3 fixtures
 
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.segments.manifest import Manifest

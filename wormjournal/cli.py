@@ -26,7 +26,8 @@ from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
-from .storage import layout, open_store, parse_s3_url
+from .storage import layout, open_store
+from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
 

@@ -30,6 +30,7 @@ from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout, open_store
 from ..retention.policy import RetentionPolicy
 from ..storage.base import LockingStore, Store
+from ..storage.s3 import NO_LOCK_HINT
 from ..storage.local import LocalStore, makedirs_durable
 from . import wal as walmod
 from .config import JournalConfig
@@ -168,9 +169,7 @@ class Journal:
             else:
                 raise ConfigError(
                     f"the bucket of {st.url} does not have Object Lock enabled, so the archive could be deleted",
-                    hint="create the bucket with Object Lock (aws s3api create-bucket --object-lock-enabled-for-bucket ...) "
-                    "or enable it on a versioned bucket (aws s3api put-object-lock-configuration ...); "
-                    "--allow-unlocked exists for development only",
+                    hint=NO_LOCK_HINT,
                 )
             st = st.with_retention(policy)
         journal_id = uuid7()

@@ -12,15 +12,7 @@ from .local import LocalStore
 if TYPE_CHECKING:
     from ..retention.policy import RetentionPolicy
 
-__all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store", "parse_s3_url"]
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """(bucket, prefix) of ``s3://bucket[/prefix]``."""
-    bucket, _, prefix = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise ConfigError(f"{url!r} names no bucket: write s3://bucket/prefix")
-    return bucket, prefix.strip("/")
+__all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store"]
 
 
 def open_store(
@@ -41,8 +33,7 @@ def open_store(
     if text.startswith("s3://"):
         from .s3 import S3Store  # boto3 is imported only when S3 is used
 
-        bucket, prefix = parse_s3_url(text)
-        return S3Store(bucket, prefix, endpoint_url=endpoint_url, retention=retention)
+        return S3Store.from_url(text, endpoint_url=endpoint_url, retention=retention)
     if "://" in text:
         raise ConfigError(f"unsupported store URL {text!r}: give a local directory or s3://bucket/prefix")
     return LocalStore(text)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import ConflictError, NotFoundError, StorageError, ValidationError
 from .base import ObjectInfo, PutResult
+from .names import check_name, is_safe_prefix
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
@@ -27,11 +28,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _safe_part(part: str) -> bool:
-    # Also refuses ".", ".." and the journal's dot-files, which are not objects.
-    return part != "" and not part.startswith(".")
 
 
 def makedirs_durable(path: Path) -> None:
@@ -60,10 +56,7 @@ class LocalStore:
         return f"LocalStore({self.url!r})"
 
     def _path(self, name: str) -> Path:
-        parts = name.split("/")
-        if not name or "\x00" in name or not all(_safe_part(p) for p in parts):
-            raise StorageError(f"unsafe object name: {name!r}")
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_name(name).split("/"))
 
     def put(self, name: str, data: bytes) -> PutResult:
         path = self._path(name)
@@ -141,9 +134,9 @@ class LocalStore:
         if not self.root.is_dir():
             raise NotFoundError(f"store {self.url} does not exist")
         # Walk only the directory the prefix names, then filter by the full prefix.
-        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        if base and not all(_safe_part(p) for p in base.split("/")):
+        if not is_safe_prefix(prefix):
             return  # no object can live there ("..", dot-directories); never walk outside the root
+        base = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = self.root.joinpath(*base.split("/")) if base else self.root
         if not start.is_dir():
             return

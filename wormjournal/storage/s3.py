@@ -1,0 +1,500 @@
+"""The S3 store: write-once objects in a bucket, each under an explicit Object Lock.
+
+Object ``n`` lives at key ``<prefix>/n`` (or ``n`` with no prefix) of
+``s3://bucket/prefix``. It works against AWS S3, MinIO, Ceph RGW or moto by
+endpoint URL (``AWS_ENDPOINT_URL`` is honoured by boto3).
+
+Write-once, as tessera does it: every put is conditional (``If-None-Match: *``)
+and carries a SHA-256 checksum; when the object exists, it is read back and only
+identical bytes are accepted. That makes a put safe to repeat after an unknown
+outcome (a reset after the server stored the object), so on top of botocore's
+retries a failed put is retried whole, with backoff.
+
+With a retention policy, every put carries an explicit ``ObjectLockMode`` and
+``ObjectLockRetainUntilDate``, never relying on the bucket default. The store
+only ever sets a retention when it creates an object: it has no operation that
+deletes an object, shortens a retention or bypasses a governance lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.config
+import botocore.exceptions as bx
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
+from .base import ObjectInfo, PutResult
+from .names import check_name, is_safe_name, is_safe_prefix
+
+if TYPE_CHECKING:
+    from ..retention.policy import RetentionPolicy
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIN_PART_SIZE = 5 << 20  # S3's minimum for every part but the last
+MAX_PARTS = 10_000
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+
+_PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
+_NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
+_THROTTLE_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "RequestTimeout",
+    "InternalError",
+    "ServiceUnavailable",
+}
+_ACCESS_CODES = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+}
+# Failures after which the request may or may not have been applied; repeating a
+# conditional put or a read is safe.
+_TRANSIENT_EXCEPTIONS = (
+    bx.ConnectionError,
+    bx.HTTPClientError,
+    bx.IncompleteReadError,
+    bx.ChecksumError,
+    bx.FlexibleChecksumError,
+)
+
+NO_BUCKET_HINT = (
+    "check the bucket name and the endpoint (--endpoint-url or AWS_ENDPOINT_URL); create the bucket "
+    "with Object Lock enabled: aws s3api create-bucket --bucket NAME --object-lock-enabled-for-bucket"
+)
+ACCESS_HINT = (
+    "check the credentials (the standard AWS chain: env, profile, role); writers need s3:PutObject, "
+    "s3:GetObject and s3:ListBucket, readers s3:GetObject and s3:ListBucket (without s3:ListBucket a "
+    "missing object is reported as access denied), the lock audit also s3:GetObjectRetention"
+)
+NO_LOCK_HINT = (
+    "the bucket has no Object Lock: create a bucket with --object-lock-enabled-for-bucket, "
+    "or, for development only, write without a retention policy (--allow-unlocked)"
+)
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket/prefix``; raises ConfigError."""
+    parts = urlsplit(url)
+    if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"not an S3 store URL: {url!r} (expected s3://bucket/prefix)")
+    return parts.netloc, parts.path.strip("/")
+
+
+def sha256_b64(data: bytes | memoryview) -> str:
+    """The base64 SHA-256 digest S3 expects in ``x-amz-checksum-sha256``."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def _code(e: ClientError) -> tuple[str, int]:
+    error = e.response.get("Error", {})
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return str(error.get("Code", "")), int(status)
+
+
+def _is_precondition(e: BaseException) -> bool:
+    return isinstance(e, ClientError) and (_code(e)[0] in _PRECONDITION_CODES or _code(e)[1] in (409, 412))
+
+
+def _is_not_found(e: BaseException) -> bool:
+    return isinstance(e, ClientError) and (_code(e)[0] in _NOT_FOUND_CODES or _code(e) == ("", 404))
+
+
+def _is_transient(e: BaseException) -> bool:
+    if isinstance(e, _Retry):
+        return True
+    if isinstance(e, ClientError):
+        code, status = _code(e)
+        return status >= 500 or status == 429 or code in _THROTTLE_CODES
+    return isinstance(e, _TRANSIENT_EXCEPTIONS)
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ClientError):
+        code, status = _code(e)
+        message = e.response.get("Error", {}).get("Message", "")
+        return f"{code or status}: {message}" if message else f"{code or status}"
+    return str(e) or type(e).__name__
+
+
+class _Retry(Exception):
+    """An attempt that should be repeated: a conditional write raced one not yet visible."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(_describe(cause))
+        self.cause = cause
+
+
+class S3Store:
+    """A Store on ``s3://bucket/prefix`` (boto3), write-once and Object-Locked.
+
+    ``retention`` is any object with ``mode``, ``days`` and ``retain_until(now)``
+    (:class:`wormjournal.retention.RetentionPolicy`); without one, objects are
+    written with no lock (development buckets). Objects larger than
+    ``multipart_threshold`` bytes go up in ``part_size`` parts. A put, and each
+    read, is tried ``put_attempts`` times on transient failures, each try with
+    botocore's own retries underneath.
+
+    Raises ConfigError on bad arguments.
+    """
+
+    backoff_base = 0.2  # seconds; doubled each attempt, with jitter
+    backoff_cap = 5.0
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        endpoint_url: str | None = None,
+        retention: RetentionPolicy | None = None,
+        multipart_threshold: int = 64 << 20,
+        part_size: int = 16 << 20,
+        put_attempts: int = 4,
+    ) -> None:
+        prefix = prefix.strip("/")
+        if not bucket or "/" in bucket:
+            raise ConfigError(f"bad S3 bucket name {bucket!r}")
+        if prefix and not is_safe_name(prefix):
+            raise ConfigError(f"unsafe S3 prefix {prefix!r}", hint="give a prefix like 'archive/prod'")
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(f"part_size must be at least {MIN_PART_SIZE} bytes (S3's minimum), not {part_size}")
+        if multipart_threshold < 0:
+            raise ConfigError(f"multipart_threshold must be >= 0, not {multipart_threshold}")
+        if put_attempts < 1:
+            raise ConfigError(f"put_attempts must be >= 1, not {put_attempts}")
+        if retention is not None and retention.mode not in LOCK_MODES:
+            raise ConfigError(f"Object Lock mode must be COMPLIANCE or GOVERNANCE, not {retention.mode!r}")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.retention = retention
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.put_attempts = put_attempts
+        self._root = f"{prefix}/" if prefix else ""
+        if client is None:
+            try:
+                client = boto3.client(
+                    "s3",
+                    endpoint_url=endpoint_url,
+                    config=botocore.config.Config(
+                        retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30
+                    ),
+                )
+            except (BotoCoreError, ValueError) as e:
+                raise ConfigError(f"cannot create an S3 client for {self.url}: {e}") from e
+        self.client = client
+
+    def with_retention(self, policy: RetentionPolicy | None) -> S3Store:
+        """The same bucket, prefix and client, writing every object with ``policy``."""
+        return S3Store(
+            self.bucket, self.prefix, client=self.client, retention=policy,
+            multipart_threshold=self.multipart_threshold, part_size=self.part_size, put_attempts=self.put_attempts,
+        )
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> S3Store:
+        """An S3Store for ``s3://bucket/prefix``; keyword arguments as for the constructor."""
+        bucket, prefix = parse_s3_url(url)
+        return cls(bucket, prefix, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.url!r})"
+
+    def _key(self, name: str) -> str:
+        return self._root + check_name(name)
+
+    # -- writing ---------------------------------------------------------------
+
+    def put(self, name: str, data: bytes) -> PutResult:
+        """Store ``data`` under ``name`` unless it is there already (then it must be identical).
+
+        Raises ConflictError when different bytes are stored, StorageError when
+        the put still fails after ``put_attempts`` tries (it may then be repeated).
+        """
+        key = self._key(name)
+        data = bytes(data)
+        if len(data) > self.multipart_threshold:
+            return self._retrying("write", name, lambda: self._put_multipart(name, key, data))
+        return self._retrying("write", name, lambda: self._put_single(name, key, data))
+
+    def _lock_params(self) -> dict[str, Any]:
+        if self.retention is None:
+            return {}
+        return {
+            "ObjectLockMode": self.retention.mode,
+            "ObjectLockRetainUntilDate": self.retention.retain_until(dt.datetime.now(dt.UTC)),
+        }
+
+    def _put_single(self, name: str, key: str, data: bytes) -> PutResult:
+        try:
+            resp = self.client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=sha256_b64(data),
+                **self._lock_params(),
+            )
+        except ClientError as e:
+            if _is_precondition(e):
+                return self._existing(name, key, data, e)
+            raise
+        return PutResult(name=name, size=len(data), created=True, version_id=resp.get("VersionId"))
+
+    def _put_multipart(self, name: str, key: str, data: bytes) -> PutResult:
+        # Parts grow beyond part_size only when 10,000 parts would not hold the object.
+        part_size = max(self.part_size, -(-len(data) // MAX_PARTS))
+        upload = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256", **self._lock_params()
+        )
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            view = memoryview(data)
+            for number, start in enumerate(range(0, len(data), part_size), start=1):
+                chunk = bytes(view[start : start + part_size])
+                checksum = sha256_b64(chunk)
+                resp = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=chunk,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=checksum,
+                )
+                parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum})
+            done = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+        except ClientError as e:
+            self._abort(key, upload_id)
+            if _is_precondition(e):
+                return self._existing(name, key, data, e)
+            raise
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        return PutResult(name=name, size=len(data), created=True, version_id=done.get("VersionId"))
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        # Aborting drops the uploaded parts of an unfinished upload, never a stored object.
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as e:
+            log.warning(
+                "could not abort multipart upload %s of s3://%s/%s (%s); "
+                "an AbortIncompleteMultipartUpload lifecycle rule removes its parts",
+                upload_id,
+                self.bucket,
+                key,
+                _describe(e),
+            )
+
+    def _existing(self, name: str, key: str, data: bytes, cause: ClientError) -> PutResult:
+        """The outcome of a put that found ``name`` taken: identical bytes or a conflict."""
+        try:
+            stored, resp = self._get_object(key)
+        except ClientError as e:
+            if _is_not_found(e):
+                # A 409 (a concurrent conditional write still in flight) or a write that then failed.
+                raise _Retry(cause) from e
+            raise
+        if stored != data:
+            raise ConflictError(
+                f"{name} already exists in {self.url} with different bytes "
+                f"({len(stored)} stored, {len(data)} offered)"
+            )
+        return PutResult(name=name, size=len(data), created=False, version_id=resp.get("VersionId"))
+
+    # -- reading ---------------------------------------------------------------
+
+    def _get_object(self, key: str, **extra: Any) -> tuple[bytes, dict[str, Any]]:
+        resp = self.client.get_object(Bucket=self.bucket, Key=key, **extra)
+        body = resp["Body"]
+        try:
+            return body.read(), resp
+        finally:
+            body.close()
+
+    def get(self, name: str) -> bytes:
+        """The whole object (its SHA-256 is checked when S3 returns one). Raises NotFoundError, StorageError."""
+        key = self._key(name)
+        return self._retrying("read", name, lambda: self._get_object(key, ChecksumMode="ENABLED")[0])
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start``, fewer at the end. Raises ValidationError, NotFoundError, StorageError."""
+        key = self._key(name)
+        if start < 0:
+            raise ValidationError("start", f"must be >= 0, not {start}")
+        if length < 0:
+            raise ValidationError("length", f"must be >= 0, not {length}")
+        if length == 0:
+            if self.head(name) is None:
+                raise NotFoundError(f"{name} not found in {self.url}")
+            return b""
+
+        def read() -> bytes:
+            try:
+                data, resp = self._get_object(key, Range=f"bytes={start}-{start + length - 1}")
+            except ClientError as e:
+                if _code(e)[0] == "InvalidRange" or _code(e)[1] == 416:
+                    return b""  # the object exists and ends at or before start
+                raise
+            # A server that ignores Range sends the whole object (200, no Content-Range).
+            return data if resp.get("ContentRange") else data[start : start + length]
+
+        return self._retrying("read", name, read)
+
+    def head(self, name: str) -> ObjectInfo | None:
+        """Size and version id of ``name``, or None when absent. Raises StorageError."""
+        resp = self._head(name)
+        if resp is None:
+            return None
+        return ObjectInfo(name=name, size=int(resp["ContentLength"]), version_id=resp.get("VersionId"))
+
+    def _head(self, name: str) -> dict[str, Any] | None:
+        key = self._key(name)
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
+            except ClientError as e:
+                if _is_not_found(e):
+                    return None
+                raise
+
+        return self._retrying("read", name, call)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in name order (S3 lists keys in UTF-8 byte order).
+
+        Keys that are not safe object names (``a//b``, folder markers, dot-files) are skipped.
+        Raises NotFoundError when the bucket does not exist, StorageError.
+        """
+        if not is_safe_prefix(prefix):
+            return
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._root + prefix}
+        while True:
+            page = self._retrying("list", prefix or None, lambda: self.client.list_objects_v2(**request))
+            for obj in page.get("Contents", ()):
+                name = obj["Key"][len(self._root) :]
+                if is_safe_name(name):
+                    yield ObjectInfo(name=name, size=int(obj["Size"]))
+            if not page.get("IsTruncated"):
+                return
+            request["ContinuationToken"] = page["NextContinuationToken"]
+
+    # -- Object Lock -----------------------------------------------------------
+
+    def object_lock_enabled(self) -> bool:
+        """True when the bucket has Object Lock enabled. Raises NotFoundError, StorageError."""
+
+        def call() -> bool:
+            try:
+                resp = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as e:
+                if _code(e)[0] == "ObjectLockConfigurationNotFoundError":
+                    return False
+                raise
+            return bool(resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+        return self._retrying("read the Object Lock configuration of", None, call)
+
+    def head_lock(self, name: str) -> dict[str, Any]:
+        """The lock of ``name``: ``mode``, ``retain_until`` (datetime), ``legal_hold``, ``version_id``.
+
+        Each is None when unset (or when the caller lacks s3:GetObjectRetention /
+        s3:GetObjectLegalHold, which makes S3 leave them out). Raises NotFoundError.
+        """
+        resp = self._head(name)
+        if resp is None:
+            raise NotFoundError(f"{name} not found in {self.url}")
+        return {
+            "mode": resp.get("ObjectLockMode"),
+            "retain_until": resp.get("ObjectLockRetainUntilDate"),
+            "legal_hold": resp.get("ObjectLockLegalHoldStatus"),
+            "version_id": resp.get("VersionId"),
+        }
+
+    # -- retries and errors ----------------------------------------------------
+
+    def _retrying(self, action: str, name: str | None, fn: Callable[[], T]) -> T:
+        """``fn()``, repeated with backoff on transient failures; errors mapped to StorageError."""
+        for attempt in range(1, self.put_attempts + 1):
+            try:
+                return fn()
+            except JournalError:
+                raise
+            except (ClientError, BotoCoreError, _Retry) as e:
+                if not _is_transient(e):
+                    raise self._error(e, action, name) from e
+                if attempt == self.put_attempts:
+                    cause = e.cause if isinstance(e, _Retry) else e
+                    raise StorageError(
+                        f"cannot {action} {self._where(name)} after {attempt} attempts: {_describe(cause)}"
+                    ) from cause
+                delay = self._backoff(attempt)
+                log.warning(
+                    "%s %s failed (attempt %d of %d): %s; retrying in %.2fs",
+                    action,
+                    self._where(name),
+                    attempt,
+                    self.put_attempts,
+                    _describe(e),
+                    delay,
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _where(self, name: str | None) -> str:
+        return f"{name} in {self.url}" if name else self.url
+
+    def _error(self, e: BaseException, action: str, name: str | None) -> StorageError:
+        where = self._where(name)
+        if isinstance(e, ClientError):
+            code, status = _code(e)
+            if code == "NoSuchBucket":
+                return NotFoundError(f"bucket {self.bucket!r} does not exist ({action} {where})", hint=NO_BUCKET_HINT)
+            if _is_not_found(e):
+                return NotFoundError(f"{name} not found in {self.url}")
+            if code in _ACCESS_CODES or status == 403:
+                return StorageError(f"access denied: cannot {action} {where} ({_describe(e)})", hint=ACCESS_HINT)
+            if code == "InvalidRequest" and "ObjectLock" in _describe(e):
+                return StorageError(f"cannot {action} {where}: {_describe(e)}", hint=NO_LOCK_HINT)
+        if isinstance(e, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+            return StorageError(f"cannot {action} {where}: {e}", hint=ACCESS_HINT)
+        return StorageError(f"cannot {action} {where}: {_describe(e)}")
