@@ -14,6 +14,10 @@ whole or absent when the process is killed).
 nothing of the seal is stored yet). ``--trace`` prints ``STEP <name>`` at each of these
 steps, so that the parent can time a kill into a seal. With ``--max-events`` it stops
 after that many events, closes the journal and prints ``DONE <next_seq>``.
+
+For a journal on S3, ``--store s3://bucket/prefix`` with ``--endpoint-url URL`` (the
+test's moto server, or a fault proxy in front of it) and ``--wal-dir DIR`` (the WAL stays
+on local disk); credentials come from the environment (the moto fixture sets dummy ones).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
+from wormjournal.storage import open_store
 
 BASE_TS = dt.datetime(2025, 3, 14, 9, 0, 0, tzinfo=dt.UTC)
 EXECUTIONS = [f"exec-{k}" for k in range(5)]
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seal-max-events", type=int, default=30)
     ap.add_argument("--segment-max-events", type=int, default=16)
     ap.add_argument("--row-group-rows", type=int, default=8)
+    ap.add_argument("--endpoint-url", default=None, help="S3 endpoint, for an s3:// store")
+    ap.add_argument("--wal-dir", default=None, help="write-ahead log directory (required for an s3:// store)")
     args = ap.parse_args(argv)
 
     install_hooks(args.crash_at, args.crash_occurrence, args.trace)
@@ -106,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         segment_max_events=args.segment_max_events,
         row_group_rows=args.row_group_rows,
     )
-    j = Journal.open(args.store, key_dir=args.keys, stream=args.stream, config=config)
+    store = open_store(args.store, endpoint_url=args.endpoint_url)
+    j = Journal.open(store, key_dir=args.keys, stream=args.stream, wal_dir=args.wal_dir, config=config)
     _say(f"READY {j.next_seq} {j.sealed_seq}\n")
     n = 0
     while args.max_events is None or n < args.max_events:

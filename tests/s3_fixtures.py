@@ -142,6 +142,22 @@ class S3Bucket:
         resp = self.client.list_object_versions(Bucket=self.name, Prefix=key)
         return [v for v in resp.get("Versions", []) + resp.get("DeleteMarkers", []) if v["Key"] == key]
 
+    def all_versions(self, prefix: str = "") -> dict[str, list[dict[str, Any]]]:
+        """Every stored version and delete marker under ``prefix``, by key."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                out.setdefault(v["Key"], []).append(v)
+        return out
+
+    def assert_one_version_each(self, prefix: str = "") -> None:
+        """Every key under ``prefix`` was stored exactly once: one version, no delete marker."""
+        versions = self.all_versions(prefix)
+        assert versions, f"nothing stored under {prefix!r}"
+        many = {k: [v.get("VersionId") for v in vs] for k, vs in versions.items() if len(vs) != 1 or "Size" not in vs[0]}
+        assert not many, f"keys stored more than once (or deleted): {many}"
+
     def keys(self) -> list[str]:
         resp = self.client.list_objects_v2(Bucket=self.name)
         return [o["Key"] for o in resp.get("Contents", [])]

@@ -82,6 +82,7 @@ class Sealer:
         self.key = key
         self.row_group_rows = row_group_rows
         self.segment_max_events = segment_max_events
+        self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
 
     def _chunk_end(self, events: Sequence[StoredEvent], start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -108,6 +109,8 @@ class Sealer:
     def seal(self, events: Sequence[StoredEvent]) -> list[Manifest]:
         """Seal ``events`` (contiguous, starting at the state's next seq) and write a checkpoint."""
         if not events:
+            if self._checkpoint_size != self.state.next_segment:
+                self.write_checkpoint()  # the last seal failed at its checkpoint
             return []
         st = self.state
         if events[0].seq != st.next_seq or events[0].prev_hash != st.last_hash:
@@ -167,3 +170,4 @@ class Sealer:
             return
         cp = Checkpoint.for_manifests(checkpoint_origin(st.journal_id, st.stream), st.manifest_hashes)
         self.store.put(layout.checkpoint(st.stream, cp.tree_size), cp.sign(self.key))
+        self._checkpoint_size = cp.tree_size

@@ -157,6 +157,8 @@ class Journal:
         st = open_store(store)
         key_path = Path(key_dir)
         check_outside(key_path, _store_root(st))
+        if wal_dir is None:
+            wal_dir = default_wal_dir(st)  # refuse before anything is written to the store
         if st.head(layout.JOURNAL_OBJECT) is not None:
             raise ConfigError(f"{st.url} already holds a journal", hint="use Journal.open / a new directory")
         policy = None  # a local directory cannot lock objects: tamper-evident, not tamper-proof

@@ -19,6 +19,7 @@ deletes an object, shortens a retention or bypasses a governance lock.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
 import logging
@@ -209,11 +210,10 @@ class S3Store:
         self.client = client
 
     def with_retention(self, policy: RetentionPolicy | None) -> S3Store:
-        """The same bucket, prefix and client, writing every object with ``policy``."""
-        return S3Store(
-            self.bucket, self.prefix, client=self.client, retention=policy,
-            multipart_threshold=self.multipart_threshold, part_size=self.part_size, put_attempts=self.put_attempts,
-        )
+        """The same store (bucket, prefix, client, settings), writing every object with ``policy``."""
+        clone = copy.copy(self)
+        clone.retention = policy
+        return clone
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> S3Store:
