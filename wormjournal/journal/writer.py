@@ -18,7 +18,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
@@ -32,6 +31,7 @@ from ..retention.policy import RetentionPolicy
 from ..storage.base import LockingStore, Store
 from ..storage.s3 import NO_LOCK_HINT
 from ..storage.local import LocalStore, makedirs_durable
+from ..storage.objectfile import ObjectFile
 from . import wal as walmod
 from .config import JournalConfig
 from .keys import check_outside, create_keys, key_name, load_keys
@@ -304,7 +304,8 @@ class Journal:
             parsed = layout.parse_segment(info.name)
             if parsed is None or parsed[2] >= self._sealer.state.next_segment:
                 continue  # an orphan from an interrupted seal is not sealed yet
-            table = pq.read_table(pa.BufferReader(self.store.get(info.name)), columns=["execution_id", "seq"])
+            # Ranged reads: the footer and two column chunks, not the whole segment.
+            table = pq.ParquetFile(ObjectFile(self.store, info.name, info.size)).read(columns=["execution_id", "seq"])
             heads.update(zip(table.column("execution_id").to_pylist(), table.column("seq").to_pylist(), strict=True))
         return heads
 

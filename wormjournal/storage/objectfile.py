@@ -1,0 +1,54 @@
+"""A read-only, seekable file over one stored object, read in ranges.
+
+pyarrow reads a Parquet object through it with ranged gets: the footer, then
+only the column chunks and row groups asked for, never the whole object.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+from ..errors import NotFoundError
+from .base import ObjectReader
+
+
+class ObjectFile(io.RawIOBase):
+    """``store.get_range`` behind the file protocol. Counts the bytes it reads."""
+
+    def __init__(self, store: ObjectReader, name: str, size: int | None = None) -> None:
+        super().__init__()
+        if size is None:
+            info = store.head(name)
+            if info is None:
+                raise NotFoundError(f"{name} not found in {getattr(store, 'url', store)}")
+            size = info.size
+        self._store = store
+        self.name = name
+        self.size = size
+        self._pos = 0
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        want = min(len(buffer), self.size - self._pos)
+        if want <= 0:
+            return 0
+        data = self._store.get_range(self.name, self._pos, want)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        self.bytes_read += len(data)
+        return len(data)
