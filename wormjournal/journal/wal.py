@@ -18,6 +18,7 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -202,8 +203,13 @@ class WalWriter:
     """Appends frames to the newest WAL file; ``sync`` is a group commit.
 
     ``write`` is called under the journal's lock; ``sync`` outside it, so that
-    appenders who wrote while an fsync was running share the next one.
+    appenders who wrote while an fsync was running share the next one. Appenders
+    announce themselves with ``begin``/``end``; a syncing leader waits up to
+    ``commit_delay`` seconds for those still preparing, so that they share its
+    fsync too (a lone appender never waits).
     """
+
+    commit_delay = 0.0005
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -212,8 +218,21 @@ class WalWriter:
         self._written = 0  # ticket of the last frame written
         self._synced = 0  # every ticket <= this is durable
         self._syncing = False
+        self._inflight = 0  # appenders between begin() and end()
         self._failed: BaseException | None = None
         self.bytes_written = 0
+
+    def begin(self) -> None:
+        """An appender starts preparing a frame."""
+        with self._cond:
+            self._inflight += 1
+
+    def end(self) -> None:
+        """The appender has written its frame (or given up)."""
+        with self._cond:
+            self._inflight -= 1
+            if self._syncing:
+                self._cond.notify_all()
 
     def _check(self) -> None:
         if self._failed is not None:
@@ -245,6 +264,12 @@ class WalWriter:
                     self._cond.wait()
                     continue
                 self._syncing = True
+                deadline = time.monotonic() + self.commit_delay
+                while self._inflight > 0:  # let appenders still preparing join this fsync
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
                 target = self._written
                 fd = self._fd
                 self._cond.release()

@@ -334,9 +334,22 @@ class Journal:
         Every event is validated before anything is written.
         """
         batch = list(events)
-        prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None) for i, ev in enumerate(batch)]
-        if not prepared:
+        if not batch:
             return []
+        wal = self._wal
+        wal.begin()
+        try:
+            prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None) for i, ev in enumerate(batch)]
+            first, seq, ticket, due = self._write_batch(prepared)
+        finally:
+            wal.end()
+        self._wal.sync(ticket)
+        if due:
+            self._auto_seal()
+        return list(range(first, seq))
+
+    def _write_batch(self, prepared: list[tuple[EventInput, str, bytes, str | None]]) -> tuple[int, int, int, bool]:
+        """Assign seqs, link, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
         with self._lock:
             self._check_open()
             seq, prev = self._next_seq, self._last_hash
@@ -363,10 +376,7 @@ class Journal:
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()
             due = self._pending_events >= self.config.seal_max_events or self._pending_bytes >= self.config.seal_max_bytes
-        self._wal.sync(ticket)
-        if due:
-            self._auto_seal()
-        return list(range(first, seq))
+        return first, seq, ticket, due
 
     def _check_open(self) -> None:
         if self._closed:
