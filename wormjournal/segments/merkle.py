@@ -26,7 +26,9 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
         return _sha256(b"").digest()
     nodes = list(level)
     while len(nodes) > 1:
-        paired = [_sha256(b"\x01" + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
+        pairs = iter(nodes)
+        # zip(it, it) yields (nodes[0], nodes[1]), (nodes[2], nodes[3]), ... and drops an odd last node.
+        paired = [_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
         if len(nodes) % 2:
             paired.append(nodes[-1])
         nodes = paired

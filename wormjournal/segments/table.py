@@ -106,48 +106,157 @@ def table_to_events(table: pa.Table) -> list[StoredEvent]:
     return [StoredEvent(*row) for row in zip(*cols, strict=True)]
 
 
-def _int_be(values: np.ndarray, dtype: str, width: int) -> pa.Array:
-    raw = np.ascontiguousarray(values.astype(dtype)).tobytes()
-    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, pa.py_buffer(raw)])
-    return fixed.cast(pa.binary())
+_INT_PREFIX = np.frombuffer(b"\x00\x00\x00\x08", dtype=np.uint8)
+_NULL_MARK = np.frombuffer(NULL_MARK, dtype=np.uint8)
+_LEAF_TAG = b"\x00"  # RFC 6962 leaf prefix (merkle.leaf_hash), fused into the chain loop
+
+# A field's encoding is built from pieces: a numpy (rows, width) uint8 matrix when every
+# row has the same width (length prefixes, non-null ints), else an Arrow binary array.
+_Piece = np.ndarray | pa.Array
 
 
-def _encoded_column(col: pa.Array, kind: str) -> pa.Array:
-    """Per row, the canonical bytes of one field (events.encode_value, vectorized)."""
-    nulls = col.is_null()
-    if kind == Kind.INT:
-        values = np.asarray(col.cast(pa.int64()).fill_null(0))
-        body = pc.binary_join_element_wise(pa.scalar(b"\x00\x00\x00\x08"), _int_be(values, ">i8", 8), b"")
+def _rows(matrix: np.ndarray, keep: np.ndarray | None = None) -> pa.Array:
+    """A binary array whose row i is ``matrix[i]``, restricted to the bytes where ``keep[i]``."""
+    n, width = matrix.shape
+    if keep is None:
+        offsets = np.arange(0, n * width + 1, width, dtype=np.int32)
+        data = np.ascontiguousarray(matrix)
     else:
-        data = col.cast(pa.binary()).fill_null(b"")
-        lengths = np.asarray(pc.binary_length(data).cast(pa.int64()))
-        body = pc.binary_join_element_wise(_int_be(lengths, ">u4", 4), data, b"")
-    if col.null_count:
-        body = pc.if_else(nulls, pa.scalar(NULL_MARK), body)
-    return body
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(keep.sum(axis=1), out=offsets[1:])
+        data = matrix[keep]  # a 2-D boolean mask selects row by row, in C order
+    return pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def chain_hashes(prev_hash: bytes, table: pa.Table) -> list[bytes]:
+def _valid(col: pa.Array) -> np.ndarray | None:
+    """The validity of each row as a numpy bool array, or None when there is no null."""
+    if not col.null_count:
+        return None
+    bits = np.frombuffer(col.buffers()[0], dtype=np.uint8)
+    # Arrow's validity bitmap is LSB-first; unpacking it beats converting is_valid().
+    return np.unpackbits(bits, count=col.offset + len(col), bitorder="little")[col.offset :].view(bool)
+
+
+def _null_marks(n: int) -> np.ndarray:
+    return np.broadcast_to(_NULL_MARK, (n, 4))
+
+
+def _int_pieces(col: pa.Array) -> list[_Piece]:
+    """u32be(8) || i64be(value) per row, or NULL_MARK."""
+    if col.null_count == len(col):
+        return [_null_marks(len(col))]
+    values = np.asarray(col.cast(pa.int64()).fill_null(0))
+    rows = np.empty((len(values), 12), dtype=np.uint8)
+    rows[:, :4] = _INT_PREFIX
+    rows[:, 4:] = values.astype(">i8").view(np.uint8).reshape(-1, 8)
+    valid = _valid(col)
+    if valid is None:
+        return [rows]
+    rows[~valid, :4] = _NULL_MARK
+    keep = np.ones(rows.shape, dtype=bool)
+    keep[:, 4:] = valid[:, None]  # a null keeps only its 4-byte mark
+    return [_rows(rows, keep)]
+
+
+def _offsets(data: pa.Array) -> np.ndarray:
+    """The n + 1 value offsets of a binary array."""
+    return np.frombuffer(data.buffers()[1], dtype=np.int32, count=len(data) + 1, offset=data.offset * 4)
+
+
+def _length_prefix(data: pa.Array) -> np.ndarray:
+    """u32be(len) per row of a binary array, or NULL_MARK for a null."""
+    if data.null_count == len(data):
+        return _null_marks(len(data))
+    prefix = np.diff(_offsets(data)).astype(">u4").view(np.uint8).reshape(-1, 4)
+    valid = _valid(data)
+    if valid is not None:
+        prefix[~valid] = _NULL_MARK
+    return prefix
+
+
+def _bytes_pieces(col: pa.Array) -> list[_Piece]:
+    """u32be(len(b)) || b per row, or NULL_MARK."""
+    data = col.cast(pa.binary())
+    prefix = _length_prefix(data)
+    if data.null_count == len(data):
+        return [prefix]
+    if not data.null_count:
+        offsets = _offsets(data)
+        width = int(offsets[1] - offsets[0])
+        if np.all(np.diff(offsets) == width):
+            if width == 0:
+                return [prefix]  # every value is empty
+            # Equal-length values (uuids, constant types) become a matrix, merged with its neighbours.
+            values = np.frombuffer(data.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+            return [prefix, values.reshape(-1, width)]
+    return [prefix, data.fill_null(b"")]  # a null's value adds no bytes
+
+
+def _join(pieces: list[_Piece]) -> pa.Array:
+    """Row-wise concatenation of the pieces; each run of adjacent matrices is one numpy hstack."""
+    arrays: list[pa.Array] = []
+    run: list[np.ndarray] = []
+    for piece in [*pieces, None]:
+        if isinstance(piece, np.ndarray):
+            run.append(piece)
+            continue
+        if run:
+            arrays.append(_rows(np.hstack(run)))
+            run = []
+        if piece is not None:
+            arrays.append(piece)
+    return arrays[0] if len(arrays) == 1 else pc.binary_join_element_wise(*arrays, b"")
+
+
+def _encoded_rows(batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+    """Per row, the canonical field bytes (events.encode_fields, vectorized) in two parts:
+    every field up to the payload's length prefix, and the payload value (the last field)."""
+    *meta_fields, (payload_name, _, _) = FIELDS
+    pieces: list[_Piece] = []
+    for name, kind, _ in meta_fields:
+        col = batch.column(name)
+        pieces += _int_pieces(col) if kind == Kind.INT else _bytes_pieces(col)
+    payload = batch.column(payload_name).cast(pa.binary())
+    pieces.append(_length_prefix(payload))
+    return _join(pieces), payload.fill_null(b"")
+
+
+def _values(array: pa.Array) -> memoryview:
+    """The value bytes of a binary array, without a copy."""
+    data = array.buffers()[2]
+    return memoryview(data) if data is not None else memoryview(b"")
+
+
+def chain_hashes(prev_hash: bytes, table: pa.Table, *, leaf_hashes: list[bytes] | None = None) -> list[bytes]:
     """Recompute the event hash of every row of ``table``, starting after ``prev_hash``.
 
-    The fields before ``payload`` are encoded column-wise (events.encode_fields,
-    vectorized); the payload, the last field, is sliced from its column buffer.
+    With ``leaf_hashes``, the RFC 6962 leaf hash of each event hash (merkle.leaf_hash)
+    is appended to it in the same pass, for merkle.root_from_leaf_hashes.
+
+    Batch by batch (a segment's row groups), the fields before the payload are encoded
+    column-wise into one buffer; the loop then hashes, per row, a slice of that buffer
+    followed by a slice of the payload column's own buffer.
     """
-    *meta_fields, (payload_name, _, _) = FIELDS
-    payload = table.column(payload_name).combine_chunks().cast(pa.binary())
-    lengths = np.asarray(pc.binary_length(payload).cast(pa.int64()))
-    parts = [_encoded_column(table.column(name).combine_chunks(), kind) for name, kind, _ in meta_fields]
-    parts.append(_int_be(lengths, ">u4", 4))
-    metas = pc.binary_join_element_wise(*parts, b"").to_pylist()
-    _, offsets_buf, data_buf = payload.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[payload.offset : payload.offset + len(payload) + 1].tolist()
-    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
-    out: list[bytes] = []
-    append = out.append
+    hashes: list[bytes] = []
+    append_hash = hashes.append
     sha = hashlib.sha256
     tag = EVENT_TAG
     h = prev_hash
-    for i, meta in enumerate(metas):
-        h = sha(tag + h + meta + data[offsets[i] : offsets[i + 1]]).digest()
-        append(h)
-    return out
+    for batch in table.to_batches():
+        if not batch.num_rows:
+            continue
+        meta, payload = _encoded_rows(batch)
+        meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
+        meta_bytes, payload_bytes = _values(meta), _values(payload)
+        rows = zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:])
+        if leaf_hashes is None:
+            for m0, m1, p0, p1 in rows:
+                h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
+                append_hash(h)
+        else:
+            append_leaf, leaf_tag = leaf_hashes.append, _LEAF_TAG
+            for m0, m1, p0, p1 in rows:
+                h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
+                append_hash(h)
+                append_leaf(sha(leaf_tag + h).digest())
+    return hashes

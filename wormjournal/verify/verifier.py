@@ -169,24 +169,45 @@ class _StreamVerifier:
         seqs = table.column("seq").to_pylist()
         if len(seqs) != m.events:
             self.find("row_count", f"segment holds {len(seqs)} rows, manifest says {m.events}", **where)
-        for i, seq in enumerate(seqs):
-            if seq != m.first_seq + i:
-                self.find("seq_order", f"row {i} has seq {seq}, expected {m.first_seq + i}", segment=m.segment, seq=m.first_seq + i)
-                break
-        computed = chain_hashes(m.prev_hash, table)
-        stored = table.column("hash").to_pylist()
-        if computed != stored:
+        if seqs != list(range(m.first_seq, m.first_seq + len(seqs))):  # one C-level compare; the loop only on a mismatch
+            for i, seq in enumerate(seqs):
+                if seq != m.first_seq + i:
+                    self.find("seq_order", f"row {i} has seq {seq}, expected {m.first_seq + i}", segment=m.segment, seq=m.first_seq + i)
+                    break
+
+        def packed_hashes(name: str) -> bytes | None:
+            """The column's values back to back, if every one is a non-null 32-byte hash; else None."""
+            column = table.column(name)
+            if column.null_count:
+                return None
+            try:
+                fixed = column.cast(pa.binary(32))  # fails unless every value is 32 bytes long
+            except pa.ArrowInvalid:
+                return None
+            return b"".join(memoryview(c.buffers()[1])[c.offset * 32 : (c.offset + len(c)) * 32] for c in fixed.chunks if len(c))
+
+        leaves: list[bytes] = []
+        computed = chain_hashes(m.prev_hash, table, leaf_hashes=leaves)
+        # With every value 32 bytes, two hash lists are equal exactly when their concatenations are;
+        # the Python lists are built only to locate a mismatch.
+        stored_packed = packed_hashes("hash")
+        if stored_packed != b"".join(computed):
+            stored = table.column("hash").to_pylist()
             i = next((i for i, (a, b) in enumerate(zip(computed, stored)) if a != b), min(len(computed), len(stored)))
             seq = seqs[i] if i < len(seqs) else None
             self.find("event_hash", f"event hash of row {i} does not match its fields and chain", segment=m.segment, seq=seq)
-        prevs = table.column("prev_hash").to_pylist()
-        if prevs != [m.prev_hash] + stored[:-1]:
-            i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored)) if a != b), 0)
-            self.find("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", segment=m.segment, seq=seqs[i] if i < len(seqs) else None)
+        prevs_packed = packed_hashes("prev_hash")
+        # Row i's prev_hash is row i-1's stored hash: packed, the column is prev_hash + stored[:-1].
+        if not computed or stored_packed is None or prevs_packed != m.prev_hash + stored_packed[:-32]:
+            stored = table.column("hash").to_pylist()
+            prevs = table.column("prev_hash").to_pylist()
+            if prevs != [m.prev_hash] + stored[:-1]:
+                i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored)) if a != b), 0)
+                self.find("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", segment=m.segment, seq=seqs[i] if i < len(seqs) else None)
         if not computed or computed[-1] != m.last_hash:
             self.find("last_hash", "the segment's last event hash differs from the manifest", segment=m.segment, seq=m.last_seq)
-        # Step 7: the Merkle root over the event hashes.
-        if merkle.merkle_root(computed) != m.merkle_root:
+        # Step 7: the Merkle root over the event hashes (their leaf hashes came with the chain).
+        if merkle.root_from_leaf_hashes(leaves) != m.merkle_root:
             self.find("merkle_root", "Merkle root over the event hashes differs from the manifest", **where)
         # Step 6, the partition: every event's UTC date is the segment's date= folder.
         day = _day_start_micros(parsed[1])
