@@ -543,7 +543,8 @@ def test_random_segment_chain_matches_spec(
     genesis = events.genesis_hash(journal_id, stream)
     assert genesis == spec_genesis(journal_id, stream)
     stored, h = [], genesis
-    for values in rows:
+    for seq, values in enumerate(rows):
+        values = {**values, "seq": seq}  # a segment holds consecutive seqs; the chain runs in seq order
         nxt = spec_event_hash(h, values)
         stored.append(StoredEvent(**values, prev_hash=h, hash=nxt))
         h = nxt
@@ -553,7 +554,8 @@ def test_random_segment_chain_matches_spec(
         stored, journal_id=journal_id, stream=stream, segment=0, row_group_rows=5
     )
     read = table.read_segment(data)
-    assert table.chain_hashes(genesis, read) == hashes
+    assert table.first_out_of_order(read) is None  # stored in (execution_id, seq) order
+    assert table.chain_hashes(genesis, table.in_seq_order(read)) == hashes
     if all(_DATETIME_MIN <= e.ts <= _DATETIME_MAX for e in stored):
         # Outside Python's datetime range table_to_events raises OverflowError.
         assert table.table_to_events(read) == stored

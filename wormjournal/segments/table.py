@@ -60,8 +60,13 @@ def write_segment(
     segment: int,
     row_group_rows: int,
 ) -> bytes:
-    """The Parquet bytes of one segment: zstd, statistics, page index, bloom filters."""
-    table = events_to_table(events).replace_schema_metadata(
+    """The Parquet bytes of one segment: zstd, statistics, page index, bloom filters.
+
+    Rows are stored in (execution_id, seq) order, so that one execution's events
+    are one run of rows (FORMAT.md, section 5).
+    """
+    ordered = sorted(events, key=lambda e: (e.execution_id, e.seq))  # code point order = UTF-8 byte order
+    table = events_to_table(ordered).replace_schema_metadata(
         {
             "wormjournal.format": FORMAT_VERSION,
             "wormjournal.journal": journal_id,
@@ -97,7 +102,24 @@ def read_segment(data: bytes) -> pa.Table:
     return table
 
 
+def first_out_of_order(table: pa.Table) -> int | None:
+    """The first row not in (execution_id, seq) order, or None when the order is right."""
+    order = np.asarray(pc.sort_indices(table, sort_keys=[("execution_id", "ascending"), ("seq", "ascending")]))
+    wrong = np.flatnonzero(order != np.arange(len(order)))
+    return int(wrong[0]) if wrong.size else None
+
+
+def in_seq_order(table: pa.Table) -> pa.Table:
+    """The rows sorted by seq: the order of the chain and of the Merkle tree."""
+    seq = np.asarray(table.column("seq"))
+    if len(seq) < 2 or bool(np.all(seq[1:] > seq[:-1])):
+        return table
+    return table.take(pc.sort_indices(table.column("seq")))
+
+
 def table_to_events(table: pa.Table) -> list[StoredEvent]:
+    """The events of a segment table, in seq order."""
+    table = in_seq_order(table)
     # ts as int64 micros: a tampered value outside datetime's range must not crash the reader.
     cols = [
         (table.column(name).cast(pa.int64()) if name == "ts" else table.column(name)).to_pylist()

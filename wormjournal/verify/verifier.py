@@ -21,7 +21,7 @@ from ..segments import merkle
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
-from ..segments.table import FORMAT_VERSION, chain_hashes, read_segment
+from ..segments.table import FORMAT_VERSION, chain_hashes, first_out_of_order, in_seq_order, read_segment
 from ..storage import layout
 from ..storage.base import ObjectReader
 from .report import Finding, StreamSummary, VerifyReport
@@ -166,6 +166,12 @@ class _StreamVerifier:
         }
         if any(meta.get(k) != v for k, v in expected_meta.items()):
             self.find("segment_metadata", "segment metadata names another format, journal, stream or segment", **where)
+        # Step 6: rows are stored in (execution_id, seq) order; the chain runs in seq order.
+        wrong = first_out_of_order(table)
+        if wrong is not None:
+            self.find("row_order", f"row {wrong} is out of (execution_id, seq) order", segment=m.segment,
+                      seq=table.column("seq")[wrong].as_py())
+        table = in_seq_order(table)
         seqs = table.column("seq").to_pylist()
         if len(seqs) != m.events:
             self.find("row_count", f"segment holds {len(seqs)} rows, manifest says {m.events}", **where)
