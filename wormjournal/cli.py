@@ -295,5 +295,20 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def run() -> None:
+    """The console entry point: ``main``, then an exit that skips native teardown.
+
+    pyarrow's C++ thread pools can abort the process (SIGABRT, "terminate called
+    without an active exception") when they are torn down at interpreter exit after
+    the work is done (apache/arrow#34314); flushing and leaving with os._exit keeps
+    the exit code the one main() returned.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
