@@ -25,21 +25,26 @@ OPENED, LOCKED, OTHER = 0, 3, 4
 
 OPENER = textwrap.dedent(
     """
-    import sys
+    import os, sys
     from wormjournal.errors import LockedError
+
+    def leave(code):  # os._exit: no native teardown that could abort (see wormjournal.cli.run)
+        sys.stdout.flush()
+        os._exit(code)
+
     from wormjournal.journal import Journal, JournalConfig
     store, keys, stream = sys.argv[1:4]
     try:
         j = Journal.open(store, key_dir=keys, stream=stream, config=JournalConfig(seal_max_age_seconds=None))
     except LockedError as e:
         print(e)
-        sys.exit(3)
+        leave(3)
     except BaseException as e:
         print(repr(e))
-        sys.exit(4)
+        leave(4)
     print(j.next_seq)
     j.close()
-    sys.exit(0)
+    leave(0)
     """
 )
 
