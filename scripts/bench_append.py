@@ -63,7 +63,7 @@ from wormjournal.journal import wal as walmod
 from wormjournal.segments import merkle
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
-from wormjournal.segments.table import chain_hashes, read_segment, table_to_events
+from wormjournal.segments.table import chain_hashes, first_out_of_order, in_seq_order, read_segment, table_to_events
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 
@@ -528,7 +528,9 @@ def verify_breakdown(store: LocalStore, name: str, key: Any, runs: int) -> dict[
 
     data = step("store_get", lambda: store.get(name))
     step("object_sha256", lambda: hashlib.sha256(data).digest())
-    table = step("read_parquet", lambda: read_segment(data))
+    stored_order = step("read_parquet", lambda: read_segment(data))
+    step("storage_order_check", lambda: first_out_of_order(stored_order))
+    table = step("sort_by_seq", lambda: in_seq_order(stored_order))  # rows are stored by (execution_id, seq)
     first = manifest.first_seq
     step("seq_check", lambda: all(s == first + i for i, s in enumerate(table.column("seq").to_pylist())))
     computed = step("chain_hashes", lambda: chain_hashes(manifest.prev_hash, table))
