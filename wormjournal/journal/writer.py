@@ -26,10 +26,9 @@ from ..payload import Compressor
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
+from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
 from ..storage import layout, open_store
-from ..retention.policy import RetentionPolicy
 from ..storage.base import LockingStore, Store
-from ..storage.s3 import NO_LOCK_HINT
 from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
 from . import wal as walmod
@@ -343,7 +342,7 @@ class Journal:
             first, seq, ticket, due = self._write_batch(prepared)
         finally:
             wal.end()
-        self._wal.sync(ticket)
+        wal.sync(ticket)  # the same writer object: rotation swaps its file, not the object
         if due:
             self._auto_seal()
         return list(range(first, seq))

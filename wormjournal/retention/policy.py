@@ -17,6 +17,10 @@ from ..errors import ConfigError
 MODES = ("COMPLIANCE", "GOVERNANCE")
 _PERIOD = re.compile(r"(\d+)\s*([dy])")
 DAYS_PER_YEAR = 366  # a "year" never falls short of a calendar year, leap years included
+NO_LOCK_HINT = (
+    "the bucket has no Object Lock: create a bucket with --object-lock-enabled-for-bucket, "
+    "or, for development only, write without a retention policy (--allow-unlocked)"
+)
 
 
 def parse_period(text: str) -> int:

@@ -35,6 +35,7 @@ import botocore.exceptions as bx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
+from ..retention.policy import NO_LOCK_HINT
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
 
@@ -88,10 +89,6 @@ ACCESS_HINT = (
     "check the credentials (the standard AWS chain: env, profile, role); writers need s3:PutObject, "
     "s3:GetObject and s3:ListBucket, readers s3:GetObject and s3:ListBucket (without s3:ListBucket a "
     "missing object is reported as access denied), the lock audit also s3:GetObjectRetention"
-)
-NO_LOCK_HINT = (
-    "the bucket has no Object Lock: create a bucket with --object-lock-enabled-for-bucket, "
-    "or, for development only, write without a retention policy (--allow-unlocked)"
 )
 
 

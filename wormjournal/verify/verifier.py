@@ -215,7 +215,7 @@ class _StreamVerifier:
         # Step 7: the Merkle root over the event hashes (their leaf hashes came with the chain).
         if merkle.root_from_leaf_hashes(leaves) != m.merkle_root:
             self.find("merkle_root", "Merkle root over the event hashes differs from the manifest", **where)
-        # Step 6, the partition: every event's UTC date is the segment's date= folder.
+        # Step 6 (continued), the partition: every event's UTC date is the segment's date= folder.
         day = _day_start_micros(parsed[1])
         ts = np.asarray(table.column("ts").cast(pa.int64()))
         outside = np.flatnonzero((ts < day) | (ts >= day + _DAY_MICROS))
