@@ -537,7 +537,7 @@ def verify_breakdown(store: LocalStore, name: str, key: Any, runs: int) -> dict[
     stored = step("hash_column_to_pylist", lambda: table.column("hash").to_pylist())
     step("compare_hashes", lambda: computed == stored)
     step("prev_hash_check", lambda: table.column("prev_hash").to_pylist() == [manifest.prev_hash] + stored[:-1])
-    root = step("merkle_root", lambda: merkle.merkle_root(computed))
+    root = step("merkle_root", lambda: merkle.merkle_root(stored_order.column("hash").to_pylist()))  # storage order
     assert computed == stored and computed[-1] == manifest.last_hash and root == manifest.merkle_root
     total = sum(parts.values())
     n = table.num_rows

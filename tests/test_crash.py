@@ -50,7 +50,7 @@ CHILD = Path(__file__).with_name("crash_child.py")
 STREAM = "main"
 # The parent's writer: no age sealer, and a row-group size unlike the child's, so that a
 # segment stored by a killed child is re-encoded differently and must be adopted, not re-put.
-CHECK_CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=5)
+CHECK_CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
 QUIET = JournalConfig(seal_max_age_seconds=None)
 T = TypeVar("T")
 
@@ -323,7 +323,7 @@ def test_random_kills(tmp_path: Path) -> None:
             "--seed", str(rng.randrange(1 << 30)),
             "--seal-max-events", str(rng.choice([20, 30, 50])),
             "--segment-max-events", str(rng.choice([16, 1000])),
-            "--row-group-rows", str(rng.choice([4, 8, 1000])),
+            "--row-group-rows", str(rng.choice([4, 8, 1024])),
             "--trace",
             log_dir=logs,
         )

@@ -358,7 +358,7 @@ def test_segment_file_of_the_vectors(vec: Vectors) -> None:
         journal_id=vec.text("journal_id"),
         stream=vec.text("stream"),
         segment=0,
-        row_group_rows=1000,
+        row_group_rows=1024,
     )
     t = table.read_segment(data)
     assert table.table_to_events(t) == stored
@@ -370,6 +370,8 @@ def test_segment_file_of_the_vectors(vec: Vectors) -> None:
         b"wormjournal.journal": vec.text("journal_id").encode(),
         b"wormjournal.stream": vec.text("stream").encode(),
         b"wormjournal.segment": b"0",
+        b"wormjournal.block_rows": b"1024",
+        b"wormjournal.block_roots": vec.hex("segment.merkle_root").hex().encode(),  # one block: the whole tree
     }
     rg = meta.row_group(0)
     for i in range(rg.num_columns):
@@ -551,7 +553,7 @@ def test_random_segment_chain_matches_spec(
     hashes = [e.hash for e in stored]
     assert table.chain_hashes(genesis, table.events_to_table(stored)) == hashes
     data = table.write_segment(
-        stored, journal_id=journal_id, stream=stream, segment=0, row_group_rows=5
+        stored, journal_id=journal_id, stream=stream, segment=0, row_group_rows=4
     )
     read = table.read_segment(data)
     assert table.first_out_of_order(read) is None  # stored in (execution_id, seq) order
@@ -560,6 +562,13 @@ def test_random_segment_chain_matches_spec(
         # Outside Python's datetime range table_to_events raises OverflowError.
         assert table.table_to_events(read) == stored
     assert merkle.merkle_root(hashes) == spec_mth(hashes)
+    # The Merkle tree runs in storage order, and each row group of 4 rows is a subtree.
+    ordered = [e.hash for e in sorted(stored, key=lambda e: (e.execution_id.encode(), e.seq))]
+    assert table.segment_merkle_root(stored) == spec_mth(ordered)
+    assert read.column("hash").to_pylist() == ordered
+    roots = table.decode_block_roots(read.schema.metadata[b"wormjournal.block_roots"].decode())
+    assert roots == [spec_mth(ordered[i : i + 4]) for i in range(0, len(ordered), 4)]
+    assert read.schema.metadata[b"wormjournal.block_rows"] == b"4"
 
 
 @settings(max_examples=100, deadline=None)

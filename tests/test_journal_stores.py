@@ -271,7 +271,7 @@ def test_recover_after_kill(loc: Location, tmp_path: Path, step: str, occurrence
     assert len(left) == (1 if orphan else 0), left  # a segment stored, its manifest not
     assert len(loc.wal_files()) == 2  # the seal had rotated the WAL
     # The parent encodes segments with another row-group size: a stored orphan must be adopted.
-    with loc.open(JournalConfig(seal_max_age_seconds=None, row_group_rows=5)) as j:
+    with loc.open(JournalConfig(seal_max_age_seconds=None, row_group_rows=4)) as j:
         next_seq = j.next_seq
         assert next_seq > max(acked.values())
         assert j.sealed_seq == next_seq - len(walmod.read_wal(loc.wal_files()[-1]).events)

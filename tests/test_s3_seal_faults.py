@@ -297,7 +297,7 @@ def test_killed_mid_upload_then_reopened_seals_exactly_once(
 
     # Reopen in the parent (the fault is gone), with another row-group size: a segment that
     # landed late is re-encoded differently, so it must be adopted, not stored again.
-    with pj.open(JournalConfig(seal_max_age_seconds=None, segment_max_events=150, row_group_rows=5)) as j:
+    with pj.open(JournalConfig(seal_max_age_seconds=None, segment_max_events=150, row_group_rows=4)) as j:
         next_seq = j.next_seq
         assert next_seq >= max(acked.values()) + 1
         assert j.sealed_seq == next_seq  # open() finished the interrupted seal

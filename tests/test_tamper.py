@@ -13,19 +13,19 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from wormjournal.events import encode_fields, event_hash, genesis_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal.keys import key_name, load_keys
-from wormjournal.segments import merkle
 from wormjournal.segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, open_note
-from wormjournal.segments.table import events_to_table, read_segment, table_to_events, write_segment
+from wormjournal.segments.table import events_to_table, read_segment, segment_merkle_root, table_to_events, write_segment
 from wormjournal.storage import layout
 from wormjournal.verify import VerifyReport, verify_store
 
-from conftest import History, StorePaths, overwrite, rewrite_parquet
+from conftest import History, StorePaths, make_writable, overwrite, rewrite_parquet
 
 STREAM = "main"
 PER_SEGMENT = 9
@@ -123,7 +123,8 @@ def test_payload_byte_changed(history: History) -> None:
     report = history.verify()
     assert_finding(report, "event_hash", segment=1, seq=seq_of(1, 2))
     assert_finding(report, "object_sha256", segment=1, object=history.manifests[1].object)
-    assert_finding(report, "merkle_root", segment=1)
+    # The stored hash column is intact, so the Merkle root over it still matches.
+    assert "merkle_root" not in kinds(report)
     # Only segment 1 is wrong: the other segments still verify on their own.
     assert {f.segment for f in report.findings} == {1}
 
@@ -207,7 +208,22 @@ def test_two_rows_swapped(history: History) -> None:
     report = history.verify()
     assert_finding(report, "row_order", segment=2)
     assert_finding(report, "object_sha256", segment=2)
+    assert_finding(report, "merkle_root", segment=2)  # the tree is over the rows as stored
     assert "event_hash" not in kinds(report)
+
+
+def test_block_root_in_footer_changed(history: History) -> None:
+    """A wrong row-group root in the footer: the rows are intact, the hint partial readers use is not."""
+    path = history.segment_path(1)
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    roots = meta[b"wormjournal.block_roots"].decode()
+    meta[b"wormjournal.block_roots"] = (("0" if roots[0] != "0" else "1") + roots[1:]).encode()
+    make_writable(path)
+    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd", row_group_size=4)
+    report = history.verify()
+    assert_finding(report, "block_roots", segment=1)
+    assert "merkle_root" not in kinds(report) and "event_hash" not in kinds(report)
 
 
 def test_two_rows_contents_swapped_seq_kept(history: History) -> None:
@@ -371,7 +387,7 @@ def rewrite_history_from(history: History, first: int) -> tuple[SigningKey, list
             old,
             prev_hash=chunk[0].prev_hash,
             last_hash=chunk[-1].hash,
-            merkle_root=merkle.merkle_root([e.hash for e in chunk]),
+            merkle_root=segment_merkle_root(chunk),
             object_size=len(data),
             object_sha256=hashlib.sha256(data).digest(),
             prev_manifest=hashes[-1],

@@ -32,6 +32,9 @@ class JournalConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if self.row_group_rows & (self.row_group_rows - 1):
+            # Each row group must be a complete Merkle subtree (FORMAT.md, section 5).
+            raise ConfigError(f"row_group_rows must be a power of two, not {self.row_group_rows}")
         if self.seal_max_age_seconds is not None and not self.seal_max_age_seconds > 0:
             raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
         if not isinstance(self.compress_min_bytes, int) or self.compress_min_bytes < 0:

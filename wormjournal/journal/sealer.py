@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 
 from ..errors import ConflictError, IntegrityError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
-from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, SigningKey, open_note
-from ..segments.table import read_segment, table_to_events, utc_date, write_segment
+from ..segments.table import read_segment, segment_merkle_root, table_to_events, utc_date, write_segment
 from ..storage import layout
 from ..storage.base import Store
 
@@ -144,7 +143,7 @@ class Sealer:
                 events=len(chunk),
                 prev_hash=chunk[0].prev_hash,
                 last_hash=chunk[-1].hash,
-                merkle_root=merkle.merkle_root([e.hash for e in chunk]),
+                merkle_root=segment_merkle_root(chunk),
                 object=name,
                 object_size=len(data),
                 object_sha256=hashlib.sha256(data).digest(),

@@ -38,3 +38,15 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """MTH(D[n]) of RFC 6962, section 2.1, over the leaf data ``leaves``."""
     return root_from_leaf_hashes([_sha256(b"\x00" + d).digest() for d in leaves])
+
+
+def block_roots(leaf_hashes: Sequence[bytes], block: int) -> list[bytes]:
+    """The MTH of each run of ``block`` leaves (a power of two; the last run may be shorter).
+
+    Each run starts at a multiple of ``block``, so it is a complete subtree of the tree
+    over all the leaves, and ``root_from_leaf_hashes(block_roots(...))`` is the root of
+    that tree: RFC 6962 splits n leaves where it splits their runs.
+    """
+    if block < 1 or block & (block - 1):
+        raise ValueError(f"block must be a power of two, not {block}")
+    return [root_from_leaf_hashes(leaf_hashes[i : i + block]) for i in range(0, len(leaf_hashes), block)]

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, NULL_MARK, Kind, StoredEvent
+from . import merkle
 
 FORMAT_VERSION = "1"
 
@@ -41,6 +42,10 @@ assert tuple(SCHEMA.names[: len(FIELD_NAMES)]) == FIELD_NAMES
 
 # Low-cardinality columns get dictionary encoding; ids, payloads and hashes do not.
 _DICTIONARY_COLUMNS = ["event_type", "tenant_id", "node", "payload_codec", "payload_key_id", "thread_id"]
+# Min/max of payloads and hashes prune nothing and would only swell every footer.
+_STATISTICS_COLUMNS = [name for name in SCHEMA.names if name not in ("payload", "prev_hash", "hash")]
+BLOCK_ROWS_KEY = "wormjournal.block_rows"
+BLOCK_ROOTS_KEY = "wormjournal.block_roots"
 
 
 def utc_date(ts_micros: int) -> str:
@@ -50,6 +55,28 @@ def utc_date(ts_micros: int) -> str:
 def events_to_table(events: Sequence[StoredEvent]) -> pa.Table:
     columns = {name: [getattr(e, name) for e in events] for name in SCHEMA.names}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def storage_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    """The events in the order a segment stores them, (execution_id, seq) (FORMAT.md, section 5)."""
+    return sorted(events, key=lambda e: (e.execution_id, e.seq))  # code point order = UTF-8 byte order
+
+
+def segment_merkle_root(events: Sequence[StoredEvent]) -> bytes:
+    """The segment Merkle root: the MTH over the event hashes in storage order."""
+    return merkle.merkle_root([e.hash for e in storage_order(events)])
+
+
+def encode_block_roots(roots: Sequence[bytes]) -> str:
+    return "".join(r.hex() for r in roots)
+
+
+def decode_block_roots(text: str) -> list[bytes]:
+    """Raises ValueError unless ``text`` is whole 32-byte hashes in hex."""
+    if len(text) % 64:
+        raise ValueError("block roots are not whole 32-byte hashes")
+    raw = bytes.fromhex(text)
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
 
 def write_segment(
@@ -63,15 +90,23 @@ def write_segment(
     """The Parquet bytes of one segment: zstd, statistics, page index, bloom filters.
 
     Rows are stored in (execution_id, seq) order, so that one execution's events
-    are one run of rows (FORMAT.md, section 5).
+    are one run of rows, and each row group is a complete subtree of the segment's
+    Merkle tree whose root the footer carries (FORMAT.md, section 5): a reader
+    authenticates one row group against the signed root without the others.
     """
-    ordered = sorted(events, key=lambda e: (e.execution_id, e.seq))  # code point order = UTF-8 byte order
+    if row_group_rows & (row_group_rows - 1):
+        raise ValueError(f"row_group_rows must be a power of two, not {row_group_rows}")
+    ordered = storage_order(events)
+    leaves = [merkle.leaf_hash(e.hash) for e in ordered]
+    roots = merkle.block_roots(leaves, row_group_rows)
     table = events_to_table(ordered).replace_schema_metadata(
         {
             "wormjournal.format": FORMAT_VERSION,
             "wormjournal.journal": journal_id,
             "wormjournal.stream": stream,
             "wormjournal.segment": str(segment),
+            BLOCK_ROWS_KEY: str(row_group_rows),
+            BLOCK_ROOTS_KEY: encode_block_roots(roots),
         }
     )
     sink = pa.BufferOutputStream()
@@ -83,7 +118,7 @@ def write_segment(
         compression="zstd",
         compression_level=3,
         use_dictionary=_DICTIONARY_COLUMNS,
-        write_statistics=True,
+        write_statistics=_STATISTICS_COLUMNS,
         write_page_index=True,
         bloom_filter_options={
             "execution_id": {"ndv": ndv, "fpp": 0.01},
@@ -130,7 +165,6 @@ def table_to_events(table: pa.Table) -> list[StoredEvent]:
 
 _INT_PREFIX = np.frombuffer(b"\x00\x00\x00\x08", dtype=np.uint8)
 _NULL_MARK = np.frombuffer(NULL_MARK, dtype=np.uint8)
-_LEAF_TAG = b"\x00"  # RFC 6962 leaf prefix (merkle.leaf_hash), fused into the chain loop
 
 # A field's encoding is built from pieces: a numpy (rows, width) uint8 matrix when every
 # row has the same width (length prefixes, non-null ints), else an Arrow binary array.
@@ -249,11 +283,8 @@ def _values(array: pa.Array) -> memoryview:
     return memoryview(data) if data is not None else memoryview(b"")
 
 
-def chain_hashes(prev_hash: bytes, table: pa.Table, *, leaf_hashes: list[bytes] | None = None) -> list[bytes]:
-    """Recompute the event hash of every row of ``table``, starting after ``prev_hash``.
-
-    With ``leaf_hashes``, the RFC 6962 leaf hash of each event hash (merkle.leaf_hash)
-    is appended to it in the same pass, for merkle.root_from_leaf_hashes.
+def chain_hashes(prev_hash: bytes, table: pa.Table) -> list[bytes]:
+    """Recompute the event hash of every row of ``table`` (in seq order), starting after ``prev_hash``.
 
     Batch by batch (a segment's row groups), the fields before the payload are encoded
     column-wise into one buffer; the loop then hashes, per row, a slice of that buffer
@@ -270,15 +301,28 @@ def chain_hashes(prev_hash: bytes, table: pa.Table, *, leaf_hashes: list[bytes] 
         meta, payload = _encoded_rows(batch)
         meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
         meta_bytes, payload_bytes = _values(meta), _values(payload)
-        rows = zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:])
-        if leaf_hashes is None:
-            for m0, m1, p0, p1 in rows:
-                h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
-                append_hash(h)
-        else:
-            append_leaf, leaf_tag = leaf_hashes.append, _LEAF_TAG
-            for m0, m1, p0, p1 in rows:
-                h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
-                append_hash(h)
-                append_leaf(sha(leaf_tag + h).digest())
+        for m0, m1, p0, p1 in zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:]):
+            h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
+            append_hash(h)
+    return hashes
+
+
+def row_hashes(table: pa.Table) -> list[bytes]:
+    """The event hash of each row from its own fields and stored ``prev_hash``, in table order.
+
+    Unlike :func:`chain_hashes` this needs no neighbouring row, so it checks any subset
+    of a segment's rows (a partial read); the chain links are checked separately.
+    """
+    hashes: list[bytes] = []
+    sha = hashlib.sha256
+    tag = EVENT_TAG
+    for batch in table.to_batches():
+        if not batch.num_rows:
+            continue
+        meta, payload = _encoded_rows(batch)
+        prevs = batch.column("prev_hash").to_pylist()
+        meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
+        meta_bytes, payload_bytes = _values(meta), _values(payload)
+        for prev, m0, m1, p0, p1 in zip(prevs, meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:]):
+            hashes.append(sha(tag + (prev or b"") + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest())
     return hashes

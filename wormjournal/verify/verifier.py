@@ -21,7 +21,7 @@ from ..segments import merkle
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
-from ..segments.table import FORMAT_VERSION, chain_hashes, first_out_of_order, in_seq_order, read_segment
+from ..segments.table import BLOCK_ROOTS_KEY, BLOCK_ROWS_KEY, FORMAT_VERSION, chain_hashes, decode_block_roots, first_out_of_order, in_seq_order, read_segment
 from ..storage import layout
 from ..storage.base import ObjectReader
 from .report import Finding, StreamSummary, VerifyReport
@@ -40,6 +40,15 @@ def _claimed_object(data: bytes) -> str | None:
         return Manifest.parse(split_note(data)[0]).object
     except NoteError:
         return None
+
+
+def _block_roots_match(meta: dict[str, str], leaves: list[bytes]) -> bool:
+    """Whether the footer's block roots (FORMAT.md, section 5) are those of the rows."""
+    try:
+        block = int(meta[BLOCK_ROWS_KEY])
+        return decode_block_roots(meta[BLOCK_ROOTS_KEY]) == merkle.block_roots(leaves, block)
+    except (KeyError, ValueError):
+        return False
 
 
 def load_store_keys(store: ObjectReader, identity: JournalIdentity) -> list[VerifyKey]:
@@ -171,6 +180,15 @@ class _StreamVerifier:
         if wrong is not None:
             self.find("row_order", f"row {wrong} is out of (execution_id, seq) order", segment=m.segment,
                       seq=table.column("seq")[wrong].as_py())
+        # Step 7: the Merkle root over the stored hashes in storage order (step 6 proves each
+        # one is its event's hash), and the footer's row-group roots that partial readers use.
+        stored_order_hashes = table.column("hash").to_pylist()
+        leaves = [merkle.leaf_hash(h if isinstance(h, bytes) else b"") for h in stored_order_hashes]
+        if merkle.root_from_leaf_hashes(leaves) != m.merkle_root:
+            self.find("merkle_root", "Merkle root over the event hashes differs from the manifest", **where)
+        if not _block_roots_match(meta, leaves):
+            self.find("block_roots", "the footer's row-group Merkle roots do not match the rows", **where)
+        del stored_order_hashes
         table = in_seq_order(table)
         seqs = table.column("seq").to_pylist()
         if len(seqs) != m.events:
@@ -192,8 +210,7 @@ class _StreamVerifier:
                 return None
             return b"".join(memoryview(c.buffers()[1])[c.offset * 32 : (c.offset + len(c)) * 32] for c in fixed.chunks if len(c))
 
-        leaves: list[bytes] = []
-        computed = chain_hashes(m.prev_hash, table, leaf_hashes=leaves)
+        computed = chain_hashes(m.prev_hash, table)
         # With every value 32 bytes, two hash lists are equal exactly when their concatenations are;
         # the Python lists are built only to locate a mismatch.
         stored_packed = packed_hashes("hash")
@@ -212,9 +229,6 @@ class _StreamVerifier:
                 self.find("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", segment=m.segment, seq=seqs[i] if i < len(seqs) else None)
         if not computed or computed[-1] != m.last_hash:
             self.find("last_hash", "the segment's last event hash differs from the manifest", segment=m.segment, seq=m.last_seq)
-        # Step 7: the Merkle root over the event hashes (their leaf hashes came with the chain).
-        if merkle.root_from_leaf_hashes(leaves) != m.merkle_root:
-            self.find("merkle_root", "Merkle root over the event hashes differs from the manifest", **where)
         # Step 6 (continued), the partition: every event's UTC date is the segment's date= folder.
         day = _day_start_micros(parsed[1])
         ts = np.asarray(table.column("ts").cast(pa.int64()))
