@@ -12,11 +12,20 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 
-from ..errors import ConflictError, IntegrityError
+from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, SigningKey, open_note
-from ..segments.table import read_segment, segment_merkle_root, table_to_events, utc_date, write_segment
+from ..index import build as index_build
+from ..segments.table import (
+    events_to_table,
+    read_segment,
+    segment_merkle_root,
+    storage_order,
+    table_to_events,
+    utc_date,
+    write_segment,
+)
 from ..storage import layout
 from ..storage.base import Store
 
@@ -134,6 +143,13 @@ class Sealer:
                 version = info.version_id if info else None
             _step("segment_stored")
             chunk = events[pos:end]
+            sha256 = hashlib.sha256(data).digest()
+            # The index goes in before the manifest: a sealed segment always has its index.
+            index_build.write_segment_index(
+                self.store, journal_id=st.journal_id, stream=st.stream, segment=segment, sha256=sha256.hex(),
+                table=events_to_table(storage_order(chunk), index_build.KEY_COLUMNS),
+            )
+            _step("index_stored")
             m = Manifest(
                 journal=st.journal_id,
                 stream=st.stream,
@@ -146,7 +162,7 @@ class Sealer:
                 merkle_root=segment_merkle_root(chunk),
                 object=name,
                 object_size=len(data),
-                object_sha256=hashlib.sha256(data).digest(),
+                object_sha256=sha256,
                 object_version=version or NO_VERSION,
                 prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
                 key_id=self.key.verify_key.key_id,
@@ -160,7 +176,16 @@ class Sealer:
             pos = end
         self.write_checkpoint()
         _step("checkpoint_stored")
+        self.compact_index()
         return manifests
+
+    def compact_index(self) -> None:
+        """Merge the index of full runs of segments; a failure costs lookups speed, never data."""
+        try:
+            index_build.compact(self.store, journal_id=self.state.journal_id, stream=self.state.stream,
+                                segments=self.state.next_segment)
+        except JournalError as e:
+            log.warning("index compaction failed, lookups read more objects until the next seal: %s", e)
 
     def write_checkpoint(self) -> None:
         """Sign and store the checkpoint over every manifest so far (idempotent)."""

@@ -52,9 +52,9 @@ def utc_date(ts_micros: int) -> str:
     return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=ts_micros)).date().isoformat()
 
 
-def events_to_table(events: Sequence[StoredEvent]) -> pa.Table:
-    columns = {name: [getattr(e, name) for e in events] for name in SCHEMA.names}
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+def events_to_table(events: Sequence[StoredEvent], columns: Sequence[str] | None = None) -> pa.Table:
+    schema = SCHEMA if columns is None else pa.schema([SCHEMA.field(name) for name in columns])
+    return pa.Table.from_pydict({name: [getattr(e, name) for e in events] for name in schema.names}, schema=schema)
 
 
 def storage_order(events: Sequence[StoredEvent]) -> list[StoredEvent]:

@@ -7,6 +7,7 @@ The layout (FORMAT.md, "Object names")::
     segments/stream=<s>/date=<YYYY-MM-DD>/seg-<n>.parquet  sealed events (hive-style)
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
+    index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (never trusted)
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ KEYS_PREFIX = "keys/"
 SEGMENTS_PREFIX = "segments/"
 MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
+INDEX_PREFIX = "index/"
+INDEX_KINDS = ("executions", "events")
 NUMBER_WIDTH = 12
 
 STREAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _SEGMENT_RE = re.compile(
     r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/seg-(?P<n>\d{12})\.parquet"
+)
+_INDEX_RE = re.compile(
+    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
 )
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
 
@@ -66,6 +72,23 @@ def checkpoint(stream: str, tree_size: int) -> str:
 
 def checkpoints_prefix(stream: str) -> str:
     return f"{CHECKPOINTS_PREFIX}stream={stream}/"
+
+
+def index_object(stream: str, kind: str, first: int, last: int) -> str:
+    """An index object covering segments ``first..last`` (inclusive) of ``stream``."""
+    if kind not in INDEX_KINDS or last < first:
+        raise ValueError(f"bad index object: {kind} {first}..{last}")
+    return f"{INDEX_PREFIX}stream={stream}/{kind}/{_num(first)}-{_num(last)}.parquet"
+
+
+def index_prefix(stream: str, kind: str) -> str:
+    return f"{INDEX_PREFIX}stream={stream}/{kind}/"
+
+
+def parse_index(name: str) -> tuple[str, str, int, int] | None:
+    """(stream, kind, first, last) of an index object name, or None."""
+    m = _INDEX_RE.fullmatch(name)
+    return (m["stream"], m["kind"], int(m["first"]), int(m["last"])) if m else None
 
 
 def parse_segment(name: str) -> tuple[str, str, int] | None:
