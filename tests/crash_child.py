@@ -9,7 +9,7 @@ line per event, ``ACK <seq> <event_id>``, with a single write (so a line is eith
 whole or absent when the process is killed).
 
 ``--crash-at STEP`` kills the process with SIGKILL at the ``--crash-occurrence``-th
-(1-based) time a seal reaches STEP: one of the sealer's steps ("segment_stored",
+(1-based) time a seal reaches STEP: one of the sealer's steps ("segment_stored", "index_stored",
 "manifest_stored", "checkpoint_stored"), or "seal_start" (the WAL has been rotated,
 nothing of the seal is stored yet). ``--trace`` prints ``STEP <name>`` at each of these
 steps, so that the parent can time a kill into a seal. With ``--max-events`` it stops

@@ -398,6 +398,8 @@ def orphans(store: Path) -> dict[str, bytes]:
         ("seal_start", 1),
         ("segment_stored", 1),
         ("segment_stored", 2),
+        ("index_stored", 1),
+        ("index_stored", 2),
         ("manifest_stored", 1),
         ("manifest_stored", 3),
         ("checkpoint_stored", 1),
@@ -413,7 +415,7 @@ def test_crash_at_seal_step(tmp_path: Path, step: str, occurrence: int) -> None:
     assert acked
     before = object_digests(store)
     left = orphans(store)
-    if step == "segment_stored":
+    if step in ("segment_stored", "index_stored"):
         assert len(left) == 1  # the segment is stored, its manifest is not
     else:
         assert not left
@@ -423,6 +425,9 @@ def test_crash_at_seal_step(tmp_path: Path, step: str, occurrence: int) -> None:
     by_object = {m.object: m for m in manifests(store)}
     for name, data in left.items():
         assert by_object[name].object_sha256 == hashlib.sha256(data).digest()
+    indexed = {i.name for i in LocalStore(store).list(layout.INDEX_PREFIX)}
+    for m in manifests(store):  # every sealed segment has its index, whatever step was cut short
+        assert {layout.index_object(STREAM, kind, m.segment, m.segment) for kind in layout.INDEX_KINDS} <= indexed
     # The stream goes on after the recovery.
     child = Child(store, keys, "b", "--max-events", "30", log_dir=tmp_path)
     assert child.finish() == 0, child.stderr()
