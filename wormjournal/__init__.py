@@ -15,6 +15,7 @@ from .errors import (
     ValidationError,
 )
 from .events import EventType, StoredEvent
+from .index import Event, ExecutionSummary, Reader, ResumePoint
 from .journal import Journal, JournalConfig
 from .payload import decode_payload
 from .verify import VerifyReport, verify_store
@@ -24,13 +25,17 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigError",
     "ConflictError",
+    "Event",
     "EventType",
+    "ExecutionSummary",
     "IntegrityError",
     "Journal",
     "JournalConfig",
     "JournalError",
     "LockedError",
     "NotFoundError",
+    "Reader",
+    "ResumePoint",
     "ShreddedError",
     "StorageError",
     "StoredEvent",

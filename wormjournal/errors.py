@@ -59,9 +59,16 @@ class LockedError(JournalError):
 
 
 class IntegrityError(JournalError):
-    """Stored bytes do not match what their hashes or signatures promise."""
+    """Stored bytes do not match what their hashes or signatures promise.
+
+    ``seq`` names the event at fault when there is one (replay sets it).
+    """
 
     hint = "run `wormjournal verify` for a full report; do not write to this stream until it is understood"
+
+    def __init__(self, message: str, *, hint: str | None = None, seq: int | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.seq = seq
 
 
 class ShreddedError(JournalError):

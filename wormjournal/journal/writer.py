@@ -441,6 +441,12 @@ class Journal:
         """Events with a seq below this are sealed into segments."""
         return self._sealer.state.next_seq
 
+    def reader(self) -> Any:
+        """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
+        from ..index import Reader
+
+        return Reader(self.store, stream=self.stream, public_keys=[self._key.verify_key], wal_dir=self._wal_dir.parent)
+
     def verify(self, **kwargs: Any) -> Any:
         """Verify the whole store with this journal's public key; returns a VerifyReport."""
         from ..verify import verify_store

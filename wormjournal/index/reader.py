@@ -1,0 +1,417 @@
+"""Reading a journal back: lookups through the index, every event verified before it is returned.
+
+A :class:`Reader` needs read access to the store and, for events not sealed yet,
+the writer's WAL directory. Sealed events are authenticated against their
+segment's signed manifest (event hash, Merkle subtree, signature); unsealed ones
+against the chain that continues the last sealed event. One execution's events
+are also checked as a whole: each links to the previous one of the execution
+(``exec_prev_seq``), so a missing, duplicated, reordered or injected event raises
+:class:`~wormjournal.errors.IntegrityError` naming its seq.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..errors import IntegrityError, NotFoundError
+from ..events import StoredEvent, event_hash, encode_fields, genesis_hash
+from ..segments.identity import read_identity
+from ..segments.manifest import Manifest
+from ..segments.notes import NoteError, VerifyKey, open_note
+from ..segments.partial import SegmentFile
+from ..segments.table import table_to_events
+from ..storage import layout, open_store
+from ..storage.base import ObjectInfo, ObjectReader, Store
+from ..storage.objectfile import ObjectFile
+from . import build, state
+from .catalog import Catalog, check_sorted_unique
+from .model import Event, ExecutionSummary, ResumePoint
+
+log = logging.getLogger(__name__)
+
+
+class CountingReader:
+    """An ObjectReader that counts the bytes it fetches (for benchmarks and reports)."""
+
+    def __init__(self, store: ObjectReader) -> None:
+        self._store = store
+        self.url = getattr(store, "url", repr(store))
+        self.bytes_read = 0
+        self.requests = 0
+
+    def get(self, name: str) -> bytes:
+        data = self._store.get(name)
+        self.bytes_read += len(data)
+        self.requests += 1
+        return data
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        data = self._store.get_range(name, start, length)
+        self.bytes_read += len(data)
+        self.requests += 1
+        return data
+
+    def head(self, name: str) -> ObjectInfo | None:
+        return self._store.head(name)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._store.list(prefix)
+
+
+class Reader:
+    """Read one stream of a journal. Every method that returns events verifies them.
+
+    ``public_keys`` are the trusted signing keys; with None, the keys stored in the
+    journal are trusted (fine for the deployment itself; an auditor passes their own).
+    ``wal_dir`` is the writer's WAL directory, for events not sealed yet.
+    Raises NotFoundError when there is no journal, IntegrityError on any broken promise.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
+                 public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
+                 cache_segments: int = 64) -> None:
+        base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
+        self.store = CountingReader(base)
+        self.stream = stream
+        self.identity = read_identity(self.store)
+        if public_keys is None:
+            from ..verify.verifier import load_store_keys
+
+            public_keys = load_store_keys(self.store, self.identity)
+        self._keys = [VerifyKey(self.identity.key_name, k.public) for k in public_keys]
+        if not self._keys:
+            raise IntegrityError("no public key to verify with")
+        self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
+        self._manifests: dict[int, Manifest] = {}
+        self._files: OrderedDict[int, SegmentFile] = OrderedDict()
+        self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
+        self._cache_segments = cache_segments
+        self._segment_count = 0
+        self.catalog = Catalog(self.store, self.identity.journal_id, stream,
+                               lambda n: self.manifest(n).object_sha256.hex(), self._scan_segment)
+
+    @property
+    def bytes_read(self) -> int:
+        """Bytes fetched from the store so far."""
+        return self.store.bytes_read
+
+    # -- sealed segments ---------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """The number of sealed segments now (one listing of the manifests)."""
+        numbers = [p[2] for info in self.store.list(layout.manifests_prefix(self.stream))
+                   if (p := layout.parse_numbered(info.name)) is not None]
+        count = len(numbers)
+        if numbers and max(numbers) != count - 1:
+            raise IntegrityError(f"stream {self.stream}: manifests are not numbered 0..{count - 1} (one was removed)")
+        self._segment_count = count
+        return count
+
+    def manifest(self, n: int) -> Manifest:
+        """Segment ``n``'s manifest, signature-checked (cached: manifests are write-once)."""
+        m = self._manifests.get(n)
+        if m is None:
+            name = layout.manifest(self.stream, n)
+            try:
+                text, key = open_note(self.store.get(name), self._keys)
+                m = Manifest.parse(text)
+            except NoteError as e:
+                raise IntegrityError(f"manifest {name} does not verify: {e}") from e
+            except NotFoundError as e:
+                raise IntegrityError(f"manifest {name} is missing") from e
+            if (m.journal, m.stream, m.segment, m.key_id) != (self.identity.journal_id, self.stream, n, key.key_id):
+                raise IntegrityError(f"manifest {name} names another journal, stream, segment or key")
+            self._manifests[n] = m
+        return m
+
+    def _segment_file(self, n: int) -> SegmentFile:
+        f = self._files.get(n)
+        if f is None:
+            f = self._files[n] = SegmentFile(self.store, self.manifest(n), self.identity.journal_id)
+            if len(self._files) > self._cache_segments:
+                self._files.popitem(last=False)
+        else:
+            self._files.move_to_end(n)
+        return f
+
+    def _scan_segment(self, n: int) -> dict[str, pa.Table]:
+        """The index tables of a segment computed from its key columns (no index object for it)."""
+        tables = self._scanned.get(n)
+        if tables is None:
+            m = self.manifest(n)
+            table = pq.ParquetFile(ObjectFile(self.store, m.object, m.object_size)).read(columns=build.KEY_COLUMNS)
+            tables = self._scanned[n] = build.segment_tables(table, n)
+            if len(self._scanned) > self._cache_segments:
+                self._scanned.popitem(last=False)
+        return tables
+
+    def _read(self, segment: int, row: int, rows: int) -> list[StoredEvent]:
+        """Authenticated rows of a segment, in seq order."""
+        return table_to_events(self._segment_file(segment).read_rows(row, rows))
+
+    # -- unsealed events -------------------------------------------------------------------
+
+    def _unsealed(self) -> list[StoredEvent]:
+        """Events in the WAL after the last sealed one, their chain checked; [] without a WAL dir."""
+        if self._wal_dir is None or not self._wal_dir.is_dir():
+            return []
+        from ..journal import wal as walmod  # the WAL's reader, not the writer
+
+        last = self.manifest(self._segment_count - 1) if self._segment_count else None
+        seq = last.last_seq + 1 if last else 0
+        prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
+        out: list[StoredEvent] = []
+        for path in walmod.list_wal_files(self._wal_dir):
+            try:
+                contents = walmod.read_wal(path)
+            except FileNotFoundError:
+                continue  # sealed and removed meanwhile: those events are in segments now
+            for e in contents.events:
+                if e.seq < seq:
+                    continue
+                if e.seq != seq or e.prev_hash != prev or event_hash(prev, encode_fields(e.field_values())) != e.hash:
+                    raise IntegrityError(f"write-ahead log event seq {e.seq} does not continue the chain at seq {seq}", seq=e.seq)
+                out.append(e)
+                seq, prev = e.seq + 1, e.hash
+        return out
+
+    def _event(self, e: StoredEvent, segment: int | None) -> Event:
+        return Event.from_stored(e, stream=self.stream, segment=segment)
+
+    # -- one execution ------------------------------------------------------------------------
+
+    def _execution_rows(self, execution_id: str) -> pa.Table:
+        table = self.catalog.lookup("executions", self._segment_count, "execution_id", execution_id)
+        return table.sort_by([("segment", "ascending"), ("first_seq", "ascending")])
+
+    def _execution_events(self, execution_id: str, upto: int | None = None) -> list[Event]:
+        """Every event of the execution (to ``upto``), verified one by one and as a whole."""
+        self.refresh()
+        entries = self._execution_rows(execution_id).to_pylist()
+        unsealed = [e for e in self._unsealed() if e.execution_id == execution_id]
+        out: list[Event] = []
+        claimed_last = None
+        for entry in entries:
+            if upto is not None and entry["first_seq"] > upto:
+                break
+            m = self.manifest(entry["segment"])
+            # One row on each side too: they must belong to other executions, which proves
+            # (they are authenticated with the rest) that no row of this one was left out here.
+            start = max(entry["row"] - 1, 0)
+            stop = min(entry["row"] + entry["rows"] + 1, m.events)
+            rows = self._read(entry["segment"], start, stop - start)
+            mine = [e for e in rows if e.execution_id == execution_id]
+            if len(mine) != entry["rows"] or (mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
+                raise IntegrityError(
+                    f"execution {execution_id!r}: the index entry for segment {entry['segment']} does not match its rows",
+                    seq=entry["first_seq"],
+                )
+            out.extend(self._event(e, entry["segment"]) for e in mine)
+            claimed_last = entry["last_seq"]
+        out.extend(self._event(e, None) for e in unsealed)
+        if unsealed:
+            claimed_last = unsealed[-1].seq
+        check_chain(execution_id, out)
+        if upto is None and claimed_last is not None and out[-1].seq != claimed_last:
+            raise IntegrityError(f"execution {execution_id!r}: its last event is seq {claimed_last}, replay ended at {out[-1].seq}",
+                                 seq=claimed_last)
+        return [e for e in out if upto is None or e.seq <= upto]
+
+    def replay(self, execution_id: str, upto: int | None = None) -> Iterator[Event]:
+        """The execution's events in seq order, up to ``upto`` (a seq) if given, each verified.
+
+        Raises IntegrityError (with ``seq``) when an event is altered, missing,
+        duplicated, reordered or injected, NotFoundError when there is no such execution.
+        """
+        events = self._execution_events(execution_id, upto)
+        if not events and upto is None:
+            raise NotFoundError(f"no execution {execution_id!r} in stream {self.stream}")
+        yield from events
+
+    def events(self, execution_id: str) -> list[Event]:
+        """All events of an execution (a run, an agent request), in order; [] if none."""
+        return self._execution_events(execution_id)
+
+    def events_after(self, execution_id: str, after_seq: int) -> list[Event]:
+        """The execution's events with seq > ``after_seq`` (incremental catch-up)."""
+        return [e for e in self._execution_events(execution_id) if e.seq > after_seq]
+
+    def latest_seq(self, execution_id: str) -> int | None:
+        """The seq of the execution's last event, or None when it has none."""
+        events = self._execution_events(execution_id)
+        return events[-1].seq if events else None
+
+    def execution_exists(self, execution_id: str) -> bool:
+        self.refresh()
+        if self._execution_rows(execution_id).num_rows:
+            return True
+        return any(e.execution_id == execution_id for e in self._unsealed())
+
+    def count_events(self, execution_id: str | None = None) -> int:
+        """Events of one execution, or of the whole stream (sealed and not) with None."""
+        if execution_id is not None:
+            self.refresh()
+            total = sum(self._execution_rows(execution_id).column("rows").to_pylist())
+            return total + sum(1 for e in self._unsealed() if e.execution_id == execution_id)
+        n = self.refresh()
+        sealed = self.manifest(n - 1).last_seq + 1 if n else 0
+        return sealed + len(self._unsealed())
+
+    def state_at(self, execution_id: str, upto: int | None = None) -> dict[str, Any]:
+        """The execution's state after seq ``upto`` (default: now), folded from its verified events."""
+        return state.fold(self.replay(execution_id, upto))
+
+    def resume_point(self, execution_id: str) -> ResumePoint:
+        """Where to pick the execution up after a crash (see :class:`ResumePoint`)."""
+        return state.resume_point(execution_id, list(self.replay(execution_id)))
+
+    # -- threads, tenants, ids ------------------------------------------------------------------
+
+    def thread_events(self, thread_id: str) -> list[Event]:
+        """Every event of a thread (a conversation) across its executions, in seq order."""
+        self.refresh()
+        rows = self.catalog.lookup("executions", self._segment_count, "thread_id", thread_id)
+        executions = set(rows.column("execution_id").to_pylist())
+        executions |= {e.execution_id for e in self._unsealed() if e.thread_id == thread_id}
+        events = [e for x in sorted(executions) for e in self._execution_events(x) if e.thread_id == thread_id]
+        return sorted(events, key=lambda e: e.seq)
+
+    def executions(self, tenant_id: str | None = None, *, limit: int | None = 100, offset: int = 0) -> list[ExecutionSummary]:
+        """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""
+        self.refresh()
+        table = self.catalog.lookup("executions", self._segment_count, "execution_id")
+        if tenant_id is not None:
+            table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
+        found: dict[str, dict[str, Any]] = {}
+        for r in table.sort_by([("segment", "ascending")]).to_pylist():
+            _merge(found, r["execution_id"], r["tenant_id"], r["thread_id"], r["first_seq"], r["last_seq"], r["rows"],
+                   r["first_ts"].astimezone(dt.UTC), r["last_ts"].astimezone(dt.UTC), r["last_event_type"])
+        for e in self._unsealed():
+            if tenant_id is None or e.tenant_id == tenant_id:
+                ts = _ts(e.ts)
+                _merge(found, e.execution_id, e.tenant_id, e.thread_id, e.seq, e.seq, 1, ts, ts, e.event_type)
+        summaries = [ExecutionSummary(execution_id=x, stream=self.stream, **v) for x, v in found.items()]
+        summaries.sort(key=lambda s: (s.started, s.first_seq), reverse=True)
+        return summaries[offset : None if limit is None else offset + limit]
+
+    def get_event(self, event_id: str) -> Event | None:
+        """The event with this id (verified), or None."""
+        self.refresh()
+        hits = self.catalog.lookup("events", self._segment_count, "event_id", event_id).to_pylist()
+        for hit in hits:
+            (e,) = self._read(hit["segment"], hit["row"], 1)
+            if e.event_id != event_id or e.seq != hit["seq"]:
+                raise IntegrityError(f"the index points event {event_id!r} at seq {hit['seq']}, which is another event",
+                                     seq=hit["seq"])
+            return self._event(e, hit["segment"])
+        for e in self._unsealed():
+            if e.event_id == event_id:
+                return self._event(e, None)
+        return None
+
+    def find(self, *, event_type: str | None = None, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, execution_id: str | None = None, limit: int | None = None) -> list[Event]:
+        """Events by type and/or time range ``[since, until)``, in seq order, each verified.
+
+        Segments outside the dates are skipped by name, row groups by their statistics.
+        """
+        self.refresh()
+        lo = None if since is None else _micros(since)
+        hi = None if until is None else _micros(until)
+        out: list[Event] = []
+
+        def wanted(e: StoredEvent) -> bool:
+            return ((event_type is None or e.event_type == event_type) and (lo is None or e.ts >= lo)
+                    and (hi is None or e.ts < hi) and (execution_id is None or e.execution_id == execution_id))
+
+        for n in range(self._segment_count):
+            m = self.manifest(n)
+            date = layout.parse_segment(m.object)
+            if date is not None and not _date_overlaps(date[1], lo, hi):
+                continue
+            f = self._segment_file(n)
+            for j in _row_groups(f, event_type, lo, hi):
+                start = j * f.block
+                count = min(f.block, m.events - start)
+                out.extend(self._event(e, n) for e in table_to_events(f.read_rows(start, count)) if wanted(e))
+            if limit is not None and len(out) >= limit:
+                break
+        out.extend(self._event(e, None) for e in self._unsealed() if wanted(e))
+        out.sort(key=lambda e: e.seq)
+        return out if limit is None else out[:limit]
+
+
+def check_chain(execution_id: str, events: list[Event]) -> None:
+    """The events of one execution, as returned, must be its whole linked history."""
+    check_sorted_unique([e.seq for e in events], execution_id)
+    prev = None
+    for e in events:
+        if e.execution_id != execution_id:
+            raise IntegrityError(f"seq {e.seq} belongs to execution {e.execution_id!r}, not {execution_id!r} (injected)", seq=e.seq)
+        if e.exec_prev_seq != prev:
+            before = "no event" if prev is None else f"seq {prev}"
+            raise IntegrityError(
+                f"execution {execution_id!r}: seq {e.seq} links to seq {e.exec_prev_seq}, but the event returned "
+                f"before it is {before} (an event is missing)",
+                seq=e.seq,
+            )
+        prev = e.seq
+
+
+def _merge(found: dict[str, dict[str, Any]], x: str, tenant: str | None, thread: str | None, first: int, last: int,
+           rows: int, first_ts: dt.datetime, last_ts: dt.datetime, last_type: str) -> None:
+    cur = found.get(x)
+    if cur is None:
+        found[x] = dict(tenant_id=tenant, thread_id=thread, first_seq=first, last_seq=last, events=rows,
+                        started=first_ts, last_ts=last_ts, last_event_type=last_type)
+        return
+    cur["events"] += rows
+    if last > cur["last_seq"]:
+        cur.update(last_seq=last, last_ts=last_ts, last_event_type=last_type)
+
+
+def _ts(micros: int) -> dt.datetime:
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+
+
+def _micros(value: dt.datetime) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+
+
+def _date_overlaps(date: str, lo: int | None, hi: int | None) -> bool:
+    start = _micros(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC))
+    end = start + 86_400_000_000
+    return (lo is None or end > lo) and (hi is None or start < hi)
+
+
+def _row_groups(f: SegmentFile, event_type: str | None, lo: int | None, hi: int | None) -> list[int]:
+    """Row groups whose statistics do not rule the filters out."""
+    md = f._pf.metadata  # noqa: SLF001 - the footer is the segment file's own
+    schema = f._pf.schema_arrow  # noqa: SLF001
+    type_col, ts_col = schema.get_field_index("event_type"), schema.get_field_index("ts")
+    out = []
+    for j in range(md.num_row_groups):
+        rg = md.row_group(j)
+        st = rg.column(type_col).statistics
+        if event_type is not None and st is not None and st.has_min_max and not st.min <= event_type <= st.max:
+            continue
+        ts = rg.column(ts_col).statistics
+        if ts is not None and ts.has_min_max:
+            tmin, tmax = _micros(ts.min), _micros(ts.max)
+            if (lo is not None and tmax < lo) or (hi is not None and tmin >= hi):
+                continue
+        out.append(j)
+    return out
+

@@ -1,0 +1,106 @@
+"""Authenticated partial reads of a sealed segment: a few row groups, not the file.
+
+Each row group is a complete subtree of the segment's Merkle tree (FORMAT.md,
+section 5). To trust rows of some row groups, their subtree roots are recomputed
+from the rows, the footer supplies the other roots, and the root they make must
+be the signed ``merkle_root`` of the manifest. Then each wanted row's event hash
+is recomputed from its fields: a row that passes is exactly the event that was sealed.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import IntegrityError, JournalError
+from ..storage.base import ObjectReader
+from ..storage.objectfile import ObjectFile
+from . import merkle
+from .manifest import Manifest
+from .table import BLOCK_ROOTS_KEY, BLOCK_ROWS_KEY, FORMAT_VERSION, SCHEMA, decode_block_roots, row_hashes
+
+
+class SegmentFile:
+    """One sealed segment, opened by its footer; rows are read and checked on demand.
+
+    Raises IntegrityError when the footer does not fit the signed manifest.
+    """
+
+    def __init__(self, store: ObjectReader, manifest: Manifest, journal_id: str) -> None:
+        self.manifest = manifest
+        self.file = ObjectFile(store, manifest.object, manifest.object_size)
+        where = f"segment {manifest.segment} ({manifest.object})"
+        try:
+            self._pf = pq.ParquetFile(self.file)
+            meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
+            block = int(meta[BLOCK_ROWS_KEY])
+            roots = decode_block_roots(meta[BLOCK_ROOTS_KEY])
+        except JournalError:
+            raise
+        except Exception as e:  # a torn or foreign file: pyarrow's errors are not typed for us
+            raise IntegrityError(f"{where} cannot be read as a wormjournal segment: {e}") from e
+        expected = {
+            "wormjournal.format": FORMAT_VERSION,
+            "wormjournal.journal": journal_id,
+            "wormjournal.stream": manifest.stream,
+            "wormjournal.segment": str(manifest.segment),
+        }
+        if any(meta.get(k) != v for k, v in expected.items()) or self._pf.schema_arrow.remove_metadata() != SCHEMA:
+            raise IntegrityError(f"{where}: its metadata or schema is not this journal's segment")
+        md = self._pf.metadata
+        sizes = [md.row_group(j).num_rows for j in range(md.num_row_groups)]
+        aligned = all(n == block for n in sizes[:-1]) and (not sizes or 0 < sizes[-1] <= block)
+        if not aligned or len(roots) != len(sizes) or sum(sizes) != manifest.events:
+            raise IntegrityError(f"{where}: its row groups are not its Merkle blocks, or do not hold {manifest.events} rows")
+        self.block = block
+        self._roots = roots
+
+    @property
+    def bytes_read(self) -> int:
+        return self.file.bytes_read
+
+    def read_rows(self, start: int, count: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows ``start .. start+count-1`` (storage order), each authenticated; raises IntegrityError."""
+        if count <= 0:
+            return SCHEMA.empty_table()
+        if start < 0 or start + count > self.manifest.events:
+            raise IntegrityError(
+                f"segment {self.manifest.segment} has {self.manifest.events} rows, not rows {start}..{start + count - 1}"
+            )
+        groups = list(range(start // self.block, (start + count - 1) // self.block + 1))
+        table = self._pf.read_row_groups(groups)
+        roots = list(self._roots)
+        offset = 0
+        for j in groups:
+            n = self._pf.metadata.row_group(j).num_rows
+            hashes = table.column("hash").slice(offset, n).to_pylist()
+            roots[j] = merkle.root_from_leaf_hashes([merkle.leaf_hash(h or b"") for h in hashes])
+            offset += n
+        rows = table.slice(start - groups[0] * self.block, count)
+        if merkle.root_from_leaf_hashes(roots) != self.manifest.merkle_root:
+            seqs = rows.column("seq").to_pylist()
+            raise IntegrityError(
+                f"segment {self.manifest.segment}: the rows holding seq {seqs[0] if seqs else '?'}.. do not match "
+                "the signed Merkle root (rows altered, reordered, or removed)",
+                seq=seqs[0] if seqs else None,
+            )
+        computed = row_hashes(rows)
+        stored = rows.column("hash").to_pylist()
+        for seq, a, b in zip(rows.column("seq").to_pylist(), computed, stored, strict=True):
+            if a != b:
+                raise IntegrityError(f"event seq {seq}: its fields do not hash to its stored hash (altered)", seq=seq)
+        return rows if columns is None else rows.select(columns)
+
+    def row_groups_for(self, start: int, count: int) -> list[int]:
+        return list(range(start // self.block, (start + count - 1) // self.block + 1)) if count > 0 else []
+
+
+def covering_runs(rows: list[int]) -> list[tuple[int, int]]:
+    """Sorted row numbers as (start, count) runs of consecutive rows."""
+    out = []
+    for _, grp in itertools.groupby(enumerate(sorted(set(rows))), key=lambda p: p[1] - p[0]):
+        run = [r for _, r in grp]
+        out.append((run[0], len(run)))
+    return out
