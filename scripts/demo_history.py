@@ -98,7 +98,7 @@ class History:
                 self.emit("execution_failed", run, {"error": "ValueError: reply exceeds policy length", "failed_node": node})
                 return
             state[node] = "done"
-            self.emit("state_updated", run, {"changes": {node: "done"}, "version": i + 1}, node=node, step_id=step)
+            self.emit("state_updated", run, {"new_state": {node: "done", "version": i + 1}}, node=node, step_id=step)
             self.emit("checkpoint_saved", run, {"checkpoint_id": f"{run['execution_id']}-cp{i}", "version": i + 1}, node=node, step_id=step)
             if node == "review" and needs_human:
                 self.emit("human_interrupted", run, {"reason": "refund over 100 EUR needs approval", "amount_eur": 149.0}, node=node, step_id=step)

@@ -1,12 +1,13 @@
 """The ``wormjournal`` command.
 
-Exit codes: 0 success (verify: intact), 1 verification found a problem,
-2 usage, input or I/O error. Only this module reads flags and the environment.
+Exit codes: 0 success (verify: intact), 1 verification (or a read's
+verification) found a problem, 2 usage, input or I/O error. Only this module reads flags and the environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import os
@@ -19,8 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .errors import ConfigError, JournalError, ValidationError
+from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ValidationError
 from .events import validate_event
+from .index import Reader
+from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
@@ -233,6 +236,117 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- reading ------------------------------------------------------------------------
+
+
+def _reader(args: argparse.Namespace) -> Reader:
+    wal = _wal_dir(args)
+    if wal is None and not args.store.startswith("s3://"):
+        wal = Path(args.store) / ".wal"
+    return Reader(_store(args), stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value is not None else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_executions(args: argparse.Namespace) -> int:
+    found = _reader(args).executions(args.tenant, limit=args.limit, offset=args.offset)
+    if args.json:
+        for x in found:
+            out.print(json.dumps(x.to_dict(), ensure_ascii=False), markup=False, highlight=False)
+        return EXIT_OK
+    rows = [(x.execution_id, x.tenant_id or "-", x.thread_id or "-", x.status, str(x.events),
+             x.started.isoformat(timespec="seconds"), x.last_event_type) for x in found]
+    _print_columns(("execution", "tenant", "thread", "status", "events", "started", "last event"), rows)
+    if not found:
+        out.print("no executions" + (f" for tenant {args.tenant}" if args.tenant else ""))
+    return EXIT_OK
+
+
+def _print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Plain aligned columns (greppable, and not squeezed to the terminal's width); the last one unpadded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for r in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]
+        out.print("  ".join(cells).rstrip(), markup=False, highlight=False)
+
+
+def _ms(delta: dt.timedelta) -> str:
+    ms = delta / dt.timedelta(milliseconds=1)
+    return f"{ms:,.0f} ms" if ms < 10_000 else f"{ms / 1000:,.1f} s"
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    events = list(reader.replay(args.execution, upto=args.upto))  # every event verified before it is shown
+    if args.json:
+        for e in events:
+            out.print(e.to_json(), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_OK
+    rows = []
+    started: dict[str, dt.datetime] = {}
+    prev: dt.datetime | None = None
+    for e in events:
+        took = ""
+        key = e.step_id or e.node or ""
+        if e.event_type in ("node_started", "step_started"):
+            started[key] = e.ts
+        elif e.event_type in ("node_completed", "node_failed", "step_completed", "step_failed") and key in started:
+            took = _ms(e.ts - started.pop(key))
+        rows.append((str(e.seq), e.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                     "+" + _ms(e.ts - prev) if prev else "", e.event_type,
+                     "/".join(v for v in (e.node, e.step_id) if v) or "-", took, "" if e.sealed else "unsealed",
+                     _short(e.payload)))
+        prev = e.ts
+    _print_columns(("seq", "time", "since prev", "event", "node/step", "took", "", "payload"), rows)
+    total = events[-1].ts - events[0].ts if events else dt.timedelta(0)
+    out.print(f"{len(events)} events of execution {args.execution}, {_ms(total)}; each verified "
+              f"({'against the given keys' if args.public_key else 'with the keys stored in the journal'})")
+    return EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    state = reader.state_at(args.execution, upto=args.upto)
+    if args.resume:
+        out.print_json(json.dumps(reader.resume_point(args.execution).to_dict(), ensure_ascii=False))
+    else:
+        out.print_json(json.dumps(state, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    event = _reader(args).get_event(args.event)
+    if event is None:
+        raise NotFoundError(f"no event {args.event!r} in stream {args.stream}", hint="event ids are case-sensitive")
+    if args.json:
+        out.print(event.to_json(), markup=False, highlight=False)
+    else:
+        table = Table("field", "value", show_header=False)
+        for k, v in event.to_dict().items():
+            table.add_row(k, json.dumps(v, ensure_ascii=False, indent=1) if isinstance(v, (dict, list)) else str(v))
+        out.print(table)
+    return EXIT_OK
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    store = _store(args)
+    keys = _public_keys(args.public_key)
+    if sys.stderr.isatty():
+        with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+            task = bar.add_task("reindex", total=None)
+            results = reindex_store(store, public_keys=keys, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    else:
+        results = reindex_store(store, public_keys=keys)
+    for r in results:
+        out.print(f"stream {r.stream}: {r.segments} segments, {r.indexed} indexed now, {len(r.runs)} runs written")
+    if not results:
+        out.print("no sealed segment: nothing to index")
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------
 
 
@@ -275,6 +389,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
+    def reader(p: argparse.ArgumentParser) -> None:
+        store(p)
+        p.add_argument("--stream", default=DEFAULT_STREAM, help="stream to read (default: %(default)s)")
+        p.add_argument("--public-key", action="append", metavar="FILE",
+                       help="trusted public key (PEM); repeatable (default: the keys stored in the journal)")
+        p.add_argument("--wal-dir", type=Path, default=None, help="the writer's write-ahead log, to see unsealed events too")
+
+    p = sub.add_parser("executions", help="list executions, newest first")
+    reader(p)
+    p.add_argument("--tenant", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="JSON Lines, one execution a line")
+    p.set_defaults(func=cmd_executions)
+    p = sub.add_parser("replay", help="an execution's verified timeline")
+    reader(p)
+    p.add_argument("--execution", required=True)
+    p.add_argument("--upto", type=int, default=None, metavar="SEQ", help="stop after this seq")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one event a line")
+    p.set_defaults(func=cmd_replay)
+    p = sub.add_parser("state", help="an execution's state folded from its verified events")
+    reader(p)
+    p.add_argument("--execution", required=True)
+    p.add_argument("--upto", type=int, default=None, metavar="SEQ", help="the state after this seq")
+    p.add_argument("--resume", action="store_true", help="print the resume point (status, last node, pending)")
+    p.set_defaults(func=cmd_state)
+    p = sub.add_parser("show", help="one event by id, verified")
+    reader(p)
+    p.add_argument("--event", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("reindex", help="rebuild missing index objects from the segments")
+    store(p)
+    p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
+    p.set_defaults(func=cmd_reindex)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
     store(p)
     p.add_argument("--json", action="store_true")
@@ -287,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
+    except IntegrityError as e:  # a broken promise found while reading: like a verify finding
+        err.print(f"integrity error: {e.diagnostics()}", markup=False, highlight=False)
+        return EXIT_FINDINGS
     except JournalError as e:
         err.print(f"error: {e.diagnostics()}", markup=False, highlight=False)
         return EXIT_ERROR

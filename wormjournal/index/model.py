@@ -127,8 +127,8 @@ class ResumePoint:
     """Where a runtime picks an execution up after a crash.
 
     ``status``: ``completed``, ``failed``, ``cancelled`` or ``open`` (no terminal event:
-    resume it). ``last_completed_node`` / ``last_completed_step`` are those of the last
-    ``node_completed`` / ``step_completed`` event; ``state`` is :meth:`Reader.state_at`
+    resume it). ``last_completed_node`` is the node of the last ``node_completed`` event,
+    ``last_completed_step`` the step id of the last ``step_completed`` or ``node_completed`` one; ``state`` is :meth:`Reader.state_at`
     at ``last_seq``; ``pending`` lists nodes started and not completed (interrupted work).
     """
 

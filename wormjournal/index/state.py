@@ -48,6 +48,7 @@ def resume_point(execution_id: str, events: list[Event]) -> ResumePoint:
             started.remove(e.node)
         if e.event_type == "node_completed":
             last_node = e.node
+            last_step = e.step_id or last_step
         elif e.event_type == "step_completed":
             last_step = e.step_id
     last = events[-1]
