@@ -86,7 +86,9 @@ def test_readme_starts_with_demo_and_test_commands() -> None:
 def test_readme_cli_lines_parse() -> None:
     """Every command of the command-line section is accepted by the real parser."""
     lines = cli_lines()
-    assert [shlex.split(line)[1] for line in lines] == ["init", "append", "seal", "verify", "info"]
+    assert [shlex.split(line)[1] for line in lines] == [
+        "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
+    ]
     for line in lines:
         argv = shlex.split(line.replace("[--json]", "--json").replace("<journal id>/<key id>", "j/k"))
         assert argv[0] == "wormjournal"
@@ -159,6 +161,22 @@ def test_readme_cli_section_runs_on_demo_history(tmp_path: Path) -> None:
     assert stream["checkpoint"]["tree_size"] == len(sealed)
     assert stream["head_hash"] == report["streams"][0]["head_hash"]
     assert info["journal_id"] in info_text.stdout
+
+    # The read commands, on the same history.
+    acme = [json.loads(x) for x in outputs["executions"][1].stdout.splitlines()]
+    assert acme and {x["tenant_id"] for x in acme} == {"acme-bank"}
+    assert [x["started"] for x in acme] == sorted((x["started"] for x in acme), reverse=True)
+    run3 = [json.loads(line) for line in lines if json.loads(line)["execution_id"] == "run-0003"]
+    replay_text, replay_json = outputs["replay"]
+    assert [json.loads(x)["event_id"] for x in replay_json.stdout.splitlines()] == [e["event_id"] for e in run3]
+    assert f"{len(run3)} events of execution run-0003" in replay_text.stdout
+    state_upto, resume = outputs["state"]
+    assert isinstance(json.loads(state_upto.stdout), dict)
+    assert json.loads(resume.stdout)["status"] in ("completed", "failed")
+    show_text, show_json = outputs["show"]
+    assert json.loads(show_json.stdout)["event_id"] == "run-0003-e002"
+    assert "run-0003-e002" in show_text.stdout
+    assert "0 indexed now" in outputs["reindex"][0].stdout  # the seals indexed every segment
 
     # The same pipeline through stdin ('-'), as `demo_history.py | wormjournal append STORE -`.
     store2, keys2 = tmp_path / "journal2", tmp_path / "keys2"
