@@ -80,7 +80,9 @@ class Catalog:
                 log.warning("index object %s is unreadable (%s); reading its segments directly", obj.name, e)
                 return None
             meta = pf.schema_arrow.metadata or {}
-            if meta.get(b"wormjournal.journal", b"").decode() != self.journal_id or len(build.sources_of(meta)) != obj.last - obj.first + 1:
+            span = (meta.get(b"wormjournal.first_segment", b"").decode(), meta.get(b"wormjournal.last_segment", b"").decode())
+            if (meta.get(b"wormjournal.journal", b"").decode() != self.journal_id or span != (str(obj.first), str(obj.last))
+                    or len(build.sources_of(meta)) != obj.last - obj.first + 1):
                 log.warning("index object %s is not this journal's; reading its segments directly", obj.name)
                 return None
             self._files[obj.name] = pf
@@ -105,12 +107,13 @@ class Catalog:
             sources = build.sources_of(pf.schema_arrow.metadata)
             # Rows computed from other bytes than the signed segment are replaced by a scan of it.
             segs = set(table.column("segment").to_pylist()) if table.num_rows else set()
-            stale = {s for s in segs if sources[s - obj.first] != self._segment_sha256(s)}
+            outside = {s for s in segs if not obj.first <= s <= obj.last}
+            stale = outside | {s for s in segs - outside if sources[s - obj.first] != self._segment_sha256(s)}
             if stale:
                 log.warning("index object %s disagrees with segments %s; reading them directly", obj.name, sorted(stale))
                 keep = pc.invert(pc.is_in(table.column("segment"), pa.array(sorted(stale), pa.int64())))
                 table = table.filter(keep)
-                missing.extend(sorted(stale))
+                missing.extend(sorted(stale - outside))
             parts.append(table)
         for segment in sorted(set(missing)):
             table = self._scan_segment(segment)[kind]

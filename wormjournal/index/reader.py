@@ -209,15 +209,27 @@ class Reader:
             # (they are authenticated with the rest) that no row of this one was left out here.
             start = max(entry["row"] - 1, 0)
             stop = min(entry["row"] + entry["rows"] + 1, m.events)
-            rows = self._read(entry["segment"], start, stop - start)
+            try:
+                rows = self._read(entry["segment"], start, stop - start)
+            except IntegrityError as e:
+                if e.seq is not None:
+                    raise
+                # The damage is in the row groups holding this execution's rows: name its first event there.
+                raise IntegrityError(str(e), seq=entry["first_seq"]) from e
             mine = [e for e in rows if e.execution_id == execution_id]
             if len(mine) != entry["rows"] or (mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
+                # The authenticated rows show the truth: name the first event the index left out.
+                claimed = set(range(entry["first_seq"], entry["last_seq"] + 1))
+                injected = [e.seq for e in rows if e.seq in claimed and e.execution_id != execution_id]
+                extra = [e.seq for e in mine if e.seq not in claimed or e.exec_prev_seq not in claimed | {entry["prev_seq"]}]
                 raise IntegrityError(
                     f"execution {execution_id!r}: the index entry for segment {entry['segment']} does not match its rows",
-                    seq=entry["first_seq"],
+                    seq=(injected or extra or [entry["first_seq"]])[0],
                 )
             out.extend(self._event(e, entry["segment"]) for e in mine)
             claimed_last = entry["last_seq"]
+        if upto is not None:
+            unsealed = [e for e in unsealed if e.seq <= upto]
         out.extend(self._event(e, None) for e in unsealed)
         if unsealed:
             claimed_last = unsealed[-1].seq

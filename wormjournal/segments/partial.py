@@ -81,10 +81,10 @@ class SegmentFile:
         rows = table.slice(start - groups[0] * self.block, count)
         if merkle.root_from_leaf_hashes(roots) != self.manifest.merkle_root:
             seqs = rows.column("seq").to_pylist()
+            # No one event to name: the caller knows which of these rows it wanted.
             raise IntegrityError(
-                f"segment {self.manifest.segment}: the rows holding seq {seqs[0] if seqs else '?'}.. do not match "
-                "the signed Merkle root (rows altered, reordered, or removed)",
-                seq=seqs[0] if seqs else None,
+                f"segment {self.manifest.segment}: the row groups holding seq {min(seqs) if seqs else '?'}.. do not "
+                "match the signed Merkle root (rows altered, reordered, or removed)",
             )
         computed = row_hashes(rows)
         stored = rows.column("hash").to_pylist()
