@@ -22,7 +22,7 @@ class JournalConfig:
     seal_max_bytes: int = 256 << 20
     seal_max_age_seconds: float | None = 600.0
     segment_max_events: int = 1_000_000
-    row_group_rows: int = 8192
+    row_group_rows: int = 2048  # a power of two; lookups read whole row groups (scripts/bench_lookup.py)
     zstd_level: int = 3
     # Payloads this large are zstd-compressed one by one; smaller ones by the segment's pages.
     compress_min_bytes: int = 4096
