@@ -108,8 +108,8 @@ def test_manifest_naming_a_foreign_object_is_found(tmp_path: Path, monkeypatch: 
 
 
 def test_segment_metadata_of_another_journal_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = sealer_mod.write_segment
-    monkeypatch.setattr(sealer_mod, "write_segment", lambda events, **kw: real(events, **{**kw, "journal_id": "someone-else"}))
+    real = sealer_mod.build_segment
+    monkeypatch.setattr(sealer_mod, "build_segment", lambda events, **kw: real(events, **{**kw, "journal_id": "someone-else"}))
     rows = [{"ts": DAY1, "execution_id": "a", "exec_prev_seq": None}]
     found = kinds(seal_forged(tmp_path, rows))
     assert set(found) == {"segment_metadata"}

@@ -17,7 +17,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IntegrityError
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
@@ -137,11 +136,3 @@ class Catalog:
         if value is not None:
             table = table.filter(pc.equal(table.column(column), pa.scalar(value, table.schema.field(column).type)))
         return table
-
-
-def check_sorted_unique(seqs: list[int], execution_id: str) -> None:
-    for a, b in zip(seqs, seqs[1:]):
-        if b == a:
-            raise IntegrityError(f"execution {execution_id!r}: seq {b} was returned twice (duplicated)", seq=b)
-        if b < a:
-            raise IntegrityError(f"execution {execution_id!r}: seq {b} came after seq {a} (reordered)", seq=b)

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..events import StoredEvent, format_ts, micros_to_datetime, parse_ts
+from ..events import StoredEvent, datetime_to_micros, format_ts, micros_to_datetime, parse_ts
 from ..payload import decode_payload
 
 # Event types that end an execution, and the status each one means.
@@ -63,7 +63,7 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["ts"] = format_ts(_micros(self.ts))
+        out["ts"] = format_ts(datetime_to_micros(self.ts))
         return out
 
     def to_json(self) -> str:
@@ -78,10 +78,6 @@ class Event:
     @classmethod
     def from_json(cls, text: str) -> Event:
         return cls.from_dict(json.loads(text))
-
-
-def _micros(ts: dt.datetime) -> int:
-    return (ts - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,8 +105,8 @@ class ExecutionSummary:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["started"] = format_ts(_micros(self.started))
-        out["last_ts"] = format_ts(_micros(self.last_ts))
+        out["started"] = format_ts(datetime_to_micros(self.started))
+        out["last_ts"] = format_ts(datetime_to_micros(self.last_ts))
         out["status"] = self.status
         return out
 

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import IntegrityError, NotFoundError
-from ..events import StoredEvent, event_hash, encode_fields, genesis_hash
+from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
 from ..segments.identity import read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import NoteError, VerifyKey, open_note
@@ -34,7 +34,7 @@ from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
 from ..storage.objectfile import ObjectFile
 from . import build, state
-from .catalog import Catalog, check_sorted_unique
+from .catalog import Catalog
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class Reader:
                    r["first_ts"].astimezone(dt.UTC), r["last_ts"].astimezone(dt.UTC), r["last_event_type"])
         for e in self._unsealed():
             if tenant_id is None or e.tenant_id == tenant_id:
-                ts = _ts(e.ts)
+                ts = micros_to_datetime(e.ts)
                 _merge(found, e.execution_id, e.tenant_id, e.thread_id, e.seq, e.seq, 1, ts, ts, e.event_type)
         summaries = [ExecutionSummary(execution_id=x, stream=self.stream, **v) for x, v in found.items()]
         summaries.sort(key=lambda s: (s.started, s.first_seq), reverse=True)
@@ -338,8 +338,8 @@ class Reader:
         Segments outside the dates are skipped by name, row groups by their statistics.
         """
         self.refresh()
-        lo = None if since is None else _micros(since)
-        hi = None if until is None else _micros(until)
+        lo = None if since is None else datetime_to_micros(since)
+        hi = None if until is None else datetime_to_micros(until)
         out: list[Event] = []
 
         def wanted(e: StoredEvent) -> bool:
@@ -365,9 +365,13 @@ class Reader:
 
 def check_chain(execution_id: str, events: list[Event]) -> None:
     """The events of one execution, as returned, must be its whole linked history."""
-    check_sorted_unique([e.seq for e in events], execution_id)
     prev = None
-    for e in events:
+    for i, e in enumerate(events):
+        before = events[i - 1].seq if i else None
+        if before is not None and e.seq == before:
+            raise IntegrityError(f"execution {execution_id!r}: seq {e.seq} was returned twice (duplicated)", seq=e.seq)
+        if before is not None and e.seq < before:
+            raise IntegrityError(f"execution {execution_id!r}: seq {e.seq} came after seq {before} (reordered)", seq=e.seq)
         if e.execution_id != execution_id:
             raise IntegrityError(f"seq {e.seq} belongs to execution {e.execution_id!r}, not {execution_id!r} (injected)", seq=e.seq)
         if e.exec_prev_seq != prev:
@@ -392,18 +396,8 @@ def _merge(found: dict[str, dict[str, Any]], x: str, tenant: str | None, thread:
         cur.update(last_seq=last, last_ts=last_ts, last_event_type=last_type)
 
 
-def _ts(micros: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
-
-
-def _micros(value: dt.datetime) -> int:
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return (value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
-
-
 def _date_overlaps(date: str, lo: int | None, hi: int | None) -> bool:
-    start = _micros(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC))
+    start = datetime_to_micros(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC))
     end = start + 86_400_000_000
     return (lo is None or end > lo) and (hi is None or start < hi)
 
@@ -421,7 +415,7 @@ def _row_groups(f: SegmentFile, event_type: str | None, lo: int | None, hi: int 
             continue
         ts = rg.column(ts_col).statistics
         if ts is not None and ts.has_min_max:
-            tmin, tmax = _micros(ts.min), _micros(ts.max)
+            tmin, tmax = datetime_to_micros(ts.min), datetime_to_micros(ts.max)
             if (lo is not None and tmax < lo) or (hi is not None and tmin >= hi):
                 continue
         out.append(j)

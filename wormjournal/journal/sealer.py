@@ -11,21 +11,14 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, SigningKey, open_note
 from ..index import build as index_build
-from ..segments.table import (
-    events_to_table,
-    read_segment,
-    segment_merkle_root,
-    storage_order,
-    table_to_events,
-    utc_date,
-    write_segment,
-)
+from ..segments.table import build_segment, read_segment, table_to_events, utc_date
 from ..storage import layout
 from ..storage.base import Store
 
@@ -132,13 +125,16 @@ class Sealer:
             segment = st.next_segment
             end = self._chunk_end(events, pos)
             name = layout.segment(st.stream, utc_date(events[pos].ts), segment)
-            data = write_segment(
-                events[pos:end], journal_id=st.journal_id, stream=st.stream, segment=segment, row_group_rows=self.row_group_rows
-            )
+            def build(stop: int) -> tuple[bytes, Any, bytes]:
+                return build_segment(events[pos:stop], journal_id=st.journal_id, stream=st.stream, segment=segment,
+                                     row_group_rows=self.row_group_rows)
+
+            data, table, root = build(end)
             try:
                 version = self.store.put(name, data).version_id
             except ConflictError:
                 end, data = self._adopt(name, events, pos)
+                _, table, root = build(end)  # the stored rows, whatever their row groups: same index, same root
                 info = self.store.head(name)
                 version = info.version_id if info else None
             _step("segment_stored")
@@ -147,7 +143,7 @@ class Sealer:
             # The index goes in before the manifest: a sealed segment always has its index.
             index_build.write_segment_index(
                 self.store, journal_id=st.journal_id, stream=st.stream, segment=segment, sha256=sha256.hex(),
-                table=events_to_table(storage_order(chunk), index_build.KEY_COLUMNS),
+                table=table.select(index_build.KEY_COLUMNS),
             )
             _step("index_stored")
             m = Manifest(
@@ -159,7 +155,7 @@ class Sealer:
                 events=len(chunk),
                 prev_hash=chunk[0].prev_hash,
                 last_hash=chunk[-1].hash,
-                merkle_root=segment_merkle_root(chunk),
+                merkle_root=root,
                 object=name,
                 object_size=len(data),
                 object_sha256=sha256,

@@ -9,8 +9,6 @@ is recomputed from its fields: a row that passes is exactly the event that was s
 
 from __future__ import annotations
 
-import itertools
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -57,10 +55,6 @@ class SegmentFile:
         self.block = block
         self._roots = roots
 
-    @property
-    def bytes_read(self) -> int:
-        return self.file.bytes_read
-
     def read_rows(self, start: int, count: int, columns: list[str] | None = None) -> pa.Table:
         """Rows ``start .. start+count-1`` (storage order), each authenticated; raises IntegrityError."""
         if count <= 0:
@@ -92,15 +86,3 @@ class SegmentFile:
             if a != b:
                 raise IntegrityError(f"event seq {seq}: its fields do not hash to its stored hash (altered)", seq=seq)
         return rows if columns is None else rows.select(columns)
-
-    def row_groups_for(self, start: int, count: int) -> list[int]:
-        return list(range(start // self.block, (start + count - 1) // self.block + 1)) if count > 0 else []
-
-
-def covering_runs(rows: list[int]) -> list[tuple[int, int]]:
-    """Sorted row numbers as (start, count) runs of consecutive rows."""
-    out = []
-    for _, grp in itertools.groupby(enumerate(sorted(set(rows))), key=lambda p: p[1] - p[0]):
-        run = [r for _, r in grp]
-        out.append((run[0], len(run)))
-    return out

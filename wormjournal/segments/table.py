@@ -87,7 +87,19 @@ def write_segment(
     segment: int,
     row_group_rows: int,
 ) -> bytes:
-    """The Parquet bytes of one segment: zstd, statistics, page index, bloom filters.
+    """The Parquet bytes of one segment (see :func:`build_segment`)."""
+    return build_segment(events, journal_id=journal_id, stream=stream, segment=segment, row_group_rows=row_group_rows)[0]
+
+
+def build_segment(
+    events: Sequence[StoredEvent],
+    *,
+    journal_id: str,
+    stream: str,
+    segment: int,
+    row_group_rows: int,
+) -> tuple[bytes, pa.Table, bytes]:
+    """The Parquet bytes of one segment, its rows as a table, and its Merkle root: zstd, statistics, page index, bloom filters.
 
     Rows are stored in (execution_id, seq) order, so that one execution's events
     are one run of rows, and each row group is a complete subtree of the segment's
@@ -126,7 +138,8 @@ def write_segment(
             "event_id": {"ndv": ndv, "fpp": 0.01},
         },
     )
-    return sink.getvalue().to_pybytes()
+    # The block roots are complete subtrees, so they give the segment's root (FORMAT.md, section 5).
+    return sink.getvalue().to_pybytes(), table, merkle.root_from_leaf_hashes(roots)
 
 
 def read_segment(data: bytes) -> pa.Table:
