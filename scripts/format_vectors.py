@@ -10,16 +10,20 @@ still produces exactly what the document says.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+
+import pyarrow as pa
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wormjournal import events
 from wormjournal.events import StoredEvent
+from wormjournal.index import build as index_build
 from wormjournal.segments import merkle
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, raw_public
-from wormjournal.segments.table import utc_date
+from wormjournal.segments.table import events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
 
 JOURNAL_ID = "01J0000000000000000000TEST"
@@ -51,6 +55,21 @@ def uuid7_at(ts_micros: int, tail: int) -> str:
     """A fixed UUIDv7 with the millisecond of ``ts_micros`` and no randomness."""
     ms = f"{ts_micros // 1000:012x}"
     return f"{ms[:8]}-{ms[8:]}-7000-8000-{tail:012x}"
+
+
+def _index_value(value: object) -> object:
+    """Index cells as the vectors show them: timestamps as microseconds since the epoch."""
+    return events.datetime_to_micros(value) if isinstance(value, dt.datetime) else value
+
+
+def index_leaf_data(kind: str, table: object) -> bytes:
+    """The leaf data of an index table's first row (what the leaf hash hashes after 0x00)."""
+    row = index_build.sort_rows(kind, table).slice(0, 1).to_pylist()[0]  # type: ignore[arg-type]
+    parts = [index_build.LEAF_TAG, kind.encode(), b"\x00"]
+    for field in index_build.SCHEMAS[kind]:
+        kind_of = events.Kind.STR if pa.types.is_string(field.type) else events.Kind.INT
+        parts.append(events.encode_value(kind_of, _index_value(row[field.name])))
+    return b"".join(parts)
 
 
 def value_text(kind: str, value: object) -> str:
@@ -122,6 +141,13 @@ def main() -> None:
     date = utc_date(TS0)
     assert utc_date(TS1) == date
 
+    # The index objects of segment 0 (FORMAT.md, "Index"): rows and the roots the manifest signs.
+    tables = index_build.segment_tables(events_to_table(storage_order(stored)), 0)
+    index_rows = {kind: [[_index_value(v) for v in row.values()] for row in tables[kind].to_pylist()]
+                  for kind in layout.INDEX_KINDS}
+    index_roots = [index_build.encode(kind, tables[kind], journal_id=JOURNAL_ID, stream=STREAM, first=0, last=0)[1]
+                   for kind in layout.INDEX_KINDS]
+
     manifest = Manifest(
         journal=JOURNAL_ID,
         stream=STREAM,
@@ -139,6 +165,7 @@ def main() -> None:
         prev_manifest=ZERO_HASH,
         key_id=vk.key_id,
         time=SEAL_TIME,
+        index=tuple(index_roots),
     )
     mhash = manifest.manifest_hash()
     checkpoint = Checkpoint.for_manifests(checkpoint_origin(JOURNAL_ID, STREAM), [mhash])
@@ -173,6 +200,10 @@ def main() -> None:
     line(f'segment.date: "{date}"')
     line(f'segment.object: "{manifest.object}"')
     line(f"segment.merkle_root: {root.hex()}")
+    for r in sorted(index_roots):
+        line(f"index.{r.kind}.rows: {_json(index_rows[r.kind])}")
+        line(f"index.{r.kind}.leaf0: {index_leaf_data(r.kind, tables[r.kind]).hex()}")
+        line(f"index.{r.kind}.root: {r.root.hex()}")
     line(f'manifest0.object: "{layout.manifest(STREAM, 0)}"')
     line(f"manifest0.hash: {mhash.hex()}")
     line(f'checkpoint1.origin: "{checkpoint.origin}"')

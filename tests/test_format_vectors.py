@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -31,7 +32,9 @@ from hypothesis import strategies as st
 
 from wormjournal import events, payload
 from wormjournal.events import StoredEvent
+from wormjournal.index import build as index_build
 from wormjournal.segments import merkle, table
+from wormjournal.segments.table import events_to_table, storage_order
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import NoteError, SigningKey, VerifyKey, open_note, raw_public
 from wormjournal.storage import layout
@@ -391,7 +394,12 @@ def test_manifest_vector(vec: Vectors) -> None:
 
     lines = text.split("\n")
     assert lines[0] == "wormjournal/manifest/v1" and lines[-1] == ""
-    assert [line.split(" ", 1)[0] for line in lines[1:-1]] == SPEC_MANIFEST_KEYS
+    assert [line.split(" ", 1)[0] for line in lines[1:-1]] == SPEC_MANIFEST_KEYS + ["index"] * 3
+    # The index lines: kind, first and last segment, rows, root; sorted by kind.
+    assert lines[-4:-1] == [
+        f"index {kind} 0 0 {len(json.loads(vec.raw(f'index.{kind}.rows')))} {vec.raw(f'index.{kind}.root')}"
+        for kind in ("events", "executions", "threads")
+    ]
 
     m = Manifest.parse(text)
     assert m.journal == vec.text("journal_id") and m.stream == vec.text("stream")
@@ -406,6 +414,38 @@ def test_manifest_vector(vec: Vectors) -> None:
     assert m.manifest_hash() == vec.hex("manifest0.hash") == hashlib.sha256(text.encode()).digest()
     assert m.sign(key) == note
     assert layout.manifest(vec.text("stream"), 0) == vec.text("manifest0.object")
+
+
+# The index tables' columns (FORMAT.md, "Index"): name and encoding, in leaf order.
+SPEC_INDEX_COLUMNS = {
+    "executions": [("execution_id", "str"), ("segment", "int"), ("row", "int"), ("rows", "int"), ("first_seq", "int"),
+                   ("last_seq", "int"), ("prev_seq", "int"), ("first_ts", "int"), ("last_ts", "int"),
+                   ("tenant_id", "str"), ("thread_id", "str"), ("last_event_type", "str")],
+    "threads": [("thread_id", "str"), ("execution_id", "str"), ("segment", "int")],
+    "events": [("event_id", "str"), ("segment", "int"), ("row", "int"), ("seq", "int")],
+}
+
+
+def spec_index_leaf(kind: str, row: list[Any]) -> bytes:
+    data = b"wormjournal:index:v1\x00" + kind.encode() + b"\x00"
+    return data + b"".join(spec_encode(k, v) for (_, k), v in zip(SPEC_INDEX_COLUMNS[kind], row, strict=True))
+
+
+@pytest.mark.parametrize("kind", ["executions", "threads", "events"])
+def test_index_vectors(vec: Vectors, kind: str) -> None:
+    """The index rows of segment 0, their leaves and root, by the text of FORMAT.md and by the library."""
+    rows = json.loads(vec.raw(f"index.{kind}.rows"))
+    assert spec_index_leaf(kind, rows[0]) == vec.hex(f"index.{kind}.leaf0")
+    assert spec_mth([spec_index_leaf(kind, r) for r in rows]) == vec.hex(f"index.{kind}.root")
+    # The library computes the same rows from the two events, and the same root.
+    table = index_build.segment_tables(events_to_table(storage_order([stored_event(vec, 0), stored_event(vec, 1)])), 0)[kind]
+    as_vector = [[events.datetime_to_micros(v) if isinstance(v, dt.datetime) else v for v in r.values()]
+                 for r in table.to_pylist()]
+    assert as_vector == rows
+    assert [name for name, _ in SPEC_INDEX_COLUMNS[kind]] == table.schema.names
+    _, root = index_build.encode(kind, table, journal_id=vec.text("journal_id"), stream=vec.text("stream"), first=0, last=0)
+    assert (root.rows, root.root) == (len(rows), vec.hex(f"index.{kind}.root"))
+    assert index_build.leaf_hashes(kind, table) == [hashlib.sha256(b"\x00" + spec_index_leaf(kind, r)).digest() for r in rows]
 
 
 def test_checkpoint_vector(vec: Vectors) -> None:

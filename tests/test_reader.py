@@ -308,7 +308,7 @@ def test_the_history_spans_segments_row_groups_dates_and_the_wal(hist: Built) ->
     objects, missing = hist.reader().catalog.cover("executions", SEGMENTS)
     assert [(o.first, o.last) for o in objects] == [(0, 7), (8, 8), (9, 9), (10, 10)] and missing == []
     # Some execution's rows span two row groups in a segment (rows 2..5 of x-eps in segment 2, say).
-    entries = hist.reader().catalog.lookup("executions", SEGMENTS, "execution_id", None).to_pylist()
+    entries = hist.reader().catalog.lookup("executions", SEGMENTS).to_pylist()
     assert any(e["row"] // 4 != (e["row"] + e["rows"] - 1) // 4 for e in entries)
 
 
@@ -776,15 +776,6 @@ def test_an_index_object_of_another_segment_control(hist_copy: Built, expected_s
     assert snapshot(h.reader(), h) == expected_snapshot
 
 
-THREAD_BUG = (
-    "library bug: wormjournal/index/build.py segment_tables keeps one thread_id per (execution, segment) -- the "
-    "first row's -- and Reader.thread_events (index/reader.py) finds executions by it; an execution whose events "
-    "carry another thread_id later in the same segment loses them from thread_events once sealed (the unsealed "
-    "path checks every event, so the answer changes with a seal)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=THREAD_BUG)
 def test_thread_events_does_not_change_with_a_seal(tmp_path: Path) -> None:
     with Journal.create(tmp_path / "store", key_dir=tmp_path / "keys", config=CONFIG) as j:
         j.append("execution_started", "x-1", {}, thread_id="t-1", ts=DAY1)

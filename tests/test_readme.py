@@ -176,7 +176,7 @@ def test_readme_cli_section_runs_on_demo_history(tmp_path: Path) -> None:
     show_text, show_json = outputs["show"]
     assert json.loads(show_json.stdout)["event_id"] == "run-0003-e002"
     assert "run-0003-e002" in show_text.stdout
-    assert "0 indexed now" in outputs["reindex"][0].stdout  # the seals indexed every segment
+    assert "0 index objects written" in outputs["reindex"][0].stdout  # the seals indexed every segment
 
     # The same pipeline through stdin ('-'), as `demo_history.py | wormjournal append STORE -`.
     store2, keys2 = tmp_path / "journal2", tmp_path / "keys2"

@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from test_reader import Recorder, Rec, view, views
 
 from wormjournal import IntegrityError, Journal, JournalConfig, NotFoundError, Reader, VerifyReport, verify_store
+from wormjournal.index import build as index_build
 from wormjournal.journal.keys import key_name, load_keys
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import SigningKey, VerifyKey
@@ -152,7 +153,7 @@ def drop_runs(h: Hist) -> None:
 
 def rewrite_index(h: Hist, segment: int, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
     """Rewrite segment ``segment``'s executions index object's rows, keeping its schema and metadata
-    (so its sources still name the genuine segment: the reader has no reason to distrust it)."""
+    (its footer still holds the genuine block roots, which make the root its manifest signs)."""
     drop_runs(h)
     path = h.index_path("executions", segment, segment)
     table = pq.read_table(path)
@@ -286,15 +287,21 @@ def manifest_resigned_with_another_key(h: Hist) -> None:
 def segment_event_removed_and_resigned(h: Hist) -> None:
     """Seq 13 (x-b) cut out of segment 1; segment and manifest redone and signed with the journal's own key.
 
-    Every row still hashes to its stored hash, the Merkle root and signature are right for the new
-    segment: only x-b's next event, seq 16, still links to seq 13 (exec_prev_seq).
+    Every row still hashes to its stored hash, the Merkle root, index and signature are right for the
+    new segment: only x-b's next event, seq 16, still links to seq 13 (exec_prev_seq).
     """
     signing, _ = load_keys(h.keys, h.journal_id)
     events = [e for e in table_to_events(genuine_table(h, 1)) if e.seq != seq_of(TARGET, 1, 1)]
     data = write_segment(events, journal_id=h.journal_id, stream=STREAM, segment=1, row_group_rows=4)
     overwrite(h.segment_path(1), data)
+    # The index too, as the key holder can: rebuilt from the new segment, its roots in the new manifest.
+    roots = []
+    for kind, rows in index_build.segment_tables(read_segment(data), 1).items():
+        index_data, root = index_build.encode(kind, rows, journal_id=h.journal_id, stream=STREAM, first=1, last=1)
+        overwrite(h.index_path(kind, 1, 1), index_data)
+        roots.append(root)
     m = dataclasses.replace(h.manifests[1], events=len(events), merkle_root=segment_merkle_root(events),
-                            object_size=len(data), object_sha256=hashlib.sha256(data).digest())
+                            object_size=len(data), object_sha256=hashlib.sha256(data).digest(), index=tuple(roots))
     overwrite(h.manifest_path(1), m.sign(signing))
 
 
@@ -329,21 +336,10 @@ CASES = {
                                                (("exec_link", B1[2]),), ("x-a", "x-c")),
 }
 
-TAIL_BUG = (
-    "library bug: an execution's last index entry dropped (index/stream=main/executions/<last>-<last>.parquet "
-    "rewritten without x-b's row, sources metadata kept) makes Reader.replay (wormjournal/index/reader.py "
-    "_execution_events) return a silently truncated history: the +-1 neighbour rows only guard the entries it "
-    "is given, check_chain only links returned events backwards, and `claimed_last` comes from the same "
-    "untrusted index; nothing authenticates that no later entry exists. Catalog trusts any index object whose "
-    "`wormjournal.sources` metadata names the signed segment hashes, but that metadata is not bound to the rows. "
-    "Fix: bind the index to the signature (e.g. sign each per-segment index object's sha256 in the manifest and "
-    "check it, runs listing their inputs' hashes), or cross-check absence in later segments with the segments' "
-    "execution_id bloom filters / key columns"
-)
-XFAIL_SEQ = {"index-last-entry-dropped": TAIL_BUG}
+XFAIL_SEQ: dict[str, str] = {}
 # A manifest that does not verify condemns a whole segment, not one event: no seq to name.
 NO_SEQ = {"manifest-resigned-with-another-key"}
-XFAIL_RAISES = {"index-last-entry-dropped": TAIL_BUG}
+XFAIL_RAISES: dict[str, str] = {}
 
 
 def params(xfails: dict[str, str]) -> list[Any]:

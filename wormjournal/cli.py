@@ -340,11 +340,19 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             results = reindex_store(store, public_keys=keys, progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
         results = reindex_store(store, public_keys=keys)
+    code = EXIT_OK
     for r in results:
-        out.print(f"stream {r.stream}: {r.segments} segments, {r.indexed} indexed now, {len(r.runs)} runs written")
+        out.print(f"stream {r.stream}: {r.segments} segments, {len(r.written)} index objects written")
+        for name in r.damaged:
+            err.print(f"[yellow]damaged:[/] {name} does not match the root its manifest signs; reads go around it "
+                      "(the store is write-once, so it stays)")
+        for name in r.unrebuildable:
+            err.print(f"[red]cannot rebuild:[/] {name}: the rows rebuilt from the segments do not give the signed root")
+        if r.unrebuildable:
+            code = EXIT_FINDINGS
     if not results:
         out.print("no sealed segment: nothing to index")
-    return EXIT_OK
+    return code
 
 
 # -- parser ------------------------------------------------------------------------

@@ -1,39 +1,46 @@
-"""Building the index: per-segment lookup tables, and runs that merge them.
+"""Building the index: per-segment lookup tables, runs that merge them, and their Merkle roots.
 
-The index is derived data (FORMAT.md, "Index"): two Parquet tables per segment,
-``executions`` (one row per execution in the segment: where its rows are, its
-seqs, times, tenant and thread) and ``events`` (event id -> row and seq). Both are
-computed from the segment's rows alone, so ``reindex`` rebuilds them from the store.
-Runs merge the tables of ``FANOUT**level`` aligned segments, so that a lookup
-reads a few objects however many segments there are. Nothing here is trusted by
-readers: every event found through the index is verified against its segment's
-signed manifest before it is returned.
+The index (FORMAT.md, "Index") is three Parquet tables per segment, each sorted by
+its key: ``executions`` (one row per execution in the segment: where its rows are,
+its seqs, times, tenant and thread), ``threads`` (thread -> execution) and
+``events`` (event id -> row and seq). Runs merge the tables of ``FANOUT**level``
+aligned segments, so that a lookup reads a few objects however many segments
+there are. Every index object's rows form a Merkle tree, row groups are its
+subtrees (as in segments), and the manifest of the seal that wrote the object
+signs its root: a reader authenticates the rows it reads and, because the rows
+are sorted, that no row with its key was left out.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import ConflictError, JournalError
+from ..errors import ConflictError
+from ..events import Kind, encode_value
+from ..segments import merkle
+from ..segments.manifest import IndexRoot
+from ..segments.table import encode_block_roots
 from ..storage import layout
-from ..storage.base import ObjectReader, Store
-from ..storage.objectfile import ObjectFile
+from ..storage.base import Store
 
 log = logging.getLogger(__name__)
 
-INDEX_FORMAT = "1"
+INDEX_FORMAT = "2"
+LEAF_TAG = b"wormjournal:index:v1\x00"
 FANOUT = 8  # a run at level L covers FANOUT**L segments
 # Merged event-id tables grow with every event; beyond this level they would cost the
 # writer too much memory to build, so event-id lookups read level-1 runs at most.
-MAX_LEVEL = {"executions": 4, "events": 1}
+MAX_LEVEL = {"executions": 4, "threads": 4, "events": 1}
 KEY_COLUMNS = ["execution_id", "seq", "ts", "tenant_id", "thread_id", "event_type", "exec_prev_seq", "event_id"]
+BLOCK_ROWS_KEY = "wormjournal.block_rows"
+BLOCK_ROOTS_KEY = "wormjournal.block_roots"
 
 _TS = pa.timestamp("us", tz="UTC")
 EXECUTIONS_SCHEMA = pa.schema(
@@ -48,8 +55,15 @@ EXECUTIONS_SCHEMA = pa.schema(
         pa.field("first_ts", _TS, nullable=False),
         pa.field("last_ts", _TS, nullable=False),
         pa.field("tenant_id", pa.string()),
-        pa.field("thread_id", pa.string()),
+        pa.field("thread_id", pa.string()),  # of the first of these rows
         pa.field("last_event_type", pa.string(), nullable=False),
+    ]
+)
+THREADS_SCHEMA = pa.schema(
+    [
+        pa.field("thread_id", pa.string(), nullable=False),
+        pa.field("execution_id", pa.string(), nullable=False),
+        pa.field("segment", pa.int64(), nullable=False),
     ]
 )
 EVENTS_SCHEMA = pa.schema(
@@ -60,10 +74,18 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("seq", pa.int64(), nullable=False),
     ]
 )
-SCHEMAS = {"executions": EXECUTIONS_SCHEMA, "events": EVENTS_SCHEMA}
-_SORT_KEY = {"executions": [("execution_id", "ascending"), ("segment", "ascending")], "events": [("event_id", "ascending")]}
-_ROW_GROUP_ROWS = {"executions": 4096, "events": 16384}
-_DICTIONARY = {"executions": ["tenant_id", "thread_id", "last_event_type"], "events": False}
+SCHEMAS = {"executions": EXECUTIONS_SCHEMA, "threads": THREADS_SCHEMA, "events": EVENTS_SCHEMA}
+KEY = {"executions": "execution_id", "threads": "thread_id", "events": "event_id"}
+# Each table is sorted by all of its columns that make a row unique, the key first.
+_SORT_KEY = {
+    "executions": [("execution_id", "ascending"), ("segment", "ascending")],
+    "threads": [("thread_id", "ascending"), ("execution_id", "ascending"), ("segment", "ascending")],
+    "events": [("event_id", "ascending"), ("segment", "ascending"), ("row", "ascending")],
+}
+# Row groups are Merkle subtrees, so powers of two; small enough that proving a key's
+# neighbours costs little, large enough that the footer stays small.
+BLOCK_ROWS = {"executions": 1024, "threads": 1024, "events": 4096}
+_DICTIONARY = {"executions": ["tenant_id", "thread_id", "last_event_type"], "threads": False, "events": False}
 
 
 def segment_tables(table: pa.Table, segment: int) -> dict[str, pa.Table]:
@@ -97,6 +119,13 @@ def segment_tables(table: pa.Table, segment: int) -> dict[str, pa.Table]:
         ],
         schema=EXECUTIONS_SCHEMA,
     )
+    pairs = table.select(["thread_id", "execution_id"]).filter(pc.is_valid(table.column("thread_id")))
+    pairs = pairs.group_by(["thread_id", "execution_id"]).aggregate([])
+    threads = pa.Table.from_arrays(
+        [pairs.column("thread_id"), pairs.column("execution_id"),
+         pa.array(np.full(pairs.num_rows, segment, dtype=np.int64))],
+        schema=THREADS_SCHEMA,
+    )
     events = pa.Table.from_arrays(
         [
             table.column("event_id").combine_chunks(),
@@ -106,59 +135,61 @@ def segment_tables(table: pa.Table, segment: int) -> dict[str, pa.Table]:
         ],
         schema=EVENTS_SCHEMA,
     )
-    return {"executions": executions, "events": _sorted("events", events)}
+    return {kind: sort_rows(kind, t) for kind, t in
+            {"executions": executions, "threads": threads, "events": events}.items()}
 
 
-def _sorted(kind: str, table: pa.Table) -> pa.Table:
+def sort_rows(kind: str, table: pa.Table) -> pa.Table:
+    table = table.replace_schema_metadata(None).cast(SCHEMAS[kind])
     return table.take(pc.sort_indices(table, sort_keys=_SORT_KEY[kind]))
 
 
-def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int, last: int,
-           sources: Sequence[str]) -> bytes:
-    """Parquet bytes of one index object; ``sources`` are the covered segments' SHA-256 (hex)."""
-    table = table.cast(SCHEMAS[kind]).replace_schema_metadata(
+def leaf_hashes(kind: str, table: pa.Table) -> list[bytes]:
+    """The Merkle leaf hash of each row (FORMAT.md, "Index"): its columns in schema order,
+    each encoded as an event field is (strings as STR, integers and timestamps as INT)."""
+    prefix = b"\x00" + LEAF_TAG + kind.encode() + b"\x00"
+    columns = []
+    for field in SCHEMAS[kind]:
+        col = table.column(field.name)
+        if pa.types.is_timestamp(field.type):
+            col = col.cast(pa.int64())
+        kind_of = Kind.STR if pa.types.is_string(field.type) else Kind.INT
+        columns.append([encode_value(kind_of, v) for v in col.to_pylist()])
+    sha = hashlib.sha256
+    return [sha(prefix + b"".join(parts)).digest() for parts in zip(*columns, strict=True)]
+
+
+def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int, last: int) -> tuple[bytes, IndexRoot]:
+    """Parquet bytes of one index object (``table`` sorted by :func:`sort_rows`), and its root."""
+    table = table.cast(SCHEMAS[kind])
+    block = BLOCK_ROWS[kind]
+    leaves = leaf_hashes(kind, table)
+    roots = merkle.block_roots(leaves, block)
+    table = table.replace_schema_metadata(
         {
             "wormjournal.index": INDEX_FORMAT,
             "wormjournal.journal": journal_id,
             "wormjournal.stream": stream,
+            "wormjournal.kind": kind,
             "wormjournal.first_segment": str(first),
             "wormjournal.last_segment": str(last),
-            # Which segment bytes these rows were computed from: a reader ignores an index
-            # object whose sources are not the segments its manifests sign.
-            "wormjournal.sources": ",".join(sources),
+            BLOCK_ROWS_KEY: str(block),
+            BLOCK_ROOTS_KEY: encode_block_roots(roots),
         }
     )
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table, sink, row_group_size=_ROW_GROUP_ROWS[kind], compression="zstd", use_dictionary=_DICTIONARY[kind],
-        write_statistics=True,
-    )
-    return sink.getvalue().to_pybytes()
-
-
-def sources_of(metadata: dict[bytes, bytes] | None) -> list[str]:
-    text = (metadata or {}).get(b"wormjournal.sources", b"").decode()
-    return text.split(",") if text else []
+    pq.write_table(table, sink, row_group_size=block, compression="zstd", use_dictionary=_DICTIONARY[kind],
+                   write_statistics=True)
+    return sink.getvalue().to_pybytes(), IndexRoot(kind, first, last, table.num_rows, merkle.root_from_leaf_hashes(roots))
 
 
 def _put(store: Store, name: str, data: bytes) -> None:
-    """Write-once put; an index object already there with other bytes (another pyarrow's
-    encoding of the same rows, say) is kept: readers check what they use."""
+    """Write-once put; an object already there with other bytes (another pyarrow's encoding of
+    the same rows, or an interrupted seal's) is kept: readers check it against the signed root."""
     try:
         store.put(name, data)
     except ConflictError:
         log.info("index object %s exists with other bytes; keeping it", name)
-
-
-def write_segment_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table, sha256: str) -> None:
-    """Store the index objects of one segment (``table``: its rows in storage order)."""
-    for kind, t in segment_tables(table, segment).items():
-        data = encode(kind, t, journal_id=journal_id, stream=stream, first=segment, last=segment, sources=[sha256])
-        _put(store, layout.index_object(stream, kind, segment, segment), data)
-
-
-def read_index_table(store: ObjectReader, name: str, size: int | None = None) -> pa.Table:
-    return pq.ParquetFile(ObjectFile(store, name, size)).read()
 
 
 def run_bounds(level: int, k: int) -> tuple[int, int]:
@@ -166,63 +197,53 @@ def run_bounds(level: int, k: int) -> tuple[int, int]:
     return k * span, (k + 1) * span - 1
 
 
-def compact(store: Store, *, journal_id: str, stream: str, segments: int) -> list[str]:
-    """Write every missing run whose segments are all sealed and indexed; returns their names.
+def runs_ending_at(kind: str, segment: int) -> list[tuple[int, int, int]]:
+    """(level, first, last) of every run of ``kind`` that segment ``segment`` completes."""
+    out = []
+    for level in range(1, MAX_LEVEL[kind] + 1):
+        span = FANOUT**level
+        if (segment + 1) % span:
+            break
+        out.append((level, segment + 1 - span, segment))
+    return out
 
-    A run of level L merges the FANOUT runs of level L-1 (level 0: single segments) that it
-    covers. Runs are aligned, so their names and rows are a function of the segments alone.
+
+# Reads the rows of an earlier index object (kind, first, last), authenticated against the root
+# its manifest signs; None when it is missing or does not authenticate.
+EarlierRows = Callable[[str, int, int], "pa.Table | None"]
+
+
+def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table,
+                     earlier: EarlierRows) -> list[IndexRoot]:
+    """Store segment ``segment``'s index objects and every run it completes; returns their roots.
+
+    ``table`` is the segment's rows in storage order (at least KEY_COLUMNS). A run whose
+    earlier inputs are missing or damaged is left out: lookups then read smaller objects.
     """
-    written: list[str] = []
-    for kind in layout.INDEX_KINDS:
-        present = {info.name: info.size for info in store.list(layout.index_prefix(stream, kind))}
-        for level in range(1, MAX_LEVEL[kind] + 1):
-            span = FANOUT**level
-            for k in range(segments // span):
-                first, last = run_bounds(level, k)
-                name = layout.index_object(stream, kind, first, last)
-                if name in present:
-                    continue
-                parts = [layout.index_object(stream, kind, *run_bounds(level - 1, k * FANOUT + i)) for i in range(FANOUT)]
-                if any(p not in present for p in parts):
-                    continue  # an input is missing (a crash, or never built): reindex fills it
-                tables = [pq.ParquetFile(ObjectFile(store, p, present[p])) for p in parts]
-                sources = [s for pf in tables for s in sources_of(pf.schema_arrow.metadata)]
-                merged = _sorted(kind, pa.concat_tables([pf.read().replace_schema_metadata(None) for pf in tables]))
-                data = encode(kind, merged, journal_id=journal_id, stream=stream, first=first, last=last, sources=sources)
-                _put(store, name, data)
-                present[name] = len(data)
-                written.append(name)
-    return written
+    roots: list[IndexRoot] = []
+    for kind, rows in segment_tables(table, segment).items():
+        current = rows  # the rows of the object ending at this segment, at the level being built
+        data, root = encode(kind, rows, journal_id=journal_id, stream=stream, first=segment, last=segment)
+        _put(store, layout.index_object(stream, kind, segment, segment), data)
+        roots.append(root)
+        for level, first, last in runs_ending_at(kind, segment):
+            parts = []
+            for i in range(FANOUT - 1):
+                part = earlier(kind, *run_bounds(level - 1, first // FANOUT ** (level - 1) + i))
+                if part is None:
+                    break
+                parts.append(part)
+            if len(parts) != FANOUT - 1:
+                log.warning("index run %s %d-%d left out: an input is missing or damaged (lookups read smaller "
+                            "objects there)", kind, first, last)
+                break
+            current = sort_rows(kind, pa.concat_tables([p.replace_schema_metadata(None).cast(SCHEMAS[kind]) for p in parts]
+                                                       + [current]))
+            data, root = encode(kind, current, journal_id=journal_id, stream=stream, first=first, last=last)
+            _put(store, layout.index_object(stream, kind, first, last), data)
+            roots.append(root)
+    return roots
 
 
-def reindex(store: Store, *, journal_id: str, stream: str, manifests: Iterable[tuple[int, str, int, str]],
-            progress: Callable[[int], None] | None = None) -> tuple[int, list[str]]:
-    """Index every segment ``(number, object, size, sha256 hex)`` that lacks its objects, then compact.
-
-    Reads the key columns of each unindexed segment, never its payloads. Returns the
-    number of segments indexed and the runs written.
-    """
-    count = 0
-    present = {info.name for kind in layout.INDEX_KINDS for info in store.list(layout.index_prefix(stream, kind))}
-    total = 0
-    for n, obj, size, sha in manifests:
-        total = max(total, n + 1)
-        if all(layout.index_object(stream, kind, n, n) in present for kind in layout.INDEX_KINDS):
-            if progress:
-                progress(1)
-            continue
-        try:
-            data = store.get(obj)
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise ValueError("its bytes are not the ones its manifest signs")
-            table = pq.read_table(pa.BufferReader(data), columns=KEY_COLUMNS)
-        except JournalError:
-            raise
-        except Exception as e:  # a damaged segment is verify's to report; it stays unindexed
-            log.warning("segment %s cannot be indexed: %s", obj, e)
-            continue
-        write_segment_index(store, journal_id=journal_id, stream=stream, segment=n, table=table, sha256=sha)
-        count += 1
-        if progress:
-            progress(1)
-    return count, compact(store, journal_id=journal_id, stream=stream, segments=total)
+def expected_objects(roots: Sequence[IndexRoot], stream: str) -> dict[str, IndexRoot]:
+    return {layout.index_object(stream, r.kind, r.first, r.last): r for r in roots}

@@ -1,15 +1,20 @@
-"""Finding rows through the index: which objects cover which segments, and what they say.
+"""Finding rows through the index: authenticated, and proven complete for a key.
 
-The index is never trusted for content (events are verified where they are read),
-and never allowed to hide a segment: a segment no index object covers, or one whose
-index object was computed from other bytes than the segment its manifest signs, is
-read directly (its key columns only) instead.
+An index object is used only when the manifest of its last segment signs its root
+(FORMAT.md, "Index"). Its footer's block roots must make that root; each row
+group read is hashed and must give its block root. Rows are sorted by the key,
+so the rows with a key are all of them once the rows just before and just after
+are read too (authenticated, with other keys): an index object cannot leave a
+row out, and its statistics cannot hide one. A segment that no usable object
+covers is read directly, after checking its bytes against its manifest.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -17,12 +22,26 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import IntegrityError, JournalError
+from ..segments import merkle
+from ..segments.manifest import IndexRoot
+from ..segments.table import decode_block_roots
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
 from . import build
 
 log = logging.getLogger(__name__)
+
+_GROUP_CACHE = 32  # authenticated row groups kept per index object
+
+
+class IndexDamaged(IntegrityError):
+    """An index object does not match the root its manifest signs (altered, replaced or torn)."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"index object {name} {why}", hint="run `wormjournal verify`; reads go around this object")
+        self.name = name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,32 +52,146 @@ class IndexObject:
     last: int
 
 
+class IndexFile:
+    """One index object opened by its footer, checked against its signed root; rows read on demand."""
+
+    def __init__(self, store: ObjectReader, obj: IndexObject, kind: str, root: IndexRoot, journal_id: str, stream: str) -> None:
+        self.name = obj.name
+        self.kind = kind
+        self.key = build.KEY[kind]
+        try:
+            self._pf = pq.ParquetFile(ObjectFile(store, obj.name, obj.size))
+            meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
+            block = int(meta[build.BLOCK_ROWS_KEY])
+            roots = decode_block_roots(meta[build.BLOCK_ROOTS_KEY])
+        except JournalError:
+            raise
+        except Exception as e:  # torn or not Parquet: pyarrow's errors are not typed for us
+            raise IndexDamaged(obj.name, f"cannot be read: {e}") from e
+        expected = {
+            "wormjournal.index": build.INDEX_FORMAT,
+            "wormjournal.journal": journal_id,
+            "wormjournal.stream": stream,
+            "wormjournal.kind": kind,
+            "wormjournal.first_segment": str(obj.first),
+            "wormjournal.last_segment": str(obj.last),
+        }
+        if any(meta.get(k) != v for k, v in expected.items()) or self._pf.schema_arrow.remove_metadata() != build.SCHEMAS[kind]:
+            raise IndexDamaged(obj.name, "is not this journal's index object for those segments")
+        md = self._pf.metadata
+        sizes = [md.row_group(j).num_rows for j in range(md.num_row_groups)]
+        if sum(sizes) == 0:
+            sizes = []
+        aligned = block > 0 and not block & (block - 1) and all(n == block for n in sizes[:-1]) and (
+            not sizes or 0 < sizes[-1] <= block)
+        if not aligned or len(roots) != len(sizes) or sum(sizes) != root.rows:
+            raise IndexDamaged(obj.name, f"does not hold {root.rows} rows in Merkle blocks")
+        if merkle.root_from_leaf_hashes(roots) != root.root:
+            raise IndexDamaged(obj.name, "does not match the root its manifest signs")
+        self._roots = roots
+        self._block = block
+        self._groups: OrderedDict[int, pa.Table] = OrderedDict()
+        self._key_index = self._pf.schema_arrow.get_field_index(self.key)
+
+    @property
+    def groups(self) -> int:
+        return len(self._roots)
+
+    def group(self, j: int) -> pa.Table:
+        """Row group ``j``, authenticated against its block root."""
+        table = self._groups.get(j)
+        if table is not None:
+            self._groups.move_to_end(j)
+            return table
+        try:
+            table = self._pf.read_row_group(j).replace_schema_metadata(None)
+        except Exception as e:
+            raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
+        if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table)) != self._roots[j]:
+            raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
+        self._groups[j] = table
+        if len(self._groups) > _GROUP_CACHE:
+            self._groups.popitem(last=False)
+        return table
+
+    def all(self) -> pa.Table:
+        parts = [self.group(j) for j in range(self.groups)]
+        return pa.concat_tables(parts) if parts else build.SCHEMAS[self.kind].empty_table()
+
+    def _hint(self, value: Any) -> tuple[int, int]:
+        """The row groups that should hold ``value`` by the footer statistics (which are not
+        authenticated: only where to start looking), or where it would be inserted."""
+        md = self._pf.metadata
+        below, hits = -1, []
+        for j in range(self.groups):
+            stats = md.row_group(j).column(self._key_index).statistics
+            if stats is None or not stats.has_min_max:
+                return 0, self.groups - 1
+            if stats.max < value:
+                below = j
+            elif stats.min <= value:
+                hits.append(j)
+        if hits:
+            return hits[0], hits[-1]
+        return max(below, 0), min(below + 1, self.groups - 1)
+
+    def find(self, value: Any) -> pa.Table:
+        """Every row whose key is ``value``, proven to be all of them."""
+        if not self.groups:
+            return build.SCHEMAS[self.kind].empty_table()
+        lo, hi = self._hint(value)
+        while True:
+            keys: list[Any] = []
+            for j in range(lo, hi + 1):
+                keys.extend(self.group(j).column(self.key).to_pylist())
+            if any(a > b for a, b in zip(keys, keys[1:])):
+                raise IndexDamaged(self.name, "is not sorted by its key")
+            start, stop = bisect.bisect_left(keys, value), bisect.bisect_right(keys, value)
+            # The rows just outside [start, stop) must be read, so that they show other keys.
+            if start == 0 and lo > 0:
+                lo -= 1
+            elif stop == len(keys) and hi < self.groups - 1:
+                hi += 1
+            else:
+                break
+        table = pa.concat_tables([self.group(j) for j in range(lo, hi + 1)])
+        return table.slice(start, stop - start)
+
+
 class Catalog:
-    """The index objects of one stream, with their footers cached (objects never change)."""
+    """The index objects of one stream: which to use for which segments, and what they hold."""
 
     def __init__(self, store: ObjectReader, journal_id: str, stream: str,
-                 segment_sha256: Callable[[int], str], scan_segment: Callable[[int], dict[str, pa.Table]]) -> None:
+                 bound: Callable[[str, int, int], IndexRoot | None],
+                 scan_segment: Callable[[int], dict[str, pa.Table]]) -> None:
         self.store = store
         self.journal_id = journal_id
         self.stream = stream
-        self._segment_sha256 = segment_sha256
+        self._bound = bound
         self._scan_segment = scan_segment
-        self._files: dict[str, pq.ParquetFile] = {}
+        self._files: dict[str, IndexFile] = {}
+        self.damaged: dict[str, str] = {}  # name -> why, for objects that failed authentication
 
-    def cover(self, kind: str, segments: int) -> tuple[list[IndexObject], list[int]]:
-        """Index objects covering segments 0..segments-1 (largest runs first), and the uncovered segments."""
-        best: dict[int, IndexObject] = {}
+    def _listing(self, kind: str, segments: int) -> dict[int, list[IndexObject]]:
+        by_first: dict[int, list[IndexObject]] = {}
         for info in self.store.list(layout.index_prefix(self.stream, kind)):
             parsed = layout.parse_index(info.name)
             if parsed is None or parsed[3] >= segments:
                 continue
-            obj = IndexObject(info.name, info.size, parsed[2], parsed[3])
-            if obj.first not in best or obj.last > best[obj.first].last:
-                best[obj.first] = obj
+            by_first.setdefault(parsed[2], []).append(IndexObject(info.name, info.size, parsed[2], parsed[3]))
+        for objs in by_first.values():
+            objs.sort(key=lambda o: o.last, reverse=True)
+        return by_first
+
+    def cover(self, kind: str, segments: int) -> tuple[list[IndexObject], list[int]]:
+        """Index objects with signed roots covering segments 0..segments-1 (largest runs first,
+        damaged ones left out), and the segments none covers."""
+        by_first = self._listing(kind, segments)
         chosen, missing = [], []
         pos = 0
         while pos < segments:
-            obj = best.get(pos)
+            obj = next((o for o in by_first.get(pos, []) if o.name not in self.damaged
+                        and self._bound(kind, o.first, o.last) is not None), None)
             if obj is None:
                 missing.append(pos)
                 pos += 1
@@ -66,73 +199,77 @@ class Catalog:
                 chosen.append(obj)
                 pos = obj.last + 1
         if missing:
-            log.info("stream %s: %d segment(s) have no index object; reading them directly (run `wormjournal reindex`)",
-                     self.stream, len(missing))
+            log.info("stream %s: %d segment(s) have no usable %s index object; reading them directly "
+                     "(`wormjournal reindex` writes the missing ones)", self.stream, len(missing), kind)
         return chosen, missing
 
-    def _file(self, obj: IndexObject) -> pq.ParquetFile | None:
-        pf = self._files.get(obj.name)
-        if pf is None:
-            try:
-                pf = pq.ParquetFile(ObjectFile(self.store, obj.name, obj.size))
-            except Exception as e:  # a damaged index object is ignored: the segments are the truth
-                log.warning("index object %s is unreadable (%s); reading its segments directly", obj.name, e)
-                return None
-            meta = pf.schema_arrow.metadata or {}
-            span = (meta.get(b"wormjournal.first_segment", b"").decode(), meta.get(b"wormjournal.last_segment", b"").decode())
-            if (meta.get(b"wormjournal.journal", b"").decode() != self.journal_id or span != (str(obj.first), str(obj.last))
-                    or len(build.sources_of(meta)) != obj.last - obj.first + 1):
-                log.warning("index object %s is not this journal's; reading its segments directly", obj.name)
-                return None
-            self._files[obj.name] = pf
-        return pf
+    def _file(self, kind: str, obj: IndexObject) -> IndexFile:
+        f = self._files.get(obj.name)
+        if f is None:
+            root = self._bound(kind, obj.first, obj.last)
+            assert root is not None  # cover() chose it for its root
+            f = self._files[obj.name] = IndexFile(self.store, obj, kind, root, self.journal_id, self.stream)
+        return f
 
-    def lookup(self, kind: str, segments: int, column: str, value: Any = None) -> pa.Table:
-        """Rows of the ``kind`` tables of all segments whose ``column`` equals ``value``
-        (every row when ``value`` is None); row groups whose statistics exclude it are skipped."""
+    def lookup(self, kind: str, segments: int, value: Any = None) -> pa.Table:
+        """Authenticated rows of the ``kind`` tables of segments 0..segments-1 whose key is ``value``
+        (all of them, proven), or every row with None.
+
+        Raises IndexDamaged for an object that fails its checks; it is then left out of later
+        lookups, so calling again reads around it.
+        """
         objects, missing = self.cover(kind, segments)
         parts: list[pa.Table] = []
         for obj in objects:
-            pf = self._file(obj)
-            if pf is None:
-                missing.extend(range(obj.first, obj.last + 1))
-                continue
             try:
-                table = self._read_matching(pf, column, value)
-            except Exception as e:
-                log.warning("index object %s cannot be read (%s); reading its segments directly", obj.name, e)
-                missing.extend(range(obj.first, obj.last + 1))
-                continue
-            sources = build.sources_of(pf.schema_arrow.metadata)
-            # Rows computed from other bytes than the signed segment are replaced by a scan of it.
-            segs = set(table.column("segment").to_pylist()) if table.num_rows else set()
-            outside = {s for s in segs if not obj.first <= s <= obj.last}
-            stale = outside | {s for s in segs - outside if sources[s - obj.first] != self._segment_sha256(s)}
-            if stale:
-                log.warning("index object %s disagrees with segments %s; reading them directly", obj.name, sorted(stale))
-                keep = pc.invert(pc.is_in(table.column("segment"), pa.array(sorted(stale), pa.int64())))
-                table = table.filter(keep)
-                missing.extend(sorted(stale - outside))
-            parts.append(table)
-        for segment in sorted(set(missing)):
-            table = self._scan_segment(segment)[kind]
-            if value is not None:
-                table = table.filter(pc.equal(table.column(column), pa.scalar(value, table.schema.field(column).type)))
-            parts.append(table)
-        schema = build.SCHEMAS[kind]
-        parts = [p.replace_schema_metadata(None).cast(schema) for p in parts if p.num_rows]
-        return pa.concat_tables(parts) if parts else schema.empty_table()
+                f = self._file(kind, obj)
+                parts.append(f.all() if value is None else f.find(value))
+            except IndexDamaged as e:
+                self.damaged[obj.name] = str(e)
+                self._files.pop(obj.name, None)
+                log.warning("%s", e)
+                raise
+        for segment in missing:
+            parts.append(_matching(self._scan_segment(segment)[kind], build.KEY[kind], value))
+        return _concat(kind, parts)
 
-    @staticmethod
-    def _read_matching(pf: pq.ParquetFile, column: str, value: Any) -> pa.Table:
-        md = pf.metadata
-        index = pf.schema_arrow.get_field_index(column)
-        groups = []
-        for j in range(md.num_row_groups):
-            stats = md.row_group(j).column(index).statistics
-            if value is None or stats is None or not stats.has_min_max or stats.min <= value <= stats.max:
-                groups.append(j)
-        table = pf.read_row_groups(groups) if groups else pf.schema_arrow.empty_table()
-        if value is not None:
-            table = table.filter(pc.equal(table.column(column), pa.scalar(value, table.schema.field(column).type)))
+    def claims(self, kind: str, segments: int, value: Any) -> pa.Table:
+        """What the index objects say about ``value``, read without authentication: what a reader
+        that trusted them would see. Used only to tell how a damaged object would mislead."""
+        by_first = self._listing(kind, segments)
+        parts: list[pa.Table] = []
+        pos = 0
+        key = build.KEY[kind]
+        while pos < segments:
+            objs = by_first.get(pos)
+            table = None
+            if objs:
+                obj = objs[0]
+                try:
+                    pf = pq.ParquetFile(ObjectFile(self.store, obj.name, obj.size))
+                    meta = pf.schema_arrow.metadata or {}
+                    if (meta.get(b"wormjournal.journal", b"").decode() == self.journal_id
+                            and meta.get(b"wormjournal.first_segment") == str(obj.first).encode()
+                            and meta.get(b"wormjournal.last_segment") == str(obj.last).encode()):
+                        table = _matching(pf.read().replace_schema_metadata(None), key, value)
+                except Exception:  # unreadable: such a reader would have read the segments
+                    table = None
+            if table is None:
+                parts.append(_matching(self._scan_segment(pos)[kind], key, value))
+                pos += 1
+            else:
+                parts.append(table)
+                pos = objs[0].last + 1  # type: ignore[index]
+        return _concat(kind, parts)
+
+
+def _matching(table: pa.Table, column: str, value: Any) -> pa.Table:
+    if value is None:
         return table
+    return table.filter(pc.equal(table.column(column), pa.scalar(value, table.schema.field(column).type)))
+
+
+def _concat(kind: str, parts: list[pa.Table]) -> pa.Table:
+    schema = build.SCHEMAS[kind]
+    parts = [p.replace_schema_metadata(None).cast(schema) for p in parts if p.num_rows]
+    return pa.concat_tables(parts) if parts else schema.empty_table()

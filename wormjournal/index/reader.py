@@ -12,6 +12,7 @@ are also checked as a whole: each links to the previous one of the execution
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 from collections import OrderedDict
@@ -32,9 +33,8 @@ from ..segments.partial import SegmentFile
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
-from ..storage.objectfile import ObjectFile
 from . import build, state
-from .catalog import Catalog
+from .catalog import Catalog, IndexDamaged
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Reader:
         self._cache_segments = cache_segments
         self._segment_count = 0
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
-                               lambda n: self.manifest(n).object_sha256.hex(), self._scan_segment)
+                               lambda kind, first, last: self.manifest(last).index_root(kind, first), self._scan_segment)
 
     @property
     def bytes_read(self) -> int:
@@ -149,7 +149,14 @@ class Reader:
         tables = self._scanned.get(n)
         if tables is None:
             m = self.manifest(n)
-            table = pq.ParquetFile(ObjectFile(self.store, m.object, m.object_size)).read(columns=build.KEY_COLUMNS)
+            try:
+                data = self.store.get(m.object)
+            except NotFoundError as e:
+                raise IntegrityError(f"segment {n} ({m.object}) is missing") from e
+            if hashlib.sha256(data).digest() != m.object_sha256:
+                raise IntegrityError(f"segment {n} ({m.object}) is not the object its manifest signs "
+                                     "(its bytes were changed)")
+            table = pq.read_table(pa.BufferReader(data), columns=build.KEY_COLUMNS)
             tables = self._scanned[n] = build.segment_tables(table, n)
             if len(self._scanned) > self._cache_segments:
                 self._scanned.popitem(last=False)
@@ -190,14 +197,52 @@ class Reader:
 
     # -- one execution ------------------------------------------------------------------------
 
+    def _lookup(self, kind: str, value: Any = None) -> tuple[pa.Table, list[IndexDamaged]]:
+        """Authenticated index rows for ``value`` (every row with None), and the damaged index
+        objects that had to be read around to get them."""
+        damaged: list[IndexDamaged] = []
+        while True:
+            try:
+                return self.catalog.lookup(kind, self._segment_count, value), damaged
+            except IndexDamaged as e:  # left out from now on: the next try reads around it
+                damaged.append(e)
+
     def _execution_rows(self, execution_id: str) -> pa.Table:
-        table = self.catalog.lookup("executions", self._segment_count, "execution_id", execution_id)
-        return table.sort_by([("segment", "ascending"), ("first_seq", "ascending")])
+        return _by_segment(self._lookup("executions", execution_id)[0])
 
     def _execution_events(self, execution_id: str, upto: int | None = None) -> list[Event]:
-        """Every event of the execution (to ``upto``), verified one by one and as a whole."""
+        """Every event of the execution (to ``upto``), verified one by one and as a whole.
+
+        A damaged index object is read around; if what it says would have changed this
+        execution's history, the read raises IntegrityError naming the first seq it gets wrong.
+        """
         self.refresh()
-        entries = self._execution_rows(execution_id).to_pylist()
+        table, damaged = self._lookup("executions", execution_id)
+        events = self._events_from(execution_id, _by_segment(table).to_pylist(), upto)
+        if damaged:
+            self._check_claims(execution_id, upto, events, damaged)
+        return events
+
+    def _check_claims(self, execution_id: str, upto: int | None, events: list[Event], damaged: list[IndexDamaged]) -> None:
+        names = ", ".join(e.name for e in damaged)
+        try:
+            claims = self.catalog.claims("executions", self._segment_count, execution_id)
+            claimed = [e.seq for e in self._events_from(execution_id, _by_segment(claims).to_pylist(), upto)]
+        except IntegrityError as e:
+            raise IntegrityError(f"index object {names} does not match its signed root, and would mislead this "
+                                 f"read: {e}", seq=e.seq) from e
+        except Exception:  # a damaged object pyarrow cannot even read as a table misleads no one
+            return
+        diff = sorted(set(claimed) ^ {e.seq for e in events})
+        if diff:
+            raise IntegrityError(
+                f"execution {execution_id!r}: index object {names} does not match its signed root, and "
+                f"{'leaves out' if diff[0] not in claimed else 'adds'} seq {diff[0]}",
+                seq=diff[0],
+            )
+
+    def _events_from(self, execution_id: str, entries: list[dict[str, Any]], upto: int | None) -> list[Event]:
+        """The execution's events from its index entries (plus the unsealed ones), each checked."""
         unsealed = [e for e in self._unsealed() if e.execution_id == execution_id]
         out: list[Event] = []
         claimed_last = None
@@ -292,7 +337,7 @@ class Reader:
     def thread_events(self, thread_id: str) -> list[Event]:
         """Every event of a thread (a conversation) across its executions, in seq order."""
         self.refresh()
-        rows = self.catalog.lookup("executions", self._segment_count, "thread_id", thread_id)
+        rows = self._lookup("threads", thread_id)[0]
         executions = set(rows.column("execution_id").to_pylist())
         executions |= {e.execution_id for e in self._unsealed() if e.thread_id == thread_id}
         events = [e for x in sorted(executions) for e in self._execution_events(x) if e.thread_id == thread_id]
@@ -301,7 +346,7 @@ class Reader:
     def executions(self, tenant_id: str | None = None, *, limit: int | None = 100, offset: int = 0) -> list[ExecutionSummary]:
         """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""
         self.refresh()
-        table = self.catalog.lookup("executions", self._segment_count, "execution_id")
+        table = self._lookup("executions")[0]
         if tenant_id is not None:
             table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
         found: dict[str, dict[str, Any]] = {}
@@ -319,7 +364,7 @@ class Reader:
     def get_event(self, event_id: str) -> Event | None:
         """The event with this id (verified), or None."""
         self.refresh()
-        hits = self.catalog.lookup("events", self._segment_count, "event_id", event_id).to_pylist()
+        hits = self._lookup("events", event_id)[0].to_pylist()
         for hit in hits:
             (e,) = self._read(hit["segment"], hit["row"], 1)
             if e.event_id != event_id or e.seq != hit["seq"]:
@@ -361,6 +406,10 @@ class Reader:
         out.extend(self._event(e, None) for e in self._unsealed() if wanted(e))
         out.sort(key=lambda e: e.seq)
         return out if limit is None else out[:limit]
+
+
+def _by_segment(table: pa.Table) -> pa.Table:
+    return table.sort_by([("segment", "ascending"), ("first_seq", "ascending")])
 
 
 def check_chain(execution_id: str, events: list[Event]) -> None:

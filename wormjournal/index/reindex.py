@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import pyarrow as pa
+
 from ..segments.notes import VerifyKey
 from ..storage import layout
 from ..storage.base import Store
 from . import build
+from .catalog import IndexDamaged, IndexFile, IndexObject
 from .reader import Reader
 
 
@@ -16,38 +19,77 @@ from .reader import Reader
 class ReindexResult:
     stream: str
     segments: int
-    indexed: int  # segments whose index objects were missing and are now written
-    runs: list[str]
+    written: list[str]  # index objects that were missing and are now stored
+    damaged: list[str]  # objects present that do not match their signed root (write-once: left as they are)
+    unrebuildable: list[str]  # missing objects whose rebuilt rows do not give the signed root
 
 
 def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = None,
                   progress: Callable[[int, int], None] | None = None) -> list[ReindexResult]:
-    """Write every missing index object of every stream, then the missing runs.
+    """Write every index object a manifest signs the root of and the store lacks, from the segments
+    (or from smaller index objects that check out), each one checked against its signed root.
 
-    Manifests are signature-checked first (with ``public_keys``, or the store's
-    keys), so the index is only ever built from sealed segments. Index objects
-    already present are kept (the store is write-once; readers check what they use).
-    Raises IntegrityError on a manifest that does not verify.
+    Manifests are signature-checked first (with ``public_keys``, or the store's keys), so
+    the index is only ever rebuilt to what the writer signed. Objects present are checked
+    and, if damaged, reported (the store is write-once; readers go around them).
+    Raises IntegrityError on a manifest or segment that does not verify.
     """
     names = [info.name for info in store.list(layout.MANIFESTS_PREFIX)]
     results = []
-    streams = layout.streams_from_names(names)
-    total = len(names)
-    done = 0
-    for stream in streams:
+    total, done = len(names), 0
+    for stream in layout.streams_from_names(names):
         reader = Reader(store, stream=stream, public_keys=public_keys)
         count = reader.refresh()
-        manifests = [reader.manifest(n) for n in range(count)]
+        present = {info.name: info.size for kind in layout.INDEX_KINDS
+                   for info in store.list(layout.index_prefix(stream, kind))}
+        result = ReindexResult(stream, count, [], [], [])
+        cache: dict[str, pa.Table] = {}
+        bound = {layout.index_object(stream, r.kind, r.first, r.last): r
+                 for n in range(count) for r in reader.manifest(n).index}
 
-        def step(k: int) -> None:
-            nonlocal done
-            done += k
+        def rows(kind: str, first: int, last: int) -> pa.Table:
+            """The rows of an index object: stored and authentic, or rebuilt from the parts below it."""
+            name = layout.index_object(stream, kind, first, last)
+            if name in cache:
+                return cache[name]
+            table, root = None, bound.get(name)
+            if root is not None and name in present and name not in result.damaged:
+                try:
+                    obj = IndexObject(name, present[name], first, last)
+                    table = IndexFile(store, obj, kind, root, reader.identity.journal_id, stream).all()
+                except IndexDamaged:
+                    result.damaged.append(name)
+            if table is None and first == last:
+                table = reader._scan_segment(first)[kind]  # noqa: SLF001 - checked against its manifest
+            elif table is None:
+                span = (last - first + 1) // build.FANOUT
+                table = build.sort_rows(kind, pa.concat_tables(
+                    [rows(kind, f, f + span - 1) for f in range(first, last + 1, span)]))
+            if last - first < build.FANOUT:
+                cache[name] = table  # small: kept for the run above it
+            return table
+
+        for n in range(count):
+            for root in reader.manifest(n).index:
+                name = layout.index_object(stream, root.kind, root.first, root.last)
+                if name in present:
+                    if name not in result.damaged:
+                        try:
+                            IndexFile(store, IndexObject(name, present[name], root.first, root.last), root.kind, root,
+                                      reader.identity.journal_id, stream)
+                        except IndexDamaged:
+                            result.damaged.append(name)
+                    continue
+                data, got = build.encode(root.kind, rows(root.kind, root.first, root.last), journal_id=reader.identity.journal_id, stream=stream,
+                                         first=root.first, last=root.last)
+                if got != root:
+                    result.unrebuildable.append(name)
+                    continue
+                store.put(name, data)
+                present[name] = len(data)
+                result.written.append(name)
+            done += 1
             if progress is not None:
                 progress(done, total)
-
-        indexed, runs = build.reindex(
-            store, journal_id=reader.identity.journal_id, stream=stream,
-            manifests=[(m.segment, m.object, m.object_size, m.object_sha256.hex()) for m in manifests], progress=step,
-        )
-        results.append(ReindexResult(stream, count, indexed, runs))
+        results.append(result)
     return results

@@ -13,11 +13,14 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, SigningKey, open_note
 from ..index import build as index_build
+from ..index.catalog import IndexFile, IndexObject
 from ..segments.table import build_segment, read_segment, table_to_events, utc_date
 from ..storage import layout
 from ..storage.base import Store
@@ -140,10 +143,10 @@ class Sealer:
             _step("segment_stored")
             chunk = events[pos:end]
             sha256 = hashlib.sha256(data).digest()
-            # The index goes in before the manifest: a sealed segment always has its index.
-            index_build.write_segment_index(
-                self.store, journal_id=st.journal_id, stream=st.stream, segment=segment, sha256=sha256.hex(),
-                table=table.select(index_build.KEY_COLUMNS),
+            # The index goes in before the manifest, which signs its roots.
+            index_roots = index_build.write_seal_index(
+                self.store, journal_id=st.journal_id, stream=st.stream, segment=segment,
+                table=table.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
             )
             _step("index_stored")
             m = Manifest(
@@ -163,6 +166,7 @@ class Sealer:
                 prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
                 key_id=self.key.verify_key.key_id,
                 time=format_ts(now_micros()),
+                index=tuple(index_roots),
             )
             self.store.put(layout.manifest(st.stream, segment), m.sign(self.key))
             _step("manifest_stored")
@@ -172,16 +176,23 @@ class Sealer:
             pos = end
         self.write_checkpoint()
         _step("checkpoint_stored")
-        self.compact_index()
         return manifests
 
-    def compact_index(self) -> None:
-        """Merge the index of full runs of segments; a failure costs lookups speed, never data."""
+    def _earlier_index(self, kind: str, first: int, last: int) -> pa.Table | None:
+        """The rows of an index object an earlier seal wrote, checked against the root its manifest
+        signs (a run merges them and is signed anew: it must not launder altered rows)."""
+        name = layout.index_object(self.state.stream, kind, first, last)
         try:
-            index_build.compact(self.store, journal_id=self.state.journal_id, stream=self.state.stream,
-                                segments=self.state.next_segment)
-        except JournalError as e:
-            log.warning("index compaction failed, lookups read more objects until the next seal: %s", e)
+            text, _ = open_note(self.store.get(layout.manifest(self.state.stream, last)), [self.key.verify_key])
+            root = Manifest.parse(text).index_root(kind, first)
+            info = self.store.head(name)
+            if root is None or info is None:
+                return None
+            obj = IndexObject(name, info.size, first, last)
+            return IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).all()
+        except (JournalError, NoteError) as e:
+            log.warning("index object %s cannot be used for a run: %s", name, e)
+            return None
 
     def write_checkpoint(self) -> None:
         """Sign and store the checkpoint over every manifest so far (idempotent)."""

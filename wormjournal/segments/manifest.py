@@ -14,6 +14,7 @@ from . import merkle
 from .notes import NoteError, SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
+INDEX_LINE = "index"
 ZERO_HASH = b"\x00" * 32
 NO_VERSION = "-"
 
@@ -38,6 +39,36 @@ _MANIFEST_LINES: tuple[tuple[str, str], ...] = (
 )
 
 
+@dataclasses.dataclass(frozen=True, order=True)
+class IndexRoot:
+    """An index object this seal wrote: its kind, the segments it covers, its rows and their Merkle root."""
+
+    kind: str
+    first: int
+    last: int
+    rows: int
+    root: bytes
+
+    def line(self) -> str:
+        return f"{INDEX_LINE} {self.kind} {self.first} {self.last} {self.rows} {self.root.hex()}"
+
+    @classmethod
+    def parse(cls, line: str) -> IndexRoot:
+        parts = line.split(" ")
+        if len(parts) != 6 or parts[0] != INDEX_LINE:
+            raise NoteError(f"manifest line {line[:40]!r}: expected 'index <kind> <first> <last> <rows> <root>'")
+        _, kind, first, last, rows, root = parts
+        if not kind.isalpha() or not kind.islower():
+            raise NoteError(f"manifest index kind {kind[:20]!r} is not a lowercase word")
+        if not all(v.isdigit() and (v == "0" or not v.startswith("0")) for v in (first, last, rows)):
+            raise NoteError("manifest index first, last and rows must be decimals")
+        if len(root) != 64 or root != root.lower() or any(c not in "0123456789abcdef" for c in root):
+            raise NoteError("manifest index root is not 64 lowercase hex digits")
+        if int(last) < int(first):
+            raise NoteError("manifest index covers no segment (last < first)")
+        return cls(kind, int(first), int(last), int(rows), bytes.fromhex(root))
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     journal: str
@@ -56,13 +87,26 @@ class Manifest:
     prev_manifest: bytes
     key_id: str
     time: str
+    # The index objects stored with this segment (FORMAT.md, "Index"), in (kind, first) order.
+    index: tuple[IndexRoot, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", tuple(sorted(self.index)))  # the order of the text
 
     def text(self) -> str:
         lines = [MANIFEST_HEADER]
         for key, kind in _MANIFEST_LINES:
             value = getattr(self, key)
             lines.append(f"{key} {value.hex() if kind == 'hash' else value}")
+        lines.extend(r.line() for r in self.index)
         return "\n".join(lines) + "\n"
+
+    def index_root(self, kind: str, first: int) -> IndexRoot | None:
+        """The root this manifest binds for the ``kind`` index object covering ``first..segment``."""
+        for r in self.index:
+            if r.kind == kind and r.first == first and r.last == self.segment:
+                return r
+        return None
 
     def manifest_hash(self) -> bytes:
         """SHA-256 of the note text (signatures excluded): the link and the checkpoint leaf."""
@@ -77,9 +121,9 @@ class Manifest:
         lines = text.split("\n")
         if lines[-1] != "" or lines[0] != MANIFEST_HEADER:
             raise NoteError("not a wormjournal manifest")
-        body = lines[1:-1]
+        body = lines[1 : 1 + len(_MANIFEST_LINES)]
         if len(body) != len(_MANIFEST_LINES):
-            raise NoteError(f"manifest has {len(body)} lines, expected {len(_MANIFEST_LINES)}")
+            raise NoteError(f"manifest has {len(body)} lines, expected at least {len(_MANIFEST_LINES)}")
         values: dict[str, object] = {}
         for line, (key, kind) in zip(body, _MANIFEST_LINES, strict=True):
             got_key, _, raw = line.partition(" ")
@@ -98,7 +142,10 @@ class Manifest:
                     values[key] = raw
             except ValueError as e:
                 raise NoteError(f"manifest {key}: {e}") from e
-        m = cls(**values)  # type: ignore[arg-type]
+        index = tuple(IndexRoot.parse(line) for line in lines[1 + len(_MANIFEST_LINES) : -1])
+        m = cls(**values, index=index)  # type: ignore[arg-type]
+        if any(r.last != m.segment for r in index) or len({(r.kind, r.first) for r in index}) != len(index):
+            raise NoteError("manifest index lines must cover segments ending at this one, once each")
         if m.text() != text:
             raise NoteError("manifest is not in canonical form")
         return m

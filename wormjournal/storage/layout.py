@@ -7,7 +7,7 @@ The layout (FORMAT.md, "Object names")::
     segments/stream=<s>/date=<YYYY-MM-DD>/seg-<n>.parquet  sealed events (hive-style)
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
-    index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (never trusted)
+    index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SEGMENTS_PREFIX = "segments/"
 MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
-INDEX_KINDS = ("executions", "events")
+INDEX_KINDS = ("executions", "threads", "events")
 NUMBER_WIDTH = 12
 
 STREAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -29,7 +29,7 @@ _SEGMENT_RE = re.compile(
     r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/seg-(?P<n>\d{12})\.parquet"
 )
 _INDEX_RE = re.compile(
-    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
+    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
 )
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
 
