@@ -348,7 +348,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
                       "(the store is write-once, so it stays)")
         for name in r.unrebuildable:
             err.print(f"[red]cannot rebuild:[/] {name}: the rows rebuilt from the segments do not give the signed root")
-        if r.unrebuildable:
+        if r.damaged or r.unrebuildable:
             code = EXIT_FINDINGS
     if not results:
         out.print("no sealed segment: nothing to index")

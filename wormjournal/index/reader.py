@@ -219,12 +219,12 @@ class Reader:
         self.refresh()
         table, damaged = self._lookup("executions", execution_id)
         events = self._events_from(execution_id, _by_segment(table).to_pylist(), upto)
-        if damaged:
-            self._check_claims(execution_id, upto, events, damaged)
+        if damaged or self.catalog.damaged:  # met now or by an earlier read: the answer must not depend on which
+            self._check_claims(execution_id, upto, events)
         return events
 
-    def _check_claims(self, execution_id: str, upto: int | None, events: list[Event], damaged: list[IndexDamaged]) -> None:
-        names = ", ".join(e.name for e in damaged)
+    def _check_claims(self, execution_id: str, upto: int | None, events: list[Event]) -> None:
+        names = ", ".join(sorted(self.catalog.damaged))
         try:
             claims = self.catalog.claims("executions", self._segment_count, execution_id)
             claimed = [e.seq for e in self._events_from(execution_id, _by_segment(claims).to_pylist(), upto)]

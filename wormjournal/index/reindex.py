@@ -73,10 +73,10 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
             for root in reader.manifest(n).index:
                 name = layout.index_object(stream, root.kind, root.first, root.last)
                 if name in present:
-                    if name not in result.damaged:
-                        try:
+                    if name not in result.damaged and name not in cache:
+                        try:  # every row group hashed: damage under a genuine footer is found too
                             IndexFile(store, IndexObject(name, present[name], root.first, root.last), root.kind, root,
-                                      reader.identity.journal_id, stream)
+                                      reader.identity.journal_id, stream).all()
                         except IndexDamaged:
                             result.damaged.append(name)
                     continue

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 
 from . import merkle
+from ..storage.layout import INDEX_KINDS
 from .notes import NoteError, SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
@@ -58,9 +59,9 @@ class IndexRoot:
         if len(parts) != 6 or parts[0] != INDEX_LINE:
             raise NoteError(f"manifest line {line[:40]!r}: expected 'index <kind> <first> <last> <rows> <root>'")
         _, kind, first, last, rows, root = parts
-        if not kind.isalpha() or not kind.islower():
-            raise NoteError(f"manifest index kind {kind[:20]!r} is not a lowercase word")
-        if not all(v.isdigit() and (v == "0" or not v.startswith("0")) for v in (first, last, rows)):
+        if kind not in INDEX_KINDS:
+            raise NoteError(f"manifest index kind {kind[:20]!r} is not one of {', '.join(INDEX_KINDS)}")
+        if not all(v.isascii() and v.isdigit() and (v == "0" or not v.startswith("0")) for v in (first, last, rows)):
             raise NoteError("manifest index first, last and rows must be decimals")
         if len(root) != 64 or root != root.lower() or any(c not in "0123456789abcdef" for c in root):
             raise NoteError("manifest index root is not 64 lowercase hex digits")
