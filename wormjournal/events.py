@@ -62,6 +62,7 @@ class EventType(StrEnum):
     GOAL_EVALUATED = "goal_evaluated"
     RETRY_SCHEDULED = "retry_scheduled"
     EXCEPTION_RAISED = "exception_raised"
+    ERASURE_RECEIPT = "erasure_receipt"  # appended by shred (FORMAT.md, section 3.2)
 
 
 KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)

@@ -8,14 +8,24 @@ hashed field, so a reader always knows how to undo the steps.
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Callable
 from typing import Any
 
 import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import IntegrityError
+from .events import Kind, encode_value
 
 CODEC_JSON = "json"
 CODEC_JSON_ZSTD = "json+zstd"
+ENCRYPTED = "+aes256gcm"  # the last codec step of an encrypted payload
+NONCE_BYTES = 12
+_AAD_TAG = b"wormjournal:payload:v1\x00"
+# What reads return in place of a payload they cannot decrypt (FORMAT.md, "Payload encryption").
+MARKER_KEY = "$wormjournal"
 # A payload never decompresses to more than this; refuses decompression bombs on read.
 MAX_DECODED_BYTES = 64 << 20
 
@@ -70,3 +80,61 @@ def decode_payload(codec: str, data: bytes) -> Any:
         return json.loads(decode_payload_json(codec, data))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IntegrityError(f"payload is not JSON: {e}") from e
+
+
+# -- encryption -------------------------------------------------------------------------------------
+
+
+def payload_aad(journal_id: str, stream: str, seq: int, key_id: str, codec: str) -> bytes:
+    """The associated data of an encrypted payload: it cannot be moved to another event or key."""
+    return _AAD_TAG + b"".join([encode_value(Kind.STR, journal_id), encode_value(Kind.STR, stream),
+                                encode_value(Kind.INT, seq), encode_value(Kind.STR, key_id), encode_value(Kind.STR, codec)])
+
+
+def encrypt(aead: AESGCM, data: bytes, aad: bytes) -> bytes:
+    """nonce (12 random bytes) || AES-256-GCM ciphertext and tag."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    return nonce + aead.encrypt(nonce, data, aad)
+
+
+def decrypt(key: bytes, data: bytes, aad: bytes) -> bytes:
+    """Raises IntegrityError when the bytes or their binding were changed (or the key is not theirs)."""
+    try:
+        return AESGCM(key).decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], aad)
+    except (InvalidTag, ValueError) as e:
+        raise IntegrityError("an encrypted payload does not decrypt with its key (bytes or binding changed)") from e
+
+
+def marker(state: str, key_id: str | None) -> dict[str, Any]:
+    """The value read in place of a payload: ``shredded`` (its key was destroyed) or ``encrypted``
+    (read without the key store)."""
+    return {MARKER_KEY: state, "key_id": key_id}
+
+
+def is_marker(value: Any, state: str | None = None) -> bool:
+    return isinstance(value, dict) and set(value) == {MARKER_KEY, "key_id"} and (state is None or value[MARKER_KEY] == state)
+
+
+# A data key by id: the key, None when it was shredded (raises when it was never held).
+DataKeys = Callable[[str], "bytes | None"]
+
+
+def read_payload(codec: str, data: bytes, key_id: str | None, *, journal_id: str, stream: str, seq: int,
+                 data_key: DataKeys | None) -> Any:
+    """The JSON value of a stored payload, decrypting it when it is encrypted.
+
+    Without ``data_key`` an encrypted payload reads as the ``encrypted`` marker, and
+    with its key shredded as the ``shredded`` marker: never garbage, never an error
+    that stops a replay.
+    """
+    if not codec.endswith(ENCRYPTED):
+        return decode_payload(codec, data)
+    if key_id is None:
+        raise IntegrityError(f"payload codec {codec!r} without a payload_key_id")
+    if data_key is None:
+        return marker("encrypted", key_id)
+    key = data_key(key_id)
+    if key is None:
+        return marker("shredded", key_id)
+    plain = decrypt(key, data, payload_aad(journal_id, stream, seq, key_id, codec))
+    return decode_payload(codec[: -len(ENCRYPTED)], plain)

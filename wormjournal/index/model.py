@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ..events import StoredEvent, datetime_to_micros, format_ts, micros_to_datetime, parse_ts
-from ..payload import decode_payload
+from ..payload import DataKeys, is_marker, read_payload
 
 # Event types that end an execution, and the status each one means.
 TERMINAL_STATUS = {
@@ -49,16 +49,28 @@ class Event:
     prev_hash: str
     hash: str
 
+    @property
+    def shredded(self) -> bool:
+        """True when the payload's data key was destroyed: ``payload`` is the shredded marker."""
+        return is_marker(self.payload, "shredded")
+
     @classmethod
-    def from_stored(cls, e: StoredEvent, *, stream: str, segment: int | None) -> Event:
-        """Raises IntegrityError when the stored payload does not decode."""
+    def from_stored(cls, e: StoredEvent, *, stream: str, segment: int | None, journal_id: str = "",
+                    data_key: DataKeys | None = None) -> Event:
+        """Raises IntegrityError when the stored payload does not decode (or decrypt).
+
+        An encrypted payload is decrypted with ``data_key`` (the key store's); without
+        it, or once its key was shredded, ``payload`` is the marker of FORMAT.md 3.1.
+        """
         return cls(
             stream=stream, segment=segment, sealed=segment is not None, seq=e.seq, event_id=e.event_id,
             ts=micros_to_datetime(e.ts), event_type=e.event_type, tenant_id=e.tenant_id, execution_id=e.execution_id,
             thread_id=e.thread_id, node=e.node, step_id=e.step_id, parent_event_id=e.parent_event_id,
             correlation_id=e.correlation_id, subject_id=e.subject_id, exec_prev_seq=e.exec_prev_seq,
             payload_codec=e.payload_codec, payload_key_id=e.payload_key_id,
-            payload=decode_payload(e.payload_codec, e.payload), prev_hash=e.prev_hash.hex(), hash=e.hash.hex(),
+            payload=read_payload(e.payload_codec, e.payload, e.payload_key_id, journal_id=journal_id, stream=stream,
+                                 seq=e.seq, data_key=data_key),
+            prev_hash=e.prev_hash.hex(), hash=e.hash.hex(),
         )
 
     def to_dict(self) -> dict[str, Any]:

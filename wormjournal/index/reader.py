@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ..errors import IntegrityError, NotFoundError
 from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
+from ..retention.keystore import KeyStore
 from ..segments.identity import read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import NoteError, VerifyKey, open_note
@@ -73,13 +74,14 @@ class Reader:
 
     ``public_keys`` are the trusted signing keys; with None, the keys stored in the
     journal are trusted (fine for the deployment itself; an auditor passes their own).
-    ``wal_dir`` is the writer's WAL directory, for events not sealed yet.
+    ``wal_dir`` is the writer's WAL directory, for events not sealed yet; ``keystore``
+    decrypts encrypted payloads (without it they read as the ``encrypted`` marker).
     Raises NotFoundError when there is no journal, IntegrityError on any broken promise.
     """
 
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
-                 cache_segments: int = 64) -> None:
+                 cache_segments: int = 64, keystore: KeyStore | None = None) -> None:
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
         self.stream = stream
@@ -92,6 +94,7 @@ class Reader:
         if not self._keys:
             raise IntegrityError("no public key to verify with")
         self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
+        self._data_key = keystore.data_key if keystore is not None else None
         self._manifests: dict[int, Manifest] = {}
         self._files: OrderedDict[int, SegmentFile] = OrderedDict()
         self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
@@ -193,7 +196,8 @@ class Reader:
         return out
 
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
-        return Event.from_stored(e, stream=self.stream, segment=segment)
+        return Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,
+                                 data_key=self._data_key)
 
     # -- one execution ------------------------------------------------------------------------
 

@@ -26,6 +26,9 @@ class JournalConfig:
     zstd_level: int = 3
     # Payloads this large are zstd-compressed one by one; smaller ones by the segment's pages.
     compress_min_bytes: int = 4096
+    # Whose data key encrypts a payload when the event does not say (append(..., key_scope=)):
+    # "subject" (events with a subject_id), "thread", "execution", "tenant", or None (plaintext).
+    key_scope: str | None = "subject"
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows"):
@@ -39,5 +42,7 @@ class JournalConfig:
             raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
         if not isinstance(self.compress_min_bytes, int) or self.compress_min_bytes < 0:
             raise ConfigError(f"compress_min_bytes must be >= 0, not {self.compress_min_bytes!r}")
+        if self.key_scope not in (None, "subject", "thread", "execution", "tenant"):
+            raise ConfigError(f"key_scope must be subject, thread, execution, tenant or None, not {self.key_scope!r}")
         if not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd_level must be 1..22, not {self.zstd_level}")

@@ -2,8 +2,9 @@
 
 The write path of one batch, each step a small function::
 
-    validate -> canonical JSON -> compress -> (encrypt: a later codec step)
-      -> assign seq, link the execution, hash-chain -> WAL frame -> fsync -> return seqs
+    validate -> canonical JSON -> compress -> (a scope's data key, created durably on first use)
+      -> assign seq, link the execution, encrypt (AES-256-GCM bound to the seq), hash-chain
+      -> WAL frame -> fsync -> return seqs
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,11 +23,14 @@ import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
 from ..events import EventInput, encode_fields, event_hash, pseudonymize, uuid7, validate_event
+from .. import payload as payloads
 from ..payload import Compressor
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
+from ..retention.keystore import SCOPES, KekProvider, KeyStore
 from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
+from ..retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, ErasureReceipt, check_receipt, count_key_uses, receipt_payload
 from ..storage import layout, open_store
 from ..storage.base import LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
@@ -40,6 +44,10 @@ from .sealer import Sealer, load_sealed_state
 log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "main"
+DATAKEYS_DIR = "datakeys"  # the key store, in <key_dir>/<journal_id>/
+# Who may be named as a key scope, and the event field that holds its value.
+_SCOPE_FIELD = {"subject": "subject_id", "thread": "thread_id", "execution": "execution_id", "tenant": "tenant_id"}
+Prepared = tuple[EventInput, str, bytes, "str | None", "tuple[str, bytes] | None"]
 
 
 def default_wal_dir(store: Store) -> Path:
@@ -92,6 +100,7 @@ class Journal:
         stream: str,
         wal_dir: Path,
         config: JournalConfig,
+        keystore: KeyStore,
     ) -> None:
         if not layout.is_valid_stream(stream):
             raise ValidationError("stream", f"{stream!r} is not a valid stream name (letters, digits, . _ -; at most 64)")
@@ -101,6 +110,9 @@ class Journal:
         self.config = config
         self._key = signing_key
         self._pseudonym_key = pseudonym_key
+        self.keystore = keystore
+        self._aeads: dict[str, payloads.AESGCM] = {}
+        self._shred_lock = threading.Lock()
         self._wal_dir = wal_dir / f"stream={stream}"
         self._lock = threading.Lock()  # guards seq, chain head and WAL writes
         self._seal_lock = threading.Lock()
@@ -143,12 +155,15 @@ class Journal:
         config: JournalConfig | None = None,
         retention: RetentionPolicy | None = None,
         allow_unlocked: bool = False,
+        kek: KekProvider | None = None,
     ) -> Journal:
         """Create a journal in an empty store and open a writer on ``stream``.
 
         Generates the Ed25519 signing key and the pseudonym key under
-        ``key_dir/<journal_id>/`` (which must lie outside the store) and stores
-        the public key in the store. On S3 every object is written with the
+        ``key_dir/<journal_id>/`` (which must lie outside the store), the key
+        store of data keys beside them (wrapped by ``kek``: a master key file
+        there by default, or :class:`~wormjournal.AwsKmsKek`), and stores the
+        public key in the store. On S3 every object is written with the
         Object Lock ``retention`` (COMPLIANCE, 7 years by default); a bucket
         without Object Lock is refused unless ``allow_unlocked``. Raises
         ConfigError if a journal exists or the bucket cannot lock.
@@ -175,6 +190,7 @@ class Journal:
             st = st.with_retention(policy)
         journal_id = uuid7()
         signing, pseudonym, _ = create_keys(key_path, journal_id)
+        keystore = KeyStore.create(key_path / journal_id / DATAKEYS_DIR, journal_id, pseudonym, kek)
         identity = JournalIdentity(
             journal_id=journal_id,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -184,7 +200,7 @@ class Journal:
         )
         st.put(layout.public_key(signing.verify_key.key_id), signing.verify_key.pem())
         st.put(layout.JOURNAL_OBJECT, identity.encode())
-        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore)
 
     @classmethod
     def open(
@@ -195,13 +211,16 @@ class Journal:
         stream: str = DEFAULT_STREAM,
         wal_dir: str | os.PathLike[str] | None = None,
         config: JournalConfig | None = None,
+        kek: KekProvider | None = None,
     ) -> Journal:
         """Open a writer on ``stream`` of an existing journal, recovering after a crash.
 
         Recovery drops a torn, never-acknowledged WAL tail, checks the WAL's
         chain against the last sealed segment and finishes an interrupted seal.
         Raises NotFoundError when there is no journal, ConfigError when the key
-        directory holds no key or not this journal's signing key, IntegrityError
+        directory holds no key or not this journal's signing key, KeyStoreError
+        (KeyStoreMissingError, WrongKekError) when its key store is missing or its
+        key-encryption key is not the one it was created with, IntegrityError
         when the WAL and the store disagree.
         """
         st = open_store(store)
@@ -218,13 +237,15 @@ class Journal:
                 f"is not one of the journal's public keys in {st.url}",
                 hint="pass the --key-dir (or WORMJOURNAL_KEY_DIR) used at `wormjournal init`",
             )
-        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config)
+        keystore = KeyStore.open(key_path / identity.journal_id / DATAKEYS_DIR, identity.journal_id, pseudonym, kek)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore)
 
     @classmethod
     def _open(cls, st: Store, identity: JournalIdentity, signing: SigningKey, pseudonym: bytes, stream: str,
-              wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None) -> Journal:
+              wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore) -> Journal:
         wd = Path(wal_dir) if wal_dir is not None else default_wal_dir(st)
-        return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig())
+        return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig(),
+                   keystore=keystore)
 
     def __enter__(self) -> Journal:
         return self
@@ -316,12 +337,24 @@ class Journal:
             comp = self._local.compressor = Compressor(self.config.zstd_level, self.config.compress_min_bytes)
         return comp
 
-    def _prepare(self, event: Mapping[str, Any], where: str | None) -> tuple[EventInput, str, bytes, str | None]:
-        ev = validate_event(event, max_event_bytes=self.config.max_event_bytes, where=where)
+    def _prepare(self, event: Mapping[str, Any], where: str | None, *, internal: bool = False) -> Prepared:
+        fields = dict(event)
+        scope = fields.pop("key_scope", self.config.key_scope)
+        if fields.get("event_type") == "erasure_receipt" and not internal:
+            raise ValidationError("event_type", "'erasure_receipt' is appended by shred() only", where=where)
+        ev = validate_event(fields, max_event_bytes=self.config.max_event_bytes, where=where)
         codec, stored = self._compressor().encode(ev.payload_json)
-        # Encryption (a per-scope key, AES-256-GCM) slots in here, before any byte reaches the WAL.
+        key = None
+        if scope not in (None, "none"):
+            if scope not in SCOPES:
+                raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
+            value = getattr(ev, _SCOPE_FIELD[scope])
+            if value is None and "key_scope" in event:
+                raise ValidationError("key_scope", f"is {scope!r} but the event has no {_SCOPE_FIELD[scope]}", where=where)
+            if value is not None:  # the data key exists on disk before the event can reach the WAL
+                key = self.keystore.key_for(scope, value)
         subject = pseudonymize(self._pseudonym_key, ev.subject_id) if ev.subject_id is not None else None
-        return ev, codec, stored, subject
+        return ev, codec, stored, subject, key
 
     def append(self, event_type: str, execution_id: str, payload: Any = None, **fields: Any) -> int:
         """Append one event; returns its seq once it is fsync'd in the WAL."""
@@ -335,10 +368,14 @@ class Journal:
         batch = list(events)
         if not batch:
             return []
+        return self._append(batch)
+
+    def _append(self, batch: list[Mapping[str, Any]], *, internal: bool = False) -> list[int]:
         wal = self._wal
-        wal.begin()
+        wal.begin()  # while preparing too: a group commit in progress waits for this frame
         try:
-            prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None) for i, ev in enumerate(batch)]
+            prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None, internal=internal)
+                        for i, ev in enumerate(batch)]
             first, seq, ticket, due = self._write_batch(prepared)
         finally:
             wal.end()
@@ -347,18 +384,23 @@ class Journal:
             self._auto_seal()
         return list(range(first, seq))
 
-    def _write_batch(self, prepared: list[tuple[EventInput, str, bytes, str | None]]) -> tuple[int, int, int, bool]:
+    def _write_batch(self, prepared: list[Prepared]) -> tuple[int, int, int, bool]:
         """Assign seqs, link, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
         with self._lock:
             self._check_open()
             seq, prev = self._next_seq, self._last_hash
             heads: dict[str, int] = {}
             records = []
-            for ev, codec, stored, subject in prepared:
+            for ev, codec, stored, subject, key in prepared:
                 exec_prev = heads.get(ev.execution_id, self._exec_heads.get(ev.execution_id))
+                key_id = None
+                if key is not None:  # encrypted here, where the seq it is bound to is known
+                    key_id, codec = key[0], codec + payloads.ENCRYPTED
+                    aad = payloads.payload_aad(self.identity.journal_id, self.stream, seq, key_id, codec)
+                    stored = payloads.encrypt(self._aead(key), stored, aad)
                 values = (
                     seq, ev.event_id, ev.ts, ev.event_type, ev.tenant_id, ev.execution_id, ev.thread_id, ev.node,
-                    ev.step_id, ev.parent_event_id, ev.correlation_id, subject, exec_prev, codec, None, stored,
+                    ev.step_id, ev.parent_event_id, ev.correlation_id, subject, exec_prev, codec, key_id, stored,
                 )
                 enc = encode_fields(values)
                 prev = event_hash(prev, enc)
@@ -376,6 +418,12 @@ class Journal:
                 self._oldest_pending = time.monotonic()
             due = self._pending_events >= self.config.seal_max_events or self._pending_bytes >= self.config.seal_max_bytes
         return first, seq, ticket, due
+
+    def _aead(self, key: tuple[str, bytes]) -> payloads.AESGCM:
+        aead = self._aeads.get(key[0])
+        if aead is None:
+            aead = self._aeads[key[0]] = payloads.AESGCM(key[1])
+        return aead
 
     def _check_open(self) -> None:
         if self._closed:
@@ -425,6 +473,60 @@ class Journal:
                 walmod.fsync_dir(self._wal_dir)
             return manifests
 
+    # -- shredding ------------------------------------------------------------------------------
+
+    def shred(self, *, subject: str | None = None, thread: str | None = None, execution: str | None = None,
+              tenant: str | None = None, reason: str | None = None,
+              progress: Callable[[int, int], None] | None = None) -> ErasureReceipt:
+        """Forget one scope: destroy its data keys, then append a signed erasure receipt.
+
+        Give exactly one of ``subject`` (the raw identifier; only its pseudonym is
+        recorded), ``thread``, ``execution`` or ``tenant``. Idempotent: shredding a
+        scope again appends nothing and returns the earlier receipt (``repeated``).
+        Raises UnknownScopeError when no payload of that scope was ever encrypted.
+        """
+        given = {k: v for k, v in (("subject", subject), ("thread", thread), ("execution", execution),
+                                   ("tenant", tenant)) if v is not None}
+        if len(given) != 1:
+            raise ValidationError("scope", "give exactly one of subject, thread, execution or tenant")
+        ((scope, value),) = given.items()
+        with self._shred_lock:
+            destroyed = self.keystore.destroy(scope, value)
+            for info in destroyed.keys:
+                self._aeads.pop(info.key_id, None)
+            pending = [k for k in destroyed.keys if k.receipt_seq is None]
+            if not pending:  # shredded before, and its receipt is in the journal
+                return self._earlier_receipt(destroyed.keys[0].receipt_seq)
+            key_ids = sorted(k.key_id for k in pending)
+            unsealed = [e.payload_key_id for e in self._unsealed_events()]
+            affected = count_key_uses(self.store, key_ids, unsealed, progress)
+            receipt = {
+                "scope": scope, "scope_ref": destroyed.scope_ref, "key_ids": key_ids,
+                "destroyed_at": max(k.shredded or "" for k in pending), "events_affected": affected,
+                "provider": self.keystore.provider.name,
+                "deletion_references": [k.deletion_reference for k in sorted(pending, key=lambda k: k.key_id)],
+                "reason": reason,
+            }
+            event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
+                     "payload": receipt_payload(receipt, self._key), "key_scope": "none"}
+            seq = self._append([event], internal=True)[0]
+            self.keystore.record_receipt(key_ids, seq)
+            log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", scope, destroyed.scope_ref,
+                     len(key_ids), affected, seq)
+            return ErasureReceipt(seq, receipt)
+
+    def _earlier_receipt(self, seq: int | None) -> ErasureReceipt:
+        for e in self.reader().find(execution_id=RECEIPT_EXECUTION, event_type=RECEIPT_TYPE):
+            if e.seq == seq:
+                return ErasureReceipt(seq, check_receipt(e.payload, [self._key.verify_key]), repeated=True)
+        raise IntegrityError(f"the erasure receipt at seq {seq} is not in the journal", seq=seq)
+
+    def _unsealed_events(self) -> list[Any]:
+        out = []
+        for path in walmod.list_wal_files(self._wal_dir):
+            out.extend(e for e in walmod.read_wal(path).events if e.seq >= self._sealer.state.next_seq)
+        return out
+
     # -- status and close --------------------------------------------------------------------
 
     @property
@@ -445,7 +547,8 @@ class Journal:
         """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
         from ..index import Reader
 
-        return Reader(self.store, stream=self.stream, public_keys=[self._key.verify_key], wal_dir=self._wal_dir.parent)
+        return Reader(self.store, stream=self.stream, public_keys=[self._key.verify_key], wal_dir=self._wal_dir.parent,
+                      keystore=self.keystore)
 
     def verify(self, **kwargs: Any) -> Any:
         """Verify the whole store with this journal's public key; returns a VerifyReport."""

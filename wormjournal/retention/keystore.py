@@ -1,0 +1,480 @@
+"""The crypto-shredding key store: one AES-256 data key per scope, wrapped by a key-encryption key.
+
+The key store is the one mutable part of the system, and it lives outside the WORM
+store, in a directory beside the writer's signing key (FORMAT.md, "Payload
+encryption"; README, "Forgetting a person")::
+
+    <dir>/../master.key           the local provider's key-encryption key (32 bytes, hex)
+    <dir>/keystore.json           format, journal, provider and its settings (no key material)
+    <dir>/keys/<key_id>.json      one wrapped data key: scope, scope reference, wrapped bytes
+    <dir>/scopes/<hash>/<key_id>  empty marker: this key belongs to the scope with this hash
+    <dir>/shredded/<key_id>.json  tombstone of a destroyed key: when, how, which receipt
+
+A scope is (kind, value): a data subject (the default), a thread, an execution or a
+tenant. ``<hash>`` is an HMAC of the scope under the journal's pseudonym key, so no
+identifier is a file name. A data key is written (and fsync'd) before the first event
+it encrypts reaches the write-ahead log, so a crash never loses the key of an
+acknowledged event. Shredding writes the tombstone, then overwrites the key file with
+zeros and removes it, and asks the provider to destroy its own copy (KMS key deletion).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..errors import ConfigError, JournalError, ValidationError
+from ..events import format_ts, now_micros, pseudonymize
+from ..storage.local import fsync_dir
+
+SCOPES = ("subject", "thread", "execution", "tenant")
+STORE_FILE = "keystore.json"
+MASTER_FILE = "master.key"  # beside the key store directory, so that it can be backed up apart
+FORMAT = 1
+_DEK_TAG = b"wormjournal:dek:v1\x00"
+_SCOPE_TAG = b"wormjournal:scope:v1\x00"
+_KEK_ID_TAG = b"wormjournal:kek-id:v1\x00"
+
+
+class KeyStoreError(JournalError):
+    """The key store is missing, damaged, or does not fit this journal."""
+
+    hint = "point --key-dir at the directory used at `wormjournal init`; restore it from a backup if it is lost"
+
+
+class KeyStoreMissingError(KeyStoreError):
+    """There is no key store where the journal's keys are."""
+
+
+class WrongKekError(KeyStoreError):
+    """The key-encryption key is not the one that wrapped the data keys."""
+
+    hint = "use the key-encryption key (master key file or KMS key) the journal was created with"
+
+
+class CorruptKeyError(KeyStoreError):
+    """A wrapped data key does not unwrap: its bytes were changed."""
+
+
+class UnknownKeyError(KeyStoreError):
+    """An encrypted payload names a key this key store never held (and never shredded)."""
+
+
+class UnknownScopeError(JournalError):
+    """Shredding was asked for a scope that has no data key."""
+
+    hint = "check the identifier and the scope (--subject, --thread, --execution or --tenant)"
+
+
+# -- key-encryption key providers -----------------------------------------------------------------
+
+
+class KekProvider(Protocol):
+    """Wraps and unwraps data keys; ``destroy`` removes the provider's copy of a wrapped key."""
+
+    name: str
+
+    def settings(self) -> dict[str, Any]: ...
+    def wrap(self, key_id: str, dek: bytes) -> tuple[bytes, str | None]: ...
+    def unwrap(self, key_id: str, wrapped: bytes, kms_key: str | None) -> bytes: ...
+    def destroy(self, kms_key: str | None) -> str: ...
+
+
+class LocalKek:
+    """A 32-byte master key in a file outside the store (mode 0600); wraps with AES-256-GCM."""
+
+    name = "local"
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        self.path = path
+        self._aead = AESGCM(key)
+        self.kek_id = hmac.new(key, _KEK_ID_TAG, hashlib.sha256).hexdigest()[:32]
+
+    @classmethod
+    def create(cls, path: Path) -> LocalKek:
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, key.hex().encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(path.parent)
+        return cls(path, key)
+
+    @classmethod
+    def load(cls, path: Path) -> LocalKek:
+        try:
+            key = bytes.fromhex(path.read_text().strip())
+        except FileNotFoundError as e:
+            raise KeyStoreMissingError(f"the master key file {path} is missing") from e
+        except ValueError as e:
+            raise KeyStoreError(f"the master key file {path} is not hex") from e
+        if len(key) != 32:
+            raise KeyStoreError(f"the master key file {path} does not hold 32 bytes")
+        return cls(path, key)
+
+    def settings(self) -> dict[str, Any]:
+        return {"kek_id": self.kek_id}
+
+    def wrap(self, key_id: str, dek: bytes) -> tuple[bytes, str | None]:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, dek, _DEK_TAG + key_id.encode()), None
+
+    def unwrap(self, key_id: str, wrapped: bytes, kms_key: str | None) -> bytes:
+        try:
+            return self._aead.decrypt(wrapped[:12], wrapped[12:], _DEK_TAG + key_id.encode())
+        except (InvalidTag, ValueError) as e:
+            raise CorruptKeyError(f"data key {key_id} does not unwrap (its wrapped bytes were changed)") from e
+
+    def destroy(self, kms_key: str | None) -> str:
+        return "local: wrapped key overwritten and removed"
+
+
+class AwsKmsKek:
+    """AWS KMS through boto3. With ``key_arn``, one KMS key wraps every data key (shredding
+    removes the wrapped copy); without, each scope gets its own KMS key, whose deletion is
+    scheduled when the scope is shredded (the provider's deletion reference)."""
+
+    name = "aws-kms"
+
+    def __init__(self, *, key_arn: str | None = None, region: str | None = None, pending_days: int = 7,
+                 client: Any = None) -> None:
+        import boto3
+
+        if not 7 <= pending_days <= 30:
+            raise ValidationError("pending_days", "must be 7..30 (the KMS key deletion waiting period)")
+        self.key_arn = key_arn
+        self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.pending_days = pending_days
+        self._client = client or boto3.client("kms", region_name=self.region)
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> AwsKmsKek:
+        return cls(key_arn=settings.get("key_arn"), region=settings.get("region"),
+                   pending_days=int(settings.get("pending_days", 7)))
+
+    def settings(self) -> dict[str, Any]:
+        return {"key_arn": self.key_arn, "region": self.region, "pending_days": self.pending_days}
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as e:
+            code = e.response.get("Error", {}).get("Code", "")
+            if code in ("InvalidCiphertextException", "IncorrectKeyException"):
+                raise CorruptKeyError(f"KMS cannot {what}: {code}") from e
+            if code in ("NotFoundException", "KMSInvalidStateException", "AccessDeniedException", "DisabledException"):
+                raise WrongKekError(f"KMS cannot {what}: {code} ({e.response.get('Error', {}).get('Message', '')})") from e
+            raise KeyStoreError(f"KMS cannot {what}: {code}") from e
+        except BotoCoreError as e:
+            raise KeyStoreError(f"KMS cannot {what}: {e}") from e
+
+    def wrap(self, key_id: str, dek: bytes) -> tuple[bytes, str | None]:
+        kms_key = self.key_arn
+        if kms_key is None:
+            meta = self._call("create a key", self._client.create_key,
+                              Description=f"wormjournal data key scope {key_id}", KeyUsage="ENCRYPT_DECRYPT")
+            kms_key = meta["KeyMetadata"]["Arn"]
+        out = self._call("wrap a data key", self._client.encrypt, KeyId=kms_key, Plaintext=dek,
+                         EncryptionContext={"wormjournal_key_id": key_id})
+        return out["CiphertextBlob"], kms_key
+
+    def unwrap(self, key_id: str, wrapped: bytes, kms_key: str | None) -> bytes:
+        out = self._call("unwrap a data key", self._client.decrypt, CiphertextBlob=wrapped, KeyId=kms_key,
+                         EncryptionContext={"wormjournal_key_id": key_id})
+        return out["Plaintext"]
+
+    def destroy(self, kms_key: str | None) -> str:
+        if self.key_arn is not None or kms_key is None:
+            return f"aws-kms: wrapped key removed (KMS key {self.key_arn} wraps other keys and is kept)"
+        out = self._call("schedule key deletion", self._client.schedule_key_deletion, KeyId=kms_key,
+                         PendingWindowInDays=self.pending_days)
+        when = out.get("DeletionDate")
+        when_text = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, dt.datetime) else str(when)
+        return f"aws-kms: deletion of {kms_key} scheduled for {when_text}"
+
+
+# -- the key store ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """What the key store says of one data key (never the key itself)."""
+
+    key_id: str
+    scope: str
+    scope_ref: str  # the subject's pseudonym, or the thread, execution or tenant id
+    created: str
+    shredded: str | None = None  # when, or None while the key is live
+    deletion_reference: str | None = None
+    receipt_seq: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Destroyed:
+    """The keys of one scope that a shred destroyed (or had destroyed, when it is repeated)."""
+
+    scope: str
+    scope_ref: str
+    keys: list[KeyInfo]
+    already: bool  # True when every key was destroyed by an earlier shred
+
+
+def _write_durable(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def _erase(path: Path) -> None:
+    """Overwrite a file with zeros, fsync, remove it, fsync its directory."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, bytes(size))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    path.unlink()
+    fsync_dir(path.parent)
+
+
+class KeyStore:
+    """Data keys of one journal. Thread-safe; one process writes it at a time (the writer)."""
+
+    def __init__(self, directory: Path, journal_id: str, pseudonym_key: bytes, provider: KekProvider) -> None:
+        self.directory = directory
+        self.journal_id = journal_id
+        self.provider = provider
+        self._pseudonym_key = pseudonym_key
+        self._lock = threading.Lock()
+        self._live: dict[str, tuple[str, bytes]] = {}  # scope hash -> (key id, data key)
+        self._deks: dict[str, bytes] = {}  # key id -> data key, for reads
+
+    # -- creation and opening
+
+    @classmethod
+    def create(cls, directory: Path, journal_id: str, pseudonym_key: bytes, provider: KekProvider | None = None) -> KeyStore:
+        """A new, empty key store (``provider``: a master key file beside it by default)."""
+        directory.mkdir(parents=True, exist_ok=False, mode=0o700)
+        if provider is None:
+            provider = LocalKek.create(directory.parent / MASTER_FILE)
+        for sub in ("keys", "scopes", "shredded"):
+            (directory / sub).mkdir(mode=0o700)
+        meta = {"format": FORMAT, "journal": journal_id, "provider": provider.name, "settings": provider.settings()}
+        _write_durable(directory / STORE_FILE, json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n")
+        return cls(directory, journal_id, pseudonym_key, provider)
+
+    @classmethod
+    def open(cls, directory: Path, journal_id: str, pseudonym_key: bytes, provider: KekProvider | None = None) -> KeyStore:
+        """Open an existing key store. Raises KeyStoreMissingError, KeyStoreError or WrongKekError."""
+        try:
+            meta = json.loads((directory / STORE_FILE).read_text())
+        except FileNotFoundError as e:
+            raise KeyStoreMissingError(
+                f"no key store in {directory}: the data keys of encrypted payloads are kept there",
+            ) from e
+        except (ValueError, UnicodeDecodeError) as e:
+            raise KeyStoreError(f"the key store file {directory / STORE_FILE} is damaged: {e}") from e
+        if meta.get("format") != FORMAT or meta.get("journal") != journal_id:
+            raise KeyStoreError(f"the key store in {directory} is not journal {journal_id}'s")
+        settings = meta.get("settings") or {}
+        if provider is None:
+            if meta.get("provider") == "local":
+                provider = LocalKek.load(directory.parent / MASTER_FILE)
+            elif meta.get("provider") == "aws-kms":
+                provider = AwsKmsKek.from_settings(settings)
+            else:
+                raise KeyStoreError(f"the key store in {directory} names an unknown provider {meta.get('provider')!r}")
+        if provider.name != meta.get("provider"):
+            raise WrongKekError(f"the key store in {directory} was created with provider {meta.get('provider')!r}, "
+                                f"not {provider.name!r}")
+        if isinstance(provider, LocalKek) and settings.get("kek_id") != provider.kek_id:
+            raise WrongKekError(f"the master key {provider.path} is not the one that wraps this key store's data keys")
+        for sub in ("keys", "scopes", "shredded"):
+            if not (directory / sub).is_dir():
+                raise KeyStoreError(f"the key store in {directory} lacks its {sub}/ directory")
+        return cls(directory, journal_id, pseudonym_key, provider)
+
+    # -- scopes
+
+    def scope_ref(self, scope: str, value: str) -> str:
+        """How a scope is named in receipts: the subject's pseudonym (never the raw id), or the id."""
+        if scope not in SCOPES:
+            raise ValidationError("key_scope", f"{scope!r} is not one of {', '.join(SCOPES)}")
+        return pseudonymize(self._pseudonym_key, value) if scope == "subject" else value
+
+    def _scope_hash(self, scope: str, value: str) -> str:
+        mac = hmac.new(self._pseudonym_key, _SCOPE_TAG + scope.encode() + b"\x00" + value.encode("utf-8"), hashlib.sha256)
+        return mac.hexdigest()[:40]
+
+    def _key_path(self, key_id: str) -> Path:
+        return self.directory / "keys" / f"{key_id}.json"
+
+    def _tomb_path(self, key_id: str) -> Path:
+        return self.directory / "shredded" / f"{key_id}.json"
+
+    def _read_key(self, key_id: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(self._key_path(key_id).read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise CorruptKeyError(f"the key file of data key {key_id} is damaged") from e
+        if not isinstance(record, dict) or record.get("key_id") != key_id:
+            raise CorruptKeyError(f"the key file of data key {key_id} is damaged")
+        return record
+
+    def _unwrap(self, record: dict[str, Any]) -> bytes:
+        try:
+            wrapped = base64.b64decode(record["wrapped"], validate=True)
+        except (KeyError, ValueError, TypeError) as e:
+            raise CorruptKeyError(f"the wrapped bytes of data key {record.get('key_id')} are damaged") from e
+        dek = self.provider.unwrap(record["key_id"], wrapped, record.get("kms_key"))
+        if len(dek) != 32:
+            raise CorruptKeyError(f"data key {record['key_id']} does not unwrap to 32 bytes")
+        return dek
+
+    def key_for(self, scope: str, value: str) -> tuple[str, bytes]:
+        """The live data key of a scope, created (durably) on first use: (key id, key)."""
+        h = self._scope_hash(scope, value)
+        with self._lock:
+            found = self._live.get(h)
+            if found is not None:
+                return found
+            scope_dir = self.directory / "scopes" / h
+            for key_id in sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []:
+                record = self._read_key(key_id)
+                if record is not None:
+                    found = (key_id, self._unwrap(record))
+            if found is None:
+                found = self._create(scope, value, h)
+            self._live[h] = found
+            self._deks[found[0]] = found[1]
+            return found
+
+    def _create(self, scope: str, value: str, h: str) -> tuple[str, bytes]:
+        key_id = secrets.token_hex(16)
+        dek = AESGCM.generate_key(bit_length=256)
+        wrapped, kms_key = self.provider.wrap(key_id, dek)
+        record = {"key_id": key_id, "scope": scope, "scope_ref": self.scope_ref(scope, value),
+                  "scope_hash": h, "wrapped": base64.b64encode(wrapped).decode(), "kms_key": kms_key,
+                  "provider": self.provider.name, "created": format_ts(now_micros())}
+        # The key file first, then its scope marker: a crash leaves at worst an unused key.
+        _write_durable(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n")
+        scope_dir = self.directory / "scopes" / h
+        if not scope_dir.is_dir():
+            scope_dir.mkdir(mode=0o700)
+            fsync_dir(scope_dir.parent)
+        _write_durable(scope_dir / key_id, b"")
+        return key_id, dek
+
+    # -- reads
+
+    def data_key(self, key_id: str) -> bytes | None:
+        """The data key with this id, or None when it was shredded.
+
+        Raises UnknownKeyError for a key this store never held, CorruptKeyError or
+        WrongKekError when it cannot be unwrapped.
+        """
+        dek = self._deks.get(key_id)
+        if dek is not None:
+            return dek
+        with self._lock:
+            record = self._read_key(key_id)
+            if record is None:
+                if self._tomb_path(key_id).exists():
+                    return None
+                raise UnknownKeyError(f"data key {key_id} is not in the key store {self.directory} (never held, "
+                                      "nor shredded): is this the journal's key store?")
+            dek = self._deks[key_id] = self._unwrap(record)
+            return dek
+
+    def is_shredded(self, key_id: str) -> bool:
+        return self._tomb_path(key_id).exists() and not self._key_path(key_id).exists()
+
+    # -- shredding
+
+    def destroy(self, scope: str, value: str) -> Destroyed:
+        """Destroy every data key of a scope. Raises UnknownScopeError when it never had one."""
+        h = self._scope_hash(scope, value)
+        ref = self.scope_ref(scope, value)
+        scope_dir = self.directory / "scopes" / h
+        with self._lock:
+            key_ids = sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []
+            if not key_ids:
+                raise UnknownScopeError(f"no data key for {scope} {ref!r}: nothing of it was encrypted in this journal")
+            destroyed, already = [], True
+            for key_id in key_ids:
+                record = self._read_key(key_id)
+                tomb = self._read_tomb(key_id)
+                if record is None and tomb is not None:
+                    destroyed.append(tomb)
+                    continue
+                if record is None:
+                    continue  # a marker whose key file was never written (a crash): nothing to destroy
+                already = False
+                reference = self.provider.destroy(record.get("kms_key"))
+                info = KeyInfo(key_id, scope, ref, record.get("created", ""), format_ts(now_micros()), reference)
+                # The tombstone first: a crash after it finishes the erasure on the next shred.
+                _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+                _erase(self._key_path(key_id))
+                destroyed.append(info)
+            self._live.pop(h, None)
+            for info in destroyed:
+                self._deks.pop(info.key_id, None)
+            return Destroyed(scope, ref, destroyed, already and bool(destroyed))
+
+    def _read_tomb(self, key_id: str) -> KeyInfo | None:
+        try:
+            data = json.loads(self._tomb_path(key_id).read_text())
+            return KeyInfo(**data)
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as e:
+            raise KeyStoreError(f"the tombstone of data key {key_id} is damaged") from e
+
+    def record_receipt(self, key_ids: list[str], seq: int) -> None:
+        """Note in each tombstone the seq of the erasure receipt that reports it."""
+        with self._lock:
+            for key_id in key_ids:
+                tomb = self._read_tomb(key_id)
+                if tomb is not None and tomb.receipt_seq is None:
+                    info = dataclasses.replace(tomb, receipt_seq=seq)
+                    _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+
+    def keys(self) -> Iterator[KeyInfo]:
+        """Every key the store holds or held (live first, by creation), never key material."""
+        live = []
+        for path in sorted((self.directory / "keys").glob("*.json")):
+            record = self._read_key(path.stem)
+            if record is not None:
+                live.append(KeyInfo(record["key_id"], record["scope"], record["scope_ref"], record.get("created", "")))
+        yield from sorted(live, key=lambda k: k.created)
+        tombs = [t for path in sorted((self.directory / "shredded").glob("*.json")) if (t := self._read_tomb(path.stem))]
+        yield from sorted(tombs, key=lambda k: k.shredded or "")

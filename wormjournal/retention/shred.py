@@ -1,0 +1,82 @@
+"""Erasure receipts: what a shred reports, signed, and how a verifier reads them (FORMAT.md, 3.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ..errors import IntegrityError
+from ..events import canonical_json
+from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
+from ..storage import layout
+from ..storage.base import ObjectReader
+from ..storage.objectfile import ObjectFile
+
+RECEIPT_TYPE = "erasure_receipt"
+RECEIPT_EXECUTION = "wormjournal-erasures"
+RECEIPT_HEADER = "wormjournal/erasure-receipt/v1"
+_RECEIPT_KEYS = {"scope", "scope_ref", "key_ids", "destroyed_at", "events_affected", "provider",
+                 "deletion_references", "reason"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ErasureReceipt:
+    """The result of a shred: the receipt and the seq of the event that holds it.
+
+    ``repeated`` is True when the scope had been shredded before: nothing was destroyed
+    or appended now, and ``seq`` is the earlier receipt's.
+    """
+
+    seq: int | None
+    receipt: dict[str, Any]
+    repeated: bool = False
+
+
+def receipt_text(receipt: dict[str, Any]) -> str:
+    return f"{RECEIPT_HEADER}\n{canonical_json(receipt).decode()}\n"
+
+
+def receipt_payload(receipt: dict[str, Any], key: SigningKey) -> dict[str, Any]:
+    """The payload of an erasure_receipt event: the receipt and a signed note of it."""
+    return {"receipt": receipt, "note": key.sign_note(receipt_text(receipt)).decode()}
+
+
+def check_receipt(payload: Any, keys: Sequence[VerifyKey]) -> dict[str, Any]:
+    """The receipt of an erasure_receipt payload, its note checked. Raises IntegrityError."""
+    if not isinstance(payload, dict) or set(payload) != {"receipt", "note"}:
+        raise IntegrityError("an erasure receipt's payload is not {receipt, note}")
+    receipt = payload["receipt"]
+    if not isinstance(receipt, dict) or set(receipt) != _RECEIPT_KEYS or not isinstance(receipt["key_ids"], list):
+        raise IntegrityError("an erasure receipt does not have the fields of FORMAT.md section 3.2")
+    try:
+        text, _ = open_note(str(payload["note"]).encode(), list(keys))
+    except NoteError as e:
+        raise IntegrityError(f"an erasure receipt's signature does not verify: {e}") from e
+    if text != receipt_text(receipt):
+        raise IntegrityError("an erasure receipt's signed note is not of the receipt beside it")
+    return receipt
+
+
+def count_key_uses(store: ObjectReader, key_ids: Iterable[str], extra: Iterable[str | None] = (),
+                   progress: Callable[[int, int], None] | None = None) -> int:
+    """Events of every stream's sealed segments (and ``extra`` payload_key_ids) encrypted with ``key_ids``.
+
+    Reads one column of each segment (ranged reads), never a payload.
+    """
+    wanted = set(key_ids)
+    infos = [i for i in store.list(layout.SEGMENTS_PREFIX) if layout.parse_segment(i.name) is not None]
+    count = sum(1 for k in extra if k in wanted)
+    for done, info in enumerate(infos, 1):
+        column = pq.ParquetFile(ObjectFile(store, info.name, info.size)).read(columns=["payload_key_id"]).column(0)
+        count += sum(1 for k in column.to_pylist() if k in wanted)
+        if progress is not None:
+            progress(done, len(infos))
+    return count
+
+
+def receipt_json(receipt: dict[str, Any]) -> str:
+    return json.dumps(receipt, sort_keys=True, ensure_ascii=False)
