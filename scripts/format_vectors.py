@@ -16,8 +16,10 @@ import json
 import pyarrow as pa
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from wormjournal import events
+from wormjournal import payload as payload_mod
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.segments import merkle
@@ -37,6 +39,12 @@ TS1 = events.parse_ts("2024-06-10T06:13:20.123456Z")
 OBJECT_SIZE = 4096
 OBJECT_SHA256 = bytes(range(0xA0, 0xC0))
 OBJECT_VERSION = "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"  # an S3 version id; "-" on a local store
+ENC_SEQ = 7
+ENC_KEY_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+ENC_CODEC = "json+aes256gcm"
+ENC_KEY = bytes(range(0x40, 0x60))
+ENC_NONCE = bytes(range(0x80, 0x8C))
+ENC_PAYLOAD = {"email": "alice@example.com", "note": "personal"}
 SEAL_TIME = "2024-06-10T06:15:00.000000Z"
 # RFC 6962 leaf data of the certificate-transparency / transparency-dev test suites.
 RFC6962_LEAVES = [
@@ -204,6 +212,18 @@ def main() -> None:
         line(f"index.{r.kind}.rows: {_json(index_rows[r.kind])}")
         line(f"index.{r.kind}.leaf0: {index_leaf_data(r.kind, tables[r.kind]).hex()}")
         line(f"index.{r.kind}.root: {r.root.hex()}")
+    # An encrypted payload (section 3.1), standalone: fixed data key and nonce.
+    enc_plain = events.canonical_json(ENC_PAYLOAD)
+    enc_aad = payload_mod.payload_aad(JOURNAL_ID, STREAM, ENC_SEQ, ENC_KEY_ID, ENC_CODEC)
+    enc_stored = ENC_NONCE + AESGCM(ENC_KEY).encrypt(ENC_NONCE, enc_plain, enc_aad)
+    line(f"encrypted.seq: {ENC_SEQ}")
+    line(f'encrypted.payload_key_id: "{ENC_KEY_ID}"')
+    line(f'encrypted.payload_codec: "{ENC_CODEC}"')
+    line(f"encrypted.data_key: {ENC_KEY.hex()}")
+    line(f"encrypted.nonce: {ENC_NONCE.hex()}")
+    line(f"encrypted.plaintext: {enc_plain.hex()}")
+    line(f"encrypted.aad: {enc_aad.hex()}")
+    line(f"encrypted.payload: {enc_stored.hex()}")
     line(f'manifest0.object: "{layout.manifest(STREAM, 0)}"')
     line(f"manifest0.hash: {mhash.hex()}")
     line(f'checkpoint1.origin: "{checkpoint.origin}"')

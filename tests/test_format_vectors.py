@@ -31,6 +31,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from wormjournal import events, payload
+from wormjournal.errors import IntegrityError
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.segments import merkle, table
@@ -446,6 +447,29 @@ def test_index_vectors(vec: Vectors, kind: str) -> None:
     _, root = index_build.encode(kind, table, journal_id=vec.text("journal_id"), stream=vec.text("stream"), first=0, last=0)
     assert (root.rows, root.root) == (len(rows), vec.hex(f"index.{kind}.root"))
     assert index_build.leaf_hashes(kind, table) == [hashlib.sha256(b"\x00" + spec_index_leaf(kind, r)).digest() for r in rows]
+
+
+def test_encrypted_payload_vector(vec: Vectors) -> None:
+    """Section 3.1 by its text: the associated data, AES-256-GCM with the nonce in front, and the library agrees."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    seq, key_id, codec = vec.int("encrypted.seq"), vec.text("encrypted.payload_key_id"), vec.text("encrypted.payload_codec")
+    aad = (b"wormjournal:payload:v1\x00" + spec_encode("str", vec.text("journal_id")) + spec_encode("str", vec.text("stream"))
+           + spec_encode("int", seq) + spec_encode("str", key_id) + spec_encode("str", codec))
+    assert aad == vec.hex("encrypted.aad")
+    stored, key, nonce = vec.hex("encrypted.payload"), vec.hex("encrypted.data_key"), vec.hex("encrypted.nonce")
+    assert stored[:12] == nonce
+    assert AESGCM(key).decrypt(nonce, stored[12:], aad) == vec.hex("encrypted.plaintext")
+    assert payload.payload_aad(vec.text("journal_id"), vec.text("stream"), seq, key_id, codec) == aad
+    value = payload.read_payload(codec, stored, key_id, journal_id=vec.text("journal_id"), stream=vec.text("stream"),
+                                 seq=seq, data_key={key_id: key}.get)
+    assert events.canonical_json(value) == vec.hex("encrypted.plaintext")
+    # Bound to its seq: the same bytes at another seq do not decrypt; without the key, a marker.
+    with pytest.raises(IntegrityError):
+        payload.read_payload(codec, stored, key_id, journal_id=vec.text("journal_id"), stream=vec.text("stream"),
+                             seq=seq + 1, data_key={key_id: key}.get)
+    assert payload.read_payload(codec, stored, key_id, journal_id="j", stream="s", seq=seq,
+                                data_key=lambda k: None) == {"$wormjournal": "shredded", "key_id": key_id}
 
 
 def test_checkpoint_vector(vec: Vectors) -> None:

@@ -88,6 +88,7 @@ def test_readme_cli_lines_parse() -> None:
     lines = cli_lines()
     assert [shlex.split(line)[1] for line in lines] == [
         "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
+        "shred", "keys",
     ]
     for line in lines:
         argv = shlex.split(line.replace("[--json]", "--json").replace("<journal id>/<key id>", "j/k"))
@@ -177,6 +178,10 @@ def test_readme_cli_section_runs_on_demo_history(tmp_path: Path) -> None:
     assert json.loads(show_json.stdout)["event_id"] == "run-0003-e002"
     assert "run-0003-e002" in show_text.stdout
     assert "0 index objects written" in outputs["reindex"][0].stdout  # the seals indexed every segment
+    shred = outputs["shred"][0].stdout
+    assert re.search(r"shredded subject psn:[0-9a-f]{32}: 1 data key\(s\) destroyed, [1-9]\d* event\(s\)", shred), shred
+    assert "customer-3@example.com" not in shred + outputs["keys"][0].stdout  # only the pseudonym is shown
+    assert re.search(r"subject  psn:\S+\s+shredded", outputs["keys"][0].stdout), outputs["keys"][0].stdout
 
     # The same pipeline through stdin ('-'), as `demo_history.py | wormjournal append STORE -`.
     store2, keys2 = tmp_path / "journal2", tmp_path / "keys2"

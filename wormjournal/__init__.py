@@ -10,7 +10,6 @@ from .errors import (
     JournalError,
     LockedError,
     NotFoundError,
-    ShreddedError,
     StorageError,
     ValidationError,
 )
@@ -18,11 +17,33 @@ from .events import EventType, StoredEvent
 from .index import Event, ExecutionSummary, Reader, ResumePoint
 from .journal import Journal, JournalConfig
 from .payload import decode_payload
+from .retention.keystore import (
+    AwsKmsKek,
+    CorruptKeyError,
+    KeyStore,
+    KeyStoreError,
+    KeyStoreMissingError,
+    LocalKek,
+    UnknownKeyError,
+    UnknownScopeError,
+    WrongKekError,
+)
+from .retention.shred import ErasureReceipt
 from .verify import VerifyReport, verify_store
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AwsKmsKek",
+    "CorruptKeyError",
+    "ErasureReceipt",
+    "KeyStore",
+    "KeyStoreError",
+    "KeyStoreMissingError",
+    "LocalKek",
+    "UnknownKeyError",
+    "UnknownScopeError",
+    "WrongKekError",
     "ConfigError",
     "ConflictError",
     "Event",
@@ -36,7 +57,6 @@ __all__ = [
     "NotFoundError",
     "Reader",
     "ResumePoint",
-    "ShreddedError",
     "StorageError",
     "StoredEvent",
     "ValidationError",

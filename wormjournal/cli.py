@@ -7,6 +7,7 @@ verification) found a problem, 2 usage, input or I/O error. Only this module rea
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -25,10 +26,14 @@ from .events import validate_event
 from .index import Reader
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
+from .journal.keys import load_keys
+from .journal.writer import DATAKEYS_DIR
 from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
+from .retention.keystore import AwsKmsKek, KeyStore
+from .retention.shred import key_use_counts
 from .storage import layout, open_store
 from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
@@ -74,15 +79,18 @@ def cmd_init(args: argparse.Namespace) -> int:
     if args.allow_unlocked:
         err.print("[bold red]--allow-unlocked: if the bucket has no Object Lock, the archive can be deleted or overwritten. "
                   "For development only.[/]")
+    kek = AwsKmsKek(key_arn=args.kms_key_arn) if args.kms or args.kms_key_arn else None
     with Journal.create(
         _store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args),
-        retention=retention, allow_unlocked=args.allow_unlocked,
+        retention=retention, allow_unlocked=args.allow_unlocked, kek=kek,
     ) as j:
         key_id = j.verify_key.key_id
         pub = Path(args.key_dir) / j.journal_id / f"{key_id}.pub.pem"
         out.print(f"created journal {j.journal_id} in {j.store.url}")
         out.print(f"signing key     {Path(args.key_dir) / j.journal_id / 'signing.pem'} (keep it secret, outside the store)")
         out.print(f"public key      {pub} (give this to auditors: wormjournal verify STORE --public-key {pub})")
+        out.print(f"key store       {j.keystore.directory} (data keys of encrypted payloads, wrapped by "
+                  f"{'AWS KMS' if kek else 'the master key ' + str(j.keystore.directory.parent / 'master.key')})")
         policy = j.identity.retention_policy()
         out.print(f"retention       {policy.describe() if policy else 'none: objects are not locked (tamper-evident, not tamper-proof)'}")
     return EXIT_OK
@@ -239,11 +247,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- reading ------------------------------------------------------------------------
 
 
+def _keystore(key_dir: Path, journal_id: str, *, required: bool) -> KeyStore | None:
+    """The journal's key store under ``key_dir``; None when it is not there and not ``required``."""
+    if not required and not (key_dir / journal_id / DATAKEYS_DIR).is_dir():
+        return None
+    _, pseudonym = load_keys(key_dir, journal_id)
+    return KeyStore.open(key_dir / journal_id / DATAKEYS_DIR, journal_id, pseudonym)
+
+
 def _reader(args: argparse.Namespace) -> Reader:
     wal = _wal_dir(args)
     if wal is None and not args.store.startswith("s3://"):
         wal = Path(args.store) / ".wal"
-    return Reader(_store(args), stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal)
+    store = _store(args)
+    # Payloads decrypt where the key store is at hand (the writer's machine); elsewhere they read as markers.
+    keystore = _keystore(args.key_dir, read_identity(store).journal_id, required=False)
+    return Reader(store, stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal, keystore=keystore)
 
 
 def _short(value: Any, width: int = 60) -> str:
@@ -355,6 +374,54 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_shred(args: argparse.Namespace) -> int:
+    scope = {"subject": args.subject, "thread": args.thread, "execution": args.execution, "tenant": args.tenant}
+    with _writer(args) as j:
+        if sys.stderr.isatty():
+            with Progress(TextColumn("counting affected events"), BarColumn(), MofNCompleteColumn(), console=err,
+                          transient=True) as bar:
+                task = bar.add_task("count", total=None)
+                result = j.shred(**scope, reason=args.reason,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+        else:
+            result = j.shred(**scope, reason=args.reason)
+    r = result.receipt
+    if result.repeated:
+        out.print(f"{r['scope']} {r['scope_ref']} was already shredded: erasure receipt at seq {result.seq}, "
+                  f"{r['destroyed_at']}")
+        return EXIT_OK
+    out.print(f"shredded {r['scope']} {r['scope_ref']}: {len(r['key_ids'])} data key(s) destroyed, "
+              f"{r['events_affected']} event(s) can no longer be decrypted")
+    for ref in r["deletion_references"]:
+        out.print(f"  {ref}")
+    out.print(f"erasure receipt appended at seq {result.seq} (stream {args.stream}); it is sealed with the next seal")
+    return EXIT_OK
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    store = _store(args)
+    identity = read_identity(store)
+    keystore = _keystore(args.key_dir, identity.journal_id, required=True)
+    assert keystore is not None
+    infos = list(keystore.keys())
+    uses = key_use_counts(store)
+    if args.json:
+        for k in infos:
+            out.print(json.dumps(dict(dataclasses.asdict(k), status="shredded" if k.shredded else "live",
+                                      events=uses.get(k.key_id, 0)), ensure_ascii=False), markup=False, highlight=False)
+        return EXIT_OK
+    out.print(f"key store {keystore.directory} (provider {keystore.provider.name}); key material is never shown")
+    _print_columns(("key id", "scope", "of", "status", "sealed events", "created", "shredded"),
+                   [(k.key_id, k.scope, k.scope_ref, "shredded" if k.shredded else "live", str(uses.get(k.key_id, 0)),
+                     k.created, k.shredded or "-") for k in infos])
+    by_scope: dict[tuple[str, str], int] = {}
+    for k in infos:
+        status = "shredded" if k.shredded else "live"
+        by_scope[(k.scope, status)] = by_scope.get((k.scope, status), 0) + 1
+    out.print("; ".join(f"{scope} {status}: {n}" for (scope, status), n in sorted(by_scope.items())) or "no data keys yet")
+    return EXIT_OK
+
+
 # -- parser ------------------------------------------------------------------------
 
 
@@ -384,6 +451,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retention", default="7y", help="how long each object is locked, like 30d or 7y (default: %(default)s)")
     p.add_argument("--allow-unlocked", action="store_true",
                    help="accept a bucket without Object Lock (development only: the archive can then be deleted)")
+    p.add_argument("--kms", action="store_true",
+                   help="wrap data keys with AWS KMS, one KMS key per scope, deleted when it is shredded "
+                   "(boto3's configuration and AWS_ENDPOINT_URL apply)")
+    p.add_argument("--kms-key-arn", default=None, metavar="ARN",
+                   help="wrap every data key with this one KMS key instead (shredding removes the wrapped copies)")
     p.set_defaults(func=cmd_init)
     p = sub.add_parser("append", help="append events from JSON Lines, one event a line")
     writer(p)
@@ -403,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--public-key", action="append", metavar="FILE",
                        help="trusted public key (PEM); repeatable (default: the keys stored in the journal)")
         p.add_argument("--wal-dir", type=Path, default=None, help="the writer's write-ahead log, to see unsealed events too")
+        p.add_argument("--key-dir", type=Path, default=default_key_dir(),
+                       help="where the journal's key store is, to decrypt payloads (without it they show as encrypted)")
 
     p = sub.add_parser("executions", help="list executions, newest first")
     reader(p)
@@ -432,6 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.set_defaults(func=cmd_reindex)
+    p = sub.add_parser("shred", help="forget a data subject (or thread, execution, tenant): destroy its keys, "
+                       "append a signed erasure receipt")
+    writer(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subject", help="the data subject's identifier (only its pseudonym is recorded)")
+    which.add_argument("--thread")
+    which.add_argument("--execution")
+    which.add_argument("--tenant")
+    p.add_argument("--reason", default=None, help="why (recorded in the receipt; do not put personal data here)")
+    p.set_defaults(func=cmd_shred)
+    p = sub.add_parser("keys", help="the key store's data keys: scope, live or shredded, events (never key material)")
+    store(p)
+    p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
+    p.add_argument("--json", action="store_true", help="JSON Lines, one key a line")
+    p.set_defaults(func=cmd_keys)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
     store(p)
     p.add_argument("--json", action="store_true")

@@ -71,10 +71,6 @@ class IntegrityError(JournalError):
         self.seq = seq
 
 
-class ShreddedError(JournalError):
-    """The key that encrypted a payload has been destroyed."""
-
-
 class NotFoundError(StorageError):
     """An object or journal that should exist is not there."""
 

@@ -50,6 +50,21 @@ class VerifyReport:
     findings: list[Finding] = dataclasses.field(default_factory=list)
     bytes_checked: int = 0
     seconds: float = 0.0
+    key_uses: dict[str, int] = dataclasses.field(default_factory=dict)  # payload_key_id -> events
+    receipts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # verified erasure receipts
+
+    @property
+    def encrypted_events(self) -> int:
+        return sum(self.key_uses.values())
+
+    @property
+    def shredded_keys(self) -> set[str]:
+        return {k for r in self.receipts for k in r["key_ids"]}
+
+    @property
+    def shredded_events(self) -> int:
+        """Sealed events whose payload's key an erasure receipt reports destroyed."""
+        return sum(self.key_uses.get(k, 0) for k in self.shredded_keys)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +89,9 @@ class VerifyReport:
             "events": self.events,
             "segments": self.segments,
             "bytes_checked": self.bytes_checked,
+            "encrypted_events": self.encrypted_events,
+            "shredded_events": self.shredded_events,
+            "receipts": self.receipts,
             "seconds": round(self.seconds, 3),
             "streams": [dataclasses.asdict(s) for s in self.streams],
             "findings": [dataclasses.asdict(f) for f in self.findings],
@@ -92,6 +110,11 @@ class VerifyReport:
                 f"head {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
             )
         lines.append(f"checked      {self.events} events, {self.segments} segments, {self.bytes_checked} bytes in {self.seconds:.2f}s")
+        lines.append(f"payloads     {self.encrypted_events} encrypted, {self.shredded_events} shredded "
+                     f"({len(self.receipts)} erasure receipt(s))")
+        for r in self.receipts:
+            lines.append(f"  erasure seq {r['seq']} ({r['stream']}): {r['scope']} {r['scope_ref']}, {len(r['key_ids'])} key(s) "
+                         f"destroyed {r['destroyed_at']}, {r['events_affected']} event(s); {r['deletion_references'][0] if r['deletion_references'] else ''}")
         if self.findings:
             lines.append(f"FAILED       {len(self.findings)} finding(s):")
             lines.extend(f"  [{f.kind}] {f.where()}: {f.message}" for f in self.findings)

@@ -14,9 +14,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ..errors import JournalError
+from ..errors import IntegrityError, JournalError
 from ..events import genesis_hash
+from ..payload import decode_payload
+from ..retention.shred import RECEIPT_TYPE, check_receipt
 from ..segments import merkle
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
@@ -236,6 +239,7 @@ class _StreamVerifier:
         if outside.size:
             i = int(outside[0])
             self.find("partition_date", f"row {i}'s ts is not on {parsed[1]}, the segment's date", segment=m.segment, seq=seqs[i])
+        self.check_payloads(table, m.segment)
         # Step 8: each event links to the previous event of its execution in this stream.
         heads = self._exec_heads
         links = zip(seqs, table.column("execution_id").to_pylist(), table.column("exec_prev_seq").to_pylist(), strict=True)
@@ -248,6 +252,22 @@ class _StreamVerifier:
                     seq=seq,
                 )
             heads[execution] = seq
+
+    def check_payloads(self, table: pa.Table, segment: int) -> None:
+        """Count encrypted payloads by key id, and check each erasure receipt's signed note
+        (FORMAT.md 3.2); shredded events are counted once every receipt is known."""
+        keys = table.column("payload_key_id")
+        if keys.null_count < len(keys):
+            for item in pc.value_counts(keys.drop_null()).to_pylist():
+                self.report.key_uses[item["values"]] = self.report.key_uses.get(item["values"], 0) + item["counts"]
+        receipts = table.filter(pc.equal(table.column("event_type"), RECEIPT_TYPE))
+        for row in receipts.select(["seq", "payload_codec", "payload"]).to_pylist():
+            try:
+                receipt = check_receipt(decode_payload(row["payload_codec"], row["payload"]), self.keys)
+            except IntegrityError as e:
+                self.find("erasure_receipt", str(e), segment=segment, seq=row["seq"])
+                continue
+            self.report.receipts.append(dict(receipt, stream=self.stream, seq=row["seq"]))
 
     def check_strays(self, covered: set[str]) -> None:
         """Step 11: every object under segments/ must be covered by a manifest."""
