@@ -7,6 +7,8 @@ Prints one JSON object to stdout (progress goes to stderr) with:
                      against ``raw_fsync``: os.write + os.fdatasync of one WAL frame's
                      worth of bytes to a plain file in the same directory
   batched_append     ``append_batch`` of --batch events: events/s and payload MB/s
+  encrypted_batched_append  the same with a subject_id on every event (500 subjects): every
+                     payload AES-256-GCM encrypted with its subject's key; ratio to plaintext
   concurrent_append  --threads threads doing single ``append`` calls: events/s and the
                      number of WAL fdatasync calls (group commit: fsyncs < appends)
   seal               ``seal()`` of the batched events: WAL MB/s, events/s, segment size
@@ -145,6 +147,17 @@ class EventFactory:
             "tenant_id": f"tenant-{i % 7:04d}",
             "payload": make_payload(self.rng),
         }
+
+
+class SubjectEventFactory(EventFactory):
+    """The same events, each about one of ``subjects`` data subjects: encrypted with the subject's key."""
+
+    def __init__(self, seed: int, subjects: int = 500) -> None:
+        super().__init__(seed)
+        self.subjects = subjects
+
+    def event(self, i: int) -> dict[str, Any]:
+        return dict(super().event(i), subject_id=f"customer-{i % self.subjects}@example.com")
 
 
 # -- measuring helpers ----------------------------------------------------------------------
@@ -316,9 +329,10 @@ def bench_single(base: Path, n: int, factory: EventFactory) -> dict[str, Any]:
 # -- 2. batched and concurrent append --------------------------------------------------------
 
 
-def bench_batched(base: Path, total: int, batch: int, factory: EventFactory) -> tuple[dict[str, Any], Journal, Path]:
-    log(f"batched_append: {total} events in batches of {batch}")
-    j, store = new_journal(base, "batched")
+def bench_batched(base: Path, total: int, batch: int, factory: EventFactory,
+                  name: str = "batched") -> tuple[dict[str, Any], Journal, Path]:
+    log(f"{name}_append: {total} events in batches of {batch}")
+    j, store = new_journal(base, name)
     payload_bytes = 0
     elapsed = cpu_secs = 0.0
     starts = range(0, total, batch)
@@ -631,6 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         factory = EventFactory(args.seed)
         single = bench_single(base, args.single, factory)
         batched, j, store = bench_batched(base, args.events, args.batch, factory)
+        encrypted, j_enc, _ = bench_batched(base, args.events, args.batch, SubjectEventFactory(args.seed), "encrypted")
+        j_enc.close()
+        encrypted["ratio_to_plaintext_events_per_s"] = round(encrypted["events_per_s"] / batched["events_per_s"], 3)
         concurrent = bench_concurrent(base, args.threads, args.per_thread, factory)
         try:
             seal = bench_seal(j, store, args.events, batched["payload_bytes"])
@@ -640,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         verify = bench_verify(store, key, args.runs)
         result.update(single)
         result["batched_append"] = batched
+        result["encrypted_batched_append"] = encrypted
         result["concurrent_append"] = concurrent
         result["seal"] = seal
         result.update(verify)
