@@ -72,6 +72,32 @@ def test_shred_keys_and_verify_from_the_command_line(cli_paths: CliPaths, wj) ->
     assert [e["payload"].get("$wormjournal") for e in blind] == ["encrypted", "encrypted", None] * 4
 
 
+def test_reapplying_receipts_after_restoring_a_key_store_backup(cli_paths: CliPaths, wj) -> None:  # noqa: ANN001
+    """A backup taken before the shred brings alice's key back; --reapply-receipts destroys it again."""
+    import shutil
+
+    p = cli_paths
+    subjects_history(p, wj)
+    [datakeys] = list(p.keys.glob("*/datakeys"))
+    backup = p.work / "datakeys-backup"
+    shutil.copytree(datakeys, backup)
+    assert wj("shred", p.store, "--subject", "alice@example.com", "--key-dir", p.keys).code == 0
+
+    def payloads() -> list[object]:
+        r = wj("replay", p.store, "--execution", "run-1", "--json", "--key-dir", p.keys)
+        return [json.loads(line)["payload"].get("$wormjournal") for line in r.out.splitlines()][:12]
+
+    assert payloads() == ["shredded", None, None] * 4
+    shutil.rmtree(datakeys)
+    shutil.copytree(backup, datakeys)  # the restore
+    assert payloads() == [None] * 12  # alice's payloads are readable again: the danger of backups
+    r = wj("keys", p.store, "--key-dir", p.keys, "--reapply-receipts")
+    assert r.code == 0 and "1 key(s) named by erasure receipts; 1 were live here and are destroyed now" in r.out
+    assert payloads() == ["shredded", None, None] * 4
+    again = wj("keys", p.store, "--key-dir", p.keys, "--reapply-receipts")
+    assert "0 were live here" in again.out
+
+
 def test_verify_reports_a_receipt_whose_note_does_not_verify(tmp_path: Path) -> None:
     with Journal.create(tmp_path / "store", key_dir=tmp_path / "keys", config=CONFIG) as j:
         j.append("tool_called", "x-1", {"a": 1}, subject_id="alice")

@@ -33,7 +33,7 @@ from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
 from .retention.keystore import AwsKmsKek, KeyStore
-from .retention.shred import key_use_counts
+from .retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, key_use_counts
 from .storage import layout, open_store
 from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
@@ -403,6 +403,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     identity = read_identity(store)
     keystore = _keystore(args.key_dir, identity.journal_id, required=True)
     assert keystore is not None
+    if args.reapply_receipts:
+        named = []
+        for stream in layout.streams_from_names([i.name for i in store.list(layout.MANIFESTS_PREFIX)]):
+            reader = Reader(store, stream=stream, public_keys=_public_keys(args.public_key),
+                            wal_dir=None if args.store.startswith("s3://") else Path(args.store) / ".wal")
+            for e in reader.events(RECEIPT_EXECUTION):
+                if e.event_type == RECEIPT_TYPE:
+                    named.extend(check_receipt(e.payload, reader.trusted_keys)["key_ids"])
+        again = keystore.reapply(named, "reapplied from the journal's erasure receipts")
+        out.print(f"{len(set(named))} key(s) named by erasure receipts; {len(again)} were live here and are destroyed now")
     infos = list(keystore.keys())
     uses = key_use_counts(store)
     if args.json:
@@ -520,6 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
     p.add_argument("--json", action="store_true", help="JSON Lines, one key a line")
+    p.add_argument("--reapply-receipts", action="store_true",
+                   help="destroy again every key the journal's erasure receipts name (after restoring the key store "
+                   "from a backup)")
+    p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM) for the receipts")
     p.set_defaults(func=cmd_keys)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
     store(p)

@@ -104,6 +104,11 @@ class Reader:
                                lambda kind, first, last: self.manifest(last).index_root(kind, first), self._scan_segment)
 
     @property
+    def trusted_keys(self) -> list[VerifyKey]:
+        """The public keys signatures are checked against."""
+        return list(self._keys)
+
+    @property
     def bytes_read(self) -> int:
         """Bytes fetched from the store so far."""
         return self.store.bytes_read

@@ -516,7 +516,7 @@ class Journal:
             return ErasureReceipt(seq, receipt)
 
     def _earlier_receipt(self, seq: int | None) -> ErasureReceipt:
-        for e in self.reader().find(execution_id=RECEIPT_EXECUTION, event_type=RECEIPT_TYPE):
+        for e in self.reader().events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup
             if e.seq == seq:
                 return ErasureReceipt(seq, check_receipt(e.payload, [self._key.verify_key]), repeated=True)
         raise IntegrityError(f"the erasure receipt at seq {seq} is not in the journal", seq=seq)

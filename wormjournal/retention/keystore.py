@@ -450,6 +450,25 @@ class KeyStore:
                 self._deks.pop(info.key_id, None)
             return Destroyed(scope, ref, destroyed, already and bool(destroyed))
 
+    def reapply(self, key_ids: list[str], note: str) -> list[str]:
+        """Destroy again the keys an erasure receipt names that are live here (a key store restored
+        from a backup older than the shred); returns their ids."""
+        done = []
+        with self._lock:
+            for key_id in sorted(set(key_ids)):
+                record = self._read_key(key_id)
+                if record is None:
+                    continue
+                reference = self.provider.destroy(record.get("kms_key"))
+                info = KeyInfo(key_id, record["scope"], record["scope_ref"], record.get("created", ""),
+                               format_ts(now_micros()), f"{reference} ({note})")
+                _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+                _erase(self._key_path(key_id))
+                self._deks.pop(key_id, None)
+                self._live = {h: v for h, v in self._live.items() if v[0] != key_id}
+                done.append(key_id)
+        return done
+
     def _read_tomb(self, key_id: str) -> KeyInfo | None:
         try:
             data = json.loads(self._tomb_path(key_id).read_text())
