@@ -57,6 +57,9 @@ RFC6962_LEAVES = [
     bytes(range(0x50, 0x58)),
     bytes(range(0x60, 0x70)),
 ]
+# (leaf index, tree size) and (old size, new size) of the proof vectors: edges, odd sizes, powers of two.
+INCLUSION_CASES = [(0, 1), (0, 8), (5, 8), (2, 3), (6, 7), (4, 5), (3, 8)]
+CONSISTENCY_CASES = [(1, 1), (1, 8), (3, 7), (4, 7), (6, 8), (2, 5), (7, 8)]
 
 
 def uuid7_at(ts_micros: int, tail: int) -> str:
@@ -171,6 +174,7 @@ def main() -> None:
         object_sha256=OBJECT_SHA256,
         object_version=OBJECT_VERSION,
         prev_manifest=ZERO_HASH,
+        frontier=(),
         key_id=vk.key_id,
         time=SEAL_TIME,
         index=tuple(index_roots),
@@ -234,6 +238,13 @@ def main() -> None:
         line(f"rfc6962.leaf{i}: {leaf.hex()}")
     for n in range(len(RFC6962_LEAVES) + 1):
         line(f"rfc6962.root{n}: {merkle.merkle_root(RFC6962_LEAVES[:n]).hex()}")
+    hashes = [merkle.leaf_hash(d) for d in RFC6962_LEAVES]
+    for n in range(len(RFC6962_LEAVES) + 1):
+        line(f"rfc6962.frontier{n}: {' '.join(h.hex() for h in merkle.frontier_of(hashes[:n])) or '-'}")
+    for index, size in INCLUSION_CASES:
+        line(f"rfc6962.inclusion.{index}.{size}: {' '.join(h.hex() for h in merkle.inclusion_path(hashes[:size], index)) or '-'}")
+    for old, new in CONSISTENCY_CASES:
+        line(f"rfc6962.consistency.{old}.{new}: {' '.join(h.hex() for h in merkle.consistency_path(hashes[:new], old)) or '-'}")
     line("```")
     blocks = {
         "event0.fields": "\n".join(

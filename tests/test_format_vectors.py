@@ -147,7 +147,7 @@ SPEC_SUBJECT_TAG = b"wormjournal:subject:v1\x00"
 SPEC_MANIFEST_KEYS = [
     "journal", "stream", "segment", "first_seq", "last_seq", "events", "prev_hash",
     "last_hash", "merkle_root", "object", "object_size", "object_sha256", "object_version", "prev_manifest",
-    "key_id", "time",
+    "frontier", "key_id", "time",
 ]  # fmt: skip
 
 
@@ -410,6 +410,7 @@ def test_manifest_vector(vec: Vectors) -> None:
     assert m.merkle_root == vec.hex("segment.merkle_root")
     assert m.object == vec.text("segment.object")
     assert m.prev_manifest == ZERO_HASH == bytes(32)
+    assert m.frontier == () and "\nfrontier -\n" in text  # segment 0: the tree before it is empty
     assert m.key_id == vec.text("key.key_id")
     assert m.text() == text
     assert m.manifest_hash() == vec.hex("manifest0.hash") == hashlib.sha256(text.encode()).digest()
@@ -545,6 +546,65 @@ def test_rfc6962_vectors(vec: Vectors) -> None:
         expected = vec.hex(f"rfc6962.root{n}")
         assert merkle.merkle_root(leaves[:n]) == expected, n
         assert spec_mth(leaves[:n]) == expected, n
+
+
+def spec_hashes(value: str) -> list[bytes]:
+    return [] if value == "-" else [bytes.fromhex(h) for h in value.split(" ")]
+
+
+def spec_frontier(leaves: list[bytes]) -> list[bytes]:
+    """FORMAT.md 4: the MTH of each perfect subtree, sizes the set bits of n from the largest."""
+    out, start = [], 0
+    for bit in reversed(range(len(leaves).bit_length())):
+        if len(leaves) >> bit & 1:
+            out.append(spec_mth(leaves[start : start + (1 << bit)]))
+            start += 1 << bit
+    return out
+
+
+def spec_inclusion_root(leaf_hash: bytes, index: int, size: int, path: list[bytes]) -> bytes:
+    """Recompute the root from an audit path by the recursion of RFC 6962 2.1.1, not RFC 9162's loop."""
+    if size == 1:
+        assert not path
+        return leaf_hash
+    k = 1 << ((size - 1).bit_length() - 1)
+    node = lambda a, b: hashlib.sha256(b"\x01" + a + b).digest()  # noqa: E731
+    if index < k:
+        return node(spec_inclusion_root(leaf_hash, index, k, path[:-1]), path[-1])
+    return node(path[-1], spec_inclusion_root(leaf_hash, index - k, size - k, path[:-1]))
+
+
+def test_rfc6962_proof_vectors(vec: Vectors) -> None:
+    """Frontiers, inclusion paths and consistency proofs (FORMAT.md 4) against the spec and the library."""
+    leaves = [vec.hex(f"rfc6962.leaf{i}") for i in range(8)]
+    hashes = [hashlib.sha256(b"\x00" + d).digest() for d in leaves]
+    for n in range(9):
+        frontier = spec_hashes(vec.raw(f"rfc6962.frontier{n}"))
+        assert frontier == spec_frontier(leaves[:n]) == merkle.frontier_of(hashes[:n]), n
+        assert merkle.frontier_root(frontier) == vec.hex(f"rfc6962.root{n}")
+    cases = [k for k in vec.values if k.startswith("rfc6962.inclusion.")]
+    assert len(cases) >= 5
+    for name in cases:
+        index, size = map(int, name.split(".")[2:])
+        path = spec_hashes(vec.raw(name))
+        root = vec.hex(f"rfc6962.root{size}")
+        assert spec_inclusion_root(hashes[index], index, size, path) == root, name
+        assert merkle.inclusion_path(hashes[:size], index) == path
+        assert merkle.root_from_inclusion(hashes[index], index, size, path) == root
+        assert merkle.root_from_inclusion(hashes[index], index, size, path + [root]) is None
+        if index + 1 < size:
+            assert merkle.root_from_inclusion(hashes[index], index + 1, size, path) != root
+    cases = [k for k in vec.values if k.startswith("rfc6962.consistency.")]
+    assert len(cases) >= 5
+    for name in cases:
+        old, new = map(int, name.split(".")[2:])
+        path = spec_hashes(vec.raw(name))
+        old_root, new_root = vec.hex(f"rfc6962.root{old}"), vec.hex(f"rfc6962.root{new}")
+        assert merkle.consistency_path(hashes[:new], old) == path
+        assert merkle.consistent(old, old_root, new, new_root, path), name
+        assert not merkle.consistent(old, new_root if old != new else bytes(32), new, new_root, path)
+        if path:
+            assert not merkle.consistent(old, old_root, new, new_root, path[:-1] + [bytes(32)])
 
 
 # -- 2. independent implementations agree with the library ------------------------------

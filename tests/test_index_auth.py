@@ -538,7 +538,7 @@ INDEX_LINE = st.builds(lambda *p: " ".join(p), st.sampled_from(["index", "index"
                        NUMBER, HEX)
 LINE = st.one_of(INDEX_LINE, st.text(max_size=40))
 _TEMPLATE = Manifest("j", "main", 7, 0, 1, 1, b"\x00" * 32, b"\x22" * 32, b"\x00" * 32, "o", 1, b"\x00" * 32, "-",
-                     b"\x00" * 32, "k", "2025-03-14T09:00:00Z")
+                     b"\x00" * 32, (b"\x11" * 32, b"\x22" * 32, b"\x33" * 32), "k", "2025-03-14T09:00:00Z")
 
 
 @settings(max_examples=300, deadline=None, database=None)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments import merkle
 from ..segments.notes import NoteError, SigningKey, open_note
 from ..index import build as index_build
 from ..index.catalog import IndexFile, IndexObject
@@ -57,6 +58,11 @@ class SealedState:
     def next_segment(self) -> int:
         return len(self.manifest_hashes)
 
+    @property
+    def frontier(self) -> list[bytes]:
+        """The checkpoint tree over every sealed segment, as its frontier (FORMAT.md, section 4)."""
+        return [] if self.last is None else self.last.tree_after()
+
 
 def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKey) -> SealedState:
     """Read and link-check the stream's manifests (signed by our key)."""
@@ -72,7 +78,8 @@ def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKe
         except NoteError as e:
             raise IntegrityError(f"manifest {info.name}: {e}") from e
         prev_hash = state.manifest_hashes[-1] if state.manifest_hashes else ZERO_HASH
-        if n != state.next_segment or m.segment != n or m.prev_manifest != prev_hash or m.first_seq != state.next_seq:
+        if (n != state.next_segment or m.segment != n or m.prev_manifest != prev_hash or m.first_seq != state.next_seq
+                or list(m.frontier) != state.frontier):
             raise IntegrityError(f"manifest {info.name} does not continue the stream's chain of manifests")
         state.manifest_hashes.append(m.manifest_hash())
         state.last = m
@@ -164,6 +171,7 @@ class Sealer:
                 object_sha256=sha256,
                 object_version=version or NO_VERSION,
                 prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
+                frontier=tuple(st.frontier),
                 key_id=self.key.verify_key.key_id,
                 time=format_ts(now_micros()),
                 index=tuple(index_roots),
@@ -199,6 +207,6 @@ class Sealer:
         st = self.state
         if not st.manifest_hashes:
             return
-        cp = Checkpoint.for_manifests(checkpoint_origin(st.journal_id, st.stream), st.manifest_hashes)
+        cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.next_segment, merkle.frontier_root(st.frontier))
         self.store.put(layout.checkpoint(st.stream, cp.tree_size), cp.sign(self.key))
         self._checkpoint_size = cp.tree_size

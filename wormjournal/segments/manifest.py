@@ -35,6 +35,7 @@ _MANIFEST_LINES: tuple[tuple[str, str], ...] = (
     ("object_sha256", "hash"),
     ("object_version", "str"),
     ("prev_manifest", "hash"),
+    ("frontier", "hashes"),
     ("key_id", "str"),
     ("time", "str"),
 )
@@ -86,6 +87,9 @@ class Manifest:
     object_sha256: bytes
     object_version: str  # the store's version id of the segment object, "-" when it has none
     prev_manifest: bytes
+    # The checkpoint tree over segments 0..segment-1 as its perfect subtrees' roots (FORMAT.md, 7.1):
+    # any one trusted manifest is a starting point for verification, the segments before it not needed.
+    frontier: tuple[bytes, ...]
     key_id: str
     time: str
     # The index objects stored with this segment (FORMAT.md, "Index"), in (kind, first) order.
@@ -98,7 +102,11 @@ class Manifest:
         lines = [MANIFEST_HEADER]
         for key, kind in _MANIFEST_LINES:
             value = getattr(self, key)
-            lines.append(f"{key} {value.hex() if kind == 'hash' else value}")
+            if kind == "hashes":
+                value = " ".join(h.hex() for h in value) or "-"
+            elif kind == "hash":
+                value = value.hex()
+            lines.append(f"{key} {value}")
         lines.extend(r.line() for r in self.index)
         return "\n".join(lines) + "\n"
 
@@ -108,6 +116,10 @@ class Manifest:
             if r.kind == kind and r.first == first and r.last == self.segment:
                 return r
         return None
+
+    def tree_after(self) -> list[bytes]:
+        """The frontier of the checkpoint tree over segments 0..segment: this manifest's, plus itself."""
+        return merkle.frontier_push(self.frontier, self.segment, merkle.leaf_hash(self.manifest_hash()))
 
     def manifest_hash(self) -> bytes:
         """SHA-256 of the note text (signatures excluded): the link and the checkpoint leaf."""
@@ -139,12 +151,19 @@ class Manifest:
                     if len(raw) != 64 or raw != raw.lower():
                         raise ValueError("not 64 lowercase hex digits")
                     values[key] = bytes.fromhex(raw)
+                elif kind == "hashes":
+                    items = [] if raw == "-" else raw.split(" ")
+                    if any(len(h) != 64 or h != h.lower() for h in items):
+                        raise ValueError("not '-' or hashes of 64 lowercase hex digits")
+                    values[key] = tuple(bytes.fromhex(h) for h in items)
                 else:
                     values[key] = raw
             except ValueError as e:
                 raise NoteError(f"manifest {key}: {e}") from e
         index = tuple(IndexRoot.parse(line) for line in lines[1 + len(_MANIFEST_LINES) : -1])
         m = cls(**values, index=index)  # type: ignore[arg-type]
+        if len(m.frontier) != m.segment.bit_count():
+            raise NoteError(f"manifest frontier has {len(m.frontier)} hashes; segment {m.segment} needs {m.segment.bit_count()}")
         if any(r.last != m.segment for r in index) or len({(r.kind, r.first) for r in index}) != len(index):
             raise NoteError("manifest index lines must cover segments ending at this one, once each")
         if m.text() != text:

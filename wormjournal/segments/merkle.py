@@ -50,3 +50,137 @@ def block_roots(leaf_hashes: Sequence[bytes], block: int) -> list[bytes]:
     if block < 1 or block & (block - 1):
         raise ValueError(f"block must be a power of two, not {block}")
     return [root_from_leaf_hashes(leaf_hashes[i : i + block]) for i in range(0, len(leaf_hashes), block)]
+
+
+# -- proofs (RFC 6962 section 2.1.1 and 2.1.2; verification as in RFC 9162 section 2.1.3 and 2.1.4) ------------
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def inclusion_path(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """PATH(m, D[n]): the audit path of leaf ``index`` among ``leaf_hashes``, leaf side first."""
+    n = len(leaf_hashes)
+    if not 0 <= index < n:
+        raise ValueError(f"leaf {index} is not in a tree of {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return inclusion_path(leaf_hashes[:k], index) + [root_from_leaf_hashes(leaf_hashes[k:])]
+    return inclusion_path(leaf_hashes[k:], index - k) + [root_from_leaf_hashes(leaf_hashes[:k])]
+
+
+def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes | None:
+    """The root that leaf hash ``leaf`` at ``index`` with ``path`` gives in a tree of ``size``; None if
+    the path has the wrong length for that position."""
+    if not 0 <= index < size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return r if sn == 0 else None
+
+
+def consistency_path(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """PROOF(m, D[n]): that the tree of the first ``old_size`` leaves is a prefix of the whole."""
+    n = len(leaf_hashes)
+    if not 0 < old_size <= n:
+        raise ValueError(f"no consistency proof from size {old_size} to {n}")
+
+    def subproof(m: int, leaves: Sequence[bytes], whole: bool) -> list[bytes]:
+        size = len(leaves)
+        if m == size:
+            return [] if whole else [root_from_leaf_hashes(leaves)]
+        k = _split(size)
+        if m <= k:
+            return subproof(m, leaves[:k], whole) + [root_from_leaf_hashes(leaves[k:])]
+        return subproof(m - k, leaves[k:], False) + [root_from_leaf_hashes(leaves[:k])]
+
+    return subproof(old_size, leaf_hashes, True)
+
+
+def consistent(old_size: int, old_root: bytes, new_size: int, new_root: bytes, path: Sequence[bytes]) -> bool:
+    """Whether ``path`` proves the tree (old_size, old_root) is a prefix of (new_size, new_root)."""
+    if not 0 < old_size <= new_size:
+        return False
+    if old_size == new_size:
+        return not path and old_root == new_root
+    path = list(path)
+    if old_size & (old_size - 1) == 0:  # a power of two: the old root is the first node of the proof
+        path = [old_root] + path
+    if not path:
+        return False
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == old_root and sr == new_root
+
+
+# -- the frontier: a tree's maximal perfect subtrees (FORMAT.md, section 4) ----------------------------------
+
+
+def frontier_push(frontier: Sequence[bytes], size: int, leaf: bytes) -> list[bytes]:
+    """The frontier of the tree of ``size + 1`` leaves, from that of ``size`` leaves and the new leaf hash.
+
+    A tree of n leaves is the RFC 6962 tree over its perfect subtrees of sizes the set bits
+    of n, largest (leftmost) first; their roots, left to right, are its frontier.
+    """
+    if len(frontier) != size.bit_count():
+        raise ValueError(f"a frontier of {size} leaves has {size.bit_count()} roots, not {len(frontier)}")
+    out = list(frontier) + [leaf]
+    n = size
+    while n & 1:  # each trailing set bit of the old size is a subtree the same size as the new one: merge
+        right = out.pop()
+        out[-1] = node_hash(out[-1], right)
+        n >>= 1
+    return out
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    """MTH of the tree whose frontier this is: each perfect subtree is the left child of the tree of the
+    subtrees after it, so the root folds from the right."""
+    if not frontier:
+        return _sha256(b"").digest()
+    root = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        root = node_hash(left, root)
+    return root
+
+
+def frontier_of(leaf_hashes: Sequence[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for i, leaf in enumerate(leaf_hashes):
+        out = frontier_push(out, i, leaf)
+    return out
