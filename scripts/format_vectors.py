@@ -27,6 +27,7 @@ from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, check
 from wormjournal.segments.notes import SigningKey, raw_public
 from wormjournal.segments.table import events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
+from wormjournal.verify.proof import Proof
 
 JOURNAL_ID = "01J0000000000000000000TEST"
 STREAM = "main"
@@ -255,6 +256,15 @@ def main() -> None:
         "key.pem": vk.pem().decode(),
         "manifest0.note": manifest.sign(key).decode(),
         "checkpoint1.note": checkpoint.sign(key).decode(),
+        "proof.json": Proof(
+            event={name: getattr(stored[1], name) for name in events.FIELD_NAMES},
+            prev_hash=stored[1].prev_hash,
+            leaf_index=1,
+            event_path=tuple(merkle.inclusion_path([merkle.leaf_hash(e.hash) for e in stored], 1)),
+            manifest=manifest.sign(key),
+            checkpoint=checkpoint.sign(key),
+            checkpoint_path=(),
+        ).to_json().decode(),
     }
     for name, body in blocks.items():
         line("")

@@ -702,3 +702,22 @@ def test_random_segment_chain_matches_spec(
 )
 def test_random_pseudonym_matches_spec(key: bytes, subject: str) -> None:
     assert events.pseudonymize(key, subject) == spec_pseudonym(key, subject)
+
+
+def test_proof_vector(vec: Vectors) -> None:
+    """The proof of section 10a: event1 under checkpoint1, checked by the library and by FORMAT.md's steps."""
+    from wormjournal.verify.proof import check_proof
+
+    data = vec.block("proof.json").encode()
+    key = signing_key(vec)
+    got = check_proof(data, [key.verify_key])
+    assert (got.seq, got.segment, got.checkpoint_size) == (1, 0, 1)
+    assert got.event_hash == vec.raw("event1.hash")
+    doc = json.loads(data)
+    assert data == (json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
+    assert doc["manifest"] == vec.block("manifest0.note") and doc["checkpoint"] == vec.block("checkpoint1.note")
+    # By hand: two leaves, so the event path is the sibling leaf hash, and the root is their node.
+    leaf = lambda h: hashlib.sha256(b"\x00" + h).digest()  # noqa: E731
+    assert doc["event_path"] == [leaf(vec.hex("event0.hash")).hex()] and doc["checkpoint_path"] == []
+    assert hashlib.sha256(b"\x01" + leaf(vec.hex("event0.hash")) + leaf(vec.hex("event1.hash"))).digest() == vec.hex(
+        "segment.merkle_root")

@@ -38,6 +38,7 @@ from .storage import layout, open_store
 from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
+from .verify.proof import ProofError, check_proof, latest_checkpoint, make_proof
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 APPEND_BATCH = 1000
@@ -350,6 +351,47 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_prove(args: argparse.Namespace) -> int:
+    proof = make_proof(_reader(args), event_id=args.event, seq=args.seq)
+    sys.stdout.buffer.write(proof.to_json())
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_check_proof(args: argparse.Namespace) -> int:
+    keys = _public_keys(args.public_key) or []
+    try:
+        data = sys.stdin.buffer.read() if args.proof == "-" else Path(args.proof).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {args.proof}: {e}") from e
+    try:
+        result = check_proof(data, keys)
+    except ProofError as e:
+        if args.json:
+            out.print_json(json.dumps({"ok": False, "error": str(e)}))
+        else:
+            out.print(f"PROOF FAILS: {e}", markup=False)
+        return EXIT_FINDINGS
+    if args.json:
+        out.print_json(json.dumps({"ok": True, **result.as_dict()}))
+    else:
+        r = result
+        out.print(f"proof OK: event {r.event_id} (seq {r.seq}, {r.event_type}, execution {r.execution_id}, {r.ts}) "
+                  f"is event hash {r.event_hash} in segment {r.segment} of stream {r.stream} of journal {r.journal_id}, "
+                  f"under the checkpoint of {r.checkpoint_size} segments with root {r.checkpoint_root} "
+                  f"(manifest signed by key {r.manifest_key_id}, checkpoint by {r.checkpoint_key_id}; {r.proof_bytes} bytes)",
+                  markup=False)
+    return EXIT_OK
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    _, note = latest_checkpoint(reader.store, reader.identity.journal_id, args.stream, reader.trusted_keys)
+    sys.stdout.buffer.write(note)
+    sys.stdout.flush()
+    return EXIT_OK
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     store = _store(args)
     keys = _public_keys(args.public_key)
@@ -535,6 +577,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "from a backup)")
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM) for the receipts")
     p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("prove", help="write an inclusion proof of one sealed event (JSON) to stdout")
+    reader(p)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--event", help="the event's id")
+    which.add_argument("--seq", type=int, help="the event's seq in the stream")
+    p.set_defaults(func=cmd_prove)
+    p = sub.add_parser("check-proof", help="check an inclusion proof offline; exit 0 proved, 1 not")
+    p.add_argument("proof", help="the proof file, or - for stdin")
+    p.add_argument("--public-key", action="append", metavar="FILE", required=True,
+                   help="trusted public key (PEM); repeatable (after a key rotation, give each key)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_proof)
+    p = sub.add_parser("checkpoint", help="print the stream's latest signed checkpoint, to keep for `verify --since`")
+    reader(p)
+    p.set_defaults(func=cmd_checkpoint)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
     store(p)
     p.add_argument("--json", action="store_true")
