@@ -45,8 +45,8 @@ def seal_forged(tmp_path: Path, rows: list[dict]) -> LocalStore:
     store = LocalStore(store_dir)
     journal_id = read_identity(store).journal_id
     key, _ = load_keys(keys, journal_id)
-    state = sealer_mod.load_sealed_state(store, journal_id, "main", key)
-    sealer = sealer_mod.Sealer(store, state, key, row_group_rows=128, segment_max_events=1000)
+    state = sealer_mod.load_sealed_state(store, journal_id, "main", [key.verify_key])
+    sealer = sealer_mod.Sealer(store, state, lambda: key, trusted=[key.verify_key], row_group_rows=128, segment_max_events=1000)
     sealer.seal(chain(journal_id, rows))
     return store
 

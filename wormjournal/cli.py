@@ -26,7 +26,7 @@ from .events import validate_event
 from .index import Reader
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
-from .journal.keys import load_keys
+from .journal.keys import finish_rotation, load_keys, rotate_signing_key
 from .journal.writer import DATAKEYS_DIR
 from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
@@ -392,6 +392,21 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_rotate_key(args: argparse.Namespace) -> int:
+    """Needs no stream lock: running writers pick the new key up before their next signature."""
+    store = _store(args)
+    identity = read_identity(store)
+    key_dir = Path(args.key_dir)
+    finish_rotation(key_dir, store, identity.journal_id)
+    old, _ = load_keys(key_dir, identity.journal_id)
+    new = rotate_signing_key(key_dir, store, identity.journal_id, old)
+    pub = key_dir / identity.journal_id / f"{new.verify_key.key_id}.pub.pem"
+    out.print(f"rotated the signing key of journal {identity.journal_id}: {old.verify_key.key_id} -> {new.verify_key.key_id}")
+    out.print(f"new public key  {pub} (auditors who trust the old key accept it through the signed key history)")
+    out.print("the old private key is deleted; segments it signed keep verifying with its public key")
+    return EXIT_OK
+
+
 def cmd_reindex(args: argparse.Namespace) -> int:
     store = _store(args)
     keys = _public_keys(args.public_key)
@@ -592,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoint", help="print the stream's latest signed checkpoint, to keep for `verify --since`")
     reader(p)
     p.set_defaults(func=cmd_checkpoint)
+    p = sub.add_parser("rotate-key", help="replace the signing key; the key history records the change, signed by both keys")
+    store(p)
+    p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
+    p.set_defaults(func=cmd_rotate_key)
     p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
     store(p)
     p.add_argument("--json", action="store_true")

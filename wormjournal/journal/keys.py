@@ -10,8 +10,12 @@ import os
 import secrets
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..segments.notes import SigningKey
+from ..errors import ConfigError, ConflictError
+from ..events import format_ts, now_micros
+from ..segments.keyhistory import KeyEntry, entry_name, load_history
+from ..segments.notes import SigningKey, raw_public, split_note
+from ..storage import layout
+from ..storage.base import Store
 
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
@@ -73,3 +77,73 @@ def load_keys(key_dir: Path, journal_id: str) -> tuple[SigningKey, bytes]:
     if len(pseudonym) != 32:
         raise ConfigError(f"the pseudonym key in {directory} is not 32 bytes")
     return signing, pseudonym
+
+
+# -- rotation (FORMAT.md 6.1) ------------------------------------------------------------------------------------
+
+NEXT_FILE = "signing.next.pem"
+PENDING_FILE = "rotation.pending.note"
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: SigningKey) -> SigningKey:
+    """Replace the signing key: the new key's history entry is signed by the key it retires and by
+    itself, the old private key is then gone, and the entry and public key are stored.
+
+    Crash-safe: a rotation interrupted at any step is finished (or dropped, before the entry
+    was signed) by ``finish_rotation``, which every writer runs when it opens the journal.
+    """
+    directory = key_dir / journal_id
+    finish_rotation(key_dir, store, journal_id)
+    history = load_history(store, journal_id, key_name(journal_id), None)
+    if history.problems or not history.entries:
+        raise ConfigError(f"the journal's key history cannot be extended: {'; '.join(history.problems) or 'it has no entry'}",
+                          hint="verify the journal first; a journal created before key histories cannot rotate keys")
+    last = history.entries[-1]
+    if last.key_id != current.verify_key.key_id:
+        raise ConfigError(f"the signing key in {directory} is not the journal's current key {last.key_id}")
+    new = SigningKey.generate(key_name(journal_id))
+    valid_from = max(now_micros(), last.valid_from_micros + 1)
+    entry = KeyEntry(journal_id, last.entry + 1, raw_public(new.verify_key.public), format_ts(valid_from), last.entry_hash())
+    _write_secret(directory / NEXT_FILE, new.private_pem())
+    _write_secret(directory / PENDING_FILE, entry.sign([current, new]))  # the old key's last use
+    _fsync_dir(directory)
+    os.replace(directory / NEXT_FILE, directory / SIGNING_FILE)  # the old private key is gone from here on
+    _fsync_dir(directory)
+    finish_rotation(key_dir, store, journal_id)
+    return new
+
+
+def finish_rotation(key_dir: Path, store: Store, journal_id: str) -> None:
+    """Complete a rotation a crash interrupted; no-op when there is none."""
+    directory = key_dir / journal_id
+    pending, nxt = directory / PENDING_FILE, directory / NEXT_FILE
+    if not pending.exists():
+        nxt.unlink(missing_ok=True)  # generated, never announced: never used
+        return
+    note = pending.read_bytes()
+    entry = KeyEntry.parse(split_note(note)[0])
+    if nxt.exists():
+        os.replace(nxt, directory / SIGNING_FILE)
+        _fsync_dir(directory)
+    signing = SigningKey.from_pem(key_name(journal_id), (directory / SIGNING_FILE).read_bytes())
+    if signing.verify_key.key_id != entry.key_id:
+        raise ConfigError(f"{pending} announces key {entry.key_id}, but {directory / SIGNING_FILE} holds another key")
+    for name, data in ((layout.public_key(entry.key_id), signing.verify_key.pem()), (entry_name(entry.entry), note)):
+        try:
+            store.put(name, data)
+        except ConflictError:
+            if store.get(name) != data:
+                raise
+    public_path = directory / f"{entry.key_id}.pub.pem"
+    if not public_path.exists():
+        public_path.write_bytes(signing.verify_key.pem())
+    pending.unlink()
+    _fsync_dir(directory)

@@ -19,7 +19,7 @@ from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, genesis_hash, now_micros
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments import merkle
-from ..segments.notes import NoteError, SigningKey, open_note
+from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
 from ..index import build as index_build
 from ..index.catalog import IndexFile, IndexObject
 from ..segments.table import build_segment, read_segment, table_to_events, utc_date
@@ -64,8 +64,8 @@ class SealedState:
         return [] if self.last is None else self.last.tree_after()
 
 
-def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKey) -> SealedState:
-    """Read and link-check the stream's manifests (signed by our key)."""
+def load_sealed_state(store: Store, journal_id: str, stream: str, keys: Sequence[VerifyKey]) -> SealedState:
+    """Read and link-check the stream's manifests (signed by the keys of our key history)."""
     state = SealedState(journal_id, stream, [], None)
     for info in store.list(layout.manifests_prefix(stream)):
         parsed = layout.parse_numbered(info.name)
@@ -73,7 +73,7 @@ def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKe
             continue
         n = parsed[2]
         try:
-            text, _ = open_note(store.get(info.name), [key.verify_key])
+            text, _ = open_note(store.get(info.name), list(keys))
             m = Manifest.parse(text)
         except NoteError as e:
             raise IntegrityError(f"manifest {info.name}: {e}") from e
@@ -87,13 +87,19 @@ def load_sealed_state(store: Store, journal_id: str, stream: str, key: SigningKe
 
 
 class Sealer:
-    def __init__(self, store: Store, state: SealedState, key: SigningKey, *, row_group_rows: int, segment_max_events: int) -> None:
+    def __init__(self, store: Store, state: SealedState, key: Callable[[], SigningKey], *, trusted: Sequence[VerifyKey],
+                 row_group_rows: int, segment_max_events: int) -> None:
         self.store = store
         self.state = state
-        self.key = key
+        self._key_source = key  # asked before each signature: another process may have rotated the key
+        self.trusted = list(trusted)
         self.row_group_rows = row_group_rows
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
+
+    @property
+    def key(self) -> SigningKey:
+        return self._key_source()
 
     def _chunk_end(self, events: Sequence[StoredEvent], start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -156,6 +162,7 @@ class Sealer:
                 table=table.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
             )
             _step("index_stored")
+            key = self.key
             m = Manifest(
                 journal=st.journal_id,
                 stream=st.stream,
@@ -172,11 +179,11 @@ class Sealer:
                 object_version=version or NO_VERSION,
                 prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
                 frontier=tuple(st.frontier),
-                key_id=self.key.verify_key.key_id,
+                key_id=key.verify_key.key_id,
                 time=format_ts(now_micros()),
                 index=tuple(index_roots),
             )
-            self.store.put(layout.manifest(st.stream, segment), m.sign(self.key))
+            self.store.put(layout.manifest(st.stream, segment), m.sign(key))
             _step("manifest_stored")
             st.manifest_hashes.append(m.manifest_hash())
             st.last = m
@@ -191,7 +198,7 @@ class Sealer:
         signs (a run merges them and is signed anew: it must not launder altered rows)."""
         name = layout.index_object(self.state.stream, kind, first, last)
         try:
-            text, _ = open_note(self.store.get(layout.manifest(self.state.stream, last)), [self.key.verify_key])
+            text, _ = open_note(self.store.get(layout.manifest(self.state.stream, last)), self.trusted)
             root = Manifest.parse(text).index_root(kind, first)
             info = self.store.head(name)
             if root is None or info is None:
@@ -208,5 +215,15 @@ class Sealer:
         if not st.manifest_hashes:
             return
         cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.next_segment, merkle.frontier_root(st.frontier))
-        self.store.put(layout.checkpoint(st.stream, cp.tree_size), cp.sign(self.key))
+        name = layout.checkpoint(st.stream, cp.tree_size)
+        try:
+            self.store.put(name, cp.sign(self.key))
+        except ConflictError:
+            # Stored before, maybe under a key since rotated: the same checkpoint is fine, any other is not.
+            try:
+                stored = Checkpoint.parse(open_note(self.store.get(name), self.trusted)[0])
+            except NoteError as e:
+                raise IntegrityError(f"{name} exists and does not verify: {e}") from e
+            if stored != cp:
+                raise IntegrityError(f"{name} exists and commits to other manifests") from None
         self._checkpoint_size = cp.tree_size

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
-from ..events import EventInput, encode_fields, event_hash, pseudonymize, uuid7, validate_event
+from ..events import EventInput, encode_fields, event_hash, now_micros, pseudonymize, uuid7, validate_event
 from .. import payload as payloads
 from ..payload import Compressor
 from ..segments.identity import JournalIdentity, read_identity
@@ -37,7 +37,8 @@ from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
 from . import wal as walmod
 from .config import JournalConfig
-from .keys import check_outside, create_keys, key_name, load_keys
+from ..segments.keyhistory import entry_name, first_entry, load_history
+from .keys import SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, rotate_signing_key
 from .lock import StreamLock
 from .sealer import Sealer, load_sealed_state
 
@@ -101,6 +102,7 @@ class Journal:
         wal_dir: Path,
         config: JournalConfig,
         keystore: KeyStore,
+        key_dir: Path | None = None,
     ) -> None:
         if not layout.is_valid_stream(stream):
             raise ValidationError("stream", f"{stream!r} is not a valid stream name (letters, digits, . _ -; at most 64)")
@@ -109,6 +111,8 @@ class Journal:
         self.stream = stream
         self.config = config
         self._key = signing_key
+        self._key_dir = key_dir
+        self._key_stat: tuple[int, int] | None = self._signing_file_stat()
         self._pseudonym_key = pseudonym_key
         self.keystore = keystore
         self._aeads: dict[str, payloads.AESGCM] = {}
@@ -199,8 +203,9 @@ class Journal:
             retention_days=policy.days if policy else None,
         )
         st.put(layout.public_key(signing.verify_key.key_id), signing.verify_key.pem())
+        st.put(entry_name(0), first_entry(journal_id, signing, now_micros()))
         st.put(layout.JOURNAL_OBJECT, identity.encode())
-        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path)
 
     @classmethod
     def open(
@@ -229,6 +234,7 @@ class Journal:
             st = st.with_retention(identity.retention_policy())
         key_path = Path(key_dir)
         check_outside(key_path, _store_root(st))
+        finish_rotation(key_path, st, identity.journal_id)  # a key rotation a crash interrupted
         signing, pseudonym = load_keys(key_path, identity.journal_id)
         if st.head(layout.public_key(signing.verify_key.key_id)) is None:
             # Refuse before writing: events sealed with a foreign key would never verify.
@@ -238,14 +244,15 @@ class Journal:
                 hint="pass the --key-dir (or WORMJOURNAL_KEY_DIR) used at `wormjournal init`",
             )
         keystore = KeyStore.open(key_path / identity.journal_id / DATAKEYS_DIR, identity.journal_id, pseudonym, kek)
-        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path)
 
     @classmethod
     def _open(cls, st: Store, identity: JournalIdentity, signing: SigningKey, pseudonym: bytes, stream: str,
-              wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore) -> Journal:
+              wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore,
+              key_path: Path | None = None) -> Journal:
         wd = Path(wal_dir) if wal_dir is not None else default_wal_dir(st)
         return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig(),
-                   keystore=keystore)
+                   keystore=keystore, key_dir=key_path)
 
     def __enter__(self) -> Journal:
         return self
@@ -260,14 +267,52 @@ class Journal:
     @property
     def verify_key(self) -> VerifyKey:
         """The public half of the signing key (give its PEM to auditors)."""
+        return self._current_key().verify_key
+
+    def _signing_file_stat(self) -> tuple[int, int] | None:
+        if self._key_dir is None:
+            return None
+        try:
+            st = (self._key_dir / self.identity.journal_id / SIGNING_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _current_key(self) -> SigningKey:
+        """The signing key, reloaded when another process rotated it (checked before each signature)."""
+        stat = self._signing_file_stat()
+        if stat is not None and stat != self._key_stat:
+            self._key = load_keys(self._key_dir, self.journal_id)[0]  # type: ignore[arg-type]
+            self._key_stat = stat
+            if hasattr(self, "_sealer"):
+                self._sealer.trusted.append(self._key.verify_key)
+        return self._key
+
+    def trusted_keys(self) -> list[VerifyKey]:
+        """Every key of the journal's key history (with the current key): what its own reads trust."""
+        name = key_name(self.journal_id)
+        keys = load_history(self.store, self.journal_id, name, None).keys(name)
+        current = self._current_key().verify_key
+        return keys if any(k.key_id == current.key_id for k in keys) else [*keys, current]
+
+    def rotate_key(self) -> VerifyKey:
+        """Replace the signing key (FORMAT.md 6.1). Old segments keep verifying with the old public key;
+        the new one is announced in the signed key history. Returns the new public key."""
+        if self._key_dir is None:
+            raise ConfigError("this journal was not opened with a key directory")
+        with self._seal_lock:
+            self._key = rotate_signing_key(self._key_dir, self.store, self.journal_id, self._current_key())
+            self._key_stat = self._signing_file_stat()
+        log.info("rotated the signing key of journal %s to key %s", self.journal_id, self._key.verify_key.key_id)
         return self._key.verify_key
 
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> None:
-        state = load_sealed_state(self.store, self.journal_id, self.stream, self._key)
+        trusted = self.trusted_keys()
+        state = load_sealed_state(self.store, self.journal_id, self.stream, trusted)
         self._sealer = Sealer(
-            self.store, state, self._key,
+            self.store, state, self._current_key, trusted=trusted,
             row_group_rows=self.config.row_group_rows, segment_max_events=self.config.segment_max_events,
         )
         self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint
@@ -508,7 +553,7 @@ class Journal:
                 "reason": reason,
             }
             event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
-                     "payload": receipt_payload(receipt, self._key), "key_scope": "none"}
+                     "payload": receipt_payload(receipt, self._current_key()), "key_scope": "none"}
             seq = self._append([event], internal=True)[0]
             self.keystore.record_receipt(key_ids, seq)
             log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", scope, destroyed.scope_ref,
@@ -518,7 +563,7 @@ class Journal:
     def _earlier_receipt(self, seq: int | None) -> ErasureReceipt:
         for e in self.reader().events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup
             if e.seq == seq:
-                return ErasureReceipt(seq, check_receipt(e.payload, [self._key.verify_key]), repeated=True)
+                return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
         raise IntegrityError(f"the erasure receipt at seq {seq} is not in the journal", seq=seq)
 
     def _unsealed_events(self) -> list[Any]:
@@ -547,14 +592,14 @@ class Journal:
         """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
         from ..index import Reader
 
-        return Reader(self.store, stream=self.stream, public_keys=[self._key.verify_key], wal_dir=self._wal_dir.parent,
+        return Reader(self.store, stream=self.stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
                       keystore=self.keystore)
 
     def verify(self, **kwargs: Any) -> Any:
         """Verify the whole store with this journal's public key; returns a VerifyReport."""
         from ..verify import verify_store
 
-        kwargs.setdefault("public_keys", [self._key.verify_key])
+        kwargs.setdefault("public_keys", self.trusted_keys())
         return verify_store(self.store, **kwargs)
 
     def close(self, *, seal: bool = False) -> None:
