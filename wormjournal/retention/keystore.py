@@ -365,8 +365,10 @@ class KeyStore:
         h = self._scope_hash(scope, value)
         with self._lock:
             found = self._live.get(h)
-            if found is not None:
+            # Cached, unless another writer (another stream, another process) shredded it since.
+            if found is not None and self._key_path(found[0]).exists():
                 return found
+            found = None
             scope_dir = self.directory / "scopes" / h
             for key_id in sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []:
                 record = self._read_key(key_id)
@@ -403,9 +405,10 @@ class KeyStore:
         WrongKekError when it cannot be unwrapped.
         """
         dek = self._deks.get(key_id)
-        if dek is not None:
+        if dek is not None and self._key_path(key_id).exists():  # not shredded since by another key store
             return dek
         with self._lock:
+            self._deks.pop(key_id, None)
             record = self._read_key(key_id)
             if record is None:
                 if self._tomb_path(key_id).exists():
