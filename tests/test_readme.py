@@ -88,10 +88,11 @@ def test_readme_cli_lines_parse() -> None:
     lines = cli_lines()
     assert [shlex.split(line)[1] for line in lines] == [
         "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
-        "shred", "keys",
+        "shred", "keys", "checkpoint", "verify", "prove", "check-proof", "rotate-key",
     ]
     for line in lines:
         argv = shlex.split(line.replace("[--json]", "--json").replace("<journal id>/<key id>", "j/k"))
+        argv = argv[: argv.index(">")] if ">" in argv else argv
         assert argv[0] == "wormjournal"
         build_parser().parse_args(argv[1:])
 
@@ -128,11 +129,16 @@ def test_readme_cli_section_runs_on_demo_history(tmp_path: Path) -> None:
                 variant = variant.replace(f"{shlex.quote(str(keys))}/<journal id>/<key id>.pub.pem", shlex.quote(pub))
             argv = shlex.split(variant)
             assert argv[0] == "wormjournal"
+            redirect = None
+            if ">" in argv:  # `... > FILE`: the README keeps the output in a file
+                argv, redirect = argv[: argv.index(">")], argv[argv.index(">") + 1]
             r = subprocess.run(
                 [sys.executable, "-m", "wormjournal", *argv[1:]],
                 cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300,
             )
             assert r.returncode == 0, f"{variant}\n{r.stdout}\n{r.stderr}"
+            if redirect is not None:
+                (tmp_path / redirect).write_text(r.stdout)
             outputs.setdefault(argv[1], []).append(r)
             if argv[1] == "init":
                 m = re.search(r"^public key\s+(\S+\.pub\.pem) ", r.stdout, re.M)
@@ -144,7 +150,8 @@ def test_readme_cli_section_runs_on_demo_history(tmp_path: Path) -> None:
     assert len(sealed) >= 2  # the history spans several UTC days: one segment per date
     assert sum(int(re.search(r"\((\d+) events\)", s).group(1)) for s in sealed) == n_events
 
-    verify_text, verify_json = outputs["verify"]
+    verify_text, verify_json, verify_since = outputs["verify"]
+    assert "extended to" in verify_since.stdout and "proof OK" in outputs["check-proof"][0].stdout
     assert "result       OK" in verify_text.stdout
     assert "taken from the store" not in verify_text.stdout  # an independent check with the exported key
     report = json.loads(verify_json.stdout)

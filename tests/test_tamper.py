@@ -19,6 +19,7 @@ import pytest
 from wormjournal.events import encode_fields, event_hash, genesis_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal.keys import key_name, load_keys
+from wormjournal.segments import merkle
 from wormjournal.segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, open_note
 from wormjournal.segments.table import events_to_table, read_segment, segment_merkle_root, table_to_events, write_segment
@@ -391,6 +392,7 @@ def rewrite_history_from(history: History, first: int) -> tuple[SigningKey, list
             object_size=len(data),
             object_sha256=hashlib.sha256(data).digest(),
             prev_manifest=hashes[-1],
+            frontier=tuple(merkle.frontier_of([merkle.leaf_hash(h) for h in hashes])),  # the forger keeps these right too
         )
         overwrite(history.manifest_path(n), m.sign(signing))
         hashes.append(m.manifest_hash())
@@ -430,6 +432,9 @@ def test_rewritten_history_with_every_checkpoint_resigned(history: History) -> N
     cp = Checkpoint.parse(text)
     assert cp.tree_size == report.streams[0].checkpoint_size
     assert cp.root_hash.hex() != report.streams[0].checkpoint_root
+    # Which is what `verify --since` does with it.
+    caught = verify_store(history.store, public_keys=[history.verify_key], since=witnessed)
+    assert kinds(caught) == {"since_inconsistent"}, caught.to_text()
 
 
 def test_manifest_parse_roundtrip_is_what_the_tests_forge(history: History) -> None:

@@ -30,6 +30,7 @@ from .retention.keystore import (
 )
 from .retention.shred import ErasureReceipt
 from .verify import VerifyReport, verify_store
+from .verify.proof import Proof, ProofError, check_proof, make_proof
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,10 @@ __all__ = [
     "StoredEvent",
     "ValidationError",
     "VerifyReport",
+    "Proof",
+    "ProofError",
+    "check_proof",
+    "make_proof",
     "decode_payload",
     "verify_store",
 ]

@@ -166,14 +166,23 @@ def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
     store = _store(args)
     keys = _public_keys(args.public_key)
+    since = None
+    if args.since is not None:
+        try:
+            since = Path(args.since).read_bytes()
+        except OSError as e:
+            raise ConfigError(f"cannot read --since {args.since}: {e}") from e
     if sys.stderr.isatty() and not args.json:
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
             task = bar.add_task("verify", total=None)
-            report = verify_store(store, public_keys=keys, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            report = verify_store(store, public_keys=keys, workers=args.workers, since=since,
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
-        report = verify_store(store, public_keys=keys)
+        report = verify_store(store, public_keys=keys, workers=args.workers, since=since)
     if args.json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -535,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes that check segments in parallel (default: one per core, fewer for a small journal; 1: no pool)")
+    p.add_argument("--since", metavar="CHECKPOINT_FILE", default=None,
+                   help="a checkpoint (or manifest) saved earlier, e.g. by `wormjournal checkpoint`: prove the journal "
+                   "extends it; segments before it may have expired")
     p.set_defaults(func=cmd_verify)
     def reader(p: argparse.ArgumentParser) -> None:
         store(p)

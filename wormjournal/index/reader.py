@@ -29,6 +29,7 @@ from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash,
 from ..retention.keystore import KeyStore
 from ..segments.identity import read_identity
 from ..segments.manifest import Manifest
+from ..segments.keyhistory import load_history
 from ..segments.notes import NoteError, VerifyKey, open_note
 from ..segments.partial import SegmentFile
 from ..segments.table import table_to_events
@@ -91,6 +92,10 @@ class Reader:
 
             public_keys = load_store_keys(self.store, self.identity)
         self._keys = [VerifyKey(self.identity.key_name, k.public) for k in public_keys]
+        # Keys that followed a trusted key in the signed key history are trusted too (FORMAT.md 6.1).
+        known = {k.key_id for k in self._keys}
+        self._keys += [k for k in load_history(self.store, self.identity.journal_id, self.identity.key_name,
+                                               self._keys).keys(self.identity.key_name) if k.key_id not in known]
         if not self._keys:
             raise IntegrityError("no public key to verify with")
         self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None

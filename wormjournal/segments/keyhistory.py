@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..errors import JournalError
 from ..events import format_ts, parse_ts
 from ..storage import layout
 from ..storage.base import ObjectReader
@@ -77,8 +78,9 @@ class KeyEntry:
             entry = cls(values["journal"], int(values["entry"]), base64.b64decode(values["public_key"], validate=True),
                         values["valid_from"], bytes.fromhex(values["prev_entry"]))
             Ed25519PublicKey.from_public_bytes(entry.public_key)
-            parse_ts(entry.valid_from)
-        except (ValueError, binascii.Error) as e:
+            if format_ts(parse_ts(entry.valid_from)) != entry.valid_from:
+                raise ValueError("valid_from is not a canonical RFC 3339 UTC time")
+        except (ValueError, binascii.Error, JournalError) as e:  # parse_ts raises ValidationError
             raise NoteError(f"key history entry does not parse: {e}") from e
         if len(entry.prev_entry) != 32 or entry.text() != text or values["key_id"] != entry.key_id:
             raise NoteError("key history entry is not in canonical form")

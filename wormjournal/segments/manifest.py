@@ -195,11 +195,11 @@ class Checkpoint:
         if len(lines) < 4 or lines[-1] != "":
             raise NoteError("checkpoint needs origin, tree size and root hash lines")
         origin, size, root = lines[0], lines[1], lines[2]
-        if not size.isdigit() or (size != "0" and size.startswith("0")):
-            raise NoteError(f"checkpoint tree size {size!r} is not a decimal")
+        if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")) or len(size) > 20:
+            raise NoteError(f"checkpoint tree size {size[:24]!r} is not a decimal")
         try:
             root_hash = base64.b64decode(root, validate=True)
-        except binascii.Error as e:
+        except (binascii.Error, ValueError) as e:  # ValueError: non-ASCII characters
             raise NoteError("checkpoint root hash is not base64") from e
         if len(root_hash) != 32:
             raise NoteError("checkpoint root hash is not 32 bytes")

@@ -126,6 +126,8 @@ def split_note(data: bytes) -> tuple[str, list[Signature]]:
     if sep < 0 or not whole.endswith("\n"):
         raise NoteError("note has no signature block")
     text, sig_block = whole[: sep + 1], whole[sep + 2 :]
+    if "\n\n" in text or text.startswith("\n"):
+        raise NoteError("note text contains an empty line")
     sigs: list[Signature] = []
     for line in sig_block[:-1].split("\n"):  # LF only, as the spec says
         if not line.startswith(SIG_PREFIX):
@@ -152,7 +154,8 @@ def open_note(data: bytes, keys: list[VerifyKey]) -> tuple[str, VerifyKey]:
     """
     text, sigs = split_note(data)
     by_hash = {(k.name, k.note_hash): k for k in keys}
-    for sig in sigs:
+    signer = None
+    for sig in sigs:  # every trusted key's signature must verify, not only the first
         key = by_hash.get((sig.name, sig.key_hash))
         if key is None:
             continue
@@ -160,6 +163,8 @@ def open_note(data: bytes, keys: list[VerifyKey]) -> tuple[str, VerifyKey]:
             key.public.verify(sig.signature, text.encode("utf-8"))
         except InvalidSignature as e:
             raise NoteError(f"bad signature by key {key.key_id}") from e
-        return text, key
+        signer = signer or key
+    if signer is not None:
+        return text, signer
     names = ", ".join(f"{s.name}+{s.key_hash.hex()}" for s in sigs)
     raise NoteError(f"not signed by a trusted key (signed by {names})")

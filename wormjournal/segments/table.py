@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -142,9 +142,14 @@ def build_segment(
     return sink.getvalue().to_pybytes(), table, merkle.root_from_leaf_hashes(roots)
 
 
-def read_segment(data: bytes) -> pa.Table:
-    """Parse segment bytes; raises pyarrow errors on a corrupt file."""
-    table = pq.read_table(pa.BufferReader(data))
+def read_segment(data: bytes, *, use_threads: bool = True) -> pa.Table:
+    """Parse segment bytes; raises pyarrow errors on a corrupt file.
+
+    ``use_threads=False`` decodes on the calling thread only (a verifier that runs
+    one process per core; it is also faster than pre-buffered reads of in-memory bytes).
+    """
+    table = pq.read_table(pa.BufferReader(data)) if use_threads else \
+        pq.read_table(pa.BufferReader(data), use_threads=False, pre_buffer=False)
     if table.schema.remove_metadata() != SCHEMA:
         raise ValueError("segment schema differs from the wormjournal schema")
     return table
@@ -261,8 +266,21 @@ def _bytes_pieces(col: pa.Array) -> list[_Piece]:
     return [prefix, data.fill_null(b"")]  # a null's value adds no bytes
 
 
+def _hstack(run: list[np.ndarray]) -> np.ndarray:
+    """np.hstack of (n, width) uint8 matrices, each copied as one n-element column of a packed
+    record dtype (an element of ``width`` bytes per row, not ``width`` one-byte copies)."""
+    if len(run) == 1:
+        return run[0]
+    n = run[0].shape[0]
+    record = np.dtype({"names": [f"f{i}" for i in range(len(run))], "formats": [f"V{m.shape[1]}" for m in run]})
+    out = np.empty(n, dtype=record)
+    for i, m in enumerate(run):
+        out[f"f{i}"] = np.ascontiguousarray(m).view(f"V{m.shape[1]}").reshape(n)
+    return out.view(np.uint8).reshape(n, record.itemsize)
+
+
 def _join(pieces: list[_Piece]) -> pa.Array:
-    """Row-wise concatenation of the pieces; each run of adjacent matrices is one numpy hstack."""
+    """Row-wise concatenation of the pieces; each run of adjacent matrices is one :func:`_hstack`."""
     arrays: list[pa.Array] = []
     run: list[np.ndarray] = []
     for piece in [*pieces, None]:
@@ -270,7 +288,7 @@ def _join(pieces: list[_Piece]) -> pa.Array:
             run.append(piece)
             continue
         if run:
-            arrays.append(_rows(np.hstack(run)))
+            arrays.append(_rows(_hstack(run)))
             run = []
         if piece is not None:
             arrays.append(piece)
@@ -320,6 +338,49 @@ def chain_hashes(prev_hash: bytes, table: pa.Table) -> list[bytes]:
     return hashes
 
 
+def bounded_batches(table: pa.Table, limit: int = 1 << 30) -> Iterator[pa.RecordBatch]:
+    """The table's non-empty record batches, each cut in halves until it holds at most ``limit``
+    bytes, so that one batch's joined hash inputs stay within a binary array's 32-bit offsets."""
+    stack = [b for b in reversed(table.to_batches()) if b.num_rows]
+    while stack:
+        batch = stack.pop()
+        if batch.num_rows > 1 and batch.nbytes > limit:
+            half = batch.num_rows // 2
+            stack += [batch.slice(half), batch.slice(0, half)]
+        else:
+            yield batch
+
+
+def row_hash_inputs(batch: pa.RecordBatch) -> pa.Array:
+    """Per row, the bytes its event hash is taken over: EVENT_TAG || stored prev_hash || canonical
+    field bytes (a null prev_hash counts as empty), as one binary array (one contiguous buffer)."""
+    n = batch.num_rows
+    prev = batch.column("prev_hash").cast(pa.binary())
+    pieces: list[_Piece] = [np.broadcast_to(np.frombuffer(EVENT_TAG, dtype=np.uint8), (n, len(EVENT_TAG)))]
+    offsets = _offsets(prev)
+    if not prev.null_count and n and offsets[-1] - offsets[0] == 32 * n and np.all(np.diff(offsets) == 32):
+        pieces.append(np.frombuffer(prev.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(n, 32))
+    else:
+        pieces.append(prev.fill_null(b""))
+    meta_fields = FIELDS[:-1]
+    for name, kind, _ in meta_fields:
+        col = batch.column(name)
+        pieces += _int_pieces(col) if kind == Kind.INT else _bytes_pieces(col)
+    payload = batch.column(FIELDS[-1][0]).cast(pa.binary())
+    pieces += [_length_prefix(payload), payload.fill_null(b"")]
+    return _join(pieces)
+
+
+def hash_rows(inputs: pa.Array) -> list[bytes]:
+    """SHA-256 of each value of a binary array (one hashlib call per row, no copies)."""
+    if not len(inputs):
+        return []
+    bounds = _offsets(inputs).tolist()
+    data = _values(inputs)
+    sha = hashlib.sha256
+    return [sha(data[a:b]).digest() for a, b in zip(bounds, bounds[1:])]
+
+
 def row_hashes(table: pa.Table) -> list[bytes]:
     """The event hash of each row from its own fields and stored ``prev_hash``, in table order.
 
@@ -327,15 +388,6 @@ def row_hashes(table: pa.Table) -> list[bytes]:
     of a segment's rows (a partial read); the chain links are checked separately.
     """
     hashes: list[bytes] = []
-    sha = hashlib.sha256
-    tag = EVENT_TAG
-    for batch in table.to_batches():
-        if not batch.num_rows:
-            continue
-        meta, payload = _encoded_rows(batch)
-        prevs = batch.column("prev_hash").to_pylist()
-        meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
-        meta_bytes, payload_bytes = _values(meta), _values(payload)
-        for prev, m0, m1, p0, p1 in zip(prevs, meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:]):
-            hashes.append(sha(tag + (prev or b"") + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest())
+    for batch in bounded_batches(table):
+        hashes += hash_rows(row_hash_inputs(batch))
     return hashes

@@ -6,6 +6,23 @@ import dataclasses
 from typing import Any
 
 
+# What verify checks, in FORMAT.md's order (section 10).
+CHECKS = (
+    "manifest names, signatures and key validity (steps 1-2, 6.1)",
+    "manifest links, seq ranges and frontiers (step 3)",
+    "segment objects: name, size, SHA-256, version (step 4)",
+    "segment schema and metadata (step 5)",
+    "event hashes, chain links, seq order, partition dates (step 6)",
+    "Merkle roots and row-group roots (step 7)",
+    "execution back-links (step 8)",
+    "checkpoints: signatures and roots (step 9)",
+    "completeness: the latest checkpoint covers every segment (step 10)",
+    "stray objects (step 11)",
+    "erasure receipts' signed notes (3.2)",
+    "extension of a saved checkpoint or manifest, with --since (10, since)",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Finding:
     """One broken promise, located by stream, segment and seq where they apply."""
@@ -38,6 +55,9 @@ class StreamSummary:
     head_hash: str | None = None
     checkpoint_size: int | None = None
     checkpoint_root: str | None = None
+    # Verification started at this segment: the ones before it expired, under a trusted --since point.
+    horizon: int = 0
+    expired_segments: int = 0  # segments before the horizon whose objects (or manifests) are gone
 
 
 @dataclasses.dataclass
@@ -52,6 +72,10 @@ class VerifyReport:
     seconds: float = 0.0
     key_uses: dict[str, int] = dataclasses.field(default_factory=dict)  # payload_key_id -> events
     receipts: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # verified erasure receipts
+    keys_used: dict[str, int] = dataclasses.field(default_factory=dict)  # signing key id -> manifests it signed
+    key_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # accepted entries (FORMAT.md 6.1)
+    since: dict[str, Any] | None = None  # the saved checkpoint or manifest verified against, and the result
+    workers: int = 1
 
     @property
     def encrypted_events(self) -> int:
@@ -86,6 +110,11 @@ class VerifyReport:
             "journal_id": self.journal_id,
             "keys": self.keys,
             "keys_from_store": self.keys_from_store,
+            "keys_used": self.keys_used,
+            "key_history": self.key_history,
+            "checked": list(CHECKS),
+            "since": self.since,
+            "streams_count": len(self.streams),
             "events": self.events,
             "segments": self.segments,
             "bytes_checked": self.bytes_checked,
@@ -103,13 +132,27 @@ class VerifyReport:
             f"journal      {self.journal_id}",
             f"keys         {', '.join(self.keys) or 'none'}"
             + ("  (taken from the store itself; pass --public-key for an independent check)" if self.keys_from_store else ""),
+            f"signed by    {', '.join(f'{k} ({n} manifests)' for k, n in sorted(self.keys_used.items())) or 'nothing'}"
+            + (f"; key history of {len(self.key_history)} entr{'y' if len(self.key_history) == 1 else 'ies'}" if self.key_history else ""),
         ]
+        if self.since is not None:
+            sc = self.since
+            lines.append(f"since        saved {sc['kind']} of stream {sc['stream']}, {sc['tree_size']} segments, root "
+                         f"{sc['root'][:16]}…: " + (f"extended to {sc['extends_to']} segments"
+                         + (f" (RFC 6962 consistency proof of {len(sc['consistency_proof'])} "
+                            f"hash{'' if len(sc['consistency_proof']) == 1 else 'es'} checked)"
+                            if "consistency_proof" in sc else " (roots recomputed from the horizon's frontier)")
+                         if "extends_to" in sc else "NOT extended (see findings)"))
         for s in self.streams:
             lines.append(
                 f"stream {s.stream:<8} {s.events} events, {s.segments} segments, seq {s.first_seq}..{s.last_seq}, "
                 f"head {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
             )
-        lines.append(f"checked      {self.events} events, {self.segments} segments, {self.bytes_checked} bytes in {self.seconds:.2f}s")
+            if s.horizon:
+                lines.append(f"  horizon    verified from segment {s.horizon}; segments 0..{s.horizon - 1} are before it "
+                             f"({s.expired_segments} expired), trusted through the saved point")
+        lines.append(f"checked      {self.events} events, {self.segments} segments, {len(self.streams)} stream(s), "
+                     f"{self.bytes_checked} bytes in {self.seconds:.2f}s ({self.workers} process(es))")
         lines.append(f"payloads     {self.encrypted_events} encrypted, {self.shredded_events} shredded "
                      f"({len(self.receipts)} erasure receipt(s))")
         for r in self.receipts:

@@ -1,0 +1,547 @@
+"""Steps 4 to 8 of the verification procedure (FORMAT.md, section 10) for one segment.
+
+:func:`fetch_segment` is the part that needs the store (the object's name, bytes and
+version); it runs in the verifying process. :func:`check_segment` is everything else:
+it needs only the manifest, the object's bytes, the journal id, the stream and the
+trusted public keys as raw bytes, so it can run in a worker process (it is a
+top-level function and its arguments and result are plain picklable values).
+
+For step 8 (execution back-links), which runs over the whole stream, a segment
+checks the links between its own events and returns, per execution, its first
+event (position, seq, ``exec_prev_seq``) and its last seq; the caller checks each
+first event against the last seq of the execution in the earlier segments
+(:func:`link_findings`).
+
+The checks are those of the straightforward reading of section 10, in the same
+order, with the same findings. What makes them fast: every event hash is first
+recomputed over the row's *stored* ``prev_hash``, in storage order, in one pass
+over one buffer (no sort of the rows, no copy per row); when every recomputed
+hash equals the stored one and the stored ``prev_hash`` values link the rows in
+seq order from the manifest's ``prev_hash`` to its ``last_hash``, the chain of
+step 6 holds (by induction over the rows in seq order, the chained hash of each
+row is its stored hash). Only when something is wrong is the chain walked in seq
+order to locate the first bad row and report it as that walk reports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import hashlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..errors import IntegrityError, JournalError
+from ..payload import decode_payload
+from ..retention.shred import RECEIPT_TYPE, check_receipt
+from ..segments import merkle
+from ..segments.manifest import NO_VERSION, Manifest
+from ..segments.notes import VerifyKey, raw_public
+from ..segments.table import (
+    BLOCK_ROOTS_KEY,
+    BLOCK_ROWS_KEY,
+    FORMAT_VERSION,
+    SCHEMA,
+    bounded_batches,
+    chain_hashes,
+    decode_block_roots,
+    first_out_of_order,
+    hash_rows,
+    in_seq_order,
+    read_segment,
+    row_hash_inputs,
+)
+from ..storage import layout
+from ..storage.base import ObjectReader
+
+# kind, message, segment, seq, object: a Finding without its stream (the caller knows it).
+RawFinding = tuple[str, str, int | None, int | None, str | None]
+_DAY_MICROS = 86_400_000_000
+_MERGE_BYTES = 1 << 28  # merge row groups into batches of at most this many bytes
+_PART_ROWS = 1 << 15  # rows read from a segment at a time (whole row groups)
+# The columns kept for every row of a segment while it is checked (not the payloads and ids).
+_LIGHT = ["seq", "ts", "execution_id", "exec_prev_seq", "event_type", "payload_key_id", "prev_hash", "hash"]
+_sha256 = hashlib.sha256
+
+
+@dataclasses.dataclass
+class SegmentResult:
+    """What :func:`check_segment` found in one segment; small, picklable."""
+
+    segment: int
+    findings: list[RawFinding] = dataclasses.field(default_factory=list)  # in check order, step 8's excepted
+    key_uses: dict[str, int] = dataclasses.field(default_factory=dict)  # payload_key_id -> events
+    receipts: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)  # (seq, verified receipt)
+    # Step 8, or None when the segment could not be read that far. Positions are row indexes in seq order.
+    # Per execution: (position of its first event, execution id, that event's seq, its exec_prev_seq, last seq).
+    executions: list[tuple[int, str, int, int | None, int]] | None = None
+    # Wrong links between events of the same execution inside the segment: (position, finding).
+    link_findings: list[tuple[int, RawFinding]] = dataclasses.field(default_factory=list)
+
+
+def public_key_bytes(keys: Sequence[VerifyKey]) -> tuple[bytes, ...]:
+    """The trusted keys as raw 32-byte Ed25519 public keys (what a worker process is sent)."""
+    return tuple(raw_public(k.public) for k in keys)
+
+
+@functools.lru_cache(maxsize=8)
+def _verify_keys(key_name: str, raw: tuple[bytes, ...]) -> list[VerifyKey]:
+    return [VerifyKey(key_name, Ed25519PublicKey.from_public_bytes(r)) for r in raw]
+
+
+def _day_start_micros(date: str) -> int:
+    return (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days * _DAY_MICROS
+
+
+# -- step 4, in the verifying process --------------------------------------------------------------------
+
+
+def fetch_segment(store: ObjectReader, m: Manifest, stream: str) -> tuple[list[RawFinding], bytes | None]:
+    """The manifest's count and object name, then the object's bytes and current version.
+
+    Returns the findings so far and the bytes (None when the object cannot be checked further).
+    """
+    found: list[RawFinding] = []
+    if m.last_seq < m.first_seq or m.events != m.last_seq - m.first_seq + 1:
+        found.append(("manifest_count", f"manifest counts {m.events} events for seq {m.first_seq}..{m.last_seq}", m.segment, None, m.object))
+    parsed = layout.parse_segment(m.object)
+    if parsed is None or parsed[0] != stream or parsed[2] != m.segment:
+        found.append(("object_name", f"manifest names object {m.object!r}, not a segment {m.segment} of this stream", m.segment, None, m.object))
+        return found, None
+    try:
+        data = store.get(m.object)
+    except JournalError as e:
+        found.append(("object_missing", f"segment object cannot be read: {e}", m.segment, None, m.object))
+        return found, None
+    if m.object_version != NO_VERSION:
+        info = store.head(m.object)
+        current = info.version_id if info else None
+        if current != m.object_version:
+            found.append(("object_version", f"current version {current} is not the version {m.object_version} that was sealed", m.segment, None, m.object))
+    return found, data
+
+
+# -- steps 4 to 8, anywhere ----------------------------------------------------------------------------
+
+
+def _packed_hashes(column: pa.ChunkedArray) -> np.ndarray | None:
+    """The column as an (n, 32) uint8 matrix, if every value is a non-null 32-byte hash; else None."""
+    if column.null_count:
+        return None
+    try:
+        fixed = column.cast(pa.binary(32))  # fails unless every value is 32 bytes long
+    except pa.ArrowInvalid:
+        return None
+    parts = [np.frombuffer(c.buffers()[1], dtype=np.uint8)[c.offset * 32 : (c.offset + len(c)) * 32] for c in fixed.chunks if len(c)]
+    if not parts:
+        return np.empty((0, 32), dtype=np.uint8)
+    return (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, 32)
+
+
+def _leaf_hashes(stored: pa.ChunkedArray, packed: np.ndarray | None) -> list[bytes]:
+    """The Merkle leaf hash of each stored ``hash`` value (a null counts as empty), in storage order."""
+    if packed is None:
+        return [merkle.leaf_hash(h if isinstance(h, bytes) else b"") for h in stored.to_pylist()]
+    n = len(packed)
+    if n == 0:
+        return []
+    buf = np.zeros((n, 33), dtype=np.uint8)  # 0x00 || hash, row after row
+    buf[:, 1:] = packed
+    data = memoryview(buf).cast("B")
+    sha = _sha256
+    return [sha(data[i : i + 33]).digest() for i in range(0, 33 * n, 33)]
+
+
+def _merkle_checks(meta: dict[str, str], leaves: list[bytes]) -> tuple[bytes, bool]:
+    """The segment Merkle root over ``leaves``, and whether the footer's block roots are those of the rows.
+
+    With a usable block size the root is taken over the block roots, which are complete
+    subtrees (FORMAT.md, section 5): each node of the tree is hashed once, not twice.
+    """
+    try:
+        block = int(meta[BLOCK_ROWS_KEY])
+        roots = merkle.block_roots(leaves, block)  # ValueError unless a power of two
+    except (KeyError, ValueError):
+        return merkle.root_from_leaf_hashes(leaves), False
+    try:
+        footer_ok = decode_block_roots(meta[BLOCK_ROOTS_KEY]) == roots
+    except (KeyError, ValueError):
+        footer_ok = False
+    return merkle.root_from_leaf_hashes(roots), footer_ok
+
+
+def _first_out_of_order(table: pa.Table) -> int | None:
+    """As :func:`first_out_of_order`, with a linear check first: a sort only when some row is out of order."""
+    n = table.num_rows
+    if n < 2:
+        return None
+    ex = table.column("execution_id")
+    seq = table.column("seq")
+    a_ex, b_ex, a_seq, b_seq = ex.slice(0, n - 1), ex.slice(1), seq.slice(0, n - 1), seq.slice(1)
+    # Row i+1 before row i in (execution_id, seq) order (UTF-8 byte order, as the sort compares).
+    descent = pc.or_kleene(pc.less(b_ex, a_ex), pc.and_kleene(pc.equal(b_ex, a_ex), pc.less(b_seq, a_seq)))
+    if descent.null_count == 0 and not pc.any(descent).as_py():
+        return None
+    return first_out_of_order(table)
+
+
+def _rank(perm: np.ndarray | None, n: int) -> np.ndarray:
+    """Position in seq order of each stored row."""
+    if perm is None:
+        return np.arange(n)
+    rank = np.empty(n, dtype=np.int64)
+    rank[perm] = np.arange(n)
+    return rank
+
+
+class _Unreadable(Exception):
+    """The segment's bytes are not a readable wormjournal segment (``error`` as read_segment raised it)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _read_whole(data: bytes) -> pa.Table:
+    try:
+        return read_segment(data, use_threads=False)
+    except (pa.ArrowException, ValueError, OSError) as e:
+        raise _Unreadable(e) from e
+
+
+@dataclasses.dataclass
+class _Scan:
+    """One pass over a segment's rows: what the checks need of every row, without the payloads."""
+
+    meta: dict[str, str]
+    light: pa.Table = dataclasses.field(default_factory=lambda: SCHEMA.empty_table().select(_LIGHT))
+    rows_ok: bool = True  # every row's hash over its stored prev_hash is its stored hash
+    receipts: list[pa.Table] = dataclasses.field(default_factory=list)  # seq, codec, payload of receipt rows
+    receipt_rows: list[int] = dataclasses.field(default_factory=list)  # their stored row numbers
+    _parts: list[pa.Table] = dataclasses.field(default_factory=list)
+    _rows: int = 0
+
+    def add(self, part: pa.Table) -> None:
+        """Rows read from the file, in storage order."""
+        if self.rows_ok:
+            stored = _packed_hashes(part.column("hash"))
+            self.rows_ok = stored is not None and _rows_hash_to(part, memoryview(stored).cast("B") if len(stored) else memoryview(b""))
+        is_receipt = pc.fill_null(pc.equal(part.column("event_type"), RECEIPT_TYPE), False)
+        if pc.any(is_receipt).as_py():
+            rows = np.flatnonzero(np.asarray(is_receipt))
+            self.receipts.append(part.take(rows).select(["seq", "payload_codec", "payload"]))
+            self.receipt_rows += (rows + self._rows).tolist()
+        self._parts.append(part.select(_LIGHT))  # the payload and the ids are dropped with ``part``
+        self._rows += part.num_rows
+
+    def finish(self) -> _Scan:
+        if self._parts:
+            self.light = pa.concat_tables(self._parts)
+        self._parts = []
+        return self
+
+
+def _rows_hash_to(part: pa.Table, stored: memoryview) -> bool:
+    """Whether each row's event hash over its stored prev_hash is its stored hash (packed, 32 bytes a row)."""
+    done = 0
+    for batch in _hash_batches(part):
+        k = batch.num_rows
+        if b"".join(hash_rows(row_hash_inputs(batch))) != stored[32 * done : 32 * (done + k)]:
+            return False
+        done += k
+    return True
+
+
+def _scan(data: bytes) -> _Scan:
+    """Read the segment a few row groups at a time (memory: those row groups, plus the light columns
+    of every row), hashing each row on the way. Raises _Unreadable with what read_segment raises,
+    so that an unreadable segment is reported the same whichever way it was read."""
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
+        schema = pf.schema_arrow
+        if schema.remove_metadata() != SCHEMA:
+            raise ValueError("segment schema differs from the wormjournal schema")
+        md = pf.metadata
+        groups: list[list[int]] = [[]]
+        rows = 0
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            if groups[-1] and (rows + rg.num_rows > _PART_ROWS or rg.total_byte_size > _MERGE_BYTES):
+                groups.append([])
+                rows = 0
+            groups[-1].append(i)
+            rows += rg.num_rows
+    except (pa.ArrowException, ValueError, OSError):
+        return _scan_table(_read_whole(data))
+    scan = _Scan(_text_metadata(schema))
+    for group in groups:
+        if not group:
+            continue
+        try:
+            part = pf.read_row_groups(group, use_threads=False)
+        except (pa.ArrowException, ValueError, OSError):
+            return _scan_table(_read_whole(data))
+        scan.add(part)
+    return scan.finish()
+
+
+def _scan_table(table: pa.Table) -> _Scan:
+    scan = _Scan(_text_metadata(table.schema))
+    scan.add(table)
+    return scan.finish()
+
+
+def _text_metadata(schema: pa.Schema) -> dict[str, str]:
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in (schema.metadata or {}).items()}
+
+
+def check_segment(
+    m: Manifest,
+    data: bytes,
+    *,
+    journal_id: str,
+    stream: str,
+    key_name: str,
+    public_keys: Sequence[bytes],
+) -> SegmentResult:
+    """Steps 4 (size, SHA-256) to 8 of one segment whose bytes :func:`fetch_segment` returned.
+
+    ``public_keys`` are raw Ed25519 public keys; they check erasure receipts (FORMAT.md 3.2).
+    """
+    out = SegmentResult(m.segment)
+    found = out.findings
+    seg, obj = m.segment, m.object
+    parsed = layout.parse_segment(m.object)
+    assert parsed is not None, "fetch_segment checked the object name"
+    date = parsed[1]
+    if len(data) != m.object_size:
+        found.append(("object_size", f"object is {len(data)} bytes, manifest says {m.object_size}", seg, None, obj))
+    if _sha256(data).digest() != m.object_sha256:
+        found.append(("object_sha256", "object's SHA-256 differs from the signed manifest", seg, None, obj))
+    try:
+        scan = _scan(data)
+    except _Unreadable as e:
+        found.append(("segment_unreadable", f"not a readable wormjournal segment: {e.error}", seg, None, obj))
+        return out
+    table = scan.light  # the columns the checks below need, every row, in storage order
+    # Step 5: the segment's own metadata names this journal, stream and segment.
+    meta = scan.meta
+    expected_meta = {
+        "wormjournal.format": FORMAT_VERSION,
+        "wormjournal.journal": journal_id,
+        "wormjournal.stream": stream,
+        "wormjournal.segment": str(m.segment),
+    }
+    if any(meta.get(k) != v for k, v in expected_meta.items()):
+        found.append(("segment_metadata", "segment metadata names another format, journal, stream or segment", seg, None, obj))
+    # Step 6: rows are stored in (execution_id, seq) order; the chain runs in seq order.
+    n = table.num_rows
+    stored_seq = np.asarray(table.column("seq"))
+    wrong = _first_out_of_order(table)
+    if wrong is not None:
+        found.append(("row_order", f"row {wrong} is out of (execution_id, seq) order", seg, int(stored_seq[wrong]), None))
+    # Step 7: the Merkle root over the stored hashes in storage order (step 6 proves each
+    # one is its event's hash), and the footer's row-group roots that partial readers use.
+    hash_col = table.column("hash")
+    stored = _packed_hashes(hash_col)
+    root, footer_ok = _merkle_checks(meta, _leaf_hashes(hash_col, stored))
+    if root != m.merkle_root:
+        found.append(("merkle_root", "Merkle root over the event hashes differs from the manifest", seg, None, obj))
+    if not footer_ok:
+        found.append(("block_roots", "the footer's row-group Merkle roots do not match the rows", seg, None, obj))
+    # The rows in seq order, as positions of the stored rows (no copy of the table).
+    perm = None if n < 2 or bool(np.all(stored_seq[1:] > stored_seq[:-1])) else np.argsort(stored_seq, kind="stable")
+    seqs = stored_seq if perm is None else stored_seq[perm]
+    if n != m.events:
+        found.append(("row_count", f"segment holds {n} rows, manifest says {m.events}", seg, None, obj))
+    off = np.flatnonzero(seqs != np.arange(m.first_seq, m.first_seq + n, dtype=np.int64))
+    if off.size:
+        i = int(off[0])
+        found.append(("seq_order", f"row {i} has seq {int(seqs[i])}, expected {m.first_seq + i}", seg, m.first_seq + i, None))
+    if not _chain_holds(m, scan, stored, perm):
+        found += _chain_findings(m, read_segment(data, use_threads=False), seqs.tolist())
+    # Step 6 (continued), the partition: every event's UTC date is the segment's date= folder.
+    day = _day_start_micros(date)
+    ts = np.asarray(table.column("ts").cast(pa.int64()))
+    if perm is not None:
+        ts = ts[perm]
+    outside = np.flatnonzero((ts < day) | (ts >= day + _DAY_MICROS))
+    if outside.size:
+        i = int(outside[0])
+        found.append(("partition_date", f"row {i}'s ts is not on {date}, the segment's date", seg, int(seqs[i]), None))
+    _check_payloads(scan, perm, out, _verify_keys(key_name, tuple(public_keys)))
+    _execution_links(table, perm, seqs, wrong is None, out)
+    return out
+
+
+def _hash_batches(table: pa.Table, rows: int = 1 << 15) -> Iterator[pa.RecordBatch]:
+    """The table's rows in batches of about ``rows`` (row groups merged: the per-batch work of
+    building hash inputs is then small per row), each small enough for 32-bit offsets."""
+    group: list[pa.RecordBatch] = []
+    count = 0
+    for batch in [*table.to_batches(), None]:
+        if batch is not None:
+            group.append(batch)
+            count += batch.num_rows
+            if count < rows:
+                continue
+        if group:
+            merged = pa.Table.from_batches(group)
+            if len(group) > 1 and merged.nbytes <= _MERGE_BYTES:
+                merged = merged.combine_chunks()
+            yield from bounded_batches(merged)
+        group, count = [], 0
+
+
+def _chain_holds(m: Manifest, scan: _Scan, stored: np.ndarray | None, perm: np.ndarray | None) -> bool:
+    """Whether step 6's hash checks all pass: every row's hash over its stored prev_hash is its stored
+    hash (``scan.rows_ok``), and the stored prev_hash values chain the rows in seq order from the
+    manifest's prev_hash to its last_hash. Then the hashes chained in seq order are the stored
+    ones (by induction over the rows in seq order)."""
+    if not scan.rows_ok or stored is None or scan.light.num_rows == 0:
+        return False
+    prevs = _packed_hashes(scan.light.column("prev_hash"))
+    if prevs is None:
+        return False
+    # Compared as four uint64 per hash: one element per row and word, not 32 bytes.
+    hs, ps = stored.view(np.uint64), prevs.view(np.uint64)
+    if perm is not None:
+        hs, ps = hs[perm], ps[perm]
+    return ps[0].tobytes() == m.prev_hash and hs[-1].tobytes() == m.last_hash and np.array_equal(ps[1:], hs[:-1])
+
+
+def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> list[RawFinding]:
+    """Step 6 walked in seq order, when the fast check did not pass: where the chain breaks."""
+    found: list[RawFinding] = []
+    seg = m.segment
+    table = in_seq_order(stored_order)
+
+    def packed(name: str) -> bytes | None:
+        p = _packed_hashes(table.column(name))
+        return None if p is None else p.tobytes()
+
+    computed = chain_hashes(m.prev_hash, table)
+    # With every value 32 bytes, two hash lists are equal exactly when their concatenations are;
+    # the Python lists are built only to locate a mismatch.
+    stored_packed = packed("hash")
+    if stored_packed != b"".join(computed):
+        stored = table.column("hash").to_pylist()
+        i = next((i for i, (a, b) in enumerate(zip(computed, stored)) if a != b), min(len(computed), len(stored)))
+        seq = seqs[i] if i < len(seqs) else None
+        found.append(("event_hash", f"event hash of row {i} does not match its fields and chain", seg, seq, None))
+    prevs_packed = packed("prev_hash")
+    # Row i's prev_hash is row i-1's stored hash: packed, the column is prev_hash + stored[:-1].
+    if not computed or stored_packed is None or prevs_packed != m.prev_hash + stored_packed[:-32]:
+        stored = table.column("hash").to_pylist()
+        prevs = table.column("prev_hash").to_pylist()
+        if prevs != [m.prev_hash] + stored[:-1]:
+            i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored)) if a != b), 0)
+            found.append(("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", seg, seqs[i] if i < len(seqs) else None, None))
+    if not computed or computed[-1] != m.last_hash:
+        found.append(("last_hash", "the segment's last event hash differs from the manifest", seg, m.last_seq, None))
+    return found
+
+
+def _check_payloads(scan: _Scan, perm: np.ndarray | None, out: SegmentResult, keys: list[VerifyKey]) -> None:
+    """Count encrypted payloads by key id, and check each erasure receipt's signed note
+    (FORMAT.md 3.2), in seq order; shredded events are counted once every receipt is known."""
+    keys_col = scan.light.column("payload_key_id")
+    if keys_col.null_count < len(keys_col):
+        for item in pc.value_counts(keys_col.drop_null()).to_pylist():
+            out.key_uses[item["values"]] = out.key_uses.get(item["values"], 0) + item["counts"]
+    if not scan.receipt_rows:
+        return
+    receipts = pa.concat_tables(scan.receipts)
+    rows = np.array(scan.receipt_rows, dtype=np.int64)
+    if perm is not None:
+        receipts = receipts.take(np.argsort(_rank(perm, scan.light.num_rows)[rows], kind="stable"))
+    for row in receipts.to_pylist():
+        try:
+            receipt = check_receipt(decode_payload(row["payload_codec"], row["payload"]), keys)
+        except IntegrityError as e:
+            out.findings.append(("erasure_receipt", str(e), out.segment, row["seq"], None))
+            continue
+        out.receipts.append((row["seq"], receipt))
+
+
+def _link_message(linked: int | None, execution: str, previous: int | None) -> str:
+    return f"exec_prev_seq is {linked}, but the previous event of execution {execution!r} is {previous}"
+
+
+def _execution_links(table: pa.Table, perm: np.ndarray | None, seqs: np.ndarray, stored_in_order: bool, out: SegmentResult) -> None:
+    """Step 8 inside the segment: each event after the first of its execution here must link to the
+    previous one; the first ones, and each execution's last seq, are returned for the caller."""
+    n = table.num_rows
+    executions = table.column("execution_id")
+    if n == 0:
+        out.executions = []
+        return
+    rank = _rank(perm, n)
+    # `order`: positions in seq order, grouped by execution, ascending within each group.
+    if stored_in_order:
+        # Stored rows are grouped by execution, seq ascending: their positions in storage order.
+        order = rank
+        ex = executions.combine_chunks()
+        starts = np.ones(n, dtype=bool)
+        if n > 1:
+            starts[1:] = np.asarray(pc.fill_null(pc.not_equal(ex.slice(1), ex.slice(0, n - 1)), True))
+    else:
+        codes = np.asarray(pc.dictionary_encode(executions.combine_chunks(), null_encoding="encode").indices)
+        by_code = codes[perm] if perm is not None else codes  # seq order
+        order = np.argsort(by_code, kind="stable")
+        grouped = by_code[order]
+        starts = np.ones(n, dtype=bool)
+        starts[1:] = grouped[1:] != grouped[:-1]
+    stored_row = perm if perm is not None else np.arange(n)  # position in seq order -> stored row
+    linked_col = table.column("exec_prev_seq")
+    linked = np.asarray(linked_col.fill_null(0))
+    valid = np.asarray(linked_col.is_valid())
+    if perm is not None:
+        linked, valid = linked[perm], valid[perm]
+    prev_seq = np.empty(n, dtype=np.int64)  # for each group member but the first: the seq before it
+    prev_seq[1:] = seqs[order[:-1]]
+    at = order  # positions in seq order, in grouped order
+    bad = np.flatnonzero(~starts & (~valid[at] | (linked[at] != prev_seq)))
+    if bad.size:
+        names = executions.take(pa.array(stored_row[at[bad]])).to_pylist()
+        for k, execution in zip(bad.tolist(), names, strict=True):
+            pos = int(at[k])
+            got = int(linked[pos]) if valid[pos] else None
+            finding = ("exec_link", _link_message(got, execution, int(prev_seq[k])), out.segment, int(seqs[pos]), None)
+            out.link_findings.append((pos, finding))
+        out.link_findings.sort(key=lambda item: item[0])
+    first = np.flatnonzero(starts)
+    last = np.append(first[1:], n) - 1
+    first_pos, last_pos = at[first], at[last]
+    names = executions.take(pa.array(stored_row[first_pos])).to_pylist()
+    out.executions = [
+        (pos, name, seq, link if ok else None, last_seq)
+        for pos, name, seq, link, ok, last_seq in zip(
+            first_pos.tolist(), names, seqs[first_pos].tolist(), linked[first_pos].tolist(),
+            valid[first_pos].tolist(), seqs[last_pos].tolist(), strict=True)
+    ]
+    out.executions.sort()
+
+
+def link_findings(result: SegmentResult, heads: dict[str, int]) -> list[RawFinding]:
+    """Step 8 across segments: the first event of each execution in the segment must link to the
+    execution's last seq in the earlier segments (``heads``, updated here); with the segment's own
+    wrong links, in seq order."""
+    found: list[tuple[int, RawFinding]] = []
+    assert result.executions is not None
+    for pos, execution, seq, linked, _ in result.executions:
+        previous = heads.get(execution)
+        if previous != linked:
+            found.append((pos, ("exec_link", _link_message(linked, execution, previous), result.segment, seq, None)))
+    for _, execution, _, _, last_seq in result.executions:
+        heads[execution] = last_seq
+    if result.link_findings:
+        found = sorted(found + result.link_findings, key=lambda item: item[0])
+    return [f for _, f in found]
