@@ -27,6 +27,8 @@ from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, check
 from wormjournal.segments.notes import SigningKey, raw_public
 from wormjournal.segments.table import events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
+from wormjournal.segments.keyhistory import KeyEntry, first_entry
+from wormjournal.segments.notes import split_note
 from wormjournal.verify.proof import Proof
 
 JOURNAL_ID = "01J0000000000000000000TEST"
@@ -100,6 +102,7 @@ def _json(value: object) -> str:
 
 def main() -> None:
     key = SigningKey(f"wormjournal/{JOURNAL_ID}", Ed25519PrivateKey.from_private_bytes(SEED))
+    key2 = SigningKey(f"wormjournal/{JOURNAL_ID}", Ed25519PrivateKey.from_private_bytes(SUBJECT_KEY))
     vk = key.verify_key
     genesis = events.genesis_hash(JOURNAL_ID, STREAM)
     pseudonym = events.pseudonymize(SUBJECT_KEY, SUBJECT_ID)
@@ -256,6 +259,12 @@ def main() -> None:
         "key.pem": vk.pem().decode(),
         "manifest0.note": manifest.sign(key).decode(),
         "checkpoint1.note": checkpoint.sign(key).decode(),
+        # FORMAT.md 6.1: entry 0 of the key history (signed by its own key) and entry 1, a rotation to the key
+        # whose seed is 20 21 .. 3f, signed by both.
+        "keyhistory0.note": first_entry(JOURNAL_ID, key, TS0).decode(),
+        "keyhistory1.note": KeyEntry(JOURNAL_ID, 1, raw_public(key2.verify_key.public), events.format_ts(TS1),
+                                     KeyEntry.parse(split_note(first_entry(JOURNAL_ID, key, TS0))[0]).entry_hash()
+                                     ).sign([key, key2]).decode(),
         "proof.json": Proof(
             event={name: getattr(stored[1], name) for name in events.FIELD_NAMES},
             prev_hash=stored[1].prev_hash,

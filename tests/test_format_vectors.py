@@ -721,3 +721,27 @@ def test_proof_vector(vec: Vectors) -> None:
     assert doc["event_path"] == [leaf(vec.hex("event0.hash")).hex()] and doc["checkpoint_path"] == []
     assert hashlib.sha256(b"\x01" + leaf(vec.hex("event0.hash")) + leaf(vec.hex("event1.hash"))).digest() == vec.hex(
         "segment.merkle_root")
+
+
+def test_key_history_vectors(vec: Vectors) -> None:
+    """FORMAT.md 6.1 by hand: entry 0 signed by its key; entry 1 signed by both, linked to entry 0 by hash."""
+    from wormjournal.segments.keyhistory import KeyEntry
+
+    name = vec.text("key.name")
+    first = vec.block("keyhistory0.note").encode()
+    text0 = spec_open_note(first, name, vec.hex("key.public"))
+    lines0 = dict(line.split(" ", 1) for line in text0.splitlines()[1:])
+    assert text0.splitlines()[0] == "wormjournal/key/v1"
+    assert base64.b64decode(lines0["public_key"]) == vec.hex("key.public")
+    assert lines0["key_id"] == vec.text("key.key_id") and lines0["prev_entry"] == "0" * 64 and lines0["entry"] == "0"
+    second = vec.block("keyhistory1.note")
+    text1, sig_block = second.split("\n\n")
+    lines1 = dict(line.split(" ", 1) for line in text1.splitlines()[1:])
+    new_public = base64.b64decode(lines1["public_key"])
+    assert lines1["prev_entry"] == hashlib.sha256(text0.encode()).hexdigest()
+    assert lines1["key_id"] == hashlib.sha256(new_public).digest()[:16].hex()
+    sigs = sig_block.splitlines()
+    assert len(sigs) == 2  # the retiring key, then the new one
+    for line, public in zip(sigs, (vec.hex("key.public"), new_public), strict=True):
+        assert spec_open_note((text1 + "\n\n" + line + "\n").encode(), name, public) == text1 + "\n"
+    assert KeyEntry.parse(text1 + "\n").valid_from == lines1["valid_from"]
