@@ -273,6 +273,7 @@ def main() -> None:
             manifest=manifest.sign(key),
             checkpoint=checkpoint.sign(key),
             checkpoint_path=(),
+            key_history=(first_entry(JOURNAL_ID, key, TS0),),
         ).to_json().decode(),
     }
     for name, body in blocks.items():

@@ -85,7 +85,7 @@ def build_history_of(root: Path, events: int) -> History:
 def test_untrusted_or_foreign_keys_fail(history: History, tmp_path: Path) -> None:
     data = make_proof(reader(history), seq=1).to_json()
     stranger = SigningKey.generate("wormjournal/x").verify_key
-    with pytest.raises(ProofError, match="not signed by a trusted key"):
+    with pytest.raises(ProofError, match="trusted key"):
         check_proof(data, [stranger])
     with pytest.raises(ProofError):
         check_proof(data, [])

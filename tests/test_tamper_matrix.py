@@ -31,7 +31,7 @@ from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import keys as keys_mod
 from wormjournal.journal.keys import key_name, load_keys
 from wormjournal.segments import merkle
-from wormjournal.segments.keyhistory import KeyEntry, entry_name
+from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, raw_public, split_note
 from wormjournal.segments.table import events_to_table, read_segment, segment_merkle_root, table_to_events, write_segment
@@ -464,7 +464,8 @@ def proof_self_signed(h: History, since: bytes | None) -> list[Finding]:
     cp = Checkpoint.parse(split_note(p.checkpoint)[0])
     cp = dataclasses.replace(cp, root_hash=merkle.root_from_inclusion(
         merkle.leaf_hash(m.manifest_hash()), m.segment, cp.tree_size, p.checkpoint_path))
-    forged = dataclasses.replace(p, event=event, manifest=m.sign(forger), checkpoint=cp.sign(forger)).to_json()
+    forged = dataclasses.replace(p, event=event, manifest=m.sign(forger), checkpoint=cp.sign(forger),
+                                 key_history=(first_entry(h.journal_id, forger, 0),)).to_json()
     assert check_proof(forged, [forger.verify_key]).seq == 12  # the forgery is consistent in itself
     return _proof_findings(h, forged)
 

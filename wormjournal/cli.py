@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-proof", help="check an inclusion proof offline; exit 0 proved, 1 not")
     p.add_argument("proof", help="the proof file, or - for stdin")
     p.add_argument("--public-key", action="append", metavar="FILE", required=True,
-                   help="trusted public key (PEM); repeatable (after a key rotation, give each key)")
+                   help="trusted public key (PEM), such as the journal's first; repeatable")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_proof)
     p = sub.add_parser("checkpoint", help="print the stream's latest signed checkpoint, to keep for `verify --since`")

@@ -134,15 +134,23 @@ def load_history(store: ObjectReader, journal_id: str, key_name: str, trusted: S
     """Read and check the chain of entries. With ``trusted`` None, entry 0 is taken on its own
     signature (the writer checking its own store); otherwise entry 0's key, or any later entry's
     key, must be trusted for the chain to be accepted from there on."""
-    history = KeyHistory([], [], [])
     names = sorted(o.name for o in store.list(f"{layout.KEYS_PREFIX}history/"))
-    trusted_ids = None if trusted is None else {k.key_id for k in trusted}
-    prev: KeyEntry | None = None
+    notes: list[tuple[str, bytes]] = []
     for n, name in enumerate(names):
         if name != entry_name(n):
-            history.problems.append(f"{name}: expected {entry_name(n)} (an entry is missing or misnamed)")
-            break
-        note = store.get(name)
+            return check_history(notes, journal_id, key_name, trusted,
+                                 [f"{name}: expected {entry_name(n)} (an entry is missing or misnamed)"])
+        notes.append((name, store.get(name)))
+    return check_history(notes, journal_id, key_name, trusted)
+
+
+def check_history(notes: Sequence[tuple[str, bytes]], journal_id: str, key_name: str,
+                  trusted: Sequence[VerifyKey] | None, problems: Sequence[str] = ()) -> KeyHistory:
+    """The accepted prefix of entries 0, 1, ... given as (name, note) in order (see ``load_history``)."""
+    history = KeyHistory([], list(problems), [])
+    trusted_ids = None if trusted is None else {k.key_id for k in trusted}
+    prev: KeyEntry | None = None
+    for n, (name, note) in enumerate(notes):
         try:
             entry = KeyEntry.parse(split_note(note)[0])
         except NoteError as e:
@@ -160,6 +168,8 @@ def load_history(store: ObjectReader, journal_id: str, key_name: str, trusted: S
             history.problems.append(f"{name}: valid from {entry.valid_from}, not after entry {n - 1}")
         elif prev is None and entry.prev_entry != ZERO:
             history.problems.append(f"{name}: entry 0 links to an earlier entry")
+        elif len(split_note(note)[1]) != (1 if prev is None else 2):
+            history.problems.append(f"{name}: carries other signatures than its keys'")
         else:
             history.entries.append(entry)
             history.notes.append(note)

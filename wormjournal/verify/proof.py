@@ -17,9 +17,10 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import IntegrityError, JournalError, NotFoundError
-from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts
+from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts, parse_ts
 from ..journal.keys import key_name
 from ..segments import merkle
+from ..segments.keyhistory import KeyHistory, check_history, load_history
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
 from ..segments.table import read_segment
@@ -27,7 +28,8 @@ from ..storage import layout
 from ..storage.base import ObjectReader
 
 PROOF_FORMAT = "wormjournal/proof/v1"
-_KEYS = ("checkpoint", "checkpoint_path", "event", "event_path", "format", "leaf_index", "manifest", "prev_hash")
+_KEYS = ("checkpoint", "checkpoint_path", "event", "event_path", "format", "key_history", "leaf_index", "manifest",
+         "prev_hash")
 
 
 class ProofError(JournalError):
@@ -43,6 +45,9 @@ class Proof:
     manifest: bytes  # the signed note, as stored
     checkpoint: bytes  # the signed note, as stored
     checkpoint_path: tuple[bytes, ...]
+    # The journal's key history (FORMAT.md 6.1), each entry's signed note as stored: with it, a proof made
+    # after a key rotation checks under the journal's first public key alone.
+    key_history: tuple[bytes, ...] = ()
 
     def to_json(self) -> bytes:
         event = {name: (self.event[name].hex() if kind == Kind.BYTES and self.event[name] is not None else self.event[name])
@@ -53,6 +58,7 @@ class Proof:
             "event": event,
             "event_path": [h.hex() for h in self.event_path],
             "format": PROOF_FORMAT,
+            "key_history": [n.decode("utf-8") for n in self.key_history],
             "leaf_index": self.leaf_index,
             "manifest": self.manifest.decode("utf-8"),
             "prev_hash": self.prev_hash.hex(),
@@ -91,6 +97,9 @@ class Proof:
         for name in ("manifest", "checkpoint"):
             if not isinstance(doc[name], str):
                 raise ProofError(f"proof {name} is not a signed note")
+        history = doc["key_history"]
+        if not isinstance(history, list) or len(history) > 4096 or not all(isinstance(n, str) for n in history):
+            raise ProofError("proof key_history is not a list of signed notes")
         proof = cls(
             event=values,
             prev_hash=_hex(doc["prev_hash"], 32, "prev_hash"),
@@ -99,6 +108,7 @@ class Proof:
             manifest=doc["manifest"].encode("utf-8"),
             checkpoint=doc["checkpoint"].encode("utf-8"),
             checkpoint_path=_path(doc["checkpoint_path"], "checkpoint_path"),
+            key_history=tuple(n.encode("utf-8") for n in history),
         )
         if proof.to_json() != data:
             raise ProofError("proof is not in canonical form (it was edited)")
@@ -156,16 +166,49 @@ def _open(note: bytes, keys: Sequence[VerifyKey], what: str) -> tuple[str, Verif
     return text, key
 
 
+def _is_time(text: str) -> bool:
+    try:
+        parse_ts(text)
+    except (ValueError, JournalError):
+        return False
+    return True
+
+
 def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
     """Check an inclusion proof offline (FORMAT.md 10a); raises ProofError unless it proves its event."""
     proof = Proof.from_json(data)
-    cp_text, cp_key = _open(proof.checkpoint, [k for k in public_keys], "checkpoint")
-    m_text, m_key = _open(proof.manifest, [k for k in public_keys], "manifest")
+    try:
+        journal = Manifest.parse(split_note(proof.manifest)[0]).journal  # which journal's key history applies
+    except NoteError as e:
+        raise ProofError(f"the proof's manifest does not parse: {e}") from e
+    keys = list(public_keys)
+    history = None
+    if not proof.key_history:
+        raise ProofError("the proof carries no key history")
+    if proof.key_history:
+        name = key_name(journal)
+        history = check_history([(f"key history entry {i}", n) for i, n in enumerate(proof.key_history)], journal, name,
+                                [VerifyKey(name, k.public) for k in keys])
+        if history.problems:
+            raise ProofError(f"the proof's key history does not verify: {'; '.join(history.problems)}")
+        keys += history.keys(name)
+    cp_text, cp_key = _open(proof.checkpoint, keys, "checkpoint")
+    m_text, m_key = _open(proof.manifest, keys, "manifest")
     try:
         cp = Checkpoint.parse(cp_text)
         m = Manifest.parse(m_text)
     except NoteError as e:
         raise ProofError(f"the proof's notes do not parse: {e}") from e
+    if history is not None:
+        # Exactly the entries up to the newest key the proof uses: nothing left out, nothing added.
+        last = max(i for i, e in enumerate(history.entries) if e.key_id in (m_key.key_id, cp_key.key_id)) \
+            if any(e.key_id in (m_key.key_id, cp_key.key_id) for e in history.entries) else None
+        if last is None or history.entries[last].entry != len(proof.key_history) - 1:
+            raise ProofError("the proof's key history must end with the entry of the newest key that signed it")
+        validity = history.validity(m_key.key_id)
+        sealed = parse_ts(m.time) if _is_time(m.time) else None
+        if validity is None or sealed is None or sealed < validity[0] or (validity[1] is not None and sealed >= validity[1]):
+            raise ProofError(f"the manifest is signed by key {m_key.key_id} outside its validity in the key history")
     if m_key.name != key_name(m.journal) or cp_key.name != key_name(m.journal):
         raise ProofError(f"the notes are signed under key names {m_key.name!r} and {cp_key.name!r}, "
                          f"not journal {m.journal}'s")
@@ -214,6 +257,18 @@ def latest_checkpoint(store: ObjectReader, journal_id: str, stream: str, keys: S
     return best
 
 
+def _history_upto(history: KeyHistory, name: str, checkpoint_note: bytes) -> tuple[bytes, ...]:
+    """The key history entries up to the checkpoint's signer, the newest key a proof uses."""
+    if history.problems or not history.entries:
+        raise IntegrityError(f"the journal's key history does not verify: {'; '.join(history.problems) or 'it is empty'}")
+    try:
+        signer = open_note(checkpoint_note, history.keys(name))[1].key_id
+    except NoteError as e:
+        raise IntegrityError(f"the checkpoint is not signed by a key of the key history: {e}") from e
+    last = next(i for i, e in enumerate(history.entries) if e.key_id == signer)
+    return tuple(history.notes[: last + 1])
+
+
 def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = None) -> Proof:
     """The inclusion proof of one sealed event of ``reader``'s stream (a ``wormjournal.Reader``),
     under the stream's latest checkpoint. Everything put in it is checked first."""
@@ -251,6 +306,8 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
     if cp.tree_size <= segment:
         raise NotFoundError(f"segment {segment} is not under a checkpoint yet (the seal did not finish)")
     manifest_hashes = [reader.manifest(n).manifest_hash() for n in range(cp.tree_size)]
+    name = key_name(journal_id)
+    history = load_history(store, journal_id, name, None)
     proof = Proof(
         event={name: row[name] for name, _, _ in FIELDS},
         prev_hash=row["prev_hash"],
@@ -259,6 +316,7 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
         manifest=store.get(layout.manifest(stream, segment)),
         checkpoint=cp_note,
         checkpoint_path=tuple(merkle.inclusion_path([merkle.leaf_hash(h) for h in manifest_hashes], segment)),
+        key_history=_history_upto(history, name, cp_note),
     )
     check_proof(proof.to_json(), keys)  # never hand out a proof that does not check
     return proof
