@@ -521,7 +521,8 @@ def bench_verify(store_path: Path, key: Any, runs: int) -> dict[str, Any]:
 
 
 def verify_breakdown(store: LocalStore, name: str, key: Any, runs: int) -> dict[str, Any]:
-    """The steps of verifier._StreamVerifier.verify_segment, timed one by one (best of ``runs``)."""
+    """The steps of one segment's check (wormjournal.verify.segment.check_segment), timed one by one
+    (best of ``runs``); scripts/bench_verify.py measures the whole verification."""
     manifest = None
     for info in store.list(layout.MANIFESTS_PREFIX):
         m = Manifest.parse(open_note(store.get(info.name), [key])[0])

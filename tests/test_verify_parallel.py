@@ -11,7 +11,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import json
 import os
+import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,20 +30,21 @@ from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal.keys import load_keys
 from wormjournal.segments import merkle
 from wormjournal.segments.identity import read_identity
-from wormjournal.segments.table import read_segment
+from wormjournal.segments.table import in_seq_order, read_segment, row_hashes
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify import verifier as verifier_mod
-from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment
+from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment, public_key_bytes
 
 from conftest import BASE_TS, History, make_writable, overwrite, rewrite_parquet
-from test_tamper import PER_SEGMENT, STREAM, replace_rows, seq_of
+from test_tamper import STREAM, replace_rows, seq_of
 
 
 def comparable(report: VerifyReport) -> dict[str, Any]:
-    """Everything in the report but the time it took."""
+    """Everything in the report but the time it took and the number of processes."""
     d = dataclasses.asdict(report)
     d.pop("seconds")
+    d.pop("workers", None)
     return d
 
 
@@ -143,6 +148,7 @@ def test_one_and_two_workers_give_the_same_report(history: History, tamper: str)
     TAMPERS[tamper](history)
     report = verify_both(history)
     assert report.ok == (tamper == "intact"), report.to_text()
+    assert report.workers == 2
     if tamper == "intact":
         assert (report.events, report.segments) == (36, 4)
         assert report.encrypted_events > 0  # subject events are encrypted: key_uses came back from the workers
@@ -297,24 +303,18 @@ def test_worker_count() -> None:
 
 
 def test_two_workers_start_a_pool(history: History) -> None:
-    from wormjournal.segments.identity import read_identity as identity_of
-
-    runner = verifier_mod._SegmentRunner(identity_of(history.store), [history.verify_key], 2)
+    runner = verifier_mod._SegmentRunner(read_identity(history.store), [history.verify_key], 2)
     try:
         assert runner.pool is not None and runner.window == 4
     finally:
         runner.close()
-    assert verifier_mod._SegmentRunner(identity_of(history.store), [history.verify_key], 1).pool is None
+    assert verifier_mod._SegmentRunner(read_identity(history.store), [history.verify_key], 1).pool is None
 
 
 def test_check_segment_result_is_small_and_picklable(history: History) -> None:
-    import pickle
-
     m = history.manifests[1]
     data = history.segment_path(1).read_bytes()
     identity = read_identity(history.store)
-    from wormjournal.verify.segment import public_key_bytes
-
     result = check_segment(m, data, journal_id=identity.journal_id, stream=STREAM, key_name=identity.key_name,
                            public_keys=public_key_bytes([history.verify_key]))
     assert result.findings == [] and result.link_findings == []
@@ -339,9 +339,67 @@ def test_merkle_root_over_block_roots_is_the_root(n: int, block: int) -> None:
 
 def test_row_hashes_match_the_chain(history: History) -> None:
     """table.row_hashes (one buffer, stored prev_hash) gives the event hashes the writer made."""
-    from wormjournal.segments.table import in_seq_order, row_hashes
-
     for n in range(4):
         table = read_segment(history.segment_path(n).read_bytes())
         assert row_hashes(table) == table.column("hash").to_pylist()
         assert row_hashes(in_seq_order(table)) == in_seq_order(table).column("hash").to_pylist()
+
+
+# -- how the bytes reach the workers, and the command line ---------------------------------------
+
+
+def test_a_store_that_is_not_a_plain_local_directory_sends_the_bytes(history: History) -> None:
+    """Workers read a LocalStore's objects themselves; any other store's bytes are sent to them."""
+
+    class CountingStore(LocalStore):
+        gets = 0
+
+        def get(self, name: str) -> bytes:
+            type(self).gets += 1
+            return super().get(name)
+
+    _payload_flipped(history)
+    store = CountingStore(history.paths.store)
+    one = verify_store(store, public_keys=[history.verify_key], workers=1)
+    CountingStore.gets = 0
+    two = verify_store(store, public_keys=[history.verify_key], workers=2)
+    assert comparable(one) == comparable(two)
+    assert CountingStore.gets >= 4  # every segment was fetched here, by the wrapper, not in a worker
+    assert comparable(two) == comparable(verify_store(history.store, public_keys=[history.verify_key], workers=2))
+
+
+def test_cli_verify_workers(history: History, capsys: pytest.CaptureFixture[str]) -> None:
+    from wormjournal.cli import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, main
+
+    pem = history.paths.keys.parent / "verify.pem"
+    pem.write_bytes(history.verify_key.pem())
+    assert main(["verify", str(history.paths.store), "--public-key", str(pem), "--workers", "2", "--json"]) == EXIT_OK
+    assert '"ok": true' in capsys.readouterr().out
+    _payload_flipped(history)
+    assert main(["verify", str(history.paths.store), "--public-key", str(pem), "--workers", "2"]) == EXIT_FINDINGS
+    assert f"segment 1, seq {seq_of(1, 2)}" in capsys.readouterr().out
+    assert main(["verify", str(history.paths.store), "--workers", "0"]) == EXIT_ERROR
+
+
+def test_cli_verify_workers_in_a_fresh_process(history: History) -> None:
+    """``python -m wormjournal verify --workers 2``: the workers start from the command's own process."""
+    _row_deleted(history)
+    r = subprocess.run([sys.executable, "-m", "wormjournal", "verify", str(history.paths.store), "--workers", "2", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert {(f["kind"], f["segment"]) for f in report["findings"]} >= {("row_count", 2), ("seq_order", 2), ("prev_hash", 2)}
+    expected = verify_store(history.store, workers=1)
+    assert [dataclasses.asdict(f) for f in expected.findings] == report["findings"]
+
+
+def _die(*args: object, **kwargs: object) -> None:
+    os._exit(9)  # a worker killed mid-segment (out of memory, say)
+
+
+def test_a_dead_worker_is_an_error_not_a_report(history: History, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wormjournal.errors import JournalError
+
+    monkeypatch.setattr(verifier_mod, "check_local_segment", _die)
+    with pytest.raises(JournalError, match="worker process died"):
+        verify_store(history.store, public_keys=[history.verify_key], workers=2)

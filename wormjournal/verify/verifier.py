@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from ..events import genesis_hash
 from ..segments import merkle
@@ -22,25 +23,38 @@ from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_orig
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
 from ..storage import layout
 from ..storage.base import ObjectReader
+from ..storage.local import LocalStore
 from ..errors import JournalError
 from ..events import format_ts, parse_ts
 from ..segments.keyhistory import KeyHistory, load_history
 from .anchors import Anchor, check_extension, parse_anchor
 from .report import Finding, StreamSummary, VerifyReport
-from .segment import RawFinding, SegmentResult, check_segment, fetch_segment, link_findings, public_key_bytes
+from .segment import (
+    RawFinding,
+    SegmentResult,
+    check_local_segment,
+    check_segment,
+    fetch_segment,
+    link_findings,
+    public_key_bytes,
+    warm_up,
+)
 
 Progress = Callable[[int, int], None]
 
-# Workers are forked from a fork server started without the caller's threads, so a lock held by
-# another thread at fork time (OpenSSL's, Arrow's, a test server's) cannot deadlock a worker, and
-# nothing of the caller's __main__ is re-run (unlike "spawn"); it works the same under pytest-xdist.
-_START_METHOD = "forkserver"
 WORKER_MIN_BYTES = 32 << 20
 
 
+# Workers come from a fork server: it has none of the caller's threads (numpy's, Arrow's, a progress
+# bar's, an S3 client's, pytest-xdist's), so no lock held at fork time can deadlock a worker, as with
+# "fork"; like "spawn" (but once per process, not per worker) it imports the segment checks up front.
+# As with "spawn", each worker imports the main module: a script must guard its entry point.
+_START_METHOD = "forkserver"
+
+
 def _context() -> multiprocessing.context.BaseContext:
-    """The start method's context; the fork server (started once per process) is asked to import
-    the segment checks first, so that each later worker starts as a fork with them loaded."""
+    """The context of the start method; the fork server (started once per process) is asked to
+    import the segment checks first, so that each worker then starts as a fork with them loaded."""
     ctx = multiprocessing.get_context(_START_METHOD)
     if _START_METHOD == "forkserver":
         from multiprocessing import forkserver
@@ -63,21 +77,29 @@ class _SegmentRunner:
     """Runs :func:`check_segment` in this process (one worker) or in a pool of worker processes.
 
     The object's bytes are fetched by the caller and sent to the worker, so any store
-    works (an S3 client need not be picklable). ``window`` is how many segments may be
-    submitted and not yet applied: it bounds the bytes held, whatever the journal's size.
+    works (an S3 client need not be picklable); only a plain local directory's workers
+    read the object themselves. ``window`` is how many segments may be submitted and
+    not yet applied: it bounds the bytes held, whatever the journal's size.
     """
 
-    def __init__(self, identity: JournalIdentity, keys: Sequence[VerifyKey], workers: int) -> None:
+    def __init__(self, identity: JournalIdentity, keys: Sequence[VerifyKey], workers: int, store: ObjectReader | None = None) -> None:
         self.common = {"journal_id": identity.journal_id, "key_name": identity.key_name, "public_keys": public_key_bytes(keys)}
+        # A local directory's workers read the object again themselves (from the page cache): the
+        # bytes the caller fetched then need not be pickled and piped, which costs more.
+        self.local_root = store.url if type(store) is LocalStore else None
         self.pool: ProcessPoolExecutor | None = None
         self.window = 0
         if workers > 1:
             self.pool = ProcessPoolExecutor(workers, mp_context=_context())
             self.window = 2 * workers
+            for _ in range(workers):
+                self.pool.submit(warm_up)  # start the workers (and the fork server, ~0.4 s the first time) now
 
     def submit(self, m: Manifest, data: bytes, stream: str) -> SegmentResult | Future[SegmentResult]:
         if self.pool is None:
             return check_segment(m, data, stream=stream, **self.common)  # type: ignore[arg-type]
+        if self.local_root is not None:
+            return self.pool.submit(check_local_segment, self.local_root, m, stream=stream, **self.common)
         return self.pool.submit(check_segment, m, data, stream=stream, **self.common)
 
     def close(self) -> None:
@@ -190,7 +212,11 @@ class _StreamVerifier:
             if m is None:
                 return
             if job is not None:
-                result = job.result() if isinstance(job, Future) else job
+                try:
+                    result = job.result() if isinstance(job, Future) else job
+                except BrokenProcessPool as e:  # killed (out of memory?): the segment was not checked
+                    raise JournalError(f"a verification worker process died while checking segment {m.segment}: {e}",
+                                       hint="run again, or with fewer --workers (each holds a few row groups)") from e
                 self.add_findings(result.findings)
                 for key_id, count in result.key_uses.items():
                     self.report.key_uses[key_id] = self.report.key_uses.get(key_id, 0) + count
@@ -353,8 +379,13 @@ def verify_store(
     when the store cannot be read at all.
 
     Segments are checked by ``workers`` processes (None: one per usable core, at
-    most one per segment; 1: in this process). The report is the same for any
-    number of workers. ``progress(done, total)`` is called as segments complete.
+    most one per segment and per WORKER_MIN_BYTES of segments, so a small journal
+    is checked in this process; 1: in this process, no pool). The report is the
+    same for any number of workers; at most 2 x workers segments are in flight,
+    so memory does not grow with the journal. Workers start from a fork server,
+    which imports the main module: a script that verifies with several workers
+    needs ``if __name__ == "__main__":``. ``progress(done, total)`` is called as
+    segments complete, in order.
 
     ``since`` is a checkpoint or manifest the auditor saved earlier (its note's
     bytes): the report then says whether today's stream extends it (FORMAT.md 10,
@@ -398,7 +429,8 @@ def verify_store(
         if progress is not None:
             progress(done, total)
 
-    runner = _SegmentRunner(identity, keys, worker_count(workers, total, segment_bytes))
+    report.workers = worker_count(workers, total, segment_bytes)
+    runner = _SegmentRunner(identity, keys, report.workers, store)
     try:
         for stream in streams:
             sv = _StreamVerifier(store, identity, stream, keys, report, history,
