@@ -368,7 +368,7 @@ def verify_store(
     *,
     public_keys: Sequence[VerifyKey] | None = None,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
     since: bytes | None = None,
 ) -> VerifyReport:
     """Verify every stream of the journal in ``store``; never writes.
@@ -378,9 +378,10 @@ def verify_store(
     also when there was nothing to verify. Raises NotFoundError / StorageError
     when the store cannot be read at all.
 
-    Segments are checked by ``workers`` processes (None: one per usable core, at
+    Segments are checked by ``workers`` processes (default 1: in this process, so that a
+    script calling this needs no main guard; the CLI passes None: one per usable core, at
     most one per segment and per WORKER_MIN_BYTES of segments, so a small journal
-    is checked in this process; 1: in this process, no pool). The report is the
+    is checked in this process). The report is the
     same for any number of workers; at most 2 x workers segments are in flight,
     so memory does not grow with the journal. Workers start from a fork server,
     which imports the main module: a script that verifies with several workers
