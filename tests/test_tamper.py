@@ -213,15 +213,20 @@ def test_two_rows_swapped(history: History) -> None:
     assert "event_hash" not in kinds(report)
 
 
-def test_block_root_in_footer_changed(history: History) -> None:
-    """A wrong row-group root in the footer: the rows are intact, the hint partial readers use is not."""
-    path = history.segment_path(1)
+def change_block_root(h: History, segment: int = 1) -> None:
+    """Change the first hex digit of a segment's footer block roots, rows untouched."""
+    path = h.segment_path(segment)
     table = pq.read_table(path)
     meta = dict(table.schema.metadata)
     roots = meta[b"wormjournal.block_roots"].decode()
     meta[b"wormjournal.block_roots"] = (("0" if roots[0] != "0" else "1") + roots[1:]).encode()
     make_writable(path)
     pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd", row_group_size=4)
+
+
+def test_block_root_in_footer_changed(history: History) -> None:
+    """A wrong row-group root in the footer: the rows are intact, the hint partial readers use is not."""
+    change_block_root(history)
     report = history.verify()
     assert_finding(report, "block_roots", segment=1)
     assert "merkle_root" not in kinds(report) and "event_hash" not in kinds(report)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_hash
@@ -36,8 +35,8 @@ from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify import verifier as verifier_mod
 from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment, public_key_bytes
 
-from conftest import BASE_TS, History, make_writable, overwrite, rewrite_parquet
-from test_tamper import STREAM, replace_rows, seq_of
+from conftest import BASE_TS, History, overwrite, rewrite_parquet
+from test_tamper import STREAM, change_block_root, replace_rows, seq_of
 
 
 def comparable(report: VerifyReport) -> dict[str, Any]:
@@ -95,16 +94,6 @@ def _contents_swapped(h: History) -> None:
     replace_rows(h, 3, edit)
 
 
-def _block_root_changed(h: History) -> None:
-    path = h.segment_path(1)
-    table = pq.read_table(path)
-    meta = dict(table.schema.metadata)
-    roots = meta[b"wormjournal.block_roots"].decode()
-    meta[b"wormjournal.block_roots"] = (("0" if roots[0] != "0" else "1") + roots[1:]).encode()
-    make_writable(path)
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd", row_group_size=4)
-
-
 def _truncated(h: History) -> None:
     data = h.segment_path(2).read_bytes()
     overwrite(h.segment_path(2), data[: len(data) // 2])
@@ -135,7 +124,7 @@ TAMPERS: dict[str, Callable[[History], None]] = {
     "row_copied": _row_copied,
     "rows_swapped": _rows_swapped,
     "contents_swapped": _contents_swapped,
-    "block_root_changed": _block_root_changed,
+    "block_root_changed": change_block_root,
     "truncated": _truncated,
     "object_removed": _object_removed,
     "segment_and_manifest_removed": _segment_and_manifest_removed,
