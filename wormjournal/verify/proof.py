@@ -181,17 +181,14 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
         journal = Manifest.parse(split_note(proof.manifest)[0]).journal  # which journal's key history applies
     except NoteError as e:
         raise ProofError(f"the proof's manifest does not parse: {e}") from e
-    keys = list(public_keys)
-    history = None
     if not proof.key_history:
         raise ProofError("the proof carries no key history")
-    if proof.key_history:
-        name = key_name(journal)
-        history = check_history([(f"key history entry {i}", n) for i, n in enumerate(proof.key_history)], journal, name,
-                                [VerifyKey(name, k.public) for k in keys])
-        if history.problems:
-            raise ProofError(f"the proof's key history does not verify: {'; '.join(history.problems)}")
-        keys += history.keys(name)
+    name = key_name(journal)
+    history = check_history([(f"key history entry {i}", n) for i, n in enumerate(proof.key_history)], journal, name,
+                            [VerifyKey(name, k.public) for k in public_keys])
+    if history.problems:
+        raise ProofError(f"the proof's key history does not verify: {'; '.join(history.problems)}")
+    keys = [*public_keys, *history.keys(name)]
     cp_text, cp_key = _open(proof.checkpoint, keys, "checkpoint")
     m_text, m_key = _open(proof.manifest, keys, "manifest")
     try:
@@ -199,16 +196,14 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
         m = Manifest.parse(m_text)
     except NoteError as e:
         raise ProofError(f"the proof's notes do not parse: {e}") from e
-    if history is not None:
-        # Exactly the entries up to the newest key the proof uses: nothing left out, nothing added.
-        last = max(i for i, e in enumerate(history.entries) if e.key_id in (m_key.key_id, cp_key.key_id)) \
-            if any(e.key_id in (m_key.key_id, cp_key.key_id) for e in history.entries) else None
-        if last is None or history.entries[last].entry != len(proof.key_history) - 1:
-            raise ProofError("the proof's key history must end with the entry of the newest key that signed it")
-        validity = history.validity(m_key.key_id)
-        sealed = parse_ts(m.time) if _is_time(m.time) else None
-        if validity is None or sealed is None or sealed < validity[0] or (validity[1] is not None and sealed >= validity[1]):
-            raise ProofError(f"the manifest is signed by key {m_key.key_id} outside its validity in the key history")
+    # Exactly the entries up to the newest key the proof uses: nothing left out, nothing added.
+    used = [i for i, e in enumerate(history.entries) if e.key_id in (m_key.key_id, cp_key.key_id)]
+    if not used or history.entries[used[-1]].entry != len(proof.key_history) - 1:
+        raise ProofError("the proof's key history must end with the entry of the newest key that signed it")
+    validity = history.validity(m_key.key_id)
+    sealed = parse_ts(m.time) if _is_time(m.time) else None
+    if validity is None or sealed is None or sealed < validity[0] or (validity[1] is not None and sealed >= validity[1]):
+        raise ProofError(f"the manifest is signed by key {m_key.key_id} outside its validity in the key history")
     if m_key.name != key_name(m.journal) or cp_key.name != key_name(m.journal):
         raise ProofError(f"the notes are signed under key names {m_key.name!r} and {cp_key.name!r}, "
                          f"not journal {m.journal}'s")
