@@ -1,7 +1,8 @@
 """The ``wormjournal`` command.
 
 Exit codes: 0 success (verify: intact), 1 verification (or a read's
-verification) found a problem, 2 usage, input or I/O error. Only this module reads flags and the environment.
+verification, or the lock audit) found a problem, 2 usage, input or I/O error. Only this module (and
+``cli_retention``, its ``retention`` commands) reads flags and the environment.
 """
 
 from __future__ import annotations
@@ -629,6 +630,9 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+    from . import cli_retention  # it imports this module's helpers
+
+    cli_retention.add_parser(sub, store)
     return parser
 
 

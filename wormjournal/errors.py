@@ -75,3 +75,11 @@ class NotFoundError(StorageError):
     """An object or journal that should exist is not there."""
 
     hint = "check the store path; create a journal with `wormjournal init STORE`"
+
+
+class RetentionError(JournalError):
+    """A retention or legal-hold request was refused before it reached the store.
+
+    Raised when it would shorten a retention, turn COMPLIANCE into GOVERNANCE, or
+    ask a store for a lock it cannot hold.
+    """

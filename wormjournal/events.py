@@ -63,9 +63,17 @@ class EventType(StrEnum):
     RETRY_SCHEDULED = "retry_scheduled"
     EXCEPTION_RAISED = "exception_raised"
     ERASURE_RECEIPT = "erasure_receipt"  # appended by shred (FORMAT.md, section 3.2)
+    # Appended by the retention commands (FORMAT.md, section 3.3)
+    LEGAL_HOLD_PLACED = "legal_hold_placed"
+    LEGAL_HOLD_RELEASED = "legal_hold_released"
+    RETENTION_EXTENDED = "retention_extended"
+    RETENTION_POLICY_SET = "retention_policy_set"
 
 
 KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
+# Types only the library appends: a caller's append of one is refused.
+RESERVED_EVENT_TYPES = frozenset({"erasure_receipt", "legal_hold_placed", "legal_hold_released",
+                                  "retention_extended", "retention_policy_set"})
 _BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f/\\\\\ud800-\udfff]")
 _CUSTOM_TYPE = re.compile(r"custom:[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+")
 

@@ -375,6 +375,14 @@ class Reader:
         summaries.sort(key=lambda s: (s.started, s.first_seq), reverse=True)
         return summaries[offset : None if limit is None else offset + limit]
 
+    def segments_of(self, *, execution_id: str | None = None, tenant_id: str | None = None) -> list[int]:
+        """The sealed segments holding events of ``execution_id`` or of ``tenant_id`` (index rows, authenticated)."""
+        self.refresh()
+        table = self._lookup("executions", execution_id)[0]
+        if tenant_id is not None:
+            table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
+        return sorted(set(table.column("segment").to_pylist()))
+
     def get_event(self, event_id: str) -> Event | None:
         """The event with this id (verified), or None."""
         self.refresh()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -22,6 +22,7 @@ from ..segments import merkle
 from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
 from ..index import build as index_build
 from ..index.catalog import IndexFile, IndexObject
+from ..retention.policy import PolicySet, load_policy
 from ..segments.table import build_segment, read_segment, table_to_events, utc_date
 from ..storage import layout
 from ..storage.base import Store
@@ -136,6 +137,7 @@ class Sealer:
                 f"but the store's chain continues at seq {st.next_seq}"
             )
         manifests = []
+        policies = self._policies()
         pos = 0
         while pos < len(events):
             segment = st.next_segment
@@ -146,8 +148,9 @@ class Sealer:
                                      row_group_rows=self.row_group_rows)
 
             data, table, root = build(end)
+            locked = self._store_for(policies, {e.tenant_id for e in events[pos:end]})
             try:
-                version = self.store.put(name, data).version_id
+                version = locked.put(name, data).version_id
             except ConflictError:
                 end, data = self._adopt(name, events, pos)
                 _, table, root = build(end)  # the stored rows, whatever their row groups: same index, same root
@@ -158,7 +161,7 @@ class Sealer:
             sha256 = hashlib.sha256(data).digest()
             # The index goes in before the manifest, which signs its roots.
             index_roots = index_build.write_seal_index(
-                self.store, journal_id=st.journal_id, stream=st.stream, segment=segment,
+                locked, journal_id=st.journal_id, stream=st.stream, segment=segment,
                 table=table.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
             )
             _step("index_stored")
@@ -183,13 +186,13 @@ class Sealer:
                 time=format_ts(now_micros()),
                 index=tuple(index_roots),
             )
-            self.store.put(layout.manifest(st.stream, segment), m.sign(key))
+            locked.put(layout.manifest(st.stream, segment), m.sign(key))
             _step("manifest_stored")
             st.manifest_hashes.append(m.manifest_hash())
             st.last = m
             manifests.append(m)
             pos = end
-        self.write_checkpoint()
+        self.write_checkpoint(policies)
         _step("checkpoint_stored")
         return manifests
 
@@ -209,15 +212,36 @@ class Sealer:
             log.warning("index object %s cannot be used for a run: %s", name, e)
             return None
 
-    def write_checkpoint(self) -> None:
-        """Sign and store the checkpoint over every manifest so far (idempotent)."""
+    def _policies(self) -> PolicySet | None:
+        """The retention policy in force now (re-read at each seal: an officer may have strengthened it)."""
+        base = getattr(self.store, "retention", None)
+        if base is None:
+            return None  # a store that does not lock objects
+        policies, problems = load_policy(self.store, base)
+        for problem in problems:
+            log.warning("retention policy: %s", problem)
+        return policies
+
+    def _store_for(self, policies: PolicySet | None, tenants: Iterable[str | None]) -> Store:
+        """The store writing under the policy of ``tenants`` (the journal's when none has its own)."""
+        if policies is None:
+            return self.store
+        return self.store.with_retention(policies.for_tenants(tenants))  # type: ignore[attr-defined, no-any-return]
+
+    def write_checkpoint(self, policies: PolicySet | None = None) -> None:
+        """Sign and store the checkpoint over every manifest so far (idempotent).
+
+        A checkpoint vouches for every segment, so it is kept as long as the strongest policy.
+        """
         st = self.state
         if not st.manifest_hashes:
             return
+        if policies is None:
+            policies = self._policies()
         cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.next_segment, merkle.frontier_root(st.frontier))
         name = layout.checkpoint(st.stream, cp.tree_size)
         try:
-            self.store.put(name, cp.sign(self.key))
+            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self.key))
         except ConflictError:
             # Stored before, maybe under a key since rotated: the same checkpoint is fine, any other is not.
             try:

@@ -22,14 +22,15 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
-from ..events import EventInput, encode_fields, event_hash, now_micros, pseudonymize, uuid7, validate_event
+from ..events import (RESERVED_EVENT_TYPES, EventInput, encode_fields, event_hash, now_micros, pseudonymize, uuid7,
+                      validate_event)
 from .. import payload as payloads
 from ..payload import Compressor
 from ..segments.identity import JournalIdentity, read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..retention.keystore import SCOPES, KekProvider, KeyStore
-from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
+from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
 from ..retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, ErasureReceipt, check_receipt, count_key_uses, receipt_payload
 from ..storage import layout, open_store
 from ..storage.base import LockingStore, Store
@@ -385,8 +386,9 @@ class Journal:
     def _prepare(self, event: Mapping[str, Any], where: str | None, *, internal: bool = False) -> Prepared:
         fields = dict(event)
         scope = fields.pop("key_scope", self.config.key_scope)
-        if fields.get("event_type") == "erasure_receipt" and not internal:
-            raise ValidationError("event_type", "'erasure_receipt' is appended by shred() only", where=where)
+        if fields.get("event_type") in RESERVED_EVENT_TYPES and not internal:
+            raise ValidationError("event_type", f"{fields['event_type']!r} is appended by the library only "
+                                  "(shred, or the retention commands)", where=where)
         ev = validate_event(fields, max_event_bytes=self.config.max_event_bytes, where=where)
         codec, stored = self._compressor().encode(ev.payload_json)
         key = None
@@ -559,6 +561,15 @@ class Journal:
             log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", scope, destroyed.scope_ref,
                      len(key_ids), affected, seq)
             return ErasureReceipt(seq, receipt)
+
+    def record_retention(self, event_type: str, details: Mapping[str, Any]) -> int:
+        """Append a retention action (a legal hold placed or released, a retention extended, a policy
+        strengthened) to the audit trail: execution ``wormjournal-retention``, payload unencrypted."""
+        if event_type not in RETENTION_EVENT_TYPES:
+            raise ValidationError("event_type", f"not a retention action: {event_type!r}")
+        event = {"event_type": event_type, "execution_id": RETENTION_EXECUTION, "payload": dict(details),
+                 "key_scope": "none"}
+        return self._append([event], internal=True)[0]
 
     def _earlier_receipt(self, seq: int | None) -> ErasureReceipt:
         for e in self.reader().events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup

@@ -11,6 +11,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import re
 from collections.abc import Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -87,8 +88,18 @@ class KeyEntry:
         return entry
 
 
+HISTORY_PREFIX = f"{layout.KEYS_PREFIX}history/"
+_ENTRY_RE = re.compile(r"keys/history/(\d{12})\.note")
+
+
 def entry_name(n: int) -> str:
-    return f"{layout.KEYS_PREFIX}history/{n:0{layout.NUMBER_WIDTH}d}.note"
+    return f"{HISTORY_PREFIX}{n:0{layout.NUMBER_WIDTH}d}.note"
+
+
+def parse_entry_name(name: str) -> int | None:
+    """The entry number of a key history object name, or None."""
+    m = _ENTRY_RE.fullmatch(name)
+    return int(m[1]) if m else None
 
 
 def first_entry(journal_id: str, key: SigningKey, valid_from_micros: int) -> bytes:
@@ -134,7 +145,7 @@ def load_history(store: ObjectReader, journal_id: str, key_name: str, trusted: S
     """Read and check the chain of entries. With ``trusted`` None, entry 0 is taken on its own
     signature (the writer checking its own store); otherwise entry 0's key, or any later entry's
     key, must be trusted for the chain to be accepted from there on."""
-    names = sorted(o.name for o in store.list(f"{layout.KEYS_PREFIX}history/"))
+    names = sorted(o.name for o in store.list(HISTORY_PREFIX))
     notes: list[tuple[str, bytes]] = []
     for n, name in enumerate(names):
         if name != entry_name(n):

@@ -8,6 +8,7 @@ The layout (FORMAT.md, "Object names")::
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
     index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
+    retention/policy/<n>.json                                retention policy changes (extend only)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ SEGMENTS_PREFIX = "segments/"
 MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
+RETENTION_POLICY_PREFIX = "retention/policy/"
 INDEX_KINDS = ("executions", "threads", "events")
 NUMBER_WIDTH = 12
 
@@ -31,6 +33,7 @@ _SEGMENT_RE = re.compile(
 _INDEX_RE = re.compile(
     r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
 )
+_POLICY_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.json")
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
 
 
@@ -115,3 +118,13 @@ def streams_from_names(names: list[str]) -> list[str]:
         if seg:
             found.add(seg[0])
     return sorted(found)
+
+
+def retention_policy(n: int) -> str:
+    return f"{RETENTION_POLICY_PREFIX}{_num(n)}.json"
+
+
+def parse_retention_policy(name: str) -> int | None:
+    """The number of a retention policy object name, or None."""
+    m = _POLICY_RE.fullmatch(name)
+    return int(m["n"]) if m else None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -35,7 +36,7 @@ import botocore.exceptions as bx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
-from ..retention.policy import NO_LOCK_HINT
+from ..retention.policy import NO_LOCK_HINT, ObjectLockState, check_extension
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
 
@@ -49,6 +50,7 @@ T = TypeVar("T")
 MIN_PART_SIZE = 5 << 20  # S3's minimum for every part but the last
 MAX_PARTS = 10_000
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+MAX_POOL_CONNECTIONS = 32  # the lock audit and legal holds send up to --workers requests at once
 
 _PRECONDITION_CODES = {"PreconditionFailed", "ConditionalRequestConflict"}
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
@@ -90,6 +92,15 @@ ACCESS_HINT = (
     "s3:GetObject and s3:ListBucket, readers s3:GetObject and s3:ListBucket (without s3:ListBucket a "
     "missing object is reported as access denied), the lock audit also s3:GetObjectRetention"
 )
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    return value.astimezone(dt.UTC) if isinstance(value, dt.datetime) else None
+
+
+def _newest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # The listing gives each key's versions newest first; delete markers come in their own list.
+    return sorted(entries, key=lambda v: (not v.get("IsLatest"), -_utc(v["LastModified"]).timestamp()))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -199,7 +210,8 @@ class S3Store:
                     "s3",
                     endpoint_url=endpoint_url,
                     config=botocore.config.Config(
-                        retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30
+                        retries={"mode": "standard", "max_attempts": 8}, connect_timeout=5, read_timeout=30,
+                        max_pool_connections=MAX_POOL_CONNECTIONS,
                     ),
                 )
             except (BotoCoreError, ValueError) as e:
@@ -442,6 +454,85 @@ class S3Store:
             "legal_hold": resp.get("ObjectLockLegalHoldStatus"),
             "version_id": resp.get("VersionId"),
         }
+
+    def lock_state(self, name: str, version_id: str | None = None) -> ObjectLockState | None:
+        """The lock of ``name`` (its current version, or ``version_id``), or None when absent."""
+        key = self._key(name)
+        extra = {"VersionId": version_id} if version_id else {}
+
+        def call() -> dict[str, Any] | None:
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=key, **extra)  # type: ignore[no-any-return]
+            except ClientError as e:
+                if _is_not_found(e) or _code(e)[1] == 405:  # 405: the version is a delete marker
+                    return None
+                raise
+
+        resp = self._retrying("read the lock of", name, call)
+        if resp is None:
+            return None
+        return ObjectLockState(
+            name=name, version_id=resp.get("VersionId"), size=int(resp.get("ContentLength", 0)),
+            last_modified=_utc(resp.get("LastModified")), mode=resp.get("ObjectLockMode"),
+            retain_until=_utc(resp.get("ObjectLockRetainUntilDate")),
+            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def versions(self, prefix: str = "") -> Iterator[tuple[str, list[dict[str, Any]]]]:
+        """(name, its versions and delete markers, newest first) for every key under ``prefix``.
+
+        One page of the version listing at a time: memory stays bounded by a page.
+        """
+        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._root + prefix}
+        name: str | None = None
+        entries: list[dict[str, Any]] = []
+        while True:
+            page = self._retrying("list the versions of", prefix or None,
+                                  lambda: self.client.list_object_versions(**request))
+            found = [dict(v, DeleteMarker=False) for v in page.get("Versions", ())]
+            found += [dict(v, DeleteMarker=True) for v in page.get("DeleteMarkers", ())]
+            found.sort(key=lambda v: v["Key"])  # stable: each key's entries keep their newest-first order
+            for v in found:
+                key_name = v["Key"][len(self._root) :]
+                if key_name != name:
+                    if name is not None and is_safe_name(name):
+                        yield name, _newest_first(entries)
+                    name, entries = key_name, []
+                entries.append(v)
+            if not page.get("IsTruncated"):
+                break
+            request["KeyMarker"] = page.get("NextKeyMarker")
+            request["VersionIdMarker"] = page.get("NextVersionIdMarker")
+        if name is not None and is_safe_name(name):
+            yield name, _newest_first(entries)
+
+    def set_legal_hold(self, name: str, on: bool) -> None:
+        """Put (``on``) or lift a legal hold on the current version of ``name``."""
+        key = self._key(name)
+        status = "ON" if on else "OFF"
+        self._retrying("set the legal hold of", name, lambda: self.client.put_object_legal_hold(
+            Bucket=self.bucket, Key=key, LegalHold={"Status": status}))
+
+    def extend_retention(self, name: str, until: dt.datetime, mode: str | None = None,
+                         current: ObjectLockState | None = None) -> ObjectLockState:
+        """Lengthen the retention of ``name``'s current version to ``until`` (keeping or raising its mode).
+
+        Refused with RetentionError, before any request that changes anything, when
+        ``until`` is earlier than the present retain-until date or ``mode`` would turn
+        COMPLIANCE into GOVERNANCE (S3 refuses both; not every S3-compatible store does).
+        ``current`` is the lock state just read, saving a HEAD. Returns the state it set.
+        """
+        state = current or self.lock_state(name)
+        if state is None:
+            raise NotFoundError(f"{name} not found in {self.url}")
+        check_extension(state, until, mode)
+        new_mode = mode or state.mode or (self.retention.mode if self.retention else "COMPLIANCE")
+        until = until.astimezone(dt.UTC)
+        key = self._key(name)
+        extra = {"VersionId": state.version_id} if state.version_id else {}
+        self._retrying("extend the retention of", name, lambda: self.client.put_object_retention(
+            Bucket=self.bucket, Key=key, Retention={"Mode": new_mode, "RetainUntilDate": until}, **extra))
+        return dataclasses.replace(state, mode=new_mode, retain_until=until)
 
     # -- retries and errors ----------------------------------------------------
 

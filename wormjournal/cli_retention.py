@@ -1,0 +1,261 @@
+"""``wormjournal retention ...``: the policy, legal holds, extension, the lock audit and expiry.
+
+Actions that change a lock (hold, release, extend, set) are recorded as events of
+the journal's ``retention`` stream (FORMAT.md, section 3.3), signed and sealed at
+once, so the archive's own audit trail says who did what, when and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from .cli import EXIT_FINDINGS, EXIT_OK, _public_keys, _store, _wal_dir, default_key_dir, err, out
+from .errors import ValidationError
+from .journal import Journal
+from .retention import parse_period
+from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_objects, is_s3
+from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
+from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, set_policy
+from .segments.identity import read_identity
+
+
+@contextlib.contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress callback drawing a bar on a terminal's stderr (None elsewhere: no noise in logs)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _utc_date(text: str) -> dt.datetime:
+    """A date (UTC midnight) or an ISO timestamp with a zone."""
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise ValidationError("until", f"{text!r} is not a date like 2033-12-31 or 2033-12-31T00:00:00Z") from e
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def _record(args: argparse.Namespace, event_type: str, details: dict[str, Any]) -> int:
+    """Append the action to the retention stream and seal it: it is in the store when this returns."""
+    details = dict(details, by=args.by, reason=args.reason,
+                   at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    with Journal.open(_store(args), key_dir=args.key_dir, stream=args.trail_stream,
+                      wal_dir=_wal_dir(args)) as j:
+        seq = j.record_retention(event_type, details)
+        j.seal()
+    return seq
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = _store(args)
+    identity = read_identity(store)
+    base = identity.retention_policy()
+    if base is None:
+        out.print(f"journal {identity.journal_id} in {store.url}: no retention policy")
+        out.print(LOCAL_WORDS if not is_s3(store) else
+                  "it was created with --allow-unlocked: its objects are not locked and can be deleted or overwritten")
+        return EXIT_OK
+    policy, problems = load_policy(store, base)
+    out.print(f"journal {identity.journal_id} in {store.url}: retention policy {policy.number}"
+              + (f", set {policy.set_at} by {policy.set_by} ({policy.reason})" if policy.number else " (from init)"))
+    for line in policy.describe_lines():
+        out.print(f"  {line}")
+    out.print("  indexes and keys are kept under the journal's policy, checkpoints under the strongest")
+    for problem in problems:
+        err.print(f"warning: {problem}", markup=False)
+    return EXIT_OK
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    store = _store(args)
+    base = read_identity(store).retention_policy()
+    require_s3(store, "a retention policy")
+    if base is None:
+        raise ValidationError("store", "the journal was created with --allow-unlocked and has no retention policy")
+    new = RetentionPolicy(args.retention_mode or base.mode, parse_period(args.retention))
+    policy = set_policy(store, base, journal=None if args.tenant else new,
+                        tenant=(args.tenant, new) if args.tenant else None, by=args.by, reason=args.reason)
+    seq = _record(args, "retention_policy_set", {"number": policy.number, "tenant": args.tenant, **new.to_json()})
+    out.print(f"retention policy {policy.number}: {'tenant ' + args.tenant if args.tenant else 'the journal'} "
+              f"{new.mode} for {new.days} days; recorded at seq {seq} of stream {args.trail_stream}")
+    out.print("new objects are written under it; bring existing ones up to it with `wormjournal retention extend "
+              "--to-policy`")
+    return EXIT_OK
+
+
+def _selector(args: argparse.Namespace) -> Selector:
+    return Selector(execution=args.execution, tenant=args.tenant, segment=args.segment, stream=args.stream)
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    on = args.action == "hold"
+    store = _store(args)
+    require_s3(store, "a legal hold")
+    selector = _selector(args)
+    names = objects_for(store, selector, _public_keys(args.public_key) or _trusted(args))
+    with progress_bar("legal holds" if on else "releasing") as progress:
+        count = set_holds(store, names, on, workers=args.workers, progress=progress)
+    seq = _record(args, "legal_hold_placed" if on else "legal_hold_released",
+                  {"selector": selector.to_json(), "objects": names_record(names)})
+    out.print(f"legal hold {'placed on' if on else 'lifted from'} {count} object(s) of {selector.to_json()}; "
+              f"recorded at seq {seq} of stream {args.trail_stream}")
+    if not on:
+        out.print("each object is kept until its retain-until date still")
+    return EXIT_OK
+
+
+def _trusted(args: argparse.Namespace) -> list[Any]:
+    from .journal.keys import load_keys
+
+    identity = read_identity(_store(args))
+    signing, _ = load_keys(Path(args.key_dir), identity.journal_id)
+    return [signing.verify_key]
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    store = _store(args)
+    require_s3(store, "extending a retention")
+    until = _utc_date(args.until) if args.until else None
+    with progress_bar("extending") as progress:
+        result = extend_retention(store, until=until, mode=args.retention_mode, workers=args.workers, progress=progress)
+    seq = _record(args, "retention_extended", {
+        "until": until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None, "to_policy": until is None,
+        "mode": args.retention_mode, "extended": result.extended, "unchanged": result.unchanged})
+    target = f"until {until:%Y-%m-%d %H:%M:%S} UTC" if until else "to what the policy requires"
+    out.print(f"extended {result.extended} object(s) {target}; {result.unchanged} already retained long enough; "
+              f"recorded at seq {seq} of stream {args.trail_stream}")
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    store = _store(args)
+    with progress_bar("auditing locks") as progress:
+        audit = audit_store(store, workers=args.workers, progress=progress)
+    if args.json:
+        out.print(json.dumps(audit.to_json(), indent=1, ensure_ascii=False), markup=False, highlight=False)
+        return EXIT_OK if audit.ok else EXIT_FINDINGS
+    out.print(f"lock audit of {audit.store} ({audit.backend}): {audit.objects} object(s), "
+              f"{audit.held} under legal hold, {audit.expired} past retention")
+    if audit.policy is not None:
+        for line in audit.policy.describe_lines():
+            out.print(f"  policy: {line}")
+    for note in audit.notes:
+        out.print(f"note: {note}")
+    for f in audit.findings:
+        out.print(f"FINDING {f.kind}: {f.object or '-'}: {f.message}", markup=False)
+    out.print("OK: every object is locked as the policy requires" if audit.ok and audit.backend == "s3" else
+              "OK: every object is read-only" if audit.ok else f"{len(audit.findings)} finding(s)")
+    return EXIT_OK if audit.ok else EXIT_FINDINGS
+
+
+def cmd_expired(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if not is_s3(store):
+        out.print(f"{store.url} is a local directory: nothing has a retain-until date, nothing expires. "
+                  + LOCAL_WORDS)
+        return EXIT_OK
+    count = 0
+    with progress_bar("listing") as progress:
+        for state in expired_objects(store, workers=args.workers, progress=progress):
+            count += 1
+            until = state.retain_until.strftime("%Y-%m-%dT%H:%M:%SZ") if state.retain_until else "-"
+            if args.json:
+                out.print(json.dumps({"object": state.name, "retain_until": until, "version_id": state.version_id,
+                                      "size": state.size}), markup=False, highlight=False)
+            else:
+                out.print(f"{until}  {state.name}", markup=False, highlight=False)
+    if not args.json:
+        out.print(f"{count} object(s) past retention and not under a legal hold: an S3 lifecycle rule may delete them "
+                  "(README: Retention); verify then with --since a saved checkpoint")
+    return EXIT_OK
+
+
+def add_parser(sub: Any, store: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The ``retention`` command group."""
+    group = sub.add_parser("retention", help="retention policy, legal holds, extension, lock audit, expiry")
+    rsub = group.add_subparsers(dest="retention_command", required=True)
+
+    def workers(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                       help="concurrent S3 requests (default: %(default)s)")
+
+    def action(p: argparse.ArgumentParser) -> None:
+        store(p)
+        workers(p)
+        p.add_argument("--reason", required=True, help="why (recorded in the journal; no personal data)")
+        p.add_argument("--by", default=_user(), help="who (recorded in the journal; default: the login name)")
+        p.add_argument("--key-dir", type=Path, default=default_key_dir(),
+                       help="directory of the journal's signing key: the action is recorded as a signed event")
+        p.add_argument("--trail-stream", default=RETENTION_STREAM,
+                       help="stream the action is recorded in (default: %(default)s)")
+        p.add_argument("--wal-dir", type=Path, default=None, help="write-ahead log directory for that stream")
+
+    p = rsub.add_parser("show", help="the retention policy, in plain words")
+    store(p)
+    p.set_defaults(func=cmd_show)
+
+    p = rsub.add_parser("set", help="strengthen the policy of the journal or of one tenant (never weaken)")
+    action(p)
+    p.add_argument("--retention", required=True, help="period, like 10y or 3650d")
+    p.add_argument("--retention-mode", choices=["COMPLIANCE", "GOVERNANCE"], default=None,
+                   help="mode (default: the journal's)")
+    p.add_argument("--tenant", default=None, help="set the policy of this tenant's events only")
+    p.set_defaults(func=cmd_set)
+
+    for name, verb in (("hold", "put a legal hold on"), ("release", "lift the legal hold of")):
+        p = rsub.add_parser(name, help=f"{verb} every object holding the events of an execution, tenant or segment")
+        action(p)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--execution")
+        which.add_argument("--tenant")
+        which.add_argument("--segment", type=int, help="a segment number of --stream")
+        p.add_argument("--stream", default=None,
+                       help="look in this stream only (needed with --segment)")
+        p.add_argument("--public-key", action="append", metavar="FILE",
+                       help="trusted public key (PEM) for the index (default: the one in --key-dir)")
+        p.set_defaults(func=cmd_hold, action=name)
+
+    p = rsub.add_parser("extend", help="lengthen every object's retention (never shorten it)")
+    action(p)
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--until", help="retain every object at least until this date (UTC), like 2035-12-31")
+    when.add_argument("--to-policy", action="store_true",
+                      help="bring each object up to what the policy in force requires (after `retention set`)")
+    p.add_argument("--retention-mode", choices=["COMPLIANCE", "GOVERNANCE"], default=None,
+                   help="also raise the mode (GOVERNANCE to COMPLIANCE; never the reverse)")
+    p.set_defaults(func=cmd_extend)
+
+    p = rsub.add_parser("audit", help="check that every object is locked as the policy requires; exit 1 on findings")
+    store(p)
+    workers(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_audit)
+
+    p = rsub.add_parser("expired", help="objects past retention and not held (what a lifecycle rule may delete)")
+    store(p)
+    workers(p)
+    p.add_argument("--json", action="store_true", help="JSON Lines, one object a line")
+    p.set_defaults(func=cmd_expired)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
