@@ -745,3 +745,20 @@ def test_key_history_vectors(vec: Vectors) -> None:
     for line, public in zip(sigs, (vec.hex("key.public"), new_public), strict=True):
         assert spec_open_note((text1 + "\n\n" + line + "\n").encode(), name, public) == text1 + "\n"
     assert KeyEntry.parse(text1 + "\n").valid_from == lines1["valid_from"]
+
+
+def test_retention_policy_object_example() -> None:
+    """The retention policy object of FORMAT.md section 9 decodes to what it says and encodes back byte for byte."""
+    from wormjournal.retention.policy import PolicySet, RetentionPolicy
+
+    text = format_text()
+    example = re.search(r"`(\{\"format\":\"wormjournal/retention-policy/v1\".*?\})`", text)
+    assert example, "FORMAT.md has no retention policy example"
+    data = example[1].encode() + b"\n"
+    policy = PolicySet.decode(data, where="FORMAT.md")
+    assert policy == PolicySet(journal=RetentionPolicy("COMPLIANCE", 2562),
+                               tenants={"acme-bank": RetentionPolicy("COMPLIANCE", 3660)}, number=1,
+                               set_at="2026-11-02T09:30:00Z", set_by="dpo@example.com", reason="contract 2026-7")
+    assert policy.encode() == data
+    assert policy.for_tenants(["acme-bank"]) == RetentionPolicy("COMPLIANCE", 3660)
+    assert policy.for_tenants(["other", None]) == RetentionPolicy("COMPLIANCE", 2562)

@@ -88,13 +88,26 @@ def test_readme_cli_lines_parse() -> None:
     lines = cli_lines()
     assert [shlex.split(line)[1] for line in lines] == [
         "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
-        "shred", "keys", "checkpoint", "verify", "prove", "check-proof", "rotate-key",
+        "shred", "keys", "checkpoint", "verify", "prove", "check-proof", "rotate-key", "retention", "retention",
     ]
     for line in lines:
         argv = shlex.split(line.replace("[--json]", "--json").replace("<journal id>/<key id>", "j/k"))
         argv = argv[: argv.index(">")] if ">" in argv else argv
         assert argv[0] == "wormjournal"
         build_parser().parse_args(argv[1:])
+
+
+def test_readme_retention_lines_parse() -> None:
+    """Every command of the retention section (S3 only, so not run here) is accepted by the real parser."""
+    [block] = blocks("sh", section("Retention: policies, legal holds, the lock audit, expiry"))
+    lines = [line.split("#", 1)[0].strip() for line in block.replace("\\\n", " ").splitlines()]
+    verbs = []
+    for line in filter(None, lines):
+        argv = shlex.split(line.replace("[--json]", "--json"))
+        assert argv[:2] == ["wormjournal", "retention"]
+        verbs.append(argv[2])
+        build_parser().parse_args(argv[1:])
+    assert verbs == ["show", "set", "hold", "release", "extend", "extend", "audit", "expired"]
 
 
 def _env() -> dict[str, str]:

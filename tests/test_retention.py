@@ -460,3 +460,41 @@ def test_after_expiry_verification_starts_at_the_horizon_and_the_audit_names_the
     audit = audit_store(store, now=later)
     assert "missing" not in kinds(audit)
     assert any("segments 0..0 are gone" in note for note in audit.notes)
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def test_bad_requests_are_refused_with_a_clear_error_and_change_nothing(locked: Locked, wj) -> None:  # noqa: ANN001
+    before = {n: locked.lock(n) for n in locked.names()}
+    r = wj("retention", *locked.action("extend"), "--until", "next tuesday")
+    assert r.code == 2 and "is not a date like 2033-12-31" in r.err
+    r = wj("retention", *locked.action("extend"), "--until", "2020-01-01")
+    assert r.code == 2 and "not in the future" in r.err
+    r = wj("retention", *locked.action("hold"), "--segment", "1")
+    assert r.code == 2 and "a segment is a number >= 0 of one --stream" in r.err
+    r = wj("retention", *locked.action("hold"), "--segment", "9", "--stream", "main")
+    assert r.code == 2 and "no sealed event matches" in r.err
+    r = wj("retention", *locked.action("set"), "--retention", "10d")
+    assert r.code == 2 and "refused" in r.err and "weaker" in r.err
+    r = wj("retention", *locked.action("set"), "--retention", "ten years")
+    assert r.code == 2 and "not like 30d or 7y" in r.err
+    assert {n: locked.lock(n) for n in locked.names()} == before
+
+
+def test_a_damaged_policy_object_is_reported_and_passed_over(locked: Locked) -> None:
+    store = locked.store()
+    locked.bucket.client.put_object(Bucket=locked.bucket.name, Key=locked.key(layout.retention_policy(1)),
+                                    Body=b"{not json", ObjectLockMode="COMPLIANCE",
+                                    ObjectLockRetainUntilDate=dt.datetime.now(dt.UTC) + dt.timedelta(days=DAYS + 1))
+    policy, problems = load_policy(store, RetentionPolicy("COMPLIANCE", DAYS))
+    assert policy.number == 0 and len(problems) == 1 and "is not a retention policy" in problems[0]
+    assert kinds(audit_store(store)) == {"policy": {None}}
+    # A writer still seals, under the policy before it.
+    write_seals(store, locked.keys, locked.wal, [[("run-g", "acme")]])
+    assert verify_store(store).ok
+
+
+def test_expired_prints_what_a_lifecycle_rule_may_delete(locked: Locked, wj) -> None:  # noqa: ANN001
+    r = wj("retention", *locked.cli("expired"))
+    assert r.code == 0 and "0 object(s) past retention and not under a legal hold" in r.out

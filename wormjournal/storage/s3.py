@@ -90,7 +90,9 @@ NO_BUCKET_HINT = (
 ACCESS_HINT = (
     "check the credentials (the standard AWS chain: env, profile, role); writers need s3:PutObject, "
     "s3:GetObject and s3:ListBucket, readers s3:GetObject and s3:ListBucket (without s3:ListBucket a "
-    "missing object is reported as access denied), the lock audit also s3:GetObjectRetention"
+    "missing object is reported as access denied); the lock audit also s3:ListBucketVersions, "
+    "s3:GetObjectRetention and s3:GetObjectLegalHold; holds and extension s3:PutObjectLegalHold and "
+    "s3:PutObjectRetention"
 )
 
 
