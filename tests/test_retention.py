@@ -452,7 +452,8 @@ def test_after_expiry_verification_starts_at_the_horizon_and_the_audit_names_the
     report = verify_store(store, since=saved)
     summary = next(s for s in report.streams if s.stream == "main")
     assert report.ok, report.findings
-    assert summary.horizon == 1 and summary.expired_segments == 1
+    assert summary.horizon == 1 and summary.expired_segments == 1 and summary.expired_seqs == [(0, 2)]
+    assert "expired    events seq 0..2: gone past their retention" in report.to_text()
     # The audit calls the gone prefix expired once the journal is a retention period old, missing before.
     found = kinds(audit_store(store))
     assert layout.manifest("main", 0) in found["missing"]

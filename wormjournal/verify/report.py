@@ -58,6 +58,7 @@ class StreamSummary:
     # Verification started at this segment: the ones before it expired, under a trusted --since point.
     horizon: int = 0
     expired_segments: int = 0  # segments before the horizon whose objects (or manifests) are gone
+    expired_seqs: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # their seq ranges, merged
 
 
 @dataclasses.dataclass
@@ -151,6 +152,9 @@ class VerifyReport:
             if s.horizon:
                 lines.append(f"  horizon    verified from segment {s.horizon}; segments 0..{s.horizon - 1} are before it "
                              f"({s.expired_segments} expired), trusted through the saved point")
+            if s.expired_seqs:
+                ranges = ", ".join(f"{lo}..{hi}" for lo, hi in s.expired_seqs)
+                lines.append(f"  expired    events seq {ranges}: gone past their retention, vouched for by the saved point")
         lines.append(f"checked      {self.events} events, {self.segments} segments, {len(self.streams)} stream(s), "
                      f"{self.bytes_checked} bytes in {self.seconds:.2f}s ({self.workers} process(es))")
         lines.append(f"payloads     {self.encrypted_events} encrypted, {self.shredded_events} shredded "

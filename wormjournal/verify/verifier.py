@@ -248,7 +248,7 @@ class _StreamVerifier:
                 assert m is not None
                 self.summary.horizon = n
                 self.summary.expired_segments += n
-                self._expired.append((0, m.first_seq - 1))
+                self.expire(0, m.first_seq - 1)
                 hashes.extend([b""] * n)  # placeholders: the tree still has n leaves before this one
                 prev_manifest, prev_last_seq, prev_last_hash = m.prev_manifest, m.first_seq - 1, m.prev_hash
                 frontier: list[bytes] | None = list(m.frontier)
@@ -286,7 +286,7 @@ class _StreamVerifier:
             if self.anchor is not None and n < self.anchor.size and data is None and [f[0] for f in fetched] == ["object_missing"]:
                 # Before the trusted point, an object that is gone expired (its manifest is still signed).
                 self.summary.expired_segments += 1
-                self._expired.append((m.first_seq, m.last_seq))
+                self.expire(m.first_seq, m.last_seq)
                 fetched = []
             early += [self.finding(f) for f in fetched]
             job = None
@@ -317,6 +317,15 @@ class _StreamVerifier:
         for info in self.store.list(layout.stream_segments_prefix(self.stream)):
             if info.name not in covered and info.name not in self._unverified_objects:
                 self.find("orphan_object", "segment object not covered by any manifest (an interrupted seal, or inserted)", object=info.name)
+
+    def expire(self, lo: int, hi: int) -> None:
+        """Events ``lo..hi`` expired: gone before the horizon, vouched for by the saved point."""
+        self._expired.append((lo, hi))
+        merged = self.summary.expired_seqs
+        if merged and merged[-1][1] + 1 == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
 
     def expired_seq(self, seq: int) -> bool:
         return any(lo <= seq <= hi for lo, hi in self._expired)
