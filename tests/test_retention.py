@@ -21,7 +21,7 @@ import pytest
 from s3_fixtures import S3Bucket, make_client
 from test_cli import wj  # noqa: F401 - the in-process CLI runner
 
-from wormjournal.errors import RetentionError, ValidationError
+from wormjournal.errors import NotFoundError, RetentionError, ValidationError
 from wormjournal.index import Reader
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.retention import RetentionPolicy
@@ -234,7 +234,7 @@ def test_hold_a_tenant_and_a_segment(locked: Locked) -> None:
     assert held(locked) == set(seg)
     audit = audit_store(store)
     assert audit.ok and audit.held == len(seg)
-    with pytest.raises(Exception, match="no sealed event"):
+    with pytest.raises(NotFoundError, match="no sealed event of execution never-ran"):
         objects_for(store, Selector(execution="never-ran"), keys)
 
 
@@ -475,7 +475,7 @@ def test_bad_requests_are_refused_with_a_clear_error_and_change_nothing(locked: 
     r = wj("retention", *locked.action("hold"), "--segment", "1")
     assert r.code == 2 and "a segment is a number >= 0 of one --stream" in r.err
     r = wj("retention", *locked.action("hold"), "--segment", "9", "--stream", "main")
-    assert r.code == 2 and "no sealed event matches" in r.err
+    assert r.code == 2 and "no sealed event of segment 9 of stream main" in r.err
     r = wj("retention", *locked.action("set"), "--retention", "10d")
     assert r.code == 2 and "refused" in r.err and "weaker" in r.err
     r = wj("retention", *locked.action("set"), "--retention", "ten years")

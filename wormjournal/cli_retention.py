@@ -112,10 +112,10 @@ def cmd_hold(args: argparse.Namespace) -> int:
         count = set_holds(store, names, on, workers=args.workers, progress=progress)
     seq = _record(args, "legal_hold_placed" if on else "legal_hold_released",
                   {"selector": selector.to_json(), "objects": names_record(names)})
-    out.print(f"legal hold {'placed on' if on else 'lifted from'} {count} object(s) of {selector.to_json()}; "
+    out.print(f"legal hold {'placed on' if on else 'lifted from'} {count} object(s) holding {selector.describe()}; "
               f"recorded at seq {seq} of stream {args.trail_stream}")
     if not on:
-        out.print("each object is kept until its retain-until date still")
+        out.print("each object is still kept until its retain-until date")
     return EXIT_OK
 
 

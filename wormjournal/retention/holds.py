@@ -58,6 +58,11 @@ class Selector:
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
+    def describe(self) -> str:
+        what = (f"execution {self.execution}" if self.execution is not None else
+                f"tenant {self.tenant}" if self.tenant is not None else f"segment {self.segment}")
+        return f"{what} of stream {self.stream}" if self.stream else what
+
 
 def objects_for(store: Any, selector: Selector, public_keys: Sequence[VerifyKey]) -> list[str]:
     """The names of every object holding the selected events: segments, manifests, covering index objects.
@@ -90,7 +95,7 @@ def objects_for(store: Any, selector: Selector, public_keys: Sequence[VerifyKey]
                 if parsed is not None and any(parsed[2] <= n <= parsed[3] for n in wanted):
                     names.add(info.name)
     if not names:
-        raise NotFoundError(f"no sealed event matches {selector.to_json()}",
+        raise NotFoundError(f"no sealed event of {selector.describe()}",
                             hint="events are held once sealed: run `wormjournal seal` first, or check the id")
     return sorted(names)
 
