@@ -6,8 +6,9 @@ environment, so no real account can be reached; requests that write are serialis
 tests/s3_fixtures.py), creates a bucket with Object Lock and a real journal in it
 (COMPLIANCE, --days days), and fills it with small seals: --events-per-seal events each,
 from --streams writer processes (one stream each). A seal stores 6 objects (segment,
-manifest, checkpoint, 3 index objects). The journal is filled until a listing counts at
-least --objects/4 objects, then at least --objects. Filling is timed, but it is not the
+manifest, checkpoint, 3 index objects), and every 8th seal of a stream 3 more (the index
+runs that merge 8 segments' tables; 64, ...). The journal is filled until a listing counts
+at least --objects/4 objects, then at least --objects. Filling is timed, but it is not the
 measured figure.
 
 At each size the audit runs in a fresh child process, so its memory is its own (neither the
@@ -15,20 +16,28 @@ server's nor the writers'):
 
   audit         ``audit_store(store, workers=W, progress=callback)`` on
                 ``S3Store.from_url(url, endpoint_url=...)``: the store the CLI's
-                ``wormjournal retention audit`` builds, with boto3's default client (its
-                connection pool holds 10 connections; --max-pool-connections gives the child
-                a client with a larger pool instead). The callback is always passed, so a run on
-                a terminal and a run into a file do the same work (with a callback, the audit
-                lists the objects first to know the total); it draws a rich progress bar on
-                stderr when stderr is a terminal.
-  figures       objects audited, wall time of the audit_store call, objects/s, the child's
-                CPU seconds in that call, its peak RSS (ru_maxrss; VmHWM from /proc as a
-                cross-check) and its RSS before the audit (after the imports), the most HEAD
-                requests seen in flight at once and the most threads alive (the bounded pool),
-                how many connections urllib3 discarded because its pool was full, the time of
-                a bare listing of the same objects (for comparison), and whether the audit is
+                ``wormjournal retention audit`` builds, with the store's own boto3 client
+                (--max-pool-connections gives the child a client with that connection pool
+                instead). The callback is always passed, so a run on a terminal and a run into
+                a file do the same work (with a callback, the audit counts the objects in a
+                background listing, for the bar's total); it draws a rich progress bar on stderr when stderr is a terminal.
+  figures       objects audited, wall time of the audit_store call, objects/s, CPU seconds in
+                that call of the audit process and of the moto server, the audit process's peak
+                RSS (ru_maxrss; VmHWM from /proc as a cross-check), its RSS before the audit
+                (after the imports) and the difference (what the audit itself added), the most
+                HEAD requests seen in flight at once and the most threads alive (the bounded
+                pool), how many connections urllib3 discarded because its pool was full, the time
+                of a bare listing of the same objects (for comparison), and whether the audit is
                 ok. It must be: an untampered journal has zero findings; otherwise the findings
                 are printed and the bench exits with status 1.
+  latency       on 127.0.0.1 a request takes a few milliseconds of CPU and no network time, so
+                the pool has little to overlap; --latency-ms L makes the server wait L ms before
+                each read request (GET, HEAD: the audit's listings and HEADs; not the writers'
+                puts), a stand-in for the round trip to S3, to show what the pool buys there.
+  tenants       with --tenant-days D, tenant-1 gets a COMPLIANCE policy of D days before the journal
+                is filled (its segments, their manifests and the checkpoints are locked for D days);
+                the audit then checks each segment and manifest against its tenants' policy, which
+                costs it a GET of each manifest and a read of each segment's tenant column.
 
 Configurations: W = --workers at --objects/4 and at --objects, and W = 1 at --objects/4.
 Concurrency ratio: objects/s with W workers / objects/s with 1, at --objects/4. Memory is
@@ -44,8 +53,10 @@ Progress goes to stderr.
 
 Usage (from the repository root):
 
-    .venv/bin/python scripts/bench_audit.py                   # 10,000 objects (see --help)
+    .venv/bin/python scripts/bench_audit.py                   # 10,000 objects, ~5 min on 2 cores (3 of them filling)
     .venv/bin/python scripts/bench_audit.py --objects 1000    # quick
+    .venv/bin/python scripts/bench_audit.py --objects 1000 --latency-ms 20   # what the pool buys
+    .venv/bin/python scripts/bench_audit.py --objects 1000 --tenant-days 60  # with a tenant policy
     .venv/bin/python scripts/bench_audit.py --workers 32 --max-pool-connections 32 --json audit.json
 """
 
@@ -81,13 +92,24 @@ DUMMY_ENV = {
 }
 DUMMY_ENV_UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 PREFIX = "bench"
-OBJECTS_PER_SEAL = 6  # segment, manifest, checkpoint, 3 index objects
+OBJECTS_PER_SEAL = 6.375  # segment, manifest, checkpoint, 3 index objects; 3 index runs every 8th seal
 FLAT_RATIO = 1.2
+TENANT = "tenant-1"  # the tenant --tenant-days gives a policy of its own (events carry tenant-0..2)
 MAX_FINDINGS_SHOWN = 50
 
 
 def log(msg: str) -> None:
     print(f"[bench_audit] {msg}", file=sys.stderr, flush=True)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _status_kb(field: str, pid: int | str = "self") -> int:
@@ -109,18 +131,21 @@ class SerialWrites:
     the conditional put the atomicity real S3 has. Reads (GET, HEAD) still run in parallel.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, latency: float = 0.0) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.latency = latency  # seconds before each read request (--latency-ms)
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            if self.latency:
+                time.sleep(self.latency)
             return self.app(environ, start_response)
         with self.lock:
             return list(self.app(environ, start_response))  # the write happens while the body is built
 
 
-def serve(bucket: str) -> int:
+def serve(bucket: str, latency: float) -> int:
     """Serve S3 on 127.0.0.1 with ``bucket`` (Object Lock); print the endpoint; stop at EOF on stdin."""
     import logging
 
@@ -129,7 +154,7 @@ def serve(bucket: str) -> int:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log
-    app = SerialWrites(DomainDispatcherApplication(create_backend_app))
+    app = SerialWrites(DomainDispatcherApplication(create_backend_app), latency)
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -159,6 +184,12 @@ def populate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.create:
         j = Journal.create(store, retention=RetentionPolicy("COMPLIANCE", args.days), **common)
+        if args.tenant_days:
+            from wormjournal.retention.policy import set_policy
+
+            set_policy(store, RetentionPolicy("COMPLIANCE", args.days),
+                       tenant=(TENANT, RetentionPolicy("COMPLIANCE", args.tenant_days)),
+                       by="bench_audit", reason="benchmark: one tenant kept longer")
     else:
         j = Journal.open(store, **common)
     seq0 = j.next_seq
@@ -194,7 +225,7 @@ def audit_child(args: argparse.Namespace) -> int:
     """Audit the store once; print a readable line, then one JSON line (stdout). Exit 1 on findings."""
     import logging
 
-    from wormjournal.retention.audit import audit_store, count_objects
+    from wormjournal.retention.audit import audit_store
     from wormjournal.storage.s3 import S3Store
 
     client = None
@@ -257,38 +288,42 @@ def audit_child(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.start()
     try:
-        c0 = time.process_time()
+        s0, c0 = _cpu_seconds(args.server_pid), time.process_time()
         started[0] = t0 = time.perf_counter()
         audit = audit_store(store, workers=args.workers, progress=progress)
         seconds = time.perf_counter() - t0
-        cpu = time.process_time() - c0
+        cpu, server_cpu = time.process_time() - c0, _cpu_seconds(args.server_pid) - s0
     finally:
         if bar is not None:
             bar.stop()
     ru_maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     vm_hwm_kb = _status_kb("VmHWM")
     t1 = time.perf_counter()
-    listed = count_objects(store)
+    listed = sum(1 for _ in store.list(""))
     listing_seconds = time.perf_counter() - t1
 
     r = {
         "label": args.label, "workers": args.workers, "max_pool_connections": args.max_pool_connections,
         "objects": audit.objects, "listed": listed, "seconds": round(seconds, 3),
         "objects_per_s": round(audit.objects / seconds, 1), "cpu_seconds": round(cpu, 2),
+        "server_cpu_seconds": round(server_cpu, 2),
         "peak_rss_mb": round(ru_maxrss_kb / 1024, 1), "vm_hwm_mb": round(vm_hwm_kb / 1024, 1),
         "rss_before_audit_mb": round(rss_before / 1024, 1),
+        "audit_added_mb": round((vm_hwm_kb - rss_before) / 1024, 1),
         "max_heads_in_flight": flight["max"], "max_threads": flight["threads"],
         "pool_full_discards": Discards.n, "listing_seconds": round(listing_seconds, 3),
         "ok": audit.ok, "findings": len(audit.findings), "held": audit.held, "expired": audit.expired,
         "notes": audit.notes,
         "findings_shown": [f.to_json() for f in audit.findings[:MAX_FINDINGS_SHOWN]],
     }
-    print(f"  {args.label:>6}  workers={args.workers:<3} objects={r['objects']:,}  {r['seconds']:.2f} s  "
-          f"{r['objects_per_s']:,.0f} objects/s  cpu={r['cpu_seconds']:.1f} s  "
-          f"peak RSS={r['peak_rss_mb']:.1f} MB (VmHWM {r['vm_hwm_mb']:.1f}, before audit {r['rss_before_audit_mb']:.1f})  "
-          f"HEADs in flight<={r['max_heads_in_flight']}  threads<={r['max_threads']}  "
-          f"pool discards={r['pool_full_discards']}  listing alone {r['listing_seconds']:.2f} s  "
-          f"ok={audit.ok} ({len(audit.findings)} findings)")
+    print(f"audit at {args.label} with {args.workers} worker(s): {r['objects']:,} objects in {r['seconds']:.2f} s = "
+          f"{r['objects_per_s']:,.0f} objects/s; peak RSS {r['peak_rss_mb']:.1f} MB; ok={audit.ok} "
+          f"({len(audit.findings)} findings)\n"
+          f"    CPU {r['cpu_seconds']:.1f} s (audit process), {r['server_cpu_seconds']:.1f} s (moto server); "
+          f"VmHWM {r['vm_hwm_mb']:.1f} MB, RSS before the audit {r['rss_before_audit_mb']:.1f} MB "
+          f"(the audit added {r['audit_added_mb']:.1f} MB); HEADs in flight <= {r['max_heads_in_flight']}, "
+          f"threads <= {r['max_threads']}, pool discards {r['pool_full_discards']}; "
+          f"a bare listing takes {r['listing_seconds']:.2f} s")
     for f in audit.findings[:MAX_FINDINGS_SHOWN]:
         print(f"    FINDING {f.kind}: {f.object or '-'}: {f.message}")
     if len(audit.findings) > MAX_FINDINGS_SHOWN:
@@ -317,7 +352,8 @@ class Bench:
         return [sys.executable, self.script, mode, "--endpoint", self.endpoint, "--url", self.url, *extra]
 
     def start_server(self) -> None:
-        self.server = subprocess.Popen([sys.executable, self.script, "--serve", "--bucket", self.bucket],
+        self.server = subprocess.Popen([sys.executable, self.script, "--serve", "--bucket", self.bucket,
+                                        "--latency-ms", str(self.args.latency_ms)],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.server.stdout is not None
         self.endpoint = self.server.stdout.readline().strip()
@@ -347,7 +383,8 @@ class Bench:
     def _populate(self, stream: str, seals: int, *, create: bool = False) -> subprocess.Popen[str]:
         cmd = self.child("--populate", "--keys", str(self.tmp / "keys"), "--wal", str(self.tmp / "wal"),
                          "--stream", stream, "--seals", str(seals), "--events-per-seal", str(self.args.events_per_seal),
-                         "--days", str(self.args.days), *(["--create"] if create else []))
+                         "--days", str(self.args.days),
+                         *(["--create", "--tenant-days", str(self.args.tenant_days or 0)] if create else []))
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
     def fill(self, target: int) -> dict[str, Any]:
@@ -380,7 +417,8 @@ class Bench:
         return {"target": target, "objects": have, "seals": seals, "seconds": round(seconds, 1)}
 
     def audit(self, label: str, workers: int) -> dict[str, Any]:
-        extra = ["--workers", str(workers), "--label", label]
+        assert self.server is not None
+        extra = ["--workers", str(workers), "--label", label, "--server-pid", str(self.server.pid)]
         if self.args.max_pool_connections:
             extra += ["--max-pool-connections", str(self.args.max_pool_connections)]
         proc = subprocess.run(self.child("--audit", *extra), stdout=subprocess.PIPE, text=True)
@@ -408,7 +446,8 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {
         "objects_target": args.objects, "workers": args.workers, "streams": args.streams,
         "events_per_seal": args.events_per_seal, "retention": f"COMPLIANCE {args.days} days",
-        "max_pool_connections": args.max_pool_connections, "cpus": os.cpu_count(),
+        "tenant_policy": f"{TENANT}: COMPLIANCE {args.tenant_days} days" if args.tenant_days else None,
+        "max_pool_connections": args.max_pool_connections, "latency_ms": args.latency_ms, "cpus": os.cpu_count(),
         "load_average_start": [round(x, 2) for x in os.getloadavg()], "fill": [], "audits": [],
     }
     bench = Bench(args)
@@ -417,7 +456,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         bench.start_server()
         print(f"S3 lock audit benchmark: moto server {bench.endpoint}, {bench.url}, COMPLIANCE {args.days} days, "
-              f"{os.cpu_count()} CPU(s), load average {result['load_average_start']}", flush=True)
+              f"{os.cpu_count()} CPU(s), load average {result['load_average_start']}"
+              + (f", {TENANT} COMPLIANCE {args.tenant_days} days" if args.tenant_days else "")
+              + (f", {args.latency_ms:g} ms added to each read request" if args.latency_ms else ""), flush=True)
         plan = [(small, "N/4", [args.workers, 1]), (args.objects, "N", [args.workers])]
         if small >= args.objects:
             plan = [(args.objects, "N", [args.workers, 1])]
@@ -447,12 +488,12 @@ def run(args: argparse.Namespace) -> int:
 
     audits = result["audits"]
     print()
-    print(f"{'size':<6} {'workers':>7} {'objects':>9} {'seconds':>8} {'objects/s':>10} {'cpu s':>6} "
-          f"{'peak RSS MB':>11} {'VmHWM MB':>9} {'HEADs<=':>7} {'discards':>8}")
+    print(f"{'size':<5} {'workers':>7} {'objects':>8} {'seconds':>8} {'objects/s':>10} {'peak RSS MB':>11} "
+          f"{'added MB':>8} {'CPU s':>6} {'server CPU s':>12} {'HEADs<=':>7}")
     for r in audits:
-        print(f"{r['size']:<6} {r['workers']:>7} {r['objects']:>9,} {r['seconds']:>8.2f} {r['objects_per_s']:>10,.0f} "
-              f"{r['cpu_seconds']:>6.1f} {r['peak_rss_mb']:>11.1f} {r['vm_hwm_mb']:>9.1f} {r['max_heads_in_flight']:>7} "
-              f"{r['pool_full_discards']:>8}")
+        print(f"{r['size']:<5} {r['workers']:>7} {r['objects']:>8,} {r['seconds']:>8.2f} {r['objects_per_s']:>10,.0f} "
+              f"{r['peak_rss_mb']:>11.1f} {r['audit_added_mb']:>8.1f} {r['cpu_seconds']:>6.1f} "
+              f"{r['server_cpu_seconds']:>12.1f} {r['max_heads_in_flight']:>7}")
     print()
     big = [r for r in audits if r["size"] == "N" and r["workers"] == args.workers]
     quarter = [r for r in audits if r["size"] == "N/4" and r["workers"] == args.workers]
@@ -471,7 +512,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"memory {'stayed flat' if flat else 'GREW'}: peak RSS {big[0]['peak_rss_mb']:.1f} MB at "
               f"{big[0]['objects']:,} objects vs {quarter[0]['peak_rss_mb']:.1f} MB at {quarter[0]['objects']:,} "
               f"= {ratio:.2f}x for {big[0]['objects'] / quarter[0]['objects']:.1f}x the objects "
-              f"(VmHWM {hwm_ratio:.2f}x; flat means <= {FLAT_RATIO}x)")
+              f"(VmHWM {hwm_ratio:.2f}x; flat means <= {FLAT_RATIO}x); the audit itself added "
+              f"{quarter[0]['audit_added_mb']:.1f} MB and {big[0]['audit_added_mb']:.1f} MB to the RSS after the imports")
     print(f"bounded pool: at most {max((r['max_heads_in_flight'] for r in audits), default=0)} HEADs in flight "
           f"(workers={args.workers}); urllib3 discarded "
           f"{sum(r['pool_full_discards'] for r in audits)} connection(s) from a full pool")
@@ -502,6 +544,11 @@ def main() -> int:
     parser.add_argument("--max-pool-connections", type=int, default=None, metavar="P",
                         help="give the audit a boto3 client with this connection pool "
                              "(default: the store's own client, as the CLI has it)")
+    parser.add_argument("--tenant-days", type=int, default=None, metavar="D",
+                        help=f"give {TENANT} a COMPLIANCE policy of D days before filling: the audit then reads "
+                             "each manifest and the tenants of each segment (default: no tenant policy)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, metavar="L",
+                        help="the server waits L ms before each GET and HEAD (default: %(default)s)")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     # Internal: the child processes.
     mode = parser.add_mutually_exclusive_group()
@@ -510,16 +557,21 @@ def main() -> int:
     for flag in ("--bucket", "--endpoint", "--url", "--keys", "--wal", "--stream", "--label"):
         parser.add_argument(flag, help=argparse.SUPPRESS)
     parser.add_argument("--seals", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--server-pid", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--create", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(args.bucket)
+        return serve(args.bucket, args.latency_ms / 1000)
     if args.populate:
         return populate(args)
     if args.count:
         return count(args)
     if args.audit:
         return audit_child(args)
+    if args.latency_ms < 0:
+        parser.error("--latency-ms must be >= 0")
+    if args.tenant_days is not None and args.tenant_days < args.days:
+        parser.error("--tenant-days must be at least --days (a tenant's policy can only be stronger)")
     if args.objects < 1 or args.workers < 1 or args.streams < 1 or args.events_per_seal < 1 or args.days < 1:
         parser.error("--objects, --workers, --streams, --events-per-seal and --days must be positive")
     return run(args)

@@ -478,6 +478,8 @@ def test_bad_requests_are_refused_with_a_clear_error_and_change_nothing(locked: 
     assert r.code == 2 and "no sealed event of segment 9 of stream main" in r.err
     r = wj("retention", *locked.action("set"), "--retention", "10d")
     assert r.code == 2 and "refused" in r.err and "weaker" in r.err
+    with pytest.raises(SystemExit):
+        wj("retention", *locked.cli("audit"), "--workers", "100")  # past the connection pool: argparse refuses
     r = wj("retention", *locked.action("set"), "--retention", "ten years")
     assert r.code == 2 and "not like 30d or 7y" in r.err
     assert {n: locked.lock(n) for n in locked.names()} == before

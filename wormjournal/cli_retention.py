@@ -27,6 +27,7 @@ from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_
 from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
 from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, set_policy
 from .segments.identity import read_identity
+from .storage.s3 import MAX_POOL_CONNECTIONS
 
 
 @contextlib.contextmanager
@@ -191,8 +192,8 @@ def add_parser(sub: Any, store: Callable[[argparse.ArgumentParser], None]) -> No
     rsub = group.add_subparsers(dest="retention_command", required=True)
 
     def workers(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                       help="concurrent S3 requests (default: %(default)s)")
+        p.add_argument("--workers", type=_workers, default=DEFAULT_WORKERS, metavar="N",
+                       help=f"concurrent S3 requests, 1 to {MAX_POOL_CONNECTIONS} (default: %(default)s)")
 
     def action(p: argparse.ArgumentParser) -> None:
         store(p)
@@ -251,6 +252,13 @@ def add_parser(sub: Any, store: Callable[[argparse.ArgumentParser], None]) -> No
     workers(p)
     p.add_argument("--json", action="store_true", help="JSON Lines, one object a line")
     p.set_defaults(func=cmd_expired)
+
+
+def _workers(text: str) -> int:
+    n = int(text) if text.isdigit() else 0
+    if not 1 <= n <= MAX_POOL_CONNECTIONS:  # beyond the client's connection pool, requests would only queue
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_POOL_CONNECTIONS}, not {text!r}")
+    return n
 
 
 def _user() -> str:

@@ -25,16 +25,16 @@ import collections
 import concurrent.futures as cf
 import dataclasses
 import datetime as dt
-import functools
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..errors import JournalError, NotFoundError
+from ..errors import JournalError
 from ..segments.identity import read_identity
 from ..segments.keyhistory import HISTORY_PREFIX, parse_entry_name
 from ..segments.manifest import Manifest
@@ -174,68 +174,106 @@ class Expected:
 
 
 def bounded_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int, window: int | None = None) -> Iterator[Any]:
-    """``map(fn, items)`` on a thread pool, in order, with at most ``window`` calls in flight."""
+    """``fn`` of each item on a pool of ``workers`` threads, at most ``window`` calls in flight.
+
+    Results come in completion order: one slow request (a retry backing off) does not
+    idle the other workers.
+    """
     window = window or workers * 4
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wormjournal-lock") as pool:
-        pending: collections.deque[cf.Future[Any]] = collections.deque()
+        pending: set[cf.Future[Any]] = set()
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.add(pool.submit(fn, item))
             if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+                done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        for future in cf.as_completed(pending):
+            yield future.result()
 
 
 @dataclasses.dataclass(frozen=True)
 class Inspected:
-    """One key: its current lock (None when its current version is a delete marker), its versions."""
+    """One key: its current lock (None when its current version is a delete marker), its versions,
+    and what the policy requires of it (when asked)."""
 
     name: str
     state: ObjectLockState | None
     versions: int
     delete_markers: int
     hidden: ObjectLockState | None = None  # the newest real version under a delete marker
+    required: RetentionPolicy | None = None
 
 
-def count_objects(store: Any) -> int:
-    return sum(1 for _ in store.list(""))
+class _Counter:
+    """Counts the objects in a background listing, for the progress bar's total."""
+
+    def __init__(self, store: Any) -> None:
+        self.total: int | None = None
+        self._thread = threading.Thread(target=self._count, args=(store,), daemon=True, name="wormjournal-count")
+        self._thread.start()
+
+    def _count(self, store: Any) -> None:
+        try:
+            self.total = sum(1 for _ in store.list(""))
+        except JournalError:
+            pass  # the bar then shows no total; the audit itself reports a failing store
 
 
-def inspect_all(store: Any, *, workers: int = DEFAULT_WORKERS, progress: Progress | None = None) -> Iterator[Inspected]:
-    """Every key of ``store`` (S3) with its lock and versions; HEADs run ``workers`` at a time."""
-    total = count_objects(store) if progress is not None else None
+def inspect_all(store: Any, *, workers: int = DEFAULT_WORKERS, progress: Progress | None = None,
+                requirement: _Requirement | None = None) -> Iterator[Inspected]:
+    """Every key of ``store`` (S3) with its lock and versions; HEADs run ``workers`` at a time.
+
+    With a ``requirement``, the policy each object must meet is worked out in the pool too
+    (it may read a segment's tenants).
+    """
+    counter = _Counter(store) if progress is not None else None
 
     def inspect(item: tuple[str, list[dict[str, Any]]]) -> Inspected:
         name, entries = item
         markers = sum(1 for v in entries if v["DeleteMarker"])
         real = [v for v in entries if not v["DeleteMarker"]]
+        required = requirement.for_object(name) if requirement is not None else None
         if entries[0]["DeleteMarker"]:
             hidden = store.lock_state(name, real[0]["VersionId"]) if real else None
-            return Inspected(name, None, len(real), markers, hidden)
-        return Inspected(name, store.lock_state(name), len(real), markers)
+            return Inspected(name, None, len(real), markers, hidden, required)
+        return Inspected(name, store.lock_state(name), len(real), markers, None, required)
 
     done = 0
     for result in bounded_map(inspect, store.versions(""), workers=workers):
         done += 1
-        if progress is not None:
-            progress(done, max(total or 0, done))
+        if progress is not None and counter is not None:
+            total = counter.total
+            progress(done, None if total is None else max(total, done))
         yield result
 
 
 class _Requirement:
     """The policy an object must meet, with the tenants of segments read only when a tenant has one."""
 
+    CACHE = 16384  # segments whose tenants are remembered: a manifest and its segment are listed far apart
+
     def __init__(self, store: Any, policy: PolicySet) -> None:
         self.store = store
         self.policy = policy
+        self._tenants: collections.OrderedDict[str, frozenset[str]] = collections.OrderedDict()
+        self._lock = threading.Lock()
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one audit's lifetime; a manifest and its segment share it
     def _segment_tenants(self, name: str) -> frozenset[str]:
+        with self._lock:
+            if name in self._tenants:
+                self._tenants.move_to_end(name)
+                return self._tenants[name]
         info = self.store.head(name)
         if info is None:
             return frozenset()
         column = pq.ParquetFile(ObjectFile(self.store, name, info.size)).read(columns=["tenant_id"]).column(0)
-        return frozenset(t for t in column.unique().to_pylist() if t is not None)
+        tenants = frozenset(t for t in column.unique().to_pylist() if t is not None)
+        with self._lock:
+            self._tenants[name] = tenants
+            while len(self._tenants) > self.CACHE:
+                self._tenants.popitem(last=False)
+        return tenants
 
     def for_object(self, name: str) -> RetentionPolicy:
         if not self.policy.tenants:
@@ -279,7 +317,7 @@ def _expiry_possible(store: Any, base: RetentionPolicy | None, now: dt.datetime)
         return True
     state = store.lock_state(layout.JOURNAL_OBJECT) if is_s3(store) else None
     created = state.last_modified if state is not None else None
-    return created is None or created + dt.timedelta(days=base.days) <= now
+    return created is not None and created + dt.timedelta(days=base.days) <= now  # unknown: excuse nothing
 
 
 def audit_s3(store: Any, *, now: dt.datetime | None = None, workers: int = DEFAULT_WORKERS,
@@ -299,7 +337,7 @@ def audit_s3(store: Any, *, now: dt.datetime | None = None, workers: int = DEFAU
         audit.find("policy", None, problem)
     requirement = _Requirement(store, policy) if policy is not None else None
     expected = Expected()
-    for item in inspect_all(store, workers=workers, progress=progress):
+    for item in inspect_all(store, workers=workers, progress=progress, requirement=requirement):
         audit.objects += 1
         state = item.state or item.hidden
         if item.state is None:
@@ -318,10 +356,10 @@ def audit_s3(store: Any, *, now: dt.datetime | None = None, workers: int = DEFAU
             audit.held += 1
         if state.retain_until is not None and state.retain_until < now:
             audit.expired += 1
-        required = requirement.for_object(item.name) if requirement is not None else None
-        for kind, message in check_lock(state, required, now):
+        for kind, message in check_lock(state, item.required, now):
             audit.find(kind, item.name, message)
     _check_expected(audit, expected, _expiry_possible(store, base, now))
+    audit.findings.sort(key=lambda f: (f.kind, f.object or ""))  # the pool answers in any order
     return audit
 
 
@@ -339,9 +377,7 @@ def _check_expected(audit: LockAudit, expected: Expected, expiry_possible: bool)
 
 def audit_local(store: Any, *, progress: Progress | None = None) -> LockAudit:
     root = Path(store.root)
-    if not (root / layout.JOURNAL_OBJECT).exists() and not root.is_dir():
-        raise NotFoundError(f"store {store.url} does not exist")
-    identity = read_identity(store)
+    identity = read_identity(store)  # NotFoundError when there is no journal
     audit = LockAudit(store=store.url, backend="local", policy=None)
     audit.notes.append(LOCAL_WORDS)
     if identity.retention_policy() is not None:
