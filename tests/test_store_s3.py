@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime as dt
 import os
@@ -296,8 +297,6 @@ def test_the_s3_module_names_no_operation_that_weakens_a_lock() -> None:
     for forbidden in (
         "delete_object",
         "delete_objects",
-        "put_object_retention",
-        "put_object_legal_hold",
         "put_object_lock_configuration",
         "put_bucket_lifecycle",
         "BypassGovernanceRetention",
@@ -305,6 +304,24 @@ def test_the_s3_module_names_no_operation_that_weakens_a_lock() -> None:
     ):
         assert forbidden not in code, forbidden
     assert not hasattr(S3Store, "delete")
+
+
+def test_the_s3_module_changes_locks_in_two_guarded_places_only() -> None:
+    """A retention is changed only by extend_retention, after check_extension refused any shortening or
+    downgrade; a legal hold only by set_legal_hold (placing or lifting a hold shortens nothing)."""
+    tree = ast.parse(Path(s3_mod.__file__).read_text())
+    callers: dict[str, list[str]] = {"put_object_retention": [], "put_object_legal_hold": []}
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Attribute) and node.attr in callers:
+                    callers[node.attr].append(fn.name)
+    assert callers == {"put_object_retention": ["extend_retention"], "put_object_legal_hold": ["set_legal_hold"]}
+    extend = next(f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "extend_retention")
+    calls = [n for n in ast.walk(extend) if isinstance(n, ast.Call)]
+    check = min(n.lineno for n in calls if isinstance(n.func, ast.Name) and n.func.id == "check_extension")
+    put = min(n.lineno for n in ast.walk(extend) if isinstance(n, ast.Attribute) and n.attr == "put_object_retention")
+    assert check < put
 
 
 # -- listing ------------------------------------------------------------------------------
