@@ -1,0 +1,332 @@
+"""The LangGraph checkpoint savers: JournalSaver (the journal alone) and ArchivingSaver (around another).
+
+JournalSaver is run side by side with LangGraph's own InMemorySaver on the same calls:
+every answer must be the same. Then what only it has: it survives a restart (a new
+process reads the journal), it verifies before it deserializes, and deletion is
+crypto-shredding plus a tombstone that verify accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from langgraph.checkpoint.base import ERROR, INTERRUPT, empty_checkpoint  # noqa: E402
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer  # noqa: E402
+from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.types import Command, interrupt  # noqa: E402
+
+from wormjournal.errors import IntegrityError  # noqa: E402
+from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver  # noqa: E402
+from wormjournal.integrations.langgraph.codec import CHECKPOINT_EVENT, WRITES_EVENT  # noqa: E402
+from wormjournal.journal import Journal, JournalConfig  # noqa: E402
+
+from conftest import rewrite_parquet  # noqa: E402
+
+NO_AGE = JournalConfig(seal_max_age_seconds=None)
+SECRET = "alice@example.com"
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[Path, Path]:
+    store, keys = tmp_path / "journal", tmp_path / "keys"
+    Journal.create(store, key_dir=keys, config=NO_AGE).close()
+    return store, keys
+
+
+@pytest.fixture
+def journal(paths: tuple[Path, Path]) -> Any:
+    j = Journal.open(paths[0], key_dir=paths[1], config=NO_AGE)
+    yield j
+    j.close()
+
+
+# -- side by side with InMemorySaver ------------------------------------------------------------------------
+
+
+def cp(cid: str, values: dict[str, Any], versions: dict[str, int]) -> dict[str, Any]:
+    c = empty_checkpoint()
+    c["id"] = cid
+    c["ts"] = "2026-01-01T00:00:00+00:00"
+    c["channel_values"] = dict(values)
+    c["channel_versions"] = dict(versions)
+    return c
+
+
+def cfg(thread: str, ns: str = "", cid: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ns}
+    if cid is not None:
+        conf["checkpoint_id"] = cid
+    return {"configurable": conf}
+
+
+def scenario(saver: Any) -> list[Any]:
+    """A fixed sequence of saver calls; returns every answer."""
+    out: list[Any] = []
+    a = saver.put(cfg("t1"), cp("1ef-01", {"a": 1, "b": "x"}, {"a": 1, "b": 1}), {"source": "input", "step": -1},
+                  {"a": 1, "b": 1})
+    out.append(a)
+    saver.put_writes(a, [("a", 2), ("c", SECRET)], "task-1", "~path")
+    saver.put_writes(a, [("a", 99)], "task-1", "~path")  # a regular write is kept once
+    saver.put_writes(a, [(ERROR, "boom")], "task-2")
+    saver.put_writes(a, [(ERROR, "boom again")], "task-2")  # a special one is replaced
+    b = saver.put(a, cp("1ef-02", {"a": 2, "b": "x"}, {"a": 2, "b": 1}), {"source": "loop", "step": 0, "run_id": "r1"},
+                  {"a": 2})
+    out.append(b)
+    saver.put_writes(b, [(INTERRUPT, {"ask": "approve?"})], "task-3")
+    c = saver.put(cfg("t1", "sub:1"), cp("1ef-03", {"z": [1, 2]}, {"z": 1}), {"source": "loop", "step": 1}, {"z": 1})
+    out.append(c)
+    d = saver.put(cfg("t2"), cp("1ef-04", {"a": 7}, {"a": 1}), {"source": "input", "step": -1, "run_id": "r2"},
+                  {"a": 1})
+    out.append(d)
+    e = saver.put(b, cp("1ef-05", {"a": 2, "b": None}, {"a": 2, "b": 3}), {"source": "update", "step": 1}, {"b": 3})
+    out.append(e)
+    for conf in (cfg("t1"), cfg("t1", cid="1ef-01"), cfg("t1", cid="1ef-02"), cfg("t1", "sub:1"), cfg("t1", cid="nope"),
+                 cfg("t2"), cfg("t3")):
+        out.append(saver.get_tuple(conf))
+    out.append(list(saver.list(cfg("t1"))))
+    out.append(list(saver.list({"configurable": {"thread_id": "t1"}})))
+    out.append(list(saver.list(cfg("t1"), limit=1)))
+    out.append(list(saver.list(cfg("t1"), before=cfg("t1", cid="1ef-05"))))
+    out.append(list(saver.list(cfg("t1"), filter={"source": "loop"})))
+    out.append(list(saver.list(None, filter={"step": -1})))
+    out.append(list(saver.list(None, limit=3)))
+    saver.delete_thread("t1")
+    out.append(saver.get_tuple(cfg("t1")))
+    out.append(list(saver.list(None)))
+    return out
+
+
+def test_journal_saver_answers_as_the_in_memory_saver(journal: Any) -> None:
+    expected = scenario(InMemorySaver())
+    assert scenario(JournalSaver(journal)) == expected
+
+
+def test_a_reopened_journal_saver_reads_the_same_from_the_journal(paths: tuple[Path, Path]) -> None:
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        saver = JournalSaver(j)
+        scenario_until_delete(saver)
+        live = [saver.get_tuple(cfg("t1")), list(saver.list(None))]
+        j.seal()
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:  # a new saver: nothing cached
+        assert [JournalSaver(j).get_tuple(cfg("t1")), list(JournalSaver(j).list(None))] == live
+        assert j.verify().ok
+
+
+def scenario_until_delete(saver: Any) -> None:
+    a = saver.put(cfg("t1"), cp("1ef-01", {"a": 1}, {"a": 1}), {"source": "input", "step": -1}, {"a": 1})
+    saver.put_writes(a, [("a", 2)], "task-1")
+    b = saver.put(a, cp("1ef-02", {"a": 2}, {"a": 2}), {"source": "loop", "step": 0, "run_id": "r1"}, {"a": 2})
+    saver.put_writes(b, [(INTERRUPT, {"ask": SECRET})], "task-2")
+    saver.put(cfg("t2"), cp("1ef-04", {"a": 7}, {"a": 1}), {"source": "input", "step": -1, "run_id": "r2"}, {"a": 1})
+
+
+# -- graphs ----------------------------------------------------------------------------------------------
+
+
+class State(TypedDict, total=False):
+    text: str
+    steps: list[str]
+    approved: bool
+
+
+def build(checkpointer: Any) -> Any:
+    def draft(s: State) -> State:
+        return {"text": f"draft for {SECRET}", "steps": [*s.get("steps", []), "draft"]}
+
+    def review(s: State) -> State:
+        answer = interrupt({"question": "approve?", "text": s["text"]})
+        return {"approved": answer == "yes", "steps": [*s["steps"], "review"]}
+
+    def publish(s: State) -> State:
+        return {"steps": [*s["steps"], "publish"]}
+
+    g = StateGraph(State)
+    for name, fn in (("draft", draft), ("review", review), ("publish", publish)):
+        g.add_node(name, fn)
+    g.add_edge(START, "draft")
+    g.add_edge("draft", "review")
+    g.add_edge("review", "publish")
+    g.add_edge("publish", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def run_graph(saver: Any) -> dict[str, Any]:
+    """A run with an interrupt, a human edit and a resume; what LangGraph reports, ids left out."""
+    graph = build(saver)
+    config = {"configurable": {"thread_id": "conv-1"}}
+    first = graph.invoke({"steps": []}, config)
+    paused = graph.get_state(config)
+    graph.update_state(config, {"text": "edited by a human"})
+    done = graph.invoke(Command(resume="yes"), config)
+    history = list(graph.get_state_history(config))
+    first = {k: [i.value for i in v] if k == "__interrupt__" else v for k, v in first.items()}  # ids are random
+    return {
+        "first": first, "paused_next": paused.next, "paused_values": paused.values,
+        "interrupts": [i.value for t in paused.tasks for i in t.interrupts],
+        "done": done, "final": graph.get_state(config).values,
+        "history": [(h.metadata.get("source"), h.metadata.get("step"), h.next, h.values) for h in history],
+    }
+
+
+def test_a_graph_runs_the_same_on_the_journal_saver(journal: Any) -> None:
+    expected = run_graph(InMemorySaver())
+    assert run_graph(JournalSaver(journal)) == expected
+    assert expected["final"]["approved"] and expected["final"]["text"] == "edited by a human"
+
+
+def test_a_graph_resumes_in_a_new_process_from_the_journal(paths: tuple[Path, Path]) -> None:
+    config = {"configurable": {"thread_id": "conv-2"}}
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        build(JournalSaver(j)).invoke({"steps": []}, config)  # paused at review
+        j.seal()
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        graph = build(JournalSaver(j))
+        assert graph.get_state(config).next == ("review",)
+        final = graph.invoke(Command(resume="yes"), config)
+        assert final["steps"] == ["draft", "review", "publish"]
+
+
+def test_async_graph_on_the_journal_saver(journal: Any) -> None:
+    saver = JournalSaver(journal)
+    graph = build(saver)
+    config = {"configurable": {"thread_id": "conv-async"}}
+
+    async def go() -> tuple[Any, list[Any]]:
+        await graph.ainvoke({"steps": []}, config)
+        done = await graph.ainvoke(Command(resume="no"), config)
+        return done, [t async for t in saver.alist(config)]
+
+    done, listed = asyncio.run(go())
+    assert done["steps"] == ["draft", "review", "publish"] and done["approved"] is False
+    assert [t.config for t in listed] == [t.config for t in saver.list(config)]
+
+
+# -- what only the journal saver does ---------------------------------------------------------------------
+
+
+class CountingSerde(JsonPlusSerializer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        self.loads += 1
+        return super().loads_typed(data)
+
+
+def test_nothing_is_deserialized_before_it_is_verified(paths: tuple[Path, Path]) -> None:
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        scenario_until_delete(JournalSaver(j))
+        j.seal()
+    [segment] = list((paths[0] / "segments").rglob("*.parquet"))
+
+    def flip(table: Any) -> Any:
+        import pyarrow as pa
+
+        payloads = table.column("payload").to_pylist()
+        payloads[0] = payloads[0][:-1] + bytes([payloads[0][-1] ^ 1])
+        return table.set_column(table.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.binary()))
+
+    rewrite_parquet(segment, flip)
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        serde = CountingSerde()
+        with pytest.raises(IntegrityError):
+            JournalSaver(j, serde=serde).get_tuple(cfg("t1"))
+        assert serde.loads == 0
+
+
+def on_disk(root: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file())
+
+
+def test_delete_thread_shreds_and_leaves_a_tombstone(paths: tuple[Path, Path]) -> None:
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        saver = JournalSaver(j)
+        scenario_until_delete(saver)
+        assert SECRET.encode() not in on_disk(paths[0])  # encrypted before the first write, WAL included
+        saver.delete_thread("t1")
+        assert saver.get_tuple(cfg("t1")) is None and [t.config["configurable"]["thread_id"] for t in saver.list(None)] == ["t2"]
+        j.seal()
+        report = j.verify()
+        assert report.ok, report.findings
+        # The run's key and the thread's own (its first checkpoint had no run id) were destroyed.
+        assert sorted((r["scope"], r["scope_ref"]) for r in report.receipts) == [
+            ("execution", "langgraph-thread-t1"), ("execution", "r1")]
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        fresh = JournalSaver(j)
+        assert fresh.get_tuple(cfg("t1")) is None
+        assert fresh.get_tuple(cfg("t2")) is not None
+        # The thread's events are still there, unreadable: their keys are gone.
+        events = [e for e in j.reader().thread_events("t1") if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT)]
+        assert events and all(e.payload.get("$wormjournal") == "shredded" for e in events)
+        # The thread can be used again afterwards.
+        fresh.put(cfg("t1"), cp("1ef-09", {"a": 9}, {"a": 1}), {"source": "input", "step": -1}, {"a": 1})
+        assert fresh.get_tuple(cfg("t1")).checkpoint["channel_values"] == {"a": 9}
+
+
+def test_delete_for_runs_prune_and_copy_thread(journal: Any) -> None:
+    saver = JournalSaver(journal)
+    scenario_until_delete(saver)
+    c = saver.put(cfg("t1", cid="1ef-02"), cp("1ef-03", {"a": 3}, {"a": 3}), {"source": "loop", "step": 1, "run_id": "r3"},
+                  {"a": 3})
+    saver.copy_thread("t1", "t1-copy")
+    original = [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(cfg("t1"))]
+    assert [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(cfg("t1-copy"))] == original
+    saver.delete_for_runs(["r1"])
+    assert [t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("t1"))] == ["1ef-03", "1ef-01"]
+    assert [t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("t1-copy"))] == ["1ef-03", "1ef-01"]
+    saver.prune(["t1"])
+    assert [t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("t1"))] == ["1ef-03"]
+    assert saver.get_tuple(c).checkpoint["channel_values"] == {"a": 3}
+    with pytest.raises(ValueError, match="unknown prune strategy"):
+        saver.prune(["t1"], strategy="most")
+    journal.seal()
+    fresh = JournalSaver(journal)
+    assert [t.config["configurable"]["checkpoint_id"] for t in fresh.list(cfg("t1"))] == ["1ef-03"]
+    assert [t.config["configurable"]["checkpoint_id"] for t in fresh.list(cfg("t1-copy"))] == ["1ef-03", "1ef-01"]
+    assert journal.verify().ok
+
+
+# -- ArchivingSaver ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inner", ["memory", "sqlite"])
+def test_archiving_saver_archives_every_write_and_reads_from_the_inner_saver(journal: Any, inner: str,
+                                                                              paths: tuple[Path, Path]) -> None:
+    base = InMemorySaver() if inner == "memory" else SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
+    puts: list[str] = []
+    original_put = base.put
+
+    def spy_put(config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        puts.append(checkpoint["id"])
+        return original_put(config, checkpoint, metadata, new_versions)
+
+    base.put = spy_put  # type: ignore[method-assign]
+    saver = ArchivingSaver(base, journal)
+    result = run_graph(saver)
+    assert result == run_graph(InMemorySaver())
+    events = journal.reader().thread_events("conv-1")
+    archived = [e for e in events if e.event_type == CHECKPOINT_EVENT]
+    assert [e.step_id for e in archived] == puts  # every put, in order, before the inner saver got it
+    assert any(e.event_type == WRITES_EVENT for e in events)
+    assert all(e.payload_key_id is not None for e in events if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT))
+    # An archived checkpoint decodes to what the inner saver holds.
+    last = archived[-1].payload
+    tup = base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": "", "checkpoint_id": last["checkpoint_id"]}})
+    assert tup is not None and last["parent_checkpoint_id"] == (tup.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    assert SECRET.encode() not in on_disk(paths[0])
+    saver.delete_thread("conv-1")
+    assert base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": ""}}) is None
+    journal.seal()
+    assert journal.verify().ok
+    assert all(e.payload.get("$wormjournal") == "shredded" for e in journal.reader().thread_events("conv-1")
+               if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT))

@@ -1,0 +1,1 @@
+"""Integrations with agent runtimes. Each is an optional extra; the core never imports them."""

@@ -1,0 +1,25 @@
+"""LangGraph integration (``pip install wormjournal[langgraph]``).
+
+- :class:`ArchivingSaver` wraps any checkpoint saver and archives every checkpoint and
+  pending write in the journal, encrypted in the thread's key scope.
+- :class:`JournalSaver` is a complete checkpoint saver on the journal alone.
+- :class:`RunRecorder` records a run's node starts and ends, state updates and errors.
+
+Only this package imports LangGraph; the core never does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ArchivingSaver", "JournalSaver", "RunRecorder"]
+_MODULES = {"ArchivingSaver": "archiving", "JournalSaver": "saver", "RunRecorder": "capture"}
+
+
+def __getattr__(name: str) -> Any:
+    # Each piece is imported when first asked for: a saver alone needs no callback machinery.
+    if name in _MODULES:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

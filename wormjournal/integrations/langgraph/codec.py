@@ -1,0 +1,154 @@
+"""How LangGraph checkpoints and pending writes become journal events, and back.
+
+A checkpoint is a ``checkpoint_saved`` event; the pending writes of one task are a
+``custom:langgraph.pending_writes`` event (not ``state_updated``, whose payload the
+journal folds into an execution's state); a deletion is a
+``custom:langgraph.checkpoints_deleted`` tombstone. LangGraph's serializer turns each value into ``(type, bytes)``, stored in
+the (encrypted) JSON payload as ``[type, base64]``: the saver never pickles, and the
+bytes are handed back to the serializer only after the journal verified the event
+that holds them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ...errors import IntegrityError
+
+CHECKPOINT_EVENT = "checkpoint_saved"
+WRITES_EVENT = "custom:langgraph.pending_writes"
+TOMBSTONE_EVENT = "custom:langgraph.checkpoints_deleted"
+SAVER_EVENTS = (CHECKPOINT_EVENT, WRITES_EVENT, TOMBSTONE_EVENT)
+TOMBSTONE_EXECUTION = "wormjournal-langgraph-deletions"
+EMPTY = "empty"  # LangGraph's marker of a channel with no value at a version
+
+Typed = tuple[str, bytes]
+
+
+def pack(typed: Typed) -> list[str]:
+    return [typed[0], base64.b64encode(typed[1]).decode("ascii")]
+
+
+def unpack(value: Any, what: str) -> Typed:
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
+        raise IntegrityError(f"a LangGraph {what} in the journal is not [type, base64]")
+    try:
+        return value[0], base64.b64decode(value[1], validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise IntegrityError(f"a LangGraph {what} in the journal is not valid base64: {e}") from e
+
+
+def execution_of(thread_id: str, metadata: Mapping[str, Any]) -> str:
+    """The journal execution of a checkpoint: its LangGraph run, or the thread's own when it has none."""
+    run_id = metadata.get("run_id")
+    return str(run_id) if run_id else f"langgraph-thread-{thread_id}"
+
+
+@dataclasses.dataclass
+class Saved:
+    """A checkpoint as the saver keeps it (serialized, as LangGraph's in-memory saver does)."""
+
+    checkpoint: Typed  # without channel_values
+    metadata: Typed
+    parent: str | None
+    run_id: str | None
+    seq: int | None
+
+
+@dataclasses.dataclass
+class ThreadState:
+    """One thread's checkpoints, channel blobs and pending writes, rebuilt from its verified events."""
+
+    checkpoints: dict[str, dict[str, Saved]] = dataclasses.field(default_factory=dict)  # ns -> id -> saved
+    blobs: dict[tuple[str, str, Any], Typed] = dataclasses.field(default_factory=dict)  # (ns, channel, version)
+    writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, Typed, str]]] = dataclasses.field(
+        default_factory=dict)  # (ns, checkpoint id) -> (task id, idx) -> (task id, channel, value, task path)
+    executions: set[str] = dataclasses.field(default_factory=set)  # journal executions of its checkpoints
+
+    def add_checkpoint(self, ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed]]) -> None:
+        for channel, (version, value) in blobs.items():
+            self.blobs[(ns, channel, version)] = value
+        self.checkpoints.setdefault(ns, {})[cid] = saved
+
+    def add_writes(self, ns: str, cid: str, task_id: str, task_path: str,
+                   writes: Iterable[tuple[int, str, Typed]]) -> None:
+        stored = self.writes.setdefault((ns, cid), {})
+        existing = dict(stored)
+        for idx, channel, value in writes:
+            key = (task_id, idx)
+            if idx >= 0 and key in existing:
+                continue  # a regular write is kept once; special ones (errors, interrupts) are replaced
+            stored[key] = (task_id, channel, value, task_path)
+
+    def drop(self, predicate: Any) -> None:
+        """Forget the checkpoints (and their writes) for which ``predicate(ns, id, saved)`` holds."""
+        for ns, by_id in self.checkpoints.items():
+            for cid in [c for c, s in by_id.items() if predicate(ns, c, s)]:
+                del by_id[cid]
+                self.writes.pop((ns, cid), None)
+        # Blobs stay: they are reached only through a kept checkpoint's channel versions.
+
+    def clear(self) -> None:
+        """Forget everything so far (a deleted thread; events come in seq order, so all of it is older)."""
+        self.checkpoints.clear()
+        self.blobs.clear()
+        self.writes.clear()
+
+
+def checkpoint_payload(ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed | None]],
+                       step: Any, source: Any) -> dict[str, Any]:
+    return {
+        "kind": "checkpoint", "checkpoint_ns": ns, "checkpoint_id": cid, "parent_checkpoint_id": saved.parent,
+        "run_id": saved.run_id, "step": step, "source": source,
+        "checkpoint": pack(saved.checkpoint), "metadata": pack(saved.metadata),
+        "blobs": {ch: [version, *(pack(v) if v is not None else [EMPTY, ""])] for ch, (version, v) in blobs.items()},
+    }
+
+
+def writes_payload(ns: str, cid: str, task_id: str, task_path: str,
+                   writes: Iterable[tuple[int, str, Typed]]) -> dict[str, Any]:
+    return {"kind": "writes", "checkpoint_ns": ns, "checkpoint_id": cid, "task_id": task_id, "task_path": task_path,
+            "writes": [[idx, channel, *pack(value)] for idx, channel, value in writes]}
+
+
+def apply_event(state: ThreadState, event_type: str, payload: Any, seq: int, execution_id: str) -> None:
+    """Replay one verified event of the thread into ``state`` (events in seq order)."""
+    if not isinstance(payload, dict) or "$wormjournal" in payload:
+        return  # shredded or unreadable: a deleted thread or run, which a tombstone also names
+    try:
+        if event_type == CHECKPOINT_EVENT and payload.get("kind") == "checkpoint":
+            blobs = {}
+            for channel, entry in payload["blobs"].items():
+                version, kind, data = entry
+                blobs[channel] = (version, (kind, b"") if kind == EMPTY else unpack([kind, data], "channel value"))
+            saved = Saved(unpack(payload["checkpoint"], "checkpoint"), unpack(payload["metadata"], "metadata"),
+                          payload["parent_checkpoint_id"], payload["run_id"], seq)
+            state.add_checkpoint(payload["checkpoint_ns"], payload["checkpoint_id"], saved, blobs)
+            state.executions.add(execution_id)
+        elif event_type == WRITES_EVENT and payload.get("kind") == "writes":
+            writes = [(int(idx), str(channel), unpack([kind, data], "write")) for idx, channel, kind, data in payload["writes"]]
+            state.add_writes(payload["checkpoint_ns"], payload["checkpoint_id"], payload["task_id"],
+                             payload["task_path"], writes)
+        elif event_type == TOMBSTONE_EVENT and payload.get("kind") == "deleted":
+            apply_tombstone(state, payload, seq)
+    except (KeyError, TypeError, ValueError) as e:
+        raise IntegrityError(f"the LangGraph {event_type} event at seq {seq} is not in the saver's format: {e}",
+                             seq=seq) from e
+
+
+def apply_tombstone(state: ThreadState, payload: Mapping[str, Any], seq: int) -> None:
+    scope = payload["scope"]
+    if scope == "thread":
+        state.clear()
+    elif scope == "runs":
+        runs = set(payload["run_ids"])
+        state.drop(lambda ns, cid, s: s.run_id in runs)
+    elif scope == "checkpoints":
+        gone = {(ns, cid) for ns, cid in payload["checkpoints"]}
+        state.drop(lambda ns, cid, s: (ns, cid) in gone)
+    else:
+        raise ValueError(f"unknown tombstone scope {scope!r}")
