@@ -1,0 +1,377 @@
+"""Run capture: record a LangGraph run's lifecycle in the journal through LangChain callbacks.
+
+Pass a :class:`RunRecorder` in the config of a graph call::
+
+    graph.invoke(inputs, {"configurable": {"thread_id": "t1"}, "callbacks": [RunRecorder(journal)]})
+
+It works with any checkpointer (LangGraph's own, :class:`ArchivingSaver`, :class:`JournalSaver`):
+it only listens to callbacks. One graph run is one journal execution whose ``execution_id``
+is the LangGraph root run id, and every event carries the ``thread_id`` of the config.
+What is recorded, in order:
+
+- the graph run starts: ``execution_started`` (payload ``{"inputs": ...}``), or
+  ``execution_resumed`` when the run continues an earlier one (below);
+- each node of the graph (the top level; subgraph internals and runnables called inside
+  a node are part of their node): ``node_started`` (``node``, ``step_id`` = LangGraph
+  step), then one of
+
+  - ``node_completed`` (payload ``{"update": <what the node returned>}``) and, when that is
+    a non-empty state update, ``state_updated`` (payload ``{"new_state": <the update>}``, the
+    form :meth:`Reader.state_at` folds), written together in one atomic batch;
+  - ``node_failed`` (payload ``{"error": <type name>, "message": <str>}``);
+  - ``human_interrupted`` (payload ``{"interrupts": [{"value": ..., "id": ...}]}``) when the
+    node called ``langgraph.types.interrupt``: a pause, not a failure;
+  - ``exception_raised`` (payload ``{"error", "message", "aborted": true}``) when a
+    ``BaseException`` that is not an ``Exception`` (KeyboardInterrupt, SystemExit) tore
+    through it: the node did not finish, so it stays *unfinished*, as after a crash;
+
+  node events name their ``node_started`` event as ``parent_event_id``, and ``node_started``
+  names the run's ``execution_started``/``execution_resumed`` event;
+- a static interrupt (``interrupt_before``/``interrupt_after``), which no node reports, is
+  recorded from LangGraph's graph lifecycle callback as ``human_interrupted`` without a node;
+- the graph run ends: ``execution_completed`` (payload ``{"outputs": <the final state>}``);
+  ``execution_paused`` instead when it was interrupted or drained (``GraphDrained``);
+  ``execution_failed`` on an error (``{"error", "message"}``); ``execution_cancelled`` on a
+  KeyboardInterrupt-like abort (which, like a pause, can be resumed).
+
+**Resume.** A graph call whose input is ``None`` or a ``Command`` (``Command(resume=...)``)
+continues a thread from its checkpoint. At such a root start the recorder makes one
+``thread_events(thread_id)`` lookup: if the thread's most recent recorded execution has
+not completed or failed (it crashed, was paused by an interrupt, or was aborted), the run
+continues THAT execution: it appends ``execution_resumed`` (payload ``{"resumed_by": <the
+new LangGraph run id>, "unfinished_nodes": [nodes started and never ended], "inputs": ...}``;
+an interrupted node has ended, its pause is recorded) and records everything after under
+the old ``execution_id``. So a run that crashed and
+was resumed has one history, in which ``replay`` shows the node that started and never
+ended, then the resume. Otherwise the call starts a new execution.
+
+Payloads (inputs, state updates, error messages, interrupt values) are personal data:
+each is encrypted in the thread's key scope (``key_scope="thread"``), or the execution's
+when the config has no thread id. Ids stay in clear: do not put personal data in thread
+ids or node names. Values that are not JSON (messages, sets, dataclasses) are converted
+by :func:`to_json`; a payload over the journal's event size limit is replaced by its size
+and SHA-256.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import enum
+import hashlib
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+from uuid import UUID
+
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
+from langgraph.types import Command
+
+from ...errors import ValidationError
+from ...events import EventType, canonical_json, uuid7
+from ...journal import Journal
+
+try:  # LangGraph 1.2 adds graph lifecycle callbacks (interrupt / resume) for these handlers
+    from langgraph.callbacks import GraphCallbackHandler as _Handler
+except ImportError:  # pragma: no cover - older LangGraph: static interrupts go unrecorded
+    from langchain_core.callbacks import BaseCallbackHandler as _Handler
+
+log = logging.getLogger(__name__)
+
+_MAX_DEPTH = 64
+_LIFECYCLE = frozenset({
+    EventType.EXECUTION_STARTED.value, EventType.EXECUTION_RESUMED.value, EventType.EXECUTION_PAUSED.value,
+    EventType.EXECUTION_COMPLETED.value, EventType.EXECUTION_FAILED.value, EventType.EXECUTION_CANCELLED.value,
+})
+_FINISHED = frozenset({EventType.EXECUTION_COMPLETED.value, EventType.EXECUTION_FAILED.value})
+_NODE_ENDS = frozenset({EventType.NODE_COMPLETED.value, EventType.NODE_FAILED.value,
+                        EventType.HUMAN_INTERRUPTED.value})
+
+
+def to_json(value: Any, _depth: int = 0) -> Any:
+    """A JSON value for ``value``; never raises.
+
+    JSON values pass as they are; mappings become objects (keys as strings), sequences and
+    sets lists; pydantic models (LangChain messages) their ``model_dump()``, dataclasses
+    their fields; datetimes ISO text, bytes base64 text; anything else its ``repr``.
+    """
+    try:
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else repr(value)
+        if _depth >= _MAX_DEPTH:
+            return _repr(value)
+        d = _depth + 1
+        if isinstance(value, Mapping):
+            return {k if isinstance(k, str) else str(k): to_json(v, d) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [to_json(v, d) for v in value]
+        if isinstance(value, (set, frozenset)):
+            return sorted((to_json(v, d) for v in value), key=repr)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return base64.b64encode(bytes(value)).decode("ascii")
+        if isinstance(value, (dt.datetime, dt.date, dt.time)):
+            return value.isoformat()
+        if isinstance(value, (uuid.UUID, PurePath)):
+            return str(value)
+        if isinstance(value, enum.Enum):
+            return to_json(value.value, d)
+        if isinstance(value, BaseException):
+            return {"error": type(value).__name__, "message": str(value)}
+        dump = getattr(value, "model_dump", None)
+        if callable(dump):
+            return to_json(dump(), d)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: to_json(getattr(value, f.name, None), d) for f in dataclasses.fields(value)}
+        legacy = getattr(value, "dict", None)  # pydantic v1
+        if callable(legacy):
+            return to_json(legacy(), d)
+    except Exception:  # a broken __repr__/model_dump must not break the run
+        pass
+    return _repr(value)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__name__}>"
+
+
+def _error(error: BaseException) -> dict[str, Any]:
+    return {"error": type(error).__name__, "message": _str(error)}
+
+
+def _str(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:
+        return _repr(error)
+
+
+def _interrupts(interrupts: Any) -> list[dict[str, Any]]:
+    out = []
+    for item in interrupts or ():
+        out.append({"value": to_json(getattr(item, "value", item)), "id": to_json(getattr(item, "id", None))})
+    return out
+
+
+def _state_update(outputs: Any) -> dict[str, Any] | None:
+    """The state update a node returned (a dict, or a Command's ``update``), if it is a non-empty one."""
+    if isinstance(outputs, Command):
+        outputs = outputs.update
+    if isinstance(outputs, Mapping) and outputs:
+        return to_json(outputs)
+    return None
+
+
+@dataclasses.dataclass(slots=True)
+class _Run:
+    """A LangGraph run the recorder follows: a graph run (root) or one of its nodes."""
+
+    execution_id: str
+    thread_id: str | None
+    event_id: str  # the event a child names as parent: the root's start/resume, the node's node_started
+    root: UUID | None = None  # for a node: its graph run
+    node: str | None = None
+    step_id: str | None = None
+    paused: bool = False  # for a root: an interrupt was recorded in this call
+
+
+class RunRecorder(_Handler):  # type: ignore[misc,valid-type]
+    """A LangChain callback handler that records a LangGraph run in a :class:`~wormjournal.Journal`.
+
+    See the module docstring for the events. ``tenant_id`` is added to every event.
+    With ``strict=True`` (the default: a compliance archive must not silently lose events)
+    a journal error propagates and fails the graph run; with ``strict=False`` it is logged
+    and the run goes on without that event. The journal refuses ids that are not safe
+    (a thread id or node name with ``/`` or a control character): strict, the graph call
+    then fails before its first node. Thread-safe: one recorder may serve parallel nodes
+    and concurrent graph calls.
+    """
+
+    def __init__(self, journal: Journal, *, tenant_id: str | None = None, strict: bool = True) -> None:
+        super().__init__()
+        self.journal = journal
+        self.tenant_id = tenant_id
+        self.strict = strict
+        self.raise_error = strict  # LangChain swallows a handler's exception unless this is set
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+
+    # -- writing --------------------------------------------------------------------
+
+    def _event(self, run: _Run, event_type: EventType, payload: Any, **fields: Any) -> dict[str, Any]:
+        event = {"event_type": event_type.value, "execution_id": run.execution_id, "payload": payload,
+                 "key_scope": "thread" if run.thread_id is not None else "execution", **fields}
+        if run.thread_id is not None:
+            event["thread_id"] = run.thread_id
+        if self.tenant_id is not None:
+            event["tenant_id"] = self.tenant_id
+        return event
+
+    def _write(self, *events: dict[str, Any]) -> None:
+        """Append atomically; a journal error is logged and, when strict, re-raised."""
+        try:
+            try:
+                self.journal.append_batch(events)
+            except ValidationError as e:
+                if e.field != "payload":
+                    raise
+                self.journal.append_batch([_shrink(event, self.journal.config.max_event_bytes) for event in events])
+        except Exception:
+            log.exception("could not record LangGraph %s in the journal",
+                          ", ".join(str(e["event_type"]) for e in events))
+            if self.strict:
+                raise
+
+    # -- graph runs -------------------------------------------------------------------
+
+    def on_chain_start(self, serialized: Any, inputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
+                       tags: list[str] | None = None, metadata: dict[str, Any] | None = None,
+                       **kwargs: Any) -> None:
+        md = metadata or {}
+        node = md.get("langgraph_node")
+        if parent_run_id is None and node is None:
+            self._start_root(run_id, inputs, md)
+            return
+        name = kwargs.get("name")
+        if node is None or name != node or str(node).startswith("__"):
+            return  # a runnable inside a node, a subgraph's own node, or LangGraph's plumbing
+        with self._lock:
+            root = self._runs.get(parent_run_id) if parent_run_id is not None else None
+            if root is None or root.root is not None:
+                return  # not a node of a graph run we follow
+        step = md.get("langgraph_step")
+        run = _Run(execution_id=root.execution_id, thread_id=root.thread_id, event_id=uuid7(), root=parent_run_id,
+                   node=str(node), step_id=None if step is None else str(step))
+        with self._lock:
+            self._runs[run_id] = run
+        self._write(self._event(run, EventType.NODE_STARTED, None, event_id=run.event_id, node=run.node,
+                                step_id=run.step_id, parent_event_id=root.event_id))
+
+    def _start_root(self, run_id: UUID, inputs: Any, md: Mapping[str, Any]) -> None:
+        thread = md.get("thread_id")
+        thread_id = None if thread is None or thread == "" else str(thread)
+        event_id = uuid7()
+        continued = None
+        if thread_id is not None and (inputs is None or isinstance(inputs, Command)):
+            continued = self._open_execution(thread_id)
+        if continued is None:
+            run = _Run(execution_id=str(run_id), thread_id=thread_id, event_id=event_id)
+            event = self._event(run, EventType.EXECUTION_STARTED, {"inputs": to_json(inputs)}, event_id=event_id)
+        else:
+            execution_id, unfinished = continued
+            run = _Run(execution_id=execution_id, thread_id=thread_id, event_id=event_id)
+            payload = {"resumed_by": str(run_id), "unfinished_nodes": unfinished, "inputs": to_json(inputs)}
+            event = self._event(run, EventType.EXECUTION_RESUMED, payload, event_id=event_id)
+        self._write(event)  # before registering: in strict mode a refused start records nothing more
+        with self._lock:
+            self._runs[run_id] = run
+
+    def _open_execution(self, thread_id: str) -> tuple[str, list[str]] | None:
+        """The thread's latest execution if it has not finished, with its unfinished nodes (one lookup)."""
+        try:
+            events = self.journal.reader().thread_events(thread_id)
+        except Exception:
+            log.exception("could not look up thread %s in the journal to resume its execution", thread_id)
+            if self.strict:
+                raise
+            return None
+        last: dict[str, tuple[int, str]] = {}  # execution -> (seq, type) of its last lifecycle event
+        for e in events:
+            if e.event_type in _LIFECYCLE and (self.tenant_id is None or e.tenant_id == self.tenant_id):
+                last[e.execution_id] = (e.seq, e.event_type)
+        if not last:
+            return None
+        execution_id = max(last, key=lambda x: last[x][0])
+        if last[execution_id][1] in _FINISHED:
+            return None
+        mine = [e for e in events if e.execution_id == execution_id]
+        ended = {e.parent_event_id for e in mine if e.event_type in _NODE_ENDS}
+        unfinished = [e.node for e in mine
+                      if e.event_type == EventType.NODE_STARTED.value and e.event_id not in ended and e.node]
+        return execution_id, unfinished
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+            if run is None:
+                return
+            paused = run.paused
+        if run.root is not None:  # a node
+            update = _state_update(outputs)
+            events = [self._event(run, EventType.NODE_COMPLETED, {"update": to_json(outputs)}, **self._node(run))]
+            if update is not None:
+                events.append(self._event(run, EventType.STATE_UPDATED, {"new_state": update}, **self._node(run)))
+            self._write(*events)
+            return
+        if isinstance(outputs, Mapping) and "__interrupt__" in outputs:
+            paused = True
+        kind = EventType.EXECUTION_PAUSED if paused else EventType.EXECUTION_COMPLETED
+        self._write(self._event(run, kind, {"outputs": to_json(outputs)}))
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
+                       **kwargs: Any) -> None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+            if run is None:
+                return
+            root = self._runs.get(run.root) if run.root is not None else None
+            if isinstance(error, GraphInterrupt) and root is not None:
+                root.paused = True
+        if run.root is not None:
+            self._write(self._node_error(run, error))
+        elif isinstance(error, GraphBubbleUp):  # an interrupt or a drain: the thread can be resumed
+            self._write(self._event(run, EventType.EXECUTION_PAUSED, {"outputs": None, "reason": _error(error)}))
+        elif not isinstance(error, Exception):
+            self._write(self._event(run, EventType.EXECUTION_CANCELLED, {**_error(error), "aborted": True}))
+        else:
+            self._write(self._event(run, EventType.EXECUTION_FAILED, _error(error)))
+
+    def _node_error(self, run: _Run, error: BaseException) -> dict[str, Any]:
+        if isinstance(error, GraphInterrupt):
+            interrupts = error.args[0] if error.args else ()
+            return self._event(run, EventType.HUMAN_INTERRUPTED, {"interrupts": _interrupts(interrupts)},
+                               **self._node(run))
+        if isinstance(error, GraphBubbleUp):  # e.g. ParentCommand: control flow, the node did its work
+            command = error.args[0] if error.args else None
+            return self._event(run, EventType.NODE_COMPLETED, {"update": to_json(command)}, **self._node(run))
+        if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: torn down, not finished
+            return self._event(run, EventType.EXCEPTION_RAISED, {**_error(error), "aborted": True}, **self._node(run))
+        return self._event(run, EventType.NODE_FAILED, _error(error), **self._node(run))
+
+    @staticmethod
+    def _node(run: _Run) -> dict[str, Any]:
+        return {"node": run.node, "step_id": run.step_id, "parent_event_id": run.event_id}
+
+    # -- LangGraph lifecycle callbacks (GraphCallbackHandler) ----------------------------
+
+    def on_interrupt(self, event: Any) -> None:
+        """A pause: recorded here only when no node reported it (a static interrupt_before/after)."""
+        with self._lock:
+            run = self._runs.get(event.run_id) if event.run_id is not None else None
+            if run is None or run.root is not None or run.paused:
+                return
+            run.paused = True
+        payload = {"interrupts": _interrupts(event.interrupts), "status": event.status}
+        self._write(self._event(run, EventType.HUMAN_INTERRUPTED, payload, parent_event_id=run.event_id))
+
+    def on_resume(self, event: Any) -> None:
+        """Nothing to record: the root start already decided whether the run continues an execution."""
+
+
+def _shrink(event: dict[str, Any], max_event_bytes: int) -> dict[str, Any]:
+    """The event with its payload replaced by size and hash when that payload is too large to append."""
+    raw = canonical_json(event.get("payload"))
+    if len(raw) <= max_event_bytes // 2:
+        return event
+    summary = {"omitted": "payload over the journal's event size limit", "bytes": len(raw),
+               "sha256": hashlib.sha256(raw).hexdigest()}
+    return {**event, "payload": summary}
