@@ -45,6 +45,12 @@ the old ``execution_id``. So a run that crashed and
 was resumed has one history, in which ``replay`` shows the node that started and never
 ended, then the resume. Otherwise the call starts a new execution.
 
+**The human in the loop.** While a run is paused, :meth:`RunRecorder.record_human_change`
+updates its state through ``graph.update_state`` and records ``human_modified`` (the
+change as ``new_state``, who, why), and :meth:`RunRecorder.record_human_decision` records
+``human_approved`` or ``human_rejected``; both go into the paused execution, so
+``state_at`` shows the state before and after the human's change.
+
 Payloads (inputs, state updates, error messages, interrupt values) are personal data:
 each is encrypted in the thread's key scope (``key_scope="thread"``), or the execution's
 when the config has no thread id. Ids stay in clear: do not put personal data in thread
@@ -365,6 +371,36 @@ class RunRecorder(_Handler):  # type: ignore[misc,valid-type]
 
     def on_resume(self, event: Any) -> None:
         """Nothing to record: the root start already decided whether the run continues an execution."""
+
+    # -- the human in the loop ----------------------------------------------------------------
+
+    def _paused_run(self, config: Mapping[str, Any]) -> _Run:
+        thread = (config.get("configurable") or {}).get("thread_id")
+        opened = self._open_execution(str(thread)) if thread is not None else None
+        if opened is None:
+            raise ValidationError("config", f"thread {thread!r} has no paused execution to record a human's action in")
+        return _Run(execution_id=opened[0], thread_id=str(thread), event_id=uuid7())
+
+    def record_human_change(self, graph: Any, config: Mapping[str, Any], values: Mapping[str, Any], *, by: str,
+                            reason: str | None = None, as_node: str | None = None) -> Any:
+        """A human changes a paused run's state: ``graph.update_state(config, values, as_node)``, then
+        ``human_modified`` (payload ``{"new_state": values, "by", "reason", "checkpoint_id"}``, which
+        :meth:`Reader.state_at` folds) in the paused execution. Returns the new checkpoint's config."""
+        run = self._paused_run(config)
+        new_config = graph.update_state(dict(config), dict(values), as_node=as_node)
+        checkpoint_id = (new_config.get("configurable") or {}).get("checkpoint_id")
+        self._write(self._event(run, EventType.HUMAN_MODIFIED, {"new_state": to_json(values), "by": by,
+                                                                  "reason": reason, "checkpoint_id": checkpoint_id},
+                                event_id=run.event_id))
+        return new_config
+
+    def record_human_decision(self, config: Mapping[str, Any], *, approved: bool, by: str,
+                              comment: str | None = None) -> None:
+        """A human approves (``human_approved``) or rejects (``human_rejected``) a paused run; payload
+        ``{"by", "comment"}``. Resume the graph after it (``Command(resume=...)``)."""
+        run = self._paused_run(config)
+        kind = EventType.HUMAN_APPROVED if approved else EventType.HUMAN_REJECTED
+        self._write(self._event(run, kind, {"by": by, "comment": comment}, event_id=run.event_id))
 
 
 def _shrink(event: dict[str, Any], max_event_bytes: int) -> dict[str, Any]:
