@@ -330,3 +330,31 @@ def test_archiving_saver_archives_every_write_and_reads_from_the_inner_saver(jou
     assert journal.verify().ok
     assert all(e.payload.get("$wormjournal") == "shredded" for e in journal.reader().thread_events("conv-1")
                if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT))
+
+
+def test_the_async_deletions_copy_and_prune_match_the_sync_ones(paths: tuple[Path, Path], tmp_path: Path) -> None:
+    def outcome(saver: JournalSaver) -> list[list[str]]:
+        return [[t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg(t))] for t in ("t1", "t1-copy", "t2")]
+
+    results = []
+    for mode in ("sync", "async"):
+        store, keys = tmp_path / mode, tmp_path / f"{mode}-keys"
+        with Journal.create(store, key_dir=keys, config=NO_AGE) as j:
+            saver = JournalSaver(j)
+            scenario_until_delete(saver)
+            if mode == "sync":
+                saver.copy_thread("t1", "t1-copy")
+                saver.delete_for_runs(["r2"])
+                saver.prune(["t1-copy"])
+                saver.delete_thread("t1")
+            else:
+                async def go() -> None:
+                    await saver.acopy_thread("t1", "t1-copy")
+                    await saver.adelete_for_runs(["r2"])
+                    await saver.aprune(["t1-copy"])
+                    await saver.adelete_thread("t1")
+
+                asyncio.run(go())
+            results.append(outcome(saver))
+            assert outcome(JournalSaver(j)) == results[-1]  # and read back from the journal
+    assert results[0] == results[1] == [[], ["1ef-02"], []]

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import ConfigError, JournalError, ValidationError
+from ..errors import JournalError, ValidationError
 from ..events import format_ts, now_micros, pseudonymize
 from ..storage.local import fsync_dir
 

@@ -25,7 +25,6 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    get_checkpoint_metadata,
 )
 
 from ...retention.keystore import UnknownScopeError
@@ -34,10 +33,8 @@ from .codec import (
     TOMBSTONE_EVENT,
     TOMBSTONE_EXECUTION,
     WRITES_EVENT,
-    Saved,
-    Typed,
-    checkpoint_payload,
     execution_of,
+    serialize_put,
     writes_payload,
 )
 
@@ -61,19 +58,9 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
 
     def _archive_put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                      new_versions: ChannelVersions) -> None:
-        thread_id = config["configurable"]["thread_id"]
-        ns = config["configurable"].get("checkpoint_ns", "")
-        c = dict(checkpoint)
-        values: dict[str, Any] = c.pop("channel_values")
-        blobs: dict[str, tuple[Any, Typed | None]] = {
-            k: (v, self.serde.dumps_typed(values[k]) if k in values else None) for k, v in new_versions.items()}
-        md = get_checkpoint_metadata(config, metadata)
-        saved = Saved(self.serde.dumps_typed(c), self.serde.dumps_typed(md),
-                      config["configurable"].get("checkpoint_id"), None if md.get("run_id") is None else str(md["run_id"]),
-                      None)
-        self.journal.append(CHECKPOINT_EVENT, execution_of(thread_id, md),
-                            checkpoint_payload(ns, checkpoint["id"], saved, blobs, md.get("step"), md.get("source")),
-                            thread_id=thread_id, step_id=checkpoint["id"], key_scope="thread")
+        put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
+        self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(), thread_id=put.thread_id,
+                            step_id=put.checkpoint_id, key_scope="thread")
 
     def _archive_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                         task_path: str) -> None:

@@ -99,6 +99,45 @@ class ThreadState:
         self.writes.clear()
 
 
+@dataclasses.dataclass(frozen=True)
+class Put:
+    """A ``put`` call, serialized: what both savers append."""
+
+    thread_id: str
+    ns: str
+    checkpoint_id: str
+    saved: Saved
+    blobs: dict[str, tuple[Any, Typed | None]]  # channel -> (version, value; None: no value)
+    metadata: Mapping[str, Any]
+
+    @property
+    def execution(self) -> str:
+        return execution_of(self.thread_id, self.metadata)
+
+    def payload(self) -> dict[str, Any]:
+        return checkpoint_payload(self.ns, self.checkpoint_id, self.saved, self.blobs, self.metadata.get("step"),
+                                  self.metadata.get("source"))
+
+    def stored_blobs(self) -> dict[str, tuple[Any, Typed]]:
+        return {k: (v, typed if typed is not None else (EMPTY, b"")) for k, (v, typed) in self.blobs.items()}
+
+
+def serialize_put(serde: Any, config: Mapping[str, Any], checkpoint: Mapping[str, Any], metadata: Mapping[str, Any],
+                  new_versions: Mapping[str, Any]) -> Put:
+    """A checkpoint as LangGraph's in-memory saver keeps it: without its values, plus a blob per new version."""
+    from langgraph.checkpoint.base import get_checkpoint_metadata
+
+    c = dict(checkpoint)
+    values: dict[str, Any] = c.pop("channel_values")
+    blobs = {k: (v, serde.dumps_typed(values[k]) if k in values else None) for k, v in new_versions.items()}
+    md = get_checkpoint_metadata(config, metadata)  # type: ignore[arg-type]
+    run_id = md.get("run_id")
+    configurable = config["configurable"]
+    saved = Saved(serde.dumps_typed(c), serde.dumps_typed(md), configurable.get("checkpoint_id"),
+                  None if run_id is None else str(run_id), None)
+    return Put(configurable["thread_id"], configurable.get("checkpoint_ns", ""), checkpoint["id"], saved, blobs, md)
+
+
 def checkpoint_payload(ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed | None]],
                        step: Any, source: Any) -> dict[str, Any]:
     return {

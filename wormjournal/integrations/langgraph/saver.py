@@ -34,7 +34,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
     writes_sort_key,
 )
 
@@ -53,6 +52,7 @@ from .codec import (
     apply_tombstone,
     checkpoint_payload,
     execution_of,
+    serialize_put,
     writes_payload,
 )
 
@@ -152,25 +152,14 @@ class JournalSaver(BaseCheckpointSaver[str]):
 
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
-        c = checkpoint.copy()
-        thread_id = config["configurable"]["thread_id"]
-        ns = config["configurable"].get("checkpoint_ns", "")
-        values: dict[str, Any] = c.pop("channel_values")  # type: ignore[misc]
-        blobs: dict[str, tuple[Any, Typed | None]] = {
-            k: (v, self.serde.dumps_typed(values[k]) if k in values else None) for k, v in new_versions.items()}
-        md = get_checkpoint_metadata(config, metadata)
-        saved = Saved(self.serde.dumps_typed(c), self.serde.dumps_typed(md),
-                      config["configurable"].get("checkpoint_id"), _str_or_none(md.get("run_id")), None)
-        execution = execution_of(thread_id, md)
-        payload = checkpoint_payload(ns, checkpoint["id"], saved, blobs, md.get("step"), md.get("source"))
+        put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
         with self._lock:
-            state = self._state(thread_id)
-            saved.seq = self.journal.append(CHECKPOINT_EVENT, execution, payload, thread_id=thread_id,
-                                            step_id=checkpoint["id"], key_scope="execution")
-            state.add_checkpoint(ns, checkpoint["id"], saved,
-                                 {k: (v, typed if typed is not None else (EMPTY, b"")) for k, (v, typed) in blobs.items()})
-            state.executions.add(execution)
-        return _config(thread_id, ns, checkpoint["id"])
+            state = self._state(put.thread_id)
+            put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(), thread_id=put.thread_id,
+                                                step_id=put.checkpoint_id, key_scope="execution")
+            state.add_checkpoint(put.ns, put.checkpoint_id, put.saved, put.stored_blobs())
+            state.executions.add(put.execution)
+        return _config(put.thread_id, put.ns, put.checkpoint_id)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
                    task_path: str = "") -> None:
@@ -216,11 +205,9 @@ class JournalSaver(BaseCheckpointSaver[str]):
         """Forget the checkpoints and writes of these runs, in every thread: their keys, then tombstones."""
         runs = sorted({str(r) for r in run_ids})
         with self._lock:
-            threads: set[str] = set()
-            reader = self.journal.reader()
-            for run in runs:
-                threads |= {e.thread_id for e in reader.events(run) if e.thread_id and e.event_type == CHECKPOINT_EVENT}
-            threads |= {t for t, s in self._threads.items() if s.executions & set(runs)}
+            # Every thread with a checkpoint of those runs: theirs, and copies of them in other threads.
+            threads = {t for t in self._all_threads()
+                       if any(s.run_id in runs for by_id in self._state(t).checkpoints.values() for s in by_id.values())}
             for run in runs:
                 self._shred("execution", run, "LangGraph delete_for_runs")
             for thread_id in sorted(threads):
@@ -246,7 +233,9 @@ class JournalSaver(BaseCheckpointSaver[str]):
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint (with its whole parent chain) and pending write of a thread to another.
 
-        The copies are new events of the target thread, encrypted anew; the source is unchanged.
+        The copies are new events of the target thread, encrypted under the target thread's own key
+        (deleting the source does not delete them); the source is unchanged. ``delete_for_runs`` hides
+        copies of those runs' checkpoints too (a tombstone), without destroying the target's key.
         """
         with self._lock:
             source = self._state(source_thread_id)
@@ -264,7 +253,9 @@ class JournalSaver(BaseCheckpointSaver[str]):
                         blobs[channel] = (version, None if blob[0] == EMPTY else blob)
                 metadata = self.serde.loads_typed(saved.metadata)
                 copy = Saved(saved.checkpoint, saved.metadata, saved.parent, saved.run_id, None)
-                execution = execution_of(target_thread_id, metadata)
+                # The copy has a key of its own (the target thread's execution): deleting the source, which
+                # destroys its runs' keys, must not take the copy with it.
+                execution = execution_of(target_thread_id, {})
                 copy.seq = self.journal.append(
                     CHECKPOINT_EVENT, execution,
                     checkpoint_payload(ns, cid, copy, blobs, metadata.get("step"), metadata.get("source")),
@@ -314,6 +305,3 @@ class JournalSaver(BaseCheckpointSaver[str]):
 def _config(thread_id: str, ns: str, cid: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": cid}}
 
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
