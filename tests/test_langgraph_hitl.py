@@ -1,6 +1,6 @@
 """The human in the loop: a run pauses for approval, a human changes its state and approves, it goes on.
 
-A real LangGraph graph (plain Python nodes) on JournalSaver, recorded by RunRecorder:
+A real LangGraph graph (plain Python nodes) on either saver, recorded by RunRecorder:
 the pause, the human's change (``human_modified``) and approval (``human_approved``) and
 the rest of the run are one execution, and ``state_at`` shows the state before and after
 the change.
@@ -15,11 +15,12 @@ import pytest
 
 pytest.importorskip("langgraph")
 
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
 
 from wormjournal.errors import ValidationError  # noqa: E402
-from wormjournal.integrations.langgraph import JournalSaver, RunRecorder  # noqa: E402
+from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver, RunRecorder  # noqa: E402
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
 
 
@@ -51,10 +52,11 @@ def build(saver: Any) -> Any:
     return g.compile(checkpointer=saver)
 
 
-def test_a_human_changes_and_approves_a_paused_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("saver", ["journal", "archiving"])
+def test_a_human_changes_and_approves_a_paused_run(tmp_path: Path, saver: str) -> None:
     with Journal.create(tmp_path / "journal", key_dir=tmp_path / "keys",
                         config=JournalConfig(seal_max_age_seconds=None)) as journal:
-        graph = build(JournalSaver(journal))
+        graph = build(JournalSaver(journal) if saver == "journal" else ArchivingSaver(InMemorySaver(), journal))
         recorder = RunRecorder(journal)
         config = {"configurable": {"thread_id": "claim-9"}, "callbacks": [recorder]}
         paused = graph.invoke({"log": []}, config)
