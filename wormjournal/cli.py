@@ -2,7 +2,8 @@
 
 Exit codes: 0 success (verify: intact), 1 verification (or a read's
 verification, or the lock audit) found a problem, 2 usage, input or I/O error. Only this module (and
-``cli_retention``, its ``retention`` commands) reads flags and the environment.
+``cli_retention`` and ``cli_query``, its ``retention``, ``query`` and ``stats`` commands) reads flags and the
+environment.
 """
 
 from __future__ import annotations
@@ -630,9 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-    from . import cli_retention  # it imports this module's helpers
+    from . import cli_query, cli_retention  # they import this module's helpers
 
     cli_retention.add_parser(sub, store)
+    cli_query.add_parser(sub, store)
     return parser
 
 

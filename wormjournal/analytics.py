@@ -1,0 +1,208 @@
+"""SQL over the segments as they are: DuckDB reads the Parquet files through pyarrow, no export step.
+
+:func:`connect` opens a DuckDB connection with one view, ``events``, over every segment
+of a store (a local directory or S3, through pyarrow's filesystems), partitioned by
+``stream`` and ``date`` (hive folders, so a filter on either skips whole files). Its
+columns are the stored fields of FORMAT.md section 5, ``ts`` as a UTC timestamp, and
+``payload_json``: the payload decoded (JSON) when it is stored in clear; for an encrypted
+one the ``encrypted`` marker, or, with ``decrypt`` and the key store, the payload itself;
+the ``shredded`` marker when its key was destroyed (named by an erasure receipt, or
+missing from the key store). ``payload`` stays the stored bytes.
+
+The view reads files, it does not verify them: run ``wormjournal verify`` for that.
+:data:`STATS` are ready queries over the view (``wormjournal stats``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from .errors import ConfigError, JournalError, NotFoundError
+from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
+from .retention.keystore import KeyStore
+from .segments.identity import read_identity
+from .storage import layout
+from .storage import open_store
+from .storage.local import LocalStore
+
+log = logging.getLogger(__name__)
+
+PARTITIONING = ds.partitioning(pa.schema([("stream", pa.string()), ("date", pa.date32())]), flavor="hive")
+EVENT_COLUMNS = ("stream", "date", "seq", "event_id", "ts", "event_type", "tenant_id", "execution_id", "thread_id",
+                 "node", "step_id", "parent_event_id", "correlation_id", "subject_id", "exec_prev_seq",
+                 "payload_codec", "payload_key_id", "payload", "payload_json", "prev_hash", "hash")
+
+
+def segments_dataset(store: Any, *, endpoint_url: str | None = None) -> ds.Dataset:
+    """Every segment of ``store`` as one pyarrow dataset (hive partitions ``stream``, ``date``)."""
+    if isinstance(store, LocalStore):
+        base = store.root / layout.SEGMENTS_PREFIX.rstrip("/")
+        if not base.is_dir():
+            raise NotFoundError(f"{store.url} has no sealed segments yet", hint="seal first: wormjournal seal STORE")
+        return ds.dataset(str(base), format="parquet", partitioning=PARTITIONING, ignore_prefixes=[".", "_"])
+    bucket, prefix = getattr(store, "bucket", None), getattr(store, "prefix", "")
+    if bucket is None:
+        raise ConfigError(f"cannot query {store!r}: give a local directory or s3://bucket/prefix")
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    fs = pafs.S3FileSystem(**kwargs)
+    path = "/".join(p for p in (bucket, prefix, layout.SEGMENTS_PREFIX.rstrip("/")) if p)
+    try:
+        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, ignore_prefixes=[".", "_"])
+    except (OSError, FileNotFoundError) as e:
+        raise NotFoundError(f"cannot read the segments of {store.url}: {e}") from e
+
+
+def shredded_key_ids(dataset: ds.Dataset) -> set[str]:
+    """Key ids named by the erasure receipts (their payloads are in clear).
+
+    Read file by file, row groups skipped by their statistics; a file that cannot be
+    read is passed over here (a query that touches it fails; ``verify`` names it).
+    """
+    found: set[str] = set()
+    for fragment in dataset.get_fragments():
+        try:
+            table = fragment.to_table(columns=["payload_codec", "payload"],
+                                      filter=ds.field("event_type") == "erasure_receipt")
+        except (OSError, pa.ArrowException) as e:
+            log.warning("erasure receipts: cannot read %s: %s", fragment.path, e)
+            continue
+        for codec, data in zip(table.column("payload_codec").to_pylist(), table.column("payload").to_pylist(),
+                               strict=True):
+            try:
+                receipt = json.loads(decode_payload_json(codec, data)).get("receipt", {})
+                found.update(str(k) for k in receipt.get("key_ids", []))
+            except (ValueError, AttributeError, JournalError):
+                continue  # a damaged receipt: verify reports it
+    return found
+
+
+def _payload_function(journal_id: str, shredded: set[str], keystore: KeyStore | None) -> Callable[..., str | None]:
+    """The SQL function behind ``payload_json``: one stored payload to JSON text (or a marker, or NULL if damaged).
+
+    A row-at-a-time function: DuckDB 2.0 hands a vectorized (arrow) function empty
+    arrays for filtered chunks, which would turn payloads into NULLs.
+    """
+    data_key = keystore.data_key if keystore is not None else None
+
+    def marker(state: str, key_id: str | None) -> str:
+        return json.dumps({MARKER_KEY: state, "key_id": key_id})
+
+    def decode(data: bytes, codec: str, key_id: str | None, stream: str, seq: int) -> str | None:
+        try:
+            if not codec.endswith(ENCRYPTED):
+                return decode_payload_json(codec, data).decode()
+            if key_id in shredded:
+                return marker("shredded", key_id)
+            if data_key is None:
+                return marker("encrypted", key_id)
+            value = read_payload(codec, data, key_id, journal_id=journal_id, stream=stream, seq=seq, data_key=data_key)
+            return json.dumps(value, ensure_ascii=False)
+        except (JournalError, ValueError):
+            return None  # damaged bytes: verify names them
+
+    return decode
+
+
+def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str | None = None,
+            threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the view ``events`` over every segment of ``store``.
+
+    With ``keystore`` (the journal's key store) encrypted payloads are decrypted in
+    ``payload_json``; without, they read as the ``encrypted`` marker. Raises
+    NotFoundError when the store has no journal or no segment.
+    """
+    if isinstance(store, (str, os.PathLike)):
+        store = open_store(store, endpoint_url=endpoint_url)
+    identity = read_identity(store)
+    con = duckdb.connect()
+    if threads is not None:
+        con.execute(f"SET threads = {int(threads)}")
+    dataset = segments_dataset(store, endpoint_url=endpoint_url)
+    con.register("segments", dataset)
+    shredded = shredded_key_ids(dataset)
+    con.create_function("wj_payload_json", _payload_function(identity.journal_id, shredded, keystore),
+                        ["BLOB", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR", type="native",
+                        null_handling="special", side_effects=False)
+    con.execute("""
+        CREATE VIEW events AS SELECT
+            stream, date, seq, event_id, ts, event_type, tenant_id, execution_id, thread_id, node, step_id,
+            parent_event_id, correlation_id, subject_id, exec_prev_seq, payload_codec, payload_key_id, payload,
+            CAST(wj_payload_json(payload, payload_codec, payload_key_id, stream, seq) AS JSON) AS payload_json,
+            prev_hash, hash
+        FROM segments""")
+    return con
+
+
+# -- ready queries ----------------------------------------------------------------------------------
+
+STATS: dict[str, tuple[str, str]] = {
+    "runs_per_day": ("Runs per day and status (the last lifecycle event of each execution)", """
+        WITH runs AS (
+            SELECT stream, execution_id, min(ts) AS started,
+                   arg_max(event_type, seq) FILTER (WHERE event_type LIKE 'execution\\_%' ESCAPE '\\') AS last
+            FROM events GROUP BY stream, execution_id)
+        SELECT CAST(started AS DATE) AS day, coalesce(replace(last, 'execution_', ''), 'no lifecycle events') AS status,
+               count(*) AS runs
+        FROM runs GROUP BY ALL ORDER BY day, status"""),
+    "node_durations": ("Duration per node, from node_started to node_completed or node_failed (ms)", """
+        WITH spans AS (
+            SELECT stream, execution_id, node, step_id,
+                   min(ts) FILTER (WHERE event_type = 'node_started') AS t0,
+                   max(ts) FILTER (WHERE event_type IN ('node_completed', 'node_failed')) AS t1
+            FROM events
+            WHERE node IS NOT NULL AND event_type IN ('node_started', 'node_completed', 'node_failed')
+            GROUP BY ALL)
+        SELECT node, count(*) AS runs,
+               round(quantile_cont(epoch_ms(t1) - epoch_ms(t0), 0.5), 1) AS p50_ms,
+               round(quantile_cont(epoch_ms(t1) - epoch_ms(t0), 0.95), 1) AS p95_ms
+        FROM spans WHERE t0 IS NOT NULL AND t1 IS NOT NULL GROUP BY node ORDER BY p95_ms DESC, node"""),
+    "tool_errors": ("Tool calls and error rates (a tool_returned with \"ok\": false or an \"error\")", """
+        SELECT coalesce(payload_json->>'tool', node, '?') AS tool,
+               count(*) FILTER (WHERE event_type = 'tool_called') AS calls,
+               count(*) FILTER (WHERE event_type = 'tool_returned'
+                                AND ((payload_json->>'ok') = 'false' OR (payload_json->>'error') IS NOT NULL)) AS errors,
+               round(errors / nullif(calls, 0), 4) AS error_rate
+        FROM events WHERE event_type IN ('tool_called', 'tool_returned')
+        GROUP BY ALL ORDER BY error_rate DESC NULLS LAST, tool"""),
+    "llm_usage": ("Tokens and cost per day and model (llm_completed events that carry usage or cost)", """
+        SELECT CAST(ts AS DATE) AS day, coalesce(payload_json->>'model', '?') AS model, count(*) AS calls,
+               sum(coalesce(TRY_CAST(payload_json->'usage'->>'total_tokens' AS BIGINT),
+                            TRY_CAST(payload_json->'usage'->>'prompt_tokens' AS BIGINT)
+                              + TRY_CAST(payload_json->'usage'->>'completion_tokens' AS BIGINT))) AS tokens,
+               round(sum(coalesce(TRY_CAST(payload_json->>'cost_usd' AS DOUBLE),
+                                  TRY_CAST(payload_json->>'cost' AS DOUBLE))), 6) AS cost_usd
+        FROM events WHERE event_type = 'llm_completed' GROUP BY ALL ORDER BY day, model"""),
+    "waiting_on_human": ("Executions waiting on a human (their last event is a pause or an interrupt)", """
+        WITH last AS (
+            SELECT stream, execution_id, arg_max(event_type, seq) AS last_event, max(ts) AS since,
+                   any_value(tenant_id) AS tenant_id, any_value(thread_id) AS thread_id
+            FROM events GROUP BY stream, execution_id)
+        SELECT stream, execution_id, tenant_id, thread_id, last_event, since FROM last
+        WHERE last_event IN ('human_interrupted', 'execution_paused') ORDER BY since"""),
+}
+
+
+def stats(con: duckdb.DuckDBPyConnection) -> dict[str, pa.Table]:
+    """Every ready query of :data:`STATS`, by name."""
+    return {name: arrow_table(con.sql(sql)) for name, (_, sql) in STATS.items()}
+
+
+def arrow_table(relation: Any) -> pa.Table:
+    """A DuckDB relation's rows as a pyarrow table (``to_arrow_table`` in DuckDB 1.x and 2.x)."""
+    return relation.to_arrow_table()
