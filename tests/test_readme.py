@@ -89,6 +89,7 @@ def test_readme_cli_lines_parse() -> None:
     assert [shlex.split(line)[1] for line in lines] == [
         "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
         "shred", "keys", "checkpoint", "verify", "prove", "check-proof", "rotate-key", "retention", "retention",
+        "query", "stats",
     ]
     for line in lines:
         argv = shlex.split(line.replace("[--json]", "--json").replace("<journal id>/<key id>", "j/k"))
