@@ -23,6 +23,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
@@ -71,19 +72,22 @@ def segments_dataset(store: Any, *, endpoint_url: str | None = None) -> ds.Datas
 def shredded_key_ids(dataset: ds.Dataset) -> set[str]:
     """Key ids named by the erasure receipts (their payloads are in clear).
 
-    Read file by file, row groups skipped by their statistics; a file that cannot be
-    read is passed over here (a query that touches it fails; ``verify`` names it).
+    Read file by file: the ``event_type`` column first, the payloads only of a file
+    that holds a receipt; a file that cannot be read is passed over here (a query that touches it fails; ``verify`` names it).
     """
     found: set[str] = set()
+    receipt = ds.field("event_type") == "erasure_receipt"
     for fragment in dataset.get_fragments():
         try:
-            table = fragment.to_table(columns=["payload_codec", "payload"],
-                                      filter=ds.field("event_type") == "erasure_receipt")
+            # The event types first (a small column): most segments hold no receipt, and their payloads stay unread.
+            if not pc.any(pc.equal(fragment.to_table(columns=["event_type"]).column(0), "erasure_receipt")).as_py():
+                continue
+            rows = list(fragment.to_batches(columns=["payload_codec", "payload"], filter=receipt, batch_size=256))
         except (OSError, pa.ArrowException) as e:
             log.warning("erasure receipts: cannot read %s: %s", fragment.path, e)
             continue
-        for codec, data in zip(table.column("payload_codec").to_pylist(), table.column("payload").to_pylist(),
-                               strict=True):
+        for codec, data in ((c, d) for b in rows for c, d in zip(b.column(0).to_pylist(), b.column(1).to_pylist(),
+                                                                   strict=True)):
             try:
                 receipt = json.loads(decode_payload_json(codec, data)).get("receipt", {})
                 found.update(str(k) for k in receipt.get("key_ids", []))
