@@ -9,7 +9,6 @@ environment.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import logging
@@ -35,7 +34,6 @@ from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
 from .retention.keystore import AwsKmsKek, KeyStore
-from .retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, key_use_counts
 from .storage import layout, open_store
 from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
@@ -442,68 +440,12 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_shred(args: argparse.Namespace) -> int:
-    scope = {"subject": args.subject, "thread": args.thread, "execution": args.execution, "tenant": args.tenant}
-    with _writer(args) as j:
-        if sys.stderr.isatty():
-            with Progress(TextColumn("counting affected events"), BarColumn(), MofNCompleteColumn(), console=err,
-                          transient=True) as bar:
-                task = bar.add_task("count", total=None)
-                result = j.shred(**scope, reason=args.reason,
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
-        else:
-            result = j.shred(**scope, reason=args.reason)
-    r = result.receipt
-    if result.repeated:
-        out.print(f"{r['scope']} {r['scope_ref']} was already shredded: erasure receipt at seq {result.seq}, "
-                  f"{r['destroyed_at']}")
-        return EXIT_OK
-    out.print(f"shredded {r['scope']} {r['scope_ref']}: {len(r['key_ids'])} data key(s) destroyed, "
-              f"{r['events_affected']} event(s) can no longer be decrypted")
-    for ref in r["deletion_references"]:
-        out.print(f"  {ref}")
-    out.print(f"erasure receipt appended at seq {result.seq} (stream {args.stream}); it is sealed with the next seal")
-    return EXIT_OK
-
-
-def cmd_keys(args: argparse.Namespace) -> int:
-    store = _store(args)
-    identity = read_identity(store)
-    keystore = _keystore(args.key_dir, identity.journal_id, required=True)
-    assert keystore is not None
-    if args.reapply_receipts:
-        named = []
-        for stream in layout.streams_from_names([i.name for i in store.list(layout.MANIFESTS_PREFIX)]):
-            reader = Reader(store, stream=stream, public_keys=_public_keys(args.public_key),
-                            wal_dir=None if args.store.startswith("s3://") else Path(args.store) / ".wal")
-            for e in reader.events(RECEIPT_EXECUTION):
-                if e.event_type == RECEIPT_TYPE:
-                    named.extend(check_receipt(e.payload, reader.trusted_keys)["key_ids"])
-        again = keystore.reapply(named, "reapplied from the journal's erasure receipts")
-        out.print(f"{len(set(named))} key(s) named by erasure receipts; {len(again)} were live here and are destroyed now")
-    infos = list(keystore.keys())
-    uses = key_use_counts(store)
-    if args.json:
-        for k in infos:
-            out.print(json.dumps(dict(dataclasses.asdict(k), status="shredded" if k.shredded else "live",
-                                      events=uses.get(k.key_id, 0)), ensure_ascii=False), markup=False, highlight=False)
-        return EXIT_OK
-    out.print(f"key store {keystore.directory} (provider {keystore.provider.name}); key material is never shown")
-    _print_columns(("key id", "scope", "of", "status", "sealed events", "created", "shredded"),
-                   [(k.key_id, k.scope, k.scope_ref, "shredded" if k.shredded else "live", str(uses.get(k.key_id, 0)),
-                     k.created, k.shredded or "-") for k in infos])
-    by_scope: dict[tuple[str, str], int] = {}
-    for k in infos:
-        status = "shredded" if k.shredded else "live"
-        by_scope[(k.scope, status)] = by_scope.get((k.scope, status), 0) + 1
-    out.print("; ".join(f"{scope} {status}: {n}" for (scope, status), n in sorted(by_scope.items())) or "no data keys yet")
-    return EXIT_OK
-
-
 # -- parser ------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import cli_query, cli_retention  # they import this module's helpers
+
     parser = argparse.ArgumentParser(prog="wormjournal", description="A WORM journal for AI-agent run history.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -589,25 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.set_defaults(func=cmd_reindex)
-    p = sub.add_parser("shred", help="forget a data subject (or thread, execution, tenant): destroy its keys, "
-                       "append a signed erasure receipt")
-    writer(p)
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--subject", help="the data subject's identifier (only its pseudonym is recorded)")
-    which.add_argument("--thread")
-    which.add_argument("--execution")
-    which.add_argument("--tenant")
-    p.add_argument("--reason", default=None, help="why (recorded in the receipt; do not put personal data here)")
-    p.set_defaults(func=cmd_shred)
-    p = sub.add_parser("keys", help="the key store's data keys: scope, live or shredded, events (never key material)")
-    store(p)
-    p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
-    p.add_argument("--json", action="store_true", help="JSON Lines, one key a line")
-    p.add_argument("--reapply-receipts", action="store_true",
-                   help="destroy again every key the journal's erasure receipts name (after restoring the key store "
-                   "from a backup)")
-    p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM) for the receipts")
-    p.set_defaults(func=cmd_keys)
+    cli_retention.add_erasure_parsers(sub, store, writer)  # shred, keys
     p = sub.add_parser("prove", help="write an inclusion proof of one sealed event (JSON) to stdout")
     reader(p)
     which = p.add_mutually_exclusive_group(required=True)
@@ -631,8 +555,6 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-    from . import cli_query, cli_retention  # they import this module's helpers
-
     cli_retention.add_parser(sub, store)
     cli_query.add_parser(sub, store)
     return parser
