@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConfigError, ConflictError
 from ..events import format_ts, now_micros
@@ -16,6 +17,7 @@ from ..segments.keyhistory import KeyEntry, entry_name, load_history
 from ..segments.notes import SigningKey, raw_public, split_note
 from ..storage import layout
 from ..storage.base import Store
+from ..storage.local import LocalStore
 
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
@@ -35,7 +37,9 @@ def _write_secret(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def check_outside(key_dir: Path, store_root: Path | None) -> None:
+def check_outside(key_dir: Path, store: Any) -> None:
+    """Refuse a key directory inside a local store (secrets must never be archived)."""
+    store_root = store.root if isinstance(store, LocalStore) else None
     if store_root is None:
         return
     kd, root = key_dir.resolve(), store_root.resolve()

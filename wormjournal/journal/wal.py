@@ -21,10 +21,11 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
-from ..errors import IntegrityError, StorageError
+from ..errors import ConfigError, IntegrityError, StorageError
 from ..events import HASH_SIZE, StoredEvent, decode_fields, event_hash
-from ..storage.local import fsync_dir
+from ..storage.local import LocalStore, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,33 @@ HEADER_SIZE = len(MAGIC) + 8 + HASH_SIZE + 4
 _FRAME_HEAD = struct.Struct(">II")
 # A frame larger than this is a corrupt length, not a real batch.
 MAX_FRAME_BYTES = 1 << 31
+
+
+def default_wal_dir(store: Any) -> Path:
+    """Where the WAL lives when none is given: ``<store>/.wal`` for a local store."""
+    if isinstance(store, LocalStore):
+        return store.root / ".wal"
+    raise ConfigError(
+        f"{store.url} needs a write-ahead log directory on local disk",
+        hint="pass wal_dir= (the CLI's --wal-dir has a default)",
+    )
+
+
+def claim_wal_dir(directory: Path, journal_id: str) -> None:
+    """Mark a WAL directory as this journal's; refuse one that belongs to another journal."""
+    marker = directory / "JOURNAL"
+    try:
+        owner = marker.read_text().strip()
+    except FileNotFoundError:
+        owner = ""
+    if not owner:  # new, or its first write was cut short by a crash
+        marker.write_text(journal_id + "\n")
+        return
+    if owner != journal_id:
+        raise ConfigError(
+            f"the write-ahead log in {directory} belongs to journal {owner}, not {journal_id}",
+            hint="give each journal its own --wal-dir",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,8 @@ from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..retention.keystore import SCOPES, KekProvider, KeyStore
 from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
-from ..retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, ErasureReceipt, check_receipt, count_key_uses, receipt_payload
+from ..retention.shred import (RECEIPT_EXECUTION, RECEIPT_TYPE, ErasureReceipt, check_receipt, count_key_uses,
+                               make_receipt, receipt_payload)
 from ..storage import layout, open_store
 from ..storage.base import LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
@@ -50,37 +51,6 @@ DATAKEYS_DIR = "datakeys"  # the key store, in <key_dir>/<journal_id>/
 # Who may be named as a key scope, and the event field that holds its value.
 _SCOPE_FIELD = {"subject": "subject_id", "thread": "thread_id", "execution": "execution_id", "tenant": "tenant_id"}
 Prepared = tuple[EventInput, str, bytes, "str | None", "tuple[str, bytes] | None"]
-
-
-def default_wal_dir(store: Store) -> Path:
-    """Where the WAL lives when none is given: ``<store>/.wal`` for a local store."""
-    if isinstance(store, LocalStore):
-        return store.root / ".wal"
-    raise ConfigError(
-        f"{store.url} needs a write-ahead log directory on local disk",
-        hint="pass wal_dir= (the CLI's --wal-dir has a default)",
-    )
-
-
-def _claim_wal_dir(directory: Path, journal_id: str) -> None:
-    """Mark a WAL directory as this journal's; refuse one that belongs to another journal."""
-    marker = directory / "JOURNAL"
-    try:
-        owner = marker.read_text().strip()
-    except FileNotFoundError:
-        owner = ""
-    if not owner:  # new, or its first write was cut short by a crash
-        marker.write_text(journal_id + "\n")
-        return
-    if owner != journal_id:
-        raise ConfigError(
-            f"the write-ahead log in {directory} belongs to journal {owner}, not {journal_id}",
-            hint="give each journal its own --wal-dir",
-        )
-
-
-def _store_root(store: Store) -> Path | None:
-    return store.root if isinstance(store, LocalStore) else None
 
 
 class Journal:
@@ -136,7 +106,7 @@ class Journal:
                 lock = StreamLock(directory, stream)
                 lock.acquire()
                 self._stream_locks.append(lock)
-            _claim_wal_dir(self._wal_dir, identity.journal_id)
+            walmod.claim_wal_dir(self._wal_dir, identity.journal_id)
             self._recover()
         except BaseException:
             self._release_locks()
@@ -175,9 +145,9 @@ class Journal:
         """
         st = open_store(store)
         key_path = Path(key_dir)
-        check_outside(key_path, _store_root(st))
+        check_outside(key_path, st)
         if wal_dir is None:
-            wal_dir = default_wal_dir(st)  # refuse before anything is written to the store
+            wal_dir = walmod.default_wal_dir(st)  # refuse before anything is written to the store
         if st.head(layout.JOURNAL_OBJECT) is not None:
             raise ConfigError(f"{st.url} already holds a journal", hint="use Journal.open / a new directory")
         policy = None  # a local directory cannot lock objects: tamper-evident, not tamper-proof
@@ -234,7 +204,7 @@ class Journal:
         if isinstance(st, LockingStore):
             st = st.with_retention(identity.retention_policy())
         key_path = Path(key_dir)
-        check_outside(key_path, _store_root(st))
+        check_outside(key_path, st)
         finish_rotation(key_path, st, identity.journal_id)  # a key rotation a crash interrupted
         signing, pseudonym = load_keys(key_path, identity.journal_id)
         if st.head(layout.public_key(signing.verify_key.key_id)) is None:
@@ -251,7 +221,7 @@ class Journal:
     def _open(cls, st: Store, identity: JournalIdentity, signing: SigningKey, pseudonym: bytes, stream: str,
               wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore,
               key_path: Path | None = None) -> Journal:
-        wd = Path(wal_dir) if wal_dir is not None else default_wal_dir(st)
+        wd = Path(wal_dir) if wal_dir is not None else walmod.default_wal_dir(st)
         return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig(),
                    keystore=keystore, key_dir=key_path)
 
@@ -510,9 +480,7 @@ class Journal:
                     self._oldest_pending = None
                 active = self._wal.path
             frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
-            events = []
-            for path in frozen:
-                events.extend(e for e in walmod.read_wal(path).events if e.seq >= self._sealer.state.next_seq)
+            events = self._unsealed_events(frozen)
             manifests = self._sealer.seal(events)
             for path in frozen:
                 path.unlink()
@@ -547,13 +515,7 @@ class Journal:
             key_ids = sorted(k.key_id for k in pending)
             unsealed = [e.payload_key_id for e in self._unsealed_events()]
             affected = count_key_uses(self.store, key_ids, unsealed, progress)
-            receipt = {
-                "scope": scope, "scope_ref": destroyed.scope_ref, "key_ids": key_ids,
-                "destroyed_at": max(k.shredded or "" for k in pending), "events_affected": affected,
-                "provider": self.keystore.provider.name,
-                "deletion_references": [k.deletion_reference for k in sorted(pending, key=lambda k: k.key_id)],
-                "reason": reason,
-            }
+            receipt = make_receipt(scope, destroyed.scope_ref, pending, affected, self.keystore.provider.name, reason)
             event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
                      "payload": receipt_payload(receipt, self._current_key()), "key_scope": "none"}
             seq = self._append([event], internal=True)[0]
@@ -577,9 +539,10 @@ class Journal:
                 return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
         raise IntegrityError(f"the erasure receipt at seq {seq} is not in the journal", seq=seq)
 
-    def _unsealed_events(self) -> list[Any]:
+    def _unsealed_events(self, paths: list[Path] | None = None) -> list[Any]:
+        """The events of the WAL files (all of them by default) not sealed yet, in seq order."""
         out = []
-        for path in walmod.list_wal_files(self._wal_dir):
+        for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
             out.extend(e for e in walmod.read_wal(path).events if e.seq >= self._sealer.state.next_seq)
         return out
 

@@ -36,6 +36,17 @@ class ErasureReceipt:
     repeated: bool = False
 
 
+def make_receipt(scope: str, scope_ref: str, destroyed: Sequence[Any], events_affected: int, provider: str,
+                 reason: str | None) -> dict[str, Any]:
+    """The receipt of FORMAT.md section 3.2 for the data keys ``destroyed`` (their KeyInfo records)."""
+    ordered = sorted(destroyed, key=lambda k: k.key_id)
+    return {
+        "scope": scope, "scope_ref": scope_ref, "key_ids": [k.key_id for k in ordered],
+        "destroyed_at": max(k.shredded or "" for k in ordered), "events_affected": events_affected,
+        "provider": provider, "deletion_references": [k.deletion_reference for k in ordered], "reason": reason,
+    }
+
+
 def receipt_text(receipt: dict[str, Any]) -> str:
     return f"{RECEIPT_HEADER}\n{canonical_json(receipt).decode()}\n"
 
