@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import stat
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from s3_fixtures import moto_server, s3_bucket, s3_bucket_unlocked  # noqa: F401
 
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.segments.manifest import Manifest
-from wormjournal.segments.notes import VerifyKey
+from wormjournal.segments.notes import SigningKey, VerifyKey
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import VerifyReport, verify_store
@@ -160,3 +161,36 @@ def make_history(tmp_store: StorePaths) -> Callable[..., History]:
 def rewrite_segment() -> Callable[[Path, Callable[[pa.Table], pa.Table]], None]:
     """``rewrite_parquet`` as a fixture: ``rewrite_segment(path, lambda table: ...)``."""
     return rewrite_parquet
+
+
+def forge_seal(store: LocalStore, key: SigningKey, events: list[tuple[str, str, object]], *, stream: str = "main",
+               sealed_at: int | None = None) -> None:
+    """A thief's seal: ``events`` (event type, execution id, payload) chained after the stream's head and
+    sealed with ``key`` by the real Sealer, whatever the key history says (a writer would refuse), each
+    linked to its execution's last event so that nothing but the key gives it away. ``sealed_at``
+    (microseconds) backdates the manifests' time line."""
+    from unittest import mock
+
+    from wormjournal.events import StoredEvent, encode_fields, event_hash, now_micros
+    from wormjournal.journal import sealer as sealer_mod
+    from wormjournal.trust import load_trust
+
+    trust = load_trust(store)
+    state = sealer_mod.load_sealed_state(store, trust.journal_id, stream, trust.ring)
+    heads: dict[str, int] = {}
+    for n in range(state.size):
+        table = pq.read_table(store.root / state.manifests[n].object, columns=["execution_id", "seq"])
+        heads.update(zip(table.column("execution_id").to_pylist(), table.column("seq").to_pylist(), strict=True))
+    seq, prev = state.next_seq, state.last_hash
+    ts = now_micros() if sealed_at is None else sealed_at
+    stored = []
+    for event_type, execution, payload in events:
+        values = (seq, f"forged-{seq}", ts, event_type, None, execution, None, None, None, None, None, None,
+                  heads.get(execution), "json", None, json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+        h = event_hash(prev, encode_fields(values))
+        stored.append(StoredEvent(*values, prev_hash=prev, hash=h))
+        heads[execution], seq, prev = seq, seq + 1, h
+    sealer = sealer_mod.Sealer(store, state, lambda _segment: key, lambda: trust.ring, row_group_rows=4,
+                               segment_max_events=1000)
+    with mock.patch.object(sealer_mod, "now_micros", lambda: ts):
+        sealer.seal(stored)

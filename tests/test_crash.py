@@ -43,7 +43,7 @@ from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
-from wormjournal.verify.verifier import load_store_keys
+from wormjournal.trust import load_trust
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -186,7 +186,7 @@ def _cached(data: bytes, parse: Callable[[bytes], T]) -> T:
 
 def manifests(store: Path, stream: str = STREAM) -> list[Manifest]:
     st = LocalStore(store)
-    keys = load_store_keys(st, read_identity(st))
+    keys = load_trust(st).keys()
     return [
         _cached(st.get(info.name), lambda data: Manifest.parse(open_note(data, keys)[0]))
         for info in st.list(layout.manifests_prefix(stream))

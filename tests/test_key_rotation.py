@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import History, make_writable
+from conftest import History, forge_seal, make_writable
 
 from wormjournal.cli import main
-from wormjournal.errors import ConfigError
+from wormjournal import Reader
+from wormjournal.errors import ConfigError, IntegrityError, KeyRetiredError
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import keys as keys_mod
-from wormjournal.segments.keyhistory import entry_name, load_history
+from wormjournal.segments.keyhistory import entry_name
+from wormjournal.trust import load_trust
 from wormjournal.segments.notes import VerifyKey
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
@@ -116,32 +118,52 @@ def test_a_rotation_interrupted_by_a_crash_is_finished_on_open(history: History,
     assert not LocalStore(history.paths.store).head(entry_name(1))
     add_segment(history)  # opening the journal finishes the rotation before anything is sealed
     assert not (key_dir / keys_mod.PENDING_FILE).exists()
-    h = load_history(LocalStore(history.paths.store), history.journal_id, f"wormjournal/{history.journal_id}", None)
+    h = load_trust(LocalStore(history.paths.store)).ring
     assert len(h.entries) == 2 and not h.problems
     report = verify_store(history.store, public_keys=[history.verify_key])
     assert report.ok, report.findings
     assert report.keys_used[h.entries[1].key_id] == 1
 
 
-def test_a_stolen_old_key_signing_after_the_rotation_is_a_finding(history: History) -> None:
+def test_a_retired_key_refuses_to_sign(history: History) -> None:
+    """A copy of the key directory made before a rotation holds the retired key: the writer refuses at
+    open, before anything is appended (FORMAT.md 6.1: the rotation fixed where the new key takes over)."""
     stolen, _ = keys_mod.load_keys(history.paths.keys, history.journal_id)
     rotate(history)
-    # The thief puts the old key back where the writer finds it and seals with it.
     key_file = history.paths.keys / history.journal_id / keys_mod.SIGNING_FILE
     key_file.write_bytes(stolen.private_pem())
-    with Journal.open(history.paths.store, key_dir=history.paths.keys, config=CFG) as j:
-        j.append("node_started", "run-y", {"b": 2})
-        j.seal()
+    before = sorted(p.name for p in history.paths.store.rglob("*"))
+    with pytest.raises(KeyRetiredError, match="retired by key history entry 1") as err:
+        Journal.open(history.paths.store, key_dir=history.paths.keys, config=CFG)
+    assert "rotate-key" in err.value.hint
+    assert sorted(p.name for p in history.paths.store.rglob("*")) == before
+
+
+@pytest.mark.parametrize("backdated", [False, True], ids=["now", "backdated-into-its-old-window"])
+def test_a_stolen_old_key_signing_after_the_rotation_is_a_finding(history: History, backdated: bool) -> None:
+    """Signed by hand past the writer's refusal: the key is valid by position, so a manifest time inside
+    the old key's window (whoever holds the key writes it) changes nothing."""
+    stolen, _ = keys_mod.load_keys(history.paths.keys, history.journal_id)
+    before = load_trust(history.store).ring.entries[0].valid_from_micros
+    rotate(history)
+    forge_seal(history.store, stolen, [("human_approved", "run-y", {"b": 2})], sealed_at=before + 1 if backdated else None)
     findings = verify_store(history.store, public_keys=[history.verify_key]).findings
-    assert [(f.kind, f.segment) for f in findings if f.kind == "key_validity"] == [("key_validity", 4)]
+    assert [(f.kind, f.segment, f.object) for f in findings if f.kind == "key_validity"] == [
+        ("key_validity", 4, None), ("key_validity", None, layout.checkpoint("main", 5))]  # the manifest, the checkpoint
+    with pytest.raises(IntegrityError) as err:
+        list(Reader(history.store, public_keys=[history.verify_key]).replay("run-y"))
+    assert err.value.kind == "key_validity"
 
 
-def test_a_journal_without_history_cannot_rotate(history: History) -> None:
+def test_a_journal_without_history_cannot_be_written(history: History) -> None:
+    """Entry 0 is written at creation: a journal without it is damaged, never one without key checks."""
     path = history.paths.store / entry_name(0)
     make_writable(path)
     path.unlink()
-    with pytest.raises(ConfigError, match="key history"):
+    with pytest.raises(IntegrityError, match="no key history") as err:
         rotate(history)
+    assert err.value.kind == "key_history"
+    assert [f.kind for f in verify_store(history.store, public_keys=[history.verify_key]).findings][:1] == ["key_history"]
 
 
 # -- since and the retention horizon, from the command line -------------------------------------------------

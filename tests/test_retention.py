@@ -32,7 +32,6 @@ from wormjournal.retention.policy import (RETENTION_EXECUTION, RETENTION_STREAM,
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import verify_store
-from wormjournal.verify.proof import latest_checkpoint
 
 from conftest import make_writable
 
@@ -442,7 +441,7 @@ def test_expired_lists_objects_past_retention_and_not_held(locked: Locked, wj) -
 def test_after_expiry_verification_starts_at_the_horizon_and_the_audit_names_the_range(locked: Locked) -> None:
     store = locked.store()
     reader = Reader(store)
-    saved = latest_checkpoint(store, reader.identity.journal_id, "main", reader.trusted_keys)[1]
+    saved = reader.latest_checkpoint()[1]
     write_seals(store, locked.keys, locked.wal, [[("run-f", "acme")]])
     # A lifecycle rule deleted segment 0, its manifest and its index objects, all past retention.
     gone = [segment_name(locked, 0), layout.manifest("main", 0), layout.checkpoint("main", 1)]

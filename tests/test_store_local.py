@@ -105,6 +105,8 @@ def test_no_temp_file_is_left_behind_when_the_write_fails(
 
 
 def test_files_starting_with_a_dot_are_not_objects(root: Path) -> None:
+    """The writer's working files at the top (.wal, .locks) and a put in progress are not objects; any
+    other dot-named file is listed, so that verify reports it as a stray (FORMAT.md section 9)."""
     store = LocalStore(root)
     store.put("segments/s1", b"1")
     (root / ".wal").mkdir()
@@ -112,9 +114,11 @@ def test_files_starting_with_a_dot_are_not_objects(root: Path) -> None:
     (root / ".wal" / "sub").mkdir()
     (root / ".wal" / "sub" / "f").write_bytes(b"x")
     (root / ".lock").write_bytes(b"")
-    (root / "segments" / ".tmp-abc").write_bytes(b"partial")
+    (root / "segments" / f".tmp-{'ab' * 16}").write_bytes(b"partial")
     assert [o.name for o in store.list("")] == ["segments/s1"]
     assert [o.name for o in store.list("segments/")] == ["segments/s1"]
+    (root / "segments" / ".hidden").write_bytes(b"planted")
+    assert [o.name for o in store.list("segments/")] == ["segments/.hidden", "segments/s1"]
     assert list(store.list(".wal/")) == []
     assert list(store.list(".wal/sub/")) == []
     assert list(store.list(".")) == []

@@ -39,7 +39,7 @@ from wormjournal.storage import layout
 from wormjournal.verify import Finding, VerifyReport, verify_store
 from wormjournal.verify.proof import ProofError, check_proof, make_proof
 
-from conftest import BASE_TS, History, StorePaths, build_history, make_writable, overwrite, rewrite_parquet
+from conftest import BASE_TS, History, StorePaths, build_history, forge_seal, make_writable, overwrite, rewrite_parquet
 
 STREAM = "main"
 SEGMENTS = 5
@@ -391,11 +391,10 @@ def manifest_time_unparseable(h: History) -> None:
 
 
 def old_key_signs_after_rotation(h: History) -> None:
-    """The old key, stolen before the rotation, seals a segment after it."""
+    """The old key, stolen before the rotation, seals a segment after it (by hand: a writer refuses)."""
     stolen = stolen_key(h)
     rotate(h)
-    (h.paths.keys / h.journal_id / keys_mod.SIGNING_FILE).write_bytes(stolen.private_pem())
-    seal_one(h, "thief")
+    forge_seal(h.store, stolen, [("node_completed", "run-thief", {"i": i}) for i in range(3)])
 
 
 def rotated(h: History) -> None:
@@ -465,7 +464,7 @@ def proof_self_signed(h: History, since: bytes | None) -> list[Finding]:
     cp = dataclasses.replace(cp, root_hash=merkle.root_from_inclusion(
         merkle.leaf_hash(m.manifest_hash()), m.segment, cp.tree_size, p.checkpoint_path))
     forged = dataclasses.replace(p, event=event, manifest=m.sign(forger), checkpoint=cp.sign(forger),
-                                 key_history=(first_entry(h.journal_id, forger, 0),)).to_json()
+                                 key_history=(first_entry(h.journal_id, forger, 0, b"{}"),)).to_json()
     assert check_proof(forged, [forger.verify_key]).seq == 12  # the forgery is consistent in itself
     return _proof_findings(h, forged)
 
@@ -551,9 +550,10 @@ CASES = [
     Case("event_duplicated_and_resigned", event_duplicated_and_resigned,
          (F("seq_gap", segment=2, seq=seq_of(1, 8)), F("chain_link", segment=2, seq=seq_of(1, 8)))),
     Case("manifest_frontier_wrong", manifest_frontier_wrong, (F("manifest_frontier", segment=3),), exact=True),
-    Case("manifest_time_unparseable", manifest_time_unparseable, (F("key_validity", segment=4),), exact=True),
+    Case("manifest_time_unparseable", manifest_time_unparseable, (F("manifest_time", segment=4),), exact=True),
     # -- keys
-    Case("old_key_signs_after_rotation", old_key_signs_after_rotation, (F("key_validity", segment=SEGMENTS),), exact=True),
+    Case("old_key_signs_after_rotation", old_key_signs_after_rotation,
+         (F("key_validity", segment=SEGMENTS), F("key_validity", object=cp_name(SEGMENTS + 1))), exact=True),
     Case("key_history_entry_removed", key_history_entry_removed,
          (F("key_history", stream=None), F("manifest_signature", segment=SEGMENTS))),
     Case("key_history_entry_altered", key_history_entry_altered,

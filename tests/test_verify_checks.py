@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from wormjournal.trust import load_trust
 from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_hash, parse_ts
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
@@ -45,8 +46,9 @@ def seal_forged(tmp_path: Path, rows: list[dict]) -> LocalStore:
     store = LocalStore(store_dir)
     journal_id = read_identity(store).journal_id
     key, _ = load_keys(keys, journal_id)
-    state = sealer_mod.load_sealed_state(store, journal_id, "main", [key.verify_key])
-    sealer = sealer_mod.Sealer(store, state, lambda: key, trusted=[key.verify_key], row_group_rows=128, segment_max_events=1000)
+    ring = load_trust(store).ring
+    state = sealer_mod.load_sealed_state(store, journal_id, "main", ring)
+    sealer = sealer_mod.Sealer(store, state, lambda _segment: key, lambda: ring, row_group_rows=128, segment_max_events=1000)
     sealer.seal(chain(journal_id, rows))
     return store
 

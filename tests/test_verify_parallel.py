@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from wormjournal.trust import load_trust
 from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
@@ -219,8 +220,9 @@ def seal_links(tmp_path: Path, executions: list[str], links: list[int | None], p
         h = event_hash(prev, encode_fields(values))
         events.append(StoredEvent(*values, prev_hash=prev, hash=h))
         prev = h
-    state = sealer_mod.load_sealed_state(store, journal_id, "main", [key.verify_key])
-    sealer_mod.Sealer(store, state, lambda: key, trusted=[key.verify_key], row_group_rows=2,
+    ring = load_trust(store).ring
+    state = sealer_mod.load_sealed_state(store, journal_id, "main", ring)
+    sealer_mod.Sealer(store, state, lambda _segment: key, lambda: ring, row_group_rows=2,
                       segment_max_events=per_segment).seal(events)
     return store
 

@@ -38,7 +38,7 @@ from .storage import layout, open_store
 from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
-from .verify.proof import ProofError, check_proof, latest_checkpoint, make_proof
+from .verify.proof import ProofError, check_proof, make_proof
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 APPEND_BATCH = 1000
@@ -395,7 +395,7 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     reader = _reader(args)
-    _, note = latest_checkpoint(reader.store, reader.identity.journal_id, args.stream, reader.trusted_keys)
+    _, note = reader.latest_checkpoint()
     sys.stdout.buffer.write(note)
     sys.stdout.flush()
     return EXIT_OK

@@ -7,6 +7,8 @@ what to do next, shown by the CLI.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JournalError(Exception):
     """Base of every error raised by wormjournal."""
@@ -40,6 +42,13 @@ class ConfigError(JournalError):
     """The journal, its keys or its configuration are missing or inconsistent."""
 
 
+class KeyRetiredError(ConfigError):
+    """The signing key at hand was retired by a later entry of the journal's key history."""
+
+    hint = ("this key directory holds a key that a rotation retired (an old copy?); use the key directory "
+            "where `wormjournal rotate-key` ran, which holds the current signing key")
+
+
 class StorageError(JournalError):
     """Reading or writing the store or the write-ahead log failed."""
 
@@ -66,9 +75,15 @@ class IntegrityError(JournalError):
 
     hint = "run `wormjournal verify` for a full report; do not write to this stream until it is understood"
 
-    def __init__(self, message: str, *, hint: str | None = None, seq: int | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, seq: int | None = None, finding: Any = None) -> None:
         super().__init__(message, hint=hint)
         self.seq = seq
+        self.finding = finding  # the trust core's Finding, when a check of FORMAT.md section 10 raised it
+
+    @property
+    def kind(self) -> str | None:
+        """The finding's kind (as ``wormjournal verify`` names it), or None."""
+        return getattr(self.finding, "kind", None)
 
 
 class NotFoundError(StorageError):

@@ -27,14 +27,14 @@ import pyarrow.parquet as pq
 from ..errors import IntegrityError, NotFoundError
 from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
 from ..retention.keystore import KeyStore
-from ..segments.identity import read_identity
-from ..segments.manifest import Manifest
-from ..segments.keyhistory import load_history
-from ..segments.notes import NoteError, VerifyKey, open_note
+from ..segments.manifest import Checkpoint, Manifest
+from ..segments.notes import VerifyKey
 from ..segments.partial import SegmentFile
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
+from ..trust import (KeyRing, ManifestChain, Sink, check_checkpoint_root, check_complete, check_names, load_trust, open_checkpoint,
+                     open_manifest)
 from . import build, state
 from .catalog import Catalog, IndexDamaged
 from .model import Event, ExecutionSummary, ResumePoint
@@ -86,27 +86,38 @@ class Reader:
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
         self.stream = stream
-        self.identity = read_identity(self.store)
-        if public_keys is None:
-            from ..verify.verifier import load_store_keys
-
-            public_keys = load_store_keys(self.store, self.identity)
-        self._keys = [VerifyKey(self.identity.key_name, k.public) for k in public_keys]
-        # Keys that followed a trusted key in the signed key history are trusted too (FORMAT.md 6.1).
-        known = {k.key_id for k in self._keys}
-        self._keys += [k for k in load_history(self.store, self.identity.journal_id, self.identity.key_name,
-                                               self._keys).keys(self.identity.key_name) if k.key_id not in known]
+        # The key ring and every manifest and checkpoint go through the trust core, raising at the first
+        # broken promise: what `wormjournal verify` would report about them, a read refuses.
+        self._trust = load_trust(self.store, public_keys)
+        self._sink = Sink(collect=False)
+        for kind, problem in self._trust.ring.all_problems():
+            self._sink(kind, problem)
+        self.identity = self._trust.identity
+        self._keys = self._trust.keys()
         if not self._keys:
-            raise IntegrityError("no public key to verify with")
+            raise IntegrityError("no trusted public key to verify with")
         self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
         self._data_key = keystore.data_key if keystore is not None else None
-        self._manifests: dict[int, Manifest] = {}
+        self._chain = ManifestChain(self.identity.journal_id, stream, self._sink)
+        self._checkpoints: dict[str, tuple[Checkpoint, bytes]] = {}  # checked, by name (in name order)
         self._files: OrderedDict[int, SegmentFile] = OrderedDict()
         self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
         self._cache_segments = cache_segments
         self._segment_count = 0
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first), self._scan_segment)
+
+    @property
+    def key_ring(self) -> KeyRing:
+        """The journal's key history as the trust core accepted it."""
+        return self._trust.ring
+
+    def latest_checkpoint(self) -> tuple[Checkpoint, bytes]:
+        """The stream's newest checkpoint (checked) and its note. Raises NotFoundError when there is none."""
+        self.refresh()
+        if not self._checkpoints:
+            raise NotFoundError(f"stream {self.stream} has no checkpoint yet (seal first)")
+        return self._checkpoints[max(self._checkpoints)]
 
     @property
     def trusted_keys(self) -> list[VerifyKey]:
@@ -121,30 +132,46 @@ class Reader:
     # -- sealed segments ---------------------------------------------------------------
 
     def refresh(self) -> int:
-        """The number of sealed segments now (one listing of the manifests)."""
-        numbers = [p[2] for info in self.store.list(layout.manifests_prefix(self.stream))
-                   if (p := layout.parse_numbered(info.name)) is not None]
-        count = len(numbers)
-        if numbers and max(numbers) != count - 1:
-            raise IntegrityError(f"stream {self.stream}: manifests are not numbered 0..{count - 1} (one was removed)")
-        self._segment_count = count
-        return count
+        """The number of sealed segments now, every manifest and checkpoint checked by the trust core
+        (new ones only: they are write-once). Raises IntegrityError."""
+        # Checkpoints are listed before manifests: a seal stores a checkpoint after its manifests,
+        # so every checkpoint listed here covers manifests that the listing below will show.
+        checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
+        manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
+        check_names(checkpoints + manifests, self._sink)
+        for name in manifests:
+            n = layout.parse_numbered(name)[2]  # type: ignore[index]  # check_names passed it
+            if n < self._chain.size:
+                continue
+            m = open_manifest(self.store.get(name), name, n, journal_id=self.identity.journal_id, stream=self.stream,
+                              ring=self._trust.ring, sink=self._sink)
+            self._chain.add(n, m)
+        if len(manifests) < self._chain.size:
+            self._sink("manifest_missing", f"the stream had {self._chain.size} manifests, the store now lists "
+                       f"{len(manifests)} (removed)", stream=self.stream)
+        for name in checkpoints:  # each checked once (write-once): steps 9 and 10, as verify runs them
+            if name in self._checkpoints:
+                continue
+            note = self.store.get(name)
+            cp = open_checkpoint(note, name, journal_id=self.identity.journal_id, stream=self.stream,
+                                 ring=self._trust.ring, sink=self._sink)
+            assert cp is not None  # the sink raised otherwise
+            check_checkpoint_root(cp, name, self._chain)
+            self._checkpoints[name] = (cp, note)
+        if self._chain.size and not self._checkpoints:
+            check_complete(None, self._chain)
+        # Manifests after the newest checkpoint are those of a seal in progress (or of a writer that died
+        # before its checkpoint, which it writes on reopen): signed and linked, they are read like the rest.
+        self._segment_count = self._chain.size
+        return self._segment_count
 
     def manifest(self, n: int) -> Manifest:
-        """Segment ``n``'s manifest, signature-checked (cached: manifests are write-once)."""
-        m = self._manifests.get(n)
+        """Segment ``n``'s manifest, checked by the trust core with every one before it."""
+        if n >= self._chain.size:
+            self.refresh()
+        m = self._chain.manifests.get(n)
         if m is None:
-            name = layout.manifest(self.stream, n)
-            try:
-                text, key = open_note(self.store.get(name), self._keys)
-                m = Manifest.parse(text)
-            except NoteError as e:
-                raise IntegrityError(f"manifest {name} does not verify: {e}") from e
-            except NotFoundError as e:
-                raise IntegrityError(f"manifest {name} is missing") from e
-            if (m.journal, m.stream, m.segment, m.key_id) != (self.identity.journal_id, self.stream, n, key.key_id):
-                raise IntegrityError(f"manifest {name} names another journal, stream, segment or key")
-            self._manifests[n] = m
+            raise IntegrityError(f"stream {self.stream} has no segment {n}")
         return m
 
     def _segment_file(self, n: int) -> SegmentFile:
@@ -402,7 +429,9 @@ class Reader:
              until: dt.datetime | None = None, execution_id: str | None = None, limit: int | None = None) -> list[Event]:
         """Events by type and/or time range ``[since, until)``, in seq order, each verified.
 
-        Segments outside the dates are skipped by name, row groups by their statistics.
+        Segments outside the dates are skipped by their object names, which the manifests sign. Every
+        row group of the others is read: nothing a signature does not cover (Parquet statistics, bloom
+        filters) decides what is left out.
         """
         self.refresh()
         lo = None if since is None else datetime_to_micros(since)
@@ -419,7 +448,7 @@ class Reader:
             if date is not None and not _date_overlaps(date[1], lo, hi):
                 continue
             f = self._segment_file(n)
-            for j in _row_groups(f, event_type, lo, hi):
+            for j in range(f.groups):
                 start = j * f.block
                 count = min(f.block, m.events - start)
                 out.extend(self._event(e, n) for e in table_to_events(f.read_rows(start, count)) if wanted(e))
@@ -471,24 +500,3 @@ def _date_overlaps(date: str, lo: int | None, hi: int | None) -> bool:
     start = datetime_to_micros(dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC))
     end = start + 86_400_000_000
     return (lo is None or end > lo) and (hi is None or start < hi)
-
-
-def _row_groups(f: SegmentFile, event_type: str | None, lo: int | None, hi: int | None) -> list[int]:
-    """Row groups whose statistics do not rule the filters out."""
-    md = f._pf.metadata  # noqa: SLF001 - the footer is the segment file's own
-    schema = f._pf.schema_arrow  # noqa: SLF001
-    type_col, ts_col = schema.get_field_index("event_type"), schema.get_field_index("ts")
-    out = []
-    for j in range(md.num_row_groups):
-        rg = md.row_group(j)
-        st = rg.column(type_col).statistics
-        if event_type is not None and st is not None and st.has_min_max and not st.min <= event_type <= st.max:
-            continue
-        ts = rg.column(ts_col).statistics
-        if ts is not None and ts.has_min_max:
-            tmin, tmax = datetime_to_micros(ts.min), datetime_to_micros(ts.max)
-            if (lo is not None and tmax < lo) or (hi is not None and tmin >= hi):
-                continue
-        out.append(j)
-    return out
-

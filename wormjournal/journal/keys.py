@@ -13,19 +13,20 @@ from typing import Any
 
 from ..errors import ConfigError, ConflictError
 from ..events import format_ts, now_micros
-from ..segments.keyhistory import KeyEntry, entry_name, load_history
+from ..segments.keyhistory import KeyEntry, entry_name, identity_hash
 from ..segments.notes import SigningKey, raw_public, split_note
 from ..storage import layout
 from ..storage.base import Store
 from ..storage.local import LocalStore
+from ..trust import load_trust
+from ..trust.load import key_name
+from .lock import signing_lock
+
+__all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "rotate_signing_key",
+           "stream_positions"]
 
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
-
-
-def key_name(journal_id: str) -> str:
-    """The signed-note key name of a journal's signing keys."""
-    return f"wormjournal/{journal_id}"
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -97,31 +98,51 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def stream_positions(store: Store) -> dict[str, int]:
+    """Each stream's number of sealed segments (manifests), as the store lists them now."""
+    out: dict[str, int] = {}
+    for info in store.list(layout.MANIFESTS_PREFIX):
+        parsed = layout.parse_numbered(info.name)
+        if parsed is not None and layout.is_valid_stream(parsed[1]):
+            out[parsed[1]] = max(out.get(parsed[1], 0), parsed[2] + 1)
+    return out
+
+
 def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: SigningKey) -> SigningKey:
     """Replace the signing key: the new key's history entry is signed by the key it retires and by
     itself, the old private key is then gone, and the entry and public key are stored.
 
+    The entry fixes, for every stream with segments, the segment from which the new key signs (its
+    number of segments now): the retired key can never sign after it, whatever clock it claims.
+    Writers of this key directory hold the signing lock while they seal, so none signs across it.
     Crash-safe: a rotation interrupted at any step is finished (or dropped, before the entry
     was signed) by ``finish_rotation``, which every writer runs when it opens the journal.
     """
     directory = key_dir / journal_id
-    finish_rotation(key_dir, store, journal_id)
-    history = load_history(store, journal_id, key_name(journal_id), None)
-    if history.problems or not history.entries:
-        raise ConfigError(f"the journal's key history cannot be extended: {'; '.join(history.problems) or 'it has no entry'}",
-                          hint="verify the journal first; a journal created before key histories cannot rotate keys")
-    last = history.entries[-1]
-    if last.key_id != current.verify_key.key_id:
-        raise ConfigError(f"the signing key in {directory} is not the journal's current key {last.key_id}")
-    new = SigningKey.generate(key_name(journal_id))
-    valid_from = max(now_micros(), last.valid_from_micros + 1)
-    entry = KeyEntry(journal_id, last.entry + 1, raw_public(new.verify_key.public), format_ts(valid_from), last.entry_hash())
-    _write_secret(directory / NEXT_FILE, new.private_pem())
-    _write_secret(directory / PENDING_FILE, entry.sign([current, new]))  # the old key's last use
-    _fsync_dir(directory)
-    os.replace(directory / NEXT_FILE, directory / SIGNING_FILE)  # the old private key is gone from here on
-    _fsync_dir(directory)
-    finish_rotation(key_dir, store, journal_id)
+    with signing_lock(directory, exclusive=True):
+        finish_rotation(key_dir, store, journal_id)
+        trust = load_trust(store)
+        ring = trust.ring
+        if not ring.ok or not ring.entries:
+            problems = "; ".join(p for _, p in ring.all_problems()) or "it has no entry"
+            raise ConfigError(f"the journal's key history cannot be extended: {problems}",
+                              hint="run `wormjournal verify` first")
+        last = ring.entries[-1]
+        if last.key_id != current.verify_key.key_id:
+            raise ConfigError(f"the signing key in {directory} is not the journal's current key {last.key_id}")
+        positions = dict(last.cutovers or {})
+        positions.update(stream_positions(store))
+        identity = last.identity or identity_hash(store.get(layout.JOURNAL_OBJECT))
+        new = SigningKey.generate(key_name(journal_id))
+        valid_from = max(now_micros(), last.valid_from_micros + 1)
+        entry = KeyEntry(journal_id, last.entry + 1, raw_public(new.verify_key.public), format_ts(valid_from),
+                         last.entry_hash(), identity, positions)
+        _write_secret(directory / NEXT_FILE, new.private_pem())
+        _write_secret(directory / PENDING_FILE, entry.sign([current, new]))  # the old key's last use
+        _fsync_dir(directory)
+        os.replace(directory / NEXT_FILE, directory / SIGNING_FILE)  # the old private key is gone from here on
+        _fsync_dir(directory)
+        finish_rotation(key_dir, store, journal_id)
     return new
 
 

@@ -7,8 +7,10 @@ releases the lock when the holder dies (kill -9 included).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import LockedError, StorageError
@@ -43,3 +45,22 @@ class StreamLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+@contextlib.contextmanager
+def signing_lock(directory: Path | None, *, exclusive: bool) -> Iterator[None]:
+    """The key directory's signing lock: writers hold it shared while they sign a seal, a rotation
+    exclusively while it fixes each stream's cutover and swaps the key, so no writer on this machine
+    signs across a cutover with the retired key. No-op without a key directory."""
+    if directory is None:
+        yield
+        return
+    try:
+        fd = os.open(directory / "sign.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StorageError(f"cannot open the signing lock in {directory}: {e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)

@@ -7,7 +7,6 @@ by an interrupted seal is adopted when its rows are exactly the WAL's records.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -16,10 +15,11 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ConflictError, IntegrityError, JournalError
-from ..events import StoredEvent, format_ts, genesis_hash, now_micros
-from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..events import StoredEvent, format_ts, now_micros
 from ..segments import merkle
-from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
+from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.notes import SigningKey
+from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 from ..index import build as index_build
 from ..index.catalog import IndexFile, IndexObject
 from ..retention.policy import PolicySet, load_policy
@@ -38,69 +38,30 @@ def _step(name: str) -> None:
         crash_hook(name)
 
 
-@dataclasses.dataclass
-class SealedState:
-    """What the store holds of one stream: enough to continue its chain."""
-
-    journal_id: str
-    stream: str
-    manifest_hashes: list[bytes]
-    last: Manifest | None
-
-    @property
-    def next_seq(self) -> int:
-        return 0 if self.last is None else self.last.last_seq + 1
-
-    @property
-    def last_hash(self) -> bytes:
-        return genesis_hash(self.journal_id, self.stream) if self.last is None else self.last.last_hash
-
-    @property
-    def next_segment(self) -> int:
-        return len(self.manifest_hashes)
-
-    @property
-    def frontier(self) -> list[bytes]:
-        """The checkpoint tree over every sealed segment, as its frontier (FORMAT.md, section 4)."""
-        return [] if self.last is None else self.last.tree_after()
-
-
-def load_sealed_state(store: Store, journal_id: str, stream: str, keys: Sequence[VerifyKey]) -> SealedState:
-    """Read and link-check the stream's manifests (signed by the keys of our key history)."""
-    state = SealedState(journal_id, stream, [], None)
-    for info in store.list(layout.manifests_prefix(stream)):
-        parsed = layout.parse_numbered(info.name)
-        if parsed is None:
-            continue
-        n = parsed[2]
-        try:
-            text, _ = open_note(store.get(info.name), list(keys))
-            m = Manifest.parse(text)
-        except NoteError as e:
-            raise IntegrityError(f"manifest {info.name}: {e}") from e
-        prev_hash = state.manifest_hashes[-1] if state.manifest_hashes else ZERO_HASH
-        if (n != state.next_segment or m.segment != n or m.prev_manifest != prev_hash or m.first_seq != state.next_seq
-                or list(m.frontier) != state.frontier):
-            raise IntegrityError(f"manifest {info.name} does not continue the stream's chain of manifests")
-        state.manifest_hashes.append(m.manifest_hash())
-        state.last = m
-    return state
+def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing) -> ManifestChain:
+    """The stream's manifests, walked by the trust core (raising at the first broken promise):
+    enough to continue its chain."""
+    chain = ManifestChain(journal_id, stream, Sink(collect=False))
+    names = [info.name for info in store.list(layout.manifests_prefix(stream))]
+    check_names(names, chain.sink)
+    for name in names:
+        n = layout.parse_numbered(name)[2]  # type: ignore[index]  # check_names passed it
+        chain.add(n, open_manifest(store.get(name), name, n, journal_id=journal_id, stream=stream, ring=ring,
+                                   sink=chain.sink))
+    return chain
 
 
 class Sealer:
-    def __init__(self, store: Store, state: SealedState, key: Callable[[], SigningKey], *, trusted: Sequence[VerifyKey],
-                 row_group_rows: int, segment_max_events: int) -> None:
+    def __init__(self, store: Store, state: ManifestChain, key: Callable[[int], SigningKey],
+                 ring: Callable[[], KeyRing], *, row_group_rows: int, segment_max_events: int) -> None:
         self.store = store
         self.state = state
-        self._key_source = key  # asked before each signature: another process may have rotated the key
-        self.trusted = list(trusted)
+        # Asked before each signature, with the segment it signs: another process may have rotated the key.
+        self._key_for = key
+        self._ring = ring
         self.row_group_rows = row_group_rows
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
-
-    @property
-    def key(self) -> SigningKey:
-        return self._key_source()
 
     def _chunk_end(self, events: Sequence[StoredEvent], start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -127,7 +88,7 @@ class Sealer:
     def seal(self, events: Sequence[StoredEvent]) -> list[Manifest]:
         """Seal ``events`` (contiguous, starting at the state's next seq) and write a checkpoint."""
         if not events:
-            if self._checkpoint_size != self.state.next_segment:
+            if self._checkpoint_size != self.state.size:
                 self.write_checkpoint()  # the last seal failed at its checkpoint
             return []
         st = self.state
@@ -140,7 +101,7 @@ class Sealer:
         policies = self._policies()
         pos = 0
         while pos < len(events):
-            segment = st.next_segment
+            segment = st.size
             end = self._chunk_end(events, pos)
             name = layout.segment(st.stream, utc_date(events[pos].ts), segment)
             def build(stop: int) -> tuple[bytes, Any, bytes]:
@@ -165,7 +126,7 @@ class Sealer:
                 table=table.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
             )
             _step("index_stored")
-            key = self.key
+            key = self._key_for(segment)
             m = Manifest(
                 journal=st.journal_id,
                 stream=st.stream,
@@ -180,7 +141,7 @@ class Sealer:
                 object_size=len(data),
                 object_sha256=sha256,
                 object_version=version or NO_VERSION,
-                prev_manifest=st.manifest_hashes[-1] if st.manifest_hashes else ZERO_HASH,
+                prev_manifest=st.hashes[-1] if st.size else ZERO_HASH,
                 frontier=tuple(st.frontier),
                 key_id=key.verify_key.key_id,
                 time=format_ts(now_micros()),
@@ -188,8 +149,7 @@ class Sealer:
             )
             locked.put(layout.manifest(st.stream, segment), m.sign(key))
             _step("manifest_stored")
-            st.manifest_hashes.append(m.manifest_hash())
-            st.last = m
+            st.add(segment, m)
             manifests.append(m)
             pos = end
         self.write_checkpoint(policies)
@@ -200,15 +160,15 @@ class Sealer:
         """The rows of an index object an earlier seal wrote, checked against the root its manifest
         signs (a run merges them and is signed anew: it must not launder altered rows)."""
         name = layout.index_object(self.state.stream, kind, first, last)
+        m = self.state.manifests.get(last)  # checked by the trust core when the stream was opened or sealed
+        root = m.index_root(kind, first) if m is not None else None
         try:
-            text, _ = open_note(self.store.get(layout.manifest(self.state.stream, last)), self.trusted)
-            root = Manifest.parse(text).index_root(kind, first)
             info = self.store.head(name)
             if root is None or info is None:
                 return None
             obj = IndexObject(name, info.size, first, last)
             return IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).all()
-        except (JournalError, NoteError) as e:
+        except JournalError as e:
             log.warning("index object %s cannot be used for a run: %s", name, e)
             return None
 
@@ -234,20 +194,18 @@ class Sealer:
         A checkpoint vouches for every segment, so it is kept as long as the strongest policy.
         """
         st = self.state
-        if not st.manifest_hashes:
+        if not st.size:
             return
         if policies is None:
             policies = self._policies()
-        cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.next_segment, merkle.frontier_root(st.frontier))
+        cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.size, merkle.frontier_root(st.frontier))
         name = layout.checkpoint(st.stream, cp.tree_size)
         try:
-            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self.key))
+            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self._key_for(st.size)))  # the newest key: it may sign any checkpoint
         except ConflictError:
             # Stored before, maybe under a key since rotated: the same checkpoint is fine, any other is not.
-            try:
-                stored = Checkpoint.parse(open_note(self.store.get(name), self.trusted)[0])
-            except NoteError as e:
-                raise IntegrityError(f"{name} exists and does not verify: {e}") from e
+            stored = open_checkpoint(self.store.get(name), name, journal_id=st.journal_id, stream=st.stream,
+                                     ring=self._ring(), sink=Sink(collect=False))
             if stored != cp:
                 raise IntegrityError(f"{name} exists and commits to other manifests") from None
         self._checkpoint_size = cp.tree_size

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, IntegrityError, JournalError, ValidationError
+from ..errors import ConfigError, IntegrityError, JournalError, KeyRetiredError, ValidationError
 from ..events import (RESERVED_EVENT_TYPES, EventInput, encode_fields, event_hash, now_micros, pseudonymize, uuid7,
                       validate_event)
 from .. import payload as payloads
@@ -39,9 +39,10 @@ from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
 from . import wal as walmod
 from .config import JournalConfig
-from ..segments.keyhistory import entry_name, first_entry, load_history
+from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
+from ..trust import KeyRing, Sink, load_trust
 from .keys import SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, rotate_signing_key
-from .lock import StreamLock
+from .lock import StreamLock, signing_lock
 from .sealer import Sealer, load_sealed_state
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ class Journal:
             retention_days=policy.days if policy else None,
         )
         st.put(layout.public_key(signing.verify_key.key_id), signing.verify_key.pem())
-        st.put(entry_name(0), first_entry(journal_id, signing, now_micros()))
+        st.put(entry_name(0), first_entry(journal_id, signing, now_micros(), identity.encode()))  # pins journal.json
         st.put(layout.JOURNAL_OBJECT, identity.encode())
         return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path)
 
@@ -201,17 +202,20 @@ class Journal:
         """
         st = open_store(store)
         identity = read_identity(st)
-        if isinstance(st, LockingStore):
-            st = st.with_retention(identity.retention_policy())
         key_path = Path(key_dir)
         check_outside(key_path, st)
         finish_rotation(key_path, st, identity.journal_id)  # a key rotation a crash interrupted
+        # Nothing unsigned steers the writer: journal.json (and the retention it names) must be the
+        # one the key history pins, and the history must verify.
+        ring = _checked_ring(st)
+        if isinstance(st, LockingStore):
+            st = st.with_retention(identity.retention_policy())
         signing, pseudonym = load_keys(key_path, identity.journal_id)
-        if st.head(layout.public_key(signing.verify_key.key_id)) is None:
+        if ring.entry_of(signing.verify_key.key_id) is None:
             # Refuse before writing: events sealed with a foreign key would never verify.
             raise ConfigError(
                 f"the signing key in {key_path / identity.journal_id} (key id {signing.verify_key.key_id}) "
-                f"is not one of the journal's public keys in {st.url}",
+                f"is not a key of the journal's key history in {st.url}",
                 hint="pass the --key-dir (or WORMJOURNAL_KEY_DIR) used at `wormjournal init`",
             )
         keystore = KeyStore.open(key_path / identity.journal_id / DATAKEYS_DIR, identity.journal_id, pseudonym, kek)
@@ -255,16 +259,38 @@ class Journal:
         if stat is not None and stat != self._key_stat:
             self._key = load_keys(self._key_dir, self.journal_id)[0]  # type: ignore[arg-type]
             self._key_stat = stat
-            if hasattr(self, "_sealer"):
-                self._sealer.trusted.append(self._key.verify_key)
         return self._key
 
+    def _key_ring(self) -> KeyRing:
+        """The journal's key history, checked; re-read when another process added an entry."""
+        names = [o.name for o in self.store.list(HISTORY_PREFIX)]
+        cached = getattr(self, "_ring", None)
+        if cached is None or names != self._ring_names:
+            self._ring, self._ring_names = _checked_ring(self.store), names
+        return self._ring
+
+    def _key_for(self, segment: int) -> SigningKey:
+        """The key that signs segment ``segment`` of this stream (FORMAT.md 6.1): ours, unless a rotation
+        retired it at or before that segment. Raises KeyRetiredError then, ConfigError for a foreign key."""
+        key = self._current_key()
+        ring = self._key_ring()
+        valid = ring.valid_entry(self.stream, segment)
+        mine = ring.entry_of(key.verify_key.key_id)
+        if mine == valid:
+            return key
+        if mine is not None and mine < valid:
+            raise KeyRetiredError(f"the signing key {key.verify_key.key_id} was retired by key history entry {valid}: "
+                                  f"it may not sign segment {segment} of stream {self.stream}")
+        raise ConfigError(f"the signing key {key.verify_key.key_id} does not sign segment {segment} of stream "
+                          f"{self.stream} (key history entry {valid} does)")
+
+    def _signing(self) -> Any:
+        """Held (shared) while a seal signs: a rotation in this key directory waits for it."""
+        return signing_lock(self._key_dir / self.journal_id if self._key_dir is not None else None, exclusive=False)
+
     def trusted_keys(self) -> list[VerifyKey]:
-        """Every key of the journal's key history (with the current key): what its own reads trust."""
-        name = key_name(self.journal_id)
-        keys = load_history(self.store, self.journal_id, name, None).keys(name)
-        current = self._current_key().verify_key
-        return keys if any(k.key_id == current.key_id for k in keys) else [*keys, current]
+        """Every key of the journal's key history: what its own reads trust."""
+        return self._key_ring().keys()
 
     def rotate_key(self) -> VerifyKey:
         """Replace the signing key (FORMAT.md 6.1). Old segments keep verifying with the old public key;
@@ -274,19 +300,21 @@ class Journal:
         with self._seal_lock:
             self._key = rotate_signing_key(self._key_dir, self.store, self.journal_id, self._current_key())
             self._key_stat = self._signing_file_stat()
+            self._ring = _checked_ring(self.store)
         log.info("rotated the signing key of journal %s to key %s", self.journal_id, self._key.verify_key.key_id)
         return self._key.verify_key
 
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> None:
-        trusted = self.trusted_keys()
-        state = load_sealed_state(self.store, self.journal_id, self.stream, trusted)
+        state = load_sealed_state(self.store, self.journal_id, self.stream, self._key_ring())
+        self._key_for(state.size)  # refuse a retired key before anything is appended
         self._sealer = Sealer(
-            self.store, state, self._current_key, trusted=trusted,
+            self.store, state, self._key_for, self._key_ring,
             row_group_rows=self.config.row_group_rows, segment_max_events=self.config.segment_max_events,
         )
-        self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint
+        with self._signing():
+            self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint
         for tmp in self._wal_dir.glob("*.wal.tmp"):
             tmp.unlink()  # a WAL file whose creation never completed held no event
         files = walmod.list_wal_files(self._wal_dir)
@@ -338,7 +366,7 @@ class Journal:
         heads: dict[str, int] = {}
         for info in self.store.list(layout.stream_segments_prefix(self.stream)):
             parsed = layout.parse_segment(info.name)
-            if parsed is None or parsed[2] >= self._sealer.state.next_segment:
+            if parsed is None or parsed[2] >= self._sealer.state.size:
                 continue  # an orphan from an interrupted seal is not sealed yet
             # Ranged reads: the footer and two column chunks, not the whole segment.
             table = pq.ParquetFile(ObjectFile(self.store, info.name, info.size)).read(columns=["execution_id", "seq"])
@@ -481,7 +509,8 @@ class Journal:
                 active = self._wal.path
             frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
             events = self._unsealed_events(frozen)
-            manifests = self._sealer.seal(events)
+            with self._signing():
+                manifests = self._sealer.seal(events)
             for path in frozen:
                 path.unlink()
             if frozen:
@@ -517,7 +546,7 @@ class Journal:
             affected = count_key_uses(self.store, key_ids, unsealed, progress)
             receipt = make_receipt(scope, destroyed.scope_ref, pending, affected, self.keystore.provider.name, reason)
             event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
-                     "payload": receipt_payload(receipt, self._current_key()), "key_scope": "none"}
+                     "payload": receipt_payload(receipt, self._key_for(self._sealer.state.size)), "key_scope": "none"}
             seq = self._append([event], internal=True)[0]
             self.keystore.record_receipt(key_ids, seq)
             log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", scope, destroyed.scope_ref,
@@ -598,3 +627,12 @@ class Journal:
         for lock in self._stream_locks:
             lock.release()
 
+
+def _checked_ring(store: Store) -> KeyRing:
+    """The journal's key history and journal.json as the trust core checks them; raises IntegrityError
+    at the first problem (a writer never signs on top of a history it cannot verify)."""
+    ring = load_trust(store).ring
+    sink = Sink(collect=False)
+    for kind, problem in ring.all_problems():
+        sink(kind, problem)
+    return ring

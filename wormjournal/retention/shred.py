@@ -9,18 +9,14 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IntegrityError
-from ..events import canonical_json
-from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
+from ..segments.notes import SigningKey
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
+from ..trust.receipts import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, receipt_text
 
-RECEIPT_TYPE = "erasure_receipt"
-RECEIPT_EXECUTION = "wormjournal-erasures"
-RECEIPT_HEADER = "wormjournal/erasure-receipt/v1"
-_RECEIPT_KEYS = {"scope", "scope_ref", "key_ids", "destroyed_at", "events_affected", "provider",
-                 "deletion_references", "reason"}
+__all__ = ["RECEIPT_EXECUTION", "RECEIPT_TYPE", "ErasureReceipt", "check_receipt", "count_key_uses", "key_use_counts",
+           "make_receipt", "receipt_payload", "receipt_text"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,29 +43,9 @@ def make_receipt(scope: str, scope_ref: str, destroyed: Sequence[Any], events_af
     }
 
 
-def receipt_text(receipt: dict[str, Any]) -> str:
-    return f"{RECEIPT_HEADER}\n{canonical_json(receipt).decode()}\n"
-
-
 def receipt_payload(receipt: dict[str, Any], key: SigningKey) -> dict[str, Any]:
     """The payload of an erasure_receipt event: the receipt and a signed note of it."""
     return {"receipt": receipt, "note": key.sign_note(receipt_text(receipt)).decode()}
-
-
-def check_receipt(payload: Any, keys: Sequence[VerifyKey]) -> dict[str, Any]:
-    """The receipt of an erasure_receipt payload, its note checked. Raises IntegrityError."""
-    if not isinstance(payload, dict) or set(payload) != {"receipt", "note"}:
-        raise IntegrityError("an erasure receipt's payload is not {receipt, note}")
-    receipt = payload["receipt"]
-    if not isinstance(receipt, dict) or set(receipt) != _RECEIPT_KEYS or not isinstance(receipt["key_ids"], list):
-        raise IntegrityError("an erasure receipt does not have the fields of FORMAT.md section 3.2")
-    try:
-        text, _ = open_note(str(payload["note"]).encode(), list(keys))
-    except NoteError as e:
-        raise IntegrityError(f"an erasure receipt's signature does not verify: {e}") from e
-    if text != receipt_text(receipt):
-        raise IntegrityError("an erasure receipt's signed note is not of the receipt beside it")
-    return receipt
 
 
 def key_use_counts(store: ObjectReader, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:

@@ -192,8 +192,8 @@ class Checkpoint:
     @classmethod
     def parse(cls, text: str) -> Checkpoint:
         lines = text.split("\n")
-        if len(lines) < 4 or lines[-1] != "":
-            raise NoteError("checkpoint needs origin, tree size and root hash lines")
+        if len(lines) != 4 or lines[-1] != "":  # wormjournal writes no extension line: one is a forgery's
+            raise NoteError("a checkpoint is exactly an origin, a tree size and a root hash line")
         origin, size, root = lines[0], lines[1], lines[2]
         if not size.isascii() or not size.isdigit() or (size != "0" and size.startswith("0")) or len(size) > 20:
             raise NoteError(f"checkpoint tree size {size[:24]!r} is not a decimal")
@@ -204,7 +204,7 @@ class Checkpoint:
         if len(root_hash) != 32:
             raise NoteError("checkpoint root hash is not 32 bytes")
         cp = cls(origin, int(size), root_hash)
-        if "\n".join(lines[:3]) + "\n" != cp.text():  # extension lines may follow
+        if text != cp.text():
             raise NoteError("checkpoint is not in canonical form")
         return cp
 

@@ -11,12 +11,13 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import ConfigError
+from ..errors import ConfigError, JournalError
 
 SIG_PREFIX = "\u2014 "
 ALG_ED25519 = b"\x01"
@@ -105,7 +106,7 @@ class SigningKey:
         return cls(name, key)
 
 
-class NoteError(ValueError):
+class NoteError(JournalError, ValueError):
     """A note that does not parse or whose signature does not verify."""
 
 
@@ -168,3 +169,18 @@ def open_note(data: bytes, keys: list[VerifyKey]) -> tuple[str, VerifyKey]:
         return text, signer
     names = ", ".join(f"{s.name}+{s.key_hash.hex()}" for s in sigs)
     raise NoteError(f"not signed by a trusted key (signed by {names})")
+
+
+def signers(note: bytes, keys: Sequence[VerifyKey]) -> set[str]:
+    """Key ids of ``keys`` whose signature on the note verifies (a bad signature is simply not a signer)."""
+    text, sigs = split_note(note)
+    out = set()
+    for sig in sigs:
+        for k in keys:
+            if (sig.name, sig.key_hash) == (k.name, k.note_hash):
+                try:
+                    k.public.verify(sig.signature, text.encode())
+                    out.add(k.key_id)
+                except InvalidSignature:
+                    pass
+    return out

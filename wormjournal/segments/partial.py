@@ -12,12 +12,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import IntegrityError, JournalError
+from ..errors import IntegrityError, JournalError, NotFoundError
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
 from . import merkle
 from .manifest import Manifest
-from .table import BLOCK_ROOTS_KEY, BLOCK_ROWS_KEY, FORMAT_VERSION, SCHEMA, decode_block_roots, row_hashes
+from .table import (BLOCK_ROOTS_KEY, BLOCK_ROWS_KEY, FORMAT_VERSION, SCHEMA, block_layout_problem, decode_block_roots,
+                    row_hashes)
 
 
 class SegmentFile:
@@ -35,6 +36,8 @@ class SegmentFile:
             meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
             block = int(meta[BLOCK_ROWS_KEY])
             roots = decode_block_roots(meta[BLOCK_ROOTS_KEY])
+        except NotFoundError as e:  # its manifest signs it: a missing object is a broken promise, not absence
+            raise IntegrityError(f"{where} is missing (its manifest signs it)") from e
         except JournalError:
             raise
         except Exception as e:  # a torn or foreign file: pyarrow's errors are not typed for us
@@ -48,12 +51,17 @@ class SegmentFile:
         if any(meta.get(k) != v for k, v in expected.items()) or self._pf.schema_arrow.remove_metadata() != SCHEMA:
             raise IntegrityError(f"{where}: its metadata or schema is not this journal's segment")
         md = self._pf.metadata
-        sizes = [md.row_group(j).num_rows for j in range(md.num_row_groups)]
-        aligned = all(n == block for n in sizes[:-1]) and (not sizes or 0 < sizes[-1] <= block)
-        if not aligned or len(roots) != len(sizes) or sum(sizes) != manifest.events:
-            raise IntegrityError(f"{where}: its row groups are not its Merkle blocks, or do not hold {manifest.events} rows")
+        problem = block_layout_problem([md.row_group(j).num_rows for j in range(md.num_row_groups)], block, len(roots),
+                                       manifest.events)
+        if problem is not None:
+            raise IntegrityError(f"{where}: its row groups are not its Merkle blocks: {problem}")
         self.block = block
         self._roots = roots
+
+    @property
+    def groups(self) -> int:
+        """Its row groups, each one Merkle block."""
+        return len(self._roots)
 
     def read_rows(self, start: int, count: int, columns: list[str] | None = None) -> pa.Table:
         """Rows ``start .. start+count-1`` (storage order), each authenticated; raises IntegrityError."""

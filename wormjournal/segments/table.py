@@ -79,6 +79,22 @@ def decode_block_roots(text: str) -> list[bytes]:
     return [raw[i : i + 32] for i in range(0, len(raw), 32)]
 
 
+def block_layout_problem(row_group_rows: Sequence[int], block: int, roots: int, events: int) -> str | None:
+    """Why a segment's row groups are not its Merkle blocks (FORMAT.md, section 5), or None: every row
+    group but the last holds ``block`` rows (a power of two), the last 1..block, one block root each,
+    ``events`` rows in all. Readers authenticate row groups as blocks, so the verifier requires it too."""
+    if block <= 0 or block & (block - 1):
+        return f"block_rows {block} is not a power of two"
+    sizes = list(row_group_rows)
+    if any(n != block for n in sizes[:-1]) or (sizes and not 0 < sizes[-1] <= block):
+        return f"row groups of {sizes[:8]}{'...' if len(sizes) > 8 else ''} rows are not blocks of {block}"
+    if len(sizes) != roots:
+        return f"{len(sizes)} row groups but {roots} block roots"
+    if sum(sizes) != events:
+        return f"the row groups hold {sum(sizes)} rows, not {events}"
+    return None
+
+
 def write_segment(
     events: Sequence[StoredEvent],
     *,

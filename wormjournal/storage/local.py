@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import uuid
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from pathlib import Path
 from ..errors import ConflictError, NotFoundError, StorageError, ValidationError
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_prefix
+
+_TMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}")  # a put in progress (written, not yet linked to its name)
 
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
@@ -62,7 +65,7 @@ class LocalStore:
         path = self._path(name)
         try:
             makedirs_durable(path.parent)
-            tmp = path.parent / f".tmp-{uuid.uuid4().hex}"
+            tmp = path.parent / f".tmp-{uuid.uuid4().hex}"  # never listed (_TMP_RE): a put in progress
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 try:
@@ -142,10 +145,11 @@ class LocalStore:
             return
         found: list[ObjectInfo] = []
         for dirpath, dirnames, filenames in os.walk(start):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             rel = os.path.relpath(dirpath, self.root)
+            if rel == ".":  # the writer's working files (.wal, .locks) at the top; anything else is listed
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for fn in filenames:
-                if fn.startswith("."):
+                if (rel == "." and fn.startswith(".")) or _TMP_RE.fullmatch(fn):
                     continue
                 name = fn if rel == "." else f"{rel.replace(os.sep, '/')}/{fn}"
                 if name.startswith(prefix):

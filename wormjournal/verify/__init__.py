@@ -1,6 +1,6 @@
 """The auditor's side: verification through a read-only store, with public keys only."""
 
 from .report import Finding, StreamSummary, VerifyReport
-from .verifier import load_store_keys, verify_store
+from .verifier import verify_store
 
-__all__ = ["Finding", "StreamSummary", "VerifyReport", "load_store_keys", "verify_store"]
+__all__ = ["Finding", "StreamSummary", "VerifyReport", "verify_store"]

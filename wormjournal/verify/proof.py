@@ -18,9 +18,11 @@ import pyarrow as pa
 
 from ..errors import IntegrityError, JournalError, NotFoundError
 from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts, parse_ts
-from ..journal.keys import key_name
 from ..segments import merkle
-from ..segments.keyhistory import KeyHistory, check_history, load_history
+from ..segments.keyhistory import entry_name
+from ..trust import KeyRing, check_history
+from ..trust.chain import canonical_time
+from ..trust.load import key_name
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
 from ..segments.table import read_segment
@@ -166,14 +168,6 @@ def _open(note: bytes, keys: Sequence[VerifyKey], what: str) -> tuple[str, Verif
     return text, key
 
 
-def _is_time(text: str) -> bool:
-    try:
-        parse_ts(text)
-    except (ValueError, JournalError):
-        return False
-    return True
-
-
 def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
     """Check an inclusion proof offline (FORMAT.md 10a); raises ProofError unless it proves its event."""
     proof = Proof.from_json(data)
@@ -184,11 +178,11 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
     if not proof.key_history:
         raise ProofError("the proof carries no key history")
     name = key_name(journal)
-    history = check_history([(f"key history entry {i}", n) for i, n in enumerate(proof.key_history)], journal, name,
+    history = check_history([(entry_name(i), n) for i, n in enumerate(proof.key_history)], journal, name,
                             [VerifyKey(name, k.public) for k in public_keys])
     if history.problems:
         raise ProofError(f"the proof's key history does not verify: {'; '.join(history.problems)}")
-    keys = [*public_keys, *history.keys(name)]
+    keys = history.keys()
     cp_text, cp_key = _open(proof.checkpoint, keys, "checkpoint")
     m_text, m_key = _open(proof.manifest, keys, "manifest")
     try:
@@ -200,10 +194,11 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
     used = [i for i, e in enumerate(history.entries) if e.key_id in (m_key.key_id, cp_key.key_id)]
     if not used or history.entries[used[-1]].entry != len(proof.key_history) - 1:
         raise ProofError("the proof's key history must end with the entry of the newest key that signed it")
-    validity = history.validity(m_key.key_id)
-    sealed = parse_ts(m.time) if _is_time(m.time) else None
-    if validity is None or sealed is None or sealed < validity[0] or (validity[1] is not None and sealed >= validity[1]):
-        raise ProofError(f"the manifest is signed by key {m_key.key_id} outside its validity in the key history")
+    problem = history.signer_problem(m_key.key_id, m.stream, m.segment, m.time) if canonical_time(m.time) else "its time"
+    if problem is None:
+        problem = history.checkpoint_signer_problem(cp_key.key_id, m.stream, cp.tree_size, m.time)
+    if problem is not None:
+        raise ProofError(f"the proof's notes are signed outside their keys' validity in the key history: {problem}")
     if m_key.name != key_name(m.journal) or cp_key.name != key_name(m.journal):
         raise ProofError(f"the notes are signed under key names {m_key.name!r} and {cp_key.name!r}, "
                          f"not journal {m.journal}'s")
@@ -233,31 +228,12 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
 # -- making proofs (from the store, with the same trusted keys) ---------------------------------------------------
 
 
-def latest_checkpoint(store: ObjectReader, journal_id: str, stream: str, keys: Sequence[VerifyKey]) -> tuple[Checkpoint, bytes]:
-    """The stream's checkpoint with the largest tree size that verifies, and its note."""
-    best: tuple[Checkpoint, bytes] | None = None
-    for info in store.list(layout.checkpoints_prefix(stream)):
-        if (parsed := layout.parse_numbered(info.name)) is None or (best is not None and parsed[2] <= best[0].tree_size):
-            continue
-        data = store.get(info.name)
-        try:
-            cp = Checkpoint.parse(open_note(data, list(keys))[0])
-        except NoteError as e:
-            raise IntegrityError(f"checkpoint {info.name} does not verify: {e}") from e
-        if cp.origin != checkpoint_origin(journal_id, stream) or cp.tree_size != parsed[2]:
-            raise IntegrityError(f"checkpoint {info.name} names another stream or size")
-        best = (cp, data)
-    if best is None:
-        raise NotFoundError(f"stream {stream} has no checkpoint yet (seal first)")
-    return best
-
-
-def _history_upto(history: KeyHistory, name: str, checkpoint_note: bytes) -> tuple[bytes, ...]:
+def _history_upto(history: KeyRing, checkpoint_note: bytes) -> tuple[bytes, ...]:
     """The key history entries up to the checkpoint's signer, the newest key a proof uses."""
     if history.problems or not history.entries:
         raise IntegrityError(f"the journal's key history does not verify: {'; '.join(history.problems) or 'it is empty'}")
     try:
-        signer = open_note(checkpoint_note, history.keys(name))[1].key_id
+        signer = open_note(checkpoint_note, history.keys())[1].key_id
     except NoteError as e:
         raise IntegrityError(f"the checkpoint is not signed by a key of the key history: {e}") from e
     last = next(i for i, e in enumerate(history.entries) if e.key_id == signer)
@@ -297,12 +273,10 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
     row = table.slice(index, 1).to_pylist()[0]
     ts = row["ts"]
     row["ts"] = ts if isinstance(ts, int) else table.column("ts").cast(pa.int64())[index].as_py()
-    cp, cp_note = latest_checkpoint(store, journal_id, stream, keys)
+    cp, cp_note = reader.latest_checkpoint()
     if cp.tree_size <= segment:
         raise NotFoundError(f"segment {segment} is not under a checkpoint yet (the seal did not finish)")
     manifest_hashes = [reader.manifest(n).manifest_hash() for n in range(cp.tree_size)]
-    name = key_name(journal_id)
-    history = load_history(store, journal_id, name, None)
     proof = Proof(
         event={name: row[name] for name, _, _ in FIELDS},
         prev_hash=row["prev_hash"],
@@ -311,7 +285,7 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
         manifest=store.get(layout.manifest(stream, segment)),
         checkpoint=cp_note,
         checkpoint_path=tuple(merkle.inclusion_path([merkle.leaf_hash(h) for h in manifest_hashes], segment)),
-        key_history=_history_upto(history, name, cp_note),
+        key_history=_history_upto(reader.key_ring, cp_note),
     )
     check_proof(proof.to_json(), keys)  # never hand out a proof that does not check
     return proof

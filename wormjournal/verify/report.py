@@ -5,6 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..trust.findings import Finding
+
+__all__ = ["CHECKS", "Finding", "StreamSummary", "VerifyReport"]
+
 
 # What verify checks, in FORMAT.md's order (section 10).
 CHECKS = (
@@ -21,28 +25,6 @@ CHECKS = (
     "erasure receipts' signed notes (3.2)",
     "extension of a saved checkpoint or manifest, with --since (10, since)",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Finding:
-    """One broken promise, located by stream, segment and seq where they apply."""
-
-    kind: str
-    message: str
-    stream: str | None = None
-    segment: int | None = None
-    seq: int | None = None
-    object: str | None = None
-
-    def where(self) -> str:
-        parts = []
-        if self.stream is not None:
-            parts.append(f"stream {self.stream}")
-        if self.segment is not None:
-            parts.append(f"segment {self.segment}")
-        if self.seq is not None:
-            parts.append(f"seq {self.seq}")
-        return ", ".join(parts) or "journal"
 
 
 @dataclasses.dataclass
@@ -77,6 +59,7 @@ class VerifyReport:
     key_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # accepted entries (FORMAT.md 6.1)
     since: dict[str, Any] | None = None  # the saved checkpoint or manifest verified against, and the result
     workers: int = 1
+    notices: list[str] = dataclasses.field(default_factory=list)  # what this store's format cannot prove
 
     @property
     def encrypted_events(self) -> int:
@@ -115,6 +98,7 @@ class VerifyReport:
             "key_history": self.key_history,
             "checked": list(CHECKS),
             "since": self.since,
+            "notices": self.notices,
             "streams_count": len(self.streams),
             "events": self.events,
             "segments": self.segments,
@@ -162,6 +146,7 @@ class VerifyReport:
         for r in self.receipts:
             lines.append(f"  erasure seq {r['seq']} ({r['stream']}): {r['scope']} {r['scope_ref']}, {len(r['key_ids'])} key(s) "
                          f"destroyed {r['destroyed_at']}, {r['events_affected']} event(s); {r['deletion_references'][0] if r['deletion_references'] else ''}")
+        lines.extend(f"notice       {n}" for n in self.notices)
         if self.findings:
             lines.append(f"FAILED       {len(self.findings)} finding(s):")
             lines.extend(f"  [{f.kind}] {f.where()}: {f.message}" for f in self.findings)

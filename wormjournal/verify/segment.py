@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError, JournalError
 from ..payload import decode_payload
-from ..retention.shred import RECEIPT_TYPE, check_receipt
+from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, Manifest
 from ..segments.notes import VerifyKey, raw_public
@@ -52,6 +52,7 @@ from ..segments.table import (
     BLOCK_ROWS_KEY,
     FORMAT_VERSION,
     SCHEMA,
+    block_layout_problem,
     bounded_batches,
     chain_hashes,
     decode_block_roots,
@@ -82,7 +83,8 @@ class SegmentResult:
     segment: int
     findings: list[RawFinding] = dataclasses.field(default_factory=list)  # in check order, but step 8's
     key_uses: dict[str, int] = dataclasses.field(default_factory=dict)  # payload_key_id -> events
-    receipts: list[tuple[int, dict[str, Any]]] = dataclasses.field(default_factory=list)  # (seq, verified receipt)
+    # (seq, receipt whose note verified, its signer's key id: where it may sign is checked by the caller)
+    receipts: list[tuple[int, dict[str, Any], str]] = dataclasses.field(default_factory=list)
     # Step 8, or None when the segment could not be read that far. Positions are row indexes in seq order.
     # Per execution: (position of its first event, execution id, that event's seq, its exec_prev_seq, last seq).
     executions: list[tuple[int, str, int, int | None, int]] | None = None
@@ -228,6 +230,7 @@ class _Scan:
     rows_ok: bool = True  # every row's hash over its stored prev_hash is its stored hash
     receipts: list[pa.Table] = dataclasses.field(default_factory=list)  # seq, codec, payload of receipt rows
     receipt_rows: list[int] = dataclasses.field(default_factory=list)  # their stored row numbers
+    row_groups: list[int] | None = None  # rows of each row group, when the file was read by row groups
     _parts: list[pa.Table] = dataclasses.field(default_factory=list)
     _rows: int = 0
 
@@ -283,7 +286,7 @@ def _scan(data: bytes) -> _Scan:
             rows += rg.num_rows
     except (pa.ArrowException, ValueError, OSError):
         return _scan_table(_read_whole(data))
-    scan = _Scan(_text_metadata(schema))
+    scan = _Scan(_text_metadata(schema), row_groups=[md.row_group(i).num_rows for i in range(md.num_row_groups)])
     for group in groups:
         if not group:
             continue
@@ -359,6 +362,11 @@ def check_segment(
         found.append(("merkle_root", "Merkle root over the event hashes differs from the manifest", seg, None, obj))
     if not footer_ok:
         found.append(("block_roots", "the footer's row-group Merkle roots do not match the rows", seg, None, obj))
+    elif scan.row_groups is not None:  # the blocks must be the row groups, as partial readers use them
+        problem = block_layout_problem(scan.row_groups, int(meta[BLOCK_ROWS_KEY]),
+                                       len(decode_block_roots(meta[BLOCK_ROOTS_KEY])), n)
+        if problem is not None:
+            found.append(("block_layout", f"the row groups are not the Merkle blocks: {problem}", seg, None, obj))
     # The rows in seq order, as positions of the stored rows (no copy of the table).
     perm = None if n < 2 or bool(np.all(stored_seq[1:] > stored_seq[:-1])) else np.argsort(stored_seq, kind="stable")
     seqs = stored_seq if perm is None else stored_seq[perm]
@@ -473,11 +481,11 @@ def _check_payloads(scan: _Scan, perm: np.ndarray | None, out: SegmentResult, ke
         receipts = receipts.take(np.argsort(_rank(perm, scan.light.num_rows)[rows], kind="stable"))
     for row in receipts.to_pylist():
         try:
-            receipt = check_receipt(decode_payload(row["payload_codec"], row["payload"]), keys)
+            receipt, signer = open_receipt(decode_payload(row["payload_codec"], row["payload"]), keys)
         except IntegrityError as e:
             out.findings.append(("erasure_receipt", str(e), out.segment, row["seq"], None))
             continue
-        out.receipts.append((row["seq"], receipt))
+        out.receipts.append((row["seq"], receipt, signer))
 
 
 def _link_message(linked: int | None, execution: str, previous: int | None) -> str:

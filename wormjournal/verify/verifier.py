@@ -16,17 +16,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ..events import genesis_hash
-from ..segments import merkle
-from ..segments.identity import JournalIdentity, read_identity
-from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import NoteError, VerifyKey, open_note, split_note
+from ..errors import JournalError
+from ..segments.identity import JournalIdentity
+from ..segments.manifest import Checkpoint, Manifest
+from ..segments.notes import VerifyKey
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.local import LocalStore
-from ..errors import JournalError
-from ..events import format_ts, parse_ts
-from ..segments.keyhistory import KeyHistory, load_history
+from ..trust import (ManifestChain, Sink, Trust, check_checkpoint_root, check_complete, check_names, load_trust,
+                     open_checkpoint, open_manifest)
+from ..trust.chain import claimed_object
 from .anchors import Anchor, check_extension, parse_anchor
 from .report import Finding, StreamSummary, VerifyReport
 from .segment import (
@@ -63,14 +62,6 @@ def _context() -> multiprocessing.context.BaseContext:
         if check_segment.__module__ not in preload:
             ctx.set_forkserver_preload([*preload, check_segment.__module__])  # type: ignore[attr-defined]
     return ctx
-
-
-def _claimed_object(data: bytes) -> str | None:
-    """The object an unverifiable manifest names, so that it is not reported twice."""
-    try:
-        return Manifest.parse(split_note(data)[0]).object
-    except NoteError:
-        return None
 
 
 class _SegmentRunner:
@@ -119,88 +110,45 @@ def worker_count(workers: int | None, segments: int, segment_bytes: int = 0) -> 
     return max(1, min(workers, segments))
 
 
-def load_store_keys(store: ObjectReader, identity: JournalIdentity) -> list[VerifyKey]:
-    """The public keys the store carries under keys/ (trust them only for self-checks)."""
-    keys = []
-    for info in store.list(layout.KEYS_PREFIX):
-        if info.name.endswith(".pem"):
-            keys.append(VerifyKey.from_pem(identity.key_name, store.get(info.name)))
-    return keys
-
-
 class _StreamVerifier:
-    def __init__(self, store: ObjectReader, identity: JournalIdentity, stream: str, keys: list[VerifyKey], report: VerifyReport,
-                 history: KeyHistory | None = None, anchor: Anchor | None = None) -> None:
+    """One stream: the trust core walks its manifests and checkpoints (steps 1-3, 9-11); segments are
+    checked here (steps 4-8, in the runner) in between, in order."""
+
+    def __init__(self, store: ObjectReader, trust: Trust, stream: str, report: VerifyReport,
+                 anchor: Anchor | None = None) -> None:
         self.store = store
-        self.identity = identity
+        self.trust = trust
         self.stream = stream
-        self.keys = keys
         self.report = report
-        self.history = history
         self.anchor = anchor  # a trusted point of this stream (--since): segments before it may have expired
         self.summary = StreamSummary(stream)
         report.streams.append(self.summary)
-        self.roots: dict[int, bytes] = {}  # checkpoint tree size -> root, recomputed from the manifests
-        self.leaves: list[bytes] | None = []  # the checkpoint tree's leaf hashes while every manifest from 0 is known
+        self.sink = Sink(collect=True)
+        self.chain = ManifestChain(trust.journal_id, stream, self.sink, anchor.size if anchor is not None else None)
         self._expired: list[tuple[int, int]] = []  # seq ranges of segments before the horizon that are gone
-
-    def check_key_validity(self, m: Manifest, key: VerifyKey) -> None:
-        """FORMAT.md 6.1: a key of the history signs manifests sealed in its validity range only."""
-        self.report.keys_used[key.key_id] = self.report.keys_used.get(key.key_id, 0) + 1
-        if self.history is None or not self.history.entries:
-            return
-        validity = self.history.validity(key.key_id)
-        if validity is None:
-            self.find("key_validity", f"manifest is signed by key {key.key_id}, which is not in the journal's key history",
-                      segment=m.segment)
-            return
-        try:
-            sealed = parse_ts(m.time)
-        except (ValueError, JournalError):  # parse_ts raises ValidationError
-            self.find("key_validity", f"manifest time {m.time!r} is not an RFC 3339 time", segment=m.segment)
-            return
-        start, until = validity
-        if sealed < start or (until is not None and sealed >= until):
-            self.find("key_validity", f"manifest sealed {m.time} is signed by key {key.key_id}, valid only from "
-                      f"{format_ts(start)}" + (f" until {format_ts(until)}" if until is not None else ""), segment=m.segment)
-
-    def find(self, kind: str, message: str, **where: object) -> None:
-        self.report.findings.append(Finding(kind, message, stream=self.stream, **where))  # type: ignore[arg-type]
+        self._unverified_objects: set[str | None] = set()
 
     def read_manifests(self) -> list[tuple[int, Manifest | None]]:
-        """Steps 1 and 2: every manifest, signature-checked and parsed (None when unusable)."""
+        """Steps 1 and 2: every manifest, opened by the trust core (None when unusable)."""
         out: list[tuple[int, Manifest | None]] = []
         for info in self.store.list(layout.manifests_prefix(self.stream)):
             parsed = layout.parse_numbered(info.name)
             if parsed is None:
-                self.find("unexpected_object", "not a manifest name", object=info.name)
-                continue
+                continue  # reported by the names check (step 11)
             n = parsed[2]
             data = self.store.get(info.name)
-            try:
-                text, key = open_note(data, self.keys)
-                m = Manifest.parse(text)
-            except NoteError as e:
-                self.find("manifest_signature", f"manifest does not verify: {e}", segment=n, object=info.name)
-                out.append((n, None))
-                self._unverified_objects.add(_claimed_object(data))
-                continue
-            if m.key_id != key.key_id:
-                self.find("manifest_key", f"manifest names key {m.key_id} but is signed by {key.key_id}", segment=n)
-            self.check_key_validity(m, key)
-            if (m.journal, m.stream, m.segment) != (self.identity.journal_id, self.stream, n):
-                self.find("manifest_identity", "manifest names another journal, stream or segment number", segment=n)
+            m = open_manifest(data, info.name, n, journal_id=self.trust.journal_id, stream=self.stream,
+                              ring=self.trust.ring, sink=self.sink)
+            if m is None:
+                self._unverified_objects.add(claimed_object(data))
+            else:
+                self.report.keys_used[m.key_id] = self.report.keys_used.get(m.key_id, 0) + 1
             out.append((n, m))
         return out
 
     def run(self, progress: Callable[[int], None], runner: _SegmentRunner) -> None:
-        self._unverified_objects: set[str | None] = set()
         heads: dict[str, int] = {}  # step 8: execution id -> its last seq so far
         manifests = self.read_manifests()
-        hashes: list[bytes] = []
-        prev_manifest = ZERO_HASH
-        prev_last_seq, prev_last_hash = -1, genesis_hash(self.identity.journal_id, self.stream)
-        expected = 0
         # Segments submitted and not yet applied, oldest first: (findings before the segment's
         # own, manifest, result or future). Applied strictly in order, so the report's findings
         # are in the same order however many workers ran; at most runner.window are held.
@@ -220,7 +168,14 @@ class _StreamVerifier:
                 self.add_findings(result.findings)
                 for key_id, count in result.key_uses.items():
                     self.report.key_uses[key_id] = self.report.key_uses.get(key_id, 0) + count
-                self.report.receipts.extend(dict(receipt, stream=self.stream, seq=seq) for seq, receipt in result.receipts)
+                for seq, receipt, signer in result.receipts:
+                    problem = self.trust.ring.receipt_signer_problem(signer, self.stream, m.segment, m.time)
+                    if problem is not None:
+                        self.report.findings.append(Finding("erasure_receipt", f"an erasure receipt is signed out of "
+                                                            f"its key's validity: {problem}", stream=self.stream,
+                                                            segment=m.segment, seq=seq))
+                        continue
+                    self.report.receipts.append(dict(receipt, stream=self.stream, seq=seq))
                 if result.executions is not None:
                     if self._expired:  # a link into a segment that expired before the horizon cannot be checked
                         for _, execution, _, linked, _ in result.executions:
@@ -235,52 +190,17 @@ class _StreamVerifier:
             progress(1)
 
         for n, m in manifests:
-            early: list[Finding] = []
-
-            def find(kind: str, message: str, **where: object) -> None:
-                early.append(Finding(kind, message, stream=self.stream, **where))  # type: ignore[arg-type]
-
-            # Steps 1 and 3: numbers contiguous from 0; each manifest links to the one before.
-            horizon = n != expected and expected == 0 and m is not None and self.anchor is not None and n <= self.anchor.size
-            if horizon:
-                # The manifests before the trusted point expired: start from this one, whose frontier
-                # must reach the saved root (checked with the anchor, FORMAT.md 10, "Since").
+            before = len(self.sink.findings)
+            if self.chain.add(n, m):  # the manifests before the trusted point expired: start here
                 assert m is not None
                 self.summary.horizon = n
                 self.summary.expired_segments += n
                 self.expire(0, m.first_seq - 1)
-                hashes.extend([b""] * n)  # placeholders: the tree still has n leaves before this one
-                prev_manifest, prev_last_seq, prev_last_hash = m.prev_manifest, m.first_seq - 1, m.prev_hash
-                frontier: list[bytes] | None = list(m.frontier)
-                self.roots[n] = merkle.frontier_root(frontier)  # its claim, proved only by reaching the saved root
-                self.leaves = None
-            elif n != expected:
-                find("manifest_missing", f"segments {expected}..{n - 1} have no manifest (removed?)", segment=expected)
-                self.leaves = None
-                frontier = list(m.frontier) if m is not None else None  # go on from the manifest's own claim
-            elif n == 0:
-                frontier = []
-            expected = n + 1  # report each gap once, not again at every later manifest
+            early = self.sink.findings[before:]
+            del self.sink.findings[before:]
             if m is None:
-                prev_manifest = None  # the link after an unusable manifest cannot be checked
-                hashes.append(b"")
                 pending.append((early, None, None))
-                frontier, self.leaves = None, None
                 continue
-            # The frontier line is the checkpoint tree of the manifests before this one (FORMAT.md 7.1).
-            if frontier is not None and list(m.frontier) != frontier:
-                find("manifest_frontier", "manifest's frontier is not the checkpoint tree of the manifests before it", segment=n)
-            leaf = merkle.leaf_hash(m.manifest_hash())
-            frontier = merkle.frontier_push(frontier if frontier is not None else list(m.frontier), n, leaf)
-            self.roots[n + 1] = merkle.frontier_root(frontier)
-            if self.leaves is not None:
-                self.leaves.append(leaf)
-            if prev_manifest is not None and m.prev_manifest != prev_manifest:
-                find("manifest_link", "manifest does not link to the previous manifest", segment=n)
-            if m.first_seq != prev_last_seq + 1:
-                find("seq_gap", f"segment starts at seq {m.first_seq}, expected {prev_last_seq + 1}", segment=n, seq=m.first_seq)
-            if m.prev_hash != prev_last_hash:
-                find("chain_link", "segment's prev_hash is not the previous segment's last hash", segment=n, seq=m.first_seq)
             # Steps 4 to 8: the object is fetched here; everything else runs in the runner.
             fetched, data = fetch_segment(self.store, m, self.stream)
             if self.anchor is not None and n < self.anchor.size and data is None and [f[0] for f in fetched] == ["object_missing"]:
@@ -295,15 +215,15 @@ class _StreamVerifier:
                 job = runner.submit(m, data, self.stream)
                 del data
             pending.append((early, m, job))
-            hashes.append(m.manifest_hash())
-            prev_manifest = hashes[-1]
-            prev_last_seq, prev_last_hash = m.last_seq, m.last_hash
             while len(pending) > runner.window:
                 apply()
         while pending:
             apply()
+        self.report.findings.extend(self.sink.findings)  # the chain's findings after the last manifest (none today)
+        self.sink.findings.clear()
         self.check_strays({m.object for _, m in manifests if m is not None})
-        self.check_checkpoints(hashes)
+        self.check_checkpoints()
+        self.report.findings.extend(self.sink.findings)
 
     def finding(self, raw: RawFinding) -> Finding:
         kind, message, segment, seq, obj = raw
@@ -316,7 +236,8 @@ class _StreamVerifier:
         """Step 11: every object under segments/ must be covered by a manifest."""
         for info in self.store.list(layout.stream_segments_prefix(self.stream)):
             if info.name not in covered and info.name not in self._unverified_objects:
-                self.find("orphan_object", "segment object not covered by any manifest (an interrupted seal, or inserted)", object=info.name)
+                self.sink("orphan_object", "segment object not covered by any manifest (an interrupted seal, or inserted)",
+                          stream=self.stream, object=info.name)
 
     def expire(self, lo: int, hi: int) -> None:
         """Events ``lo..hi`` expired: gone before the horizon, vouched for by the saved point."""
@@ -330,46 +251,23 @@ class _StreamVerifier:
     def expired_seq(self, seq: int) -> bool:
         return any(lo <= seq <= hi for lo, hi in self._expired)
 
-    def check_checkpoints(self, hashes: Sequence[bytes]) -> None:
+    def check_checkpoints(self) -> None:
         """Steps 9 and 10: every checkpoint verifies and commits to the manifests; the latest covers them all."""
-        origin = checkpoint_origin(self.identity.journal_id, self.stream)
         latest: Checkpoint | None = None
         for info in self.store.list(layout.checkpoints_prefix(self.stream)):
-            parsed = layout.parse_numbered(info.name)
-            if parsed is None:
-                self.find("unexpected_object", "not a checkpoint name", object=info.name)
-                continue
-            try:
-                text, _ = open_note(self.store.get(info.name), self.keys)
-                cp = Checkpoint.parse(text)
-            except NoteError as e:
-                self.find("checkpoint_signature", f"checkpoint does not verify: {e}", object=info.name)
-                continue
-            if cp.origin != origin or cp.tree_size != parsed[2]:
-                self.find("checkpoint_identity", f"checkpoint origin {cp.origin!r} / size {cp.tree_size} does not match its name", object=info.name)
+            if layout.parse_numbered(info.name) is None:
+                continue  # reported by the names check (step 11)
+            cp = open_checkpoint(self.store.get(info.name), info.name, journal_id=self.trust.journal_id,
+                                 stream=self.stream, ring=self.trust.ring, sink=self.sink)
+            if cp is None:
                 continue
             if latest is None or cp.tree_size > latest.tree_size:
                 latest = cp
-            if cp.tree_size > len(hashes):
-                self.find(
-                    "checkpoint_ahead",
-                    f"checkpoint commits to {cp.tree_size} segments but only {len(hashes)} are in the store (segments removed)",
-                    object=info.name,
-                )
-                continue
-            root = self.roots.get(cp.tree_size)
-            if root is None and self.summary.horizon and cp.tree_size <= self.summary.horizon:
-                continue  # it commits to manifests before the horizon, which expired: the saved point vouches for them
-            if root is None or root != cp.root_hash:
-                self.find("checkpoint_root", f"checkpoint root over {cp.tree_size} manifests does not match (history rewritten?)", object=info.name)
-        if latest is None:
-            if hashes:
-                self.find("checkpoint_missing", "the stream has segments but no checkpoint that verifies")
-            return
-        self.summary.checkpoint_size = latest.tree_size
-        self.summary.checkpoint_root = latest.root_hash.hex()
-        if latest.tree_size < len(hashes):
-            self.find("checkpoint_behind", f"the latest checkpoint covers {latest.tree_size} of {len(hashes)} segments")
+            check_checkpoint_root(cp, info.name, self.chain)
+        check_complete(latest, self.chain)
+        if latest is not None:
+            self.summary.checkpoint_size = latest.tree_size
+            self.summary.checkpoint_root = latest.root_hash.hex()
 
 
 def verify_store(
@@ -403,32 +301,31 @@ def verify_store(
     ``since`` is not a checkpoint or manifest of this journal.
     """
     started = time.perf_counter()
-    identity = read_identity(store)
-    keys_from_store = public_keys is None
-    keys = list(public_keys) if public_keys is not None else load_store_keys(store, identity)
-    # Our keys carry this journal's note name, whatever name they were loaded with.
-    keys = [VerifyKey(identity.key_name, k.public) for k in keys]
-    # FORMAT.md 6.1: the key history extends trust from a trusted key to the keys that followed it.
-    history = load_history(store, identity.journal_id, identity.key_name, keys)
-    known = {k.key_id for k in keys}
-    keys += [k for k in history.keys(identity.key_name) if k.key_id not in known]
+    trust = load_trust(store, public_keys)
+    identity, ring = trust.identity, trust.ring
+    keys = trust.keys()
     report = VerifyReport(
         store=getattr(store, "url", repr(store)),
         journal_id=identity.journal_id,
         keys=[k.key_id for k in keys],
-        keys_from_store=keys_from_store,
+        keys_from_store=trust.keys_from_store,
     )
+    report.findings.extend(Finding(kind, problem) for kind, problem in ring.all_problems())
+    report.notices.extend(ring.notices)
     if not keys:
-        report.findings.append(Finding("no_keys", "no public key to verify with"))
-    report.findings.extend(Finding("key_history", problem) for problem in history.problems)
-    report.key_history = [{"entry": e.entry, "key_id": e.key_id, "valid_from": e.valid_from} for e in history.entries]
+        report.findings.append(Finding("no_keys", "no trusted public key to verify with"))
+    report.key_history = [{"entry": e.entry, "key_id": e.key_id, "valid_from": e.valid_from,
+                           **({"cutovers": dict(e.cutovers)} if e.cutovers else {})} for e in ring.entries]
     anchor = parse_anchor(since, identity.journal_id, keys) if since is not None else None
     if anchor is not None and anchor.finding is not None:
         report.findings.append(anchor.finding)
         anchor = None  # an unverified point vouches for nothing
     infos = [o for prefix in (layout.MANIFESTS_PREFIX, layout.SEGMENTS_PREFIX, layout.CHECKPOINTS_PREFIX) for o in store.list(prefix)]
     names = [o.name for o in infos]
-    streams = layout.streams_from_names(names)
+    names_sink = Sink(collect=True)
+    check_names(names, names_sink)  # step 11: names FORMAT.md does not allow
+    report.findings.extend(names_sink.findings)
+    streams = [s for s in layout.streams_from_names(names) if layout.is_valid_stream(s)]
     segment_bytes = sum(o.size for o in infos if o.name.startswith(layout.SEGMENTS_PREFIX))
     total = sum(1 for n in names if n.startswith(layout.MANIFESTS_PREFIX))
     done = 0
@@ -443,13 +340,13 @@ def verify_store(
     runner = _SegmentRunner(identity, keys, report.workers, store)
     try:
         for stream in streams:
-            sv = _StreamVerifier(store, identity, stream, keys, report, history,
+            sv = _StreamVerifier(store, trust, stream, report,
                                  anchor if anchor is not None and anchor.stream == stream else None)
             sv.run(step, runner)
             if sv.anchor is not None:
                 s = sv.summary
                 found, report.since = check_extension(
-                    sv.anchor, sv.roots, sv.leaves, s.checkpoint_size or 0,
+                    sv.anchor, sv.chain.roots, sv.chain.leaves, s.checkpoint_size or 0,
                     bytes.fromhex(s.checkpoint_root) if s.checkpoint_root else None)
                 report.findings.extend(found)
     finally:
