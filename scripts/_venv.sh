@@ -1,4 +1,4 @@
-# Sourced by scripts/demo and scripts/test: make .venv if missing and install the project into it.
+# Sourced by scripts/demo, scripts/lint and scripts/test: make .venv if missing and install the project into it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"

@@ -109,13 +109,13 @@ def make_payload(rng: random.Random, size: int = PAYLOAD_BYTES) -> dict[str, Any
     """
     payload: dict[str, Any] = {
         "tool": rng.choice(_TOOLS),
-        "call_id": "call_%024x" % rng.getrandbits(96),
+        "call_id": f"call_{rng.getrandbits(96):024x}",
         "model": "gpt-4o-2024-08-06",
         "attempt": rng.randint(1, 3),
         "arguments": {
             "query": " ".join(rng.choices(_WORDS, k=rng.randint(4, 12))),
             "max_results": rng.choice([5, 10, 20]),
-            "filters": {"region": rng.choice(["eu", "us", "apac"]), "since": "2024-06-%02d" % rng.randint(1, 28)},
+            "filters": {"region": rng.choice(["eu", "us", "apac"]), "since": f"2024-06-{rng.randint(1, 28):02d}"},
         },
         "usage": {"prompt_tokens": rng.randint(200, 4000), "completion_tokens": rng.randint(10, 400)},
         "context": "",
@@ -605,7 +605,8 @@ def machine_info(bench_dir: Path) -> dict[str, Any]:
     except OSError:
         pass
     try:
-        out = subprocess.run(["df", "-PT", str(bench_dir)], capture_output=True, text=True, timeout=10, check=True).stdout
+        out = subprocess.run(["df", "-PT", str(bench_dir)], capture_output=True, text=True, timeout=10,
+                             check=True).stdout
         fields = out.splitlines()[-1].split()
         info["fs"].update(device=fields[0], type=fields[1], mounted_on=fields[-1])
     except (OSError, subprocess.SubprocessError, IndexError):
@@ -622,13 +623,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path("bench-out"), help="parent of the temp dir (default ./bench-out)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (stores, WAL, raw fsync file)")
     ap.add_argument("--single", type=int, default=500, metavar="N", help="durable single appends (default 500)")
-    ap.add_argument("--events", type=int, default=200_000, help="events appended in batches, then sealed and verified (default 200000)")
+    ap.add_argument("--events", type=int, default=200_000,
+                    help="events appended in batches, then sealed and verified (default 200000)")
     ap.add_argument("--batch", type=int, default=1000, help="batch size of append_batch (default 1000)")
     ap.add_argument("--threads", type=int, default=8, help="threads of concurrent_append (default 8)")
     ap.add_argument("--per-thread", type=int, default=300, help="single appends per thread (default 300)")
-    ap.add_argument("--runs", type=int, default=3, help="verify, raw sha256 and breakdown: best of this many runs (default 3)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="verify, raw sha256 and breakdown: best of this many runs (default 3)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the generated events")
-    ap.add_argument("--profile", action="store_true", help="cProfile each phase, top costs to stderr (slows the numbers)")
+    ap.add_argument("--profile", action="store_true",
+                    help="cProfile each phase, top costs to stderr (slows the numbers)")
     args = ap.parse_args(argv)
     for name in ("single", "events", "batch", "threads", "per_thread", "runs"):
         if getattr(args, name) < 1:

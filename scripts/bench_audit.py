@@ -20,7 +20,8 @@ server's nor the writers'):
                 (--max-pool-connections gives the child a client with that connection pool
                 instead). The callback is always passed, so a run on a terminal and a run into
                 a file do the same work (with a callback, the audit counts the objects in a
-                background listing, for the bar's total); it draws a rich progress bar on stderr when stderr is a terminal.
+                background listing, for the bar's total); it draws a rich progress bar on stderr
+                when stderr is a terminal.
   figures       objects audited, wall time of the audit_store call, objects/s, CPU seconds in
                 that call of the audit process and of the moto server, the audit process's peak
                 RSS (ru_maxrss; VmHWM from /proc as a cross-check), its RSS before the audit
@@ -513,7 +514,8 @@ def run(args: argparse.Namespace) -> int:
               f"{big[0]['objects']:,} objects vs {quarter[0]['peak_rss_mb']:.1f} MB at {quarter[0]['objects']:,} "
               f"= {ratio:.2f}x for {big[0]['objects'] / quarter[0]['objects']:.1f}x the objects "
               f"(VmHWM {hwm_ratio:.2f}x; flat means <= {FLAT_RATIO}x); the audit itself added "
-              f"{quarter[0]['audit_added_mb']:.1f} MB and {big[0]['audit_added_mb']:.1f} MB to the RSS after the imports")
+              f"{quarter[0]['audit_added_mb']:.1f} MB and {big[0]['audit_added_mb']:.1f} MB "
+              "to the RSS after the imports")
     print(f"bounded pool: at most {max((r['max_heads_in_flight'] for r in audits), default=0)} HEADs in flight "
           f"(workers={args.workers}); urllib3 discarded "
           f"{sum(r['pool_full_discards'] for r in audits)} connection(s) from a full pool")
@@ -536,7 +538,8 @@ def main() -> int:
                                      epilog="\n".join(__doc__.splitlines()[1:]))
     parser.add_argument("--objects", type=int, default=10_000, metavar="N",
                         help="objects in the store for the large audit; the small one has N/4 (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=16, help="the audit's concurrent requests (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=16,
+                        help="the audit's concurrent requests (default: %(default)s)")
     parser.add_argument("--streams", type=int, default=4,
                         help="writer processes filling the journal, one stream each (default: %(default)s)")
     parser.add_argument("--events-per-seal", type=int, default=3, metavar="E", help="(default: %(default)s)")

@@ -212,7 +212,8 @@ P95_SQL = """
 WITH d AS (
   SELECT node, {duration} AS dur FROM {source} WHERE event_type = 'node_completed'
 ), r AS (
-  SELECT node, dur, ROW_NUMBER() OVER (PARTITION BY node ORDER BY dur) AS rn, COUNT(*) OVER (PARTITION BY node) AS n FROM d
+  SELECT node, dur, ROW_NUMBER() OVER (PARTITION BY node ORDER BY dur) AS rn, COUNT(*) OVER (PARTITION BY node) AS n
+  FROM d
 )
 SELECT node, dur FROM r WHERE rn = (95 * n + 99) {intdiv} 100 ORDER BY node
 """  # (95 n + 99) div 100 = ceil(0.95 n), the nearest rank, in integers
@@ -386,8 +387,8 @@ class Wormjournal(System):
         con = duckdb.connect()
         source = f"read_parquet('{self.store}/segments/**/*.parquet', hive_partitioning = true)"
         counts = dict(con.execute(COUNT_SQL.format(source=source)).fetchall())
-        p95 = dict(con.execute(P95_SQL.format(source=source, intdiv="//",
-                                              duration="CAST(decode(payload) ->> '$.duration_ms' AS BIGINT)")).fetchall())
+        duration = "CAST(decode(payload) ->> '$.duration_ms' AS BIGINT)"
+        p95 = dict(con.execute(P95_SQL.format(source=source, intdiv="//", duration=duration)).fetchall())
         threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
         con.close()
         return counts, p95, {"how": "DuckDB read_parquet over segments/**/*.parquet (no verification)",
@@ -427,7 +428,8 @@ def sqlite_disk(path: Path) -> dict[str, Any]:
 
 class SqliteChain(System):
     name = "sqlite_chain"
-    COLUMNS = "seq, event_id, ts, event_type, tenant_id, execution_id, thread_id, node, step_id, correlation_id, payload, prev_hash, hash"
+    COLUMNS = ("seq, event_id, ts, event_type, tenant_id, execution_id, thread_id, node, step_id, correlation_id, "
+               "payload, prev_hash, hash")
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -489,7 +491,8 @@ class SqliteChain(System):
     def lookup(self, execution_id: str) -> list[Any]:
         sha = hashlib.sha256
         out = []
-        for r in self.con.execute(f"SELECT {self.COLUMNS} FROM events WHERE execution_id = ? ORDER BY seq", (execution_id,)):
+        for r in self.con.execute(f"SELECT {self.COLUMNS} FROM events WHERE execution_id = ? ORDER BY seq",
+                                  (execution_id,)):
             if sha(r[11] + dumps(r[:11]).encode()).digest() != r[12]:
                 raise SystemExit(f"sqlite_chain: row {r[0]} does not match its hash")
             out.append({"seq": r[0], "event_id": r[1], "ts": r[2], "event_type": r[3], "tenant_id": r[4],
@@ -745,7 +748,8 @@ def child_build(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         append_secs += time.perf_counter() - t0
         appended += len(batch)
         if appended >= next_report:
-            log(f"  {name}: {appended:,} events, {appended / append_secs:,.0f} events/s, {time.perf_counter() - wall0:.0f} s")
+            log(f"  {name}: {appended:,} events, {appended / append_secs:,.0f} events/s, "
+                f"{time.perf_counter() - wall0:.0f} s")
             next_report += step
     t0 = time.perf_counter()
     impl.finish()
@@ -911,9 +915,11 @@ def machine(work: Path) -> dict[str, Any]:
                             "python": platform.python_version(), "memory_gb": None, "fs": None}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                                     None)
         with open("/proc/meminfo") as f:
-            info["memory_gb"] = round(int(next(line for line in f if line.startswith("MemTotal")).split()[1]) / 2**20, 1)
+            mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+            info["memory_gb"] = round(mem_kb / 2**20, 1)
         fields = subprocess.run(["df", "-PT", str(work)], capture_output=True, text=True, timeout=10,
                                 check=True).stdout.splitlines()[-1].split()
         info["fs"] = {"device": fields[0], "type": fields[1], "mounted_on": fields[-1]}
@@ -946,17 +952,19 @@ def print_report(result: dict[str, Any]) -> None:
     print()
     wl = max(len(LABELS[n]) for n in rows) + 2
     widths = [max(len(h), 12) for _, h, *_ in COLUMNS]
-    print(f"{'system':<{wl}}" + "".join(f"{h:>{wd + 2}}" for (_, h, *_), wd in zip(COLUMNS, widths)))
+    print(f"{'system':<{wl}}" + "".join(f"{h:>{wd + 2}}" for (_, h, *_), wd in zip(COLUMNS, widths, strict=True)))
     for name, row in rows.items():
-        print(f"{LABELS[name]:<{wl}}" + "".join(f"{fmt.format(row[k]):>{wd + 2}}" for (k, _, fmt, _), wd in zip(COLUMNS, widths)))
+        print(f"{LABELS[name]:<{wl}}" + "".join(f"{fmt.format(row[k]):>{wd + 2}}"
+                                                for (k, _, fmt, _), wd in zip(COLUMNS, widths, strict=True)))
     if result["ratios"]:
         print()
         print("ratios peer / wormjournal (above 1: the peer is slower, larger or uses more memory, except for "
               "batch ev/s, where above 1 means the peer is faster)")
-        print(f"{'system':<{wl}}" + "".join(f"{h:>{wd + 2}}" for (_, h, *_), wd in zip(COLUMNS, widths)))
+        print(f"{'system':<{wl}}" + "".join(f"{h:>{wd + 2}}" for (_, h, *_), wd in zip(COLUMNS, widths, strict=True)))
         for name, rr in result["ratios"].items():
             print(f"{LABELS[name]:<{wl}}" + "".join(
-                f"{('n/a' if rr[k] is None else f'{rr[k]:.2f}x'):>{wd + 2}}" for (k, *_), wd in zip(COLUMNS, widths)))
+                f"{('n/a' if rr[k] is None else f'{rr[k]:.2f}x'):>{wd + 2}}"
+                for (k, *_), wd in zip(COLUMNS, widths, strict=True)))
     print()
     print("peak RSS (VmHWM) of each child process, MB: peak / after the imports (the interpreter and the modules)")
     phases = ("build", "lookup", "analytics")
@@ -976,19 +984,22 @@ def print_report(result: dict[str, Any]) -> None:
         print(f"  {LABELS[name]}:")
         print(f"    batched: {b['events']:,} events in {b['seconds']:.1f} s{extra}; "
               f"final seal/checkpoint {b['final_seal_or_checkpoint_seconds']:.2f} s")
-        print(f"    disk: {d['bytes']:,} B ({d['bytes_per_event']:,} B/event, {d['ratio_to_payload_json']}x the payload JSON) "
+        print(f"    disk: {d['bytes']:,} B ({d['bytes_per_event']:,} B/event, "
+              f"{d['ratio_to_payload_json']}x the payload JSON) "
               f"{d['by_part']}, not counted {d['excluded']}")
         print(f"    lookup: p50 {lk['p50_ms']:.2f} ms, p99 {lk['p99_ms']:.2f} ms, first {lk['first_ms']:.2f} ms, "
               f"{lk['count_mismatches']} count mismatches; single append p50 {r['single_append']['p50_ms']:.3f} / "
               f"p99 {r['single_append']['p99_ms']:.3f} ms")
-        ext = f" (measured {a['measured_seconds']} s on {a['events_read']:,} events, extrapolated)" if a["extrapolated"] else ""
+        ext = (f" (measured {a['measured_seconds']} s on {a['events_read']:,} events, extrapolated)"
+               if a["extrapolated"] else "")
         print(f"    analytics: {a['seconds']:.2f} s{ext}; answers match the generator's: counts {a['counts_ok']}, "
               f"p95 {a['p95_ok']}; {a['how']}")
         for k, v in r["notes"].items():
             print(f"    {k}: {v}")
         print(f"    wall s {r['wall_seconds']}, CPU s {r['cpu_seconds']}, versions {r['versions']}")
     print()
-    print(f"wall time {result['wall_seconds']} s; load average at start {result['load_start']}, at end {result['load_end']}")
+    print(f"wall time {result['wall_seconds']} s; "
+          f"load average at start {result['load_start']}, at end {result['load_end']}")
 
 
 def write_chart(result: dict[str, Any], path: Path) -> None:
@@ -1003,14 +1014,14 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
         return
     fig, axes = plt.subplots(2, 4, figsize=(15, 7.5))
     colors = {"sqlite_chain": "#4C72B0", "langgraph_sqlite": "#DD8452", "jsonl": "#55A868"}
-    for ax, (key, header, _, higher) in zip(axes.flat, COLUMNS):
+    for ax, (key, header, _, higher) in zip(axes.flat, COLUMNS, strict=False):  # 8 axes, 7 columns
         vals = [result["ratios"][p][key] or 0 for p in peers]
         bars = ax.bar(range(len(peers)), vals, color=[colors.get(p, "grey") for p in peers])
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
         ax.set_xticks(range(len(peers)), [LABELS[p].replace(" ", "\n", 1) for p in peers], fontsize=8)
         ax.set_title(f"{header}\n({'higher' if higher else 'lower'} is better for the peer)", fontsize=9)
-        for b, v in zip(bars, vals):
+        for b, v in zip(bars, vals, strict=True):
             ax.annotate(f"{v:.2g}x", (b.get_x() + b.get_width() / 2, v), ha="center",
                         va="bottom" if v >= 1 else "top", fontsize=8)
         lo, hi = min(vals + [1.0]), max(vals + [1.0])
@@ -1022,7 +1033,8 @@ def write_chart(result: dict[str, Any], path: Path) -> None:
     w = result["workload"]
     ax.text(0, 0.95, f"peer / wormjournal\n(wormjournal = 1, the line)\n\n{w['events']:,} events,\n"
             f"{w['executions']:,} executions,\nmean payload {w['mean_payload_json_bytes']:.0f} B\n\n"
-            f"{result['machine']['cpu_count']} cpus, {result['machine']['fs']['type'] if result['machine']['fs'] else ''}\n"
+            f"{result['machine']['cpu_count']} cpus, "
+            f"{result['machine']['fs']['type'] if result['machine']['fs'] else ''}\n"
             f"{result['date']}", va="top", fontsize=9)
     fig.suptitle("wormjournal vs peers: ratio peer / wormjournal (log scale)")
     fig.tight_layout()
@@ -1039,12 +1051,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", type=int, default=2000, help="durable single appends measured (default 2000)")
     ap.add_argument("--warmup", type=int, default=50, help="single appends before those, not counted (default 50)")
     ap.add_argument("--lookups", type=int, default=100, help="random executions looked up (default 100)")
-    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS), help="the systems to run (default all)")
+    ap.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS),
+                    help="the systems to run (default all)")
     ap.add_argument("--langgraph-analytics-limit", type=int, default=0, metavar="N",
                     help="deserialize only the first N checkpoints for the analytics and extrapolate (default 0: all)")
-    ap.add_argument("--evict", action="store_true", help="drop each system's files from the page cache before lookups and analytics")
+    ap.add_argument("--evict", action="store_true",
+                    help="drop each system's files from the page cache before lookups and analytics")
     ap.add_argument("--seed", type=int, default=1, help="seed of the workload and the lookup sample (default 1)")
-    ap.add_argument("--dir", type=Path, default=None, help="work here and keep everything (default: a temp dir, removed)")
+    ap.add_argument("--dir", type=Path, default=None,
+                    help="work here and keep everything (default: a temp dir, removed)")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the result as indented JSON")
     ap.add_argument("--chart", type=Path, default=None, metavar="FILE",
                     help="the PNG chart (default: FILE.png beside --json, else in --dir, else in the temp dir)")
@@ -1066,7 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
             out = child_single(args, args.workdir)
         else:
             name, phase = args.child.split(":")
-            out = {"build": child_build, "lookup": child_lookup, "analytics": child_analytics}[phase](name, args, args.workdir)
+            child = {"build": child_build, "lookup": child_lookup, "analytics": child_analytics}[phase]
+            out = child(name, args, args.workdir)
         print(json.dumps(out), flush=True)
         return 0
 

@@ -109,15 +109,17 @@ def child(store: Path, name: str, scope: str) -> None:
     rows = con.sql(sql).fetchall()
     seconds = time.perf_counter() - t0
     scanned = con.execute(f"SELECT count(*) FROM events {where}").fetchall()[0][0]
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps({"query": name, "scope": scope, "seconds": round(seconds, 3), "rows": len(rows),
-                      "events": scanned, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}))
+                      "events": scanned, "peak_rss_mb": peak_rss_mb}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--store", type=Path, default=None, help="build (or reuse) the journal here; default: a temp dir")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="build (or reuse) the journal here; default: a temp dir")
     parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--child", nargs=3, metavar=("STORE", "QUERY", "SCOPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -70,9 +70,8 @@ from typing import Any
 
 sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing bench_append
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_append import _NODES, _TOOLS, make_payload  # noqa: E402  (the realistic payload generator)
-
 import pyarrow as pa  # noqa: E402
+from bench_append import _NODES, _TOOLS, make_payload  # noqa: E402  (the realistic payload generator)
 
 import wormjournal  # noqa: E402
 from wormjournal import Journal, JournalConfig  # noqa: E402
@@ -126,7 +125,8 @@ def build(base: Path, events: int, segment_events: int, seed: int, batch: int = 
     finally:
         j.close()
     meta = {"version": META_VERSION, "events": events, "segment_events": segment_events, "seed": seed,
-            "build_seconds": round(time.perf_counter() - t0, 1), "mean_payload_json_bytes": round(payload_bytes / events, 1)}
+            "build_seconds": round(time.perf_counter() - t0, 1),
+            "mean_payload_json_bytes": round(payload_bytes / events, 1)}
     (base / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     log(f"built in {meta['build_seconds']} s")
     return meta
@@ -243,7 +243,8 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
     """One configuration in a fresh child process, its process tree's memory sampled meanwhile."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(store), "--workers", str(workers), "--runs", str(runs)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(store), "--workers", str(workers),
+           "--runs", str(runs)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = {"rss": 0, "pss": 0, "processes": 0}
     ticks: dict[int, int] = {}  # pid -> the latest CPU ticks seen (a worker's last < 20 ms are missed)
@@ -372,7 +373,8 @@ def machine() -> dict[str, Any]:
     }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                                     None)
     except OSError:
         pass
     return info
@@ -398,13 +400,16 @@ def table(result: dict[str, Any]) -> str:
     lines.append("")
     s = result["summary"]
     lines.append(f"ratio to raw SHA-256 (1 worker)   {s['ratio_1_worker_to_raw_sha256']:.3f}")
-    lines.append(f"ratio to raw SHA-256 (2 workers)  {s['ratio_2_workers_to_raw_sha256']:.3f}   (raw SHA-256 on one core)")
+    lines.append(f"ratio to raw SHA-256 (2 workers)  {s['ratio_2_workers_to_raw_sha256']:.3f}   "
+                 "(raw SHA-256 on one core)")
     lines.append(f"scaling, 2 workers / 1            {s['scaling_2_over_1']:.2f}x")
-    lines.append(f"memory, small vs whole journal    verifier {s['rss_verifier_small_mb']:.0f} -> {s['rss_verifier_large_mb']:.0f} MB, "
+    lines.append(f"memory, small vs whole journal    "
+                 f"verifier {s['rss_verifier_small_mb']:.0f} -> {s['rss_verifier_large_mb']:.0f} MB, "
                  f"tree PSS (2 workers) {s['pss_tree_2w_small_mb']:.0f} -> {s['pss_tree_2w_large_mb']:.0f} MB "
                  f"for {s['segments_small']} -> {s['segments_large']} segments")
     lines.append(f"target >= {TARGET_EPS_PER_PROCESS:,} events/s per process: "
-                 f"{'PASS' if s['target_eps_per_process'] else 'MISS'} ({s['events_per_s_per_process_1_worker']:,} with 1 worker)")
+                 f"{'PASS' if s['target_eps_per_process'] else 'MISS'} "
+                 f"({s['events_per_s_per_process_1_worker']:,} with 1 worker)")
     lines.append(f"load average 1/5/15 min at start {result['load_start']}, at end {result['load_end']}")
     return "\n".join(lines)
 
@@ -413,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the journal (default 1000000)")
     ap.add_argument("--segment-events", type=int, default=100_000, help="events per segment (default 100000)")
-    ap.add_argument("--small-segments", type=int, default=4, help="segments of the prefix store for the memory comparison (default 4)")
+    ap.add_argument("--small-segments", type=int, default=4,
+                    help="segments of the prefix store for the memory comparison (default 4)")
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure (default 1 2)")
     ap.add_argument("--runs", type=int, default=3, help="best of this many runs per configuration (default 3)")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--store", type=Path, default=None, help="build the journal here and keep it; reuse it if already built")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="build the journal here and keep it; reuse it if already built")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="also cProfile check_segment on one segment (stderr)")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -437,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         meta_path = base / META_FILE
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
-        wanted = {"version": META_VERSION, "events": args.events, "segment_events": args.segment_events, "seed": args.seed}
+        wanted = {"version": META_VERSION, "events": args.events, "segment_events": args.segment_events,
+                  "seed": args.seed}
         if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
             log(f"reusing the journal in {base}")
         else:
@@ -458,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"verify {label} store ({path.name}), workers={w}, best of {args.runs}")
                 rows.append(measure(path, w, args.runs))
                 log(f"  {rows[-1]['events_per_s']:,} events/s, {rows[-1]['seconds']} s, "
-                    f"verifier RSS {rows[-1]['peak_rss_mb_verifier_process']} MB, tree PSS {rows[-1]['peak_pss_mb_process_tree']} MB")
+                    f"verifier RSS {rows[-1]['peak_rss_mb_verifier_process']} MB, "
+                    f"tree PSS {rows[-1]['peak_pss_mb_process_tree']} MB")
         log("raw SHA-256 over the same event bytes")
         raw = raw_sha256(store, args.runs)
         if args.profile:
@@ -468,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         one, two = by[(segments, 1)], by[(segments, 2)]
         result: dict[str, Any] = {
             "benchmark": "wormjournal verify",
-            "journal": {**meta, "segments": segments, "segment_bytes": segment_bytes, "path": str(base) if tmp is None else None},
+            "journal": {**meta, "segments": segments, "segment_bytes": segment_bytes,
+                        "path": str(base) if tmp is None else None},
             "verify": rows,
             "raw_sha256": raw,
             "summary": {

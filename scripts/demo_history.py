@@ -57,7 +57,8 @@ class History:
         ]}, node=node, step_id=step)
         self.emit("llm_completed", run, {
             "model": "gpt-4.1-mini",
-            "output": f"[{node}] " + self.rng.choice(["Refund policy applies.", "Escalate to billing.", "Answer drafted."]),
+            "output": f"[{node}] " + self.rng.choice(["Refund policy applies.", "Escalate to billing.",
+                                                      "Answer drafted."]),
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
             "cost_usd": round(prompt_tokens * 4e-7 + completion_tokens * 1.6e-6, 6),
             "latency_ms": self.rng.randint(300, 4000),
@@ -78,31 +79,48 @@ class History:
             ]),
             "ids": [],
         }
-        self.emit("execution_started", run, {"graph": "support-agent", "version": "2.3.1", "input": {"question": run["question"]}})
+        self.emit("execution_started", run,
+                  {"graph": "support-agent", "version": "2.3.1", "input": {"question": run["question"]}})
         state: dict[str, object] = {"messages": 1}
         for i, node in enumerate(NODES):
             step = f"step-{i}"
             self.emit("node_started", run, {"input_keys": sorted(state)}, node=node, step_id=step)
             if node in TOOLS:
                 tool = TOOLS[node]
-                self.emit("tool_called", run, {"tool": tool, "args": {"query": run["question"][:40], "top_k": 5}}, node=node, step_id=step)
+                self.emit("tool_called", run, {"tool": tool, "args": {"query": run["question"][:40], "top_k": 5}},
+                          node=node, step_id=step)
                 if flaky_tool and node == "retrieve":
-                    self.emit("tool_returned", run, {"tool": tool, "error": "TimeoutError: upstream took 30s", "ok": False}, node=node, step_id=step)
-                    self.emit("retry_scheduled", run, {"attempt": 2, "backoff_ms": 500, "reason": "tool timeout"}, node=node, step_id=step)
-                    self.emit("tool_called", run, {"tool": tool, "args": {"query": run["question"][:40], "top_k": 5}, "attempt": 2}, node=node, step_id=step)
-                self.emit("tool_returned", run, {"tool": tool, "ok": True, "result": [f"doc-{self.rng.randint(1, 999)}" for _ in range(3)]}, node=node, step_id=step)
+                    self.emit("tool_returned", run,
+                              {"tool": tool, "error": "TimeoutError: upstream took 30s", "ok": False},
+                              node=node, step_id=step)
+                    self.emit("retry_scheduled", run, {"attempt": 2, "backoff_ms": 500, "reason": "tool timeout"},
+                              node=node, step_id=step)
+                    self.emit("tool_called", run,
+                              {"tool": tool, "args": {"query": run["question"][:40], "top_k": 5}, "attempt": 2},
+                              node=node, step_id=step)
+                self.emit("tool_returned", run,
+                          {"tool": tool, "ok": True, "result": [f"doc-{self.rng.randint(1, 999)}" for _ in range(3)]},
+                          node=node, step_id=step)
             self.llm_call(run, node, step)
             if fail and node == "draft_reply":
-                self.emit("exception_raised", run, {"type": "ValueError", "message": "reply exceeds policy length", "node": node}, node=node, step_id=step)
+                self.emit("exception_raised", run,
+                          {"type": "ValueError", "message": "reply exceeds policy length", "node": node},
+                          node=node, step_id=step)
                 self.emit("node_failed", run, {"error": "ValueError"}, node=node, step_id=step)
-                self.emit("execution_failed", run, {"error": "ValueError: reply exceeds policy length", "failed_node": node})
+                self.emit("execution_failed", run,
+                          {"error": "ValueError: reply exceeds policy length", "failed_node": node})
                 return
             state[node] = "done"
             self.emit("state_updated", run, {"new_state": {node: "done", "version": i + 1}}, node=node, step_id=step)
-            self.emit("checkpoint_saved", run, {"checkpoint_id": f"{run['execution_id']}-cp{i}", "version": i + 1}, node=node, step_id=step)
+            self.emit("checkpoint_saved", run, {"checkpoint_id": f"{run['execution_id']}-cp{i}", "version": i + 1},
+                      node=node, step_id=step)
             if node == "review" and needs_human:
-                self.emit("human_interrupted", run, {"reason": "refund over 100 EUR needs approval", "amount_eur": 149.0}, node=node, step_id=step)
-                self.emit("human_approved", run, {"approver": "agent-supervisor-3", "comment": "approved per policy 4.2"}, node=node, step_id=step)
+                self.emit("human_interrupted", run,
+                          {"reason": "refund over 100 EUR needs approval", "amount_eur": 149.0},
+                          node=node, step_id=step)
+                self.emit("human_approved", run,
+                          {"approver": "agent-supervisor-3", "comment": "approved per policy 4.2"},
+                          node=node, step_id=step)
             self.emit("node_completed", run, {"duration_ms": self.rng.randint(200, 6000)}, node=node, step_id=step)
             if i + 1 < len(NODES):
                 self.emit("edge_selected", run, {"from": node, "to": NODES[i + 1], "condition": "ok"}, node=node)

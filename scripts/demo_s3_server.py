@@ -29,7 +29,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bucket", default="demo-archive")
     args = parser.parse_args()
-    for name, value in (("AWS_ACCESS_KEY_ID", "demo"), ("AWS_SECRET_ACCESS_KEY", "demo"), ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (("AWS_ACCESS_KEY_ID", "demo"), ("AWS_SECRET_ACCESS_KEY", "demo"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
         os.environ.setdefault(name, value)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log in the demo output
     port = free_port()

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 
 import pyarrow as pa
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -23,12 +22,13 @@ from wormjournal import payload as payload_mod
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.segments import merkle
-from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
-from wormjournal.segments.notes import SigningKey, raw_public
-from wormjournal.segments.table import events_to_table, storage_order, utc_date
+from wormjournal.segments.identity import JournalIdentity
+from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
+from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
+from wormjournal.segments.notes import SigningKey, raw_public, split_note
+from wormjournal.segments.table import build_segment, events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
-from wormjournal.segments.keyhistory import KeyEntry, first_entry
-from wormjournal.segments.notes import split_note
+from wormjournal.trust import check_history
 from wormjournal.verify.proof import Proof
 
 JOURNAL_ID = "01J0000000000000000000TEST"
@@ -49,6 +49,32 @@ ENC_KEY = bytes(range(0x40, 0x60))
 ENC_NONCE = bytes(range(0x80, 0x8C))
 ENC_PAYLOAD = {"email": "alice@example.com", "note": "personal"}
 SEAL_TIME = "2024-06-10T06:15:00.000000Z"
+JOURNAL_CREATED = "2024-06-10T06:13:20Z"
+RETENTION = ("COMPLIANCE", 2562)
+# The rotation to the key whose seed is 20 21 .. 3f, after segment 0 of stream main was sealed: from
+# segment 1 of main on, the new key signs (FORMAT.md 6.1).
+ROTATION_TIME = events.parse_ts("2024-06-10T06:20:00Z")
+# Segments 1 and 2 of main: (seq, event_type, execution_id, payload), appended one second apart from
+# SEGMENT1_TS and SEGMENT2_TS; segment 1 is written in row groups (blocks) of SEGMENT1_BLOCK_ROWS rows.
+SEGMENT1 = [
+    (2, "tool_returned", "exec-0001", {"hits": 3}),
+    (3, "execution_started", "exec-0002", {"input": "bye"}),
+    (4, "llm_completed", "exec-0001", {"text": "done"}),
+    (5, "node_started", "exec-0002", {"node": "agent"}),
+    (6, "execution_completed", "exec-0001", {"status": "ok"}),
+]
+SEGMENT2 = [(7, "execution_completed", "exec-0002", {"status": "ok"})]
+SEGMENT1_TS = events.parse_ts("2024-06-10T06:16:00Z")
+SEGMENT2_TS = events.parse_ts("2024-06-10T06:26:00Z")
+SEGMENT1_BLOCK_ROWS = 2
+# Illustrative (object_size, object_sha256, object_version) and seal time of segments 1 and 2.
+SEGMENT_OBJECTS = {
+    1: (6144, bytes(range(0xC0, 0xE0)), "q2nZ7vK1cX9wE4tR8yU0iO5pA3sD6fGh", "2024-06-10T06:25:00.000000Z"),
+    2: (3072, bytes(range(0xE0, 0x100)), "Lm4nB7vC0xZ9aS2dF5gH8jK1qW3eR6tY", "2024-06-10T06:30:00.000000Z"),
+}
+# (stream, segment) whose signing key the keyvalidity vectors give: before, at and after main's cutover,
+# and a stream the rotation does not name (created after it: the new key signs it from segment 0).
+KEY_VALIDITY_CASES = [("main", 0), ("main", 1), ("main", 2), ("side", 0)]
 # RFC 6962 leaf data of the certificate-transparency / transparency-dev test suites.
 RFC6962_LEAVES = [
     b"",
@@ -84,6 +110,39 @@ def index_leaf_data(kind: str, table: object) -> bytes:
         kind_of = events.Kind.STR if pa.types.is_string(field.type) else events.Kind.INT
         parts.append(events.encode_value(kind_of, _index_value(row[field.name])))
     return b"".join(parts)
+
+
+def chain_events(rows: list[dict[str, object]], prev: bytes) -> list[StoredEvent]:
+    """The events of ``rows`` (field values by name), hash-chained onto ``prev`` in the given (seq) order."""
+    out = []
+    for fields in rows:
+        h = events.event_hash(prev, events.encode_fields(tuple(fields[name] for name in events.FIELD_NAMES)))
+        out.append(StoredEvent(**fields, prev_hash=prev, hash=h))  # type: ignore[arg-type]
+        prev = h
+    return out
+
+
+def plain_events(spec: list[tuple[int, str, str, object]], ts0: int,
+                 last_seq_of: dict[str, int]) -> list[dict[str, object]]:
+    """Field values of events with only seq, id, time, type, execution and payload given (and the back-link
+    ``exec_prev_seq``, from ``last_seq_of``, which is updated)."""
+    rows = []
+    for k, (seq, event_type, execution_id, body) in enumerate(spec):
+        ts = ts0 + k * 1_000_000
+        fields: dict[str, object] = {name: None for name in events.FIELD_NAMES}
+        fields.update(seq=seq, event_id=uuid7_at(ts, seq), ts=ts, event_type=event_type, execution_id=execution_id,
+                      exec_prev_seq=last_seq_of.get(execution_id), payload_codec="json",
+                      payload=events.canonical_json(body))
+        last_seq_of[execution_id] = seq
+        rows.append(fields)
+    return rows
+
+
+def segment_index(stored: list[StoredEvent], segment: int) -> list[IndexRoot]:
+    """The roots of the index objects a seal of ``stored`` as segment ``segment`` signs (section 11a)."""
+    tables = index_build.segment_tables(events_to_table(storage_order(stored)), segment)
+    return [index_build.encode(kind, tables[kind], journal_id=JOURNAL_ID, stream=STREAM, first=segment, last=segment)[1]
+            for kind in layout.INDEX_KINDS]
 
 
 def value_text(kind: str, value: object) -> str:
@@ -186,6 +245,58 @@ def main() -> None:
     mhash = manifest.manifest_hash()
     checkpoint = Checkpoint.for_manifests(checkpoint_origin(JOURNAL_ID, STREAM), [mhash])
 
+    # journal.json and the key history (FORMAT.md 6.1, version 2): entry 0 pins journal.json; entry 1 rotates
+    # to key2 after segment 0 of main was sealed, signed by the retiring key, then by the new one.
+    identity = JournalIdentity(JOURNAL_ID, JOURNAL_CREATED, key.name, retention_mode=RETENTION[0],
+                               retention_days=RETENTION[1]).encode()
+    history0 = first_entry(JOURNAL_ID, key, TS0, identity)
+    history1 = KeyEntry(JOURNAL_ID, 1, raw_public(key2.verify_key.public), events.format_ts(ROTATION_TIME),
+                        KeyEntry.parse(split_note(history0)[0]).entry_hash(), identity_hash(identity), {STREAM: 1}
+                        ).sign([key, key2])
+    ring = check_history([(entry_name(0), history0), (entry_name(1), history1)], JOURNAL_ID, key.name, [vk],
+                         identity=identity)
+    assert ring.ok and not ring.notices and len(ring.entries) == 2
+    signers = (key, key2)  # by entry number
+
+    # Segments 1 and 2 of main, chained onto event1 and signed by the key valid for them (key2).
+    last_seq_of = {"exec-0001": 1}
+    stored1 = chain_events(plain_events(SEGMENT1, SEGMENT1_TS, last_seq_of), stored[-1].hash)
+    stored2 = chain_events(plain_events(SEGMENT2, SEGMENT2_TS, last_seq_of), stored1[-1].hash)
+    _, table1, root1 = build_segment(stored1, journal_id=JOURNAL_ID, stream=STREAM, segment=1,
+                                     row_group_rows=SEGMENT1_BLOCK_ROWS)
+    rows1 = table1.column("seq").to_pylist()
+    block_roots1 = merkle.block_roots([merkle.leaf_hash(h) for h in table1.column("hash").to_pylist()],
+                                      SEGMENT1_BLOCK_ROWS)
+    assert len(block_roots1) == 3 and root1 == merkle.root_from_leaf_hashes(block_roots1)
+    manifests = [manifest]
+    for n, chunk in ((1, stored1), (2, stored2)):
+        size, sha256, version, seal_time = SEGMENT_OBJECTS[n]
+        signer = signers[ring.valid_entry(STREAM, n)]
+        manifests.append(Manifest(
+            journal=JOURNAL_ID,
+            stream=STREAM,
+            segment=n,
+            first_seq=chunk[0].seq,
+            last_seq=chunk[-1].seq,
+            events=len(chunk),
+            prev_hash=chunk[0].prev_hash,
+            last_hash=chunk[-1].hash,
+            merkle_root=merkle.merkle_root([e.hash for e in storage_order(chunk)]),
+            object=layout.segment(STREAM, utc_date(chunk[0].ts), n),
+            object_size=size,
+            object_sha256=sha256,
+            object_version=version,
+            prev_manifest=manifests[-1].manifest_hash(),
+            frontier=tuple(merkle.frontier_of([merkle.leaf_hash(m.manifest_hash()) for m in manifests])),
+            key_id=signer.verify_key.key_id,
+            time=seal_time,
+            index=tuple(segment_index(chunk, n)),
+        ))
+    assert manifests[1].merkle_root == root1
+    checkpoint3 = Checkpoint.for_manifests(checkpoint_origin(JOURNAL_ID, STREAM),
+                                           [m.manifest_hash() for m in manifests])
+    checkpoint3_signer = signers[ring.valid_entry(STREAM, checkpoint3.tree_size - 1)]
+
     out: list[str] = []
     line = out.append
     line("```vectors")
@@ -199,6 +310,13 @@ def main() -> None:
     line(f'key.key_id: "{vk.key_id}"')
     line(f"key.note_key_hash: {vk.note_hash.hex()}")
     line(f'key.object: "{layout.public_key(vk.key_id)}"')
+    line("")
+    line(f"key2.seed: {SUBJECT_KEY.hex()}")
+    line(f"key2.public: {raw_public(key2.verify_key.public).hex()}")
+    line(f'key2.key_id: "{key2.verify_key.key_id}"')
+    line(f"identity.sha256: {identity_hash(identity).hex()}")
+    for stream, segment in KEY_VALIDITY_CASES:
+        line(f"keyvalidity.{stream}.{segment}: {ring.valid_entry(stream, segment)}")
     line("")
     line(f"subject.key: {SUBJECT_KEY.hex()}")
     line(f'subject.id: "{SUBJECT_ID}"')
@@ -238,6 +356,23 @@ def main() -> None:
     line(f'checkpoint1.object: "{layout.checkpoint(STREAM, 1)}"')
     line(f"checkpoint1.root: {checkpoint.root_hash.hex()}")
     line("")
+    for e in stored1 + stored2:
+        line(f"event{e.seq}.canonical: {events.encode_fields(e.field_values()).hex()}")
+        line(f"event{e.seq}.hash: {e.hash.hex()}")
+    line(f'segment1.object: "{manifests[1].object}"')
+    line(f"segment1.block_rows: {SEGMENT1_BLOCK_ROWS}")
+    line(f"segment1.rows: {_json(rows1)}")
+    for j, r in enumerate(block_roots1):
+        line(f"segment1.block_root{j}: {r.hex()}")
+    line(f"segment1.merkle_root: {root1.hex()}")
+    line(f'segment2.object: "{manifests[2].object}"')
+    line(f"segment2.merkle_root: {manifests[2].merkle_root.hex()}")
+    for m in manifests[1:]:
+        line(f'manifest{m.segment}.object: "{layout.manifest(STREAM, m.segment)}"')
+        line(f"manifest{m.segment}.hash: {m.manifest_hash().hex()}")
+    line(f'checkpoint3.object: "{layout.checkpoint(STREAM, checkpoint3.tree_size)}"')
+    line(f"checkpoint3.root: {checkpoint3.root_hash.hex()}")
+    line("")
     for i, leaf in enumerate(RFC6962_LEAVES):
         line(f"rfc6962.leaf{i}: {leaf.hex()}")
     for n in range(len(RFC6962_LEAVES) + 1):
@@ -246,9 +381,11 @@ def main() -> None:
     for n in range(len(RFC6962_LEAVES) + 1):
         line(f"rfc6962.frontier{n}: {' '.join(h.hex() for h in merkle.frontier_of(hashes[:n])) or '-'}")
     for index, size in INCLUSION_CASES:
-        line(f"rfc6962.inclusion.{index}.{size}: {' '.join(h.hex() for h in merkle.inclusion_path(hashes[:size], index)) or '-'}")
+        path = merkle.inclusion_path(hashes[:size], index)
+        line(f"rfc6962.inclusion.{index}.{size}: {' '.join(h.hex() for h in path) or '-'}")
     for old, new in CONSISTENCY_CASES:
-        line(f"rfc6962.consistency.{old}.{new}: {' '.join(h.hex() for h in merkle.consistency_path(hashes[:new], old)) or '-'}")
+        path = merkle.consistency_path(hashes[:new], old)
+        line(f"rfc6962.consistency.{old}.{new}: {' '.join(h.hex() for h in path) or '-'}")
     line("```")
     blocks = {
         "event0.fields": "\n".join(
@@ -257,14 +394,16 @@ def main() -> None:
         )
         + "\n",
         "key.pem": vk.pem().decode(),
+        "journal.json": identity.decode(),
         "manifest0.note": manifest.sign(key).decode(),
         "checkpoint1.note": checkpoint.sign(key).decode(),
         # FORMAT.md 6.1: entry 0 of the key history (signed by its own key) and entry 1, a rotation to the key
         # whose seed is 20 21 .. 3f, signed by both.
-        "keyhistory0.note": first_entry(JOURNAL_ID, key, TS0).decode(),
-        "keyhistory1.note": KeyEntry(JOURNAL_ID, 1, raw_public(key2.verify_key.public), events.format_ts(TS1),
-                                     KeyEntry.parse(split_note(first_entry(JOURNAL_ID, key, TS0))[0]).entry_hash()
-                                     ).sign([key, key2]).decode(),
+        "keyhistory0.note": history0.decode(),
+        "keyhistory1.note": history1.decode(),
+        "manifest1.note": manifests[1].sign(signers[ring.valid_entry(STREAM, 1)]).decode(),
+        "manifest2.note": manifests[2].sign(signers[ring.valid_entry(STREAM, 2)]).decode(),
+        "checkpoint3.note": checkpoint3.sign(checkpoint3_signer).decode(),
         "proof.json": Proof(
             event={name: getattr(stored[1], name) for name in events.FIELD_NAMES},
             prev_hash=stored[1].prev_hash,
@@ -273,7 +412,7 @@ def main() -> None:
             manifest=manifest.sign(key),
             checkpoint=checkpoint.sign(key),
             checkpoint_path=(),
-            key_history=(first_entry(JOURNAL_ID, key, TS0),),
+            key_history=(history0,),
         ).to_json().decode(),
     }
     for name, body in blocks.items():

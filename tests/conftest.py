@@ -9,11 +9,13 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from s3_fixtures import moto_server, s3_bucket, s3_bucket_unlocked  # noqa: F401 - S3 fixtures
+from test_cli import cli_paths, wj  # noqa: F401 - the CLI fixtures (the in-process runner), for every module
 
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.segments.manifest import Manifest
@@ -186,7 +188,8 @@ def forge_seal(store: LocalStore, key: SigningKey, events: list[tuple[str, str, 
     stored = []
     for event_type, execution, payload in events:
         values = (seq, f"forged-{seq}", ts, event_type, None, execution, None, None, None, None, None, None,
-                  heads.get(execution), "json", None, json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
+                  heads.get(execution), "json", None,
+                  json.dumps(payload, sort_keys=True, separators=(",", ":")).encode())
         h = event_hash(prev, encode_fields(values))
         stored.append(StoredEvent(*values, prev_hash=prev, hash=h))
         heads[execution], seq, prev = seq, seq + 1, h
@@ -194,3 +197,19 @@ def forge_seal(store: LocalStore, key: SigningKey, events: list[tuple[str, str, 
                                segment_max_events=1000)
     with mock.patch.object(sealer_mod, "now_micros", lambda: ts):
         sealer.seal(stored)
+
+
+def wal_key(store: Path, keys: Path) -> bytes:
+    """The WAL key of the journal in ``store`` (a directory), from its key directory ``keys``."""
+    from wormjournal.journal.keys import load_wal_key
+    from wormjournal.segments.identity import read_identity
+
+    return load_wal_key(keys, read_identity(LocalStore(store)).journal_id)
+
+
+def wal_mac(store: Path, keys: Path, stream: str = "main") -> Any:
+    """The authenticator of the WAL frames of ``stream`` of the journal in ``store`` (a directory)."""
+    from wormjournal.segments.identity import read_identity
+    from wormjournal.storage.wal import WalMac
+
+    return WalMac(wal_key(store, keys), read_identity(LocalStore(store)).journal_id, stream)

@@ -67,13 +67,12 @@ class _SerialWrites:
 
 class _MotoServer(ThreadedMotoServer):
     def _server_entry(self) -> None:
-        from werkzeug.serving import make_server
-
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
             create_backend_app,
         )
+        from werkzeug.serving import make_server
 
         app = _SerialWrites(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(
@@ -155,7 +154,8 @@ class S3Bucket:
         """Every key under ``prefix`` was stored exactly once: one version, no delete marker."""
         versions = self.all_versions(prefix)
         assert versions, f"nothing stored under {prefix!r}"
-        many = {k: [v.get("VersionId") for v in vs] for k, vs in versions.items() if len(vs) != 1 or "Size" not in vs[0]}
+        many = {k: [v.get("VersionId") for v in vs] for k, vs in versions.items()
+                if len(vs) != 1 or "Size" not in vs[0]}
         assert not many, f"keys stored more than once (or deleted): {many}"
 
     def keys(self) -> list[str]:

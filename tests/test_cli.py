@@ -526,7 +526,8 @@ def test_end_to_end_subprocess(cli_paths: CliPaths) -> None:
     assert "seq 0..5" in r.stdout
 
     before = wal_bytes(cli_paths.store)
-    r = run_process("append", cli_paths.store, "-", "--key-dir", cli_paths.keys, stdin=good + '{"event_type": "nope", "execution_id": "x"}\n')
+    r = run_process("append", cli_paths.store, "-", "--key-dir", cli_paths.keys,
+                    stdin=good + '{"event_type": "nope", "execution_id": "x"}\n')
     assert r.returncode == 2
     assert "line 7" in r.stderr and "'event_type'" in r.stderr
     assert "Traceback" not in r.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import hmac
 import logging
 import os
 import random
@@ -44,6 +45,10 @@ from wormjournal.segments.notes import open_note
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust
+
+from conftest import wal_mac
+
+TEST_MAC = walmod.WalMac(bytes(32), "journal", "main")  # frames built by hand in these tests
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -279,7 +284,7 @@ def record_acks(acked: dict[str, int], child: Child, context: str) -> None:
 # -- random kills ------------------------------------------------------------------------
 
 
-def check_crashed(store: Path, acked: dict[str, int], *, context: str = "") -> int:
+def check_crashed(store: Path, keys: Path, acked: dict[str, int], *, context: str = "") -> int:
     """Read-only, before any recovery: the sealed segments (those with a manifest) and the
     WAL records after them hold every acknowledged event once, at its seq, with gapless seqs.
     Returns the number of WAL files (more than one: the kill interrupted a seal)."""
@@ -290,8 +295,9 @@ def check_crashed(store: Path, acked: dict[str, int], *, context: str = "") -> i
         rows.extend(segment_rows(st.get(m.object)))
     sealed_next = ms[-1].last_seq + 1 if ms else 0
     wal_files = walmod.list_wal_files(store / ".wal" / f"stream={STREAM}")
+    mac = wal_mac(store, keys) if wal_files else None
     for path in wal_files:
-        rows.extend((e.seq, e.event_id) for e in walmod.read_wal(path).events if e.seq >= sealed_next)
+        rows.extend((e.seq, e.event_id) for e in walmod.read_wal(path, mac).events if e.seq >= sealed_next)
     rows.sort()
     assert [s for s, _ in rows] == list(range(len(rows))), f"{context}: seqs in store + WAL are not gapless and unique"
     at = dict((e, s) for s, e in rows)
@@ -332,15 +338,16 @@ def test_random_kills(tmp_path: Path) -> None:
             # Anywhere from interpreter start-up through recovery to appending.
             child.pump(child.started + rng.uniform(0.05, 0.5))
         else:
-            assert child.wait_for(lambda c: c.ready is not None, 30), f"{ctx}: {run_id} never got ready\n{child.stderr()}"
+            assert child.wait_for(lambda c: c.ready is not None, 30), (
+                f"{ctx}: {run_id} never got ready\n{child.stderr()}")
             if mode < 0.6:
                 # Into a seal: a few milliseconds after it started.
                 seals = child.steps().count("seal_start") + 1
-                child.wait_for(lambda c: c.steps().count("seal_start") >= seals, 2.0)
+                child.wait_for(lambda c, seals=seals: c.steps().count("seal_start") >= seals, 2.0)
                 child.pump(time.monotonic() + rng.uniform(0.0, 0.012))
             else:
                 want = len(child.acks()) + rng.randint(1, 40)
-                child.wait_for(lambda c: len(c.acks()) >= want, rng.uniform(0.0, 0.15))
+                child.wait_for(lambda c, want=want: len(c.acks()) >= want, rng.uniform(0.0, 0.15))
         status = child.kill()
         assert status == -signal.SIGKILL, f"{ctx}: {run_id} exited by itself with {status}\n{child.stderr()}"
         kills += 1
@@ -351,7 +358,7 @@ def test_random_kills(tmp_path: Path) -> None:
         else:
             assert ready[0] > max(acked.values(), default=-1), f"{where}: the child reopened below an acknowledged seq"
         record_acks(acked, child, where)
-        if check_crashed(store, acked, context=where) > 1:
+        if check_crashed(store, keys, acked, context=where) > 1:
             mid_seal += 1
             orphaned += bool(orphans(store))
         if rnd % 2 == 0:
@@ -373,7 +380,8 @@ def test_random_kills(tmp_path: Path) -> None:
 # -- deterministic crash points ---------------------------------------------------------------
 
 
-def run_until_crash(store: Path, keys: Path, run_id: str, step: str, occurrence: int, log_dir: Path, *extra: str) -> Child:
+def run_until_crash(store: Path, keys: Path, run_id: str, step: str, occurrence: int, log_dir: Path,
+                    *extra: str) -> Child:
     child = Child(
         store, keys, run_id,
         "--crash-at", step, "--crash-occurrence", str(occurrence), "--max-events", "400",
@@ -435,7 +443,8 @@ def test_crash_at_seal_step(tmp_path: Path, step: str, occurrence: int) -> None:
     check_journal(store, keys, acked, context="continued")
 
 
-def test_killed_between_rotation_and_seal_adopts_stored_segment(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_killed_between_rotation_and_seal_adopts_stored_segment(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """The first seal dies right after its first segment object is stored.
 
     The WAL was rotated (two files), the store holds a segment without a manifest. The
@@ -499,13 +508,13 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
 
 
 def frames(path: Path) -> list[tuple[int, int]]:
-    """(start, end) of every whole frame of a WAL file."""
+    """(start, end) of every whole frame of a WAL file (its MAC included)."""
     data = path.read_bytes()
     pos, out = walmod.HEADER_SIZE, []
     while pos + 8 <= len(data):
         (length,) = struct.unpack_from(">I", data, pos)
-        out.append((pos, pos + 8 + length))
-        pos += 8 + length
+        out.append((pos, pos + 8 + length + walmod.MAC_SIZE))
+        pos += 8 + length + walmod.MAC_SIZE
     assert pos == len(data)
     return out
 
@@ -547,7 +556,7 @@ def test_torn_last_frame_at_every_offset(fast_tmp: Path, singles: int, last_batc
         j = Journal.open(case, key_dir=keys, config=QUIET)
         try:
             assert j.next_seq == kept, f"cut at {cut}"
-            contents = walmod.read_wal(case_wal)
+            contents = walmod.read_wal(case_wal, wal_mac(case, keys))
             assert [e.event_id for e in contents.events] == expected_ids, f"cut at {cut}"
             assert case_wal.stat().st_size == start, "the torn tail is cut off"
             if cut in full:
@@ -570,7 +579,7 @@ def test_whole_wal_reopens_intact(tmp_path: Path) -> None:
     assert wal.stat().st_size == size
 
 
-@pytest.mark.parametrize("where", ["length", "crc", "body-start", "body-middle", "body-end"])
+@pytest.mark.parametrize("where", ["length", "crc", "body-start", "body-middle", "body-end", "mac"])
 @pytest.mark.parametrize("frame", [0, 2])
 def test_damaged_middle_frame_is_refused(tmp_path: Path, where: str, frame: int) -> None:
     """A flipped byte in a frame that is not the last one is damage, not a torn tail: open refuses,
@@ -581,8 +590,9 @@ def test_damaged_middle_frame_is_refused(tmp_path: Path, where: str, frame: int)
         "length": start + 2,
         "crc": start + 5,
         "body-start": start + 8,
-        "body-middle": (start + 8 + end) // 2,
-        "body-end": end - 1,
+        "body-middle": (start + 8 + end - walmod.MAC_SIZE) // 2,
+        "body-end": end - walmod.MAC_SIZE - 1,
+        "mac": end - 1,
     }[where]
     data = bytearray(wal.read_bytes())
     data[offset] ^= 0x40
@@ -590,6 +600,25 @@ def test_damaged_middle_frame_is_refused(tmp_path: Path, where: str, frame: int)
     with pytest.raises(IntegrityError):
         Journal.open(template, key_dir=keys, config=QUIET)
     assert wal.read_bytes() == bytes(data), "a refused open must not cut the WAL"
+
+
+def test_a_whole_last_frame_with_a_wrong_mac_is_refused_not_cut(tmp_path: Path) -> None:
+    """The last frame is whole and passes its CRC, but its MAC is not the writer's (forged, or another key
+    directory's WAL): that is no torn tail to cut off silently. Open refuses and leaves the WAL as it was;
+    a reader with the WAL key refuses too."""
+    template, keys, wal = make_wal_journal(tmp_path, 4, 0)
+    start, end = frames(wal)[-1]
+    data = wal.read_bytes()
+    body = data[start + 8 : end - walmod.MAC_SIZE]
+    jid = read_identity(LocalStore(template)).journal_id
+    forged = body + walmod.WalMac(os.urandom(32), jid, STREAM).tag(body)  # the same body under another key
+    data = data[:start] + struct.pack(">II", len(body), zlib.crc32(forged)) + forged
+    wal.write_bytes(data)
+    with pytest.raises(IntegrityError, match="not authenticated"):
+        Journal.open(template, key_dir=keys, config=QUIET)
+    assert wal.read_bytes() == data
+    with pytest.raises(IntegrityError, match="not authenticated"):
+        walmod.read_wal(wal, wal_mac(template, keys))
 
 
 def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
@@ -601,7 +630,7 @@ def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
     with Journal.open(template, key_dir=keys, config=QUIET) as j:
         assert j.next_seq == 3
         assert j.append("tool_called", "exec-1", None) == 3
-    assert walmod.read_wal(wal).good_end == wal.stat().st_size > size
+    assert walmod.read_wal(wal, wal_mac(template, keys)).good_end == wal.stat().st_size > size
 
 
 class _Interrupt(BaseException):
@@ -638,7 +667,8 @@ def test_damaged_frozen_wal_file_is_refused(tmp_path: Path) -> None:
 # -- property: the WAL reader -------------------------------------------------------------------
 
 
-def _records(first_seq: int, prev: bytes, payloads: list[list[bytes]]) -> tuple[list[bytes], list[list[tuple[int, str, bytes]]]]:
+def _records(first_seq: int, prev: bytes,
+             payloads: list[list[bytes]]) -> tuple[list[bytes], list[list[tuple[int, str, bytes]]]]:
     """Frames of chained records, and per frame the (seq, event_id, hash) it holds."""
     frames_out, expected = [], []
     seq = first_seq
@@ -654,7 +684,7 @@ def _records(first_seq: int, prev: bytes, payloads: list[list[bytes]]) -> tuple[
             records.append((enc, prev))
             exp.append((seq, f"ev-{seq}", prev))
             seq += 1
-        frames_out.append(walmod.encode_frame(records))
+        frames_out.append(walmod.encode_frame(records, TEST_MAC))
         expected.append(exp)
     return frames_out, expected
 
@@ -688,15 +718,19 @@ def test_read_wal_returns_whole_frames_before_the_cut(
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / walmod.wal_name(first_seq)
         path.write_bytes(data)
-        got = walmod.read_wal(path)
+        got = walmod.read_wal(path, TEST_MAC)
     assert [(e.seq, e.event_id, e.hash) for e in got.events] == want
     assert got.good_end == end
     assert got.size == len(data)
     assert got.header == walmod.WalHeader(first_seq, prev)
 
 
-def test_encode_frame_crc_covers_the_body() -> None:
-    """The frame layout read_wal relies on: u32 length, u32 CRC-32 of the body, body."""
-    frame = walmod.encode_frame([(b"abc", b"\x01" * 32)])
+def test_encode_frame_crc_covers_the_body_and_the_mac() -> None:
+    """The frame layout read_wal relies on: u32 length of the body, u32 CRC-32 of the body and the MAC, the
+    body, the MAC of the body (so a torn MAC is a torn frame, and a whole frame with a wrong MAC is forged)."""
+    frame = walmod.encode_frame([(b"abc", b"\x01" * 32)], TEST_MAC)
     length, crc = struct.unpack_from(">II", frame)
-    assert length == len(frame) - 8 and crc == zlib.crc32(frame[8:])
+    body = frame[8:-32]
+    assert length == len(body) == len(frame) - 8 - 32 and crc == zlib.crc32(frame[8:])
+    assert frame[-32:] == hmac.new(bytes(32), walmod.WAL_TAG + b"\x00\x00\x00\x07journal\x00\x00\x00\x04main" + body,
+                                   hashlib.sha256).digest()

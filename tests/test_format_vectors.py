@@ -3,14 +3,16 @@
 1. The test vectors in FORMAT.md ("Test vectors") are parsed out of the document and the
    library must reproduce each of them exactly.
 2. An independent implementation of the event hash, the genesis hash, the pseudonym, the
-   signed-note check and the RFC 6962 root, written from FORMAT.md with ``struct`` and
-   ``hashlib`` only, must agree with the library on the vectors and on random events.
+   signed-note check, the RFC 6962 root, the key history entry and the key validity rule,
+   written from FORMAT.md with ``struct`` and ``hashlib`` only, must agree with the library
+   on the vectors and on random events.
 3. The field table of FORMAT.md must match the library's FIELDS and Parquet schema.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -35,10 +37,22 @@ from wormjournal.errors import IntegrityError
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.segments import merkle, table
-from wormjournal.segments.table import events_to_table, storage_order
+from wormjournal.segments.identity import JournalIdentity
+from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import NoteError, SigningKey, VerifyKey, open_note, raw_public
+from wormjournal.segments.table import events_to_table, storage_order
 from wormjournal.storage import layout
+from wormjournal.trust import (
+    KeyRing,
+    ManifestChain,
+    Sink,
+    check_checkpoint_root,
+    check_complete,
+    check_history,
+    open_checkpoint,
+    open_manifest,
+)
 
 FORMAT_MD = Path(__file__).resolve().parents[1] / "FORMAT.md"
 
@@ -189,6 +203,55 @@ def spec_mth(leaves: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + spec_mth(leaves[:k]) + spec_mth(leaves[k:])).digest()
 
 
+def spec_decode(data: bytes) -> dict[str, Any]:
+    """Canonical field bytes (2.2) back to the field values, by name."""
+    out: dict[str, Any] = {}
+    pos = 0
+    for name, kind, _ in spec_fields():
+        (n,) = struct.unpack_from(">I", data, pos)
+        pos += 4
+        if n == 0xFFFFFFFF:
+            out[name] = None
+            continue
+        raw = data[pos : pos + n]
+        pos += n
+        out[name] = struct.unpack(">q", raw)[0] if kind == "int" else raw.decode("utf-8") if kind == "str" else raw
+    assert pos == len(data)
+    return out
+
+
+def spec_mth_nodes(nodes: list[bytes]) -> bytes:
+    """FORMAT.md 5: the RFC 6962 recursion with subtree roots (the block roots) in place of leaf hashes."""
+    if len(nodes) == 1:
+        return nodes[0]
+    k = 1 << ((len(nodes) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + spec_mth_nodes(nodes[:k]) + spec_mth_nodes(nodes[k:])).digest()
+
+
+SPEC_KEY_LINES = ["journal", "entry", "key_id", "public_key", "valid_from", "prev_entry", "identity"]
+
+
+def spec_key_entry(text: str) -> tuple[dict[str, str], dict[str, int]]:
+    """A version 2 key history entry (FORMAT.md 6.1): its fixed lines by name, and its cutovers."""
+    lines = text.split("\n")
+    assert lines[0] == "wormjournal/key/v2" and lines[-1] == ""
+    fixed = [line.split(" ", 1) for line in lines[1 : len(SPEC_KEY_LINES) + 1]]
+    assert [k for k, _ in fixed] == SPEC_KEY_LINES
+    cutovers: dict[str, int] = {}
+    for line in lines[len(SPEC_KEY_LINES) + 1 : -1]:
+        word, stream, segment = line.split(" ")
+        assert word == "cutover" and stream not in cutovers and re.fullmatch(r"0|[1-9][0-9]*", segment)
+        cutovers[stream] = int(segment)
+    assert list(cutovers) == sorted(cutovers)
+    return dict(fixed), cutovers
+
+
+def spec_valid_entry(cutovers: list[dict[str, int]], stream: str, segment: int) -> int:
+    """FORMAT.md 6.1, key validity by position: the last entry whose cutover for the stream (0 for entry 0,
+    and for a stream the entry does not name) is at most the segment."""
+    return max(n for n, cut in enumerate(cutovers) if n == 0 or cut.get(stream, 0) <= segment)
+
+
 def spec_open_note(note: bytes, name: str, public: bytes) -> str:
     """Check a one-signature wormjournal note (FORMAT.md 6); return its text."""
     whole = note.decode("utf-8")
@@ -205,9 +268,31 @@ def spec_open_note(note: bytes, name: str, public: bytes) -> str:
 # -- helpers ------------------------------------------------------------------------
 
 
-def signing_key(vec: Vectors) -> SigningKey:
-    private = Ed25519PrivateKey.from_private_bytes(vec.hex("key.seed"))
+def signing_key(vec: Vectors, which: str = "key") -> SigningKey:
+    """The key of the vectors (``key``), or the one the key history rotates to (``key2``)."""
+    private = Ed25519PrivateKey.from_private_bytes(vec.hex(f"{which}.seed"))
     return SigningKey(vec.text("key.name"), private)
+
+
+def later_events(vec: Vectors) -> dict[int, StoredEvent]:
+    """event2, event3, ... (given by canonical field bytes and hash), chained onto event1, by seq."""
+    out: dict[int, StoredEvent] = {}
+    prev, seq = vec.hex("event1.hash"), 2
+    while f"event{seq}.canonical" in vec.values:
+        values, size = events.decode_fields(vec.hex(f"event{seq}.canonical"))
+        assert size == len(vec.hex(f"event{seq}.canonical"))
+        out[seq] = StoredEvent(**dict(zip(events.FIELD_NAMES, values, strict=True)), prev_hash=prev,
+                               hash=vec.hex(f"event{seq}.hash"))
+        prev, seq = out[seq].hash, seq + 1
+    return out
+
+
+def key_ring(vec: Vectors, trusted: list[VerifyKey] | None = None, identity: bytes | None = None) -> KeyRing:
+    """The trust core's key ring from keyhistory0.note and keyhistory1.note and journal.json."""
+    notes = [(entry_name(n), vec.block(f"keyhistory{n}.note").encode()) for n in (0, 1)]
+    return check_history(notes, vec.text("journal_id"), vec.text("key.name"),
+                         [signing_key(vec).verify_key] if trusted is None else trusted,
+                         identity=vec.block("journal.json").encode() if identity is None else identity)
 
 
 def event_values(vec: Vectors, i: int) -> dict[str, Any]:
@@ -440,23 +525,28 @@ def test_index_vectors(vec: Vectors, kind: str) -> None:
     assert spec_index_leaf(kind, rows[0]) == vec.hex(f"index.{kind}.leaf0")
     assert spec_mth([spec_index_leaf(kind, r) for r in rows]) == vec.hex(f"index.{kind}.root")
     # The library computes the same rows from the two events, and the same root.
-    table = index_build.segment_tables(events_to_table(storage_order([stored_event(vec, 0), stored_event(vec, 1)])), 0)[kind]
+    stored = storage_order([stored_event(vec, 0), stored_event(vec, 1)])
+    table = index_build.segment_tables(events_to_table(stored), 0)[kind]
     as_vector = [[events.datetime_to_micros(v) if isinstance(v, dt.datetime) else v for v in r.values()]
                  for r in table.to_pylist()]
     assert as_vector == rows
     assert [name for name, _ in SPEC_INDEX_COLUMNS[kind]] == table.schema.names
-    _, root = index_build.encode(kind, table, journal_id=vec.text("journal_id"), stream=vec.text("stream"), first=0, last=0)
+    _, root = index_build.encode(kind, table, journal_id=vec.text("journal_id"), stream=vec.text("stream"), first=0,
+                                 last=0)
     assert (root.rows, root.root) == (len(rows), vec.hex(f"index.{kind}.root"))
-    assert index_build.leaf_hashes(kind, table) == [hashlib.sha256(b"\x00" + spec_index_leaf(kind, r)).digest() for r in rows]
+    assert index_build.leaf_hashes(kind, table) == [hashlib.sha256(b"\x00" + spec_index_leaf(kind, r)).digest()
+                                                    for r in rows]
 
 
 def test_encrypted_payload_vector(vec: Vectors) -> None:
     """Section 3.1 by its text: the associated data, AES-256-GCM with the nonce in front, and the library agrees."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    seq, key_id, codec = vec.int("encrypted.seq"), vec.text("encrypted.payload_key_id"), vec.text("encrypted.payload_codec")
-    aad = (b"wormjournal:payload:v1\x00" + spec_encode("str", vec.text("journal_id")) + spec_encode("str", vec.text("stream"))
-           + spec_encode("int", seq) + spec_encode("str", key_id) + spec_encode("str", codec))
+    seq, key_id = vec.int("encrypted.seq"), vec.text("encrypted.payload_key_id")
+    codec = vec.text("encrypted.payload_codec")
+    aad = (b"wormjournal:payload:v1\x00" + spec_encode("str", vec.text("journal_id"))
+           + spec_encode("str", vec.text("stream")) + spec_encode("int", seq) + spec_encode("str", key_id)
+           + spec_encode("str", codec))
     assert aad == vec.hex("encrypted.aad")
     stored, key, nonce = vec.hex("encrypted.payload"), vec.hex("encrypted.data_key"), vec.hex("encrypted.nonce")
     assert stored[:12] == nonce
@@ -494,10 +584,15 @@ def test_checkpoint_vector(vec: Vectors) -> None:
     assert layout.checkpoint(vec.text("stream"), 1) == vec.text("checkpoint1.object")
 
 
-@pytest.mark.parametrize("name", ["manifest0.note", "checkpoint1.note"])
-def test_changed_note_text_is_refused(vec: Vectors, name: str) -> None:
+# The one-signature notes of the vectors and the key (``key`` or ``key2``) that signs each.
+SIGNED_NOTES = [("manifest0.note", "key"), ("checkpoint1.note", "key"), ("manifest1.note", "key2"),
+                ("checkpoint3.note", "key2")]
+
+
+@pytest.mark.parametrize(("name", "signer"), SIGNED_NOTES)
+def test_changed_note_text_is_refused(vec: Vectors, name: str, signer: str) -> None:
     note = vec.block(name).encode("utf-8")
-    keys = [signing_key(vec).verify_key]
+    keys = [signing_key(vec, signer).verify_key]
     open_note(note, keys)
     for pos in range(len(note_text(note))):
         for flip in (0x01, 0x20):
@@ -507,10 +602,10 @@ def test_changed_note_text_is_refused(vec: Vectors, name: str) -> None:
                 open_note(bytes(changed), keys)
 
 
-@pytest.mark.parametrize("name", ["manifest0.note", "checkpoint1.note"])
-def test_bad_signatures_are_refused(vec: Vectors, name: str) -> None:
+@pytest.mark.parametrize(("name", "signer"), SIGNED_NOTES)
+def test_bad_signatures_are_refused(vec: Vectors, name: str, signer: str) -> None:
     note = vec.block(name).encode("utf-8")
-    key = signing_key(vec)
+    key = signing_key(vec, signer)
     keys = [key.verify_key]
     text = note_text(note)
     head, blob = note[len(text) + 1 :].rstrip(b"\n").rsplit(b" ", 1)
@@ -716,6 +811,7 @@ def test_proof_vector(vec: Vectors) -> None:
     doc = json.loads(data)
     assert data == (json.dumps(doc, sort_keys=True, indent=1, ensure_ascii=True) + "\n").encode()
     assert doc["manifest"] == vec.block("manifest0.note") and doc["checkpoint"] == vec.block("checkpoint1.note")
+    assert doc["key_history"] == [vec.block("keyhistory0.note")]  # the checkpoint's signer is entry 0's key
     # By hand: two leaves, so the event path is the sibling leaf hash, and the root is their node.
     leaf = lambda h: hashlib.sha256(b"\x00" + h).digest()  # noqa: E731
     assert doc["event_path"] == [leaf(vec.hex("event0.hash")).hex()] and doc["checkpoint_path"] == []
@@ -723,28 +819,256 @@ def test_proof_vector(vec: Vectors) -> None:
         "segment.merkle_root")
 
 
-def test_key_history_vectors(vec: Vectors) -> None:
-    """FORMAT.md 6.1 by hand: entry 0 signed by its key; entry 1 signed by both, linked to entry 0 by hash."""
-    from wormjournal.segments.keyhistory import KeyEntry
+def test_journal_identity_vector(vec: Vectors) -> None:
+    """journal.json (FORMAT.md 9): sorted keys, no spaces, a final LF; the key history pins its SHA-256."""
+    data = vec.block("journal.json").encode()
+    doc = json.loads(data)
+    assert data == (json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    assert doc == {"created": "2024-06-10T06:13:20Z", "format": "wormjournal/1", "journal_id": vec.text("journal_id"),
+                   "key_name": vec.text("key.name"), "retention_days": 2562, "retention_mode": "COMPLIANCE"}
+    assert hashlib.sha256(data).digest() == vec.hex("identity.sha256") == identity_hash(data)
+    ident = JournalIdentity.decode(data)
+    assert ident == JournalIdentity(vec.text("journal_id"), "2024-06-10T06:13:20Z", vec.text("key.name"),
+                                    retention_mode="COMPLIANCE", retention_days=2562)
+    assert ident.encode() == data
 
+
+def test_rotated_key_vectors(vec: Vectors) -> None:
+    key2 = signing_key(vec, "key2").verify_key
+    assert raw_public(key2.public) == vec.hex("key2.public")
+    assert key2.key_id == vec.text("key2.key_id") == hashlib.sha256(vec.hex("key2.public")).hexdigest()[:32]
+    assert key2.key_id != vec.text("key.key_id")
+
+
+def test_key_history_vectors(vec: Vectors) -> None:
+    """FORMAT.md 6.1 by hand: entry 0 signed by its key; entry 1 signed by both, linked to entry 0 by hash;
+    both pin journal.json; entry 1 hands stream main over to the new key from segment 1."""
     name = vec.text("key.name")
     first = vec.block("keyhistory0.note").encode()
     text0 = spec_open_note(first, name, vec.hex("key.public"))
-    lines0 = dict(line.split(" ", 1) for line in text0.splitlines()[1:])
-    assert text0.splitlines()[0] == "wormjournal/key/v1"
+    lines0, cutovers0 = spec_key_entry(text0)
+    assert lines0["journal"] == vec.text("journal_id") and lines0["entry"] == "0"
     assert base64.b64decode(lines0["public_key"]) == vec.hex("key.public")
-    assert lines0["key_id"] == vec.text("key.key_id") and lines0["prev_entry"] == "0" * 64 and lines0["entry"] == "0"
+    assert lines0["key_id"] == vec.text("key.key_id") and lines0["prev_entry"] == "0" * 64
+    assert lines0["identity"] == vec.raw("identity.sha256") and cutovers0 == {}
+    assert lines0["valid_from"] == vec.text("event0.ts_text")
     second = vec.block("keyhistory1.note")
     text1, sig_block = second.split("\n\n")
-    lines1 = dict(line.split(" ", 1) for line in text1.splitlines()[1:])
+    text1 += "\n"
+    lines1, cutovers1 = spec_key_entry(text1)
     new_public = base64.b64decode(lines1["public_key"])
+    assert lines1["journal"] == vec.text("journal_id") and lines1["entry"] == "1"
+    assert new_public == vec.hex("key2.public")
+    assert lines1["key_id"] == hashlib.sha256(new_public).digest()[:16].hex() == vec.text("key2.key_id")
     assert lines1["prev_entry"] == hashlib.sha256(text0.encode()).hexdigest()
-    assert lines1["key_id"] == hashlib.sha256(new_public).digest()[:16].hex()
+    assert lines1["identity"] == lines0["identity"]
+    assert cutovers1 == {vec.text("stream"): 1}
+    assert events.parse_ts(lines1["valid_from"]) > events.parse_ts(lines0["valid_from"])
     sigs = sig_block.splitlines()
     assert len(sigs) == 2  # the retiring key, then the new one
     for line, public in zip(sigs, (vec.hex("key.public"), new_public), strict=True):
-        assert spec_open_note((text1 + "\n\n" + line + "\n").encode(), name, public) == text1 + "\n"
-    assert KeyEntry.parse(text1 + "\n").valid_from == lines1["valid_from"]
+        assert spec_open_note((text1 + "\n" + line + "\n").encode(), name, public) == text1
+
+    # The library writes and reads the same entries.
+    journal_json = vec.block("journal.json").encode()
+    key, key2 = signing_key(vec), signing_key(vec, "key2")
+    assert first_entry(vec.text("journal_id"), key, vec.int("event0.ts"), journal_json) == first
+    entry0, entry1 = KeyEntry.parse(text0), KeyEntry.parse(text1)
+    assert (entry0.version, entry0.identity, entry0.cutovers) == (2, identity_hash(journal_json), {})
+    assert (entry1.version, entry1.key_id, entry1.cutovers) == (2, vec.text("key2.key_id"), cutovers1)
+    assert entry1.prev_entry == entry0.entry_hash() and entry1.text() == text1
+    assert KeyEntry(vec.text("journal_id"), 1, new_public, lines1["valid_from"], entry0.entry_hash(),
+                    identity_hash(journal_json), {"main": 1}).sign([key, key2]) == second.encode()
+
+
+def test_key_history_checked_by_the_trust_core(vec: Vectors) -> None:
+    """The trust core accepts both entries; trust flows forward from either key; journal.json is pinned."""
+    key, key2 = signing_key(vec).verify_key, signing_key(vec, "key2").verify_key
+    ring = key_ring(vec)
+    assert ring.ok and not ring.notices and len(ring.entries) == 2 and ring.first_trusted == 0
+    assert [k.key_id for k in ring.keys()] == [key.key_id, key2.key_id]
+    later = key_ring(vec, trusted=[key2])
+    assert later.ok and later.first_trusted == 1 and [k.key_id for k in later.keys()] == [key2.key_id]
+    other = vec.block("journal.json").encode().replace(b"2562", b"2563")
+    assert key_ring(vec, identity=other).identity_problems  # a journal.json the history does not pin
+    stranger = SigningKey(key.name, Ed25519PrivateKey.from_private_bytes(bytes(32))).verify_key
+    assert not key_ring(vec, trusted=[stranger]).ok  # no key of the history is trusted
+
+
+def test_key_validity_vectors(vec: Vectors) -> None:
+    """FORMAT.md 6.1: which entry's key signs a segment, by position; by the library and by the rule's text."""
+    cases = {tuple(name.split(".")[1:]): vec.int(name) for name in vec.values if name.startswith("keyvalidity.")}
+    assert set(cases) == {("main", "0"), ("main", "1"), ("main", "2"), ("side", "0")}
+    ring = key_ring(vec)
+    notes = [vec.block(f"keyhistory{n}.note") for n in (0, 1)]
+    cutovers = [spec_key_entry(note[: note.index("\n\n") + 1])[1] for note in notes]
+    for (stream, segment), entry in cases.items():
+        assert ring.valid_entry(stream, int(segment)) == entry, (stream, segment)
+        assert spec_valid_entry(cutovers, stream, int(segment)) == entry, (stream, segment)
+        # A version 2 history decides by position alone: a manifest's time changes nothing.
+        assert ring.valid_entry(stream, int(segment), "2000-01-01T00:00:00.000000Z") == entry
+        assert ring.valid_entry(stream, int(segment), "2999-01-01T00:00:00.000000Z") == entry
+
+
+def test_later_event_vectors(vec: Vectors) -> None:
+    """event2 .. event7 (segments 1 and 2): canonical bytes decode by 2.2 and chain by 2.3 onto event1."""
+    later = later_events(vec)
+    assert list(later) == list(range(2, 8))
+    prev = vec.hex("event1.hash")
+    last_of = {vec.text("event0.execution_id"): 1}  # event0 and event1 are of one execution
+    for seq, e in later.items():
+        canonical = vec.hex(f"event{seq}.canonical")
+        values = spec_decode(canonical)
+        assert spec_canonical(values) == canonical
+        assert values == {name: getattr(e, name) for name in events.FIELD_NAMES}
+        assert values["seq"] == seq and e.prev_hash == prev
+        assert hashlib.sha256(SPEC_EVENT_TAG + prev + canonical).digest() == vec.hex(f"event{seq}.hash")
+        assert events.event_hash(prev, canonical) == e.hash
+        assert values["exec_prev_seq"] == last_of.get(values["execution_id"])  # 2.4: the back-link
+        last_of[values["execution_id"]] = seq
+        assert uuid.UUID(values["event_id"]).version == 7
+        events.check_event_type(values["event_type"])
+        assert values["payload_codec"] == "json" and json.loads(values["payload"]) is not None
+        prev = e.hash
+
+
+def test_multi_block_segment_vectors(vec: Vectors) -> None:
+    """Segment 1: five events of two executions in row groups of 2 rows. Storage order, the block roots
+    of section 5 and the segment Merkle root, by hand and by the library (a real Parquet file of them)."""
+    later = later_events(vec)
+    rows = json.loads(vec.raw("segment1.rows"))
+    block = vec.int("segment1.block_rows")
+    assert block == 2 and sorted(rows) == list(range(2, 7))
+    stored = [later[seq] for seq in range(2, 7)]
+    # Section 5: rows in (execution_id as UTF-8 bytes, seq) order.
+    assert rows == sorted(rows, key=lambda seq: (later[seq].execution_id.encode(), seq))
+    hashes = [later[seq].hash for seq in rows]
+    roots = [vec.hex(f"segment1.block_root{j}") for j in range(3)]
+    assert "segment1.block_root3" not in vec.values
+    assert roots == [spec_mth(hashes[i : i + block]) for i in range(0, len(hashes), block)]
+    root = vec.hex("segment1.merkle_root")
+    assert spec_mth_nodes(roots) == root == spec_mth(hashes)  # the blocks are complete subtrees
+    node = lambda a, b: hashlib.sha256(b"\x01" + a + b).digest()  # noqa: E731
+    leaves = [hashlib.sha256(b"\x00" + h).digest() for h in hashes]
+    assert roots[:2] == [node(leaves[0], leaves[1]), node(leaves[2], leaves[3])] and roots[2] == leaves[4]
+    assert root == node(node(roots[0], roots[1]), roots[2])  # 3 blocks: split at 2
+    # The library.
+    assert [e.seq for e in storage_order(stored)] == rows
+    assert table.segment_merkle_root(stored) == root
+    assert merkle.block_roots([merkle.leaf_hash(h) for h in hashes], block) == roots
+    assert merkle.root_from_leaf_hashes(roots) == root
+    data = table.write_segment(stored, journal_id=vec.text("journal_id"), stream=vec.text("stream"), segment=1,
+                               row_group_rows=block)
+    meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+    sizes = [meta.row_group(j).num_rows for j in range(meta.num_row_groups)]
+    assert sizes == [2, 2, 1]
+    assert table.block_layout_problem(sizes, block, len(roots), len(rows)) is None
+    assert meta.metadata[b"wormjournal.block_rows"] == b"2" and meta.metadata[b"wormjournal.segment"] == b"1"
+    assert meta.metadata[b"wormjournal.block_roots"] == "".join(r.hex() for r in roots).encode()
+    t = table.read_segment(data)
+    assert t.column("seq").to_pylist() == rows
+    assert table.chain_hashes(vec.hex("event1.hash"), table.in_seq_order(t)) == [e.hash for e in stored]
+    date = table.utc_date(stored[0].ts)
+    assert {table.utc_date(e.ts) for e in stored} == {date}
+    assert layout.segment(vec.text("stream"), date, 1) == vec.text("segment1.object")
+    # Segment 2 holds event7 alone: its root is that event's leaf hash.
+    assert vec.hex("segment2.merkle_root") == spec_mth([vec.hex("event7.hash")])
+    assert layout.segment(vec.text("stream"), table.utc_date(later[7].ts), 2) == vec.text("segment2.object")
+
+
+def test_checkpoint_over_segments_vectors(vec: Vectors) -> None:
+    """Manifests 0, 1, 2 of main, linked as section 7 says, each signed by the key valid for its segment
+    (6.1), and checkpoint3 over them, by hand and by the library."""
+    stream, journal = vec.text("stream"), vec.text("journal_id")
+    keys = {0: signing_key(vec), 1: signing_key(vec, "key2")}  # by key history entry
+    publics = {0: vec.hex("key.public"), 1: vec.hex("key2.public")}
+    later = later_events(vec)
+    event_hash = {0: vec.hex("event0.hash"), 1: vec.hex("event1.hash")} | {seq: e.hash for seq, e in later.items()}
+    roots = [vec.hex("segment.merkle_root"), vec.hex("segment1.merkle_root"), vec.hex("segment2.merkle_root")]
+    objects = [vec.text("segment.object"), vec.text("segment1.object"), vec.text("segment2.object")]
+    hashes: list[bytes] = []
+    prev_last_seq, prev_last_hash = -1, vec.hex("genesis_hash")
+    for n in range(3):
+        entry = vec.int(f"keyvalidity.{stream}.{n}")
+        note = vec.block(f"manifest{n}.note").encode()
+        text = spec_open_note(note, vec.text("key.name"), publics[entry])
+        hashes.append(hashlib.sha256(text.encode()).digest())
+        assert vec.hex(f"manifest{n}.hash") == hashes[-1]
+        assert layout.manifest(stream, n) == vec.text(f"manifest{n}.object")
+        m = Manifest.parse(text)
+        assert m.text() == text and m.manifest_hash() == hashes[-1] and m.sign(keys[entry]) == note
+        assert (m.journal, m.stream, m.segment) == (journal, stream, n)
+        assert m.key_id == keys[entry].verify_key.key_id
+        # Section 7.1 and 10 step 3: the links to the manifest before.
+        assert m.prev_manifest == (hashes[n - 1] if n else bytes(32))
+        assert list(m.frontier) == spec_frontier(hashes[:n])
+        assert m.first_seq == prev_last_seq + 1 and m.events == m.last_seq - m.first_seq + 1
+        assert m.prev_hash == prev_last_hash and m.last_hash == event_hash[m.last_seq]
+        assert (m.merkle_root, m.object) == (roots[n], objects[n])
+        if n:  # the index lines a seal of these events signs (section 11a)
+            chunk = [later[seq] for seq in range(m.first_seq, m.last_seq + 1)]
+            tables = index_build.segment_tables(events_to_table(storage_order(chunk)), n)
+            assert m.index == tuple(sorted(
+                index_build.encode(kind, tables[kind], journal_id=journal, stream=stream, first=n, last=n)[1]
+                for kind in layout.INDEX_KINDS))
+        prev_last_seq, prev_last_hash = m.last_seq, m.last_hash
+    assert prev_last_seq == max(later)
+
+    origin = checkpoint_origin(journal, stream)
+    root = vec.hex("checkpoint3.root")
+    assert spec_mth(hashes) == root
+    note = vec.block("checkpoint3.note").encode()
+    signer = vec.int(f"keyvalidity.{stream}.2")  # the key of the checkpoint's last segment
+    text = spec_open_note(note, vec.text("key.name"), publics[signer])
+    assert text == f"{origin}\n3\n{base64.b64encode(root).decode()}\n"
+    cp = Checkpoint.for_manifests(origin, hashes)
+    assert Checkpoint.parse(text) == cp and cp.sign(keys[signer]) == note
+    assert layout.checkpoint(stream, 3) == vec.text("checkpoint3.object")
+    with pytest.raises(NoteError):  # section 8: exactly three lines; an extension line is malformed
+        Checkpoint.parse(text + "extension\n")
+    # checkpoint3 extends checkpoint1 (section 4, consistency).
+    path = merkle.consistency_path([merkle.leaf_hash(h) for h in hashes], 1)
+    assert merkle.consistent(1, vec.hex("checkpoint1.root"), 3, root, path)
+
+
+def _trust_core_findings(vec: Vectors, manifests: list[bytes], checkpoints: dict[int, bytes]) -> list[str]:
+    """Run the trust core (section 10 steps 1 to 3, 9 and 10) over main's notes; the kinds of its findings."""
+    stream, journal = vec.text("stream"), vec.text("journal_id")
+    ring = key_ring(vec)
+    sink = Sink(collect=True)
+    chain = ManifestChain(journal, stream, sink)
+    for n, data in enumerate(manifests):
+        chain.add(n, open_manifest(data, layout.manifest(stream, n), n, journal_id=journal, stream=stream, ring=ring,
+                                   sink=sink))
+    latest = None
+    for size, data in sorted(checkpoints.items()):
+        name = layout.checkpoint(stream, size)
+        cp = open_checkpoint(data, name, journal_id=journal, stream=stream, ring=ring, sink=sink)
+        assert cp is not None
+        check_checkpoint_root(cp, name, chain)
+        latest = cp
+    check_complete(latest, chain)
+    return [f.kind for f in sink.findings]
+
+
+def test_trust_core_accepts_the_vector_stream(vec: Vectors) -> None:
+    """The trust core finds nothing wrong with manifests 0..2 and checkpoints 1 and 3 under keyhistory0/1,
+    and finds a note signed by a key where it does not sign (6.1, key validity by position)."""
+    manifests = [vec.block(f"manifest{n}.note").encode() for n in range(3)]
+    checkpoints = {1: vec.block("checkpoint1.note").encode(), 3: vec.block("checkpoint3.note").encode()}
+    assert _trust_core_findings(vec, manifests, checkpoints) == []
+    key, key2 = signing_key(vec), signing_key(vec, "key2")
+
+    def resigned(n: int, by: SigningKey) -> bytes:
+        text = manifests[n].decode()[: manifests[n].index(b"\n\n") + 1]
+        return dataclasses.replace(Manifest.parse(text), key_id=by.verify_key.key_id).sign(by)
+
+    # The retired key after its cutover, the new key before it: the chain's links break too (other hash).
+    assert "key_validity" in _trust_core_findings(vec, [manifests[0], resigned(1, key), manifests[2]], checkpoints)
+    assert "key_validity" in _trust_core_findings(vec, [resigned(0, key2)] + manifests[1:], checkpoints)
+    # A checkpoint over segment 2 by the key retired at segment 1.
+    old = Checkpoint.parse(vec.block("checkpoint3.note").split("\n\n")[0] + "\n").sign(key)
+    assert _trust_core_findings(vec, manifests, {1: checkpoints[1], 3: old}) == ["key_validity"]
 
 
 def test_retention_policy_object_example() -> None:

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_reader import Built, Recorder, Rec, view, views
+from test_reader import Built, Rec, Recorder, view, views
 
 from wormjournal import ExecutionSummary, IntegrityError, Journal, JournalConfig, Reader
 from wormjournal.index import build as index_build
@@ -408,7 +408,8 @@ def test_a_run_is_not_built_from_a_damaged_input(tmp_path: Path, monkeypatch: py
     assert m.index_root("threads", 0) is not None and m.index_root("events", 0) is not None
     assert m.index_root("executions", 7) is not None
     assert not b.index_path("executions", 0, 7).exists() and b.index_path("threads", 0, 7).exists()
-    assert any("index run executions 0-7 left out" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("index run executions 0-7 left out" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
     for x in sorted({r.execution_id for r in b.recs} - dropped):
         assert views(list(reader_of(b).replay(x))) == views(b.of(x)), x
     in3 = {x: [r.seq for r in b.of(x) if r.segment == 3] for x in dropped}
@@ -467,7 +468,8 @@ def test_manifest_index_lines_are_the_signed_roots(hist: Built) -> None:
             assert root is not None and (root.kind, root.first, root.last) == (kind, first, 7)
             rows = truth([r for r in hist.recs if first <= r.segment <= 7], kind)
             assert root.rows == len(rows)
-    handmade = dataclasses.replace(m, index=(IndexRoot("threads", 7, 7, 0, b"\x01" * 32), IndexRoot("events", 0, 7, 5, b"\xab" * 32)))
+    handmade = dataclasses.replace(m, index=(IndexRoot("threads", 7, 7, 0, b"\x01" * 32),
+                                             IndexRoot("events", 0, 7, 5, b"\xab" * 32)))
     assert Manifest.parse(handmade.text()) == handmade
     assert handmade.text().endswith(f"index events 0 7 5 {'ab' * 32}\nindex threads 7 7 0 {'01' * 32}\n")
 
@@ -492,7 +494,8 @@ def index_variants(text: str) -> dict[str, str]:
         "leading-zero-rows": with_line(f"index {kind} {first} {last} 0{rows} {root}"),
         "negative": with_line(f"index {kind} {first} {last} -{rows} {root}"),
         "last-not-segment": with_line(f"index {kind} 6 6 {rows} {root}"),
-        "two-for-one-kind-and-first": with_line(f"index {kind} 7 7 {rows} {root}", f"index {kind} 7 7 {int(rows) + 1} {root}"),
+        "two-for-one-kind-and-first": with_line(f"index {kind} 7 7 {rows} {root}",
+                                                f"index {kind} 7 7 {int(rows) + 1} {root}"),
         "same-line-twice": with_line(lines[at], lines[at]),
         "unsorted": with_line(lines[at], run).replace(run + "\n", "", 1),  # the run's line after the segment's
         "uppercase-kind": with_line(f"index Executions {first} {last} {rows} {root}"),
@@ -561,7 +564,8 @@ def test_segments_without_threads_get_empty_threads_objects(tmp_path: Path) -> N
     for m in b.manifests:
         root = m.index_root("threads", m.segment)
         assert root is not None and root.rows == 0
-        assert m.index_root("executions", m.segment).rows == len({r.execution_id for r in b.recs if r.segment == m.segment})  # type: ignore[union-attr]
+        executions = {r.execution_id for r in b.recs if r.segment == m.segment}
+        assert m.index_root("executions", m.segment).rows == len(executions)  # type: ignore[union-attr]
         assert b.index_path("threads", m.segment, m.segment).exists()
     reader = reader_of(b)
     for t in [*THREADS, "", "t-9"]:
@@ -569,7 +573,8 @@ def test_segments_without_threads_get_empty_threads_objects(tmp_path: Path) -> N
     reader.refresh()
     assert reader.catalog.cover("threads", 3)[1] == [] and reader.catalog.lookup("threads", 3).num_rows == 0
     actives = sorted({r.execution_id for r in b.recs})
-    assert views([e for x in actives for e in reader.events(x)]) == views(sorted(b.recs, key=lambda r: (r.execution_id, r.seq)))
+    assert views([e for x in actives for e in reader.events(x)]) == views(
+        sorted(b.recs, key=lambda r: (r.execution_id, r.seq)))
     assert all(view(reader.get_event(r.event_id)) == view(r) for r in b.recs)  # type: ignore[arg-type]
     assert reader.catalog.damaged == {}
     # An empty object is rebuilt too, to its signed (empty) root.

@@ -167,7 +167,7 @@ def test_auto_seal_by_event_count(tmp_store: StorePaths) -> None:
 
 def test_auto_seal_by_bytes(tmp_store: StorePaths) -> None:
     with create(tmp_store, JournalConfig(seal_max_age_seconds=None, seal_max_bytes=4096)) as j:
-        for i in range(20):
+        for _ in range(20):
             j.append("llm_completed", "run-1", {"text": os.urandom(400).hex()})
         assert j.sealed_seq > 0
         assert segment_files(tmp_store)

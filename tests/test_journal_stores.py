@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import logging
 import signal
@@ -28,6 +29,7 @@ from wormjournal.errors import ConfigError
 from wormjournal.events import StoredEvent
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
+from wormjournal.journal.keys import load_wal_key
 from wormjournal.payload import decode_payload
 from wormjournal.retention import RetentionPolicy
 from wormjournal.retention.policy import DAYS_PER_YEAR
@@ -131,7 +133,8 @@ def checkpoint_sizes(store: Store, stream: str = STREAM) -> list[int]:
     return [layout.parse_numbered(i.name)[2] for i in store.list(layout.checkpoints_prefix(stream))]  # type: ignore[index]
 
 
-def check_sealed(store: Store, key: VerifyKey, acked: dict[str, int], *, next_seq: int, context: str = "") -> VerifyReport:
+def check_sealed(store: Store, key: VerifyKey, acked: dict[str, int], *, next_seq: int,
+                 context: str = "") -> VerifyReport:
     """Everything below ``next_seq`` is sealed exactly once: gapless seqs, every acknowledged
     event at its seq, one object per segment number, contiguous numbers, one manifest each,
     a store that verifies."""
@@ -274,7 +277,8 @@ def test_recover_after_kill(loc: Location, tmp_path: Path, step: str, occurrence
     with loc.open(JournalConfig(seal_max_age_seconds=None, row_group_rows=4)) as j:
         next_seq = j.next_seq
         assert next_seq > max(acked.values())
-        assert j.sealed_seq == next_seq - len(walmod.read_wal(loc.wal_files()[-1]).events)
+        mac = walmod.WalMac(load_wal_key(loc.keys, j.journal_id), j.journal_id, "main")
+        assert j.sealed_seq == next_seq - len(walmod.read_wal(loc.wal_files()[-1], mac).events)
         j.seal()
     check_sealed(loc.store, key, acked, next_seq=next_seq, context=step)
     assert len(loc.wal_files()) == 1
@@ -300,7 +304,8 @@ def test_several_seals_make_segments_and_checkpoints(loc: Location) -> None:
             counts.append([m.events for m in j.seal()])
             assert checkpoint_sizes(loc.store)[-1] == 3 * (r + 1)
         # A seal over a UTC day boundary cuts a segment at midnight.
-        j.append_batch([ev(75, ts=BASE_TS.replace(hour=23, minute=59, second=59)), ev(76, ts=BASE_TS + dt.timedelta(days=1))])
+        j.append_batch([ev(75, ts=BASE_TS.replace(hour=23, minute=59, second=59)),
+                        ev(76, ts=BASE_TS + dt.timedelta(days=1))])
         counts.append([m.events for m in j.seal()])
     assert counts == [[10, 10, 5]] * 3 + [[1, 1]]
     assert checkpoint_sizes(loc.store) == [3, 6, 9, 11]
@@ -311,8 +316,8 @@ def test_several_seals_make_segments_and_checkpoints(loc: Location) -> None:
     assert dates == ["2025-03-14"] * 10 + ["2025-03-15"]
     # Each manifest links to the one before; each checkpoint commits to a prefix of them.
     ms = stored_manifests(loc.store, key)
-    assert all(b.prev_manifest == a.manifest_hash() for a, b in zip(ms, ms[1:]))
-    assert all(b.first_seq == a.last_seq + 1 and b.prev_hash == a.last_hash for a, b in zip(ms, ms[1:]))
+    assert all(b.prev_manifest == a.manifest_hash() for a, b in itertools.pairwise(ms))
+    assert all(b.first_seq == a.last_seq + 1 and b.prev_hash == a.last_hash for a, b in itertools.pairwise(ms))
 
 
 @pytest.mark.parametrize("target", ["segment", "manifest"])

@@ -110,7 +110,8 @@ def test_linear_run_is_one_execution(journal: Journal) -> None:
     # node_started names the execution's start; the node's other events name its node_started
     starts = {e.node: e.event_id for e in events if e.event_type == "node_started"}
     assert all(e.parent_event_id == events[0].event_id for e in events if e.event_type == "node_started")
-    assert all(e.parent_event_id == starts[e.node] for e in events if e.event_type in ("node_completed", "state_updated"))
+    assert all(e.parent_event_id == starts[e.node]
+               for e in events if e.event_type in ("node_completed", "state_updated"))
     reader = journal.reader()
     assert reader.state_at(execution_id) == {"a": f"hello {EMAIL}", "b": "B", "c": "C"}
     assert reader.resume_point(execution_id).status == "completed"
@@ -152,7 +153,8 @@ def test_interrupt_pauses_and_resume_continues_the_execution(journal: Journal) -
     assert graph.invoke(Command(resume="yes"), cfg)["answer"] == "yes"
     second = roots.ids[1]
     events = journal.reader().events(first)
-    assert shape(events[7:]) == [("execution_resumed", None), *node_run("b"), *node_run("c"), ("execution_completed", None)]
+    assert shape(events[7:]) == [("execution_resumed", None), *node_run("b"), *node_run("c"),
+                                 ("execution_completed", None)]
     resumed = events[7].payload
     assert resumed["resumed_by"] == second and resumed["unfinished_nodes"] == []
     assert resumed["inputs"]["resume"] == "yes"
@@ -196,7 +198,8 @@ def test_resume_after_an_abort_continues_the_execution(journal: Journal) -> None
 
     assert graph.invoke(None, cfg)["c"] == "C"
     events = journal.reader().events(first)
-    assert shape(events[7:]) == [("execution_resumed", None), *node_run("b"), *node_run("c"), ("execution_completed", None)]
+    assert shape(events[7:]) == [("execution_resumed", None), *node_run("b"), *node_run("c"),
+                                 ("execution_completed", None)]
     assert events[7].payload == {"resumed_by": roots.ids[1], "unfinished_nodes": ["b"], "inputs": None}
     assert {e.execution_id for e in journal.reader().thread_events("t1")} == {first}
 
@@ -237,7 +240,8 @@ def test_resume_after_a_crash_shows_the_crash_in_one_history(journal: Journal) -
     graph.invoke(None, config(RunRecorder(journal), roots))  # the restarted process
     replayed = list(journal.reader().replay(first))
     assert shape(replayed) == [("execution_started", None), *node_run("a"), ("node_started", "b"),
-                               ("execution_resumed", None), *node_run("b"), *node_run("c"), ("execution_completed", None)]
+                               ("execution_resumed", None), *node_run("b"), *node_run("c"),
+                               ("execution_completed", None)]
     assert replayed[5].payload["unfinished_nodes"] == ["b"]
 
 

@@ -254,7 +254,8 @@ def test_delete_thread_shreds_and_leaves_a_tombstone(paths: tuple[Path, Path]) -
         scenario_until_delete(saver)
         assert SECRET.encode() not in on_disk(paths[0])  # encrypted before the first write, WAL included
         saver.delete_thread("t1")
-        assert saver.get_tuple(cfg("t1")) is None and [t.config["configurable"]["thread_id"] for t in saver.list(None)] == ["t2"]
+        assert saver.get_tuple(cfg("t1")) is None
+        assert [t.config["configurable"]["thread_id"] for t in saver.list(None)] == ["t2"]
         j.seal()
         report = j.verify()
         assert report.ok, report.findings
@@ -276,8 +277,8 @@ def test_delete_thread_shreds_and_leaves_a_tombstone(paths: tuple[Path, Path]) -
 def test_delete_for_runs_prune_and_copy_thread(journal: Any) -> None:
     saver = JournalSaver(journal)
     scenario_until_delete(saver)
-    c = saver.put(cfg("t1", cid="1ef-02"), cp("1ef-03", {"a": 3}, {"a": 3}), {"source": "loop", "step": 1, "run_id": "r3"},
-                  {"a": 3})
+    c = saver.put(cfg("t1", cid="1ef-02"), cp("1ef-03", {"a": 3}, {"a": 3}),
+                  {"source": "loop", "step": 1, "run_id": "r3"}, {"a": 3})
     saver.copy_thread("t1", "t1-copy")
     original = [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(cfg("t1"))]
     assert [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(cfg("t1-copy"))] == original
@@ -321,8 +322,10 @@ def test_archiving_saver_archives_every_write_and_reads_from_the_inner_saver(jou
     assert all(e.payload_key_id is not None for e in events if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT))
     # An archived checkpoint decodes to what the inner saver holds.
     last = archived[-1].payload
-    tup = base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": "", "checkpoint_id": last["checkpoint_id"]}})
-    assert tup is not None and last["parent_checkpoint_id"] == (tup.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+    tup = base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": "",
+                                           "checkpoint_id": last["checkpoint_id"]}})
+    assert tup is not None
+    assert last["parent_checkpoint_id"] == (tup.parent_config or {}).get("configurable", {}).get("checkpoint_id")
     assert SECRET.encode() not in on_disk(paths[0])
     saver.delete_thread("conv-1")
     assert base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": ""}}) is None
@@ -334,7 +337,8 @@ def test_archiving_saver_archives_every_write_and_reads_from_the_inner_saver(jou
 
 def test_the_async_deletions_copy_and_prune_match_the_sync_ones(paths: tuple[Path, Path], tmp_path: Path) -> None:
     def outcome(saver: JournalSaver) -> list[list[str]]:
-        return [[t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg(t))] for t in ("t1", "t1-copy", "t2")]
+        return [[t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg(t))]
+                for t in ("t1", "t1-copy", "t2")]
 
     results = []
     for mode in ("sync", "async"):
@@ -348,13 +352,13 @@ def test_the_async_deletions_copy_and_prune_match_the_sync_ones(paths: tuple[Pat
                 saver.prune(["t1-copy"])
                 saver.delete_thread("t1")
             else:
-                async def go() -> None:
+                async def go(saver: JournalSaver) -> None:
                     await saver.acopy_thread("t1", "t1-copy")
                     await saver.adelete_for_runs(["r2"])
                     await saver.aprune(["t1-copy"])
                     await saver.adelete_thread("t1")
 
-                asyncio.run(go())
+                asyncio.run(go(saver))
             results.append(outcome(saver))
             assert outcome(JournalSaver(j)) == results[-1]  # and read back from the journal
     assert results[0] == results[1] == [[], ["1ef-02"], []]

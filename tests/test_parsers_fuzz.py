@@ -25,8 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from wormjournal.errors import ConfigError, ValidationError
-from wormjournal.events import parse_ts
+from wormjournal.errors import ConfigError
 from wormjournal.journal.keys import key_name
 from wormjournal.segments.keyhistory import ZERO, KeyEntry
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
@@ -238,7 +237,7 @@ def test_note_parsers_on_random_bytes(data: bytes) -> None:
     assert anchor is None or (anchor.finding is not None and anchor.finding.kind == "since_signature")
 
 
-# -- (b) one line of a valid text mutated -------------------------------------------------------------------------------
+# -- (b) one line of a valid text mutated ---------------------------------------------------------------------
 
 
 @FUZZ
@@ -269,7 +268,7 @@ def test_parse_anchor_on_a_mutated_line_signed_anew(data: st.DataObject, name: s
         assert (anchor.size, anchor.root) == (cp.tree_size, cp.root_hash)
 
 
-# -- (c) bytes of a valid signed note flipped ---------------------------------------------------------------------------
+# -- (c) bytes of a valid signed note flipped -----------------------------------------------------------------
 
 
 def _line_span(note: bytes, signer: SigningKey) -> range:

@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import History, build_history
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +17,8 @@ from wormjournal.journal import JournalConfig
 from wormjournal.segments.manifest import Checkpoint
 from wormjournal.segments.notes import SigningKey, open_note
 from wormjournal.verify.proof import Proof, ProofError, check_proof, make_proof
+
+from conftest import History, build_history
 
 
 def reader(h: History) -> Reader:
@@ -108,7 +109,8 @@ def test_forged_proofs_fail(history: History) -> None:
         Proof(a.event, a.prev_hash, a.leaf_index, a.event_path, a.manifest, a.checkpoint, b.checkpoint_path),
         Proof({**a.event, "payload": a.event["payload"] + b"x"}, a.prev_hash, a.leaf_index, a.event_path, a.manifest,
               a.checkpoint, a.checkpoint_path),
-        Proof({**a.event, "seq": 40}, a.prev_hash, a.leaf_index, a.event_path, a.manifest, a.checkpoint, a.checkpoint_path),
+        Proof({**a.event, "seq": 40}, a.prev_hash, a.leaf_index, a.event_path, a.manifest, a.checkpoint,
+              a.checkpoint_path),
         Proof(a.event, a.prev_hash, a.leaf_index, a.event_path[:-1], a.manifest, a.checkpoint, a.checkpoint_path),
     ]
     for proof in forged:
@@ -123,7 +125,8 @@ def test_unsealed_or_unknown_events_have_no_proof(history: History) -> None:
         make_proof(reader(history), seq=999)
 
 
-def test_cli_prove_check_proof_and_checkpoint(history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_prove_check_proof_and_checkpoint(history: History, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     store, keys = str(history.paths.store), str(history.paths.keys)
     pub = tmp_path / "pub.pem"
     pub.write_bytes(history.verify_key.pem())
@@ -143,7 +146,8 @@ def test_cli_prove_check_proof_and_checkpoint(history: History, tmp_path: Path, 
 
 
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=8), inner, max_size=3)),
                      max_leaves=8)
 
 
@@ -159,7 +163,10 @@ def test_fuzzed_proofs_raise_proof_error(history: History, data: st.DataObject) 
         raw = json.dumps(data.draw(_JSON)).encode()
     else:
         key = data.draw(st.sampled_from(sorted(base)))
-        where, name = (base["event"], data.draw(st.sampled_from(sorted(base["event"])))) if key == "event" else (base, key)
+        if key == "event":
+            where, name = base["event"], data.draw(st.sampled_from(sorted(base["event"])))
+        else:
+            where, name = base, key
         value = data.draw(_JSON)
         assume(value != where[name])  # the same value again is the same proof
         where[name] = value

@@ -11,7 +11,6 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 from s3_fixtures import S3Bucket
-from test_cli import wj  # noqa: F401 - the in-process CLI runner
 
 from wormjournal import analytics
 from wormjournal.errors import ValidationError
@@ -29,7 +28,7 @@ def test_the_events_view_has_every_event_with_its_payload(history: History) -> N
     rows = con.execute("SELECT seq, stream, date, ts, event_type, execution_id, node, payload_json "
                        "FROM events ORDER BY seq").fetchall()
     assert [r[0] for r in rows] == list(range(len(history.appended)))
-    for (seq, stream, date, ts, kind, execution, node, payload), (a_kind, a_exec, a_payload, fields) in zip(
+    for (_seq, stream, date, ts, kind, execution, node, payload), (a_kind, a_exec, a_payload, fields) in zip(
             rows, history.appended, strict=True):
         assert (stream, kind, execution, node) == ("main", a_kind, a_exec, fields.get("node"))
         assert ts == fields["ts"] and date == fields["ts"].date()
@@ -116,7 +115,8 @@ def test_query_over_s3(s3_bucket: S3Bucket, tmp_path: Path, wj) -> None:  # noqa
            "--format", "json", "--endpoint-url", s3_bucket.endpoint_url)
     assert r.code == 0, r.err
     assert [json.loads(x) for x in r.out.splitlines()] == [
-        {"date": BASE_TS.date().isoformat(), "n": 3}, {"date": (BASE_TS + dt.timedelta(days=1)).date().isoformat(), "n": 2}]
+        {"date": BASE_TS.date().isoformat(), "n": 3},
+        {"date": (BASE_TS + dt.timedelta(days=1)).date().isoformat(), "n": 2}]
 
 
 # -- ready queries --------------------------------------------------------------------------------
@@ -133,7 +133,8 @@ def test_stats_answer_what_users_ask(tmp_path: Path, wj) -> None:  # noqa: ANN00
             j.append("execution_started", run, {}, ts=at(0))
             for k, (node, took) in enumerate((("plan", 1.0), ("act", 3.0))):
                 j.append("node_started", run, {}, node=node, step_id=str(k), ts=at(10 * k))
-                j.append("node_completed", run, {}, node=node, step_id=str(k), ts=at(10 * k + took * (1 + (run == "run-2"))))
+                j.append("node_completed", run, {}, node=node, step_id=str(k),
+                         ts=at(10 * k + took * (1 + (run == "run-2"))))
             j.append("tool_called", run, {"tool": "search"}, node="act", ts=at(20))
             j.append("tool_returned", run, {"tool": "search", "ok": run == "run-1"}, node="act", ts=at(21))
             j.append("llm_completed", run, {"model": "m-1", "usage": {"prompt_tokens": 100, "completion_tokens": 20},
@@ -154,7 +155,8 @@ def test_stats_answer_what_users_ask(tmp_path: Path, wj) -> None:  # noqa: ANN00
     assert results["tool_errors"] == [{"tool": "search", "calls": 2, "errors": 1, "error_rate": 0.5}]
     assert results["llm_usage"] == [{"day": day, "model": "m-1", "calls": 2, "tokens": 240, "cost_usd": 1.0}]
     waiting = results["waiting_on_human"]
-    assert [(w["execution_id"], w["thread_id"], w["last_event"]) for w in waiting] == [("run-3", "t-3", "human_interrupted")]
+    assert [(w["execution_id"], w["thread_id"], w["last_event"]) for w in waiting] == [
+        ("run-3", "t-3", "human_interrupted")]
     r = wj("stats", store)
     assert r.code == 0 and "Executions waiting on a human" in r.out and "run-3" in r.out
     r = wj("stats", store, "--json")
@@ -198,8 +200,9 @@ def test_the_segments_read_as_they_are_with_duckdb_polars_and_pyarrow(history: H
 
 
 def test_query_module_refuses_bad_output(tmp_path: Path) -> None:
-    from wormjournal.cli_query import write_result
     import pyarrow as pa
+
+    from wormjournal.cli_query import write_result
 
     reader = pa.RecordBatchReader.from_batches(pa.schema([("a", pa.int64())]), [])
     with pytest.raises(ValidationError, match="needs --out"):

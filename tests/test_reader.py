@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -34,14 +35,14 @@ import pytest
 from s3_fixtures import S3Bucket
 
 from wormjournal import Event, ExecutionSummary, IntegrityError, Journal, JournalConfig, NotFoundError, Reader
-from wormjournal.journal.keys import key_name
+from wormjournal.journal.keys import key_name, load_wal_key
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import SigningKey, VerifyKey
 from wormjournal.storage import layout
 from wormjournal.storage.base import ObjectInfo, ObjectReader
 from wormjournal.storage.local import LocalStore
 
-from conftest import make_writable, overwrite
+from conftest import make_writable, overwrite, wal_key
 
 STREAM = "main"
 CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
@@ -225,7 +226,8 @@ class Built:
 
     def reader(self, *, wal: bool = True, **kwargs: Any) -> Reader:
         kwargs.setdefault("public_keys", [self.verify_key])
-        return Reader(self.store, wal_dir=self.wal if wal else None, **kwargs)
+        return Reader(self.store, wal_dir=self.wal if wal else None,
+                      wal_key=wal_key(self.store, self.keys) if wal else None, **kwargs)
 
     def of(self, execution_id: str, *, sealed_only: bool = False) -> list[Rec]:
         return [r for r in self.recs if r.execution_id == execution_id and (r.segment is not None or not sealed_only)]
@@ -341,7 +343,7 @@ def test_sealed_mixed_and_unsealed_executions(hist: Built, reader: Reader) -> No
 def test_the_whole_stream_is_one_hash_chain(hist: Built, reader: Reader) -> None:
     everything = reader.find()
     assert views(everything) == views(hist.recs)
-    for a, b in zip(everything, everything[1:]):
+    for a, b in itertools.pairwise(everything):
         assert b.prev_hash == a.hash
     assert everything[0].segment == 0
 
@@ -447,7 +449,8 @@ def test_executions_by_tenant(hist: Built, reader: Reader) -> None:
 def test_executions_pagination(hist: Built, reader: Reader) -> None:
     everything = expected_summaries(hist)
     pages = [reader.executions(limit=2, offset=o) for o in (0, 2, 4, 6)]
-    assert [[s.execution_id for s in p] for p in pages] == [["x-delta", "x-gamma"], ["x-eps", "x-beta"], ["x-alpha"], []]
+    assert [[s.execution_id for s in p] for p in pages] == [["x-delta", "x-gamma"], ["x-eps", "x-beta"], ["x-alpha"],
+                                                            []]
     assert [s for p in pages for s in p] == everything
     assert reader.executions(limit=0) == []
     assert reader.executions(limit=None, offset=3) == everything[3:]
@@ -564,7 +567,8 @@ def test_resume_points(hist: Built, reader: Reader) -> None:
     assert gamma.state == {"draft": 2, "words": 300}
 
     delta = reader.resume_point("x-delta")
-    assert (delta.status, delta.last_completed_node, delta.pending, delta.state) == ("open", None, ["planner"], {"q": "x"})
+    assert (delta.status, delta.last_completed_node, delta.pending, delta.state) == (
+        "open", None, ["planner"], {"q": "x"})
     assert json.loads(json.dumps(delta.to_dict())) == dataclasses.asdict(delta)
     with pytest.raises(NotFoundError):
         reader.resume_point("x-nobody")
@@ -611,7 +615,7 @@ def test_a_reader_without_the_wal_sees_only_sealed_events(hist: Built) -> None:
     assert views(reader.find(since=MIDNIGHT)) == views([r for r in hist.sealed() if r.ts >= MIDNIGHT])
     assert reader.state_at("x-gamma") == {"draft": 1}
     # The same store with the WAL directory: the unsealed events too.
-    with_wal = Reader(hist.store, wal_dir=hist.wal)
+    with_wal = Reader(hist.store, wal_dir=hist.wal, wal_key=wal_key(hist.store, hist.keys))
     assert views(with_wal.events("x-delta")) == views(hist.of("x-delta"))
     assert with_wal.count_events() == len(hist.recs)
     assert with_wal.get_event(hist.recs[-1].event_id) is not None
@@ -821,13 +825,14 @@ def test_replay_executions_and_get_event_on_every_store(any_store: Any, tmp_path
         for s in range(3):
             for i in range(5):
                 x = ["x-a", "x-b", "x-c"][(s + i) % 3]
-                rec.append("step_completed", x, {"s": s, "i": i}, ts=(DAY1 if s < 2 else DAY2) + dt.timedelta(minutes=i),
+                rec.append("step_completed", x, {"s": s, "i": i},
+                           ts=(DAY1 if s < 2 else DAY2) + dt.timedelta(minutes=i),
                            tenant_id="t-even" if x != "x-b" else "t-odd", thread_id="th")
             rec.seal()
         rec.append("execution_completed", "x-a", {"done": True}, ts=DAY2, tenant_id="t-even", thread_id="th")
         key = j.verify_key
     assert len(rec.manifests) == 3
-    reader = Reader(any_store, public_keys=[key], wal_dir=wal)
+    reader = Reader(any_store, public_keys=[key], wal_dir=wal, wal_key=load_wal_key(keys, j.journal_id))
     for x in ["x-a", "x-b", "x-c"]:
         assert views(list(reader.replay(x))) == views([r for r in rec.recs if r.execution_id == x]), x
     assert [e.sealed for e in reader.replay("x-a")][-1] is False
@@ -844,6 +849,7 @@ def test_replay_executions_and_get_event_on_every_store(any_store: Any, tmp_path
         list(reader.replay("x-nobody"))
     # Without the WAL: the sealed events only; with the wrong key: nothing.
     sealed_only = Reader(any_store, public_keys=[key])
-    assert views(sealed_only.events("x-a")) == views([r for r in rec.recs if r.execution_id == "x-a" and r.segment is not None])
+    assert views(sealed_only.events("x-a")) == views(
+        [r for r in rec.recs if r.execution_id == "x-a" and r.segment is not None])
     with pytest.raises(IntegrityError, match="no key of the key history is a trusted key"):
         Reader(any_store, public_keys=[SigningKey.generate(key_name(reader.identity.journal_id)).verify_key])

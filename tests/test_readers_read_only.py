@@ -60,9 +60,11 @@ class ReadOnly:
 def journal(s3_bucket: S3Bucket, tmp_path: Path) -> tuple[S3Bucket, Path]:
     """A sealed journal on S3 (two streams, several segments and checkpoints); returns the public key file."""
     config = JournalConfig(seal_max_age_seconds=None, segment_max_events=5)
-    with Journal.create(s3_bucket.store(PREFIX), key_dir=tmp_path / "keys", wal_dir=tmp_path / "wal", config=config) as j:
-        for r in range(2):
-            j.append_batch([{"event_type": "tool_called", "execution_id": f"run-{i % 2}", "ts": BASE_TS} for i in range(8)])
+    with Journal.create(s3_bucket.store(PREFIX), key_dir=tmp_path / "keys", wal_dir=tmp_path / "wal",
+                        config=config) as j:
+        for _ in range(2):
+            j.append_batch([{"event_type": "tool_called", "execution_id": f"run-{i % 2}", "ts": BASE_TS}
+                            for i in range(8)])
             j.seal()
         j.append("tool_called", "run-0", ts=BASE_TS)  # unsealed: in the WAL only
         public = tmp_path / "keys" / j.journal_id / f"{j.verify_key.key_id}.pub.pem"
@@ -114,7 +116,8 @@ def test_journal_info_only_reads(journal: tuple[S3Bucket, Path]) -> None:
     hook = ReadOnly()
     info = cli.journal_info(reader(bucket, hook))
     streams = {s["stream"]: s for s in info["streams"]}
-    assert (streams["main"]["segments"], streams["main"]["events"], streams["main"]["checkpoint"]["tree_size"]) == (4, 16, 4)
+    main = streams["main"]
+    assert (main["segments"], main["events"], main["checkpoint"]["tree_size"]) == (4, 16, 4)
     assert (streams["audit"]["segments"], streams["audit"]["events"]) == (1, 1)
     assert info["store"] == f"s3://{bucket.name}/{PREFIX}"
     assert info["bytes"] > 0

@@ -54,7 +54,8 @@ def test_readme_has_python_examples() -> None:
 
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
-def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_python_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
     code = compile(PYTHON_BLOCKS[index], f"README.md[python block {index}]", "exec")
     namespace: dict[str, object] = {"__name__": "__readme__"}

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_reader import Recorder, Rec, view, views
+from test_reader import Rec, Recorder, view, views
 
 from wormjournal import IntegrityError, Journal, JournalConfig, NotFoundError, Reader, VerifyReport, verify_store
 from wormjournal.index import build as index_build
@@ -157,7 +157,8 @@ def rewrite_index(h: Hist, segment: int, edit: Callable[[list[dict[str, Any]]], 
     drop_runs(h)
     path = h.index_path("executions", segment, segment)
     table = pq.read_table(path)
-    new = pa.Table.from_pylist(edit(table.to_pylist()), schema=table.schema).replace_schema_metadata(table.schema.metadata)
+    new = pa.Table.from_pylist(edit(table.to_pylist()), schema=table.schema)
+    new = new.replace_schema_metadata(table.schema.metadata)
     make_writable(path)
     pq.write_table(new, path)
 
@@ -214,7 +215,8 @@ def index_rows_short_at_the_end(h: Hist) -> None:
 
 def index_rows_short_at_the_start(h: Hist) -> None:
     """x-b's entry in segment 1 starts a row later, at 13: seq 10 is left out."""
-    rewrite_index(h, 1, edit_entry(TARGET, row=4, rows=2, first_seq=seq_of(TARGET, 1, 1), prev_seq=seq_of(TARGET, 1, 0)))
+    rewrite_index(h, 1, edit_entry(TARGET, row=4, rows=2, first_seq=seq_of(TARGET, 1, 1),
+                                   prev_seq=seq_of(TARGET, 1, 0)))
 
 
 def index_middle_entry_dropped(h: Hist) -> None:
@@ -318,7 +320,8 @@ B1 = [seq_of(TARGET, 1, k) for k in range(3)]  # 10, 13, 16
 CASES = {
     "index-rows-short-at-the-end": Case(index_rows_short_at_the_end, frozenset({B1[2]}), (), ("x-a", "x-c")),
     "index-rows-short-at-the-start": Case(index_rows_short_at_the_start, frozenset({B1[0]}), (), ("x-a", "x-c")),
-    "index-middle-entry-dropped": Case(index_middle_entry_dropped, frozenset({seq_of(TARGET, 2, 0)}), (), ("x-a", "x-c")),
+    "index-middle-entry-dropped": Case(index_middle_entry_dropped, frozenset({seq_of(TARGET, 2, 0)}), (),
+                                       ("x-a", "x-c")),
     "index-last-entry-dropped": Case(index_last_entry_dropped, frozenset({seq_of(TARGET, 3, 0)}), (), ("x-a", "x-c")),
     "index-entry-points-at-another-execution": Case(
         index_entry_points_at_another_execution, frozenset({seq_of("x-c", 1, 0)}), (), ("x-a", "x-c")),
@@ -346,7 +349,8 @@ XFAIL_RAISES: dict[str, str] = {}
 
 
 def params(xfails: dict[str, str]) -> list[Any]:
-    return [pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=xfails[name])] if name in xfails else [])
+    return [pytest.param(name, id=name,
+                         marks=[pytest.mark.xfail(strict=True, reason=xfails[name])] if name in xfails else [])
             for name in CASES]
 
 
@@ -385,8 +389,8 @@ def test_verify_reports_segment_tampering_only(hist: Hist, name: str) -> None:
         return
     assert not report.ok
     for kind, seq in case.findings:
-        assert any(f.kind == kind and f.segment in (1, None) and (seq is None or f.seq == seq) for f in report.findings), (
-            f"no [{kind}] finding at seq {seq}:\n{report.to_text()}")
+        assert any(f.kind == kind and f.segment in (1, None) and (seq is None or f.seq == seq)
+                   for f in report.findings), f"no [{kind}] finding at seq {seq}:\n{report.to_text()}"
 
 
 def test_a_dropped_middle_entry_names_the_event_whose_link_breaks(hist: Hist) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 from s3_fixtures import S3Bucket, make_client
-from test_cli import wj  # noqa: F401 - the in-process CLI runner
 
 from wormjournal.errors import NotFoundError, RetentionError, ValidationError
 from wormjournal.index import Reader
@@ -27,8 +26,7 @@ from wormjournal.journal import Journal, JournalConfig
 from wormjournal.retention import RetentionPolicy
 from wormjournal.retention.audit import audit_store, expired_objects
 from wormjournal.retention.holds import Selector, extend_retention, objects_for, set_holds
-from wormjournal.retention.policy import (RETENTION_EXECUTION, RETENTION_STREAM, PolicySet, load_policy,
-                                          set_policy)
+from wormjournal.retention.policy import RETENTION_EXECUTION, RETENTION_STREAM, PolicySet, load_policy, set_policy
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import verify_store
@@ -216,7 +214,8 @@ def test_hold_and_release_an_execution_from_the_command_line(locked: Locked, wj)
     assert [e.event_type for e in events] == ["legal_hold_placed", "legal_hold_released"]
     placed = events[0].payload
     assert placed["selector"] == {"execution": "run-a"} and placed["by"] == "officer-7"
-    assert placed["objects"]["names"] == sorted(expected | index) and placed["objects"]["count"] == len(expected | index)
+    assert placed["objects"]["names"] == sorted(expected | index)
+    assert placed["objects"]["count"] == len(expected | index)
     assert verify_store(locked.store()).ok
 
 
@@ -366,7 +365,8 @@ def test_the_audit_catches_each_condition(locked: Locked, kind: str, wj) -> None
     assert r.code == 1 and f"FINDING {kind}" in r.out
 
 
-def test_a_bucket_without_object_lock_and_a_journal_without_policy(s3_bucket_unlocked: S3Bucket, tmp_path: Path) -> None:
+def test_a_bucket_without_object_lock_and_a_journal_without_policy(s3_bucket_unlocked: S3Bucket,
+                                                                   tmp_path: Path) -> None:
     store = s3_bucket_unlocked.store(PREFIX)
     Journal.create(store, key_dir=tmp_path / "k", wal_dir=tmp_path / "w", allow_unlocked=True, config=NO_AGE).close()
     write_seals(store, tmp_path / "k", tmp_path / "w", SEALS[:1])

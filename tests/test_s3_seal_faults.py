@@ -32,6 +32,8 @@ from test_journal_stores import check_sealed, sealed_segments, stored_manifests
 from wormjournal.errors import ConflictError, StorageError
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
+from wormjournal.journal.keys import load_wal_key
+from wormjournal.segments.identity import read_identity
 from wormjournal.segments.notes import VerifyKey
 from wormjournal.storage.s3 import S3Store
 
@@ -91,7 +93,10 @@ class Proxied:
         return {p: p.read_bytes() for p in walmod.list_wal_files(self.wal_dir())}
 
     def wal_events(self) -> dict[str, int]:
-        return {e.event_id: e.seq for p in walmod.list_wal_files(self.wal_dir()) for e in walmod.read_wal(p).events}
+        jid = read_identity(self.direct).journal_id
+        mac = walmod.WalMac(load_wal_key(self.keys, jid), jid, "main")
+        return {e.event_id: e.seq
+                for p in walmod.list_wal_files(self.wal_dir()) for e in walmod.read_wal(p, mac).events}
 
     def check(self, acked: dict[str, int], next_seq: int, context: str = "") -> None:
         assert self.verify_key is not None
@@ -110,7 +115,8 @@ def pj(proxy: FaultProxy, s3_bucket: S3Bucket, tmp_path: Path) -> Proxied:
 
 def append(j: Journal, start: int, n: int, acked: dict[str, int]) -> None:
     events = [
-        {"event_type": "tool_called", "execution_id": f"run-{i % 3}", "event_id": f"ev-{i}", "ts": BASE_TS, "payload": {"i": i}}
+        {"event_type": "tool_called", "execution_id": f"run-{i % 3}", "event_id": f"ev-{i}", "ts": BASE_TS,
+         "payload": {"i": i}}
         for i in range(start, start + n)
     ]
     acked.update({e["event_id"]: s for e, s in zip(events, j.append_batch(events), strict=True)})
@@ -176,7 +182,8 @@ def test_a_reset_after_every_put_of_a_seal_is_an_idempotent_re_put(pj: Proxied) 
         (RESET_AFTER, r"seg-000000000000\.parquet$", 0),  # stored, but every answer lost
         (INTERNAL_ERROR, CHECKPOINT_PUT, 2),  # everything but the checkpoint
     ],
-    ids=["segment-500", "second-segment-503", "manifest-reset", "segment-timeout", "segment-reset-after", "checkpoint-500"],
+    ids=["segment-500", "second-segment-503", "manifest-reset", "segment-timeout", "segment-reset-after",
+         "checkpoint-500"],
 )
 def test_a_failing_seal_leaves_the_wal_intact_and_the_next_seal_completes_it(
     pj: Proxied, kind: str, path: str, stored_before: int

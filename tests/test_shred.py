@@ -55,7 +55,11 @@ from wormjournal.journal import wal as walmod
 from wormjournal.journal.writer import DATAKEYS_DIR
 from wormjournal.retention.keystore import MASTER_FILE, STORE_FILE
 from wormjournal.retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, receipt_payload
+from wormjournal.segments.identity import read_identity
 from wormjournal.segments.notes import SigningKey
+from wormjournal.storage.local import LocalStore
+
+from conftest import wal_mac
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
@@ -111,8 +115,9 @@ def flatten(value: Any) -> Iterator[bytes]:
         yield str(value).encode()
 
 
-def file_views(path: Path) -> Iterator[tuple[str, bytes]]:
-    """A file as raw bytes, as its decompressed zstd frames, as every Parquet cell, as every WAL field."""
+def file_views(path: Path, roots: Iterable[Path] = ()) -> Iterator[tuple[str, bytes]]:
+    """A file as raw bytes, as its decompressed zstd frames, as every Parquet cell, as every WAL field (a WAL
+    file is read with its journal's WAL key, from whichever of ``roots`` is its key directory)."""
     data = path.read_bytes()
     yield "raw", data
     for frame in zstd_frames(data):
@@ -126,7 +131,10 @@ def file_views(path: Path) -> Iterator[tuple[str, bytes]]:
                 for b in flatten(cell):
                     yield f"parquet:{name}", b
     if path.suffix == ".wal":
-        for e in walmod.read_wal(path).events:
+        store = path.parents[2]  # <store>/.wal/stream=<s>/<n>.wal
+        jid = read_identity(LocalStore(store)).journal_id
+        keys = next((r for r in roots if (r / jid).is_dir()), store.parent / "keys")  # the tests' layout
+        for e in walmod.read_wal(path, wal_mac(store, keys, path.parent.name.removeprefix("stream="))).events:
             for b in flatten(list(e.field_values())):
                 yield "wal-field", b
             if not e.payload_codec.endswith(payloads.ENCRYPTED):
@@ -138,7 +146,7 @@ def where_found(needles: Iterable[bytes], *roots: Path) -> list[str]:
     needles = [n for n in needles if n]
     hits = []
     for path in files_under(*roots):
-        for view, data in file_views(path):
+        for view, data in file_views(path, roots):
             if any(n in data for n in needles):
                 hits.append(f"{path} ({view})")
     return hits
@@ -244,7 +252,8 @@ def test_no_plaintext_or_raw_subject_on_disk_or_in_logs(tmp_path: Path, caplog: 
         assert secrets_found() == []
         control_hits = where_found([control.encode()], store)
         assert any(".parquet (parquet:payload)" in h for h in control_hits), control_hits
-        assert any("seg-" in h and "(parquet:subject_id)" in h for h in where_found([p.encode() for p in pseudonyms], store))
+        assert any("seg-" in h and "(parquet:subject_id)" in h
+                   for h in where_found([p.encode() for p in pseudonyms], store))
 
         # Error messages name the pseudonym, never the identifier or the payload.
         stranger = f"{unique('stranger')}@example.org"
@@ -464,7 +473,8 @@ def test_receipt_contents_and_tampering(tmp_path: Path) -> None:
         assert tomb.deletion_reference == LOCAL_REFERENCE and tomb.scope_ref == pseudonym
 
         [event] = j.reader().events(RECEIPT_EXECUTION)
-        assert (event.seq, event.event_type, event.payload_key_id, event.subject_id) == (result.seq, RECEIPT_TYPE, None, None)
+        assert (event.seq, event.event_type, event.payload_key_id, event.subject_id) == (
+            result.seq, RECEIPT_TYPE, None, None)
         payload = event.payload
         vk = j.verify_key
         assert check_receipt(payload, [vk]) == receipt
@@ -629,7 +639,8 @@ def test_unknown_scopes_and_a_new_key_after_a_shred(tmp_path: Path) -> None:
         j.seal()
         report = j.verify()
     assert report.ok and report.shredded_events == 3 and len(report.receipts) == 2
-    assert {k.key_id: k.receipt_seq for k in open_keystore(keys, jid).keys()} == {old_key: first.seq, new_key: second.seq}
+    assert {k.key_id: k.receipt_seq for k in open_keystore(keys, jid).keys()} == {old_key: first.seq,
+                                                                                   new_key: second.seq}
 
 
 def test_a_shred_cut_short_before_its_receipt_is_finished_by_the_next(tmp_path: Path) -> None:
@@ -692,10 +703,11 @@ def test_ciphertext_is_bound_to_journal_stream_seq_key_and_codec(tmp_path: Path)
         s0 = j.append("tool_called", "run-1", {"secret": "first"}, subject_id="alice")
         s1 = j.append("tool_called", "run-1", {"secret": "second"}, subject_id="alice")
         wal = [e for p in walmod.list_wal_files(tmp_path / "store" / ".wal" / "stream=main")
-               for e in walmod.read_wal(p).events]
+               for e in walmod.read_wal(p, wal_mac(tmp_path / "store", tmp_path / "keys")).events]
         e0, e1 = (next(e for e in wal if e.seq == s) for s in (s0, s1))
         kw = {"journal_id": j.journal_id, "stream": "main", "data_key": j.keystore.data_key}
-        assert payloads.read_payload(e0.payload_codec, e0.payload, e0.payload_key_id, seq=s0, **kw) == {"secret": "first"}
+        assert payloads.read_payload(e0.payload_codec, e0.payload, e0.payload_key_id, seq=s0, **kw) == {
+            "secret": "first"}
         with pytest.raises(IntegrityError):  # event 0's ciphertext in event 1's place
             payloads.read_payload(e1.payload_codec, e0.payload, e1.payload_key_id, seq=s1, **kw)
         with pytest.raises(IntegrityError):
@@ -957,7 +969,8 @@ def kms(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
 
     for name in ("schedule_key_deletion",):
         original = getattr(KmsBackend, name)
-        monkeypatch.setattr(KmsBackend, name, lambda self, key_id, *args, _o=original: _o(self, self.any_id_to_key_id(key_id), *args))
+        monkeypatch.setattr(KmsBackend, name,
+                            lambda self, key_id, *args, _o=original: _o(self, self.any_id_to_key_id(key_id), *args))
     return kms_client(moto_server)
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import CliPaths, cli_paths, event, wj, write_jsonl  # noqa: F401 - fixtures
+from test_cli import CliPaths, event, write_jsonl
 
 from wormjournal import Journal, JournalConfig, ValidationError
 from wormjournal.retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, receipt_payload
@@ -27,7 +27,8 @@ def test_shred_keys_and_verify_from_the_command_line(cli_paths: CliPaths, wj) ->
     p = cli_paths
     subjects_history(p, wj)
     keys = [json.loads(line) for line in wj("keys", p.store, "--key-dir", p.keys, "--json").out.splitlines()]
-    assert sorted((k["scope"], k["status"], k["events"]) for k in keys) == [("subject", "live", 4), ("subject", "live", 4)]
+    assert sorted((k["scope"], k["status"], k["events"]) for k in keys) == [("subject", "live", 4),
+                                                                            ("subject", "live", 4)]
     key_files = list(p.keys.glob("*/datakeys/keys/*.json"))
     wrapped = {json.loads(f.read_text())["wrapped"] for f in key_files}
     assert len(wrapped) == 2
@@ -64,7 +65,8 @@ def test_shred_keys_and_verify_from_the_command_line(cli_paths: CliPaths, wj) ->
     replay = [json.loads(line) for line in
               wj("replay", p.store, "--execution", "run-1", "--json", "--key-dir", p.keys).out.splitlines()]
     assert [e["payload"].get("$wormjournal") for e in replay] == ["shredded", None, None] * 4
-    assert [e["payload"]["text"] for e in replay if e["subject_id"] is not None and not e["payload"].get("$wormjournal")] == [
+    assert [e["payload"]["text"] for e in replay
+            if e["subject_id"] is not None and not e["payload"].get("$wormjournal")] == [
         f"SECRET-{i}" for i in range(12) if i % 3 == 1]
     # Without the key store (an auditor's machine), every encrypted payload is a marker, never an error.
     blind = [json.loads(line) for line in
@@ -101,8 +103,9 @@ def test_reapplying_receipts_after_restoring_a_key_store_backup(cli_paths: CliPa
 def test_verify_reports_a_receipt_whose_note_does_not_verify(tmp_path: Path) -> None:
     with Journal.create(tmp_path / "store", key_dir=tmp_path / "keys", config=CONFIG) as j:
         j.append("tool_called", "x-1", {"a": 1}, subject_id="alice")
-        receipt = {"scope": "subject", "scope_ref": "psn:00", "key_ids": ["00" * 16], "destroyed_at": "2025-01-01T00:00:00Z",
-                   "events_affected": 1, "provider": "local", "deletion_references": ["x"], "reason": None}
+        receipt = {"scope": "subject", "scope_ref": "psn:00", "key_ids": ["00" * 16],
+                   "destroyed_at": "2025-01-01T00:00:00Z", "events_affected": 1, "provider": "local",
+                   "deletion_references": ["x"], "reason": None}
         forged = receipt_payload(receipt, SigningKey.generate(f"wormjournal/{j.journal_id}"))
         good = receipt_payload(dict(receipt, reason="genuine"), j._key)  # noqa: SLF001 - the journal's own key
         altered = dict(good, receipt=dict(good["receipt"], events_affected=0))  # the note says 1

@@ -22,7 +22,13 @@ from wormjournal.journal.keys import key_name, load_keys
 from wormjournal.segments import merkle
 from wormjournal.segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, open_note
-from wormjournal.segments.table import events_to_table, read_segment, segment_merkle_root, table_to_events, write_segment
+from wormjournal.segments.table import (
+    events_to_table,
+    read_segment,
+    segment_merkle_root,
+    table_to_events,
+    write_segment,
+)
 from wormjournal.storage import layout
 from wormjournal.verify import VerifyReport, verify_store
 
@@ -184,7 +190,8 @@ def test_forged_row_correctly_chained_is_caught_by_the_manifest(history: History
 
     def edit(events):  # type: ignore[no-untyped-def]
         last = events[-1]
-        template = dataclasses.replace(last, seq=new_seq, event_id="forged-event", exec_prev_seq=None, prev_hash=last.hash)
+        template = dataclasses.replace(last, seq=new_seq, event_id="forged-event", exec_prev_seq=None,
+                                       prev_hash=last.hash)
         forged = dataclasses.replace(template, hash=event_hash(last.hash, encode_fields(template.field_values())))
         return events + [forged]
 
@@ -397,7 +404,8 @@ def rewrite_history_from(history: History, first: int) -> tuple[SigningKey, list
             object_size=len(data),
             object_sha256=hashlib.sha256(data).digest(),
             prev_manifest=hashes[-1],
-            frontier=tuple(merkle.frontier_of([merkle.leaf_hash(h) for h in hashes])),  # the forger keeps these right too
+            # the forger keeps these right too
+            frontier=tuple(merkle.frontier_of([merkle.leaf_hash(h) for h in hashes])),
         )
         overwrite(history.manifest_path(n), m.sign(signing))
         hashes.append(m.manifest_hash())

@@ -25,16 +25,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from wormjournal import Reader
-from wormjournal.errors import ValidationError
 from wormjournal.events import FIELDS, StoredEvent, encode_fields, event_hash, format_ts
 from wormjournal.journal import Journal, JournalConfig
-from wormjournal.journal import keys as keys_mod
 from wormjournal.journal.keys import key_name, load_keys
 from wormjournal.segments import merkle
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import SigningKey, raw_public, split_note
-from wormjournal.segments.table import events_to_table, read_segment, segment_merkle_root, table_to_events, write_segment
+from wormjournal.segments.table import (
+    events_to_table,
+    read_segment,
+    segment_merkle_root,
+    table_to_events,
+    write_segment,
+)
 from wormjournal.storage import layout
 from wormjournal.verify import Finding, VerifyReport, verify_store
 from wormjournal.verify.proof import ProofError, check_proof, make_proof
@@ -139,8 +143,9 @@ def reseal(h: History, first: int, new_events: dict[int, list[StoredEvent]] | No
             ev = new_events[n]
             data = write_segment(ev, journal_id=h.journal_id, stream=STREAM, segment=n, row_group_rows=ROWS)
             overwrite(h.segment_path(n), data)
-            m = dataclasses.replace(m, first_seq=ev[0].seq, last_seq=ev[-1].seq, events=len(ev), prev_hash=ev[0].prev_hash,
-                                    last_hash=ev[-1].hash, merkle_root=segment_merkle_root(ev), object_size=len(data),
+            m = dataclasses.replace(m, first_seq=ev[0].seq, last_seq=ev[-1].seq, events=len(ev),
+                                    prev_hash=ev[0].prev_hash, last_hash=ev[-1].hash,
+                                    merkle_root=segment_merkle_root(ev), object_size=len(data),
                                     object_sha256=hashlib.sha256(data).digest())
         m = dataclasses.replace(m, prev_manifest=hashes[-1] if n else ZERO_HASH,
                                 frontier=tuple(merkle.frontier_of([merkle.leaf_hash(x) for x in hashes])))
@@ -459,7 +464,8 @@ def proof_self_signed(h: History, since: bytes | None) -> list[Finding]:
     leaf = event_hash(p.prev_hash, encode_fields(tuple(event[name] for name, _, _ in FIELDS)))
     m = Manifest.parse(split_note(p.manifest)[0])
     m = dataclasses.replace(m, key_id=forger.verify_key.key_id,
-                            merkle_root=merkle.root_from_inclusion(merkle.leaf_hash(leaf), p.leaf_index, m.events, p.event_path))
+                            merkle_root=merkle.root_from_inclusion(merkle.leaf_hash(leaf), p.leaf_index, m.events,
+                                                                   p.event_path))
     cp = Checkpoint.parse(split_note(p.checkpoint)[0])
     cp = dataclasses.replace(cp, root_hash=merkle.root_from_inclusion(
         merkle.leaf_hash(m.manifest_hash()), m.segment, cp.tree_size, p.checkpoint_path))
@@ -498,13 +504,16 @@ CASES = [
          (F("event_hash", segment=2, seq=seq_of(2, 2)), F("merkle_root", segment=2))),
     Case("metadata_column_changed", tenant_changed, (F("event_hash", segment=2, seq=seq_of(2, 5)),)),
     Case("row_deleted", row_deleted,
-         (F("row_count", segment=1), F("seq_order", segment=1, seq=seq_of(1, 4)), F("prev_hash", segment=1, seq=seq_of(1, 5)))),
+         (F("row_count", segment=1), F("seq_order", segment=1, seq=seq_of(1, 4)),
+          F("prev_hash", segment=1, seq=seq_of(1, 5)))),
     Case("row_inserted", row_inserted, (F("row_count", segment=1), F("seq_order", segment=1, seq=seq_of(1, 4)))),
     Case("rows_reordered_in_row_group", rows_reordered_in_row_group,
-         (F("row_order", segment=2), F("merkle_root", segment=2), F("block_roots", segment=2), F("object_sha256", segment=2))),
+         (F("row_order", segment=2), F("merkle_root", segment=2), F("block_roots", segment=2),
+          F("object_sha256", segment=2))),
     Case("parquet_truncated", parquet_truncated,
          (F("object_size", segment=1), F("object_sha256", segment=1), F("segment_unreadable", segment=1))),
-    Case("block_root_in_footer_changed", block_root_changed, (F("block_roots", segment=1), F("object_sha256", segment=1))),
+    Case("block_root_in_footer_changed", block_root_changed,
+         (F("block_roots", segment=1), F("object_sha256", segment=1))),
     Case("event_duplicated_across_segments", event_duplicated_across_segments,
          (F("row_count", segment=2), F("seq_order", segment=2, seq=seq_of(2, 0)), F("object_sha256", segment=2))),
     # -- segment objects
@@ -520,13 +529,16 @@ CASES = [
     Case("manifest_deleted", manifest_deleted, (F("manifest_missing", segment=1), F("orphan_object"))),
     Case("middle_segment_and_manifest_deleted", middle_segment_and_manifest_deleted,
          (F("manifest_missing", segment=2), F("seq_gap", segment=3, seq=seq_of(3, 0)), F("chain_link", segment=3),
-          F("manifest_link", segment=3), F("checkpoint_root", object=cp_name(3)), F("checkpoint_ahead", object=cp_name(5)))),
+          F("manifest_link", segment=3), F("checkpoint_root", object=cp_name(3)),
+          F("checkpoint_ahead", object=cp_name(5)))),
     Case("last_segment_and_manifest_deleted", last_segment_and_manifest_deleted,
          (F("checkpoint_ahead", object=cp_name(5)),), exact=True),
     Case("manifest_signature_broken", manifest_signature_broken, (F("manifest_signature", segment=1),)),
     Case("manifest_edited_signature_kept", manifest_edited_signature_kept, (F("manifest_signature", segment=1),)),
-    Case("manifest_resigned_with_another_key", manifest_resigned_with_another_key, (F("manifest_signature", segment=1),)),
-    Case("manifests_swapped", manifests_swapped, (F("manifest_identity", segment=1), F("manifest_identity", segment=2))),
+    Case("manifest_resigned_with_another_key", manifest_resigned_with_another_key,
+         (F("manifest_signature", segment=1),)),
+    Case("manifests_swapped", manifests_swapped,
+         (F("manifest_identity", segment=1), F("manifest_identity", segment=2))),
     Case("stray_manifest_name", stray_manifest_name, (F("unexpected_object"),), exact=True),
     # -- checkpoints
     Case("latest_checkpoint_deleted", latest_checkpoint_deleted, (F("checkpoint_behind"),), exact=True),

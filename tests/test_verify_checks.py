@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from wormjournal.trust import load_trust
 from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_hash, parse_ts
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
@@ -20,6 +19,7 @@ from wormjournal.journal.keys import load_keys
 from wormjournal.segments.identity import read_identity
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
+from wormjournal.trust import load_trust
 from wormjournal.verify import verify_store
 
 DAY1 = dt.datetime(2025, 5, 1, 23, 59, 0, tzinfo=dt.UTC)
@@ -48,7 +48,8 @@ def seal_forged(tmp_path: Path, rows: list[dict]) -> LocalStore:
     key, _ = load_keys(keys, journal_id)
     ring = load_trust(store).ring
     state = sealer_mod.load_sealed_state(store, journal_id, "main", ring)
-    sealer = sealer_mod.Sealer(store, state, lambda _segment: key, lambda: ring, row_group_rows=128, segment_max_events=1000)
+    sealer = sealer_mod.Sealer(store, state, lambda _segment: key, lambda: ring, row_group_rows=128,
+                               segment_max_events=1000)
     sealer.seal(chain(journal_id, rows))
     return store
 
@@ -111,7 +112,8 @@ def test_manifest_naming_a_foreign_object_is_found(tmp_path: Path, monkeypatch: 
 
 def test_segment_metadata_of_another_journal_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = sealer_mod.build_segment
-    monkeypatch.setattr(sealer_mod, "build_segment", lambda events, **kw: real(events, **{**kw, "journal_id": "someone-else"}))
+    monkeypatch.setattr(sealer_mod, "build_segment",
+                        lambda events, **kw: real(events, **{**kw, "journal_id": "someone-else"}))
     rows = [{"ts": DAY1, "execution_id": "a", "exec_prev_seq": None}]
     found = kinds(seal_forged(tmp_path, rows))
     assert set(found) == {"segment_metadata"}

@@ -22,8 +22,8 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from test_tamper import STREAM, change_block_root, replace_rows, seq_of
 
-from wormjournal.trust import load_trust
 from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
@@ -32,12 +32,12 @@ from wormjournal.segments import merkle
 from wormjournal.segments.identity import read_identity
 from wormjournal.segments.table import in_seq_order, read_segment, row_hashes
 from wormjournal.storage.local import LocalStore
+from wormjournal.trust import load_trust
 from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify import verifier as verifier_mod
 from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment, public_key_bytes
 
 from conftest import BASE_TS, History, overwrite, rewrite_parquet
-from test_tamper import STREAM, change_block_root, replace_rows, seq_of
 
 
 def comparable(report: VerifyReport) -> dict[str, Any]:
@@ -167,14 +167,16 @@ def test_findings_stay_in_segment_order(history: History) -> None:
 
 def test_progress_reaches_the_total(history: History) -> None:
     calls: list[tuple[int, int]] = []
-    report = verify_store(history.store, public_keys=[history.verify_key], workers=2, progress=lambda d, t: calls.append((d, t)))
+    report = verify_store(history.store, public_keys=[history.verify_key], workers=2,
+                          progress=lambda d, t: calls.append((d, t)))
     assert report.ok
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
 
 
 def test_erasure_receipts_are_checked_in_the_workers(make_history: Callable[..., History]) -> None:
     h = make_history(segments=3)
-    with Journal.open(h.paths.store, key_dir=h.paths.keys, config=JournalConfig(seal_max_age_seconds=None, row_group_rows=4)) as j:
+    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
+    with Journal.open(h.paths.store, key_dir=h.paths.keys, config=config) as j:
         j.shred(subject="customer-4711", reason="test")
         j.append("node_started", "run-alpha", {"after": "shred"}, ts=BASE_TS)
         j.seal()
@@ -189,8 +191,8 @@ def test_s3_store_with_two_workers(s3_bucket, tmp_path: Path) -> None:  # type: 
     store = s3_bucket.store("archive")
     config = JournalConfig(seal_max_age_seconds=None, segment_max_events=5, row_group_rows=4)
     with Journal.create(store, key_dir=tmp_path / "keys", wal_dir=tmp_path / "wal", config=config) as j:
-        j.append_batch([{"event_type": "tool_called", "execution_id": f"run-{i % 3}", "payload": {"i": i}, "ts": BASE_TS}
-                        for i in range(17)])
+        j.append_batch([{"event_type": "tool_called", "execution_id": f"run-{i % 3}", "payload": {"i": i},
+                         "ts": BASE_TS} for i in range(17)])
         j.seal()
         key = j.verify_key
     one = verify_store(store, public_keys=[key], workers=1)
@@ -243,14 +245,18 @@ EXECUTIONS = ["a", "b", "a", "c", "b", "a", "c", "a", "b", "b", "a", "c"]
     ("seq", "link", "expected"),
     [
         (None, None, []),  # all correct
-        (5, 0, [(5, 2, "exec_prev_seq is 0, but the previous event of execution 'a' is 2")]),  # a's first in segment 2 -> skips seq 2
-        (5, None, [(5, 2, "exec_prev_seq is None, but the previous event of execution 'a' is 2")]),  # cut from segment 1
-        (4, 3, [(4, 2, "exec_prev_seq is 3, but the previous event of execution 'b' is 1")]),  # another execution's event
+        # a's first in segment 2 -> skips seq 2
+        (5, 0, [(5, 2, "exec_prev_seq is 0, but the previous event of execution 'a' is 2")]),
+        # cut from segment 1
+        (5, None, [(5, 2, "exec_prev_seq is None, but the previous event of execution 'a' is 2")]),
+        # another execution's event
+        (4, 3, [(4, 2, "exec_prev_seq is 3, but the previous event of execution 'b' is 1")]),
         (7, 2, [(7, 3, "exec_prev_seq is 2, but the previous event of execution 'a' is 5")]),  # skips segment 2's event
         (9, None, [(9, 4, "exec_prev_seq is None, but the previous event of execution 'b' is 8")]),  # inside segment 4
     ],
 )
-def test_cross_segment_exec_links(tmp_path: Path, seq: int | None, link: int | None, expected: list[tuple[int, int, str]]) -> None:
+def test_cross_segment_exec_links(tmp_path: Path, seq: int | None, link: int | None,
+                                  expected: list[tuple[int, int, str]]) -> None:
     links = correct_links(EXECUTIONS)
     if seq is not None:
         links[seq] = link
@@ -375,11 +381,13 @@ def test_cli_verify_workers(history: History, capsys: pytest.CaptureFixture[str]
 def test_cli_verify_workers_in_a_fresh_process(history: History) -> None:
     """``python -m wormjournal verify --workers 2``: the workers start from the command's own process."""
     _row_deleted(history)
-    r = subprocess.run([sys.executable, "-m", "wormjournal", "verify", str(history.paths.store), "--workers", "2", "--json"],
+    r = subprocess.run([sys.executable, "-m", "wormjournal", "verify", str(history.paths.store), "--workers", "2",
+                        "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
-    assert {(f["kind"], f["segment"]) for f in report["findings"]} >= {("row_count", 2), ("seq_order", 2), ("prev_hash", 2)}
+    assert {(f["kind"], f["segment"]) for f in report["findings"]} >= {("row_count", 2), ("seq_order", 2),
+                                                                       ("prev_hash", 2)}
     expected = verify_store(history.store, workers=1)
     assert [dataclasses.asdict(f) for f in expected.findings] == report["findings"]
 

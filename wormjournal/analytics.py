@@ -31,8 +31,7 @@ from .errors import ConfigError, JournalError, NotFoundError
 from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
 from .retention.keystore import KeyStore
 from .segments.identity import read_identity
-from .storage import layout
-from .storage import open_store
+from .storage import layout, open_store
 from .storage.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,8 @@ def shredded_key_ids(dataset: ds.Dataset) -> set[str]:
     """Key ids named by the erasure receipts (their payloads are in clear).
 
     Read file by file: the ``event_type`` column first, the payloads only of a file
-    that holds a receipt; a file that cannot be read is passed over here (a query that touches it fails; ``verify`` names it).
+    that holds a receipt; a file that cannot be read is passed over here (a query that
+    touches it fails; ``verify`` names it).
     """
     found: set[str] = set()
     receipt = ds.field("event_type") == "erasure_receipt"
@@ -180,7 +180,8 @@ STATS: dict[str, tuple[str, str]] = {
         SELECT coalesce(payload_json->>'tool', node, '?') AS tool,
                count(*) FILTER (WHERE event_type = 'tool_called') AS calls,
                count(*) FILTER (WHERE event_type = 'tool_returned'
-                                AND ((payload_json->>'ok') = 'false' OR (payload_json->>'error') IS NOT NULL)) AS errors,
+                                AND ((payload_json->>'ok') = 'false'
+                                     OR (payload_json->>'error') IS NOT NULL)) AS errors,
                round(errors / nullif(calls, 0), 4) AS error_rate
         FROM events WHERE event_type IN ('tool_called', 'tool_returned')
         GROUP BY ALL ORDER BY error_rate DESC NULLS LAST, tool"""),

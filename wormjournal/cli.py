@@ -27,7 +27,7 @@ from .events import validate_event
 from .index import Reader
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
-from .journal.keys import finish_rotation, load_keys, rotate_signing_key
+from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
 from .journal.writer import DATAKEYS_DIR
 from .segments.identity import read_identity
 from .segments.manifest import Checkpoint, Manifest
@@ -39,6 +39,8 @@ from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
 from .verify.proof import ProofError, check_proof, make_proof
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 APPEND_BATCH = 1000
@@ -270,9 +272,20 @@ def _reader(args: argparse.Namespace) -> Reader:
     if wal is None and not args.store.startswith("s3://"):
         wal = Path(args.store) / ".wal"
     store = _store(args)
+    journal_id = read_identity(store).journal_id
     # Payloads decrypt where the key store is at hand (the writer's machine); elsewhere they read as markers.
-    keystore = _keystore(args.key_dir, read_identity(store).journal_id, required=False)
-    return Reader(store, stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal, keystore=keystore)
+    keystore = _keystore(args.key_dir, journal_id, required=False)
+    # Unsealed events are read only with the writer's WAL key, which authenticates them; without it, sealed ones.
+    wal_key = None
+    if wal is not None:
+        try:
+            wal_key = load_wal_key(args.key_dir, journal_id)
+        except ConfigError as e:
+            if Path(wal).is_dir():
+                log.warning("unsealed events are not shown: %s", e)
+            wal = None
+    return Reader(store, stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal, wal_key=wal_key,
+                  keystore=keystore)
 
 
 def _short(value: Any, width: int = 60) -> str:

@@ -25,6 +25,7 @@ from .cli import (EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_key
 from .errors import ValidationError
 from .index import Reader
 from .journal import Journal
+from .journal.keys import load_wal_key
 from .retention import parse_period
 from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_objects, is_s3
 from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
@@ -223,8 +224,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if args.reapply_receipts:
         named = []
         for stream in layout.streams_from_names([i.name for i in store.list(layout.MANIFESTS_PREFIX)]):
+            local = not args.store.startswith("s3://")
             reader = Reader(store, stream=stream, public_keys=_public_keys(args.public_key),
-                            wal_dir=None if args.store.startswith("s3://") else Path(args.store) / ".wal")
+                            wal_dir=Path(args.store) / ".wal" if local else None,
+                            wal_key=load_wal_key(args.key_dir, identity.journal_id) if local else None)
             for e in reader.events(RECEIPT_EXECUTION):
                 if e.event_type == RECEIPT_TYPE:
                     named.extend(check_receipt(e.payload, reader.trusted_keys)["key_ids"])

@@ -15,7 +15,7 @@ import os
 import re
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -203,7 +203,7 @@ def _encode_bytes(value: bytes | None) -> bytes:
     return NULL_MARK if value is None else _pack_len(len(value)) + bytes(value)
 
 
-_ENCODERS = {Kind.INT: _encode_int, Kind.STR: _encode_str, Kind.BYTES: _encode_bytes}
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {Kind.INT: _encode_int, Kind.STR: _encode_str, Kind.BYTES: _encode_bytes}
 _FIELD_ENCODERS = tuple(_ENCODERS[kind] for _, kind, _ in FIELDS)
 
 
@@ -216,7 +216,7 @@ def encode_fields(values: Sequence[Any]) -> bytes:
     """The canonical bytes of an event's stored fields, in ``FIELDS`` order."""
     if len(values) != len(_FIELD_ENCODERS):
         raise ValueError(f"expected {len(_FIELD_ENCODERS)} field values, got {len(values)}")
-    return b"".join([enc(v) for enc, v in zip(_FIELD_ENCODERS, values)])
+    return b"".join([enc(v) for enc, v in zip(_FIELD_ENCODERS, values, strict=True)])
 
 
 def decode_fields(data: bytes) -> tuple[tuple[Any, ...], int]:

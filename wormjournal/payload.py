@@ -88,7 +88,8 @@ def decode_payload(codec: str, data: bytes) -> Any:
 def payload_aad(journal_id: str, stream: str, seq: int, key_id: str, codec: str) -> bytes:
     """The associated data of an encrypted payload: it cannot be moved to another event or key."""
     return _AAD_TAG + b"".join([encode_value(Kind.STR, journal_id), encode_value(Kind.STR, stream),
-                                encode_value(Kind.INT, seq), encode_value(Kind.STR, key_id), encode_value(Kind.STR, codec)])
+                                encode_value(Kind.INT, seq), encode_value(Kind.STR, key_id),
+                                encode_value(Kind.STR, codec)])
 
 
 def encrypt(aead: AESGCM, data: bytes, aad: bytes) -> bytes:
@@ -112,7 +113,8 @@ def marker(state: str, key_id: str | None) -> dict[str, Any]:
 
 
 def is_marker(value: Any, state: str | None = None) -> bool:
-    return isinstance(value, dict) and set(value) == {MARKER_KEY, "key_id"} and (state is None or value[MARKER_KEY] == state)
+    return (isinstance(value, dict) and set(value) == {MARKER_KEY, "key_id"}
+            and (state is None or value[MARKER_KEY] == state))
 
 
 # A data key by id: the key, None when it was shredded (raises when it was never held).

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IntegrityError, NotFoundError
+from ..errors import ConfigError, IntegrityError, NotFoundError
 from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
 from ..retention.keystore import KeyStore
 from ..segments.manifest import Checkpoint, Manifest
@@ -33,8 +33,9 @@ from ..segments.partial import SegmentFile
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
-from ..trust import (KeyRing, ManifestChain, Sink, check_checkpoint_root, check_complete, check_names, load_trust, open_checkpoint,
-                     open_manifest)
+from ..storage.wal import WalMac, list_wal_files, read_wal
+from ..trust import (KeyRing, ManifestChain, Sink, check_checkpoint_root, check_complete, check_names, continue_chain,
+                     load_trust, open_checkpoint, open_manifest)
 from . import build, state
 from .catalog import Catalog, IndexDamaged
 from .model import Event, ExecutionSummary, ResumePoint
@@ -73,15 +74,20 @@ class CountingReader:
 class Reader:
     """Read one stream of a journal. Every method that returns events verifies them.
 
-    ``public_keys`` are the trusted signing keys; with None, the keys stored in the
-    journal are trusted (fine for the deployment itself; an auditor passes their own).
-    ``wal_dir`` is the writer's WAL directory, for events not sealed yet; ``keystore``
-    decrypts encrypted payloads (without it they read as the ``encrypted`` marker).
-    Raises NotFoundError when there is no journal, IntegrityError on any broken promise.
+    ``store`` is a Store, a directory path or an ``s3://bucket/prefix`` URL. ``public_keys`` are the
+    trusted signing keys; with None, entry 0 of the journal's key history is trusted on its own
+    signature (fine for the deployment itself; an auditor passes their own). ``wal_dir`` is the
+    writer's WAL directory, for events not sealed yet, read with ``wal_key`` (the writer's, from its
+    key directory: ``Journal.reader()`` passes both); ``keystore`` decrypts encrypted payloads
+    (without it they read as the ``encrypted`` marker). Every manifest and checkpoint of the stream
+    goes through the trust core first (FORMAT.md 10, "Readers").
+    Raises NotFoundError when there is no journal, IntegrityError (its ``kind`` as ``wormjournal
+    verify`` names the finding) on any broken promise, ConfigError for a WAL without its key.
     """
 
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
+                 wal_key: bytes | None = None,
                  cache_segments: int = 64, keystore: KeyStore | None = None) -> None:
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
@@ -97,6 +103,10 @@ class Reader:
         if not self._keys:
             raise IntegrityError("no trusted public key to verify with")
         self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
+        if self._wal_dir is not None and wal_key is None:
+            raise ConfigError("reading unsealed events needs the writer's WAL key (wal_key=, from its key directory: "
+                              "wormjournal.journal.keys.load_wal_key), which authenticates them")
+        self._wal_mac = WalMac(wal_key, self.identity.journal_id, stream) if wal_key is not None else None
         self._data_key = keystore.data_key if keystore is not None else None
         self._chain = ManifestChain(self.identity.journal_id, stream, self._sink)
         self._checkpoints: dict[str, tuple[Checkpoint, bytes]] = {}  # checked, by name (in name order)
@@ -209,28 +219,21 @@ class Reader:
     # -- unsealed events -------------------------------------------------------------------
 
     def _unsealed(self) -> list[StoredEvent]:
-        """Events in the WAL after the last sealed one, their chain checked; [] without a WAL dir."""
+        """Events in the WAL after the last sealed one, each frame authenticated by the writer's WAL key
+        and the chain checked from the last sealed event; [] without a WAL dir."""
         if self._wal_dir is None or not self._wal_dir.is_dir():
             return []
-        from ..journal import wal as walmod  # the WAL's reader, not the writer
-
+        assert self._wal_mac is not None
         last = self.manifest(self._segment_count - 1) if self._segment_count else None
         seq = last.last_seq + 1 if last else 0
         prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
-        out: list[StoredEvent] = []
-        for path in walmod.list_wal_files(self._wal_dir):
+        events: list[StoredEvent] = []
+        for path in list_wal_files(self._wal_dir):
             try:
-                contents = walmod.read_wal(path)
+                events += read_wal(path, self._wal_mac).events
             except FileNotFoundError:
                 continue  # sealed and removed meanwhile: those events are in segments now
-            for e in contents.events:
-                if e.seq < seq:
-                    continue
-                if e.seq != seq or e.prev_hash != prev or event_hash(prev, encode_fields(e.field_values())) != e.hash:
-                    raise IntegrityError(f"write-ahead log event seq {e.seq} does not continue the chain at seq {seq}", seq=e.seq)
-                out.append(e)
-                seq, prev = e.seq + 1, e.hash
-        return out
+        return continue_chain(events, seq, prev, sink=self._sink)
 
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
         return Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,

@@ -22,11 +22,12 @@ from ..trust import load_trust
 from ..trust.load import key_name
 from .lock import signing_lock
 
-__all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "rotate_signing_key",
-           "stream_positions"]
+__all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "load_wal_key",
+           "rotate_signing_key", "stream_positions"]
 
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
+WAL_KEY_FILE = "wal.key"  # authenticates the write-ahead log's frames (FORMAT.md 11)
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -62,6 +63,7 @@ def create_keys(key_dir: Path, journal_id: str) -> tuple[SigningKey, bytes, Path
     pseudonym = secrets.token_bytes(32)
     _write_secret(directory / SIGNING_FILE, signing.private_pem())
     _write_secret(directory / PSEUDONYM_FILE, pseudonym.hex().encode() + b"\n")
+    _write_secret(directory / WAL_KEY_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
     public_path = directory / f"{signing.verify_key.key_id}.pub.pem"
     public_path.write_bytes(signing.verify_key.pem())
     return signing, pseudonym, public_path
@@ -82,6 +84,29 @@ def load_keys(key_dir: Path, journal_id: str) -> tuple[SigningKey, bytes]:
     if len(pseudonym) != 32:
         raise ConfigError(f"the pseudonym key in {directory} is not 32 bytes")
     return signing, pseudonym
+
+
+def load_wal_key(key_dir: Path, journal_id: str, *, create: bool = False) -> bytes:
+    """The key that authenticates the write-ahead log's frames. ``create``: make it when the key
+    directory predates it (the writer's open; a reader never creates one). Raises ConfigError."""
+    path = key_dir / journal_id / WAL_KEY_FILE
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError as e:
+        if not create or not (key_dir / journal_id).is_dir():
+            raise ConfigError(f"no WAL key for journal {journal_id} in {key_dir / journal_id}",
+                              hint="unsealed events are read with the writer's key directory (--key-dir)") from e
+        try:
+            _write_secret(path, secrets.token_bytes(32).hex().encode() + b"\n")
+            _fsync_dir(path.parent)
+        except FileExistsError:
+            pass  # another writer of this key directory made it meanwhile
+        return load_wal_key(key_dir, journal_id)
+    except ValueError as e:
+        raise ConfigError(f"the WAL key in {path} is not hex: {e}") from e
+    if len(key) != 32:
+        raise ConfigError(f"the WAL key in {path} is not 32 bytes")
+    return key
 
 
 # -- rotation (FORMAT.md 6.1) ------------------------------------------------------------------------------------

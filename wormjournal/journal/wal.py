@@ -1,39 +1,27 @@
-"""The write-ahead log: one file per generation, frames of records, group commit.
+"""The write-ahead log, writer's side: where it lives, new files, appends with group commit, torn tails.
 
-A WAL file is ``<first_seq, 20 digits>.wal`` in the stream's WAL directory::
-
-    header  = MAGIC(8) || u64be first_seq || prev_hash(32) || u32be crc32(preceding bytes)
-    frame   = u32be body_len || u32be crc32(body) || body
-    body    = u32be count || count * (u32be len || encode_fields(...) || hash(32))
-
-One frame is one ``append``/``append_batch`` call: a batch is all or nothing,
-because a torn frame fails its CRC and is dropped as a whole. Only the tail
-of the newest file can be torn (older files were fsync'd whole when frozen).
+The file format and its authenticated reading are in :mod:`wormjournal.storage.wal` (re-exported here).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, IntegrityError, StorageError
-from ..events import HASH_SIZE, StoredEvent, decode_fields, event_hash
+from ..errors import ConfigError, StorageError
 from ..storage.local import LocalStore, fsync_dir
+from ..storage.wal import (HEADER_SIZE, MAC_SIZE, MAGIC, WAL_TAG, WalContents, WalHeader, WalMac, encode_frame, list_wal_files,
+                           read_wal, wal_name)
+
+__all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "WAL_TAG", "WalContents", "WalHeader", "WalMac", "WalWriter", "claim_wal_dir",
+           "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir", "list_wal_files", "read_wal",
+           "truncate_torn_tail", "wal_name"]
 
 log = logging.getLogger(__name__)
-
-MAGIC = b"WJWAL\x00\x01\n"
-HEADER_SIZE = len(MAGIC) + 8 + HASH_SIZE + 4
-_FRAME_HEAD = struct.Struct(">II")
-# A frame larger than this is a corrupt length, not a real batch.
-MAX_FRAME_BYTES = 1 << 31
 
 
 def default_wal_dir(store: Any) -> Path:
@@ -61,157 +49,6 @@ def claim_wal_dir(directory: Path, journal_id: str) -> None:
             f"the write-ahead log in {directory} belongs to journal {owner}, not {journal_id}",
             hint="give each journal its own --wal-dir",
         )
-
-
-@dataclasses.dataclass(frozen=True)
-class WalHeader:
-    first_seq: int
-    prev_hash: bytes
-
-    def encode(self) -> bytes:
-        head = MAGIC + struct.pack(">Q", self.first_seq) + self.prev_hash
-        return head + struct.pack(">I", zlib.crc32(head))
-
-    @classmethod
-    def decode(cls, data: bytes) -> WalHeader:
-        if len(data) < HEADER_SIZE or data[: len(MAGIC)] != MAGIC:
-            raise ValueError("not a wormjournal WAL file")
-        head = data[: HEADER_SIZE - 4]
-        (crc,) = struct.unpack_from(">I", data, HEADER_SIZE - 4)
-        if zlib.crc32(head) != crc:
-            raise ValueError("WAL header checksum mismatch")
-        (first_seq,) = struct.unpack_from(">Q", data, len(MAGIC))
-        return cls(first_seq, bytes(data[len(MAGIC) + 8 : HEADER_SIZE - 4]))
-
-
-def encode_frame(records: list[tuple[bytes, bytes]]) -> bytes:
-    """One frame holding (encoded fields, hash) records."""
-    parts = [struct.pack(">I", len(records))]
-    for enc, h in records:
-        parts.append(struct.pack(">I", len(enc) + HASH_SIZE))
-        parts.append(enc)
-        parts.append(h)
-    body = b"".join(parts)
-    return _FRAME_HEAD.pack(len(body), zlib.crc32(body)) + body
-
-
-def _decode_body(body: bytes) -> list[tuple[bytes, bytes]]:
-    (count,) = struct.unpack_from(">I", body, 0)
-    pos = 4
-    out = []
-    for _ in range(count):
-        (n,) = struct.unpack_from(">I", body, pos)
-        pos += 4
-        rec = body[pos : pos + n]
-        if len(rec) != n or n < HASH_SIZE:
-            raise ValueError("record overruns its frame")
-        out.append((rec[:-HASH_SIZE], rec[-HASH_SIZE:]))
-        pos += n
-    if pos != len(body):
-        raise ValueError("frame has trailing bytes")
-    return out
-
-
-@dataclasses.dataclass
-class WalContents:
-    path: Path
-    header: WalHeader
-    events: list[StoredEvent]
-    good_end: int  # offset just past the last whole frame
-    size: int  # file size as found
-
-    @property
-    def torn_bytes(self) -> int:
-        return self.size - self.good_end
-
-
-_MIN_BODY = 4  # a frame body holds at least its record count
-
-
-def _frame_continues_at(view: memoryview, off: int, seq: int) -> bool:
-    """Whether a whole, CRC-valid frame of records seq, seq+1, ... (first >= ``seq``) starts at ``off``."""
-    body_len, crc = _FRAME_HEAD.unpack_from(view, off)
-    end = off + _FRAME_HEAD.size + body_len
-    if body_len < _MIN_BODY or end > len(view) or zlib.crc32(view[off + _FRAME_HEAD.size : end]) != crc:
-        return False
-    try:
-        seqs = [decode_fields(enc)[0][0] for enc, _ in _decode_body(bytes(view[off + _FRAME_HEAD.size : end]))]
-    except (ValueError, struct.error):
-        return False
-    return bool(seqs) and seqs[0] >= seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-
-
-def _refuse_damage_before_frames(path: Path, data: bytes, pos: int, seq: int) -> None:
-    """Raise IntegrityError if a valid frame follows the bad one at ``pos``.
-
-    A torn tail is the end of the file, never followed by a valid frame; a bad
-    frame with valid frames after it is damage in the middle, and cutting it off
-    would drop acknowledged events. The scan costs time only after a crash.
-    """
-    view = memoryview(data)
-    for off in range(pos + 1, len(data) - _FRAME_HEAD.size - _MIN_BODY + 1):
-        if _frame_continues_at(view, off, seq):
-            raise IntegrityError(
-                f"{path}: the frame at offset {pos} is damaged, but a valid frame follows at offset {off}: "
-                "this is not a torn tail, and cutting it would lose acknowledged events"
-            )
-
-
-def read_wal(path: Path) -> WalContents:
-    """Read a WAL file, stopping at a torn tail: a last frame that is short or fails its CRC.
-
-    Every record is checked against the chain: its hash must be the event hash of
-    its fields after the previous record's hash. Raises IntegrityError otherwise,
-    and when a bad frame is followed by a valid one (damage, not a torn tail).
-    """
-    data = path.read_bytes()
-    try:
-        header = WalHeader.decode(data)
-    except ValueError as e:
-        raise IntegrityError(f"{path}: {e}") from e
-    pos = HEADER_SIZE
-    events: list[StoredEvent] = []
-    prev = header.prev_hash
-    seq = header.first_seq
-    while pos + _FRAME_HEAD.size <= len(data):
-        body_len, crc = _FRAME_HEAD.unpack_from(data, pos)
-        end = pos + _FRAME_HEAD.size + body_len
-        # body_len < 4 (no record count) is not a frame: a zero-filled tail has length 0 and CRC 0.
-        if (
-            end > len(data)
-            or not _MIN_BODY <= body_len <= MAX_FRAME_BYTES
-            or zlib.crc32(data[pos + _FRAME_HEAD.size : end]) != crc
-        ):
-            _refuse_damage_before_frames(path, data, pos, seq)
-            break
-        body = data[pos + _FRAME_HEAD.size : end]
-        try:
-            records = _decode_body(body)
-            batch = []
-            for enc, h in records:
-                values, used = decode_fields(enc)
-                if used != len(enc):
-                    raise ValueError("record has trailing bytes")
-                if values[0] != seq:
-                    raise IntegrityError(f"{path}: record at offset {pos} has seq {values[0]}, expected {seq}")
-                if event_hash(prev, enc) != h:
-                    raise IntegrityError(f"{path}: record seq {seq} does not match its hash")
-                batch.append(StoredEvent(*values, prev_hash=prev, hash=h))
-                prev = h
-                seq += 1
-        except (ValueError, struct.error) as e:
-            raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: {e}") from e
-        events.extend(batch)
-        pos = end
-    return WalContents(path, header, events, pos, len(data))
-
-
-def wal_name(first_seq: int) -> str:
-    return f"{first_seq:020d}.wal"
-
-
-def list_wal_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.glob("*.wal") if p.stem.isdigit())
 
 
 def create_wal_file(directory: Path, header: WalHeader) -> Path:

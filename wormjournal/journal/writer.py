@@ -40,8 +40,9 @@ from ..storage.objectfile import ObjectFile
 from . import wal as walmod
 from .config import JournalConfig
 from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
-from ..trust import KeyRing, Sink, load_trust
-from .keys import SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, rotate_signing_key
+from ..trust import KeyRing, Sink, continue_chain, load_trust
+from .keys import (SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, load_wal_key,
+                   rotate_signing_key)
 from .lock import StreamLock, signing_lock
 from .sealer import Sealer, load_sealed_state
 
@@ -74,6 +75,7 @@ class Journal:
         wal_dir: Path,
         config: JournalConfig,
         keystore: KeyStore,
+        wal_key: bytes,
         key_dir: Path | None = None,
     ) -> None:
         if not layout.is_valid_stream(stream):
@@ -90,6 +92,8 @@ class Journal:
         self._aeads: dict[str, payloads.AESGCM] = {}
         self._shred_lock = threading.Lock()
         self._wal_dir = wal_dir / f"stream={stream}"
+        self._wal_key = wal_key
+        self._wal_mac = walmod.WalMac(wal_key, identity.journal_id, stream)
         self._lock = threading.Lock()  # guards seq, chain head and WAL writes
         self._seal_lock = threading.Lock()
         self._local = threading.local()
@@ -226,8 +230,11 @@ class Journal:
               wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore,
               key_path: Path | None = None) -> Journal:
         wd = Path(wal_dir) if wal_dir is not None else walmod.default_wal_dir(st)
+        if key_path is None:
+            raise ConfigError("a writer needs its key directory")
+        wal_key = load_wal_key(key_path, identity.journal_id, create=True)
         return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig(),
-                   keystore=keystore, key_dir=key_path)
+                   keystore=keystore, wal_key=wal_key, key_dir=key_path)
 
     def __enter__(self) -> Journal:
         return self
@@ -318,15 +325,15 @@ class Journal:
         for tmp in self._wal_dir.glob("*.wal.tmp"):
             tmp.unlink()  # a WAL file whose creation never completed held no event
         files = walmod.list_wal_files(self._wal_dir)
-        contents = [walmod.read_wal(p) for p in files]
+        contents = [walmod.read_wal(p, self._wal_mac) for p in files]
         if contents:
             walmod.truncate_torn_tail(contents[-1])
             for c in contents[:-1]:
                 if c.torn_bytes:
                     raise IntegrityError(f"{c.path} is damaged at offset {c.good_end}, but it is not the newest WAL file")
-        # Link the WAL files to each other and to the store's chain.
-        pending = []
+        # Link the WAL files to each other and to the store's chain (the trust core's continue_chain).
         expect_seq, expect_hash = state.next_seq, state.last_hash
+        pending: list[Any] = []
         for c in contents:
             if c.header.first_seq > expect_seq or (
                 c.header.first_seq == expect_seq and c.header.prev_hash != expect_hash
@@ -335,13 +342,9 @@ class Journal:
                     f"{c.path} starts at seq {c.header.first_seq}, but the chain continues at seq {expect_seq}",
                     hint="the WAL does not belong to this store, or the store was altered",
                 )
-            for e in c.events:
-                if e.seq < expect_seq:
-                    continue  # already sealed
-                if e.seq != expect_seq or e.prev_hash != expect_hash:
-                    raise IntegrityError(f"{c.path}: seq {e.seq} does not continue the chain at seq {expect_seq}")
-                pending.append(e)
-                expect_seq, expect_hash = e.seq + 1, e.hash
+            pending += continue_chain(c.events, expect_seq, expect_hash, where=str(c.path))
+            if pending:
+                expect_seq, expect_hash = pending[-1].seq + 1, pending[-1].hash
         self._next_seq = expect_seq
         self._last_hash = expect_hash
         self._exec_heads = self._load_exec_heads()
@@ -452,7 +455,7 @@ class Journal:
                 records.append((enc, prev))
                 heads[ev.execution_id] = seq
                 seq += 1
-            frame = walmod.encode_frame(records)
+            frame = walmod.encode_frame(records, self._wal_mac)
             ticket = self._wal.write(frame)
             first = self._next_seq
             self._next_seq, self._last_hash = seq, prev
@@ -572,7 +575,7 @@ class Journal:
         """The events of the WAL files (all of them by default) not sealed yet, in seq order."""
         out = []
         for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
-            out.extend(e for e in walmod.read_wal(path).events if e.seq >= self._sealer.state.next_seq)
+            out.extend(e for e in walmod.read_wal(path, self._wal_mac).events if e.seq >= self._sealer.state.next_seq)
         return out
 
     # -- status and close --------------------------------------------------------------------
@@ -596,6 +599,7 @@ class Journal:
         from ..index import Reader
 
         return Reader(self.store, stream=self.stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
+                      wal_key=self._wal_key,
                       keystore=self.keystore)
 
     def verify(self, **kwargs: Any) -> Any:

@@ -173,7 +173,8 @@ class Expected:
 # -- S3 ---------------------------------------------------------------------------------------------
 
 
-def bounded_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int, window: int | None = None) -> Iterator[Any]:
+def bounded_map(fn: Callable[[Any], Any], items: Iterable[Any], *, workers: int,
+                window: int | None = None) -> Iterator[Any]:
     """``fn`` of each item on a pool of ``workers`` threads, at most ``window`` calls in flight.
 
     Results come in completion order: one slow request (a retry backing off) does not

@@ -167,7 +167,8 @@ def extend_retention(store: Any, *, until: dt.datetime | None = None, mode: str 
     base = identity.retention_policy()
     if base is None:
         raise RetentionError("the journal has no retention policy (it was created with --allow-unlocked)",
-                             hint="an unlocked journal cannot be retained: create a new one in a bucket with Object Lock")
+                             hint="an unlocked journal cannot be retained: "
+                                  "create a new one in a bucket with Object Lock")
     requirement = _Requirement(store, load_policy(store, base)[0]) if until is None else None
     # First pass: refuse before anything changes.
     objects = 0

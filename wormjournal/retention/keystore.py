@@ -180,7 +180,8 @@ class AwsKmsKek:
             if code in ("InvalidCiphertextException", "IncorrectKeyException"):
                 raise CorruptKeyError(f"KMS cannot {what}: {code}") from e
             if code in ("NotFoundException", "KMSInvalidStateException", "AccessDeniedException", "DisabledException"):
-                raise WrongKekError(f"KMS cannot {what}: {code} ({e.response.get('Error', {}).get('Message', '')})") from e
+                message = e.response.get("Error", {}).get("Message", "")
+                raise WrongKekError(f"KMS cannot {what}: {code} ({message})") from e
             raise KeyStoreError(f"KMS cannot {what}: {code}") from e
         except BotoCoreError as e:
             raise KeyStoreError(f"KMS cannot {what}: {e}") from e
@@ -206,7 +207,8 @@ class AwsKmsKek:
         out = self._call("schedule key deletion", self._client.schedule_key_deletion, KeyId=kms_key,
                          PendingWindowInDays=self.pending_days)
         when = out.get("DeletionDate")
-        when_text = when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, dt.datetime) else str(when)
+        when_text = (when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, dt.datetime)
+                     else str(when))
         return f"aws-kms: deletion of {kms_key} scheduled for {when_text}"
 
 
@@ -234,6 +236,11 @@ class Destroyed:
     scope_ref: str
     keys: list[KeyInfo]
     already: bool  # True when every key was destroyed by an earlier shred
+
+
+def _tomb_bytes(info: KeyInfo) -> bytes:
+    """The tombstone file of a shredded key: its KeyInfo as one JSON line."""
+    return json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n"
 
 
 def _write_durable(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -279,7 +286,8 @@ class KeyStore:
     # -- creation and opening
 
     @classmethod
-    def create(cls, directory: Path, journal_id: str, pseudonym_key: bytes, provider: KekProvider | None = None) -> KeyStore:
+    def create(cls, directory: Path, journal_id: str, pseudonym_key: bytes,
+               provider: KekProvider | None = None) -> KeyStore:
         """A new, empty key store (``provider``: a master key file beside it by default)."""
         directory.mkdir(parents=True, exist_ok=False, mode=0o700)
         if provider is None:
@@ -291,7 +299,8 @@ class KeyStore:
         return cls(directory, journal_id, pseudonym_key, provider)
 
     @classmethod
-    def open(cls, directory: Path, journal_id: str, pseudonym_key: bytes, provider: KekProvider | None = None) -> KeyStore:
+    def open(cls, directory: Path, journal_id: str, pseudonym_key: bytes,
+             provider: KekProvider | None = None) -> KeyStore:
         """Open an existing key store. Raises KeyStoreMissingError, KeyStoreError or WrongKekError."""
         try:
             meta = json.loads((directory / STORE_FILE).read_text())
@@ -330,7 +339,8 @@ class KeyStore:
         return pseudonymize(self._pseudonym_key, value) if scope == "subject" else value
 
     def _scope_hash(self, scope: str, value: str) -> str:
-        mac = hmac.new(self._pseudonym_key, _SCOPE_TAG + scope.encode() + b"\x00" + value.encode("utf-8"), hashlib.sha256)
+        mac = hmac.new(self._pseudonym_key, _SCOPE_TAG + scope.encode() + b"\x00" + value.encode("utf-8"),
+                       hashlib.sha256)
         return mac.hexdigest()[:40]
 
     def _key_path(self, key_id: str) -> Path:
@@ -445,7 +455,7 @@ class KeyStore:
                 reference = self.provider.destroy(record.get("kms_key"))
                 info = KeyInfo(key_id, scope, ref, record.get("created", ""), format_ts(now_micros()), reference)
                 # The tombstone first: a crash after it finishes the erasure on the next shred.
-                _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+                _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
                 _erase(self._key_path(key_id))
                 destroyed.append(info)
             self._live.pop(h, None)
@@ -465,7 +475,7 @@ class KeyStore:
                 reference = self.provider.destroy(record.get("kms_key"))
                 info = KeyInfo(key_id, record["scope"], record["scope_ref"], record.get("created", ""),
                                format_ts(now_micros()), f"{reference} ({note})")
-                _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+                _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
                 _erase(self._key_path(key_id))
                 self._deks.pop(key_id, None)
                 self._live = {h: v for h, v in self._live.items() if v[0] != key_id}
@@ -488,7 +498,7 @@ class KeyStore:
                 tomb = self._read_tomb(key_id)
                 if tomb is not None and tomb.receipt_seq is None:
                     info = dataclasses.replace(tomb, receipt_seq=seq)
-                    _write_durable(self._tomb_path(key_id), json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n")
+                    _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
 
     def keys(self) -> Iterator[KeyInfo]:
         """Every key the store holds or held (live first, by creation), never key material."""
@@ -498,5 +508,6 @@ class KeyStore:
             if record is not None:
                 live.append(KeyInfo(record["key_id"], record["scope"], record["scope_ref"], record.get("created", "")))
         yield from sorted(live, key=lambda k: k.created)
-        tombs = [t for path in sorted((self.directory / "shredded").glob("*.json")) if (t := self._read_tomb(path.stem))]
+        tombs = [t for path in sorted((self.directory / "shredded").glob("*.json"))
+                 if (t := self._read_tomb(path.stem))]
         yield from sorted(tombs, key=lambda k: k.shredded or "")

@@ -185,7 +185,7 @@ class PolicySet:
 
     def describe_lines(self) -> list[str]:
         lines = [f"journal: {self.journal.describe()}"]
-        for tenant, p in sorted(self.tenants.items()):
+        for tenant in sorted(self.tenants):
             eff = self.for_tenants([tenant])
             lines.append(f"tenant {tenant}: {eff.mode} for {eff.days} days (segments holding its events, "
                          "and their manifests, are kept this long)")

@@ -107,7 +107,8 @@ class KeyEntry:
             cutovers = {}
             for line in rest[1:]:
                 parts = line.split(" ")
-                if len(parts) != 3 or parts[0] != "cutover" or not layout.is_valid_stream(parts[1]) or not _decimal(parts[2]):
+                if (len(parts) != 3 or parts[0] != "cutover" or not layout.is_valid_stream(parts[1])
+                        or not _decimal(parts[2])):
                     raise NoteError(f"key history line {line[:40]!r}: expected 'cutover <stream> <segment>'")
                 if parts[1] in cutovers:
                     raise NoteError(f"key history entry names stream {parts[1]} twice")

@@ -10,8 +10,8 @@ import binascii
 import dataclasses
 import hashlib
 
-from . import merkle
 from ..storage.layout import INDEX_KINDS
+from . import merkle
 from .notes import NoteError, SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
@@ -163,7 +163,8 @@ class Manifest:
         index = tuple(IndexRoot.parse(line) for line in lines[1 + len(_MANIFEST_LINES) : -1])
         m = cls(**values, index=index)  # type: ignore[arg-type]
         if len(m.frontier) != m.segment.bit_count():
-            raise NoteError(f"manifest frontier has {len(m.frontier)} hashes; segment {m.segment} needs {m.segment.bit_count()}")
+            raise NoteError(f"manifest frontier has {len(m.frontier)} hashes; "
+                            f"segment {m.segment} needs {m.segment.bit_count()}")
         if any(r.last != m.segment for r in index) or len({(r.kind, r.first) for r in index}) != len(index):
             raise NoteError("manifest index lines must cover segments ending at this one, once each")
         if m.text() != text:

@@ -28,7 +28,7 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
     while len(nodes) > 1:
         pairs = iter(nodes)
         # zip(it, it) yields (nodes[0], nodes[1]), (nodes[2], nodes[3]), ... and drops an odd last node.
-        paired = [_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs)]
+        paired = [_sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
         if len(nodes) % 2:
             paired.append(nodes[-1])
         nodes = paired

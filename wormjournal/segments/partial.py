@@ -17,8 +17,17 @@ from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
 from . import merkle
 from .manifest import Manifest
-from .table import (BLOCK_ROOTS_KEY, BLOCK_ROWS_KEY, FORMAT_VERSION, SCHEMA, block_layout_problem, decode_block_roots,
-                    row_hashes)
+from .table import (
+    BLOCK_ROOTS_KEY,
+    BLOCK_ROWS_KEY,
+    FORMAT_VERSION,
+    SCHEMA,
+    as_segment_table,
+    block_layout_problem,
+    decode_block_roots,
+    parquet_schema_problem,
+    row_hashes,
+)
 
 
 class SegmentFile:
@@ -48,7 +57,7 @@ class SegmentFile:
             "wormjournal.stream": manifest.stream,
             "wormjournal.segment": str(manifest.segment),
         }
-        if any(meta.get(k) != v for k, v in expected.items()) or self._pf.schema_arrow.remove_metadata() != SCHEMA:
+        if any(meta.get(k) != v for k, v in expected.items()) or parquet_schema_problem(self._pf.schema) is not None:
             raise IntegrityError(f"{where}: its metadata or schema is not this journal's segment")
         md = self._pf.metadata
         problem = block_layout_problem([md.row_group(j).num_rows for j in range(md.num_row_groups)], block, len(roots),
@@ -69,10 +78,16 @@ class SegmentFile:
             return SCHEMA.empty_table()
         if start < 0 or start + count > self.manifest.events:
             raise IntegrityError(
-                f"segment {self.manifest.segment} has {self.manifest.events} rows, not rows {start}..{start + count - 1}"
+                f"segment {self.manifest.segment} has {self.manifest.events} rows, "
+                f"not rows {start}..{start + count - 1}"
             )
         groups = list(range(start // self.block, (start + count - 1) // self.block + 1))
-        table = self._pf.read_row_groups(groups)
+        try:
+            table = as_segment_table(self._pf.read_row_groups(groups))
+        except JournalError:
+            raise
+        except Exception as e:  # torn row groups: pyarrow's errors are not typed for us
+            raise IntegrityError(f"segment {self.manifest.segment}: its row groups {groups} cannot be read: {e}") from e
         roots = list(self._roots)
         offset = 0
         for j in groups:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Iterator, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -104,7 +105,8 @@ def write_segment(
     row_group_rows: int,
 ) -> bytes:
     """The Parquet bytes of one segment (see :func:`build_segment`)."""
-    return build_segment(events, journal_id=journal_id, stream=stream, segment=segment, row_group_rows=row_group_rows)[0]
+    return build_segment(events, journal_id=journal_id, stream=stream, segment=segment,
+                         row_group_rows=row_group_rows)[0]
 
 
 def build_segment(
@@ -115,7 +117,8 @@ def build_segment(
     segment: int,
     row_group_rows: int,
 ) -> tuple[bytes, pa.Table, bytes]:
-    """The Parquet bytes of one segment, its rows as a table, and its Merkle root: zstd, statistics, page index, bloom filters.
+    """The Parquet bytes of one segment, its rows as a table, and its Merkle root: zstd, statistics, page index,
+    bloom filters.
 
     Rows are stored in (execution_id, seq) order, so that one execution's events
     are one run of rows, and each row group is a complete subtree of the segment's
@@ -158,17 +161,47 @@ def build_segment(
     return sink.getvalue().to_pybytes(), table, merkle.root_from_leaf_hashes(roots)
 
 
+def parquet_schema_problem(schema: pq.ParquetSchema) -> str | None:
+    """Why a file's Parquet schema is not a segment's (FORMAT.md, section 5), or None: the columns of 2.1 in
+    order, INT64 or BYTE_ARRAY, the STRING or TIMESTAMP(UTC, micros) logical types, ``required`` exactly
+    where not nullable. The ``ARROW:schema`` metadata is not looked at: it is pyarrow's, not the format's."""
+    if len(schema) != len(SCHEMA):
+        return f"{len(schema)} columns, not {len(SCHEMA)}"
+    for i, field in enumerate(SCHEMA):
+        c = schema.column(i)
+        logical = str(c.logical_type)
+        if pa.types.is_timestamp(field.type):
+            want = ("INT64", logical.startswith("Timestamp(isAdjustedToUTC=true, timeUnit=microseconds,"))
+        elif pa.types.is_integer(field.type):
+            want = ("INT64", logical == "None")
+        else:
+            want = ("BYTE_ARRAY", logical == ("String" if pa.types.is_string(field.type) else "None"))
+        if (c.path != field.name or c.physical_type != want[0] or not want[1] or c.max_repetition_level != 0
+                or c.max_definition_level != (1 if field.nullable else 0)):
+            return f"column {i} is {c.path} {c.physical_type} {logical}, not {field.name} as section 5 has it"
+    return None
+
+
+def as_segment_table(table: pa.Table) -> pa.Table:
+    """Rows read by pyarrow, in the segment's Arrow schema (its footer metadata kept), whatever the
+    ``ARROW:schema`` hint made of them. Raises pyarrow errors when they do not convert."""
+    if table.schema.remove_metadata() == SCHEMA:
+        return table
+    return table.cast(SCHEMA.with_metadata(table.schema.metadata))
+
+
 def read_segment(data: bytes, *, use_threads: bool = True) -> pa.Table:
-    """Parse segment bytes; raises pyarrow errors on a corrupt file.
+    """Parse segment bytes; raises ValueError for a file that is not a segment (its Parquet schema,
+    section 5) and pyarrow errors on a corrupt file.
 
     ``use_threads=False`` decodes on the calling thread only (a verifier that runs
     one process per core; it is also faster than pre-buffered reads of in-memory bytes).
     """
-    table = pq.read_table(pa.BufferReader(data)) if use_threads else \
-        pq.read_table(pa.BufferReader(data), use_threads=False, pre_buffer=False)
-    if table.schema.remove_metadata() != SCHEMA:
-        raise ValueError("segment schema differs from the wormjournal schema")
-    return table
+    pf = pq.ParquetFile(pa.BufferReader(data), pre_buffer=use_threads)
+    problem = parquet_schema_problem(pf.schema)
+    if problem is not None:
+        raise ValueError(f"segment schema differs from the wormjournal schema: {problem}")
+    return as_segment_table(pf.read(use_threads=use_threads))
 
 
 def first_out_of_order(table: pa.Table) -> int | None:
@@ -202,7 +235,7 @@ _NULL_MARK = np.frombuffer(NULL_MARK, dtype=np.uint8)
 
 # A field's encoding is built from pieces: a numpy (rows, width) uint8 matrix when every
 # row has the same width (length prefixes, non-null ints), else an Arrow binary array.
-_Piece = np.ndarray | pa.Array
+_Piece: TypeAlias = np.ndarray | pa.Array
 
 
 def _rows(matrix: np.ndarray, keep: np.ndarray | None = None) -> pa.Array:
@@ -348,7 +381,7 @@ def chain_hashes(prev_hash: bytes, table: pa.Table) -> list[bytes]:
         meta, payload = _encoded_rows(batch)
         meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
         meta_bytes, payload_bytes = _values(meta), _values(payload)
-        for m0, m1, p0, p1 in zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:]):
+        for m0, m1, p0, p1 in zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:], strict=False):
             h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
             append_hash(h)
     return hashes
@@ -394,7 +427,7 @@ def hash_rows(inputs: pa.Array) -> list[bytes]:
     bounds = _offsets(inputs).tolist()
     data = _values(inputs)
     sha = hashlib.sha256
-    return [sha(data[a:b]).digest() for a, b in zip(bounds, bounds[1:])]
+    return [sha(data[a:b]).digest() for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def row_hashes(table: pa.Table) -> list[bytes]:

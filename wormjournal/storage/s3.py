@@ -19,6 +19,7 @@ deletes an object, shortens a retention or bypasses a governance lock.
 from __future__ import annotations
 
 import base64
+import builtins
 import copy
 import dataclasses
 import datetime as dt
@@ -102,7 +103,7 @@ def _utc(value: Any) -> dt.datetime | None:
 
 def _newest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # The listing gives each key's versions newest first; delete markers come in their own list.
-    return sorted(entries, key=lambda v: (not v.get("IsLatest"), -_utc(v["LastModified"]).timestamp()))
+    return sorted(entries, key=lambda v: (not v.get("IsLatest"), -v["LastModified"].timestamp()))
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -480,7 +481,7 @@ class S3Store:
             legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
         )
 
-    def versions(self, prefix: str = "") -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    def versions(self, prefix: str = "") -> Iterator[tuple[str, builtins.list[dict[str, Any]]]]:
         """(name, its versions and delete markers, newest first) for every key under ``prefix``.
 
         One page of the version listing at a time: memory stays bounded by a page.
@@ -567,7 +568,7 @@ class S3Store:
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1))
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _where(self, name: str | None) -> str:

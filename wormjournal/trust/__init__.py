@@ -6,7 +6,15 @@ collects its findings; every read path, the writer's recovery and proofs raise a
 (:class:`.findings.Sink`). Only :mod:`.load` touches a store.
 """
 
-from .chain import ManifestChain, check_checkpoint_root, check_complete, check_names, open_checkpoint, open_manifest
+from .chain import (
+    ManifestChain,
+    check_checkpoint_root,
+    check_complete,
+    check_names,
+    continue_chain,
+    open_checkpoint,
+    open_manifest,
+)
 from .findings import Finding, Sink
 from .keyring import KeyRing, check_history
 from .load import Trust, key_name, load_trust
@@ -21,6 +29,7 @@ __all__ = [
     "check_complete",
     "check_history",
     "check_names",
+    "continue_chain",
     "key_name",
     "load_trust",
     "open_checkpoint",

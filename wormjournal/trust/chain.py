@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from ..events import format_ts, genesis_hash, parse_ts
+from ..events import StoredEvent, format_ts, genesis_hash, parse_ts
 from ..segments import merkle
 from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, open_note, split_note
@@ -123,7 +123,8 @@ class ManifestChain:
             assert m is not None
             self.horizon = n
             self.hashes.extend([b""] * n)  # placeholders: the tree still has n leaves before this one
-            self._prev_manifest, self._prev_last_seq, self._prev_last_hash = m.prev_manifest, m.first_seq - 1, m.prev_hash
+            self._prev_manifest, self._prev_last_seq, self._prev_last_hash = (m.prev_manifest, m.first_seq - 1,
+                                                                               m.prev_hash)
             self._frontier = list(m.frontier)
             self.roots[n] = merkle.frontier_root(self._frontier)  # a claim, proved only by the saved root
             self.leaves = None
@@ -153,7 +154,8 @@ class ManifestChain:
             find("manifest_count", f"manifest counts {m.events} events for seq {m.first_seq}..{m.last_seq}", stream=s,
                  segment=n, object=m.object)
         leaf = merkle.leaf_hash(m.manifest_hash())
-        self._frontier = merkle.frontier_push(self._frontier if self._frontier is not None else list(m.frontier), n, leaf)
+        frontier = self._frontier if self._frontier is not None else list(m.frontier)
+        self._frontier = merkle.frontier_push(frontier, n, leaf)
         self.roots[n + 1] = merkle.frontier_root(self._frontier)
         if self.leaves is not None:
             self.leaves.append(leaf)
@@ -211,7 +213,8 @@ def check_complete(latest: Checkpoint | None, chain: ManifestChain) -> None:
     """Step 10: a checkpoint covers every manifest."""
     if latest is None:
         if chain.size:
-            chain.sink("checkpoint_missing", "the stream has segments but no checkpoint that verifies", stream=chain.stream)
+            chain.sink("checkpoint_missing", "the stream has segments but no checkpoint that verifies",
+                       stream=chain.stream)
         return
     if latest.tree_size < chain.size:
         chain.sink("checkpoint_behind", f"the latest checkpoint covers {latest.tree_size} of {chain.size} segments",
@@ -231,3 +234,22 @@ def check_names(names: Iterable[str], sink: Sink) -> None:
         parts = name.split("/")
         stream = parts[1][len("stream="):] if len(parts) > 1 and parts[1].startswith("stream=") else None
         sink("unexpected_object", "not an object name FORMAT.md allows (section 9)", stream=stream, object=name)
+
+
+def continue_chain(events: Iterable[StoredEvent], next_seq: int, last_hash: bytes, *,
+                   where: str = "the write-ahead log", sink: Sink | None = None) -> list[StoredEvent]:
+    """The unsealed events (read in order, each already checked against its own record's hash) that come
+    after the sealed chain's head: those from seq ``next_seq`` on, each continuing the one before from
+    ``last_hash``. Older ones (sealed meanwhile) are passed over. Raises IntegrityError (``chain_link``)."""
+    sink = sink if sink is not None else Sink(collect=False)
+    out: list[StoredEvent] = []
+    seq, prev = next_seq, last_hash
+    for e in events:
+        if e.seq < seq and not out:
+            continue  # sealed already
+        if e.seq != seq or e.prev_hash != prev:
+            sink("chain_link", f"{where}: seq {e.seq} does not continue the chain at seq {seq}", seq=e.seq)
+            break
+        out.append(e)
+        seq, prev = e.seq + 1, e.hash
+    return out

@@ -77,7 +77,8 @@ class KeyRing:
                     f"stream {stream} on")
         return f"key {key_id} (entry {n}) signs stream {stream} only from a later segment than {segment}"
 
-    def checkpoint_signer_problem(self, key_id: str, stream: str, tree_size: int, time: str | None = None) -> str | None:
+    def checkpoint_signer_problem(self, key_id: str, stream: str, tree_size: int,
+                                  time: str | None = None) -> str | None:
         """A checkpoint of ``tree_size`` segments is signed by the key of its last segment or a later one
         (a writer may finish a checkpoint after a rotation), never by a key retired before it."""
         n = self.entry_of(key_id)

@@ -52,6 +52,7 @@ from ..segments.table import (
     BLOCK_ROWS_KEY,
     FORMAT_VERSION,
     SCHEMA,
+    as_segment_table,
     block_layout_problem,
     bounded_batches,
     chain_hashes,
@@ -59,6 +60,7 @@ from ..segments.table import (
     first_out_of_order,
     hash_rows,
     in_seq_order,
+    parquet_schema_problem,
     read_segment,
     row_hash_inputs,
 )
@@ -272,7 +274,7 @@ def _scan(data: bytes) -> _Scan:
     try:
         pf = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
         schema = pf.schema_arrow
-        if schema.remove_metadata() != SCHEMA:
+        if parquet_schema_problem(pf.schema) is not None:
             raise ValueError("segment schema differs from the wormjournal schema")
         md = pf.metadata
         groups: list[list[int]] = [[]]
@@ -291,7 +293,7 @@ def _scan(data: bytes) -> _Scan:
         if not group:
             continue
         try:
-            part = pf.read_row_groups(group, use_threads=False)
+            part = as_segment_table(pf.read_row_groups(group, use_threads=False))
         except (pa.ArrowException, ValueError, OSError):
             return _scan_table(_read_whole(data))
         scan.add(part)

@@ -21,6 +21,7 @@ from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
 from ..storage import layout
+from ..storage import open_store
 from ..storage.base import ObjectReader
 from ..storage.local import LocalStore
 from ..trust import (ManifestChain, Sink, Trust, check_checkpoint_root, check_complete, check_names, load_trust,
@@ -271,17 +272,18 @@ class _StreamVerifier:
 
 
 def verify_store(
-    store: ObjectReader,
+    store: ObjectReader | str | os.PathLike[str],
     *,
     public_keys: Sequence[VerifyKey] | None = None,
     progress: Progress | None = None,
     workers: int | None = 1,
     since: bytes | None = None,
 ) -> VerifyReport:
-    """Verify every stream of the journal in ``store``; never writes.
+    """Verify every stream of the journal in ``store`` (a Store, a directory path or an
+    ``s3://bucket/prefix`` URL); never writes.
 
-    With ``public_keys`` None, the keys stored in the journal are used and the
-    report says so. Returns a report whose ``ok`` is False on any finding, and
+    With ``public_keys`` None, entry 0 of the journal's key history is trusted on its
+    own signature and the report says so. Returns a report whose ``ok`` is False on any finding, and
     also when there was nothing to verify. Raises NotFoundError / StorageError
     when the store cannot be read at all.
 
@@ -301,6 +303,8 @@ def verify_store(
     ``since`` is not a checkpoint or manifest of this journal.
     """
     started = time.perf_counter()
+    if isinstance(store, (str, os.PathLike)):
+        store = open_store(store)  # a directory or an s3:// URL, read-only use
     trust = load_trust(store, public_keys)
     identity, ring = trust.identity, trust.ring
     keys = trust.keys()

@@ -75,7 +75,8 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
                             thread_id=thread_id, step_id=cid, key_scope="thread")
 
     def _tombstone(self, thread_id: str | None, payload: dict[str, Any]) -> None:
-        self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION, {"kind": "deleted", "thread_id": thread_id, **payload},
+        self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION,
+                            {"kind": "deleted", "thread_id": thread_id, **payload},
                             thread_id=thread_id, key_scope="none")
 
     def _forget_thread(self, thread_id: str) -> None:

@@ -3,8 +3,8 @@
 A checkpoint is a ``checkpoint_saved`` event; the pending writes of one task are a
 ``custom:langgraph.pending_writes`` event (not ``state_updated``, whose payload the
 journal folds into an execution's state); a deletion is a
-``custom:langgraph.checkpoints_deleted`` tombstone. LangGraph's serializer turns each value into ``(type, bytes)``, stored in
-the (encrypted) JSON payload as ``[type, base64]``: the saver never pickles, and the
+``custom:langgraph.checkpoints_deleted`` tombstone. LangGraph's serializer turns each value into
+``(type, bytes)``, stored in the (encrypted) JSON payload as ``[type, base64]``: the saver never pickles, and the
 bytes are handed back to the serializer only after the journal verified the event
 that holds them.
 """
@@ -169,7 +169,8 @@ def apply_event(state: ThreadState, event_type: str, payload: Any, seq: int, exe
             state.add_checkpoint(payload["checkpoint_ns"], payload["checkpoint_id"], saved, blobs)
             state.executions.add(execution_id)
         elif event_type == WRITES_EVENT and payload.get("kind") == "writes":
-            writes = [(int(idx), str(channel), unpack([kind, data], "write")) for idx, channel, kind, data in payload["writes"]]
+            writes = [(int(idx), str(channel), unpack([kind, data], "write"))
+                      for idx, channel, kind, data in payload["writes"]]
             state.add_writes(payload["checkpoint_ns"], payload["checkpoint_id"], payload["task_id"],
                              payload["task_path"], writes)
         elif event_type == TOMBSTONE_EVENT and payload.get("kind") == "deleted":

@@ -99,7 +99,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
             checkpoint={**checkpoint, "channel_values": values},
             metadata=metadata if metadata is not None else self.serde.loads_typed(saved.metadata),
             parent_config=_config(thread_id, ns, saved.parent) if saved.parent else None,
-            pending_writes=[(task_id, channel, self.serde.loads_typed(value)) for task_id, channel, value, _ in ordered],
+            pending_writes=[(task_id, channel, self.serde.loads_typed(value))
+                            for task_id, channel, value, _ in ordered],
         )
 
     # -- reading ----------------------------------------------------------------------------------
@@ -207,7 +208,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
         with self._lock:
             # Every thread with a checkpoint of those runs: theirs, and copies of them in other threads.
             threads = {t for t in self._all_threads()
-                       if any(s.run_id in runs for by_id in self._state(t).checkpoints.values() for s in by_id.values())}
+                       if any(s.run_id in runs
+                              for by_id in self._state(t).checkpoints.values() for s in by_id.values())}
             for run in runs:
                 self._shred("execution", run, "LangGraph delete_for_runs")
             for thread_id in sorted(threads):
@@ -260,7 +262,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
                     CHECKPOINT_EVENT, execution,
                     checkpoint_payload(ns, cid, copy, blobs, metadata.get("step"), metadata.get("source")),
                     thread_id=target_thread_id, step_id=cid, key_scope="execution")
-                target.add_checkpoint(ns, cid, copy, {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()})
+                target.add_checkpoint(ns, cid, copy,
+                                      {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()})
                 target.executions.add(execution)
                 by_task: dict[tuple[str, str], list[tuple[int, str, Typed]]] = {}
                 for (task_id, idx), (_, channel, value, task_path) in source.writes.get((ns, cid), {}).items():
