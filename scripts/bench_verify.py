@@ -337,7 +337,7 @@ def raw_sha256(store: Path, runs: int) -> dict[str, Any]:
 
 def profile_segment(store: Path) -> str:
     """cProfile of check_segment on the journal's largest segment (top costs)."""
-    from wormjournal.segments.identity import read_identity
+    from wormjournal.trust.load import read_identity
     from wormjournal.verify.segment import check_segment
 
     st = LocalStore(store)

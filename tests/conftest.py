@@ -202,14 +202,14 @@ def forge_seal(store: LocalStore, key: SigningKey, events: list[tuple[str, str, 
 def wal_key(store: Path, keys: Path) -> bytes:
     """The WAL key of the journal in ``store`` (a directory), from its key directory ``keys``."""
     from wormjournal.journal.keys import load_wal_key
-    from wormjournal.segments.identity import read_identity
+    from wormjournal.trust.load import read_identity
 
     return load_wal_key(keys, read_identity(LocalStore(store)).journal_id)
 
 
 def wal_mac(store: Path, keys: Path, stream: str = "main") -> Any:
     """The authenticator of the WAL frames of ``stream`` of the journal in ``store`` (a directory)."""
-    from wormjournal.segments.identity import read_identity
+    from wormjournal.trust.load import read_identity
     from wormjournal.storage.wal import WalMac
 
     return WalMac(wal_key(store, keys), read_identity(LocalStore(store)).journal_id, stream)

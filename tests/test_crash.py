@@ -39,7 +39,7 @@ from wormjournal.events import encode_fields, event_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal import wal as walmod
-from wormjournal.segments.identity import read_identity
+from wormjournal.trust.load import read_identity
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
 from wormjournal.storage import layout

@@ -16,7 +16,7 @@ from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_h
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal.keys import load_keys
-from wormjournal.segments.identity import read_identity
+from wormjournal.trust.load import read_identity
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust

@@ -29,7 +29,7 @@ from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal.keys import load_keys
 from wormjournal.segments import merkle
-from wormjournal.segments.identity import read_identity
+from wormjournal.trust.load import read_identity
 from wormjournal.segments.table import in_seq_order, read_segment, row_hashes
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust

@@ -30,7 +30,7 @@ import pyarrow.fs as pafs
 from .errors import ConfigError, JournalError, NotFoundError
 from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
 from .retention.keystore import KeyStore
-from .segments.identity import read_identity
+from .trust.load import read_identity
 from .storage import layout, open_store
 from .storage.local import LocalStore
 

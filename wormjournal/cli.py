@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .cli_common import (EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_keys, _store, _wal_dir,
+                         _writer, default_key_dir, err, out)
 from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ValidationError
 from .events import validate_event
 from .index import Reader
@@ -29,7 +31,7 @@ from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
 from .journal.writer import DATAKEYS_DIR
-from .segments.identity import read_identity
+from .trust.load import read_identity
 from .segments.manifest import Checkpoint, Manifest
 from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
@@ -39,42 +41,13 @@ from .storage.s3 import parse_s3_url
 from .storage.base import ObjectReader
 from .verify import verify_store
 from .verify.proof import ProofError, check_proof, make_proof
+from . import cli_query, cli_retention
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 APPEND_BATCH = 1000
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
-
-
-def default_key_dir() -> Path:
-    env = os.environ.get("WORMJOURNAL_KEY_DIR")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return Path(base) / "wormjournal" / "keys"
-
-
 # -- commands ------------------------------------------------------------------
-
-
-def _store(args: argparse.Namespace) -> Any:
-    return open_store(args.store, endpoint_url=args.endpoint_url)
-
-
-def _wal_dir(args: argparse.Namespace) -> Path | None:
-    """--wal-dir, or for S3 a directory under the user's state directory (a local store keeps STORE/.wal)."""
-    if args.wal_dir is not None or not args.store.startswith("s3://"):
-        return args.wal_dir
-    bucket, prefix = parse_s3_url(args.store)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "wormjournal" / "wal" / bucket / (prefix or "_")
-
-
-def _writer(args: argparse.Namespace, config: JournalConfig | None = None) -> Journal:
-    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -153,18 +126,6 @@ def cmd_seal(args: argparse.Namespace) -> int:
     for m in manifests:
         out.print(f"sealed segment {m.segment}: seq {m.first_seq}..{m.last_seq} ({m.events} events) -> {m.object}")
     return EXIT_OK
-
-
-def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:
-    if not paths:
-        return None
-    keys = []
-    for p in paths:
-        try:
-            keys.append(VerifyKey.from_pem("", Path(p).read_bytes()))
-        except OSError as e:
-            raise ConfigError(f"cannot read public key {p}: {e}") from e
-    return keys
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -259,14 +220,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- reading ------------------------------------------------------------------------
 
 
-def _keystore(key_dir: Path, journal_id: str, *, required: bool) -> KeyStore | None:
-    """The journal's key store under ``key_dir``; None when it is not there and not ``required``."""
-    if not required and not (key_dir / journal_id / DATAKEYS_DIR).is_dir():
-        return None
-    _, pseudonym = load_keys(key_dir, journal_id)
-    return KeyStore.open(key_dir / journal_id / DATAKEYS_DIR, journal_id, pseudonym)
-
-
 def _reader(args: argparse.Namespace) -> Reader:
     wal = _wal_dir(args)
     if wal is None and not args.store.startswith("s3://"):
@@ -305,14 +258,6 @@ def cmd_executions(args: argparse.Namespace) -> int:
     if not found:
         out.print("no executions" + (f" for tenant {args.tenant}" if args.tenant else ""))
     return EXIT_OK
-
-
-def _print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    """Plain aligned columns (greppable, and not squeezed to the terminal's width); the last one unpadded."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for r in [header, *rows]:
-        cells = [c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]
-        out.print("  ".join(cells).rstrip(), markup=False, highlight=False)
 
 
 def _ms(delta: dt.timedelta) -> str:
@@ -457,7 +402,6 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import cli_query, cli_retention  # they import this module's helpers
 
     parser = argparse.ArgumentParser(prog="wormjournal", description="A WORM journal for AI-agent run history.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")

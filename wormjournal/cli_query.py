@@ -17,9 +17,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from . import analytics
-from .cli import EXIT_OK, _keystore, _store, default_key_dir, out
+from .cli_common import EXIT_OK, _keystore, _store, default_key_dir, out
 from .errors import ValidationError
-from .segments.identity import read_identity
+from .trust.load import read_identity
 
 BATCH_ROWS = 65_536  # results are written a batch at a time: memory stays bounded by a batch
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .cli import (EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_keys, _store, _wal_dir, _writer,
+from .cli_common import (EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_keys, _store, _wal_dir, _writer,
                   default_key_dir, err, out)
 from .errors import ValidationError
 from .index import Reader
@@ -31,7 +31,7 @@ from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_
 from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
 from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, set_policy
 from .retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, key_use_counts
-from .segments.identity import read_identity
+from .trust.load import read_identity
 from .storage import layout
 from .storage.s3 import MAX_POOL_CONNECTIONS
 

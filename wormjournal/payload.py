@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import zstandard
 from cryptography.exceptions import InvalidTag
@@ -119,6 +119,12 @@ def is_marker(value: Any, state: str | None = None) -> bool:
 
 # A data key by id: the key, None when it was shredded (raises when it was never held).
 DataKeys = Callable[[str], "bytes | None"]
+
+
+class KeySource(Protocol):
+    """What reads decrypt with: a key store (``wormjournal.KeyStore``) or anything with its ``data_key``."""
+
+    def data_key(self, key_id: str) -> bytes | None: ...
 
 
 def read_payload(codec: str, data: bytes, key_id: str | None, *, journal_id: str, stream: str, seq: int,

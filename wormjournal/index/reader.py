@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, NotFoundError
+from ..payload import KeySource
 from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
-from ..retention.keystore import KeyStore
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
-from ..segments.partial import SegmentFile
+from ..trust.partial import SegmentFile
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
@@ -88,7 +88,7 @@ class Reader:
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
                  wal_key: bytes | None = None,
-                 cache_segments: int = 64, keystore: KeyStore | None = None) -> None:
+                 cache_segments: int = 64, keystore: KeySource | None = None) -> None:
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
         self.stream = stream

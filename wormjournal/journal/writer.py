@@ -26,7 +26,8 @@ from ..events import (RESERVED_EVENT_TYPES, EventInput, encode_fields, event_has
                       validate_event)
 from .. import payload as payloads
 from ..payload import Compressor
-from ..segments.identity import JournalIdentity, read_identity
+from ..segments.identity import JournalIdentity
+from ..trust.load import read_identity
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..retention.keystore import SCOPES, KekProvider, KeyStore
@@ -40,6 +41,8 @@ from ..storage.objectfile import ObjectFile
 from . import wal as walmod
 from .config import JournalConfig
 from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
+from ..index import Reader
+from ..verify import VerifyReport, verify_store
 from ..trust import KeyRing, Sink, continue_chain, load_trust
 from .keys import (SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, load_wal_key,
                    rotate_signing_key)
@@ -594,18 +597,14 @@ class Journal:
         """Events with a seq below this are sealed into segments."""
         return self._sealer.state.next_seq
 
-    def reader(self) -> Any:
+    def reader(self) -> Reader:
         """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
-        from ..index import Reader
-
         return Reader(self.store, stream=self.stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
                       wal_key=self._wal_key,
                       keystore=self.keystore)
 
-    def verify(self, **kwargs: Any) -> Any:
+    def verify(self, **kwargs: Any) -> VerifyReport:
         """Verify the whole store with this journal's public key; returns a VerifyReport."""
-        from ..verify import verify_store
-
         kwargs.setdefault("public_keys", self.trusted_keys())
         return verify_store(self.store, **kwargs)
 

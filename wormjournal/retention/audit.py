@@ -35,7 +35,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..errors import JournalError
-from ..segments.identity import read_identity
+from ..trust.load import read_identity
 from ..segments.keyhistory import HISTORY_PREFIX, parse_entry_name
 from ..segments.manifest import Manifest
 from ..segments.notes import split_note

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import NotFoundError, RetentionError, ValidationError
-from ..segments.identity import read_identity
+from ..index import Reader
+from ..trust.load import read_identity
 from ..segments.notes import VerifyKey
 from ..storage import layout
 from .audit import CLOCK_SKEW, DEFAULT_WORKERS, Progress, _Requirement, bounded_map, inspect_all, is_s3
@@ -71,8 +72,6 @@ def objects_for(store: Any, selector: Selector, public_keys: Sequence[VerifyKey]
     execution of a tenant), so a tampered index cannot hide one. Raises NotFoundError
     when nothing matches.
     """
-    from ..index import Reader
-
     names: set[str] = set()
     manifest_names = [i.name for i in store.list(layout.MANIFESTS_PREFIX)]
     streams = [selector.stream] if selector.stream else layout.streams_from_names(manifest_names)

@@ -16,21 +16,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ConfigError, RetentionError
+from ..segments.identity import DAYS_PER_YEAR, MODES, RetentionPolicy
 from ..storage import layout
 from ..storage.base import ObjectReader, Store
+from ..storage.objectlock import NO_LOCK_HINT, ObjectLockState, check_extension
 
-MODES = ("COMPLIANCE", "GOVERNANCE")
+__all__ = ["DAYS_PER_YEAR", "MODES", "NO_LOCK_HINT", "POLICY_FORMAT", "RETENTION_EVENT_TYPES", "RETENTION_EXECUTION",
+           "RETENTION_STREAM", "ObjectLockState", "PolicySet", "RetentionPolicy", "check_extension", "load_policy",
+           "parse_period", "set_policy"]
+
 # The audit trail of retention actions: events of one execution (FORMAT.md, section 3.3).
 RETENTION_EXECUTION = "wormjournal-retention"
 RETENTION_STREAM = "retention"
 RETENTION_EVENT_TYPES = frozenset({"legal_hold_placed", "legal_hold_released", "retention_extended",
                                    "retention_policy_set"})
 _PERIOD = re.compile(r"(\d+)\s*([dy])")
-DAYS_PER_YEAR = 366  # a "year" never falls short of a calendar year, leap years included
-NO_LOCK_HINT = (
-    "the bucket has no Object Lock: create a bucket with --object-lock-enabled-for-bucket, "
-    "or, for development only, write without a retention policy (--allow-unlocked)"
-)
 
 
 def parse_period(text: str) -> int:
@@ -40,78 +40,6 @@ def parse_period(text: str) -> int:
         raise ConfigError(f"retention period {text!r} is not like 30d or 7y")
     n = int(m[1])
     return n * DAYS_PER_YEAR if m[2] == "y" else n
-
-
-@dataclasses.dataclass(frozen=True)
-class RetentionPolicy:
-    """Object Lock ``mode`` (COMPLIANCE by default) and a period of ``days``."""
-
-    mode: str = "COMPLIANCE"
-    days: int = 7 * DAYS_PER_YEAR
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"retention mode must be COMPLIANCE or GOVERNANCE, not {self.mode!r}")
-        if not isinstance(self.days, int) or isinstance(self.days, bool) or not 1 <= self.days <= 100 * DAYS_PER_YEAR:
-            raise ConfigError(f"retention days must be 1..{100 * DAYS_PER_YEAR}, not {self.days!r}")
-
-    def retain_until(self, now: dt.datetime) -> dt.datetime:
-        """The retain-until date of an object written at ``now`` (whole seconds, UTC)."""
-        return (now.astimezone(dt.UTC) + dt.timedelta(days=self.days)).replace(microsecond=0) + dt.timedelta(seconds=1)
-
-    def describe(self) -> str:
-        kind = (
-            "nobody, not even the account root, can delete or overwrite an object or shorten its lock"
-            if self.mode == "COMPLIANCE"
-            else "only users granted s3:BypassGovernanceRetention can delete an object or shorten its lock"
-        )
-        return f"{self.mode} for {self.days} days after each object is written: {kind} until then"
-
-    def at_least(self, other: RetentionPolicy) -> bool:
-        """Whether this policy keeps every object at least as long and as strictly as ``other``."""
-        return self.days >= other.days and (self.mode == "COMPLIANCE" or other.mode == "GOVERNANCE")
-
-    def stronger(self, other: RetentionPolicy) -> RetentionPolicy:
-        """The policy that satisfies both: the longer period, COMPLIANCE if either is."""
-        mode = "COMPLIANCE" if "COMPLIANCE" in (self.mode, other.mode) else "GOVERNANCE"
-        return RetentionPolicy(mode, max(self.days, other.days))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "days": self.days}
-
-    @classmethod
-    def from_json(cls, raw: Any) -> RetentionPolicy:
-        if not isinstance(raw, dict) or set(raw) != {"mode", "days"}:
-            raise ConfigError(f"a retention policy is {{mode, days}}, not {raw!r}")
-        return cls(raw["mode"], raw["days"])
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ObjectLockState:
-    """What the store says of one object's lock (None where it says nothing)."""
-
-    name: str
-    version_id: str | None = None
-    size: int = 0
-    last_modified: dt.datetime | None = None
-    mode: str | None = None
-    retain_until: dt.datetime | None = None
-    legal_hold: bool = False
-
-
-def check_extension(state: ObjectLockState, until: dt.datetime, mode: str | None) -> None:
-    """Refuse (RetentionError) a change to ``state``'s lock that would shorten or weaken it."""
-    if until.tzinfo is None:
-        raise RetentionError(f"{state.name}: a retain-until date needs a time zone")
-    if state.retain_until is not None and until < state.retain_until:
-        raise RetentionError(
-            f"refused: {state.name} is retained until {state.retain_until:%Y-%m-%dT%H:%M:%SZ}; "
-            f"{until.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%SZ} would shorten it",
-            hint="a retention can only be lengthened: give a later date")
-    if mode is not None and mode not in MODES:
-        raise RetentionError(f"retention mode must be COMPLIANCE or GOVERNANCE, not {mode!r}")
-    if state.mode == "COMPLIANCE" and mode == "GOVERNANCE":
-        raise RetentionError(f"refused: {state.name} is locked in COMPLIANCE mode, which never becomes GOVERNANCE")
 
 
 POLICY_FORMAT = "wormjournal/retention-policy/v1"

@@ -1,16 +1,62 @@
-"""journal.json: the journal's identity, written once at creation."""
+"""journal.json: the journal's identity, written once at creation, and the retention it names (FORMAT.md 9)."""
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
+from typing import Any
 
-from ..errors import ConfigError, NotFoundError
-from ..retention.policy import RetentionPolicy
+from ..errors import ConfigError
 from ..storage import layout
-from ..storage.base import ObjectReader
 
 FORMAT_NAME = "wormjournal/1"
+MODES = ("COMPLIANCE", "GOVERNANCE")
+DAYS_PER_YEAR = 366  # a "year" never falls short of a calendar year, leap years included
+
+
+@dataclasses.dataclass(frozen=True)
+class RetentionPolicy:
+    """Object Lock ``mode`` (COMPLIANCE by default) and a period of ``days``."""
+
+    mode: str = "COMPLIANCE"
+    days: int = 7 * DAYS_PER_YEAR
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"retention mode must be COMPLIANCE or GOVERNANCE, not {self.mode!r}")
+        if not isinstance(self.days, int) or isinstance(self.days, bool) or not 1 <= self.days <= 100 * DAYS_PER_YEAR:
+            raise ConfigError(f"retention days must be 1..{100 * DAYS_PER_YEAR}, not {self.days!r}")
+
+    def retain_until(self, now: dt.datetime) -> dt.datetime:
+        """The retain-until date of an object written at ``now`` (whole seconds, UTC)."""
+        return (now.astimezone(dt.UTC) + dt.timedelta(days=self.days)).replace(microsecond=0) + dt.timedelta(seconds=1)
+
+    def describe(self) -> str:
+        kind = (
+            "nobody, not even the account root, can delete or overwrite an object or shorten its lock"
+            if self.mode == "COMPLIANCE"
+            else "only users granted s3:BypassGovernanceRetention can delete an object or shorten its lock"
+        )
+        return f"{self.mode} for {self.days} days after each object is written: {kind} until then"
+
+    def at_least(self, other: RetentionPolicy) -> bool:
+        """Whether this policy keeps every object at least as long and as strictly as ``other``."""
+        return self.days >= other.days and (self.mode == "COMPLIANCE" or other.mode == "GOVERNANCE")
+
+    def stronger(self, other: RetentionPolicy) -> RetentionPolicy:
+        """The policy that satisfies both: the longer period, COMPLIANCE if either is."""
+        mode = "COMPLIANCE" if "COMPLIANCE" in (self.mode, other.mode) else "GOVERNANCE"
+        return RetentionPolicy(mode, max(self.days, other.days))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "days": self.days}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> RetentionPolicy:
+        if not isinstance(raw, dict) or set(raw) != {"mode", "days"}:
+            raise ConfigError(f"a retention policy is {{mode, days}}, not {raw!r}")
+        return cls(raw["mode"], raw["days"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,14 +87,3 @@ class JournalIdentity:
         if ident.format != FORMAT_NAME:
             raise ConfigError(f"unsupported journal format {ident.format!r}; this is {FORMAT_NAME}")
         return ident
-
-
-def read_identity(store: ObjectReader) -> JournalIdentity:
-    try:
-        data = store.get(layout.JOURNAL_OBJECT)
-    except NotFoundError as e:
-        raise NotFoundError(
-            f"no journal in {getattr(store, 'url', store)}: {layout.JOURNAL_OBJECT} is missing",
-            hint="create one with `wormjournal init STORE`",
-        ) from e
-    return JournalIdentity.decode(data)

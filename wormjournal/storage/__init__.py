@@ -10,7 +10,7 @@ from .base import ObjectInfo, ObjectReader, PutResult, Store
 from .local import LocalStore
 
 if TYPE_CHECKING:
-    from ..retention.policy import RetentionPolicy
+    from ..segments.identity import RetentionPolicy
 
 __all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store"]
 

@@ -37,12 +37,12 @@ import botocore.exceptions as bx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
-from ..retention.policy import NO_LOCK_HINT, ObjectLockState, check_extension
+from .objectlock import NO_LOCK_HINT, ObjectLockState, check_extension
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
 
 if TYPE_CHECKING:
-    from ..retention.policy import RetentionPolicy
+    from ..segments.identity import RetentionPolicy
 
 log = logging.getLogger(__name__)
 

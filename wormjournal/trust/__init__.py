@@ -1,9 +1,12 @@
 """The trust core: every decision "are these bytes genuine?" is made here, once (DESIGN.md, Layers).
 
 Fed bytes, it says what is trusted: the key history and which key may sign where
-(:mod:`.keyring`), a stream's manifest chain and checkpoints (:mod:`.chain`). The verifier
-collects its findings; every read path, the writer's recovery and proofs raise at the first
-(:class:`.findings.Sink`). Only :mod:`.load` touches a store.
+(:mod:`.keyring`), a stream's manifest chain and checkpoints (:mod:`.chain`), erasure receipts
+(:mod:`.receipts`). The verifier collects its findings; every read path, the writer's recovery
+and proofs raise at the first (:class:`.findings.Sink`). Two modules fetch bytes, through a
+read-only ObjectReader, and feed them to those checks: :mod:`.load` (journal.json and the key
+history) and :mod:`.partial` (a few row groups of a sealed segment, authenticated against its
+signed Merkle root); nothing else here does IO.
 """
 
 from .chain import (

@@ -39,6 +39,19 @@ class Trust:
         return self.ring.keys()
 
 
+def read_identity(store: ObjectReader) -> JournalIdentity:
+    """journal.json as stored, parsed (not yet checked against the key history: ``load_trust`` does).
+    Raises NotFoundError when it is missing, ConfigError when it is not a journal identity."""
+    try:
+        data = store.get(layout.JOURNAL_OBJECT)
+    except NotFoundError as e:
+        raise NotFoundError(
+            f"no journal in {getattr(store, 'url', store)}: {layout.JOURNAL_OBJECT} is missing",
+            hint="create one with `wormjournal init STORE`",
+        ) from e
+    return JournalIdentity.decode(data)
+
+
 def history_notes(store: ObjectReader) -> list[tuple[str, bytes]]:
     """The key history's objects (name, bytes), in name order."""
     return [(o.name, store.get(o.name)) for o in store.list(HISTORY_PREFIX)]

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 from ..errors import IntegrityError, JournalError, NotFoundError
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
-from . import merkle
-from .manifest import Manifest
-from .table import (
+from ..segments import merkle
+from ..segments.manifest import Manifest
+from ..segments.table import (
     BLOCK_ROOTS_KEY,
     BLOCK_ROWS_KEY,
     FORMAT_VERSION,

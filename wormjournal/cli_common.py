@@ -1,0 +1,80 @@
+"""What every command module of the CLI shares: exit codes, consoles, options that open the
+journal (store, WAL directory, keys), and plain columns. The command modules import this, never
+each other."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .errors import ConfigError
+from .journal import Journal, JournalConfig
+from .journal.keys import load_keys
+from .journal.writer import DATAKEYS_DIR
+from .retention.keystore import KeyStore
+from .segments.notes import VerifyKey
+from .storage import open_store
+from .storage.s3 import parse_s3_url
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+err = Console(stderr=True, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True)
+
+
+def default_key_dir() -> Path:
+    env = os.environ.get("WORMJOURNAL_KEY_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "wormjournal" / "keys"
+
+
+
+def _store(args: argparse.Namespace) -> Any:
+    return open_store(args.store, endpoint_url=args.endpoint_url)
+
+
+def _wal_dir(args: argparse.Namespace) -> Path | None:
+    """--wal-dir, or for S3 a directory under the user's state directory (a local store keeps STORE/.wal)."""
+    if args.wal_dir is not None or not args.store.startswith("s3://"):
+        return args.wal_dir
+    bucket, prefix = parse_s3_url(args.store)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "wormjournal" / "wal" / bucket / (prefix or "_")
+
+
+def _writer(args: argparse.Namespace, config: JournalConfig | None = None) -> Journal:
+    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config)
+
+
+def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:
+    if not paths:
+        return None
+    keys = []
+    for p in paths:
+        try:
+            keys.append(VerifyKey.from_pem("", Path(p).read_bytes()))
+        except OSError as e:
+            raise ConfigError(f"cannot read public key {p}: {e}") from e
+    return keys
+
+
+def _keystore(key_dir: Path, journal_id: str, *, required: bool) -> KeyStore | None:
+    """The journal's key store under ``key_dir``; None when it is not there and not ``required``."""
+    if not required and not (key_dir / journal_id / DATAKEYS_DIR).is_dir():
+        return None
+    _, pseudonym = load_keys(key_dir, journal_id)
+    return KeyStore.open(key_dir / journal_id / DATAKEYS_DIR, journal_id, pseudonym)
+
+
+def _print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """Plain aligned columns (greppable, and not squeezed to the terminal's width); the last one unpadded."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for r in [header, *rows]:
+        cells = [c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]
+        out.print("  ".join(cells).rstrip(), markup=False, highlight=False)
