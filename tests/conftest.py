@@ -209,7 +209,7 @@ def wal_key(store: Path, keys: Path) -> bytes:
 
 def wal_mac(store: Path, keys: Path, stream: str = "main") -> Any:
     """The authenticator of the WAL frames of ``stream`` of the journal in ``store`` (a directory)."""
-    from wormjournal.trust.load import read_identity
     from wormjournal.storage.wal import WalMac
+    from wormjournal.trust.load import read_identity
 
     return WalMac(wal_key(store, keys), read_identity(LocalStore(store)).journal_id, stream)

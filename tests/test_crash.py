@@ -39,12 +39,12 @@ from wormjournal.events import encode_fields, event_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal import wal as walmod
-from wormjournal.trust.load import read_identity
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust
+from wormjournal.trust.load import read_identity
 
 from conftest import wal_mac
 

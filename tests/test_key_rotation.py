@@ -7,20 +7,21 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import History, forge_seal, make_writable
 
-from wormjournal.cli import main
 from wormjournal import Reader
-from wormjournal.errors import ConfigError, IntegrityError, KeyRetiredError
+from wormjournal.cli import main
+from wormjournal.errors import IntegrityError, KeyRetiredError
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import keys as keys_mod
 from wormjournal.segments.keyhistory import entry_name
-from wormjournal.trust import load_trust
 from wormjournal.segments.notes import VerifyKey
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
+from wormjournal.trust import load_trust
 from wormjournal.verify import verify_store
 from wormjournal.verify.proof import check_proof, make_proof
+
+from conftest import History, forge_seal, make_writable
 
 CFG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
 

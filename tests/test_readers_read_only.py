@@ -24,6 +24,7 @@ from wormjournal.segments.notes import VerifyKey
 from wormjournal.storage import s3 as s3_mod
 from wormjournal.storage.s3 import S3Store
 from wormjournal.verify import verify_store
+from wormjournal.verify.info import journal_info
 
 from conftest import BASE_TS
 
@@ -114,7 +115,7 @@ def test_verify_store_only_reads(journal: tuple[S3Bucket, Path], tampered: bool,
 def test_journal_info_only_reads(journal: tuple[S3Bucket, Path]) -> None:
     bucket, _ = journal
     hook = ReadOnly()
-    info = cli.journal_info(reader(bucket, hook))
+    info = journal_info(reader(bucket, hook))
     streams = {s["stream"]: s for s in info["streams"]}
     main = streams["main"]
     assert (main["segments"], main["events"], main["checkpoint"]["tree_size"]) == (4, 16, 4)

@@ -23,12 +23,15 @@ from s3_fixtures import S3Bucket, make_client
 from wormjournal.errors import NotFoundError, RetentionError, ValidationError
 from wormjournal.index import Reader
 from wormjournal.journal import Journal, JournalConfig
+from wormjournal.journal.keys import load_keys
 from wormjournal.retention import RetentionPolicy
 from wormjournal.retention.audit import audit_store, expired_objects
 from wormjournal.retention.holds import Selector, extend_retention, objects_for, set_holds
 from wormjournal.retention.policy import RETENTION_EXECUTION, RETENTION_STREAM, PolicySet, load_policy, set_policy
+from wormjournal.segments.notes import SigningKey
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
+from wormjournal.trust.load import read_identity
 from wormjournal.verify import verify_store
 
 from conftest import make_writable
@@ -122,6 +125,11 @@ def count_requests(client: Any, operation: str) -> list[str]:
     return sent
 
 
+def signing_key(locked: Locked) -> SigningKey:
+    """The journal's current signing key (what `wormjournal retention set` signs a policy object with)."""
+    return load_keys(locked.keys, read_identity(locked.store()).journal_id)[0]
+
+
 # -- the policy ------------------------------------------------------------------------------------
 
 
@@ -135,7 +143,7 @@ def test_show_prints_the_policy_in_plain_words(locked: Locked, wj) -> None:  # n
 def test_a_stronger_tenant_policy_locks_that_tenants_segments_longer(locked: Locked) -> None:
     store = locked.store()
     base = RetentionPolicy("COMPLIANCE", DAYS)
-    policy = set_policy(store, base, tenant=("globex", RetentionPolicy("COMPLIANCE", 90)), by="o", reason="r")
+    policy = set_policy(store, base, signing_key(locked), tenant=("globex", RetentionPolicy("COMPLIANCE", 90)), by="o", reason="r")
     assert policy.number == 1 and load_policy(store, base) == (policy, [])
     write_seals(store, locked.keys, locked.wal, [[("run-d", "acme")], [("run-e", "globex")]])
     now = dt.datetime.now(dt.UTC)
@@ -157,27 +165,43 @@ def test_a_weaker_policy_is_refused_before_anything_is_written(locked: Locked) -
     base = RetentionPolicy("COMPLIANCE", DAYS)
     before = locked.names()
     with pytest.raises(RetentionError, match="weaker"):
-        set_policy(store, base, journal=RetentionPolicy("COMPLIANCE", DAYS - 1), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("COMPLIANCE", DAYS - 1), by="o", reason="r")
     with pytest.raises(RetentionError, match="weaker"):
-        set_policy(store, base, journal=RetentionPolicy("GOVERNANCE", DAYS * 2), by="o", reason="r")
-    set_policy(store, base, tenant=("acme", RetentionPolicy("COMPLIANCE", 60)), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("GOVERNANCE", DAYS * 2), by="o", reason="r")
+    set_policy(store, base, signing_key(locked), tenant=("acme", RetentionPolicy("COMPLIANCE", 60)), by="o", reason="r")
     with pytest.raises(RetentionError, match="tenant 'acme'"):
-        set_policy(store, base, tenant=("acme", RetentionPolicy("COMPLIANCE", 45)), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), tenant=("acme", RetentionPolicy("COMPLIANCE", 45)), by="o", reason="r")
     assert sorted(set(locked.names()) - set(before)) == [layout.retention_policy(1)]
 
 
-def test_a_policy_object_that_weakens_is_not_in_force_and_the_audit_reports_it(locked: Locked) -> None:
+@pytest.mark.parametrize("signed", [False, True], ids=["unsigned-by-an-intruder", "signed-by-the-key-holder"])
+def test_a_policy_object_that_weakens_is_not_in_force_and_the_audit_reports_it(locked: Locked, signed: bool) -> None:
+    """Anyone with PutObject can upload a policy object: unsigned, it is not in force (FORMAT.md 9); signed by
+    the journal's key, it still only strengthens. Either way writers keep the policy before it."""
     store = locked.store()
     base = RetentionPolicy("COMPLIANCE", DAYS)
     weak = PolicySet(journal=RetentionPolicy("GOVERNANCE", 1), number=1, set_at="2026-01-01T00:00:00Z",
                      set_by="intruder", reason="")
     locked.bucket.client.put_object(Bucket=locked.bucket.name, Key=locked.key(layout.retention_policy(1)),
-                                    Body=weak.encode())
+                                    Body=weak.sign(signing_key(locked)) if signed else weak.encode())
     policy, problems = load_policy(store, base)
-    assert policy.journal == base and len(problems) == 1 and "weakens" in problems[0]
+    assert policy.journal == base and len(problems) == 1
+    assert ("weakens" if signed else "not signed by a key of the journal") in problems[0]
     audit = audit_store(store)
     assert "policy" in kinds(audit)
     assert kinds(audit)["not_locked"] == {layout.retention_policy(1)}  # and it was put without a lock
+    assert [f.kind for f in verify_store(store).findings] == ["retention_policy"]
+
+
+def test_an_unsigned_format_1_policy_object_is_not_in_force(locked: Locked) -> None:
+    store = locked.store()
+    base = RetentionPolicy("COMPLIANCE", DAYS)
+    strong = PolicySet(journal=RetentionPolicy("COMPLIANCE", DAYS * 3), number=1, set_at="2026-01-01T00:00:00Z",
+                       set_by="before the upgrade", reason="")
+    locked.bucket.client.put_object(Bucket=locked.bucket.name, Key=locked.key("retention/policy/000000000001.json"),
+                                    Body=strong.encode())
+    policy, problems = load_policy(store, base)
+    assert policy.number == 0 and len(problems) == 1 and "unsigned policy object (format 1)" in problems[0]
 
 
 def test_the_retention_commands_are_recorded_and_reserved(locked: Locked, wj) -> None:  # noqa: ANN001
@@ -490,11 +514,11 @@ def test_a_damaged_policy_object_is_reported_and_passed_over(locked: Locked) -> 
                                     Body=b"{not json", ObjectLockMode="COMPLIANCE",
                                     ObjectLockRetainUntilDate=dt.datetime.now(dt.UTC) + dt.timedelta(days=DAYS + 1))
     policy, problems = load_policy(store, RetentionPolicy("COMPLIANCE", DAYS))
-    assert policy.number == 0 and len(problems) == 1 and "is not a retention policy" in problems[0]
+    assert policy.number == 0 and len(problems) == 1 and "not signed by a key of the journal" in problems[0]
     assert kinds(audit_store(store)) == {"policy": {None}}
-    # A writer still seals, under the policy before it.
+    # A writer still seals, under the policy before it; verify reports the object.
     write_seals(store, locked.keys, locked.wal, [[("run-g", "acme")]])
-    assert verify_store(store).ok
+    assert [f.kind for f in verify_store(store).findings] == ["retention_policy"]
 
 
 def test_expired_prints_what_a_lifecycle_rule_may_delete(locked: Locked, wj) -> None:  # noqa: ANN001

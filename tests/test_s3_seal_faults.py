@@ -33,9 +33,9 @@ from wormjournal.errors import ConflictError, StorageError
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
 from wormjournal.journal.keys import load_wal_key
-from wormjournal.trust.load import read_identity
 from wormjournal.segments.notes import VerifyKey
 from wormjournal.storage.s3 import S3Store
+from wormjournal.trust.load import read_identity
 
 from conftest import BASE_TS
 

@@ -55,9 +55,9 @@ from wormjournal.journal import wal as walmod
 from wormjournal.journal.writer import DATAKEYS_DIR
 from wormjournal.retention.keystore import MASTER_FILE, STORE_FILE
 from wormjournal.retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, receipt_payload
-from wormjournal.trust.load import read_identity
 from wormjournal.segments.notes import SigningKey
 from wormjournal.storage.local import LocalStore
+from wormjournal.trust.load import read_identity
 
 from conftest import wal_mac
 

@@ -27,10 +27,10 @@ plain failure, never an expected one.
 from __future__ import annotations
 
 import dataclasses
-import os
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 import struct
 from collections.abc import Callable
@@ -163,7 +163,7 @@ def _short(value: Any, limit: int) -> str:
 def _first_difference(got: Any, truth: Any) -> str:
     """Where two normalised values first differ (for a readable failure)."""
     if isinstance(got, list) and isinstance(truth, list):
-        for i, (a, b) in enumerate(zip(got, truth)):
+        for i, (a, b) in enumerate(zip(got, truth, strict=False)):
             if a != b:
                 return f"item {i}: " + _first_difference(a, b)
         return f"{len(got)} items, not {len(truth)}"

@@ -16,10 +16,10 @@ from wormjournal.events import StoredEvent, encode_fields, event_hash, genesis_h
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal.keys import load_keys
-from wormjournal.trust.load import read_identity
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust
+from wormjournal.trust.load import read_identity
 from wormjournal.verify import verify_store
 
 DAY1 = dt.datetime(2025, 5, 1, 23, 59, 0, tzinfo=dt.UTC)

@@ -29,10 +29,10 @@ from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal.keys import load_keys
 from wormjournal.segments import merkle
-from wormjournal.trust.load import read_identity
 from wormjournal.segments.table import in_seq_order, read_segment, row_hashes
 from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust
+from wormjournal.trust.load import read_identity
 from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify import verifier as verifier_mod
 from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment, public_key_bytes

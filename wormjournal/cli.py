@@ -18,30 +18,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cli_common import (EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_keys, _store, _wal_dir,
-                         _writer, default_key_dir, err, out)
+from . import cli_query, cli_retention
+from .cli_common import (
+    EXIT_ERROR,
+    EXIT_FINDINGS,
+    EXIT_OK,
+    _keystore,
+    _print_columns,
+    _public_keys,
+    _store,
+    _wal_dir,
+    _writer,
+    default_key_dir,
+    err,
+    out,
+)
 from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ValidationError
 from .events import validate_event
 from .index import Reader
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
-from .journal.writer import DATAKEYS_DIR
-from .trust.load import read_identity
-from .segments.manifest import Checkpoint, Manifest
-from .segments.notes import NoteError, VerifyKey, split_note
 from .retention import RetentionPolicy, parse_period
-from .retention.keystore import AwsKmsKek, KeyStore
-from .storage import layout, open_store
-from .storage.s3 import parse_s3_url
-from .storage.base import ObjectReader
+from .retention.keystore import AwsKmsKek
+from .trust.load import read_identity
 from .verify import verify_store
+from .verify.info import journal_info
 from .verify.proof import ProofError, check_proof, make_proof
-from . import cli_query, cli_retention
 
 log = logging.getLogger(__name__)
 
@@ -153,54 +159,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
-def _directory_bytes(store: ObjectReader) -> int:
-    return sum(o.size for o in store.list(""))
-
-
-def journal_info(store: ObjectReader) -> dict[str, Any]:
-    """What the store holds, read from manifests and checkpoints (nothing is verified here)."""
-    identity = read_identity(store)
-    names = [o.name for o in store.list(layout.MANIFESTS_PREFIX)] + [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
-    streams = []
-    for stream in layout.streams_from_names(names):
-        events = segments = 0
-        last: Manifest | None = None
-        for o in store.list(layout.manifests_prefix(stream)):
-            try:
-                last = Manifest.parse(split_note(store.get(o.name))[0])
-            except NoteError:
-                continue
-            segments += 1
-            events += last.events
-        cps = list(store.list(layout.checkpoints_prefix(stream)))
-        checkpoint = None
-        if cps:
-            try:
-                cp = Checkpoint.parse(split_note(store.get(cps[-1].name))[0])
-                checkpoint = {"tree_size": cp.tree_size, "root_hash": cp.root_hash.hex()}
-            except NoteError:
-                checkpoint = None
-        streams.append(
-            {
-                "stream": stream,
-                "segments": segments,
-                "events": events,
-                "last_seq": last.last_seq if last else None,
-                "head_hash": last.last_hash.hex() if last else None,
-                "checkpoint": checkpoint,
-            }
-        )
-    return {
-        "journal_id": identity.journal_id,
-        "created": identity.created,
-        "store": getattr(store, "url", str(store)),
-        "bytes": _directory_bytes(store),
-        "streams": streams,
-    }
-
-
 def cmd_info(args: argparse.Namespace) -> int:
-    info = journal_info(_store(args))
+    info = journal_info(_store(args), _public_keys(args.public_key))
     if args.json:
         out.print_json(json.dumps(info))
         return EXIT_OK
@@ -214,6 +174,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     out.print(table)
     out.print(f"sealed bytes on disk: {info['bytes']:,}")
+    if info["findings"]:  # the counts above are of the notes that verified only
+        err.print(f"{len(info['findings'])} finding(s) in the manifests, checkpoints or keys; run `wormjournal verify`:")
+        for f in info["findings"][:20]:
+            err.print(f"  [{f['kind']}] {f['where']}: {f['message']}", markup=False, highlight=False)
+        return EXIT_FINDINGS
     return EXIT_OK
 
 
@@ -508,8 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     store(p)
     p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
     p.set_defaults(func=cmd_rotate_key)
-    p = sub.add_parser("info", help="show the journal's streams, segments and chain heads")
+    p = sub.add_parser("info", help="show the journal's streams, segments and chain heads (from the notes that verify)")
     store(p)
+    p.add_argument("--public-key", action="append", help="a trusted public key (PEM); default: the store's own")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
     cli_retention.add_parser(sub, store)

@@ -76,5 +76,5 @@ def _print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None
     """Plain aligned columns (greppable, and not squeezed to the terminal's width); the last one unpadded."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for r in [header, *rows]:
-        cells = [c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]
+        cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]
         out.print("  ".join(cells).rstrip(), markup=False, highlight=False)

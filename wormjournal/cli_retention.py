@@ -20,20 +20,31 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .cli_common import (EXIT_FINDINGS, EXIT_OK, _keystore, _print_columns, _public_keys, _store, _wal_dir, _writer,
-                  default_key_dir, err, out)
+from .cli_common import (
+    EXIT_FINDINGS,
+    EXIT_OK,
+    _keystore,
+    _print_columns,
+    _public_keys,
+    _store,
+    _wal_dir,
+    _writer,
+    default_key_dir,
+    err,
+    out,
+)
 from .errors import ValidationError
 from .index import Reader
 from .journal import Journal
-from .journal.keys import load_wal_key
+from .journal.keys import load_keys, load_wal_key
 from .retention import parse_period
 from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_objects, is_s3
 from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
 from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, set_policy
 from .retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, key_use_counts
-from .trust.load import read_identity
 from .storage import layout
 from .storage.s3 import MAX_POOL_CONNECTIONS
+from .trust.load import read_identity
 
 
 @contextlib.contextmanager
@@ -95,7 +106,8 @@ def cmd_set(args: argparse.Namespace) -> int:
     if base is None:
         raise ValidationError("store", "the journal was created with --allow-unlocked and has no retention policy")
     new = RetentionPolicy(args.retention_mode or base.mode, parse_period(args.retention))
-    policy = set_policy(store, base, journal=None if args.tenant else new,
+    signing, _ = load_keys(args.key_dir, read_identity(store).journal_id)  # the policy object is signed (FORMAT.md 9)
+    policy = set_policy(store, base, signing, journal=None if args.tenant else new,
                         tenant=(args.tenant, new) if args.tenant else None, by=args.by, reason=args.reason)
     seq = _record(args, "retention_policy_set", {"number": policy.number, "tenant": args.tenant, **new.to_json()})
     out.print(f"retention policy {policy.number}: {'tenant ' + args.tenant if args.tenant else 'the journal'} "

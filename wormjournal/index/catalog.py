@@ -144,7 +144,7 @@ class IndexFile:
             keys: list[Any] = []
             for j in range(lo, hi + 1):
                 keys.extend(self.group(j).column(self.key).to_pylist())
-            if any(a > b for a, b in zip(keys, keys[1:])):
+            if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
                 raise IndexDamaged(self.name, "is not sorted by its key")
             start, stop = bisect.bisect_left(keys, value), bisect.bisect_right(keys, value)
             # The rows just outside [start, stop) must be read, so that they show other keys.

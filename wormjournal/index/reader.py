@@ -25,17 +25,27 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, IntegrityError, NotFoundError
+from ..events import StoredEvent, datetime_to_micros, genesis_hash, micros_to_datetime
 from ..payload import KeySource
-from ..events import StoredEvent, datetime_to_micros, encode_fields, event_hash, genesis_hash, micros_to_datetime
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
-from ..trust.partial import SegmentFile
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store
 from ..storage.wal import WalMac, list_wal_files, read_wal
-from ..trust import (KeyRing, ManifestChain, Sink, check_checkpoint_root, check_complete, check_names, continue_chain,
-                     load_trust, open_checkpoint, open_manifest)
+from ..trust import (
+    KeyRing,
+    ManifestChain,
+    Sink,
+    check_checkpoint_root,
+    check_complete,
+    check_names,
+    continue_chain,
+    load_trust,
+    open_checkpoint,
+    open_manifest,
+)
+from ..trust.partial import SegmentFile
 from . import build, state
 from .catalog import Catalog, IndexDamaged
 from .model import Event, ExecutionSummary, ResumePoint
@@ -362,7 +372,7 @@ class Reader:
         """Events of one execution, or of the whole stream (sealed and not) with None."""
         if execution_id is not None:
             self.refresh()
-            total = sum(self._execution_rows(execution_id).column("rows").to_pylist())
+            total: int = sum(self._execution_rows(execution_id).column("rows").to_pylist())
             return total + sum(1 for e in self._unsealed() if e.execution_id == execution_id)
         n = self.refresh()
         sealed = self.manifest(n - 1).last_seq + 1 if n else 0
@@ -478,10 +488,10 @@ def check_chain(execution_id: str, events: list[Event]) -> None:
         if e.execution_id != execution_id:
             raise IntegrityError(f"seq {e.seq} belongs to execution {e.execution_id!r}, not {execution_id!r} (injected)", seq=e.seq)
         if e.exec_prev_seq != prev:
-            before = "no event" if prev is None else f"seq {prev}"
+            returned = "no event" if prev is None else f"seq {prev}"
             raise IntegrityError(
                 f"execution {execution_id!r}: seq {e.seq} links to seq {e.exec_prev_seq}, but the event returned "
-                f"before it is {before} (an event is missing)",
+                f"before it is {returned} (an event is missing)",
                 seq=e.seq,
             )
         prev = e.seq

@@ -16,16 +16,16 @@ import pyarrow as pa
 
 from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, now_micros
-from ..segments import merkle
-from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import SigningKey
-from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 from ..index import build as index_build
 from ..index.catalog import IndexFile, IndexObject
 from ..retention.policy import PolicySet, load_policy
+from ..segments import merkle
+from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.notes import SigningKey
 from ..segments.table import build_segment, read_segment, table_to_events, utc_date
 from ..storage import layout
 from ..storage.base import Store
+from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,8 @@ class Sealer:
             segment = st.size
             end = self._chunk_end(events, pos)
             name = layout.segment(st.stream, utc_date(events[pos].ts), segment)
-            def build(stop: int) -> tuple[bytes, Any, bytes]:
+            # called only within this iteration; pos and segment bound for the linter (B023)
+            def build(stop: int, *, pos: int = pos, segment: int = segment) -> tuple[bytes, Any, bytes]:
                 return build_segment(events[pos:stop], journal_id=st.journal_id, stream=st.stream, segment=segment,
                                      row_group_rows=self.row_group_rows)
 
@@ -177,7 +178,7 @@ class Sealer:
         base = getattr(self.store, "retention", None)
         if base is None:
             return None  # a store that does not lock objects
-        policies, problems = load_policy(self.store, base)
+        policies, problems = load_policy(self.store, base, self._ring().keys())
         for problem in problems:
             log.warning("retention policy: %s", problem)
         return policies

@@ -14,8 +14,19 @@ from typing import Any
 
 from ..errors import ConfigError, StorageError
 from ..storage.local import LocalStore, fsync_dir
-from ..storage.wal import (HEADER_SIZE, MAC_SIZE, MAGIC, WAL_TAG, WalContents, WalHeader, WalMac, encode_frame, list_wal_files,
-                           read_wal, wal_name)
+from ..storage.wal import (
+    HEADER_SIZE,
+    MAC_SIZE,
+    MAGIC,
+    WAL_TAG,
+    WalContents,
+    WalHeader,
+    WalMac,
+    encode_frame,
+    list_wal_files,
+    read_wal,
+    wal_name,
+)
 
 __all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "WAL_TAG", "WalContents", "WalHeader", "WalMac", "WalWriter", "claim_wal_dir",
            "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir", "list_wal_files", "read_wal",

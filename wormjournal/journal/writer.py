@@ -21,31 +21,54 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, IntegrityError, JournalError, KeyRetiredError, ValidationError
-from ..events import (RESERVED_EVENT_TYPES, EventInput, encode_fields, event_hash, now_micros, pseudonymize, uuid7,
-                      validate_event)
 from .. import payload as payloads
+from ..errors import ConfigError, IntegrityError, JournalError, KeyRetiredError, ValidationError
+from ..events import (
+    RESERVED_EVENT_TYPES,
+    EventInput,
+    encode_fields,
+    event_hash,
+    now_micros,
+    pseudonymize,
+    uuid7,
+    validate_event,
+)
+from ..index import Reader
 from ..payload import Compressor
-from ..segments.identity import JournalIdentity
-from ..trust.load import read_identity
-from ..segments.manifest import Manifest
-from ..segments.notes import SigningKey, VerifyKey
 from ..retention.keystore import SCOPES, KekProvider, KeyStore
 from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
-from ..retention.shred import (RECEIPT_EXECUTION, RECEIPT_TYPE, ErasureReceipt, check_receipt, count_key_uses,
-                               make_receipt, receipt_payload)
+from ..retention.shred import (
+    RECEIPT_EXECUTION,
+    RECEIPT_TYPE,
+    ErasureReceipt,
+    check_receipt,
+    count_key_uses,
+    make_receipt,
+    receipt_payload,
+)
+from ..segments.identity import JournalIdentity
+from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
+from ..segments.manifest import Manifest
+from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout, open_store
 from ..storage.base import LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
+from ..trust import KeyRing, Sink, continue_chain, load_trust
+from ..trust.load import read_identity
+from ..verify import VerifyReport, verify_store
 from . import wal as walmod
 from .config import JournalConfig
-from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
-from ..index import Reader
-from ..verify import VerifyReport, verify_store
-from ..trust import KeyRing, Sink, continue_chain, load_trust
-from .keys import (SIGNING_FILE, check_outside, create_keys, finish_rotation, key_name, load_keys, load_wal_key,
-                   rotate_signing_key)
+from .keys import (
+    SIGNING_FILE,
+    check_outside,
+    create_keys,
+    finish_rotation,
+    key_name,
+    load_keys,
+    load_wal_key,
+    rotate_signing_key,
+)
 from .lock import StreamLock, signing_lock
 from .sealer import Sealer, load_sealed_state
 

@@ -35,13 +35,13 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from ..errors import JournalError
-from ..trust.load import read_identity
 from ..segments.keyhistory import HISTORY_PREFIX, parse_entry_name
 from ..segments.manifest import Manifest
 from ..segments.notes import split_note
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.objectfile import ObjectFile
+from ..trust.load import read_identity
 from .policy import ObjectLockState, PolicySet, RetentionPolicy, load_policy
 
 # A retain-until date is computed by the writer just before its put, the object's
@@ -297,7 +297,7 @@ def check_lock(state: ObjectLockState, required: RetentionPolicy | None, now: dt
     """(kind, message) of each way ``state`` falls short of ``required``."""
     if state.mode is None or state.retain_until is None:
         return [("not_locked", "has no Object Lock retention: it can be deleted or overwritten")]
-    out = []
+    out: list[tuple[str, str]] = []
     if required is None:
         return out
     if required.mode == "COMPLIANCE" and state.mode != "COMPLIANCE":
@@ -381,8 +381,9 @@ def audit_local(store: Any, *, progress: Progress | None = None) -> LockAudit:
     identity = read_identity(store)  # NotFoundError when there is no journal
     audit = LockAudit(store=store.url, backend="local", policy=None)
     audit.notes.append(LOCAL_WORDS)
-    if identity.retention_policy() is not None:
-        audit.notes.append(f"journal.json names a retention policy ({identity.retention_policy().describe()}), "
+    named = identity.retention_policy()
+    if named is not None:
+        audit.notes.append(f"journal.json names a retention policy ({named.describe()}), "
                            "which a local directory cannot enforce")
     expected = Expected()
     names = [info.name for info in store.list("")]

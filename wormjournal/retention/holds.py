@@ -21,9 +21,9 @@ from typing import Any
 
 from ..errors import NotFoundError, RetentionError, ValidationError
 from ..index import Reader
-from ..trust.load import read_identity
 from ..segments.notes import VerifyKey
 from ..storage import layout
+from ..trust.load import read_identity
 from .audit import CLOCK_SKEW, DEFAULT_WORKERS, Progress, _Requirement, bounded_map, inspect_all, is_s3
 from .policy import ObjectLockState, check_extension, load_policy
 

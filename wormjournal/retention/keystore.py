@@ -199,7 +199,8 @@ class AwsKmsKek:
     def unwrap(self, key_id: str, wrapped: bytes, kms_key: str | None) -> bytes:
         out = self._call("unwrap a data key", self._client.decrypt, CiphertextBlob=wrapped, KeyId=kms_key,
                          EncryptionContext={"wormjournal_key_id": key_id})
-        return out["Plaintext"]
+        plaintext: bytes = out["Plaintext"]  # boto3's responses are untyped
+        return plaintext
 
     def destroy(self, kms_key: str | None) -> str:
         if self.key_arn is not None or kms_key is None:

@@ -8,7 +8,7 @@ The layout (FORMAT.md, "Object names")::
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
     index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
-    retention/policy/<n>.json                                retention policy changes (extend only)
+    retention/policy/<n>.note                                retention policy changes (extend only, signed)
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ _SEGMENT_RE = re.compile(
 _INDEX_RE = re.compile(
     r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
 )
-_POLICY_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.json")
+_POLICY_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.note")  # signed (format 2)
+_POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.json")  # unsigned (format 1): never in force
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
 
 
@@ -121,10 +122,16 @@ def streams_from_names(names: list[str]) -> list[str]:
 
 
 def retention_policy(n: int) -> str:
-    return f"{RETENTION_POLICY_PREFIX}{_num(n)}.json"
+    """A retention policy object: a signed note (FORMAT.md 9)."""
+    return f"{RETENTION_POLICY_PREFIX}{_num(n)}.note"
 
 
 def parse_retention_policy(name: str) -> int | None:
     """The number of a retention policy object name, or None."""
     m = _POLICY_RE.fullmatch(name)
     return int(m["n"]) if m else None
+
+
+def is_unsigned_retention_policy(name: str) -> bool:
+    """Whether ``name`` is a format 1 (unsigned JSON) policy object, which no writer obeys any more."""
+    return _POLICY_V1_RE.fullmatch(name) is not None

@@ -37,9 +37,9 @@ import botocore.exceptions as bx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
-from .objectlock import NO_LOCK_HINT, ObjectLockState, check_extension
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
+from .objectlock import NO_LOCK_HINT, ObjectLockState, check_extension
 
 if TYPE_CHECKING:
     from ..segments.identity import RetentionPolicy

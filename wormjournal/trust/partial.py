@@ -13,8 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import IntegrityError, JournalError, NotFoundError
-from ..storage.base import ObjectReader
-from ..storage.objectfile import ObjectFile
 from ..segments import merkle
 from ..segments.manifest import Manifest
 from ..segments.table import (
@@ -28,6 +26,8 @@ from ..segments.table import (
     parquet_schema_problem,
     row_hashes,
 )
+from ..storage.base import ObjectReader
+from ..storage.objectfile import ObjectFile
 
 
 class SegmentFile:

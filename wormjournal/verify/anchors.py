@@ -63,7 +63,8 @@ def parse_anchor(data: bytes, journal_id: str, keys: Sequence[VerifyKey]) -> Anc
         _, key = open_note(data, list(keys))
     except NoteError as e:
         return dataclasses.replace(anchor, finding=Finding(
-            "since_signature", f"the saved {anchor.kind} does not verify under the trusted keys: {e}", stream=anchor.stream))
+            "since_signature", f"the saved {anchor.kind} does not verify under the trusted keys: {e}",
+            stream=anchor.stream))
     return dataclasses.replace(anchor, signed_by=key.key_id)
 
 
@@ -75,22 +76,23 @@ def check_extension(anchor: Anchor, roots: dict[int, bytes], leaves: list[bytes]
     the checkpoint tree's leaf hashes when every manifest from 0 is present (then an RFC 6962
     consistency proof is also made and checked, as an auditor without the store would).
     """
-    where = {"stream": anchor.stream}
     info: dict[str, Any] = anchor.describe()
     if anchor.size > size:
         return [Finding("checkpoint_rollback", f"the store has {size} segments, fewer than the {anchor.size} the saved "
-                        f"{anchor.kind} commits to (segments and checkpoints removed, or rolled back)", **where)], info
+                        f"{anchor.kind} commits to (segments and checkpoints removed, or rolled back)",
+                        stream=anchor.stream)], info
     got = roots.get(anchor.size)
     if got is None:
         return [Finding("since_unverifiable", f"the manifests before segment {anchor.size} are gone and none after it "
-                        "carries a frontier that reaches back to the saved point", **where)], info
+                        "carries a frontier that reaches back to the saved point", stream=anchor.stream)], info
     if got != anchor.root:
         return [Finding("since_inconsistent", f"the first {anchor.size} segments are not those the saved {anchor.kind} "
-                        "commits to: history was rewritten", **where)], info
+                        "commits to: history was rewritten", stream=anchor.stream)], info
     info["extends_to"] = size
     if leaves is not None and root is not None and len(leaves) == size:
         path = merkle.consistency_path(leaves, anchor.size)
         if not merkle.consistent(anchor.size, anchor.root, size, root, path):
-            return [Finding("since_inconsistent", f"no consistency proof from size {anchor.size} to {size}", **where)], info
+            return [Finding("since_inconsistent", f"no consistency proof from size {anchor.size} to {size}",
+                            stream=anchor.stream)], info
         info["consistency_proof"] = [h.hex() for h in path]
     return [], info

@@ -17,17 +17,16 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import IntegrityError, JournalError, NotFoundError
-from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts, parse_ts
+from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts
 from ..segments import merkle
 from ..segments.keyhistory import entry_name
-from ..trust import KeyRing, check_history
-from ..trust.chain import canonical_time
-from ..trust.load import key_name
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import NoteError, VerifyKey, open_note, split_note
 from ..segments.table import read_segment
 from ..storage import layout
-from ..storage.base import ObjectReader
+from ..trust import KeyRing, check_history
+from ..trust.chain import canonical_time
+from ..trust.load import key_name
 
 PROOF_FORMAT = "wormjournal/proof/v1"
 _KEYS = ("checkpoint", "checkpoint_path", "event", "event_path", "format", "key_history", "leaf_index", "manifest",
@@ -211,15 +210,15 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
                                   proof.checkpoint_path) != cp.root_hash:
         raise ProofError(f"manifest {m.segment} is not in the checkpoint of size {cp.tree_size}")
     # The event is leaf `leaf_index` of the segment's tree, whose root the manifest signs.
-    e = proof.event
-    h = event_hash(proof.prev_hash, encode_fields(tuple(e[name] for name, _, _ in FIELDS)))
+    ev = proof.event
+    h = event_hash(proof.prev_hash, encode_fields(tuple(ev[name] for name, _, _ in FIELDS)))
     if merkle.root_from_inclusion(merkle.leaf_hash(h), proof.leaf_index, m.events, proof.event_path) != m.merkle_root:
         raise ProofError(f"the event is not row {proof.leaf_index} of segment {m.segment} (its Merkle path fails)")
-    if not m.first_seq <= e["seq"] <= m.last_seq:
-        raise ProofError(f"seq {e['seq']} is outside segment {m.segment}'s range {m.first_seq}..{m.last_seq}")
+    if not m.first_seq <= ev["seq"] <= m.last_seq:
+        raise ProofError(f"seq {ev['seq']} is outside segment {m.segment}'s range {m.first_seq}..{m.last_seq}")
     return ProofCheck(
-        journal_id=m.journal, stream=m.stream, segment=m.segment, seq=e["seq"], event_id=e["event_id"],
-        execution_id=e["execution_id"], event_type=e["event_type"], ts=format_ts(e["ts"]), event_hash=h.hex(),
+        journal_id=m.journal, stream=m.stream, segment=m.segment, seq=ev["seq"], event_id=ev["event_id"],
+        execution_id=ev["execution_id"], event_type=ev["event_type"], ts=format_ts(ev["ts"]), event_hash=h.hex(),
         manifest_key_id=m_key.key_id, checkpoint_key_id=cp_key.key_id, checkpoint_size=cp.tree_size,
         checkpoint_root=cp.root_hash.hex(), proof_bytes=len(data),
     )
@@ -243,9 +242,10 @@ def _history_upto(history: KeyRing, checkpoint_note: bytes) -> tuple[bytes, ...]
 def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = None) -> Proof:
     """The inclusion proof of one sealed event of ``reader``'s stream (a ``wormjournal.Reader``),
     under the stream's latest checkpoint. Everything put in it is checked first."""
-    store, stream, journal_id = reader.store, reader.stream, reader.identity.journal_id
+    store, stream = reader.store, reader.stream
     keys = reader.trusted_keys
     count = reader.refresh()
+    want: tuple[str, str | int]
     if event_id is not None:
         hits = reader._lookup("events", event_id)[0].to_pylist()
         if not hits:

@@ -43,7 +43,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError, JournalError
 from ..payload import decode_payload
-from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, Manifest
 from ..segments.notes import VerifyKey, raw_public
@@ -67,6 +66,7 @@ from ..segments.table import (
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..storage.local import LocalStore
+from ..trust.receipts import RECEIPT_TYPE, open_receipt
 
 # kind, message, segment, seq, object: a Finding without its stream (the caller knows it).
 RawFinding = tuple[str, str, int | None, int | None, str | None]
@@ -240,7 +240,8 @@ class _Scan:
         """Rows read from the file, in storage order."""
         if self.rows_ok:
             stored = _packed_hashes(part.column("hash"))
-            self.rows_ok = stored is not None and _rows_hash_to(part, memoryview(stored).cast("B") if len(stored) else memoryview(b""))
+            packed = stored.data.cast("B") if stored is not None and len(stored) else memoryview(b"")
+            self.rows_ok = stored is not None and _rows_hash_to(part, packed)
         is_receipt = pc.fill_null(pc.equal(part.column("event_type"), RECEIPT_TYPE), False)
         if pc.any(is_receipt).as_py():
             rows = np.flatnonzero(np.asarray(is_receipt))
@@ -452,7 +453,7 @@ def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> lis
     stored_packed = packed("hash")
     if stored_packed != b"".join(computed):
         stored = table.column("hash").to_pylist()
-        i = next((i for i, (a, b) in enumerate(zip(computed, stored)) if a != b), min(len(computed), len(stored)))
+        i = next((i for i, (a, b) in enumerate(zip(computed, stored, strict=False)) if a != b), min(len(computed), len(stored)))
         seq = seqs[i] if i < len(seqs) else None
         found.append(("event_hash", f"event hash of row {i} does not match its fields and chain", seg, seq, None))
     prevs_packed = packed("prev_hash")
@@ -461,7 +462,7 @@ def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> lis
         stored = table.column("hash").to_pylist()
         prevs = table.column("prev_hash").to_pylist()
         if prevs != [m.prev_hash] + stored[:-1]:
-            i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored)) if a != b), 0)
+            i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored, strict=False)) if a != b), 0)
             found.append(("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", seg, seqs[i] if i < len(seqs) else None, None))
     if not computed or computed[-1] != m.last_hash:
         found.append(("last_hash", "the segment's last event hash differs from the manifest", seg, m.last_seq, None))

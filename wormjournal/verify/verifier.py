@@ -27,6 +27,7 @@ from ..storage.local import LocalStore
 from ..trust import (ManifestChain, Sink, Trust, check_checkpoint_root, check_complete, check_names, load_trust,
                      open_checkpoint, open_manifest)
 from ..trust.chain import claimed_object
+from ..trust.policy import policy_in_force
 from .anchors import Anchor, check_extension, parse_anchor
 from .report import Finding, StreamSummary, VerifyReport
 from .segment import (
@@ -320,6 +321,15 @@ def verify_store(
         report.findings.append(Finding("no_keys", "no trusted public key to verify with"))
     report.key_history = [{"entry": e.entry, "key_id": e.key_id, "valid_from": e.valid_from,
                            **({"cutovers": dict(e.cutovers)} if e.cutovers else {})} for e in ring.entries]
+    # The retention policy a writer obeys (FORMAT.md 9): journal.json's (pinned above), then signed policy objects.
+    policy_objects = list(store.list(layout.RETENTION_POLICY_PREFIX))
+    if identity.retention_policy() is not None:
+        objects = ((o.name, store.get(o.name)) for o in policy_objects)
+        _, problems = policy_in_force(objects, identity.retention_policy(), keys)  # type: ignore[arg-type]
+        report.findings.extend(Finding("retention_policy", problem) for problem in problems)
+    elif policy_objects:
+        report.findings.extend(Finding("retention_policy", "a policy object in a journal without a retention policy",
+                                       object=o.name) for o in policy_objects)
     anchor = parse_anchor(since, identity.journal_id, keys) if since is not None else None
     if anchor is not None and anchor.finding is not None:
         report.findings.append(anchor.finding)

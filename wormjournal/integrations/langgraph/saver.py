@@ -32,10 +32,10 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    SerializerProtocol,
     get_checkpoint_id,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ...retention.keystore import UnknownScopeError
 from .codec import (
@@ -86,7 +86,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
 
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
                config: RunnableConfig | None = None, metadata: Any = None) -> CheckpointTuple:
-        checkpoint = self.serde.loads_typed(saved.checkpoint)
+        checkpoint: Checkpoint = self.serde.loads_typed(saved.checkpoint)
         values: dict[str, Any] = {}
         for channel, version in checkpoint["channel_versions"].items():
             blob = state.blobs.get((ns, channel, version))
@@ -128,7 +128,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
         for thread_id in thread_ids:
             with self._lock:
                 state = self._state(thread_id)
-                found = []
+                found: list[CheckpointTuple] = []
                 for ns, by_id in state.checkpoints.items():
                     if config_ns is not None and ns != config_ns:
                         continue
