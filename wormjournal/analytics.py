@@ -9,7 +9,9 @@ one the ``encrypted`` marker, or, with ``decrypt`` and the key store, the payloa
 the ``shredded`` marker when its key was destroyed (named by an erasure receipt, or
 missing from the key store). ``payload`` stays the stored bytes.
 
-The view reads files, it does not verify them: run ``wormjournal verify`` for that.
+The view reads only the segment objects that signed manifests name (those the trust core
+accepts: signature, key validity, links), never another file under ``segments/``, and says what
+it left out. It does not re-hash their rows: run ``wormjournal verify`` for that.
 :data:`STATS` are ready queries over the view (``wormjournal stats``).
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -30,9 +32,11 @@ import pyarrow.fs as pafs
 from .errors import ConfigError, JournalError, NotFoundError
 from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
 from .retention.keystore import KeyStore
+from .segments.notes import VerifyKey
 from .trust.load import read_identity
 from .storage import layout, open_store
 from .storage.local import LocalStore
+from .verify.info import sealed_objects
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +46,21 @@ EVENT_COLUMNS = ("stream", "date", "seq", "event_id", "ts", "event_type", "tenan
                  "payload_codec", "payload_key_id", "payload", "payload_json", "prev_hash", "hash")
 
 
-def segments_dataset(store: Any, *, endpoint_url: str | None = None) -> ds.Dataset:
-    """Every segment of ``store`` as one pyarrow dataset (hive partitions ``stream``, ``date``)."""
+def segments_dataset(store: Any, *, endpoint_url: str | None = None,
+                     public_keys: Sequence[VerifyKey] | None = None) -> ds.Dataset:
+    """The segments of ``store`` that signed manifests name, as one pyarrow dataset (hive partitions
+    ``stream``, ``date``). Objects under ``segments/`` that no accepted manifest names are left out
+    (logged as a warning, with the findings that made a manifest unacceptable)."""
+    sealed = sealed_objects(store, public_keys)
+    if sealed.left_out or sealed.findings:
+        log.warning("query: %d object(s) under segments/ left out, not named by a manifest that verifies%s",
+                    len(sealed.left_out), "".join(f"; [{f.kind}] {f.where()}: {f.message}" for f in sealed.findings[:5]))
+    if not sealed.objects:
+        raise NotFoundError(f"{store.url} has no sealed segments yet", hint="seal first: wormjournal seal STORE")
     if isinstance(store, LocalStore):
         base = store.root / layout.SEGMENTS_PREFIX.rstrip("/")
-        if not base.is_dir():
-            raise NotFoundError(f"{store.url} has no sealed segments yet", hint="seal first: wormjournal seal STORE")
-        return ds.dataset(str(base), format="parquet", partitioning=PARTITIONING, ignore_prefixes=[".", "_"])
+        return ds.dataset([str(store.root / n) for n in sealed.objects], format="parquet", partitioning=PARTITIONING,
+                          partition_base_dir=str(base))
     bucket, prefix = getattr(store, "bucket", None), getattr(store, "prefix", "")
     if bucket is None:
         raise ConfigError(f"cannot query {store!r}: give a local directory or s3://bucket/prefix")
@@ -62,8 +74,10 @@ def segments_dataset(store: Any, *, endpoint_url: str | None = None) -> ds.Datas
         kwargs["region"] = region
     fs = pafs.S3FileSystem(**kwargs)
     path = "/".join(p for p in (bucket, prefix, layout.SEGMENTS_PREFIX.rstrip("/")) if p)
+    root = "/".join(p for p in (bucket, prefix) if p)
     try:
-        return ds.dataset(path, filesystem=fs, format="parquet", partitioning=PARTITIONING, ignore_prefixes=[".", "_"])
+        return ds.dataset([f"{root}/{n}" for n in sealed.objects], filesystem=fs, format="parquet",
+                          partitioning=PARTITIONING, partition_base_dir=path)
     except (OSError, FileNotFoundError) as e:
         raise NotFoundError(f"cannot read the segments of {store.url}: {e}") from e
 
@@ -124,8 +138,9 @@ def _payload_function(journal_id: str, shredded: set[str], keystore: KeyStore | 
 
 
 def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str | None = None,
-            threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with the view ``events`` over every segment of ``store``.
+            threads: int | None = None, public_keys: Sequence[VerifyKey] | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the view ``events`` over every segment of ``store`` that a signed
+    manifest names (trusting ``public_keys``, or the store's own key history with None).
 
     With ``keystore`` (the journal's key store) encrypted payloads are decrypted in
     ``payload_json``; without, they read as the ``encrypted`` marker. Raises
@@ -137,7 +152,7 @@ def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str |
     con = duckdb.connect()
     if threads is not None:
         con.execute(f"SET threads = {int(threads)}")
-    dataset = segments_dataset(store, endpoint_url=endpoint_url)
+    dataset = segments_dataset(store, endpoint_url=endpoint_url, public_keys=public_keys)
     con.register("segments", dataset)
     shredded = shredded_key_ids(dataset)
     con.create_function("wj_payload_json", _payload_function(identity.journal_id, shredded, keystore),

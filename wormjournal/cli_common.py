@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,8 @@ def _store(args: argparse.Namespace) -> Any:
 def _wal_dir(args: argparse.Namespace) -> Path | None:
     """--wal-dir, or for S3 a directory under the user's state directory (a local store keeps STORE/.wal)."""
     if args.wal_dir is not None or not args.store.startswith("s3://"):
-        return args.wal_dir
+        wal_dir: Path | None = args.wal_dir  # argparse.Namespace is untyped
+        return wal_dir
     bucket, prefix = parse_s3_url(args.store)
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return Path(base) / "wormjournal" / "wal" / bucket / (prefix or "_")
@@ -72,7 +74,7 @@ def _keystore(key_dir: Path, journal_id: str, *, required: bool) -> KeyStore | N
     return KeyStore.open(key_dir / journal_id / DATAKEYS_DIR, journal_id, pseudonym)
 
 
-def _print_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     """Plain aligned columns (greppable, and not squeezed to the terminal's width); the last one unpadded."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
     for r in [header, *rows]:

@@ -20,12 +20,14 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import payload as payloads
 from ..errors import ConfigError, IntegrityError, JournalError, KeyRetiredError, ValidationError
 from ..events import (
     RESERVED_EVENT_TYPES,
     EventInput,
+    StoredEvent,
     encode_fields,
     event_hash,
     now_micros,
@@ -90,6 +92,10 @@ class Journal:
     fails, :class:`~wormjournal.errors.LockedError` when the stream has a writer.
     """
 
+    # set by _key_ring (and rotate_key): the checked key history, and the names it was read from
+    _ring: KeyRing
+    _ring_names: list[str]
+
     def __init__(
         self,
         store: Store,
@@ -115,7 +121,7 @@ class Journal:
         self._key_stat: tuple[int, int] | None = self._signing_file_stat()
         self._pseudonym_key = pseudonym_key
         self.keystore = keystore
-        self._aeads: dict[str, payloads.AESGCM] = {}
+        self._aeads: dict[str, AESGCM] = {}
         self._shred_lock = threading.Lock()
         self._wal_dir = wal_dir / f"stream={stream}"
         self._wal_key = wal_key
@@ -493,10 +499,10 @@ class Journal:
             due = self._pending_events >= self.config.seal_max_events or self._pending_bytes >= self.config.seal_max_bytes
         return first, seq, ticket, due
 
-    def _aead(self, key: tuple[str, bytes]) -> payloads.AESGCM:
+    def _aead(self, key: tuple[str, bytes]) -> AESGCM:
         aead = self._aeads.get(key[0])
         if aead is None:
-            aead = self._aeads[key[0]] = payloads.AESGCM(key[1])
+            aead = self._aeads[key[0]] = AESGCM(key[1])
         return aead
 
     def _check_open(self) -> None:
@@ -599,7 +605,7 @@ class Journal:
 
     def _unsealed_events(self, paths: list[Path] | None = None) -> list[Any]:
         """The events of the WAL files (all of them by default) not sealed yet, in seq order."""
-        out = []
+        out: list[StoredEvent] = []
         for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
             out.extend(e for e in walmod.read_wal(path, self._wal_mac).events if e.seq >= self._sealer.state.next_seq)
         return out

@@ -7,6 +7,7 @@ so a summary never passes off an unverified manifest's numbers as the journal's.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +25,44 @@ from ..trust import (
     open_checkpoint,
     open_manifest,
 )
+
+
+@dataclasses.dataclass
+class SealedObjects:
+    """The segment objects that manifests accepted by the trust core name, per stream, and what was left out."""
+
+    journal_id: str
+    objects: list[str]  # segment object names, stream by stream, in segment order
+    left_out: list[str]  # objects under segments/ that no accepted manifest names
+    findings: list[Finding]
+
+
+def sealed_objects(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = None) -> SealedObjects:
+    """The segments a query may read: those named by a manifest that verified with no finding of its own
+    (signature, identity, key validity, links; FORMAT.md 10 steps 1 to 3), stream by stream. The objects'
+    bytes are not read here (``verify`` checks them); what is left out is listed, never read."""
+    trust = load_trust(store, public_keys)
+    sink = Sink(collect=True)
+    for kind, problem in trust.ring.all_problems():
+        sink(kind, problem)
+    manifests = [o.name for o in store.list(layout.MANIFESTS_PREFIX)]
+    present = [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
+    check_names(manifests, sink)
+    accepted: list[str] = []
+    for stream in [s for s in layout.streams_from_names(manifests) if layout.is_valid_stream(s)]:
+        chain = ManifestChain(trust.journal_id, stream, sink)
+        for name in manifests:
+            parsed = layout.parse_numbered(name)
+            if parsed is None or parsed[1] != stream:
+                continue
+            before = len(sink.findings)
+            m = open_manifest(store.get(name), name, parsed[2], journal_id=trust.journal_id, stream=stream,
+                              ring=trust.ring, sink=sink)
+            chain.add(parsed[2], m)
+            if m is not None and len(sink.findings) == before and layout.parse_segment(m.object) is not None:
+                accepted.append(m.object)
+    named = set(accepted)
+    return SealedObjects(trust.journal_id, accepted, [n for n in present if n not in named], sink.findings)
 
 
 def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = None) -> dict[str, Any]:

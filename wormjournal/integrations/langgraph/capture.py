@@ -85,7 +85,7 @@ from ...journal import Journal
 try:  # LangGraph 1.2 adds graph lifecycle callbacks (interrupt / resume) for these handlers
     from langgraph.callbacks import GraphCallbackHandler as _Handler
 except ImportError:  # pragma: no cover - older LangGraph: static interrupts go unrecorded
-    from langchain_core.callbacks import BaseCallbackHandler as _Handler
+    from langchain_core.callbacks import BaseCallbackHandler as _Handler  # type: ignore[assignment]  # the older base
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,8 @@ def _state_update(outputs: Any) -> dict[str, Any] | None:
     if isinstance(outputs, Command):
         outputs = outputs.update
     if isinstance(outputs, Mapping) and outputs:
-        return to_json(outputs)
+        update: dict[str, Any] = to_json(outputs)  # to_json turns a Mapping into a dict
+        return update
     return None
 
 
@@ -190,7 +191,7 @@ class _Run:
     paused: bool = False  # for a root: an interrupt was recorded in this call
 
 
-class RunRecorder(_Handler):  # type: ignore[misc,valid-type]
+class RunRecorder(_Handler):
     """A LangChain callback handler that records a LangGraph run in a :class:`~wormjournal.Journal`.
 
     See the module docstring for the events. ``tenant_id`` is added to every event.
