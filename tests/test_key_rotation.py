@@ -147,7 +147,8 @@ def test_a_stolen_old_key_signing_after_the_rotation_is_a_finding(history: Histo
     stolen, _ = keys_mod.load_keys(history.paths.keys, history.journal_id)
     before = load_trust(history.store).ring.entries[0].valid_from_micros
     rotate(history)
-    forge_seal(history.store, stolen, [("human_approved", "run-y", {"b": 2})], sealed_at=before + 1 if backdated else None)
+    forge_seal(history.store, stolen, [("human_approved", "run-y", {"b": 2})],
+               sealed_at=before + 1 if backdated else None)
     findings = verify_store(history.store, public_keys=[history.verify_key]).findings
     assert [(f.kind, f.segment, f.object) for f in findings if f.kind == "key_validity"] == [
         ("key_validity", 4, None), ("key_validity", None, layout.checkpoint("main", 5))]  # the manifest, the checkpoint
@@ -164,7 +165,8 @@ def test_a_journal_without_history_cannot_be_written(history: History) -> None:
     with pytest.raises(IntegrityError, match="no key history") as err:
         rotate(history)
     assert err.value.kind == "key_history"
-    assert [f.kind for f in verify_store(history.store, public_keys=[history.verify_key]).findings][:1] == ["key_history"]
+    assert [f.kind for f in verify_store(history.store,
+                                         public_keys=[history.verify_key]).findings][:1] == ["key_history"]
 
 
 # -- since and the retention horizon, from the command line -------------------------------------------------
@@ -203,7 +205,8 @@ def test_cli_checkpoint_since_and_horizon(history: History, tmp_path: Path, caps
     assert json.loads(capsys.readouterr().out)["since"]["kind"] == "manifest"
 
 
-def test_cli_since_refuses_what_is_not_a_checkpoint(history: History, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_since_refuses_what_is_not_a_checkpoint(history: History, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("hello\n")
     assert main(["verify", str(history.paths.store), "--since", str(bad)]) == 2

@@ -143,7 +143,8 @@ def test_show_prints_the_policy_in_plain_words(locked: Locked, wj) -> None:  # n
 def test_a_stronger_tenant_policy_locks_that_tenants_segments_longer(locked: Locked) -> None:
     store = locked.store()
     base = RetentionPolicy("COMPLIANCE", DAYS)
-    policy = set_policy(store, base, signing_key(locked), tenant=("globex", RetentionPolicy("COMPLIANCE", 90)), by="o", reason="r")
+    policy = set_policy(store, base, signing_key(locked), tenant=("globex", RetentionPolicy("COMPLIANCE", 90)),
+                        by="o", reason="r")
     assert policy.number == 1 and load_policy(store, base) == (policy, [])
     write_seals(store, locked.keys, locked.wal, [[("run-d", "acme")], [("run-e", "globex")]])
     now = dt.datetime.now(dt.UTC)
@@ -165,12 +166,15 @@ def test_a_weaker_policy_is_refused_before_anything_is_written(locked: Locked) -
     base = RetentionPolicy("COMPLIANCE", DAYS)
     before = locked.names()
     with pytest.raises(RetentionError, match="weaker"):
-        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("COMPLIANCE", DAYS - 1), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("COMPLIANCE", DAYS - 1),
+                   by="o", reason="r")
     with pytest.raises(RetentionError, match="weaker"):
-        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("GOVERNANCE", DAYS * 2), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), journal=RetentionPolicy("GOVERNANCE", DAYS * 2),
+                   by="o", reason="r")
     set_policy(store, base, signing_key(locked), tenant=("acme", RetentionPolicy("COMPLIANCE", 60)), by="o", reason="r")
     with pytest.raises(RetentionError, match="tenant 'acme'"):
-        set_policy(store, base, signing_key(locked), tenant=("acme", RetentionPolicy("COMPLIANCE", 45)), by="o", reason="r")
+        set_policy(store, base, signing_key(locked), tenant=("acme", RetentionPolicy("COMPLIANCE", 45)),
+                   by="o", reason="r")
     assert sorted(set(locked.names()) - set(before)) == [layout.retention_policy(1)]
 
 

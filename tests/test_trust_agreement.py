@@ -199,8 +199,8 @@ def run_reads(h: History, calls: list[Call], *, wal: bool = False) -> dict[str, 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> History:
     root = tmp_path_factory.mktemp("trust-template")
-    return build_history(StorePaths(root / "store", root / "keys"), segments=SEGMENTS, events_per_segment=tm.PER_SEGMENT,
-                         config=CFG)
+    return build_history(StorePaths(root / "store", root / "keys"), segments=SEGMENTS,
+                         events_per_segment=tm.PER_SEGMENT, config=CFG)
 
 
 @pytest.fixture(scope="module")
@@ -257,7 +257,8 @@ def execution_heads(h: History, manifests: list[Manifest]) -> dict[str, int]:
     return heads
 
 
-def make_events(specs: list[dict[str, Any]], *, seq: int, prev: bytes, heads: dict[str, int], ts: int) -> list[StoredEvent]:
+def make_events(specs: list[dict[str, Any]], *, seq: int, prev: bytes, heads: dict[str, int],
+                ts: int) -> list[StoredEvent]:
     """Correctly chained events (hash chain and exec_prev_seq links) continuing at ``seq`` / ``prev``."""
     out = []
     for spec in specs:
@@ -280,7 +281,8 @@ def forge_seal(h: History, key: SigningKey, specs: list[dict[str, Any]], *, when
     manifests = stored_manifests(h)
     last = manifests[-1]
     when = now_micros() if when is None else when
-    events = make_events(specs, seq=last.last_seq + 1, prev=last.last_hash, heads=execution_heads(h, manifests), ts=when)
+    events = make_events(specs, seq=last.last_seq + 1, prev=last.last_hash, heads=execution_heads(h, manifests),
+                         ts=when)
     n = len(manifests)
     name = layout.segment(STREAM, utc_date(when), n)
     data = write_segment(events, journal_id=h.journal_id, stream=STREAM, segment=n, row_group_rows=tm.ROWS)
@@ -293,7 +295,8 @@ def forge_seal(h: History, key: SigningKey, specs: list[dict[str, Any]], *, when
                  time=format_ts(when))
     put(h, layout.manifest(STREAM, n), m.sign(key))
     hashes = [x.manifest_hash() for x in manifests] + [m.manifest_hash()]
-    put(h, layout.checkpoint(STREAM, n + 1), Checkpoint.for_manifests(checkpoint_origin(h.journal_id, STREAM), hashes).sign(key))
+    put(h, layout.checkpoint(STREAM, n + 1),
+        Checkpoint.for_manifests(checkpoint_origin(h.journal_id, STREAM), hashes).sign(key))
     return m
 
 
@@ -411,8 +414,8 @@ def row_groups_not_merkle_blocks(h: History) -> None:
     data = path.read_bytes()
     assert pq.read_table(path).equals(table) and pq.ParquetFile(path).metadata.num_row_groups == 3
     assert pq.read_table(path).schema.metadata == table.schema.metadata
-    tm.reseal(h, 2, edit=lambda n, m: dataclasses.replace(m, object_size=len(data),
-                                                           object_sha256=hashlib.sha256(data).digest()) if n == 2 else m)
+    tm.reseal(h, 2, edit=lambda n, m: dataclasses.replace(
+        m, object_size=len(data), object_sha256=hashlib.sha256(data).digest()) if n == 2 else m)
 
 
 def stray_note_in_manifests(h: History) -> None:
@@ -450,7 +453,8 @@ def footer_statistics_edited(h: History) -> None:
         types |= {st.min.encode(), st.max.encode()}
         ts = md.row_group(j).column(ts_col).statistics
         for v in (ts.min, ts.max):
-            stamps.add(struct.pack("<q", int((v - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))))
+            stamps.add(struct.pack("<q", int((v - dt.datetime(1970, 1, 1, tzinfo=dt.UTC))
+                                             / dt.timedelta(microseconds=1))))
     footer = data[start:-8]
     for raw in sorted(types, key=len, reverse=True):
         footer = footer.replace(raw, b"z" * len(raw))

@@ -6,31 +6,32 @@
 from .errors import (
     ConfigError,
     ConflictError,
+    CorruptKeyError,
+    IndexDamaged,
     IntegrityError,
     JournalError,
+    KeyRetiredError,
+    KeyStoreError,
+    KeyStoreMissingError,
     LockedError,
     NotFoundError,
+    NoteError,
+    ProofError,
+    RetentionError,
     StorageError,
+    UnknownKeyError,
+    UnknownScopeError,
     ValidationError,
+    WrongKekError,
 )
 from .events import EventType, StoredEvent
 from .index import Event, ExecutionSummary, Reader, ResumePoint
 from .journal import Journal, JournalConfig
 from .payload import decode_payload
-from .retention.keystore import (
-    AwsKmsKek,
-    CorruptKeyError,
-    KeyStore,
-    KeyStoreError,
-    KeyStoreMissingError,
-    LocalKek,
-    UnknownKeyError,
-    UnknownScopeError,
-    WrongKekError,
-)
+from .retention.keystore import AwsKmsKek, KeyStore, LocalKek
 from .retention.shred import ErasureReceipt
 from .verify import VerifyReport, verify_store
-from .verify.proof import Proof, ProofError, check_proof, make_proof
+from .verify.proof import Proof, check_proof, make_proof
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,10 @@ __all__ = [
     "UnknownScopeError",
     "WrongKekError",
     "ConfigError",
+    "IndexDamaged",
+    "KeyRetiredError",
+    "NoteError",
+    "RetentionError",
     "ConflictError",
     "Event",
     "EventType",

@@ -36,7 +36,7 @@ from .cli_common import (
     err,
     out,
 )
-from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ValidationError
+from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ProofError, ValidationError
 from .events import validate_event
 from .index import Reader
 from .index.reindex import reindex_store
@@ -47,7 +47,7 @@ from .retention.keystore import AwsKmsKek
 from .trust.load import read_identity
 from .verify import verify_store
 from .verify.info import journal_info
-from .verify.proof import ProofError, check_proof, make_proof
+from .verify.proof import check_proof, make_proof
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ APPEND_BATCH = 1000
 def cmd_init(args: argparse.Namespace) -> int:
     retention = RetentionPolicy(args.retention_mode, parse_period(args.retention))
     if args.allow_unlocked:
-        err.print("[bold red]--allow-unlocked: if the bucket has no Object Lock, the archive can be deleted or overwritten. "
-                  "For development only.[/]")
+        err.print("[bold red]--allow-unlocked: if the bucket has no Object Lock, the archive can be deleted "
+                  "or overwritten. For development only.[/]")
     kek = AwsKmsKek(key_arn=args.kms_key_arn) if args.kms or args.kms_key_arn else None
     with Journal.create(
         _store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args),
@@ -69,12 +69,14 @@ def cmd_init(args: argparse.Namespace) -> int:
         key_id = j.verify_key.key_id
         pub = Path(args.key_dir) / j.journal_id / f"{key_id}.pub.pem"
         out.print(f"created journal {j.journal_id} in {j.store.url}")
-        out.print(f"signing key     {Path(args.key_dir) / j.journal_id / 'signing.pem'} (keep it secret, outside the store)")
+        out.print(f"signing key     {Path(args.key_dir) / j.journal_id / 'signing.pem'} "
+                  "(keep it secret, outside the store)")
         out.print(f"public key      {pub} (give this to auditors: wormjournal verify STORE --public-key {pub})")
         out.print(f"key store       {j.keystore.directory} (data keys of encrypted payloads, wrapped by "
                   f"{'AWS KMS' if kek else 'the master key ' + str(j.keystore.directory.parent / 'master.key')})")
         policy = j.identity.retention_policy()
-        out.print(f"retention       {policy.describe() if policy else 'none: objects are not locked (tamper-evident, not tamper-proof)'}")
+        described = policy.describe() if policy else "none: objects are not locked (tamper-evident, not tamper-proof)"
+        out.print(f"retention       {described}")
     return EXIT_OK
 
 
@@ -146,7 +148,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         except OSError as e:
             raise ConfigError(f"cannot read --since {args.since}: {e}") from e
     if sys.stderr.isatty() and not args.json:
-        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                      transient=True) as bar:
             task = bar.add_task("verify", total=None)
             report = verify_store(store, public_keys=keys, workers=args.workers, since=since,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -175,7 +178,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     out.print(table)
     out.print(f"sealed bytes on disk: {info['bytes']:,}")
     if info["findings"]:  # the counts above are of the notes that verified only
-        err.print(f"{len(info['findings'])} finding(s) in the manifests, checkpoints or keys; run `wormjournal verify`:")
+        err.print(f"{len(info['findings'])} finding(s) in the manifests, checkpoints or keys; "
+                  "run `wormjournal verify`:")
         for f in info["findings"][:20]:
             err.print(f"  [{f['kind']}] {f['where']}: {f['message']}", markup=False, highlight=False)
         return EXIT_FINDINGS
@@ -309,9 +313,10 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
     else:
         r = result
         out.print(f"proof OK: event {r.event_id} (seq {r.seq}, {r.event_type}, execution {r.execution_id}, {r.ts}) "
-                  f"is event hash {r.event_hash} in segment {r.segment} of stream {r.stream} of journal {r.journal_id}, "
-                  f"under the checkpoint of {r.checkpoint_size} segments with root {r.checkpoint_root} "
-                  f"(manifest signed by key {r.manifest_key_id}, checkpoint by {r.checkpoint_key_id}; {r.proof_bytes} bytes)",
+                  f"is event hash {r.event_hash} in segment {r.segment} of stream {r.stream} "
+                  f"of journal {r.journal_id}, under the checkpoint of {r.checkpoint_size} segments "
+                  f"with root {r.checkpoint_root} (manifest signed by key {r.manifest_key_id}, "
+                  f"checkpoint by {r.checkpoint_key_id}; {r.proof_bytes} bytes)",
                   markup=False)
     return EXIT_OK
 
@@ -333,7 +338,8 @@ def cmd_rotate_key(args: argparse.Namespace) -> int:
     old, _ = load_keys(key_dir, identity.journal_id)
     new = rotate_signing_key(key_dir, store, identity.journal_id, old)
     pub = key_dir / identity.journal_id / f"{new.verify_key.key_id}.pub.pem"
-    out.print(f"rotated the signing key of journal {identity.journal_id}: {old.verify_key.key_id} -> {new.verify_key.key_id}")
+    out.print(f"rotated the signing key of journal {identity.journal_id}: "
+              f"{old.verify_key.key_id} -> {new.verify_key.key_id}")
     out.print(f"new public key  {pub} (auditors who trust the old key accept it through the signed key history)")
     out.print("the old private key is deleted; segments it signed keep verifying with its public key")
     return EXIT_OK
@@ -343,9 +349,11 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     store = _store(args)
     keys = _public_keys(args.public_key)
     if sys.stderr.isatty():
-        with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        with Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                      transient=True) as bar:
             task = bar.add_task("reindex", total=None)
-            results = reindex_store(store, public_keys=keys, progress=lambda done, total: bar.update(task, completed=done, total=total))
+            results = reindex_store(store, public_keys=keys,
+                                    progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
         results = reindex_store(store, public_keys=keys)
     code = EXIT_OK
@@ -381,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         store(p)
         p.add_argument("--stream", default=DEFAULT_STREAM, help="stream to write (default: %(default)s)")
         p.add_argument("--key-dir", type=Path, default=default_key_dir(),
-                       help="directory of signing keys, outside the store (default: $WORMJOURNAL_KEY_DIR or ~/.config/wormjournal/keys)")
+                       help="directory of signing keys, outside the store "
+                       "(default: $WORMJOURNAL_KEY_DIR or ~/.config/wormjournal/keys)")
         p.add_argument("--wal-dir", type=Path, default=None,
                        help="write-ahead log directory on local disk (default: STORE/.wal for a directory, "
                        "$XDG_STATE_HOME/wormjournal/wal/BUCKET/PREFIX (~/.local/state/...) for S3)")
@@ -390,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     writer(p)
     p.add_argument("--retention-mode", choices=["COMPLIANCE", "GOVERNANCE"], default="COMPLIANCE",
                    help="S3 Object Lock mode of every object (default: %(default)s)")
-    p.add_argument("--retention", default="7y", help="how long each object is locked, like 30d or 7y (default: %(default)s)")
+    p.add_argument("--retention", default="7y",
+                   help="how long each object is locked, like 30d or 7y (default: %(default)s)")
     p.add_argument("--allow-unlocked", action="store_true",
                    help="accept a bucket without Object Lock (development only: the archive can then be deleted)")
     p.add_argument("--kms", action="store_true",
@@ -411,7 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes that check segments in parallel (default: one per core, fewer for a small journal; 1: no pool)")
+                   help="processes that check segments in parallel "
+                   "(default: one per core, fewer for a small journal; 1: no pool)")
     p.add_argument("--since", metavar="CHECKPOINT_FILE", default=None,
                    help="a checkpoint (or manifest) saved earlier, e.g. by `wormjournal checkpoint`: prove the journal "
                    "extends it; segments before it may have expired")
@@ -421,7 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--stream", default=DEFAULT_STREAM, help="stream to read (default: %(default)s)")
         p.add_argument("--public-key", action="append", metavar="FILE",
                        help="trusted public key (PEM); repeatable (default: the keys stored in the journal)")
-        p.add_argument("--wal-dir", type=Path, default=None, help="the writer's write-ahead log, to see unsealed events too")
+        p.add_argument("--wal-dir", type=Path, default=None,
+                       help="the writer's write-ahead log, to see unsealed events too")
         p.add_argument("--key-dir", type=Path, default=default_key_dir(),
                        help="where the journal's key store is, to decrypt payloads (without it they show as encrypted)")
 
@@ -469,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("checkpoint", help="print the stream's latest signed checkpoint, to keep for `verify --since`")
     reader(p)
     p.set_defaults(func=cmd_checkpoint)
-    p = sub.add_parser("rotate-key", help="replace the signing key; the key history records the change, signed by both keys")
+    p = sub.add_parser("rotate-key",
+                       help="replace the signing key; the key history records the change, signed by both keys")
     store(p)
     p.add_argument("--key-dir", type=Path, default=default_key_dir(), help="directory of the journal's keys")
     p.set_defaults(func=cmd_rotate_key)
@@ -485,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
     except IntegrityError as e:  # a broken promise found while reading: like a verify finding

@@ -244,7 +244,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 if e.event_type == RECEIPT_TYPE:
                     named.extend(check_receipt(e.payload, reader.trusted_keys)["key_ids"])
         again = keystore.reapply(named, "reapplied from the journal's erasure receipts")
-        out.print(f"{len(set(named))} key(s) named by erasure receipts; {len(again)} were live here and are destroyed now")
+        out.print(f"{len(set(named))} key(s) named by erasure receipts; "
+                  f"{len(again)} were live here and are destroyed now")
     infos = list(keystore.keys())
     uses = key_use_counts(store)
     if args.json:
@@ -260,7 +261,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     for k in infos:
         status = "shredded" if k.shredded else "live"
         by_scope[(k.scope, status)] = by_scope.get((k.scope, status), 0) + 1
-    out.print("; ".join(f"{scope} {status}: {n}" for (scope, status), n in sorted(by_scope.items())) or "no data keys yet")
+    out.print("; ".join(f"{scope} {status}: {n}" for (scope, status), n in sorted(by_scope.items()))
+              or "no data keys yet")
     return EXIT_OK
 
 

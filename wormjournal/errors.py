@@ -1,8 +1,9 @@
-"""The error types of wormjournal.
+"""The error types of wormjournal: one family, all here.
 
 Every error the library raises on purpose is a :class:`JournalError`. The
 subclasses are the ones a caller can act on; each carries a ``hint`` that says
-what to do next, shown by the CLI.
+what to do next, shown by the CLI. ``tests/test_errors.py`` checks that no other
+exception class is defined in the package.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class JournalError(Exception):
         return text
 
 
-class ValidationError(JournalError):
+class ValidationError(JournalError, ValueError):
     """An event or argument was refused before anything was written."""
 
     def __init__(self, field: str, message: str, *, where: str | None = None) -> None:
@@ -98,3 +99,49 @@ class RetentionError(JournalError):
     Raised when it would shorten a retention, turn COMPLIANCE into GOVERNANCE, or
     ask a store for a lock it cannot hold.
     """
+
+
+class NoteError(JournalError, ValueError):
+    """A note that does not parse or whose signature does not verify."""
+
+
+class ProofError(JournalError):
+    """A proof that is malformed or does not prove what it claims."""
+
+
+class IndexDamaged(IntegrityError):
+    """An index object does not match the root its manifest signs (altered, replaced or torn)."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"index object {name} {why}", hint="run `wormjournal verify`; reads go around this object")
+        self.name = name
+
+
+class KeyStoreError(JournalError):
+    """The key store is missing, damaged, or does not fit this journal."""
+
+    hint = "point --key-dir at the directory used at `wormjournal init`; restore it from a backup if it is lost"
+
+
+class KeyStoreMissingError(KeyStoreError):
+    """There is no key store where the journal's keys are."""
+
+
+class WrongKekError(KeyStoreError):
+    """The key-encryption key is not the one that wrapped the data keys."""
+
+    hint = "use the key-encryption key (master key file or KMS key) the journal was created with"
+
+
+class CorruptKeyError(KeyStoreError):
+    """A wrapped data key does not unwrap: its bytes were changed."""
+
+
+class UnknownKeyError(KeyStoreError):
+    """An encrypted payload names a key this key store never held (and never shredded)."""
+
+
+class UnknownScopeError(JournalError):
+    """Shredding was asked for a scope that has no data key."""
+
+    hint = "check the identifier and the scope (--subject, --thread, --execution or --tenant)"

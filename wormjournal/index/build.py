@@ -159,7 +159,8 @@ def leaf_hashes(kind: str, table: pa.Table) -> list[bytes]:
     return [sha(prefix + b"".join(parts)).digest() for parts in zip(*columns, strict=True)]
 
 
-def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int, last: int) -> tuple[bytes, IndexRoot]:
+def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int,
+           last: int) -> tuple[bytes, IndexRoot]:
     """Parquet bytes of one index object (``table`` sorted by :func:`sort_rows`), and its root."""
     table = table.cast(SCHEMAS[kind])
     block = BLOCK_ROWS[kind]
@@ -180,7 +181,8 @@ def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: i
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=block, compression="zstd", use_dictionary=_DICTIONARY[kind],
                    write_statistics=True)
-    return sink.getvalue().to_pybytes(), IndexRoot(kind, first, last, table.num_rows, merkle.root_from_leaf_hashes(roots))
+    return sink.getvalue().to_pybytes(), IndexRoot(kind, first, last, table.num_rows,
+                                                   merkle.root_from_leaf_hashes(roots))
 
 
 def _put(store: Store, name: str, data: bytes) -> None:
@@ -237,8 +239,8 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
                 log.warning("index run %s %d-%d left out: an input is missing or damaged (lookups read smaller "
                             "objects there)", kind, first, last)
                 break
-            current = sort_rows(kind, pa.concat_tables([p.replace_schema_metadata(None).cast(SCHEMAS[kind]) for p in parts]
-                                                       + [current]))
+            current = sort_rows(kind, pa.concat_tables(
+                [p.replace_schema_metadata(None).cast(SCHEMAS[kind]) for p in parts] + [current]))
             data, root = encode(kind, current, journal_id=journal_id, stream=stream, first=first, last=last)
             _put(store, layout.index_object(stream, kind, first, last), data)
             roots.append(root)

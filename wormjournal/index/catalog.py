@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IntegrityError, JournalError
+from ..errors import IndexDamaged, JournalError
 from ..segments import merkle
 from ..segments.manifest import IndexRoot
 from ..segments.table import decode_block_roots
@@ -36,14 +36,6 @@ log = logging.getLogger(__name__)
 _GROUP_CACHE = 32  # authenticated row groups kept per index object
 
 
-class IndexDamaged(IntegrityError):
-    """An index object does not match the root its manifest signs (altered, replaced or torn)."""
-
-    def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"index object {name} {why}", hint="run `wormjournal verify`; reads go around this object")
-        self.name = name
-
-
 @dataclasses.dataclass(frozen=True)
 class IndexObject:
     name: str
@@ -55,7 +47,8 @@ class IndexObject:
 class IndexFile:
     """One index object opened by its footer, checked against its signed root; rows read on demand."""
 
-    def __init__(self, store: ObjectReader, obj: IndexObject, kind: str, root: IndexRoot, journal_id: str, stream: str) -> None:
+    def __init__(self, store: ObjectReader, obj: IndexObject, kind: str, root: IndexRoot, journal_id: str,
+                 stream: str) -> None:
         self.name = obj.name
         self.kind = kind
         self.key = build.KEY[kind]
@@ -76,7 +69,8 @@ class IndexFile:
             "wormjournal.first_segment": str(obj.first),
             "wormjournal.last_segment": str(obj.last),
         }
-        if any(meta.get(k) != v for k, v in expected.items()) or self._pf.schema_arrow.remove_metadata() != build.SCHEMAS[kind]:
+        if (any(meta.get(k) != v for k, v in expected.items())
+                or self._pf.schema_arrow.remove_metadata() != build.SCHEMAS[kind]):
             raise IndexDamaged(obj.name, "is not this journal's index object for those segments")
         md = self._pf.metadata
         sizes = [md.row_group(j).num_rows for j in range(md.num_row_groups)]

@@ -136,8 +136,8 @@ class ResumePoint:
 
     ``status``: ``completed``, ``failed``, ``cancelled`` or ``open`` (no terminal event:
     resume it). ``last_completed_node`` is the node of the last ``node_completed`` event,
-    ``last_completed_step`` the step id of the last ``step_completed`` or ``node_completed`` one; ``state`` is :meth:`Reader.state_at`
-    at ``last_seq``; ``pending`` lists nodes started and not completed (interrupted work).
+    ``last_completed_step`` the step id of the last ``step_completed`` or ``node_completed`` one; ``state`` is
+    :meth:`Reader.state_at` at ``last_seq``; ``pending`` lists nodes started and not completed (interrupted work).
     """
 
     execution_id: str

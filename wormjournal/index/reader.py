@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, IntegrityError, NotFoundError
+from ..errors import ConfigError, IndexDamaged, IntegrityError, NotFoundError
 from ..events import StoredEvent, datetime_to_micros, genesis_hash, micros_to_datetime
 from ..payload import KeySource
 from ..segments.manifest import Checkpoint, Manifest
@@ -47,7 +47,7 @@ from ..trust import (
 )
 from ..trust.partial import SegmentFile
 from . import build, state
-from .catalog import Catalog, IndexDamaged
+from .catalog import Catalog
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,8 @@ class Reader:
         self._cache_segments = cache_segments
         self._segment_count = 0
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
-                               lambda kind, first, last: self.manifest(last).index_root(kind, first), self._scan_segment)
+                               lambda kind, first, last: self.manifest(last).index_root(kind, first),
+                               self._scan_segment)
 
     @property
     def key_ring(self) -> KeyRing:
@@ -316,13 +317,16 @@ class Reader:
                 # The damage is in the row groups holding this execution's rows: name its first event there.
                 raise IntegrityError(str(e), seq=entry["first_seq"]) from e
             mine = [e for e in rows if e.execution_id == execution_id]
-            if len(mine) != entry["rows"] or (mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
+            if len(mine) != entry["rows"] or (
+                    mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
                 # The authenticated rows show the truth: name the first event the index left out.
                 claimed = set(range(entry["first_seq"], entry["last_seq"] + 1))
                 injected = [e.seq for e in rows if e.seq in claimed and e.execution_id != execution_id]
-                extra = [e.seq for e in mine if e.seq not in claimed or e.exec_prev_seq not in claimed | {entry["prev_seq"]}]
+                extra = [e.seq for e in mine
+                         if e.seq not in claimed or e.exec_prev_seq not in claimed | {entry["prev_seq"]}]
                 raise IntegrityError(
-                    f"execution {execution_id!r}: the index entry for segment {entry['segment']} does not match its rows",
+                    f"execution {execution_id!r}: the index entry for segment {entry['segment']} "
+                    "does not match its rows",
                     seq=(injected or extra or [entry["first_seq"]])[0],
                 )
             out.extend(self._event(e, entry["segment"]) for e in mine)
@@ -334,8 +338,8 @@ class Reader:
             claimed_last = unsealed[-1].seq
         check_chain(execution_id, out)
         if upto is None and claimed_last is not None and out[-1].seq != claimed_last:
-            raise IntegrityError(f"execution {execution_id!r}: its last event is seq {claimed_last}, replay ended at {out[-1].seq}",
-                                 seq=claimed_last)
+            raise IntegrityError(f"execution {execution_id!r}: its last event is seq {claimed_last}, "
+                                 f"replay ended at {out[-1].seq}", seq=claimed_last)
         return [e for e in out if upto is None or e.seq <= upto]
 
     def replay(self, execution_id: str, upto: int | None = None) -> Iterator[Event]:
@@ -397,7 +401,8 @@ class Reader:
         events = [e for x in sorted(executions) for e in self._execution_events(x) if e.thread_id == thread_id]
         return sorted(events, key=lambda e: e.seq)
 
-    def executions(self, tenant_id: str | None = None, *, limit: int | None = 100, offset: int = 0) -> list[ExecutionSummary]:
+    def executions(self, tenant_id: str | None = None, *, limit: int | None = 100,
+                   offset: int = 0) -> list[ExecutionSummary]:
         """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""
         self.refresh()
         table = self._lookup("executions")[0]
@@ -439,7 +444,8 @@ class Reader:
         return None
 
     def find(self, *, event_type: str | None = None, since: dt.datetime | None = None,
-             until: dt.datetime | None = None, execution_id: str | None = None, limit: int | None = None) -> list[Event]:
+             until: dt.datetime | None = None, execution_id: str | None = None,
+             limit: int | None = None) -> list[Event]:
         """Events by type and/or time range ``[since, until)``, in seq order, each verified.
 
         Segments outside the dates are skipped by their object names, which the manifests sign. Every
@@ -484,9 +490,11 @@ def check_chain(execution_id: str, events: list[Event]) -> None:
         if before is not None and e.seq == before:
             raise IntegrityError(f"execution {execution_id!r}: seq {e.seq} was returned twice (duplicated)", seq=e.seq)
         if before is not None and e.seq < before:
-            raise IntegrityError(f"execution {execution_id!r}: seq {e.seq} came after seq {before} (reordered)", seq=e.seq)
+            raise IntegrityError(f"execution {execution_id!r}: seq {e.seq} came after seq {before} (reordered)",
+                                 seq=e.seq)
         if e.execution_id != execution_id:
-            raise IntegrityError(f"seq {e.seq} belongs to execution {e.execution_id!r}, not {execution_id!r} (injected)", seq=e.seq)
+            raise IntegrityError(f"seq {e.seq} belongs to execution {e.execution_id!r}, "
+                                 f"not {execution_id!r} (injected)", seq=e.seq)
         if e.exec_prev_seq != prev:
             returned = "no event" if prev is None else f"seq {prev}"
             raise IntegrityError(

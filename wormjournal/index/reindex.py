@@ -7,12 +7,13 @@ from collections.abc import Callable, Sequence
 
 import pyarrow as pa
 
+from ..errors import IndexDamaged
 from ..segments.manifest import IndexRoot
 from ..segments.notes import VerifyKey
 from ..storage import layout
 from ..storage.base import Store
 from . import build
-from .catalog import IndexDamaged, IndexFile, IndexObject
+from .catalog import IndexFile, IndexObject
 from .reader import Reader
 
 

@@ -202,7 +202,8 @@ class Sealer:
         cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.size, merkle.frontier_root(st.frontier))
         name = layout.checkpoint(st.stream, cp.tree_size)
         try:
-            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self._key_for(st.size)))  # the newest key: it may sign any checkpoint
+            # the newest key: it may sign any checkpoint
+            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self._key_for(st.size)))
         except ConflictError:
             # Stored before, maybe under a key since rotated: the same checkpoint is fine, any other is not.
             stored = open_checkpoint(self.store.get(name), name, journal_id=st.journal_id, stream=st.stream,

@@ -111,7 +111,8 @@ class Journal:
         key_dir: Path | None = None,
     ) -> None:
         if not layout.is_valid_stream(stream):
-            raise ValidationError("stream", f"{stream!r} is not a valid stream name (letters, digits, . _ -; at most 64)")
+            raise ValidationError("stream",
+                                  f"{stream!r} is not a valid stream name (letters, digits, . _ -; at most 64)")
         self.store = store
         self.identity = identity
         self.stream = stream
@@ -192,7 +193,8 @@ class Journal:
             if st.object_lock_enabled():
                 policy = retention or RetentionPolicy()
             elif allow_unlocked:
-                log.warning("UNLOCKED: %s has no Object Lock; objects can be deleted or overwritten. Development only.", st.url)
+                log.warning("UNLOCKED: %s has no Object Lock; objects can be deleted or overwritten. "
+                            "Development only.", st.url)
                 policy = None
             else:
                 raise ConfigError(
@@ -271,7 +273,8 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     @property
@@ -362,7 +365,8 @@ class Journal:
             walmod.truncate_torn_tail(contents[-1])
             for c in contents[:-1]:
                 if c.torn_bytes:
-                    raise IntegrityError(f"{c.path} is damaged at offset {c.good_end}, but it is not the newest WAL file")
+                    raise IntegrityError(f"{c.path} is damaged at offset {c.good_end}, "
+                                         "but it is not the newest WAL file")
         # Link the WAL files to each other and to the store's chain (the trust core's continue_chain).
         expect_seq, expect_hash = state.next_seq, state.last_hash
         pending: list[Any] = []
@@ -430,7 +434,8 @@ class Journal:
                 raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
             value = getattr(ev, _SCOPE_FIELD[scope])
             if value is None and "key_scope" in event:
-                raise ValidationError("key_scope", f"is {scope!r} but the event has no {_SCOPE_FIELD[scope]}", where=where)
+                raise ValidationError("key_scope", f"is {scope!r} but the event has no {_SCOPE_FIELD[scope]}",
+                                      where=where)
             if value is not None:  # the data key exists on disk before the event can reach the WAL
                 key = self.keystore.key_for(scope, value)
         subject = pseudonymize(self._pseudonym_key, ev.subject_id) if ev.subject_id is not None else None
@@ -496,7 +501,8 @@ class Journal:
             self._pending_bytes += len(frame)
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()
-            due = self._pending_events >= self.config.seal_max_events or self._pending_bytes >= self.config.seal_max_bytes
+            due = (self._pending_events >= self.config.seal_max_events
+                   or self._pending_bytes >= self.config.seal_max_bytes)
         return first, seq, ticket, due
 
     def _aead(self, key: tuple[str, bytes]) -> AESGCM:

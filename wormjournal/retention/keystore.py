@@ -36,7 +36,15 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..errors import JournalError, ValidationError
+from ..errors import (
+    CorruptKeyError,
+    KeyStoreError,
+    KeyStoreMissingError,
+    UnknownKeyError,
+    UnknownScopeError,
+    ValidationError,
+    WrongKekError,
+)
 from ..events import format_ts, now_micros, pseudonymize
 from ..storage.local import fsync_dir
 
@@ -47,36 +55,6 @@ FORMAT = 1
 _DEK_TAG = b"wormjournal:dek:v1\x00"
 _SCOPE_TAG = b"wormjournal:scope:v1\x00"
 _KEK_ID_TAG = b"wormjournal:kek-id:v1\x00"
-
-
-class KeyStoreError(JournalError):
-    """The key store is missing, damaged, or does not fit this journal."""
-
-    hint = "point --key-dir at the directory used at `wormjournal init`; restore it from a backup if it is lost"
-
-
-class KeyStoreMissingError(KeyStoreError):
-    """There is no key store where the journal's keys are."""
-
-
-class WrongKekError(KeyStoreError):
-    """The key-encryption key is not the one that wrapped the data keys."""
-
-    hint = "use the key-encryption key (master key file or KMS key) the journal was created with"
-
-
-class CorruptKeyError(KeyStoreError):
-    """A wrapped data key does not unwrap: its bytes were changed."""
-
-
-class UnknownKeyError(KeyStoreError):
-    """An encrypted payload names a key this key store never held (and never shredded)."""
-
-
-class UnknownScopeError(JournalError):
-    """Shredding was asked for a scope that has no data key."""
-
-    hint = "check the identifier and the scope (--subject, --thread, --execution or --tenant)"
 
 
 # -- key-encryption key providers -----------------------------------------------------------------

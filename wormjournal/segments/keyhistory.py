@@ -18,10 +18,10 @@ from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import JournalError
+from ..errors import JournalError, NoteError
 from ..events import format_ts, parse_ts
 from ..storage import layout
-from .notes import NoteError, SigningKey, VerifyKey, key_id_of, raw_public
+from .notes import SigningKey, VerifyKey, key_id_of, raw_public
 
 HEADER_V1 = "wormjournal/key/v1"
 HEADER = "wormjournal/key/v2"

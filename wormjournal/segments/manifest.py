@@ -10,9 +10,10 @@ import binascii
 import dataclasses
 import hashlib
 
+from ..errors import NoteError
 from ..storage.layout import INDEX_KINDS
 from . import merkle
-from .notes import NoteError, SigningKey
+from .notes import SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
 INDEX_LINE = "index"

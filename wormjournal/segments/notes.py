@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import ConfigError, JournalError
+from ..errors import ConfigError, NoteError
 
 SIG_PREFIX = "\u2014 "
 ALG_ED25519 = b"\x01"
@@ -104,10 +104,6 @@ class SigningKey:
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError("the signing key is not an Ed25519 key")
         return cls(name, key)
-
-
-class NoteError(JournalError, ValueError):
-    """A note that does not parse or whose signature does not verify."""
 
 
 @dataclasses.dataclass(frozen=True)

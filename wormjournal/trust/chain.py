@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
+from ..errors import NoteError
 from ..events import StoredEvent, format_ts, genesis_hash, parse_ts
 from ..segments import merkle
 from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import NoteError, open_note, split_note
+from ..segments.notes import open_note, split_note
 from ..storage import layout
 from .findings import Sink
 from .keyring import KeyRing

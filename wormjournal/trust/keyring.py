@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from ..errors import NoteError
 from ..events import parse_ts
 from ..segments.keyhistory import ZERO, KeyEntry, entry_name, identity_hash
-from ..segments.notes import NoteError, VerifyKey, signers, split_note
+from ..segments.notes import VerifyKey, signers, split_note
 
 
 @dataclasses.dataclass

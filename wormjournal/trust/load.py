@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from ..errors import ConfigError, NotFoundError
+from ..errors import ConfigError, NoteError, NotFoundError
 from ..segments.identity import JournalIdentity
 from ..segments.keyhistory import HISTORY_PREFIX, KeyEntry
-from ..segments.notes import NoteError, VerifyKey, split_note
+from ..segments.notes import VerifyKey, split_note
 from ..storage import layout
 from ..storage.base import ObjectReader
 from .keyring import KeyRing, check_history

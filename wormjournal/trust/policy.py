@@ -9,9 +9,9 @@ import dataclasses
 import json
 from collections.abc import Iterable, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NoteError
 from ..segments.identity import RetentionPolicy
-from ..segments.notes import NoteError, SigningKey, VerifyKey, open_note
+from ..segments.notes import SigningKey, VerifyKey, open_note
 from ..storage import layout
 
 POLICY_FORMAT = "wormjournal/retention-policy/v1"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, NoteError
 from ..events import canonical_json
-from ..segments.notes import NoteError, VerifyKey, open_note
+from ..segments.notes import VerifyKey, open_note
 
 RECEIPT_TYPE = "erasure_receipt"
 RECEIPT_EXECUTION = "wormjournal-erasures"

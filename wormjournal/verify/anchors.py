@@ -10,10 +10,10 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NoteError
 from ..segments import merkle
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import NoteError, VerifyKey, open_note, split_note
+from ..segments.notes import VerifyKey, open_note, split_note
 from .report import Finding
 
 

@@ -16,6 +16,7 @@ from ..segments.notes import VerifyKey
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..trust import (
+    Finding,
     ManifestChain,
     Sink,
     check_checkpoint_root,
@@ -80,7 +81,8 @@ def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = 
     segments = [o for o in store.list(layout.SEGMENTS_PREFIX)]
     check_names(checkpoints + manifests + [o.name for o in segments], sink)
     streams = []
-    for stream in [s for s in layout.streams_from_names(manifests + [o.name for o in segments]) if layout.is_valid_stream(s)]:
+    for stream in [s for s in layout.streams_from_names(manifests + [o.name for o in segments])
+                   if layout.is_valid_stream(s)]:
         chain = ManifestChain(trust.journal_id, stream, sink)
         for name in manifests:
             parsed = layout.parse_numbered(name)

@@ -16,12 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import IntegrityError, JournalError, NotFoundError
+from ..errors import IntegrityError, NoteError, NotFoundError, ProofError, ValidationError
 from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts
 from ..segments import merkle
 from ..segments.keyhistory import entry_name
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
-from ..segments.notes import NoteError, VerifyKey, open_note, split_note
+from ..segments.notes import VerifyKey, open_note, split_note
 from ..segments.table import read_segment
 from ..storage import layout
 from ..trust import KeyRing, check_history
@@ -31,10 +31,6 @@ from ..trust.load import key_name
 PROOF_FORMAT = "wormjournal/proof/v1"
 _KEYS = ("checkpoint", "checkpoint_path", "event", "event_path", "format", "key_history", "leaf_index", "manifest",
          "prev_hash")
-
-
-class ProofError(JournalError):
-    """A proof that is malformed or does not prove what it claims."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +47,8 @@ class Proof:
     key_history: tuple[bytes, ...] = ()
 
     def to_json(self) -> bytes:
-        event = {name: (self.event[name].hex() if kind == Kind.BYTES and self.event[name] is not None else self.event[name])
+        event = {name: (self.event[name].hex() if kind == Kind.BYTES and self.event[name] is not None
+                        else self.event[name])
                  for name, kind, _ in FIELDS}
         doc = {
             "checkpoint": self.checkpoint.decode("utf-8"),
@@ -117,7 +114,8 @@ class Proof:
 
 
 def _hex(value: object, size: int | None, where: str) -> bytes:
-    if not isinstance(value, str) or value != value.lower() or len(value) % 2 or (size is not None and len(value) != 2 * size):
+    if (not isinstance(value, str) or value != value.lower() or len(value) % 2
+            or (size is not None and len(value) != 2 * size)):
         raise ProofError(f"proof {where} is not lowercase hex{'' if size is None else f' of {size} bytes'}")
     try:
         return bytes.fromhex(value)
@@ -193,7 +191,8 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
     used = [i for i, e in enumerate(history.entries) if e.key_id in (m_key.key_id, cp_key.key_id)]
     if not used or history.entries[used[-1]].entry != len(proof.key_history) - 1:
         raise ProofError("the proof's key history must end with the entry of the newest key that signed it")
-    problem = history.signer_problem(m_key.key_id, m.stream, m.segment, m.time) if canonical_time(m.time) else "its time"
+    problem = (history.signer_problem(m_key.key_id, m.stream, m.segment, m.time) if canonical_time(m.time)
+               else "its time")
     if problem is None:
         problem = history.checkpoint_signer_problem(cp_key.key_id, m.stream, cp.tree_size, m.time)
     if problem is not None:
@@ -230,7 +229,8 @@ def check_proof(data: bytes, public_keys: Sequence[VerifyKey]) -> ProofCheck:
 def _history_upto(history: KeyRing, checkpoint_note: bytes) -> tuple[bytes, ...]:
     """The key history entries up to the checkpoint's signer, the newest key a proof uses."""
     if history.problems or not history.entries:
-        raise IntegrityError(f"the journal's key history does not verify: {'; '.join(history.problems) or 'it is empty'}")
+        raise IntegrityError("the journal's key history does not verify: "
+                             f"{'; '.join(history.problems) or 'it is empty'}")
     try:
         signer = open_note(checkpoint_note, history.keys())[1].key_id
     except NoteError as e:
@@ -252,12 +252,13 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
             raise NotFoundError(f"no sealed event {event_id!r} in stream {stream}")
         segment, want = hits[0]["segment"], ("event_id", event_id)
     elif seq is not None:
-        segment = next((n for n in range(count) if reader.manifest(n).first_seq <= seq <= reader.manifest(n).last_seq), None)
+        segment = next((n for n in range(count)
+                        if reader.manifest(n).first_seq <= seq <= reader.manifest(n).last_seq), None)
         if segment is None:
             raise NotFoundError(f"seq {seq} of stream {stream} is not sealed")
         want = ("seq", seq)
     else:
-        raise ValueError("give event_id or seq")
+        raise ValidationError("event", "give event_id or seq")
     m = reader.manifest(segment)
     data = store.get(m.object)
     if hashlib.sha256(data).digest() != m.object_sha256:

@@ -116,9 +116,11 @@ class VerifyReport:
             f"store        {self.store}",
             f"journal      {self.journal_id}",
             f"keys         {', '.join(self.keys) or 'none'}"
-            + ("  (taken from the store itself; pass --public-key for an independent check)" if self.keys_from_store else ""),
+            + ("  (taken from the store itself; pass --public-key for an independent check)"
+               if self.keys_from_store else ""),
             f"signed by    {', '.join(f'{k} ({n} manifests)' for k, n in sorted(self.keys_used.items())) or 'nothing'}"
-            + (f"; key history of {len(self.key_history)} entr{'y' if len(self.key_history) == 1 else 'ies'}" if self.key_history else ""),
+            + (f"; key history of {len(self.key_history)} entr{'y' if len(self.key_history) == 1 else 'ies'}"
+               if self.key_history else ""),
         ]
         if self.since is not None:
             sc = self.since
@@ -134,22 +136,25 @@ class VerifyReport:
                 f"head {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
             )
             if s.horizon:
-                lines.append(f"  horizon    verified from segment {s.horizon}; segments 0..{s.horizon - 1} are before it "
-                             f"({s.expired_segments} expired), trusted through the saved point")
+                lines.append(f"  horizon    verified from segment {s.horizon}; segments 0..{s.horizon - 1} "
+                             f"are before it ({s.expired_segments} expired), trusted through the saved point")
             if s.expired_seqs:
                 ranges = ", ".join(f"{lo}..{hi}" for lo, hi in s.expired_seqs)
-                lines.append(f"  expired    events seq {ranges}: gone past their retention, vouched for by the saved point")
+                lines.append(f"  expired    events seq {ranges}: gone past their retention, "
+                             "vouched for by the saved point")
         lines.append(f"checked      {self.events} events, {self.segments} segments, {len(self.streams)} stream(s), "
                      f"{self.bytes_checked} bytes in {self.seconds:.2f}s ({self.workers} process(es))")
         lines.append(f"payloads     {self.encrypted_events} encrypted, {self.shredded_events} shredded "
                      f"({len(self.receipts)} erasure receipt(s))")
         for r in self.receipts:
-            lines.append(f"  erasure seq {r['seq']} ({r['stream']}): {r['scope']} {r['scope_ref']}, {len(r['key_ids'])} key(s) "
-                         f"destroyed {r['destroyed_at']}, {r['events_affected']} event(s); {r['deletion_references'][0] if r['deletion_references'] else ''}")
+            lines.append(f"  erasure seq {r['seq']} ({r['stream']}): {r['scope']} {r['scope_ref']}, "
+                         f"{len(r['key_ids'])} key(s) destroyed {r['destroyed_at']}, {r['events_affected']} event(s); "
+                         f"{r['deletion_references'][0] if r['deletion_references'] else ''}")
         lines.extend(f"notice       {n}" for n in self.notices)
         if self.findings:
             lines.append(f"FAILED       {len(self.findings)} finding(s):")
             lines.extend(f"  [{f.kind}] {f.where()}: {f.message}" for f in self.findings)
         else:
-            lines.append("result       OK: every event hash, chain link, Merkle root, signature, object hash and checkpoint verified")
+            lines.append("result       OK: every event hash, chain link, Merkle root, signature, object hash "
+                         "and checkpoint verified")
         return "\n".join(lines)

@@ -122,10 +122,12 @@ def fetch_segment(store: ObjectReader, m: Manifest, stream: str) -> tuple[list[R
     """
     found: list[RawFinding] = []
     if m.last_seq < m.first_seq or m.events != m.last_seq - m.first_seq + 1:
-        found.append(("manifest_count", f"manifest counts {m.events} events for seq {m.first_seq}..{m.last_seq}", m.segment, None, m.object))
+        found.append(("manifest_count", f"manifest counts {m.events} events for seq {m.first_seq}..{m.last_seq}",
+                      m.segment, None, m.object))
     parsed = layout.parse_segment(m.object)
     if parsed is None or parsed[0] != stream or parsed[2] != m.segment:
-        found.append(("object_name", f"manifest names object {m.object!r}, not a segment {m.segment} of this stream", m.segment, None, m.object))
+        found.append(("object_name", f"manifest names object {m.object!r}, not a segment {m.segment} of this stream",
+                      m.segment, None, m.object))
         return found, None
     try:
         data = store.get(m.object)
@@ -136,7 +138,9 @@ def fetch_segment(store: ObjectReader, m: Manifest, stream: str) -> tuple[list[R
         info = store.head(m.object)
         current = info.version_id if info else None
         if current != m.object_version:
-            found.append(("object_version", f"current version {current} is not the version {m.object_version} that was sealed", m.segment, None, m.object))
+            found.append(("object_version",
+                          f"current version {current} is not the version {m.object_version} that was sealed",
+                          m.segment, None, m.object))
     return found, data
 
 
@@ -151,7 +155,8 @@ def _packed_hashes(column: pa.ChunkedArray) -> np.ndarray | None:
         fixed = column.cast(pa.binary(32))  # fails unless every value is 32 bytes long
     except pa.ArrowInvalid:
         return None
-    parts = [np.frombuffer(c.buffers()[1], dtype=np.uint8)[c.offset * 32 : (c.offset + len(c)) * 32] for c in fixed.chunks if len(c)]
+    parts = [np.frombuffer(c.buffers()[1], dtype=np.uint8)[c.offset * 32 : (c.offset + len(c)) * 32]
+             for c in fixed.chunks if len(c)]
     if not parts:
         return np.empty((0, 32), dtype=np.uint8)
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, 32)
@@ -349,13 +354,15 @@ def check_segment(
         "wormjournal.segment": str(m.segment),
     }
     if any(meta.get(k) != v for k, v in expected_meta.items()):
-        found.append(("segment_metadata", "segment metadata names another format, journal, stream or segment", seg, None, obj))
+        found.append(("segment_metadata", "segment metadata names another format, journal, stream or segment",
+                      seg, None, obj))
     # Step 6: rows are stored in (execution_id, seq) order; the chain runs in seq order.
     n = table.num_rows
     stored_seq = np.asarray(table.column("seq"))
     wrong = _first_out_of_order(table)
     if wrong is not None:
-        found.append(("row_order", f"row {wrong} is out of (execution_id, seq) order", seg, int(stored_seq[wrong]), None))
+        found.append(("row_order", f"row {wrong} is out of (execution_id, seq) order", seg,
+                      int(stored_seq[wrong]), None))
     # Step 7: the Merkle root over the stored hashes in storage order (step 6 proves each
     # one is its event's hash), and the footer's row-group roots that partial readers use.
     hash_col = table.column("hash")
@@ -378,7 +385,8 @@ def check_segment(
     off = np.flatnonzero(seqs != np.arange(m.first_seq, m.first_seq + n, dtype=np.int64))
     if off.size:
         i = int(off[0])
-        found.append(("seq_order", f"row {i} has seq {int(seqs[i])}, expected {m.first_seq + i}", seg, m.first_seq + i, None))
+        found.append(("seq_order", f"row {i} has seq {int(seqs[i])}, expected {m.first_seq + i}", seg,
+                      m.first_seq + i, None))
     if not _chain_holds(m, scan, stored, perm):
         found += _chain_findings(m, read_segment(data, use_threads=False), seqs.tolist())
     # Step 6 (continued), the partition: every event's UTC date is the segment's date= folder.
@@ -453,7 +461,8 @@ def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> lis
     stored_packed = packed("hash")
     if stored_packed != b"".join(computed):
         stored = table.column("hash").to_pylist()
-        i = next((i for i, (a, b) in enumerate(zip(computed, stored, strict=False)) if a != b), min(len(computed), len(stored)))
+        i = next((i for i, (a, b) in enumerate(zip(computed, stored, strict=False)) if a != b),
+                 min(len(computed), len(stored)))
         seq = seqs[i] if i < len(seqs) else None
         found.append(("event_hash", f"event hash of row {i} does not match its fields and chain", seg, seq, None))
     prevs_packed = packed("prev_hash")
@@ -463,7 +472,8 @@ def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> lis
         prevs = table.column("prev_hash").to_pylist()
         if prevs != [m.prev_hash] + stored[:-1]:
             i = next((i for i, (a, b) in enumerate(zip(prevs, [m.prev_hash] + stored, strict=False)) if a != b), 0)
-            found.append(("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", seg, seqs[i] if i < len(seqs) else None, None))
+            found.append(("prev_hash", f"row {i}'s prev_hash is not the previous event's hash", seg,
+                          seqs[i] if i < len(seqs) else None, None))
     if not computed or computed[-1] != m.last_hash:
         found.append(("last_hash", "the segment's last event hash differs from the manifest", seg, m.last_seq, None))
     return found
@@ -495,7 +505,8 @@ def _link_message(linked: int | None, execution: str, previous: int | None) -> s
     return f"exec_prev_seq is {linked}, but the previous event of execution {execution!r} is {previous}"
 
 
-def _execution_links(table: pa.Table, perm: np.ndarray | None, seqs: np.ndarray, stored_in_order: bool, out: SegmentResult) -> None:
+def _execution_links(table: pa.Table, perm: np.ndarray | None, seqs: np.ndarray, stored_in_order: bool,
+                     out: SegmentResult) -> None:
     """Step 8 inside the segment: each event after the first of its execution here must link to the
     previous one; the first ones, and each execution's last seq, are returned for the caller."""
     n = table.num_rows

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ..errors import JournalError
+from ..errors import JournalError, ValidationError
 from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
@@ -105,7 +105,7 @@ def worker_count(workers: int | None, segments: int, segment_bytes: int = 0) -> 
     segments; with None, one per usable core, and one per WORKER_MIN_BYTES of segment objects (a
     worker's start costs about what checking that many bytes does). 1 means in this process, no pool."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ValueError(f"workers must be a positive integer or None, not {workers!r}")
+        raise ValidationError("workers", f"must be a positive integer or None, not {workers!r}")
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = min(cores, segment_bytes // WORKER_MIN_BYTES)

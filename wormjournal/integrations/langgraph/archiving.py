@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
-from ...retention.keystore import UnknownScopeError
+from ...errors import UnknownScopeError
 from .codec import (
     CHECKPOINT_EVENT,
     TOMBSTONE_EVENT,

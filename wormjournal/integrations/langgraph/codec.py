@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ...errors import IntegrityError
+from ...errors import IntegrityError, ValidationError
 
 CHECKPOINT_EVENT = "checkpoint_saved"
 WRITES_EVENT = "custom:langgraph.pending_writes"
@@ -191,4 +191,4 @@ def apply_tombstone(state: ThreadState, payload: Mapping[str, Any], seq: int) ->
         gone = {(ns, cid) for ns, cid in payload["checkpoints"]}
         state.drop(lambda ns, cid, s: (ns, cid) in gone)
     else:
-        raise ValueError(f"unknown tombstone scope {scope!r}")
+        raise ValidationError("scope", f"unknown tombstone scope {scope!r}")

@@ -37,7 +37,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from ...retention.keystore import UnknownScopeError
+from ...errors import UnknownScopeError, ValidationError
 from .codec import (
     CHECKPOINT_EVENT,
     EMPTY,
@@ -220,7 +220,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
         """``keep_latest``: only each namespace's latest checkpoint is returned afterwards (a tombstone names
         the others; they stay encrypted under their run's key). ``delete``: as :meth:`delete_thread`."""
         if strategy not in ("keep_latest", "delete"):
-            raise ValueError(f"unknown prune strategy {strategy!r}: keep_latest or delete")
+            raise ValidationError("strategy", f"unknown prune strategy {strategy!r}: keep_latest or delete")
         for thread_id in thread_ids:
             if strategy == "delete":
                 self.delete_thread(thread_id)
