@@ -166,7 +166,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     info = journal_info(_store(args), _public_keys(args.public_key))
     if args.json:
         out.print_json(json.dumps(info))
-        return EXIT_OK
+        return EXIT_FINDINGS if info["findings"] else EXIT_OK
     out.print(f"journal {info['journal_id']} (created {info['created']}) in {info['store']}")
     table = Table("stream", "segments", "events", "last seq", "chain head", "checkpoint")
     for s in info["streams"]:

@@ -160,13 +160,8 @@ class Reader:
         checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
         manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
         check_names(checkpoints + manifests, self._sink)
-        for name in manifests:
-            n = layout.parse_numbered(name)[2]  # type: ignore[index]  # check_names passed it
-            if n < self._chain.size:
-                continue
-            m = open_manifest(self.store.get(name), name, n, journal_id=self.identity.journal_id, stream=self.stream,
-                              ring=self._trust.ring, sink=self._sink)
-            self._chain.add(n, m)
+        for name in manifests[self._chain.size :]:  # new ones only (numbered 0.. without gaps, or the chain raises)
+            self._chain.open(name, self.store.get(name), self._trust.ring)
         if len(manifests) < self._chain.size:
             self._sink("manifest_missing", f"the stream had {self._chain.size} manifests, the store now lists "
                        f"{len(manifests)} (removed)", stream=self.stream)

@@ -45,9 +45,7 @@ def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing)
     names = [info.name for info in store.list(layout.manifests_prefix(stream))]
     check_names(names, chain.sink)
     for name in names:
-        n = layout.parse_numbered(name)[2]  # type: ignore[index]  # check_names passed it
-        chain.add(n, open_manifest(store.get(name), name, n, journal_id=journal_id, stream=stream, ring=ring,
-                                   sink=chain.sink))
+        chain.open(name, store.get(name), ring)
     return chain
 
 

@@ -113,6 +113,18 @@ class ManifestChain:
     def root(self) -> bytes | None:
         return self.roots.get(self.size) if self.size else merkle.frontier_root([])
 
+    def open(self, name: str, data: bytes, ring: KeyRing) -> Manifest | None:
+        """Manifest object ``name`` (its bytes ``data``): step 2 (:func:`open_manifest`), then steps 1 and 3
+        (:meth:`add`). Returns the manifest, or None when it cannot be used (reported)."""
+        parsed = layout.parse_numbered(name)
+        if parsed is None or parsed[0] != "manifests" or parsed[1] != self.stream:
+            self.sink("unexpected_object", "not a manifest name of this stream", stream=self.stream, object=name)
+            return None
+        m = open_manifest(data, name, parsed[2], journal_id=self.journal_id, stream=self.stream, ring=ring,
+                          sink=self.sink)
+        self.add(parsed[2], m)
+        return m
+
     def add(self, n: int, m: Manifest | None) -> bool:
         """Manifest ``n`` (None: present but unusable, already reported). Returns True when the chain
         starts here, after manifests that expired before the trusted point."""

@@ -29,6 +29,49 @@ from ..trust import (
 
 
 @dataclasses.dataclass
+class _Stream:
+    chain: ManifestChain
+    accepted: list[str]  # the objects of manifests with no finding of their own, in segment order
+    latest: Checkpoint | None = None
+
+
+def _walk(store: ObjectReader, public_keys: Sequence[VerifyKey] | None,
+          checkpoints: bool) -> tuple[Trust, dict[str, _Stream], list[str], Sink]:
+    """Steps 0 to 3 (and 9, 10 with ``checkpoints``) and the names of step 11, over every stream:
+    the trust, each stream's walk, the objects under segments/, and the findings."""
+    trust = load_trust(store, public_keys)
+    sink = Sink(collect=True)
+    for kind, problem in trust.ring.all_problems():
+        sink(kind, problem)
+    # Checkpoints are listed before manifests, as readers do: none is ahead of a seal in progress.
+    cps = [o.name for o in store.list(layout.CHECKPOINTS_PREFIX)] if checkpoints else []
+    manifests = [o.name for o in store.list(layout.MANIFESTS_PREFIX)]
+    segments = [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
+    check_names(cps + manifests + segments, sink)
+    streams: dict[str, _Stream] = {}
+    for stream in [s for s in layout.streams_from_names(manifests + segments) if layout.is_valid_stream(s)]:
+        walk = streams[stream] = _Stream(ManifestChain(trust.journal_id, stream, sink), [])
+        for name in manifests:
+            if (parsed := layout.parse_numbered(name)) is None or parsed[1] != stream:
+                continue
+            before = len(sink.findings)
+            m = walk.chain.open(name, store.get(name), trust.ring)
+            if m is not None and len(sink.findings) == before and layout.parse_segment(m.object) is not None:
+                walk.accepted.append(m.object)
+        for name in cps:
+            if (parsed := layout.parse_numbered(name)) is None or parsed[1] != stream:
+                continue
+            cp = open_checkpoint(store.get(name), name, journal_id=trust.journal_id, stream=stream, ring=trust.ring,
+                                 sink=sink)
+            if cp is not None:
+                check_checkpoint_root(cp, name, walk.chain)
+                walk.latest = cp if walk.latest is None or cp.tree_size > walk.latest.tree_size else walk.latest
+        if checkpoints:
+            check_complete(walk.latest, walk.chain)
+    return trust, streams, segments, sink
+
+
+@dataclasses.dataclass
 class SealedObjects:
     """The segment objects that manifests accepted by the trust core name, per stream, and what was left out."""
 
@@ -42,26 +85,8 @@ def sealed_objects(store: ObjectReader, public_keys: Sequence[VerifyKey] | None 
     """The segments a query may read: those named by a manifest that verified with no finding of its own
     (signature, identity, key validity, links; FORMAT.md 10 steps 1 to 3), stream by stream. The objects'
     bytes are not read here (``verify`` checks them); what is left out is listed, never read."""
-    trust = load_trust(store, public_keys)
-    sink = Sink(collect=True)
-    for kind, problem in trust.ring.all_problems():
-        sink(kind, problem)
-    manifests = [o.name for o in store.list(layout.MANIFESTS_PREFIX)]
-    present = [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
-    check_names(manifests, sink)
-    accepted: list[str] = []
-    for stream in [s for s in layout.streams_from_names(manifests) if layout.is_valid_stream(s)]:
-        chain = ManifestChain(trust.journal_id, stream, sink)
-        for name in manifests:
-            parsed = layout.parse_numbered(name)
-            if parsed is None or parsed[1] != stream:
-                continue
-            before = len(sink.findings)
-            m = open_manifest(store.get(name), name, parsed[2], journal_id=trust.journal_id, stream=stream,
-                              ring=trust.ring, sink=sink)
-            chain.add(parsed[2], m)
-            if m is not None and len(sink.findings) == before and layout.parse_segment(m.object) is not None:
-                accepted.append(m.object)
+    trust, streams, present, sink = _walk(store, public_keys, checkpoints=False)
+    accepted = [name for walk in streams.values() for name in walk.accepted]
     named = set(accepted)
     return SealedObjects(trust.journal_id, accepted, [n for n in present if n not in named], sink.findings)
 
@@ -71,44 +96,19 @@ def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = 
     notes the trust core accepted, with the findings it made on the way (``findings``: kind and
     message, empty when every note verified). ``public_keys`` None trusts entry 0 of the key history
     on its own signature. Raises NotFoundError when there is no journal."""
-    trust = load_trust(store, public_keys)
-    sink = Sink(collect=True)
-    for kind, problem in trust.ring.all_problems():
-        sink(kind, problem)
-    # Checkpoints are listed before manifests, as readers do: none is ahead of a seal in progress.
-    checkpoints = [o.name for o in store.list(layout.CHECKPOINTS_PREFIX)]
-    manifests = [o.name for o in store.list(layout.MANIFESTS_PREFIX)]
-    segments = [o for o in store.list(layout.SEGMENTS_PREFIX)]
-    check_names(checkpoints + manifests + [o.name for o in segments], sink)
+    trust, walks, _, sink = _walk(store, public_keys, checkpoints=True)
     streams = []
-    for stream in [s for s in layout.streams_from_names(manifests + [o.name for o in segments])
-                   if layout.is_valid_stream(s)]:
-        chain = ManifestChain(trust.journal_id, stream, sink)
-        for name in manifests:
-            parsed = layout.parse_numbered(name)
-            if parsed is None or parsed[1] != stream:
-                continue
-            chain.add(parsed[2], open_manifest(store.get(name), name, parsed[2], journal_id=trust.journal_id,
-                                               stream=stream, ring=trust.ring, sink=sink))
-        latest: Checkpoint | None = None
-        for name in checkpoints:
-            parsed = layout.parse_numbered(name)
-            if parsed is None or parsed[1] != stream:
-                continue
-            cp = open_checkpoint(store.get(name), name, journal_id=trust.journal_id, stream=stream, ring=trust.ring,
-                                 sink=sink)
-            if cp is not None:
-                check_checkpoint_root(cp, name, chain)
-                latest = cp if latest is None or cp.tree_size > latest.tree_size else latest
-        check_complete(latest, chain)
-        last = max(chain.manifests.values(), key=lambda m: m.segment, default=None)
+    for stream, walk in walks.items():
+        manifests = walk.chain.manifests
+        last = max(manifests.values(), key=lambda m: m.segment, default=None)
         streams.append({
             "stream": stream,
-            "segments": len(chain.manifests),
-            "events": sum(m.events for m in chain.manifests.values()),
+            "segments": len(manifests),
+            "events": sum(m.events for m in manifests.values()),
             "last_seq": last.last_seq if last else None,
             "head_hash": last.last_hash.hex() if last else None,
-            "checkpoint": {"tree_size": latest.tree_size, "root_hash": latest.root_hash.hex()} if latest else None,
+            "checkpoint": ({"tree_size": walk.latest.tree_size, "root_hash": walk.latest.root_hash.hex()}
+                           if walk.latest else None),
         })
     return {
         "journal_id": trust.journal_id,

@@ -130,27 +130,11 @@ class _StreamVerifier:
         self._expired: list[tuple[int, int]] = []  # seq ranges of segments before the horizon that are gone
         self._unverified_objects: set[str | None] = set()
 
-    def read_manifests(self) -> list[tuple[int, Manifest | None]]:
-        """Steps 1 and 2: every manifest, opened by the trust core (None when unusable)."""
-        out: list[tuple[int, Manifest | None]] = []
-        for info in self.store.list(layout.manifests_prefix(self.stream)):
-            parsed = layout.parse_numbered(info.name)
-            if parsed is None:
-                continue  # reported by the names check (step 11)
-            n = parsed[2]
-            data = self.store.get(info.name)
-            m = open_manifest(data, info.name, n, journal_id=self.trust.journal_id, stream=self.stream,
-                              ring=self.trust.ring, sink=self.sink)
-            if m is None:
-                self._unverified_objects.add(claimed_object(data))
-            else:
-                self.report.keys_used[m.key_id] = self.report.keys_used.get(m.key_id, 0) + 1
-            out.append((n, m))
-        return out
-
     def run(self, progress: Callable[[int], None], runner: _SegmentRunner) -> None:
         heads: dict[str, int] = {}  # step 8: execution id -> its last seq so far
-        manifests = self.read_manifests()
+        names = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))
+                 if layout.parse_numbered(info.name) is not None]  # other names: the names check (step 11)
+        opened: list[Manifest] = []
         # Segments submitted and not yet applied, oldest first: (findings before the segment's
         # own, manifest, result or future). Applied strictly in order, so the report's findings
         # are in the same order however many workers ran; at most runner.window are held.
@@ -191,18 +175,23 @@ class _StreamVerifier:
             s.last_seq, s.head_hash = m.last_seq, m.last_hash.hex()
             progress(1)
 
-        for n, m in manifests:
-            before = len(self.sink.findings)
-            if self.chain.add(n, m):  # the manifests before the trusted point expired: start here
-                assert m is not None
-                self.summary.horizon = n
-                self.summary.expired_segments += n
-                self.expire(0, m.first_seq - 1)
+        for name in names:
+            before, horizon = len(self.sink.findings), self.chain.horizon
+            data = self.store.get(name)
+            m = self.chain.open(name, data, self.trust.ring)  # steps 1 to 3
             early = self.sink.findings[before:]
             del self.sink.findings[before:]
             if m is None:
+                self._unverified_objects.add(claimed_object(data))
                 pending.append((early, None, None))
                 continue
+            opened.append(m)
+            self.report.keys_used[m.key_id] = self.report.keys_used.get(m.key_id, 0) + 1
+            n = m.segment
+            if self.chain.horizon != horizon:  # the manifests before the trusted point expired: start here
+                self.summary.horizon = n
+                self.summary.expired_segments += n
+                self.expire(0, m.first_seq - 1)
             # Steps 4 to 8: the object is fetched here; everything else runs in the runner.
             fetched, data = fetch_segment(self.store, m, self.stream)
             if self.anchor is not None and n < self.anchor.size and data is None and [f[0] for f in fetched] == ["object_missing"]:
@@ -223,7 +212,7 @@ class _StreamVerifier:
             apply()
         self.report.findings.extend(self.sink.findings)  # the chain's findings after the last manifest (none today)
         self.sink.findings.clear()
-        self.check_strays({m.object for _, m in manifests if m is not None})
+        self.check_strays({m.object for m in opened})
         self.check_checkpoints()
         self.report.findings.extend(self.sink.findings)
 
