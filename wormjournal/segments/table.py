@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, NULL_MARK, Kind, StoredEvent
+from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, NULL_MARK, Kind, StoredEvent, encode_fields, event_hash
 from . import merkle
 
 FORMAT_VERSION = "1"
@@ -344,19 +344,6 @@ def _join(pieces: list[_Piece]) -> pa.Array:
     return arrays[0] if len(arrays) == 1 else pc.binary_join_element_wise(*arrays, b"")
 
 
-def _encoded_rows(batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
-    """Per row, the canonical field bytes (events.encode_fields, vectorized) in two parts:
-    every field up to the payload's length prefix, and the payload value (the last field)."""
-    *meta_fields, (payload_name, _, _) = FIELDS
-    pieces: list[_Piece] = []
-    for name, kind, _ in meta_fields:
-        col = batch.column(name)
-        pieces += _int_pieces(col) if kind == Kind.INT else _bytes_pieces(col)
-    payload = batch.column(payload_name).cast(pa.binary())
-    pieces.append(_length_prefix(payload))
-    return _join(pieces), payload.fill_null(b"")
-
-
 def _values(array: pa.Array) -> memoryview:
     """The value bytes of a binary array, without a copy."""
     data = array.buffers()[2]
@@ -364,27 +351,25 @@ def _values(array: pa.Array) -> memoryview:
 
 
 def chain_hashes(prev_hash: bytes, table: pa.Table) -> list[bytes]:
-    """Recompute the event hash of every row of ``table`` (in seq order), starting after ``prev_hash``.
+    """The event hash of every row of ``table`` (in seq order) chained from ``prev_hash``: row i's hash
+    over the hash computed for row i-1, whatever its stored ``prev_hash`` says.
 
-    Batch by batch (a segment's row groups), the fields before the payload are encoded
-    column-wise into one buffer; the loop then hashes, per row, a slice of that buffer
-    followed by a slice of the payload column's own buffer.
+    Where the stored ``prev_hash`` is the chained one (an intact segment: every row), the row's hash is
+    :func:`row_hashes`' (the vectorized encoding); past a break, each row is hashed one by one with
+    :func:`wormjournal.events.event_hash` over its fields. Both are the one construction of FORMAT.md 2.3.
     """
-    hashes: list[bytes] = []
-    append_hash = hashes.append
-    sha = hashlib.sha256
-    tag = EVENT_TAG
+    stored = row_hashes(table)
+    prevs = table.column("prev_hash").to_pylist()
+    out: list[bytes] = []
     h = prev_hash
-    for batch in table.to_batches():
-        if not batch.num_rows:
-            continue
-        meta, payload = _encoded_rows(batch)
-        meta_bounds, payload_bounds = _offsets(meta).tolist(), _offsets(payload).tolist()
-        meta_bytes, payload_bytes = _values(meta), _values(payload)
-        for m0, m1, p0, p1 in zip(meta_bounds, meta_bounds[1:], payload_bounds, payload_bounds[1:], strict=False):
-            h = sha(tag + h + meta_bytes[m0:m1] + payload_bytes[p0:p1]).digest()
-            append_hash(h)
-    return hashes
+    for i, (row, stored_prev) in enumerate(zip(stored, prevs, strict=True)):
+        if stored_prev == h:
+            h = row
+        else:
+            (e,) = table_to_events(table.slice(i, 1))
+            h = event_hash(h, encode_fields(e.field_values()))
+        out.append(h)
+    return out
 
 
 def bounded_batches(table: pa.Table, limit: int = 1 << 30) -> Iterator[pa.RecordBatch]:
