@@ -46,6 +46,7 @@ from ..trust import (
     open_manifest,
 )
 from ..trust.partial import SegmentFile
+from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from . import build, state
 from .catalog import Catalog
 from .model import Event, ExecutionSummary, ResumePoint
@@ -242,8 +243,20 @@ class Reader:
         return continue_chain(events, seq, prev, sink=self._sink)
 
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
-        return Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,
-                                 data_key=self._data_key)
+        event = Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,
+                                  data_key=self._data_key)
+        if e.event_type == RECEIPT_TYPE:  # its signed note is checked as verify checks it (FORMAT.md 3.2, 6.1)
+            position = segment if segment is not None else self._chain.size  # unsealed: sealed no earlier
+            try:
+                _, signer = open_receipt(event.payload, self._keys)
+            except IntegrityError as err:
+                self._sink("erasure_receipt", str(err), stream=self.stream, segment=segment, seq=e.seq)
+                raise  # the sink raised already; for the type checker
+            problem = self._trust.ring.receipt_signer_problem(signer, self.stream, position)
+            if problem is not None:
+                self._sink("erasure_receipt", f"an erasure receipt is signed out of its key's validity: {problem}",
+                           stream=self.stream, segment=segment, seq=e.seq)
+        return event
 
     # -- one execution ------------------------------------------------------------------------
 
