@@ -31,3 +31,12 @@ def test_info_counts_only_manifests_that_verify_and_says_what_did_not(history: H
     assert r.code == 1 and "manifest_signature" in r.err
     r = wj("info", str(history.paths.store), "--json")
     assert r.code == 1 and json.loads(r.out)["findings"]
+
+
+def test_verify_and_reader_take_a_path(history: History) -> None:
+    from wormjournal import Reader, verify_store
+
+    assert verify_store(str(history.paths.store), public_keys=[history.verify_key]).ok
+    assert verify_store(history.paths.store, public_keys=[history.verify_key]).ok  # a PathLike
+    assert Reader(str(history.paths.store), public_keys=[history.verify_key]).count_events() == sum(
+        m.events for m in history.manifests)
