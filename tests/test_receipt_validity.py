@@ -8,13 +8,14 @@ import pytest
 
 from wormjournal import IntegrityError, Journal, JournalConfig, Reader, verify_store
 from wormjournal.journal import keys as keys_mod
-from wormjournal.segments.notes import SigningKey
 from wormjournal.retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, receipt_payload
+from wormjournal.segments.notes import SigningKey
 
 from conftest import History, forge_seal
 
 CFG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
-RECEIPT = {"scope": "subject", "scope_ref": "psn:" + "0" * 32, "key_ids": ["0" * 32], "destroyed_at": "2026-01-01T00:00:00Z",
+RECEIPT = {"scope": "subject", "scope_ref": "psn:" + "0" * 32, "key_ids": ["0" * 32],
+           "destroyed_at": "2026-01-01T00:00:00Z",
            "events_affected": 0, "provider": "local", "deletion_references": ["none"], "reason": None}
 
 

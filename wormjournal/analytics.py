@@ -33,9 +33,9 @@ from .errors import ConfigError, JournalError, NotFoundError
 from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
 from .retention.keystore import KeyStore
 from .segments.notes import VerifyKey
-from .trust.load import read_identity
 from .storage import layout, open_store
 from .storage.local import LocalStore
+from .trust.load import read_identity
 from .verify.info import sealed_objects
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def segments_dataset(store: Any, *, endpoint_url: str | None = None,
     sealed = sealed_objects(store, public_keys)
     if sealed.left_out or sealed.findings:
         log.warning("query: %d object(s) under segments/ left out, not named by a manifest that verifies%s",
-                    len(sealed.left_out), "".join(f"; [{f.kind}] {f.where()}: {f.message}" for f in sealed.findings[:5]))
+                    len(sealed.left_out),
+                    "".join(f"; [{f.kind}] {f.where()}: {f.message}" for f in sealed.findings[:5]))
     if not sealed.objects:
         raise NotFoundError(f"{store.url} has no sealed segments yet", hint="seal first: wormjournal seal STORE")
     if isinstance(store, LocalStore):
@@ -157,7 +158,7 @@ def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str |
     shredded = shredded_key_ids(dataset)
     con.create_function("wj_payload_json", _payload_function(identity.journal_id, shredded, keystore),
                         ["BLOB", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR", type="native",
-                        null_handling="special", side_effects=False)
+                        null_handling="special", side_effects=False)  # type: ignore[call-overload]  # stubs: enums only
     con.execute("""
         CREATE VIEW events AS SELECT
             stream, date, seq, event_id, ts, event_type, tenant_id, execution_id, thread_id, node, step_id,

@@ -78,7 +78,8 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, out_path: Path | None,
         elif fmt == "json":
             for batch in reader:
                 for row in batch.to_pylist():
-                    write(json.dumps({k: _json_value(v) for k, v in row.items()}, ensure_ascii=False, default=str) + "\n")
+                    record = {k: _json_value(v) for k, v in row.items()}
+                    write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
                 rows += batch.num_rows
         else:  # table: aligned columns, for a terminal
             names = reader.schema.names
@@ -87,7 +88,8 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, out_path: Path | None,
             widths = [min(60, max([len(n)] + [len(r[i]) for r in body])) for i, n in enumerate(names)]
             write("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)) + "\n")
             for r in body:
-                write("  ".join((c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths, strict=True)) + "\n")
+                cells = ((c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths, strict=True))
+                write("  ".join(cells) + "\n")
     finally:
         if sink:
             sink.close()

@@ -43,7 +43,6 @@ from ..trust import (
     continue_chain,
     load_trust,
     open_checkpoint,
-    open_manifest,
 )
 from ..trust.partial import SegmentFile
 from ..trust.receipts import RECEIPT_TYPE, open_receipt

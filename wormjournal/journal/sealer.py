@@ -25,7 +25,7 @@ from ..segments.notes import SigningKey
 from ..segments.table import build_segment, read_segment, table_to_events, utc_date
 from ..storage import layout
 from ..storage.base import Store
-from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
+from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -342,7 +342,7 @@ class Journal:
         with self._seal_lock:
             self._key = rotate_signing_key(self._key_dir, self.store, self.journal_id, self._current_key())
             self._key_stat = self._signing_file_stat()
-            self._ring = _checked_ring(self.store)
+            self._ring, self._ring_names = _checked_ring(self.store), [o.name for o in self.store.list(HISTORY_PREFIX)]
         log.info("rotated the signing key of journal %s to key %s", self.journal_id, self._key.verify_key.key_id)
         return self._key.verify_key
 

@@ -19,12 +19,12 @@ from ..trust import (
     Finding,
     ManifestChain,
     Sink,
+    Trust,
     check_checkpoint_root,
     check_complete,
     check_names,
     load_trust,
     open_checkpoint,
-    open_manifest,
 )
 
 

@@ -15,17 +15,25 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from ..errors import JournalError, ValidationError
 from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
-from ..storage import layout
-from ..storage import open_store
+from ..storage import layout, open_store
 from ..storage.base import ObjectReader
 from ..storage.local import LocalStore
-from ..trust import (ManifestChain, Sink, Trust, check_checkpoint_root, check_complete, check_names, load_trust,
-                     open_checkpoint, open_manifest)
+from ..trust import (
+    ManifestChain,
+    Sink,
+    Trust,
+    check_checkpoint_root,
+    check_complete,
+    check_names,
+    load_trust,
+    open_checkpoint,
+)
 from ..trust.chain import claimed_object
 from ..trust.policy import policy_in_force
 from .anchors import Anchor, check_extension, parse_anchor
@@ -62,7 +70,7 @@ def _context() -> multiprocessing.context.BaseContext:
 
         preload = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
         if check_segment.__module__ not in preload:
-            ctx.set_forkserver_preload([*preload, check_segment.__module__])  # type: ignore[attr-defined]
+            ctx.set_forkserver_preload([*preload, check_segment.__module__])
     return ctx
 
 
@@ -75,8 +83,10 @@ class _SegmentRunner:
     not yet applied: it bounds the bytes held, whatever the journal's size.
     """
 
-    def __init__(self, identity: JournalIdentity, keys: Sequence[VerifyKey], workers: int, store: ObjectReader | None = None) -> None:
-        self.common = {"journal_id": identity.journal_id, "key_name": identity.key_name, "public_keys": public_key_bytes(keys)}
+    def __init__(self, identity: JournalIdentity, keys: Sequence[VerifyKey], workers: int,
+                 store: ObjectReader | None = None) -> None:
+        self.common: dict[str, Any] = {"journal_id": identity.journal_id, "key_name": identity.key_name,
+                                       "public_keys": public_key_bytes(keys)}
         # A local directory's workers read the object again themselves (from the page cache): the
         # bytes the caller fetched then need not be pickled and piped, which costs more.
         self.local_root = store.url if type(store) is LocalStore else None
@@ -90,7 +100,7 @@ class _SegmentRunner:
 
     def submit(self, m: Manifest, data: bytes, stream: str) -> SegmentResult | Future[SegmentResult]:
         if self.pool is None:
-            return check_segment(m, data, stream=stream, **self.common)  # type: ignore[arg-type]
+            return check_segment(m, data, stream=stream, **self.common)
         if self.local_root is not None:
             return self.pool.submit(check_local_segment, self.local_root, m, stream=stream, **self.common)
         return self.pool.submit(check_segment, m, data, stream=stream, **self.common)
@@ -177,12 +187,12 @@ class _StreamVerifier:
 
         for name in names:
             before, horizon = len(self.sink.findings), self.chain.horizon
-            data = self.store.get(name)
-            m = self.chain.open(name, data, self.trust.ring)  # steps 1 to 3
+            note = self.store.get(name)
+            m = self.chain.open(name, note, self.trust.ring)  # steps 1 to 3
             early = self.sink.findings[before:]
             del self.sink.findings[before:]
             if m is None:
-                self._unverified_objects.add(claimed_object(data))
+                self._unverified_objects.add(claimed_object(note))
                 pending.append((early, None, None))
                 continue
             opened.append(m)
@@ -194,7 +204,8 @@ class _StreamVerifier:
                 self.expire(0, m.first_seq - 1)
             # Steps 4 to 8: the object is fetched here; everything else runs in the runner.
             fetched, data = fetch_segment(self.store, m, self.stream)
-            if self.anchor is not None and n < self.anchor.size and data is None and [f[0] for f in fetched] == ["object_missing"]:
+            gone = data is None and [f[0] for f in fetched] == ["object_missing"]
+            if self.anchor is not None and n < self.anchor.size and gone:
                 # Before the trusted point, an object that is gone expired (its manifest is still signed).
                 self.summary.expired_segments += 1
                 self.expire(m.first_seq, m.last_seq)
@@ -227,7 +238,8 @@ class _StreamVerifier:
         """Step 11: every object under segments/ must be covered by a manifest."""
         for info in self.store.list(layout.stream_segments_prefix(self.stream)):
             if info.name not in covered and info.name not in self._unverified_objects:
-                self.sink("orphan_object", "segment object not covered by any manifest (an interrupted seal, or inserted)",
+                self.sink("orphan_object",
+                          "segment object not covered by any manifest (an interrupted seal, or inserted)",
                           stream=self.stream, object=info.name)
 
     def expire(self, lo: int, hi: int) -> None:
@@ -323,7 +335,8 @@ def verify_store(
     if anchor is not None and anchor.finding is not None:
         report.findings.append(anchor.finding)
         anchor = None  # an unverified point vouches for nothing
-    infos = [o for prefix in (layout.MANIFESTS_PREFIX, layout.SEGMENTS_PREFIX, layout.CHECKPOINTS_PREFIX) for o in store.list(prefix)]
+    prefixes = (layout.MANIFESTS_PREFIX, layout.SEGMENTS_PREFIX, layout.CHECKPOINTS_PREFIX)
+    infos = [o for prefix in prefixes for o in store.list(prefix)]
     names = [o.name for o in infos]
     names_sink = Sink(collect=True)
     check_names(names, names_sink)  # step 11: names FORMAT.md does not allow
@@ -358,6 +371,7 @@ def verify_store(
         found, report.since = check_extension(anchor, {}, None, 0, None)
         report.findings.extend(found)
     if not any(s.events for s in report.streams):
-        report.findings.append(Finding("nothing_to_verify", "the store holds no sealed event; there is nothing to prove"))
+        report.findings.append(Finding("nothing_to_verify",
+                                       "the store holds no sealed event; there is nothing to prove"))
     report.seconds = time.perf_counter() - started
     return report
