@@ -12,21 +12,24 @@ are also checked as a whole: each links to the previous one of the execution
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import ConfigError, IndexDamaged, IntegrityError, NotFoundError
+from ..errors import ConfigError, IndexDamaged, IntegrityError, NotFoundError, ValidationError
 from ..events import StoredEvent, datetime_to_micros, genesis_hash, micros_to_datetime
 from ..payload import KeySource
+from ..segments.identity import JournalIdentity
+from ..segments.keyhistory import HISTORY_PREFIX
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
 from ..segments.table import table_to_events
@@ -37,8 +40,9 @@ from ..trust import (
     KeyRing,
     ManifestChain,
     Sink,
+    Trust,
     check_checkpoint_root,
-    check_complete,
+    check_committed_length,
     check_names,
     continue_chain,
     load_trust,
@@ -51,6 +55,7 @@ from .catalog import Catalog
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class CountingReader:
@@ -81,6 +86,24 @@ class CountingReader:
         return self._store.list(prefix)
 
 
+def _snapshot(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a read on one snapshot: if it fails while a seal completed under it (its events left the WAL for a
+    segment after the snapshot was taken), run it once more on the new snapshot. A broken promise that is
+    still there fails again; an intact journal never looks broken because a seal ran."""
+
+    @functools.wraps(method)
+    def read(self: Reader, *args: Any, **kwargs: Any) -> T:
+        size = self._segment_count
+        try:
+            return method(self, *args, **kwargs)
+        except IntegrityError:
+            if self._wal_dir is None or self.refresh() == size:
+                raise
+        return method(self, *args, **kwargs)
+
+    return read
+
+
 class Reader:
     """Read one stream of a journal. Every method that returns events verifies them.
 
@@ -99,19 +122,16 @@ class Reader:
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
                  wal_key: bytes | None = None,
                  cache_segments: int = 64, keystore: KeySource | None = None) -> None:
+        if not layout.is_valid_stream(stream):
+            raise ValidationError("stream", f"{stream!r} is not a stream name (FORMAT.md 9: letters, digits, . _ -)")
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
         self.stream = stream
         # The key ring and every manifest and checkpoint go through the trust core, raising at the first
         # broken promise: what `wormjournal verify` would report about them, a read refuses.
-        self._trust = load_trust(self.store, public_keys)
+        self._public_keys = public_keys
         self._sink = Sink(collect=False)
-        for kind, problem in self._trust.ring.all_problems():
-            self._sink(kind, problem)
-        self.identity = self._trust.identity
-        self._keys = self._trust.keys()
-        if not self._keys:
-            raise IntegrityError("no trusted public key to verify with")
+        self._load_trust()
         self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
         if self._wal_dir is not None and wal_key is None:
             raise ConfigError("reading unsealed events needs the writer's WAL key (wal_key=, from its key directory: "
@@ -127,6 +147,20 @@ class Reader:
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
                                self._scan_segment)
+
+    def _load_trust(self) -> None:
+        """journal.json and the key history, checked (again after a rotation)."""
+        self._history_names = [o.name for o in self.store.list(HISTORY_PREFIX)]
+        trust = load_trust(self.store, self._public_keys)
+        for kind, problem in trust.ring.all_problems():
+            self._sink(kind, problem)
+        if hasattr(self, "identity") and trust.journal_id != self.identity.journal_id:
+            self._sink("identity", "journal.json now names another journal")
+        self._trust: Trust = trust
+        self.identity: JournalIdentity = trust.identity
+        self._keys: list[VerifyKey] = trust.keys()
+        if not self._keys:
+            raise IntegrityError("no trusted public key to verify with")
 
     @property
     def key_ring(self) -> KeyRing:
@@ -160,6 +194,10 @@ class Reader:
         checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
         manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
         check_names(checkpoints + manifests, self._sink)
+        # The key history is listed after the notes: a rotation stores its entry before any note its new
+        # key signs, so every note listed above is signed by a key of the history read here.
+        if [o.name for o in self.store.list(HISTORY_PREFIX)] != self._history_names:
+            self._load_trust()
         for name in manifests[self._chain.size :]:  # new ones only (numbered 0.. without gaps, or the chain raises)
             self._chain.open(name, self.store.get(name), self._trust.ring)
         if len(manifests) < self._chain.size:
@@ -174,8 +212,9 @@ class Reader:
             assert cp is not None  # the sink raised otherwise
             check_checkpoint_root(cp, name, self._chain)
             self._checkpoints[name] = (cp, note)
-        if self._chain.size and not self._checkpoints:
-            check_complete(None, self._chain)
+        check_committed_length(self._chain, self._trust.ring)
+        # No checkpoint yet, or one behind the manifests: a seal in progress (or a writer that died before its
+        # checkpoint, which it writes on reopen). Its manifests are signed and linked: they are read like the rest.
         # Manifests after the newest checkpoint are those of a seal in progress (or of a writer that died
         # before its checkpoint, which it writes on reopen): signed and linked, they are read like the rest.
         self._segment_count = self._chain.size
@@ -251,7 +290,8 @@ class Reader:
             except IntegrityError as err:
                 self._sink("erasure_receipt", str(err), stream=self.stream, segment=segment, seq=e.seq)
                 raise  # the sink raised already; for the type checker
-            problem = self._trust.ring.receipt_signer_problem(signer, self.stream, position)
+            time = self.manifest(segment).time if segment is not None else None  # a format 1 rotation's rule
+            problem = self._trust.ring.receipt_signer_problem(signer, self.stream, position, time)
             if problem is not None:
                 self._sink("erasure_receipt", f"an erasure receipt is signed out of its key's validity: {problem}",
                            stream=self.stream, segment=segment, seq=e.seq)
@@ -272,6 +312,7 @@ class Reader:
     def _execution_rows(self, execution_id: str) -> pa.Table:
         return _by_segment(self._lookup("executions", execution_id)[0])
 
+    @_snapshot
     def _execution_events(self, execution_id: str, upto: int | None = None) -> list[Event]:
         """Every event of the execution (to ``upto``), verified one by one and as a whole.
 
@@ -373,12 +414,14 @@ class Reader:
         events = self._execution_events(execution_id)
         return events[-1].seq if events else None
 
+    @_snapshot
     def execution_exists(self, execution_id: str) -> bool:
         self.refresh()
         if self._execution_rows(execution_id).num_rows:
             return True
         return any(e.execution_id == execution_id for e in self._unsealed())
 
+    @_snapshot
     def count_events(self, execution_id: str | None = None) -> int:
         """Events of one execution, or of the whole stream (sealed and not) with None."""
         if execution_id is not None:
@@ -399,6 +442,7 @@ class Reader:
 
     # -- threads, tenants, ids ------------------------------------------------------------------
 
+    @_snapshot
     def thread_events(self, thread_id: str) -> list[Event]:
         """Every event of a thread (a conversation) across its executions, in seq order."""
         self.refresh()
@@ -408,6 +452,7 @@ class Reader:
         events = [e for x in sorted(executions) for e in self._execution_events(x) if e.thread_id == thread_id]
         return sorted(events, key=lambda e: e.seq)
 
+    @_snapshot
     def executions(self, tenant_id: str | None = None, *, limit: int | None = 100,
                    offset: int = 0) -> list[ExecutionSummary]:
         """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""
@@ -435,6 +480,7 @@ class Reader:
             table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
         return sorted(set(table.column("segment").to_pylist()))
 
+    @_snapshot
     def get_event(self, event_id: str) -> Event | None:
         """The event with this id (verified), or None."""
         self.refresh()
@@ -450,6 +496,7 @@ class Reader:
                 return self._event(e, None)
         return None
 
+    @_snapshot
     def find(self, *, event_type: str | None = None, since: dt.datetime | None = None,
              until: dt.datetime | None = None, execution_id: str | None = None,
              limit: int | None = None) -> list[Event]:

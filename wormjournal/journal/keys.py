@@ -20,10 +20,11 @@ from ..storage.base import Store
 from ..storage.local import LocalStore
 from ..trust import load_trust
 from ..trust.load import key_name
+from ..verify.info import stream_sizes
 from .lock import signing_lock
 
 __all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "load_wal_key",
-           "rotate_signing_key", "stream_positions"]
+           "rotate_signing_key"]
 
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
@@ -123,16 +124,6 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def stream_positions(store: Store) -> dict[str, int]:
-    """Each stream's number of sealed segments (manifests), as the store lists them now."""
-    out: dict[str, int] = {}
-    for info in store.list(layout.MANIFESTS_PREFIX):
-        parsed = layout.parse_numbered(info.name)
-        if parsed is not None and layout.is_valid_stream(parsed[1]):
-            out[parsed[1]] = max(out.get(parsed[1], 0), parsed[2] + 1)
-    return out
-
-
 def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: SigningKey) -> SigningKey:
     """Replace the signing key: the new key's history entry is signed by the key it retires and by
     itself, the old private key is then gone, and the entry and public key are stored.
@@ -156,7 +147,7 @@ def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: Si
         if last.key_id != current.verify_key.key_id:
             raise ConfigError(f"the signing key in {directory} is not the journal's current key {last.key_id}")
         positions = dict(last.cutovers or {})
-        positions.update(stream_positions(store))
+        positions.update(stream_sizes(store))  # from the verified manifests: nothing planted moves a cutover
         identity = last.identity or identity_hash(store.get(layout.JOURNAL_OBJECT))
         new = SigningKey.generate(key_name(journal_id))
         valid_from = max(now_micros(), last.valid_from_micros + 1)

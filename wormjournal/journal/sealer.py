@@ -26,6 +26,8 @@ from ..segments.table import build_segment, read_segment, table_to_events, utc_d
 from ..storage import layout
 from ..storage.base import Store
 from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint
+from ..trust.load import key_name
+from ..verify.segment import check_segment, public_key_bytes
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,26 @@ class Sealer:
         log.info("adopting %s, stored by an interrupted seal", name)
         return start + len(stored), data
 
+    def _check_adopted(self, name: str, data: bytes, chunk: Sequence[StoredEvent], root: bytes, segment: int) -> None:
+        """An adopted object must be exactly a segment of ``chunk`` as FORMAT.md 10 checks one (steps 4 to 7:
+        its rows in storage order, its row groups as Merkle blocks, its metadata), against the manifest
+        about to be signed: a planted object holding the right events otherwise laid out is refused,
+        never signed. Raises IntegrityError."""
+        st = self.state
+        probe = Manifest(journal=st.journal_id, stream=st.stream, segment=segment, first_seq=chunk[0].seq,
+                         last_seq=chunk[-1].seq, events=len(chunk), prev_hash=chunk[0].prev_hash,
+                         last_hash=chunk[-1].hash, merkle_root=root, object=name, object_size=len(data),
+                         object_sha256=hashlib.sha256(data).digest(), object_version=NO_VERSION,
+                         prev_manifest=ZERO_HASH, frontier=tuple(st.frontier), key_id="-", time="-")
+        result = check_segment(probe, data, journal_id=st.journal_id, stream=st.stream,
+                               key_name=key_name(st.journal_id), public_keys=public_key_bytes(self._ring().keys()))
+        wrong = result.findings + [f for _, f in result.link_findings]
+        if wrong:
+            raise IntegrityError(f"{name} exists and is not the segment of the write-ahead log's events "
+                                 f"({wrong[0][0]}: {wrong[0][1]}); it is never signed",
+                                 hint="an object was planted at the next segment's name; keep it for the "
+                                      "investigation and seal into a new store, or ask the store's owner")
+
     def seal(self, events: Sequence[StoredEvent]) -> list[Manifest]:
         """Seal ``events`` (contiguous, starting at the state's next seq) and write a checkpoint."""
         if not events:
@@ -114,6 +136,7 @@ class Sealer:
             except ConflictError:
                 end, data = self._adopt(name, events, pos)
                 _, table, root = build(end)  # the stored rows, whatever their row groups: same index, same root
+                self._check_adopted(name, data, events[pos:end], root, segment)
                 info = self.store.head(name)
                 version = info.version_id if info else None
             _step("segment_stored")

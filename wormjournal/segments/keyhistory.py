@@ -141,7 +141,7 @@ def _decimal(text: str) -> bool:
 
 
 HISTORY_PREFIX = f"{layout.KEYS_PREFIX}history/"
-_ENTRY_RE = re.compile(r"keys/history/(\d{12})\.note")
+_ENTRY_RE = re.compile(r"keys/history/([0-9]{12})\.note")
 
 
 def entry_name(n: int) -> str:

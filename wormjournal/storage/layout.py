@@ -26,16 +26,16 @@ INDEX_KINDS = ("executions", "threads", "events")
 NUMBER_WIDTH = 12
 
 STREAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _SEGMENT_RE = re.compile(
-    r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/seg-(?P<n>\d{12})\.parquet"
+    r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})/seg-(?P<n>[0-9]{12})\.parquet"
 )
 _INDEX_RE = re.compile(
-    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>\d{12})-(?P<last>\d{12})\.parquet"
+    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>[0-9]{12})-(?P<last>[0-9]{12})\.parquet"
 )
-_POLICY_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.note")  # signed (format 2)
-_POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>\d{12})\.json")  # unsigned (format 1): never in force
-_NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>\d{12})\.note")
+_POLICY_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.note")  # signed (format 2)
+_POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.json")  # unsigned (format 1): never in force
+_NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>[0-9]{12})\.note")
 
 
 def is_valid_stream(stream: str) -> bool:

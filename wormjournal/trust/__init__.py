@@ -12,6 +12,7 @@ signed Merkle root); nothing else here does IO.
 from .chain import (
     ManifestChain,
     check_checkpoint_root,
+    check_committed_length,
     check_complete,
     check_names,
     continue_chain,
@@ -29,6 +30,7 @@ __all__ = [
     "Sink",
     "Trust",
     "check_checkpoint_root",
+    "check_committed_length",
     "check_complete",
     "check_history",
     "check_names",

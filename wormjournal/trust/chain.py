@@ -147,6 +147,8 @@ class ManifestChain:
             self.leaves = None
             self._frontier = list(m.frontier) if m is not None else None  # go on from the manifest's own claim
         self._expected = n + 1  # each gap is reported once
+        if m is not None and m.segment != n:
+            m = None  # it names another segment (manifest_identity, reported): nothing of it can be chained here
         if m is None:
             self._prev_manifest, self._frontier, self.leaves = None, None, None
             self.hashes.append(b"")
@@ -220,6 +222,16 @@ def check_checkpoint_root(cp: Checkpoint, name: str, chain: ManifestChain) -> No
     if root is None or root != cp.root_hash:
         sink("checkpoint_root", f"checkpoint root over {cp.tree_size} manifests does not match (history rewritten?)",
              stream=s, object=name)
+
+
+def check_committed_length(chain: ManifestChain, ring: KeyRing) -> None:
+    """Steps 1 and 10: a stream is at least as long as the key history says it was when a rotation
+    fixed its cutover (6.1); fewer segments are segments removed, with their manifests and checkpoints."""
+    need = ring.committed_streams().get(chain.stream, 0)
+    if chain.size < need:
+        chain.sink("stream_truncated", f"the key history says stream {chain.stream} had {need} segments at a "
+                   f"rotation; the store has {chain.size} (segments removed, or the stream deleted)",
+                   stream=chain.stream)
 
 
 def check_complete(latest: Checkpoint | None, chain: ManifestChain) -> None:

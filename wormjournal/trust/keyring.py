@@ -47,6 +47,17 @@ class KeyRing:
             return []
         return [e.verify_key(self.name) for e in self.entries[self.first_trusted :]]
 
+    def committed_streams(self) -> dict[str, int]:
+        """Each stream a trusted entry names, with the most segments an entry says it had: a rotation
+        saw them, so the stream can never have fewer (a lower bound on its length, and on which exist)."""
+        out: dict[str, int] = {}
+        if self.first_trusted is None:
+            return out
+        for e in self.entries[self.first_trusted :]:
+            for stream, at in (e.cutovers or {}).items():
+                out[stream] = max(out.get(stream, 0), at)
+        return out
+
     def entry_of(self, key_id: str) -> int | None:
         return next((i for i, e in enumerate(self.entries) if e.key_id == key_id), None)
 

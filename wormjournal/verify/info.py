@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import IntegrityError
 from ..segments.manifest import Checkpoint
 from ..segments.notes import VerifyKey
 from ..storage import layout
@@ -21,6 +22,7 @@ from ..trust import (
     Sink,
     Trust,
     check_checkpoint_root,
+    check_committed_length,
     check_complete,
     check_names,
     load_trust,
@@ -68,6 +70,9 @@ def _walk(store: ObjectReader, public_keys: Sequence[VerifyKey] | None,
                 walk.latest = cp if walk.latest is None or cp.tree_size > walk.latest.tree_size else walk.latest
         if checkpoints:
             check_complete(walk.latest, walk.chain)
+        check_committed_length(walk.chain, trust.ring)
+    for stream in sorted(set(trust.ring.committed_streams()) - set(streams)):
+        check_committed_length(ManifestChain(trust.journal_id, stream, sink), trust.ring)
     return trust, streams, segments, sink
 
 
@@ -79,6 +84,20 @@ class SealedObjects:
     objects: list[str]  # segment object names, stream by stream, in segment order
     left_out: list[str]  # objects under segments/ that no accepted manifest names
     findings: list[Finding]
+
+
+def stream_sizes(store: ObjectReader) -> dict[str, int]:
+    """Each stream's number of segments, from the manifests the trust core accepts (the store's own key
+    history trusted): what a key rotation fixes as the streams' cutovers. Raises IntegrityError when
+    anything in the notes is wrong (a checkpoint behind its manifests excepted: a seal in progress), so
+    that no planted or missing object can move a cutover."""
+    _, walks, _, sink = _walk(store, None, checkpoints=True)
+    wrong = [f for f in sink.findings if f.kind != "checkpoint_behind"]
+    if wrong:
+        raise IntegrityError(f"the journal's notes do not verify ({wrong[0].where()}: {wrong[0].message}, "
+                             f"{wrong[0].kind}; {len(wrong)} finding(s))", finding=wrong[0],
+                             hint="run `wormjournal verify`; a key is rotated only on a journal that verifies")
+    return {stream: walk.chain.size for stream, walk in walks.items()}
 
 
 def sealed_objects(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = None) -> SealedObjects:

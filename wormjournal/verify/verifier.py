@@ -17,18 +17,19 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..errors import JournalError, ValidationError
+from ..errors import JournalError, NotFoundError, ValidationError
 from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
 from ..storage import layout, open_store
-from ..storage.base import ObjectReader
+from ..storage.base import ObjectInfo, ObjectReader
 from ..storage.local import LocalStore
 from ..trust import (
     ManifestChain,
     Sink,
     Trust,
     check_checkpoint_root,
+    check_committed_length,
     check_complete,
     check_names,
     load_trust,
@@ -127,9 +128,12 @@ class _StreamVerifier:
     checked here (steps 4-8, in the runner) in between, in order."""
 
     def __init__(self, store: ObjectReader, trust: Trust, stream: str, report: VerifyReport,
-                 anchor: Anchor | None = None) -> None:
+                 listing: dict[str, list[ObjectInfo]], anchor: Anchor | None = None) -> None:
         self.store = store
         self.trust = trust
+        # The stream's objects as listed once, checkpoints, then segments, then manifests (see verify_store).
+        self.listing = {prefix: [o for o in infos if o.name.startswith(f"{prefix}stream={stream}/")]
+                        for prefix, infos in listing.items()}
         self.stream = stream
         self.report = report
         self.anchor = anchor  # a trusted point of this stream (--since): segments before it may have expired
@@ -142,7 +146,7 @@ class _StreamVerifier:
 
     def run(self, progress: Callable[[int], None], runner: _SegmentRunner) -> None:
         heads: dict[str, int] = {}  # step 8: execution id -> its last seq so far
-        names = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))
+        names = [info.name for info in self.listing[layout.MANIFESTS_PREFIX]
                  if layout.parse_numbered(info.name) is not None]  # other names: the names check (step 11)
         opened: list[Manifest] = []
         # Segments submitted and not yet applied, oldest first: (findings before the segment's
@@ -236,7 +240,7 @@ class _StreamVerifier:
 
     def check_strays(self, covered: set[str]) -> None:
         """Step 11: every object under segments/ must be covered by a manifest."""
-        for info in self.store.list(layout.stream_segments_prefix(self.stream)):
+        for info in self.listing[layout.SEGMENTS_PREFIX]:
             if info.name not in covered and info.name not in self._unverified_objects:
                 self.sink("orphan_object",
                           "segment object not covered by any manifest (an interrupted seal, or inserted)",
@@ -257,7 +261,7 @@ class _StreamVerifier:
     def check_checkpoints(self) -> None:
         """Steps 9 and 10: every checkpoint verifies and commits to the manifests; the latest covers them all."""
         latest: Checkpoint | None = None
-        for info in self.store.list(layout.checkpoints_prefix(self.stream)):
+        for info in self.listing[layout.CHECKPOINTS_PREFIX]:
             if layout.parse_numbered(info.name) is None:
                 continue  # reported by the names check (step 11)
             cp = open_checkpoint(self.store.get(info.name), info.name, journal_id=self.trust.journal_id,
@@ -268,6 +272,7 @@ class _StreamVerifier:
                 latest = cp
             check_checkpoint_root(cp, info.name, self.chain)
         check_complete(latest, self.chain)
+        check_committed_length(self.chain, self.trust.ring)
         if latest is not None:
             self.summary.checkpoint_size = latest.tree_size
             self.summary.checkpoint_root = latest.root_hash.hex()
@@ -307,6 +312,16 @@ def verify_store(
     started = time.perf_counter()
     if isinstance(store, (str, os.PathLike)):
         store = open_store(store)  # a directory or an s3:// URL, read-only use
+    # One listing, in the order a seal writes backwards: checkpoints, then segments, then manifests, then the
+    # key history (inside load_trust). A seal stores segment, manifest, checkpoint in that order, and a rotation
+    # its history entry before any note its key signs, so a verify running meanwhile never sees a checkpoint
+    # ahead of its manifests or a manifest whose key it has not read: an intact journal never looks broken.
+    try:
+        listing = {prefix: list(store.list(prefix))
+                   for prefix in (layout.CHECKPOINTS_PREFIX, layout.SEGMENTS_PREFIX, layout.MANIFESTS_PREFIX)}
+    except NotFoundError as e:
+        raise NotFoundError(f"no journal in {getattr(store, 'url', store)}: {e}",
+                            hint="create one with `wormjournal init STORE`") from e
     trust = load_trust(store, public_keys)
     identity, ring = trust.identity, trust.ring
     keys = trust.keys()
@@ -335,8 +350,8 @@ def verify_store(
     if anchor is not None and anchor.finding is not None:
         report.findings.append(anchor.finding)
         anchor = None  # an unverified point vouches for nothing
-    prefixes = (layout.MANIFESTS_PREFIX, layout.SEGMENTS_PREFIX, layout.CHECKPOINTS_PREFIX)
-    infos = [o for prefix in prefixes for o in store.list(prefix)]
+    infos = [o for prefix in (layout.MANIFESTS_PREFIX, layout.SEGMENTS_PREFIX, layout.CHECKPOINTS_PREFIX)
+             for o in listing[prefix]]
     names = [o.name for o in infos]
     names_sink = Sink(collect=True)
     check_names(names, names_sink)  # step 11: names FORMAT.md does not allow
@@ -356,7 +371,7 @@ def verify_store(
     runner = _SegmentRunner(identity, keys, report.workers, store)
     try:
         for stream in streams:
-            sv = _StreamVerifier(store, trust, stream, report,
+            sv = _StreamVerifier(store, trust, stream, report, listing,
                                  anchor if anchor is not None and anchor.stream == stream else None)
             sv.run(step, runner)
             if sv.anchor is not None:
@@ -370,6 +385,10 @@ def verify_store(
     if anchor is not None and anchor.stream not in streams:
         found, report.since = check_extension(anchor, {}, None, 0, None)
         report.findings.extend(found)
+    gone = Sink(collect=True)  # streams a rotation saw that the store no longer has (6.1, cutovers)
+    for stream in sorted(set(ring.committed_streams()) - set(streams)):
+        check_committed_length(ManifestChain(identity.journal_id, stream, gone), ring)
+    report.findings.extend(gone.findings)
     if not any(s.events for s in report.streams):
         report.findings.append(Finding("nothing_to_verify",
                                        "the store holds no sealed event; there is nothing to prove"))
