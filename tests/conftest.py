@@ -213,3 +213,14 @@ def wal_mac(store: Path, keys: Path, stream: str = "main") -> Any:
     from wormjournal.trust.load import read_identity
 
     return WalMac(wal_key(store, keys), read_identity(LocalStore(store)).journal_id, stream)
+
+
+def plant(h: History, name: str, data: bytes) -> Path:
+    """Write an object of ``h``'s store by name, as an attacker with write access does (over an existing one too)."""
+    path = h.paths.store / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        overwrite(path, data)
+    else:
+        path.write_bytes(data)
+    return path

@@ -55,7 +55,7 @@ from wormjournal.segments.table import read_segment, segment_merkle_root, table_
 from wormjournal.storage import layout
 from wormjournal.verify import verify_store
 
-from conftest import BASE_TS, History, StorePaths, build_history, make_writable, overwrite, wal_key, wal_mac
+from conftest import BASE_TS, History, StorePaths, build_history, make_writable, overwrite, plant, wal_key, wal_mac
 
 # Raised by the fix when a key that a rotation retired signs; until then any refusal will do.
 KeyRetiredError: type[JournalError] = getattr(errors_mod, "KeyRetiredError", JournalError)
@@ -227,16 +227,6 @@ def fresh(template: History, tmp_path: Path) -> History:
 # -- attack tools ------------------------------------------------------------------------------------------------
 
 
-def put(h: History, name: str, data: bytes) -> None:
-    """Write an object by name, as an attacker with write access does (over an existing one too)."""
-    path = h.paths.store / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        overwrite(path, data)
-    else:
-        path.write_bytes(data)
-
-
 def stored_manifests(h: History) -> list[Manifest]:
     """The store's manifests 0..n-1 as they are now (parsed, not verified)."""
     out = []
@@ -286,16 +276,16 @@ def forge_seal(h: History, key: SigningKey, specs: list[dict[str, Any]], *, when
     n = len(manifests)
     name = layout.segment(STREAM, utc_date(when), n)
     data = write_segment(events, journal_id=h.journal_id, stream=STREAM, segment=n, row_group_rows=tm.ROWS)
-    put(h, name, data)
+    plant(h, name, data)
     m = Manifest(journal=h.journal_id, stream=STREAM, segment=n, first_seq=events[0].seq, last_seq=events[-1].seq,
                  events=len(events), prev_hash=events[0].prev_hash, last_hash=events[-1].hash,
                  merkle_root=segment_merkle_root(events), object=name, object_size=len(data),
                  object_sha256=hashlib.sha256(data).digest(), object_version=NO_VERSION,
                  prev_manifest=last.manifest_hash(), frontier=tuple(last.tree_after()), key_id=key.verify_key.key_id,
                  time=format_ts(when))
-    put(h, layout.manifest(STREAM, n), m.sign(key))
+    plant(h, layout.manifest(STREAM, n), m.sign(key))
     hashes = [x.manifest_hash() for x in manifests] + [m.manifest_hash()]
-    put(h, layout.checkpoint(STREAM, n + 1),
+    plant(h, layout.checkpoint(STREAM, n + 1),
         Checkpoint.for_manifests(checkpoint_origin(h.journal_id, STREAM), hashes).sign(key))
     return m
 
@@ -419,16 +409,16 @@ def row_groups_not_merkle_blocks(h: History) -> None:
 
 
 def stray_note_in_manifests(h: History) -> None:
-    put(h, layout.manifests_prefix(STREAM) + "foo.note", b"not a manifest\n")
+    plant(h, layout.manifests_prefix(STREAM) + "foo.note", b"not a manifest\n")
 
 
 def dot_named_segment_object(h: History) -> None:
     date = layout.parse_segment(h.manifests[4].object)[1]  # type: ignore[index]
-    put(h, f"{layout.stream_segments_prefix(STREAM)}date={date}/.hidden", h.segment_path(4).read_bytes())
+    plant(h, f"{layout.stream_segments_prefix(STREAM)}date={date}/.hidden", h.segment_path(4).read_bytes())
 
 
 def segment_under_invalid_stream_name(h: History) -> None:
-    put(h, f"{layout.SEGMENTS_PREFIX}stream=bad name!/x.parquet", h.segment_path(4).read_bytes())
+    plant(h, f"{layout.SEGMENTS_PREFIX}stream=bad name!/x.parquet", h.segment_path(4).read_bytes())
 
 
 def newest_manifest_removed(h: History) -> None:

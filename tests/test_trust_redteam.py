@@ -45,7 +45,18 @@ from wormjournal.trust.policy import PolicySet, policy_in_force
 from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify.proof import check_proof, make_proof
 
-from conftest import BASE_TS, History, StorePaths, build_history, forge_seal, make_writable, overwrite, wal_key, wal_mac
+from conftest import (
+    BASE_TS,
+    History,
+    StorePaths,
+    build_history,
+    forge_seal,
+    make_writable,
+    overwrite,
+    plant,
+    wal_key,
+    wal_mac,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -129,16 +140,6 @@ def wal_reader(h: History, store: Any = None) -> Reader:
                   wal_key=wal_key(h.paths.store, h.paths.keys))
 
 
-def put(h: History, name: str, data: bytes) -> Path:
-    path = h.paths.store / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        overwrite(path, data)
-    else:
-        path.write_bytes(data)
-    return path
-
-
 def unlink(path: Path) -> None:
     make_writable(path)
     path.unlink()
@@ -189,12 +190,12 @@ def append_and_seal(j: Journal, tag: str, n: int = 2) -> None:
 def test_a_planted_manifest_name_cannot_move_the_rotation_cutover(fresh: History) -> None:
     h = fresh
     stolen = _signing_key(h)  # the thief's copy: the reason the owner rotates
-    plant = put(h, layout.manifest(STREAM, 999_999), b"junk\n")
+    planted = plant(h, layout.manifest(STREAM, 999_999), b"junk\n")
     try:  # the owner rotates, as `wormjournal rotate-key` does
         keys_mod.rotate_signing_key(h.paths.keys, LocalStore(h.paths.store), h.journal_id, stolen)
     except JournalError:
         return  # refused to extend the history from a store that does not verify: secure
-    unlink(plant)
+    unlink(planted)
     forge_seal(h.store, stolen, THIEF)  # the retired key seals segment 4
     report = verify(h)
     try:
@@ -519,7 +520,7 @@ def test_a_cosigned_manifest_still_gives_checkable_proofs(fresh: History) -> Non
 def test_a_checkpoint_under_unicode_digits_is_reported(fresh: History) -> None:
     h = fresh
     src = h.checkpoint_path(SEGMENTS)
-    put(h, f"{layout.checkpoints_prefix(STREAM)}{arabic(SEGMENTS)}.note", src.read_bytes())
+    plant(h, f"{layout.checkpoints_prefix(STREAM)}{arabic(SEGMENTS)}.note", src.read_bytes())
     assert not verify(h).ok
 
 
@@ -528,7 +529,7 @@ def test_a_manifest_renamed_to_unicode_digits_is_reported(fresh: History) -> Non
     src = h.manifest_path(3)
     data = src.read_bytes()
     unlink(src)
-    put(h, f"{layout.manifests_prefix(STREAM)}{arabic(3)}.note", data)
+    plant(h, f"{layout.manifests_prefix(STREAM)}{arabic(3)}.note", data)
     assert not verify(h).ok
 
 
@@ -594,7 +595,7 @@ def _entry2(r: Rotated, *, v1: bool = False, cutovers: dict[str, int] | None = N
 
 
 def _put_entry(r: Rotated, n: int, note: bytes) -> None:
-    put(r.h, entry_name(n), note)
+    plant(r.h, entry_name(n), note)
 
 
 def hist_v1_after_v2(r: Rotated) -> None:
@@ -638,18 +639,18 @@ def hist_valid_from_back(r: Rotated) -> None:
 
 
 def hist_second_entry_1(r: Rotated) -> None:
-    put(r.h, "keys/history/000000000001.note.bak", (r.h.paths.store / entry_name(1)).read_bytes())
+    plant(r.h, "keys/history/000000000001.note.bak", (r.h.paths.store / entry_name(1)).read_bytes())
 
 
 def hist_entry_1_under_unicode_digits(r: Rotated) -> None:
-    put(r.h, f"keys/history/{arabic(1)}.note", (r.h.paths.store / entry_name(1)).read_bytes())
+    plant(r.h, f"keys/history/{arabic(1)}.note", (r.h.paths.store / entry_name(1)).read_bytes())
 
 
 def hist_entry_1_13_digits(r: Rotated) -> None:
     path = r.h.paths.store / entry_name(1)
     data = path.read_bytes()
     unlink(path)
-    put(r.h, "keys/history/0000000000001.note", data)
+    plant(r.h, "keys/history/0000000000001.note", data)
 
 
 def hist_thief_forks_entry_1(r: Rotated) -> None:
@@ -732,18 +733,18 @@ def note_untrusted_signature_first(h: History) -> None:
 
 
 def checkpoint_13_digits(h: History) -> None:
-    put(h, f"{layout.checkpoints_prefix(STREAM)}0{SEGMENTS:012d}.note", h.checkpoint_path(SEGMENTS).read_bytes())
+    plant(h, f"{layout.checkpoints_prefix(STREAM)}0{SEGMENTS:012d}.note", h.checkpoint_path(SEGMENTS).read_bytes())
 
 
 def segment_in_another_date_folder(h: History) -> None:
     src = h.segment_path(2)
     data = src.read_bytes()
     unlink(src)
-    put(h, layout.segment(STREAM, "2025-03-15", 2), data)
+    plant(h, layout.segment(STREAM, "2025-03-15", 2), data)
 
 
 def planted_manifest_copy_after_a_gap_same_popcount(h: History) -> None:
-    put(h, layout.manifest(STREAM, 6), h.manifest_path(3).read_bytes())  # popcount(6) == popcount(3)
+    plant(h, layout.manifest(STREAM, 6), h.manifest_path(3).read_bytes())  # popcount(6) == popcount(3)
 
 
 NOTE_ATTACKS = [note_crlf, note_cr_in_signature_line, note_bom, note_trailing_blank_line, checkpoint_13_digits,
@@ -762,7 +763,7 @@ def test_held_malformed_notes_and_names(fresh: History, attack: Callable[[Histor
 
 
 def test_verify_reports_a_manifest_copied_past_a_gap(fresh: History) -> None:
-    put(fresh, layout.manifest(STREAM, 8), fresh.manifest_path(3).read_bytes())  # popcount(8) = 1, frontier of 3: 2
+    plant(fresh, layout.manifest(STREAM, 8), fresh.manifest_path(3).read_bytes())  # popcount(8) = 1, frontier of 3: 2
     try:
         report = verify(fresh)
     except IntegrityError:
@@ -801,7 +802,7 @@ def test_held_a_planted_tmp_file_is_invisible_and_unreachable(fresh: History) ->
 def test_held_a_planted_segment_is_not_queried(fresh: History) -> None:
     from wormjournal import analytics
 
-    put(fresh, layout.segment(STREAM, "2025-03-14", 9), fresh.segment_path(1).read_bytes())
+    plant(fresh, layout.segment(STREAM, "2025-03-14", 9), fresh.segment_path(1).read_bytes())
     assert "orphan_object" in kinds(verify(fresh))
     con = analytics.connect(fresh.store, public_keys=[fresh.verify_key])
     assert con.sql("select count(*) from events").fetchall() == [(SEGMENTS * PER_SEGMENT,)]
