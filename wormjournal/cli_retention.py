@@ -139,8 +139,6 @@ def cmd_hold(args: argparse.Namespace) -> int:
 
 
 def _trusted(args: argparse.Namespace) -> list[Any]:
-    from .journal.keys import load_keys
-
     identity = read_identity(_store(args))
     signing, _ = load_keys(Path(args.key_dir), identity.journal_id)
     return [signing.verify_key]

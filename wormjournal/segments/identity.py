@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..storage import layout
 
 FORMAT_NAME = "wormjournal/1"
-MODES = ("COMPLIANCE", "GOVERNANCE")
+MODES = layout.LOCK_MODES
 DAYS_PER_YEAR = 366  # a "year" never falls short of a calendar year, leap years included
 
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import ObjectInfo, ObjectReader, PutResult, Store
 from .local import LocalStore
-
-if TYPE_CHECKING:
-    from ..segments.identity import RetentionPolicy
+from .objectlock import LockPolicy
+from .s3 import S3Store
 
 __all__ = ["LocalStore", "ObjectInfo", "ObjectReader", "PutResult", "Store", "open_store"]
 
@@ -19,7 +17,7 @@ def open_store(
     location: str | os.PathLike[str] | Store,
     *,
     endpoint_url: str | None = None,
-    retention: RetentionPolicy | None = None,
+    retention: LockPolicy | None = None,
 ) -> Store:
     """A Store for a local directory or ``s3://bucket/prefix``.
 
@@ -31,8 +29,6 @@ def open_store(
         return location
     text = os.fspath(location)
     if text.startswith("s3://"):
-        from .s3 import S3Store  # boto3 is imported only when S3 is used
-
         return S3Store.from_url(text, endpoint_url=endpoint_url, retention=retention)
     if "://" in text:
         raise ConfigError(f"unsupported store URL {text!r}: give a local directory or s3://bucket/prefix")

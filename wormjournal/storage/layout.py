@@ -23,6 +23,7 @@ CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
 RETENTION_POLICY_PREFIX = "retention/policy/"
 INDEX_KINDS = ("executions", "threads", "events")
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")  # journal.json's retention_mode and a policy's mode (FORMAT.md 9)
 NUMBER_WIDTH = 12
 
 STREAM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

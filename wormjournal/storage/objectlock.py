@@ -4,9 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from typing import Protocol
 
 from ..errors import RetentionError
-from ..segments.identity import MODES
+from .layout import LOCK_MODES as MODES
+
+
+class LockPolicy(Protocol):
+    """What a store locks objects with: an Object Lock mode and period (``RetentionPolicy`` is one).
+    A protocol, so that storage needs nothing of the format modules that name one."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def days(self) -> int: ...
+
+    def retain_until(self, now: dt.datetime) -> dt.datetime: ...
+
 
 NO_LOCK_HINT = (
     "the bucket has no Object Lock: create a bucket with --object-lock-enabled-for-bucket, "

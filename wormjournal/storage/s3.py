@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -39,10 +39,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
-from .objectlock import NO_LOCK_HINT, ObjectLockState, check_extension
-
-if TYPE_CHECKING:
-    from ..segments.identity import RetentionPolicy
+from .objectlock import NO_LOCK_HINT, LockPolicy, ObjectLockState, check_extension
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +178,7 @@ class S3Store:
         *,
         client: Any = None,
         endpoint_url: str | None = None,
-        retention: RetentionPolicy | None = None,
+        retention: LockPolicy | None = None,
         multipart_threshold: int = 64 << 20,
         part_size: int = 16 << 20,
         put_attempts: int = 4,
@@ -221,7 +218,7 @@ class S3Store:
                 raise ConfigError(f"cannot create an S3 client for {self.url}: {e}") from e
         self.client = client
 
-    def with_retention(self, policy: RetentionPolicy | None) -> S3Store:
+    def with_retention(self, policy: LockPolicy | None) -> S3Store:
         """The same store (bucket, prefix, client, settings), writing every object with ``policy``."""
         clone = copy.copy(self)
         clone.retention = policy
