@@ -194,9 +194,10 @@ class Reader:
         checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
         manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
         check_names(checkpoints + manifests, self._sink)
-        # The key history is listed after the notes: a rotation stores its entry before any note its new
-        # key signs, so every note listed above is signed by a key of the history read here.
-        if [o.name for o in self.store.list(HISTORY_PREFIX)] != self._history_names:
+        # The key history is listed after the notes, and only when there are new ones: a rotation stores its
+        # entry before any note its new key signs, so every note listed above is signed by a key read here.
+        new = len(manifests) > self._chain.size or any(name not in self._checkpoints for name in checkpoints)
+        if new and [o.name for o in self.store.list(HISTORY_PREFIX)] != self._history_names:
             self._load_trust()
         for name in manifests[self._chain.size :]:  # new ones only (numbered 0.. without gaps, or the chain raises)
             self._chain.open(name, self.store.get(name), self._trust.ring)
@@ -215,8 +216,6 @@ class Reader:
         check_committed_length(self._chain, self._trust.ring)
         # No checkpoint yet, or one behind the manifests: a seal in progress (or a writer that died before its
         # checkpoint, which it writes on reopen). Its manifests are signed and linked: they are read like the rest.
-        # Manifests after the newest checkpoint are those of a seal in progress (or of a writer that died
-        # before its checkpoint, which it writes on reopen): signed and linked, they are read like the rest.
         self._segment_count = self._chain.size
         return self._segment_count
 

@@ -95,6 +95,7 @@ class Journal:
     # set by _key_ring (and rotate_key): the checked key history, and the names it was read from
     _ring: KeyRing
     _ring_names: list[str]
+    _pinned_ring: KeyRing | None = None
 
     def __init__(
         self,
@@ -304,7 +305,10 @@ class Journal:
         return self._key
 
     def _key_ring(self) -> KeyRing:
-        """The journal's key history, checked; re-read when another process added an entry."""
+        """The journal's key history, checked; re-read when another process added an entry (once per seal:
+        while a seal holds the signing lock, no rotation of this key directory can add one)."""
+        if self._pinned_ring is not None:
+            return self._pinned_ring
         names = [o.name for o in self.store.list(HISTORY_PREFIX)]
         cached = getattr(self, "_ring", None)
         if cached is None or names != self._ring_names:
@@ -551,7 +555,11 @@ class Journal:
             frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
             events = self._unsealed_events(frozen)
             with self._signing():
-                manifests = self._sealer.seal(events)
+                self._pinned_ring = self._key_ring()
+                try:
+                    manifests = self._sealer.seal(events)
+                finally:
+                    self._pinned_ring = None
             for path in frozen:
                 path.unlink()
             if frozen:

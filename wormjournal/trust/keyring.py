@@ -67,9 +67,10 @@ class KeyRing:
         segment. A format 1 entry has no cutovers; it takes over from its ``valid_from`` by the
         manifest's ``time`` (``time`` None: never)."""
         valid = 0
+        sealed = _micros(time) if time is not None else None
         for n, e in enumerate(self.entries[1:], start=1):
             if e.cutovers is None:
-                starts = time is not None and _micros(time) is not None and _micros(time) >= e.valid_from_micros  # type: ignore[operator]
+                starts = sealed is not None and sealed >= e.valid_from_micros
             else:
                 starts = segment >= e.cutovers.get(stream, 0)
             if starts:
