@@ -22,10 +22,17 @@ from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import SigningKey, VerifyKey
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
-from wormjournal.verify import VerifyReport, verify_store
+from wormjournal.verify import VerifyReport, verifier, verify_store
 
 # A fixed day, so that a run across midnight UTC never splits a segment in two.
 BASE_TS = dt.datetime(2025, 3, 14, 9, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(autouse=True)
+def _short_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process, verify waits 0.3 s (not 3) for a half-written seal to finish before reporting it: the
+    tamper tests leave such states on purpose. Child processes (tests/test_stress_reads.py) keep the default."""
+    monkeypatch.setattr(verifier, "SETTLE_SECONDS", 0.3)
 
 
 @dataclasses.dataclass(frozen=True)

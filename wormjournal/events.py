@@ -303,20 +303,40 @@ def check_event_type(value: Any, *, where: str | None = None) -> str:
     )
 
 
-def _check_json_keys(value: Any, where: str | None) -> None:
-    stack = [value]
+# Payload limits, checked before anything is written (FORMAT.md 3, "Payload"): deeper nesting would
+# overflow a reader's recursive JSON parser, longer integers do not parse back in Python (4300 digits
+# is its int/str conversion limit) and lose precision elsewhere.
+MAX_PAYLOAD_DEPTH = 128
+MAX_INT_DIGITS = 4300
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+def _check_json_value(value: Any, where: str | None) -> None:
+    """Refuse what canonical JSON cannot hold or a reader cannot parse back: non-string keys,
+    nesting deeper than MAX_PAYLOAD_DEPTH, integers of more than MAX_INT_DIGITS digits, cycles."""
+    # (container, depth) pairs; ``path`` holds the ids of the containers being walked (a cycle's test)
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
+        if type(item) is int or (isinstance(item, int) and not isinstance(item, bool)):
+            if not -_INT_LIMIT < item < _INT_LIMIT:
+                raise ValidationError("payload", f"holds an integer of more than {MAX_INT_DIGITS} digits",
+                                      where=where)
+            continue
         if isinstance(item, dict):
-            for k, v in item.items():
+            children: Any = item.values()
+            for k in item:
                 if not isinstance(k, str):
-                    raise ValidationError(
-                        "payload", f"object key {k!r} is not a string", where=where
-                    )
-                if isinstance(v, (dict, list, tuple)):
-                    stack.append(v)
+                    raise ValidationError("payload", f"object key {k!r} is not a string", where=where)
         elif isinstance(item, (list, tuple)):
-            stack.extend(v for v in item if isinstance(v, (dict, list, tuple)))
+            children = item
+        else:
+            continue
+        if depth > MAX_PAYLOAD_DEPTH:  # a cycle ends here too
+            raise ValidationError("payload", f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels "
+                                  "(or refers to itself)", where=where)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list, tuple, int)) and not isinstance(child, bool))
 
 
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -324,7 +344,7 @@ _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fal
 
 def canonical_json(value: Any, *, where: str | None = None) -> bytes:
     """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN."""
-    _check_json_keys(value, where)
+    _check_json_value(value, where)
     try:
         text = _JSON.encode(value)
     except (TypeError, ValueError) as e:
@@ -346,11 +366,19 @@ def parse_ts(value: Any, field: str = "ts", *, where: str | None = None) -> int:
         raise ValidationError(field, "must be a datetime or RFC 3339 text", where=where)
     if value.tzinfo is None:
         raise ValidationError(field, "has no time zone; give UTC", where=where)
-    delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    try:
+        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    except (ArithmeticError, TypeError, ValueError) as e:
+        raise ValidationError(field, f"is not a usable time: {e}", where=where) from e
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not MIN_TS <= micros <= MAX_TS:  # every reader turns ts back into a datetime (and a partition date)
+        raise ValidationError(field, "is outside UTC years 1 to 9999", where=where)
+    return micros
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MIN_TS = (dt.datetime.min.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+MAX_TS = (dt.datetime.max.replace(tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
 
 
 def micros_to_datetime(micros: int) -> dt.datetime:

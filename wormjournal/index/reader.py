@@ -87,19 +87,26 @@ class CountingReader:
 
 
 def _snapshot(method: Callable[..., T]) -> Callable[..., T]:
-    """Run a read on one snapshot: if it fails while a seal completed under it (its events left the WAL for a
-    segment after the snapshot was taken), run it once more on the new snapshot. A broken promise that is
-    still there fails again; an intact journal never looks broken because a seal ran."""
+    """Run a read on one snapshot of the stream (see ``Reader._take_snapshot``): the write-ahead log read
+    first, then the manifests listed, so that a seal running meanwhile leaves no gap between the two. Reads
+    nested in it use the same snapshot. Should the read still fail while the store grew under it, it runs
+    once more on a new snapshot: a broken promise that is still there fails again."""
 
     @functools.wraps(method)
     def read(self: Reader, *args: Any, **kwargs: Any) -> T:
-        size = self._segment_count
-        try:
+        if self._snap is not None:
             return method(self, *args, **kwargs)
-        except IntegrityError:
-            if self._wal_dir is None or self.refresh() == size:
-                raise
-        return method(self, *args, **kwargs)
+        for attempt in (1, 2):
+            size = self._take_snapshot()
+            try:
+                return method(self, *args, **kwargs)
+            except IntegrityError:
+                self._snap = None
+                if attempt == 2 or self.refresh() == size:
+                    raise
+            finally:
+                self._snap = None
+        raise AssertionError("unreachable")
 
     return read
 
@@ -144,6 +151,7 @@ class Reader:
         self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
         self._cache_segments = cache_segments
         self._segment_count = 0
+        self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
                                self._scan_segment)
@@ -188,7 +196,9 @@ class Reader:
 
     def refresh(self) -> int:
         """The number of sealed segments now, every manifest and checkpoint checked by the trust core
-        (new ones only: they are write-once). Raises IntegrityError."""
+        (new ones only: they are write-once). Raises IntegrityError. Inside a read, the snapshot's number."""
+        if self._snap is not None:
+            return self._segment_count  # the read in progress keeps its snapshot
         # Checkpoints are listed before manifests: a seal stores a checkpoint after its manifests,
         # so every checkpoint listed here covers manifests that the listing below will show.
         checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
@@ -262,22 +272,32 @@ class Reader:
 
     # -- unsealed events -------------------------------------------------------------------
 
-    def _unsealed(self) -> list[StoredEvent]:
-        """Events in the WAL after the last sealed one, each frame authenticated by the writer's WAL key
-        and the chain checked from the last sealed event; [] without a WAL dir."""
-        if self._wal_dir is None or not self._wal_dir.is_dir():
-            return []
-        assert self._wal_mac is not None
-        last = self.manifest(self._segment_count - 1) if self._segment_count else None
+    def _take_snapshot(self) -> int:
+        """Fix the view of a read: the WAL's events first, then the sealed segments (listed after them), then the
+        unsealed events after the sealed chain's head. A seal stores its manifests before it deletes the WAL
+        files it sealed, so every event missing from the WAL read is in a manifest listed after it: the two
+        overlap (the overlap is passed over) and never leave a gap. Returns the number of sealed segments."""
+        self._snap = None
+        events: list[StoredEvent] = []
+        if self._wal_dir is not None and self._wal_dir.is_dir():
+            assert self._wal_mac is not None
+            for path in list_wal_files(self._wal_dir):
+                try:
+                    events += read_wal(path, self._wal_mac).events  # each frame authenticated by the WAL key
+                except FileNotFoundError:
+                    continue  # sealed and removed meanwhile: those events are in manifests listed below
+        n = self.refresh()
+        last = self.manifest(n - 1) if n else None
         seq = last.last_seq + 1 if last else 0
         prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
-        events: list[StoredEvent] = []
-        for path in list_wal_files(self._wal_dir):
-            try:
-                events += read_wal(path, self._wal_mac).events
-            except FileNotFoundError:
-                continue  # sealed and removed meanwhile: those events are in segments now
-        return continue_chain(events, seq, prev, sink=self._sink)
+        self._snap = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
+        return n
+
+    def _unsealed(self) -> list[StoredEvent]:
+        """The unsealed events of the read in progress ([] without a WAL dir)."""
+        if self._snap is None:
+            raise RuntimeError("Reader._unsealed outside a read's snapshot")
+        return self._snap
 
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
         event = Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,

@@ -53,7 +53,8 @@ def claim_wal_dir(directory: Path, journal_id: str) -> None:
     except FileNotFoundError:
         owner = ""
     if not owner:  # new, or its first write was cut short by a crash
-        marker.write_text(journal_id + "\n")
+        with open(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(journal_id + "\n")
         return
     if owner != journal_id:
         raise ConfigError(
@@ -66,7 +67,7 @@ def create_wal_file(directory: Path, header: WalHeader) -> Path:
     """Create a WAL file atomically (temp file, rename, directory fsync)."""
     path = directory / wal_name(header.first_seq)
     tmp = directory / (path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:  # owner only
         f.write(header.encode())
         f.flush()
         os.fsync(f.fileno())

@@ -33,8 +33,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def makedirs_durable(path: Path) -> None:
-    """mkdir -p, fsyncing each parent whose entry was created."""
+def makedirs_durable(path: Path, mode: int = 0o755) -> None:
+    """mkdir -p, fsyncing each parent whose entry was created. Directories are created with ``mode``
+    less the umask: never writable by others, whatever the umask (0o700 for private working files)."""
     missing = []
     p = path
     while not p.exists():
@@ -42,7 +43,7 @@ def makedirs_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=mode)
         except FileExistsError:
             continue
         fsync_dir(d.parent)
@@ -66,16 +67,17 @@ class LocalStore:
         try:
             makedirs_durable(path.parent)
             tmp = path.parent / f".tmp-{uuid.uuid4().hex}"  # never listed (_TMP_RE): a put in progress
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
                 try:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
                     os.fsync(fd)
+                    # read-only, and readable only by whom the umask lets read (0o400 under umask 077)
+                    os.fchmod(fd, os.fstat(fd).st_mode & READ_ONLY)
                 finally:
                     os.close(fd)
-                os.chmod(tmp, READ_ONLY)
                 try:
                     os.link(tmp, path)
                     created = True

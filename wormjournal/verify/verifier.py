@@ -53,6 +53,9 @@ from .segment import (
 Progress = Callable[[int, int], None]
 
 WORKER_MIN_BYTES = 32 << 20
+# How long verify waits, listing again, for a seal it saw half written to finish: as long as new objects keep
+# appearing, then this long after the last one. What is still half written then is reported.
+SETTLE_SECONDS = 3.0
 
 
 # Workers come from a fork server: it has none of the caller's threads (numpy's, Arrow's, a progress
@@ -227,9 +230,61 @@ class _StreamVerifier:
             apply()
         self.report.findings.extend(self.sink.findings)  # the chain's findings after the last manifest (none today)
         self.sink.findings.clear()
-        self.check_strays({m.object for m in opened})
+        covered = {m.object for m in opened}
+        self.settle(covered)
+        self.check_strays(covered)
         self.check_checkpoints()
         self.report.findings.extend(self.sink.findings)
+
+    def _half_written(self, covered: set[str]) -> int:
+        """What a seal running while the stream was listed leaves half written: segments past the last manifest,
+        manifests past the latest checkpoint. Returns the tree size a checkpoint must reach to finish it, 0 when
+        the listing ends whole."""
+        sizes = [p[2] for p in (layout.parse_numbered(o.name) for o in self.listing[layout.CHECKPOINTS_PREFIX]) if p]
+        target = self.chain.size if self.chain.size > max(sizes, default=0) else 0
+        for info in self.listing[layout.SEGMENTS_PREFIX]:
+            seg = layout.parse_segment(info.name)
+            if info.name not in covered and seg is not None and seg[2] >= self.chain.size:
+                target = max(target, seg[2] + 1)
+        return target
+
+    def settle(self, covered: set[str]) -> None:
+        """A seal that ran while the stream was listed is waited for, not reported: while the listing ends half
+        written, list the checkpoints and manifests again until a checkpoint finishes it, or until nothing new
+        has appeared for SETTLE_SECONDS (a seal that died: what is left is then reported). The manifests up to
+        that checkpoint are opened (steps 1 to 3) to check its root; their segments were sealed after the
+        listing, and a notice says they were not checked."""
+        target = self._half_written(covered)
+        if not target:
+            return
+        quiet_since, pause, seen = time.monotonic(), 0.02, (-1, -1)
+        known = {o.name for o in self.listing[layout.CHECKPOINTS_PREFIX]}
+        while time.monotonic() - quiet_since < SETTLE_SECONDS:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            checkpoints = [o for o in self.store.list(layout.checkpoints_prefix(self.stream))  # before the manifests
+                           if o.name not in known and layout.parse_numbered(o.name) is not None]
+            manifests = [o.name for o in self.store.list(layout.manifests_prefix(self.stream))
+                         if layout.parse_numbered(o.name) is not None]
+            done = [o for o in checkpoints if layout.parse_numbered(o.name)[2] >= target]  # type: ignore[index]
+            if not done:
+                if (len(checkpoints), len(manifests)) != seen:  # the seal goes on
+                    seen, quiet_since = (len(checkpoints), len(manifests)), time.monotonic()
+                continue
+            size = min(layout.parse_numbered(o.name)[2] for o in done)  # type: ignore[index]
+            added = 0
+            for name in manifests[self.chain.size : size]:
+                m = self.chain.open(name, self.store.get(name), self.trust.ring)  # a finding here is reported
+                if m is None:
+                    break
+                covered.add(m.object)
+                added += 1
+            self.listing[layout.CHECKPOINTS_PREFIX] += [
+                o for o in checkpoints if layout.parse_numbered(o.name)[2] <= size]  # type: ignore[index]
+            if added:
+                self.report.notices.append(f"stream {self.stream}: {added} segment(s) sealed while verify ran "
+                                           "were not checked (their manifests were, with the checkpoint over them)")
+            return
 
     def finding(self, raw: RawFinding) -> Finding:
         kind, message, segment, seq, obj = raw
