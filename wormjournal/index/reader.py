@@ -123,6 +123,8 @@ class Reader:
     goes through the trust core first (FORMAT.md 10, "Readers").
     Raises NotFoundError when there is no journal, IntegrityError (its ``kind`` as ``wormjournal
     verify`` names the finding) on any broken promise, ConfigError for a WAL without its key.
+    Each read sees one snapshot of the stream, however seals run meanwhile. A Reader caches what it
+    checked and is not thread-safe: give each thread its own.
     """
 
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
