@@ -33,6 +33,7 @@ def _short_settle(monkeypatch: pytest.MonkeyPatch) -> None:
     """In this process, verify waits 0.3 s (not 3) for a half-written seal to finish before reporting it: the
     tamper tests leave such states on purpose. Child processes (tests/test_stress_reads.py) keep the default."""
     monkeypatch.setattr(verifier, "SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(verifier, "SETTLE_LIMIT_SECONDS", 3.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -313,22 +313,30 @@ _INT_LIMIT = 10**MAX_INT_DIGITS
 
 def _check_json_value(value: Any, where: str | None) -> None:
     """Refuse what canonical JSON cannot hold or a reader cannot parse back: non-string keys,
-    nesting deeper than MAX_PAYLOAD_DEPTH, integers of more than MAX_INT_DIGITS digits, cycles."""
-    # (container, depth) pairs; ``path`` holds the ids of the containers being walked (a cycle's test)
+    nesting deeper than MAX_PAYLOAD_DEPTH, integers of more than MAX_INT_DIGITS digits, cycles.
+    A container subclass with its own items() or __iter__ is refused: it could show this check one value
+    and the encoder another."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if type(item) is int or (isinstance(item, int) and not isinstance(item, bool)):
-            if not -_INT_LIMIT < item < _INT_LIMIT:
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not -_INT_LIMIT < int.__int__(item) < _INT_LIMIT:  # the value the encoder writes
                 raise ValidationError("payload", f"holds an integer of more than {MAX_INT_DIGITS} digits",
                                       where=where)
             continue
         if isinstance(item, dict):
-            children: Any = item.values()
-            for k in item:
+            if type(item) is not dict and type(item).items is not dict.items:
+                raise ValidationError("payload", f"a {type(item).__name__} with its own items() is not JSON data",
+                                      where=where)
+            children: Any = dict.values(item)
+            for k in dict.keys(item):
                 if not isinstance(k, str):
                     raise ValidationError("payload", f"object key {k!r} is not a string", where=where)
         elif isinstance(item, (list, tuple)):
+            base = list if isinstance(item, list) else tuple
+            if type(item) is not base and type(item).__iter__ is not base.__iter__:  # type: ignore[comparison-overlap]
+                raise ValidationError("payload", f"a {type(item).__name__} with its own __iter__ is not JSON data",
+                                      where=where)
             children = item
         else:
             continue
@@ -366,10 +374,12 @@ def parse_ts(value: Any, field: str = "ts", *, where: str | None = None) -> int:
         raise ValidationError(field, "must be a datetime or RFC 3339 text", where=where)
     if value.tzinfo is None:
         raise ValidationError(field, "has no time zone; give UTC", where=where)
-    try:
-        delta = value - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    except (ArithmeticError, TypeError, ValueError) as e:
+    try:  # datetime's own subtraction, whatever a subclass defines; its tzinfo may still raise anything
+        delta = dt.datetime.__sub__(value, _EPOCH)
+    except Exception as e:  # noqa: BLE001 - a time we cannot compute is bad input
         raise ValidationError(field, f"is not a usable time: {e}", where=where) from e
+    if type(delta) is not dt.timedelta:
+        raise ValidationError(field, "is not a usable time", where=where)
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if not MIN_TS <= micros <= MAX_TS:  # every reader turns ts back into a datetime (and a partition date)
         raise ValidationError(field, "is outside UTC years 1 to 9999", where=where)

@@ -271,6 +271,9 @@ def continue_chain(events: Iterable[StoredEvent], next_seq: int, last_hash: byte
     seq, prev = next_seq, last_hash
     for e in events:
         if e.seq < seq and not out:
+            if e.seq == seq - 1 and e.hash != prev:  # the sealed head itself, as another writer had it: a fork
+                sink("chain_link", f"{where}: seq {e.seq} is not the sealed event of that seq", seq=e.seq)
+                break
             continue  # sealed already
         if e.seq != seq or e.prev_hash != prev:
             sink("chain_link", f"{where}: seq {e.seq} does not continue the chain at seq {seq}", seq=e.seq)

@@ -56,6 +56,7 @@ WORKER_MIN_BYTES = 32 << 20
 # How long verify waits, listing again, for a seal it saw half written to finish: as long as new objects keep
 # appearing, then this long after the last one. What is still half written then is reported.
 SETTLE_SECONDS = 3.0
+SETTLE_LIMIT_SECONDS = 30.0  # and never longer than this in all, whatever is planted
 
 
 # Workers come from a fork server: it has none of the caller's threads (numpy's, Arrow's, a progress
@@ -145,6 +146,7 @@ class _StreamVerifier:
         self.sink = Sink(collect=True)
         self.chain = ManifestChain(trust.journal_id, stream, self.sink, anchor.size if anchor is not None else None)
         self._expired: list[tuple[int, int]] = []  # seq ranges of segments before the horizon that are gone
+        self.settle_deadline: list[float | None] = [None]  # shared by the run's streams (verify_store sets it)
         self._unverified_objects: set[str | None] = set()
 
     def run(self, progress: Callable[[int], None], runner: _SegmentRunner) -> None:
@@ -257,19 +259,28 @@ class _StreamVerifier:
         target = self._half_written(covered)
         if not target:
             return
-        quiet_since, pause, seen = time.monotonic(), 0.02, (-1, -1)
+        now = time.monotonic()
+        if self.settle_deadline[0] is None:  # one budget for the whole run, however many streams wait
+            self.settle_deadline[0] = now + SETTLE_LIMIT_SECONDS
+        quiet_since, pause, most = now, 0.02, self.chain.size
         known = {o.name for o in self.listing[layout.CHECKPOINTS_PREFIX]}
-        while time.monotonic() - quiet_since < SETTLE_SECONDS:
+        seen = set(known)
+        while now - quiet_since < SETTLE_SECONDS and now < self.settle_deadline[0]:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
             checkpoints = [o for o in self.store.list(layout.checkpoints_prefix(self.stream))  # before the manifests
                            if o.name not in known and layout.parse_numbered(o.name) is not None]
             manifests = [o.name for o in self.store.list(layout.manifests_prefix(self.stream))
                          if layout.parse_numbered(o.name) is not None]
+            now = time.monotonic()
             done = [o for o in checkpoints if layout.parse_numbered(o.name)[2] >= target]  # type: ignore[index]
             if not done:
-                if (len(checkpoints), len(manifests)) != seen:  # the seal goes on
-                    seen, quiet_since = (len(checkpoints), len(manifests)), time.monotonic()
+                # The seal goes on when there are more manifests than ever, or a checkpoint not seen before
+                # (objects that come and go are not progress: they do not hold the wait open).
+                fresh = {o.name for o in checkpoints} - seen
+                if len(manifests) > most or fresh:
+                    most, quiet_since = max(most, len(manifests)), now
+                    seen |= fresh
                 continue
             size = min(layout.parse_numbered(o.name)[2] for o in done)  # type: ignore[index]
             added = 0
@@ -424,10 +435,12 @@ def verify_store(
 
     report.workers = worker_count(workers, total, segment_bytes)
     runner = _SegmentRunner(identity, keys, report.workers, store)
+    settle_deadline: list[float | None] = [None]
     try:
         for stream in streams:
             sv = _StreamVerifier(store, trust, stream, report, listing,
                                  anchor if anchor is not None and anchor.stream == stream else None)
+            sv.settle_deadline = settle_deadline
             sv.run(step, runner)
             if sv.anchor is not None:
                 s = sv.summary
