@@ -334,7 +334,7 @@ def _check_json_value(value: Any, where: str | None) -> None:
                     raise ValidationError("payload", f"object key {k!r} is not a string", where=where)
         elif isinstance(item, (list, tuple)):
             base = list if isinstance(item, list) else tuple
-            if type(item) is not base and type(item).__iter__ is not base.__iter__:  # type: ignore[comparison-overlap]
+            if type(item) is not base and type(item).__iter__ is not base.__iter__:
                 raise ValidationError("payload", f"a {type(item).__name__} with its own __iter__ is not JSON data",
                                       where=where)
             children = item

@@ -262,10 +262,11 @@ class _StreamVerifier:
         now = time.monotonic()
         if self.settle_deadline[0] is None:  # one budget for the whole run, however many streams wait
             self.settle_deadline[0] = now + SETTLE_LIMIT_SECONDS
+        deadline = self.settle_deadline[0]
         quiet_since, pause, most = now, 0.02, self.chain.size
         known = {o.name for o in self.listing[layout.CHECKPOINTS_PREFIX]}
         seen = set(known)
-        while now - quiet_since < SETTLE_SECONDS and now < self.settle_deadline[0]:
+        while now - quiet_since < SETTLE_SECONDS and now < deadline:
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
             checkpoints = [o for o in self.store.list(layout.checkpoints_prefix(self.stream))  # before the manifests
