@@ -260,9 +260,9 @@ class _StreamVerifier:
         if not target:
             return
         now = time.monotonic()
-        if self.settle_deadline[0] is None:  # one budget for the whole run, however many streams wait
-            self.settle_deadline[0] = now + SETTLE_LIMIT_SECONDS
         deadline = self.settle_deadline[0]
+        if deadline is None:  # one budget for the whole run, however many streams wait
+            deadline = self.settle_deadline[0] = now + SETTLE_LIMIT_SECONDS
         quiet_since, pause, most = now, 0.02, self.chain.size
         known = {o.name for o in self.listing[layout.CHECKPOINTS_PREFIX]}
         seen = set(known)
