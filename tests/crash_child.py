@@ -11,9 +11,10 @@ whole or absent when the process is killed).
 ``--crash-at STEP`` kills the process with SIGKILL at the ``--crash-occurrence``-th
 (1-based) time a seal reaches STEP: one of the sealer's steps ("segment_stored", "index_stored",
 "manifest_stored", "checkpoint_stored"), or "seal_start" (the WAL has been rotated,
-nothing of the seal is stored yet). ``--trace`` prints ``STEP <name>`` at each of these
-steps, so that the parent can time a kill into a seal. With ``--max-events`` it stops
-after that many events, closes the journal and prints ``DONE <next_seq>``.
+nothing of the seal is stored yet), or any step of :mod:`wormjournal.steps` by its full name
+("seal.manifest_stored", "shred.keys_destroyed", ...). ``--trace`` prints ``STEP <name>`` at
+each step (a seal's by its short name), so that the parent can time a kill into a seal. With
+``--max-events`` it stops after that many events, closes the journal and prints ``DONE <next_seq>``.
 
 For a journal on S3, ``--store s3://bucket/prefix`` with ``--endpoint-url URL`` (the
 test's moto server, or a fault proxy in front of it) and ``--wal-dir DIR`` (the WAL stays
@@ -28,11 +29,10 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from wormjournal import steps
 from wormjournal.journal import Journal, JournalConfig
-from wormjournal.journal import sealer as sealer_mod
 from wormjournal.storage import open_store
 
 BASE_TS = dt.datetime(2025, 3, 14, 9, 0, 0, tzinfo=dt.UTC)
@@ -44,29 +44,29 @@ def _say(line: str) -> None:
     os.write(1, line.encode())
 
 
+def short_name(step: str) -> str:
+    """A seal's steps by the names these tests have always used ("seal.start" is "seal_start")."""
+    if step == "seal.start":
+        return "seal_start"
+    return step.removeprefix("seal.")
+
+
 def install_hooks(crash_at: str | None, occurrence: int, trace: bool) -> None:
-    """Hook every step of a seal: print ``STEP <name>`` (with ``trace``) and die by SIGKILL
-    the ``occurrence``-th time a seal reaches ``crash_at``."""
+    """Hook every step (:mod:`wormjournal.steps`): print ``STEP <name>`` (with ``trace``) and die by SIGKILL
+    the ``occurrence``-th time ``crash_at`` (a full or a seal's short name) is reached."""
     seen = 0
 
-    def on_step(name: str) -> None:
+    def on_step(step: str) -> None:
         nonlocal seen
+        name = short_name(step)
         if trace:
             _say(f"STEP {name}\n")
-        if name == crash_at:
+        if crash_at in (step, name):
             seen += 1
             if seen == occurrence:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    original: Callable[..., Any] = sealer_mod.Sealer.seal
-
-    def seal(self: sealer_mod.Sealer, events: Any) -> Any:
-        if events:
-            on_step("seal_start")
-        return original(self, events)
-
-    sealer_mod.Sealer.seal = seal  # type: ignore[method-assign]
-    sealer_mod.crash_hook = on_step
+    steps.hook = on_step
 
 
 def make_event(rng: random.Random, run_id: str, n: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import botocore.config
 import pytest
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+from wormjournal.storage.names import is_safe_name
 from wormjournal.storage.s3 import S3Store
 
 REGION = "us-east-1"
@@ -147,7 +148,8 @@ class S3Bucket:
         paginator = self.client.get_paginator("list_object_versions")
         for page in paginator.paginate(Bucket=self.name, Prefix=prefix):
             for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                out.setdefault(v["Key"], []).append(v)
+                if is_safe_name(v["Key"]):  # an object name, not a working object (.leases/)
+                    out.setdefault(v["Key"], []).append(v)
         return out
 
     def assert_one_version_each(self, prefix: str = "") -> None:
@@ -160,7 +162,7 @@ class S3Bucket:
 
     def keys(self) -> list[str]:
         resp = self.client.list_objects_v2(Bucket=self.name)
-        return [o["Key"] for o in resp.get("Contents", [])]
+        return [o["Key"] for o in resp.get("Contents", []) if is_safe_name(o["Key"])]
 
     def uploads(self) -> list[dict[str, Any]]:
         """Multipart uploads begun and neither completed nor aborted."""

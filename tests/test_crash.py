@@ -34,10 +34,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wormjournal import steps
 from wormjournal.errors import IntegrityError
 from wormjournal.events import encode_fields, event_hash
 from wormjournal.journal import Journal, JournalConfig
-from wormjournal.journal import sealer as sealer_mod
 from wormjournal.journal import wal as walmod
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
@@ -647,12 +647,12 @@ def test_damaged_frozen_wal_file_is_refused(tmp_path: Path) -> None:
     def interrupt(step: str) -> None:
         raise _Interrupt(step)
 
-    sealer_mod.crash_hook = interrupt
+    steps.hook = interrupt
     try:
         with pytest.raises(_Interrupt):
             j.seal()
     finally:
-        sealer_mod.crash_hook = None
+        steps.hook = None
         j.close()
     frozen, active = walmod.list_wal_files(store / ".wal" / f"stream={STREAM}")
     start, end = frames(frozen)[1]

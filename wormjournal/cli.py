@@ -1,43 +1,64 @@
 """The ``wormjournal`` command.
 
-Exit codes: 0 success (verify: intact), 1 verification (or a read's
-verification, or the lock audit) found a problem, 2 usage, input or I/O error. Only this module (and
-``cli_retention`` and ``cli_query``, its ``retention``, ``query`` and ``stats`` commands) reads flags and the
-environment.
+Every command exits with one of the codes of ``cli_common`` (README.md, "Exit codes"): 0 done, 1
+findings, 2 usage or input error, 3 internal error, 4 storage or I/O error, 130 interrupted.
+:func:`main` is the one place that turns an exception into an exit code and one line on stderr
+(no traceback unless ``WORMJOURNAL_DEBUG=1``). Only this module (and ``cli_retention`` and
+``cli_query``, its ``retention``, ``query`` and ``stats`` commands) reads flags and the environment.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime as dt
+import hashlib
+import io
 import json
 import logging
 import os
+import select
+import stat
 import sys
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import cli_query, cli_retention
 from .cli_common import (
-    EXIT_ERROR,
+    DEBUG_ENV,
     EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_STORAGE,
+    EXIT_USAGE,
     _keystore,
     _print_columns,
     _public_keys,
     _store,
     _wal_dir,
     _writer,
+    debug_enabled,
     default_key_dir,
     err,
     out,
 )
-from .errors import ConfigError, IntegrityError, JournalError, NotFoundError, ProofError, ValidationError
-from .events import validate_event
+from .errors import (
+    ConfigError,
+    IntegrityError,
+    JournalError,
+    NotFoundError,
+    ProofError,
+    StorageError,
+    ValidationError,
+)
+from .events import MAX_INT_DIGITS, MAX_PAYLOAD_DEPTH, RESERVED_EVENT_TYPES, validate_event
 from .index import Reader
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
@@ -51,7 +72,10 @@ from .verify.proof import check_proof, make_proof
 
 log = logging.getLogger(__name__)
 
-APPEND_BATCH = 1000
+# EXIT_ERROR, the former name of EXIT_USAGE, stays importable from here (tests and scripts use it).
+EXIT_ERROR = EXIT_USAGE
+__all__ = ["EXIT_ERROR", "EXIT_FINDINGS", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_STORAGE",
+           "EXIT_USAGE", "build_parser", "default_key_dir", "main", "run"]
 
 # -- commands ------------------------------------------------------------------
 
@@ -80,49 +104,272 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_lines(source: str) -> Iterator[tuple[int, str]]:
-    stream: TextIO = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
-    try:
-        for number, line in enumerate(stream, 1):
-            if line.strip():
-                yield number, line
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
+# -- append ------------------------------------------------------------------------
+
+# An input of up to this many bytes and events is written by one append_batch, that is one WAL frame: all or
+# nothing. A larger one is written in batches of this size, after every line of it has been validated. The bound
+# is memory: a batch of 16 MiB of JSON takes some 300 MB while it is parsed, prepared and framed (the frame format
+# would take up to 2 GiB).
+APPEND_BATCH_BYTES = 16 << 20
+APPEND_BATCH_EVENTS = 50_000
+# A line longer than this many times the event size limit cannot hold an event, even with every character escaped.
+LINE_LIMIT_FACTOR = 16
+_BLANK = b" \t\r\n"  # JSON's whitespace: a line of these only is skipped (and still counted)
+_BOM = b"\xef\xbb\xbf"
 
 
-def load_events(source: str, max_event_bytes: int) -> list[dict[str, Any]]:
-    """Parse and validate every line before anything is written; errors name the line."""
-    events = []
-    try:
-        for number, line in _read_lines(source):
-            where = f"line {number}"
+@dataclasses.dataclass(frozen=True)
+class InputBatch:
+    """Lines ``first_line..last_line`` of the input, written by one ``append_batch``."""
+
+    first_line: int
+    last_line: int
+    events: int
+    digest: bytes  # SHA-256 of its event lines: a file that changed between the two reads is noticed
+
+
+class AppendInput:
+    """The lines of ``append``'s input, read twice: once to validate them all, once to write them.
+
+    A regular file is opened again for the second read; stdin, a pipe or a FIFO is held in memory (never
+    spooled to disk: payloads may be personal data). Lines are ``(number, bytes)``, numbered from 1 in
+    the whole input, the first ``skip`` left out; a line longer than ``max_line`` bytes comes as None.
+    """
+
+    def __init__(self, source: str, *, skip: int = 0, max_line: int) -> None:
+        self.source = source
+        self.skip = skip
+        self.max_line = max_line
+        self._held: list[tuple[int, bytes | None]] | None = None
+        self._reopen = False
+        if source != "-":
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValidationError("(line)", f"is not JSON: {e.msg} at column {e.colno}", where=where) from e
-            if not isinstance(event, dict):
-                raise ValidationError("(line)", "must be a JSON object with the event's fields", where=where)
-            validate_event(event, max_event_bytes=max_event_bytes, where=where)
-            events.append(event)
-    except (OSError, UnicodeDecodeError) as e:  # not UTF-8 is bad input (exit 2), not a crash
-        raise ConfigError(f"cannot read {source}: {e}") from e
-    return events
+                self._reopen = stat.S_ISREG(os.stat(source).st_mode)
+            except OSError as e:
+                raise ConfigError(f"cannot read {source}: {e.strerror or e}") from e
+
+    @property
+    def name(self) -> str:
+        return "stdin" if self.source == "-" else self.source
+
+    def lines(self) -> Generator[tuple[int, bytes | None], None, None]:
+        if self._held is not None:
+            yield from self._held
+            return
+        held: list[tuple[int, bytes | None]] | None = None if self._reopen else []
+        try:
+            with self._open() as f:
+                for number, raw in _raw_lines(f, self.max_line):
+                    if number <= self.skip:
+                        continue
+                    if held is not None:
+                        held.append((number, raw))
+                    yield number, raw
+        except OSError as e:
+            raise ConfigError(f"cannot read {self.name}: {e.strerror or e}") from e
+        if held is not None:
+            self._held = held
+
+    def _open(self) -> contextlib.AbstractContextManager[IO[bytes]]:
+        if self.source != "-":
+            return open(self.source, "rb")  # noqa: SIM115 - the caller's with closes it
+        if sys.stdin is None:
+            raise ConfigError("there is no stdin to read events from; give a file")
+        buffer = getattr(sys.stdin, "buffer", None)
+        if buffer is None:  # a text stream put in place of stdin (tests, embedding)
+            return io.BytesIO(sys.stdin.read().encode("utf-8", "surrogatepass"))
+        return contextlib.nullcontext(buffer)  # read, not closed
+
+
+def _raw_lines(f: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
+    """The lines of ``f`` with their numbers; one longer than ``limit`` bytes is read to its end and comes as None."""
+    number = 0
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            while raw and not raw.endswith(b"\n"):
+                raw = f.readline(1 << 20)
+            yield number, None
+        else:
+            yield number, raw
+
+
+def _refuse_constant(where: str) -> Callable[[str], Any]:
+    def refuse(name: str) -> Any:
+        raise ValidationError("(line)", f"holds {name}, which is not JSON", where=where)
+    return refuse
+
+
+def _unique_keys(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise ValidationError("(line)", f"has the key {key!r} twice in one object (which one counts "
+                                          "is up to the parser)", where=where)
+                seen.add(key)
+        return obj
+    return build
+
+
+def parse_line(number: int, raw: bytes | None, *, max_event_bytes: int, max_line: int) -> dict[str, Any] | None:
+    """One input line as a validated event, or None for a blank line; ValidationError names the line and field."""
+    where = f"line {number}"
+    if raw is None:
+        raise ValidationError("(line)", f"is longer than {max_line:,} bytes, which no event of at most "
+                              f"{max_event_bytes:,} bytes needs", where=where)
+    if number == 1 and raw.startswith(_BOM):
+        raw = raw[len(_BOM):]
+    if not raw.strip(_BLANK):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValidationError("(line)", f"cannot read it as UTF-8: {e.reason} (byte 0x{raw[e.start]:02x} at "
+                              f"offset {e.start + 1})", where=where) from e
+    try:
+        event = json.loads(text, parse_constant=_refuse_constant(where), object_pairs_hook=_unique_keys(where))
+    except ValidationError:
+        raise
+    except json.JSONDecodeError as e:
+        raise ValidationError("(line)", f"is not JSON: {e.msg} at column {e.colno}", where=where) from e
+    except RecursionError as e:
+        raise ValidationError("(line)", f"is nested too deeply (a payload may have {MAX_PAYLOAD_DEPTH} levels)",
+                              where=where) from e
+    except ValueError as e:  # int() refuses to convert an integer of more than 4300 digits
+        if "integer string conversion" in str(e):
+            raise ValidationError("(line)", f"holds an integer of more than {MAX_INT_DIGITS} digits",
+                                  where=where) from e
+        raise ValidationError("(line)", f"is not JSON: {e}", where=where) from e
+    if not isinstance(event, dict):
+        raise ValidationError("(line)", "must be a JSON object with the event's fields", where=where)
+    event_type = event.get("event_type")
+    if isinstance(event_type, str) and event_type in RESERVED_EVENT_TYPES:  # what append_batch refuses too
+        raise ValidationError("event_type", f"{event_type!r} is appended by the library only (shred, or the "
+                              "retention commands)", where=where)
+    validate_event(event, max_event_bytes=max_event_bytes, where=where)
+    return event
+
+
+def validate_input(source: AppendInput, max_event_bytes: int) -> tuple[list[InputBatch], list[dict[str, Any]]]:
+    """Validate every line, writing nothing; returns the batches to write and the events of the first."""
+    batches: list[InputBatch] = []
+    first_events: list[dict[str, Any]] = []
+    start = last = count = size = 0
+    digest = hashlib.sha256()
+    for number, raw in source.lines():
+        event = parse_line(number, raw, max_event_bytes=max_event_bytes, max_line=source.max_line)
+        if event is None or raw is None:
+            continue
+        if count and (count >= APPEND_BATCH_EVENTS or size + len(raw) > APPEND_BATCH_BYTES):
+            batches.append(InputBatch(start, last, count, digest.digest()))
+            count = size = 0
+            digest = hashlib.sha256()
+        if not count:
+            start = number
+        if not batches:
+            first_events.append(event)
+        digest.update(raw)
+        count += 1
+        size += len(raw)
+        last = number
+    if count:
+        batches.append(InputBatch(start, last, count, digest.digest()))
+    return batches, first_events
+
+
+def _batch_events(source: AppendInput, batches: list[InputBatch], first_events: list[dict[str, Any]],
+                  max_event_bytes: int) -> Iterator[tuple[InputBatch, list[dict[str, Any]]]]:
+    """The events of each batch: the first as validated, the others read and parsed again, their bytes checked."""
+    yield batches[0], first_events
+    if len(batches) == 1:
+        return
+    with contextlib.closing(source.lines()) as lines:
+        for batch in batches[1:]:
+            digest = hashlib.sha256()
+            events = []
+            for number, raw in lines:
+                if number < batch.first_line:
+                    continue
+                event = parse_line(number, raw, max_event_bytes=max_event_bytes, max_line=source.max_line)
+                if event is not None and raw is not None:
+                    digest.update(raw)
+                    events.append(event)
+                if number >= batch.last_line:
+                    break
+            if len(events) != batch.events or digest.digest() != batch.digest:
+                raise ConfigError(f"{source.name} changed while it was appended: lines {batch.first_line}.."
+                                  f"{batch.last_line} are not what was validated",
+                                  hint="append a file nobody writes to while it is appended")
+            yield batch, events
+
+
+def _report_stop(args: argparse.Namespace, source: AppendInput, last_line: int,
+                 written: list[tuple[InputBatch, int, int]], unsure: tuple[InputBatch, int] | None) -> None:
+    """After a failure midway: which lines are in the journal, and how to append the rest without duplicates."""
+    parts = []
+    done_line, next_seq = source.skip, None
+    if written:
+        done_line, first_seq, next_seq = written[-1][0].last_line, written[0][1], written[-1][2] + 1
+        parts.append(f"lines {source.skip + 1}..{done_line} of {source.name} are appended "
+                     f"(seq {first_seq}..{next_seq - 1}, durable)")
+    if unsure is not None:
+        batch, seq = unsure
+        next_seq = seq if next_seq is None else next_seq
+        parts.append(f"lines {batch.first_line}..{batch.last_line} (seq {seq}..{seq + batch.events - 1}) were "
+                     "written but not confirmed durable: either all of them are in the journal or none is")
+    rest = (unsure[0].last_line if unsure else done_line) + 1
+    if rest <= last_line:
+        parts.append(f"lines {rest}..{last_line} are not appended" if parts else
+                     f"nothing of {source.name} is appended")
+    err.print("append stopped: " + "; ".join(parts), markup=False, highlight=False)
+    if not written and unsure is None:
+        return
+    again = "the same command again" + (" on the same input" if source.source == "-" else "")
+    hint = f"to append the rest without duplicates, run {again} with --skip-lines {done_line} " \
+           f"--expect-next-seq {next_seq}"
+    if unsure is not None:
+        batch, seq = unsure
+        hint += (f"; if that refuses because the next seq is {seq + batch.events}, with --skip-lines "
+                 f"{batch.last_line} --expect-next-seq {seq + batch.events}")
+    err.print(hint, markup=False, highlight=False)
 
 
 def cmd_append(args: argparse.Namespace) -> int:
+    """Validate the whole input (nothing written on a bad line), then append it: one batch, or several in order."""
     config = JournalConfig()
-    events = load_events(args.input, config.max_event_bytes)
-    if not events:
+    source = AppendInput(args.input, skip=args.skip_lines, max_line=LINE_LIMIT_FACTOR * config.max_event_bytes)
+    batches, first_events = validate_input(source, config.max_event_bytes)
+    if not batches:
         err.print("no events in the input; nothing written")
         return EXIT_OK
     with _writer(args, config) as j:
-        first = last = None
-        for i in range(0, len(events), APPEND_BATCH):
-            seqs = j.append_batch(events[i : i + APPEND_BATCH])
-            first = seqs[0] if first is None else first
-            last = seqs[-1]
-    out.print(f"appended {len(events)} events to stream {args.stream}: seq {first}..{last} (durable)")
+        if args.expect_next_seq is not None and j.next_seq != args.expect_next_seq:
+            raise ValidationError("--expect-next-seq", f"the next seq of stream {args.stream} is {j.next_seq}, not "
+                                  f"{args.expect_next_seq}; nothing written")
+        written: list[tuple[InputBatch, int, int]] = []
+        trying: InputBatch | None = None
+        before = j.next_seq
+        try:
+            for batch, events in _batch_events(source, batches, first_events, config.max_event_bytes):
+                trying, before = batch, j.next_seq
+                seqs = j.append_batch(events)
+                written.append((batch, seqs[0], seqs[-1]))
+                trying = None
+        except BaseException:
+            # A frame written whose fsync failed: the journal took its seqs, and a reopen decides.
+            unsure = (trying, before) if trying is not None and j.next_seq != before else None
+            _report_stop(args, source, batches[-1].last_line, written, unsure)
+            raise
+    first, last = written[0][1], written[-1][2]
+    total = sum(b.events for b, _, _ in written)
+    more = f" in {len(written)} batches" if len(written) > 1 else ""
+    out.print(f"appended {total} events to stream {args.stream}: seq {first}..{last} (durable){more}")
     return EXIT_OK
 
 
@@ -374,9 +621,24 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 # -- parser ------------------------------------------------------------------------
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0 (argparse turns the error into a usage error)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text[:40]!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = argparse.ArgumentParser(prog="wormjournal", description="A WORM journal for AI-agent run history.")
+    parser = argparse.ArgumentParser(
+        prog="wormjournal", description="A WORM journal for AI-agent run history.",
+        epilog=f"exit codes: {EXIT_OK} done, {EXIT_FINDINGS} findings, {EXIT_USAGE} usage or input error, "
+        f"{EXIT_INTERNAL} internal error, {EXIT_STORAGE} storage or I/O error, {EXIT_INTERRUPTED} interrupted; "
+        f"{DEBUG_ENV}=1 prints an error's traceback")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -409,14 +671,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kms-key-arn", default=None, metavar="ARN",
                    help="wrap every data key with this one KMS key instead (shredding removes the wrapped copies)")
     p.set_defaults(func=cmd_init)
-    p = sub.add_parser("append", help="append events from JSON Lines, one event a line")
+    p = sub.add_parser("append", help="append events from JSON Lines, one event a line; every line is validated "
+                       "before anything is written")
     writer(p)
     p.add_argument("input", nargs="?", default="-", help="a JSON Lines file, or - for stdin (default)")
+    p.add_argument("--skip-lines", type=_count, default=0, metavar="N",
+                   help="leave out the first N lines (appended already, as a failed append says)")
+    p.add_argument("--expect-next-seq", type=_count, default=None, metavar="SEQ",
+                   help="write nothing unless the stream's next seq is SEQ (a retry that cannot duplicate)")
     p.set_defaults(func=cmd_append)
     p = sub.add_parser("seal", help="seal unsealed events into signed segments")
     writer(p)
     p.set_defaults(func=cmd_seal)
-    p = sub.add_parser("verify", help="verify every stream; exit 0 intact, 1 findings, 2 error")
+    p = sub.add_parser("verify", help="verify every stream; exit 0 intact, 1 findings")
     store(p)
     p.add_argument("--public-key", action="append", metavar="FILE", help="trusted public key (PEM); repeatable")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -496,21 +763,92 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+class _LogFormatter(logging.Formatter):
+    """Log records on one line each: an exception's traceback only with WORMJOURNAL_DEBUG=1."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        if debug_enabled():
+            return super().formatException(ei)
+        return f"  ({ei[0].__name__}: {_one_line(str(ei[1]))}; {DEBUG_ENV}=1 shows the traceback)"
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's name
+        return super().formatStack(stack_info) if debug_enabled() else ""
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _stdout_closed() -> bool:
+    """Whether whoever read stdout has gone (``| head``): the write end of the pipe polls as an error."""
     try:
-        return int(args.func(args))
-    except IntegrityError as e:  # a broken promise found while reading: like a verify finding
-        err.print(f"integrity error: {e.diagnostics()}", markup=False, highlight=False)
-        return EXIT_FINDINGS
-    except JournalError as e:
-        err.print(f"error: {e.diagnostics()}", markup=False, highlight=False)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # not a real file (tests), or no poll
+        return False
+
+
+def _mute_stdout() -> None:
+    """Send what is still buffered for stdout nowhere, so that the exit does not fail on it again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
+
+
+def exit_code(e: BaseException) -> int:
+    """Say what went wrong in one line (and a hint) on stderr; returns the command's exit code.
+
+    The single place where an exception becomes an exit code (README.md, "Exit codes").
+    """
+    if isinstance(e, KeyboardInterrupt):
         err.print("interrupted; acknowledged events are safe in the write-ahead log")
-        return EXIT_ERROR
+        return EXIT_INTERRUPTED
+    if isinstance(e, BrokenPipeError) and _stdout_closed():  # the reader of our output stopped: nothing to say
+        _mute_stdout()
+        return EXIT_STORAGE
+    if isinstance(e, IntegrityError):  # a broken promise found while reading: like a verify finding
+        code, text = EXIT_FINDINGS, f"integrity error: {e.diagnostics()}"
+    elif isinstance(e, StorageError) and not isinstance(e, NotFoundError):
+        code, text = EXIT_STORAGE, f"storage error: {e.diagnostics()}"
+    elif isinstance(e, JournalError):
+        code, text = EXIT_USAGE, f"error: {e.diagnostics()}"
+    elif isinstance(e, OSError):
+        code, text = EXIT_STORAGE, (f"I/O error: {_one_line(str(e))}\n"
+                                    "hint: check the path, its permissions and free space")
+    else:
+        code = EXIT_INTERNAL
+        text = (f"internal error: {type(e).__name__}: {_one_line(str(e))}\n"
+                f"hint: this is a bug in wormjournal; rerun with {DEBUG_ENV}=1 for the traceback")
+    err.print(text, markup=False, highlight=False)
+    if debug_enabled():
+        err.print("".join(traceback.format_exception(e)), markup=False, highlight=False)
+    return code
+
+
+def _check_directories(args: argparse.Namespace) -> None:
+    """--key-dir and --wal-dir name directories (or nothing yet): a file there is a usage error."""
+    for flag in ("key_dir", "wal_dir"):
+        path = getattr(args, flag, None)
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ConfigError(f"--{flag.replace('_', '-')} {path} is not a directory")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit code (argparse exits 2 by itself on bad flags)."""
+    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    try:
+        _check_directories(args)
+        return int(args.func(args))
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - every failure gets its exit code, no traceback
+        return exit_code(e)
 
 
 def run() -> None:
@@ -519,12 +857,18 @@ def run() -> None:
     pyarrow's C++ thread pools can abort the process (SIGABRT, "terminate called
     without an active exception") when they are torn down at interpreter exit after
     the work is done (apache/arrow#34314); flushing and leaving with os._exit keeps
-    the exit code the one main() returned.
+    the exit code the one main() returned. Output that cannot be flushed (a full disk
+    behind ``> FILE``) is an I/O error, not a success.
     """
     code = main()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+    except Exception as e:  # noqa: BLE001 - mapped like any other failure
+        code = exit_code(e) if code == EXIT_OK else code
+        _mute_stdout()
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
     os._exit(code)
 
 

@@ -5,6 +5,7 @@ each other."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +22,27 @@ from .segments.notes import VerifyKey
 from .storage import open_store
 from .storage.s3 import parse_s3_url
 
-EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+# The exit codes of every command (README.md, "Exit codes"); cli.main maps exceptions to them.
+EXIT_OK = 0  # done; verify, audit, info, reindex, check-proof: nothing wrong found
+EXIT_FINDINGS = 1  # verify, audit, info, reindex or check-proof found a problem, or a read's verification failed
+EXIT_USAGE = 2  # bad flags or input, a missing journal, event or file, a config or key problem, a held lock
+EXIT_INTERNAL = 3  # an unexpected exception: a bug (WORMJOURNAL_DEBUG=1 prints its traceback)
+EXIT_STORAGE = 4  # the store, the write-ahead log or a file could not be read or written (I/O, network, disk full)
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_ERROR = EXIT_USAGE  # the former name of EXIT_USAGE
+DEBUG_ENV = "WORMJOURNAL_DEBUG"  # set (not 0): print the traceback of an error
 
-err = Console(stderr=True, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """rich's Console, but a closed stdout (``| head``) is a BrokenPipeError for cli.main to map, not exit 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output has gone")
+
+
+err = _Console(stderr=True, soft_wrap=True)
+out = _Console(highlight=False, soft_wrap=True)
 
 
 def default_key_dir() -> Path:
@@ -34,6 +52,10 @@ def default_key_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "wormjournal" / "keys"
 
+
+def debug_enabled() -> bool:
+    """Whether $WORMJOURNAL_DEBUG asks for tracebacks."""
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
 
 
 def _store(args: argparse.Namespace) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import decimal
+import io
 import json
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 
 from . import analytics
 from .cli_common import EXIT_OK, _keystore, _store, default_key_dir, out
-from .errors import ValidationError
+from .errors import ConfigError, StorageError, ValidationError
 from .trust.load import read_identity
 
 BATCH_ROWS = 65_536  # results are written a batch at a time: memory stays bounded by a batch
@@ -27,7 +28,11 @@ BATCH_ROWS = 65_536  # results are written a batch at a time: memory stays bound
 def _connect(args: argparse.Namespace) -> Any:
     store = _store(args)
     keystore = _keystore(args.key_dir, read_identity(store).journal_id, required=True) if args.decrypt else None
-    return analytics.connect(store, keystore=keystore, endpoint_url=args.endpoint_url)
+    try:
+        return analytics.connect(store, keystore=keystore, endpoint_url=args.endpoint_url)
+    except (OSError, pa.ArrowException) as e:  # a segment that does not read as Parquet, a store that does not answer
+        raise StorageError(f"cannot read the segments of {store.url}: {e}",
+                           hint="run `wormjournal verify STORE`: it names a damaged or missing segment") from e
 
 
 def _json_value(value: Any) -> Any:
@@ -54,17 +59,22 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, out_path: Path | None,
     if fmt == "parquet":
         if out_path is None:
             raise ValidationError("out", "--format parquet needs --out FILE")
-        with pq.ParquetWriter(out_path, reader.schema, compression="zstd") as writer:
+        try:
+            writer = pq.ParquetWriter(out_path, reader.schema, compression="zstd")
+        except OSError as e:  # a bad --out (no such directory, no permission): a usage error
+            raise ConfigError(f"cannot write --out {out_path}: {e}") from e
+        with writer:
             for batch in reader:
                 writer.write_batch(batch)
                 rows += batch.num_rows
         return rows
-    sink = open(out_path, "w", encoding="utf-8", newline="") if out_path else None  # noqa: SIM115 - closed below
+    try:
+        sink = open(out_path, "w", encoding="utf-8", newline="") if out_path else None  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise ConfigError(f"cannot write --out {out_path}: {e.strerror or e}") from e
     try:
         write = sink.write if sink else (lambda text: echo(text.rstrip("\n")))
         if fmt == "csv":
-            import io
-
             first = True
             for batch in reader:
                 buf = io.BytesIO()
@@ -97,8 +107,11 @@ def write_result(reader: pa.RecordBatchReader, fmt: str, out_path: Path | None,
 
 
 def cmd_query(args: argparse.Namespace) -> int:
+    try:
+        sql = sys.stdin.read() if args.sql == "-" else args.sql
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the SQL from stdin: {e}") from e
     con = _connect(args)
-    sql = sys.stdin.read() if args.sql == "-" else args.sql
     try:
         reader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
         rows = write_result(reader, args.format, args.out, lambda line: out.print(line, markup=False, highlight=False))

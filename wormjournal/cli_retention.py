@@ -2,7 +2,10 @@
 
 Actions that change a lock (hold, release, extend, set) are recorded as events of
 the journal's ``retention`` stream (FORMAT.md, section 3.3), signed and sealed at
-once, so the archive's own audit trail says who did what, when and why.
+once, so the archive's own audit trail says who did what, when and why. Each runs
+with that stream's writer open: opening it first finishes an action a crash cut
+short (``wormjournal.retention.actions``), and the writer then applies and records
+this one, crash-safe in turn.
 """
 
 from __future__ import annotations
@@ -38,9 +41,10 @@ from .index import Reader
 from .journal import Journal
 from .journal.keys import load_keys, load_wal_key
 from .retention import parse_period
+from .retention.actions import extend_action, holds_action, policy_action
 from .retention.audit import DEFAULT_WORKERS, LOCAL_WORDS, audit_store, expired_objects, is_s3
-from .retention.holds import Selector, extend_retention, names_record, objects_for, require_s3, set_holds
-from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, set_policy
+from .retention.holds import Selector, objects_for, plan_extension, require_s3
+from .retention.policy import RETENTION_STREAM, RetentionPolicy, load_policy, prepare_policy
 from .retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE, check_receipt, key_use_counts
 from .storage import layout
 from .storage.s3 import MAX_POOL_CONNECTIONS
@@ -68,15 +72,10 @@ def _utc_date(text: str) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
-def _record(args: argparse.Namespace, event_type: str, details: dict[str, Any]) -> int:
-    """Append the action to the retention stream and seal it: it is in the store when this returns."""
-    details = dict(details, by=args.by, reason=args.reason,
-                   at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    with Journal.open(_store(args), key_dir=args.key_dir, stream=args.trail_stream,
-                      wal_dir=_wal_dir(args)) as j:
-        seq = j.record_retention(event_type, details)
-        j.seal()
-    return seq
+def _trail(args: argparse.Namespace) -> Journal:
+    """The writer of the trail stream, which applies and records an action (``Journal.record_retention``): it is
+    sealed in the store when that returns. Opening it finishes an earlier action that a crash cut short."""
+    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.trail_stream, wal_dir=_wal_dir(args))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -101,15 +100,19 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_set(args: argparse.Namespace) -> int:
     store = _store(args)
-    base = read_identity(store).retention_policy()
+    identity = read_identity(store)
+    base = identity.retention_policy()
     require_s3(store, "a retention policy")
     if base is None:
         raise ValidationError("store", "the journal was created with --allow-unlocked and has no retention policy")
     new = RetentionPolicy(args.retention_mode or base.mode, parse_period(args.retention))
-    signing, _ = load_keys(args.key_dir, read_identity(store).journal_id)  # the policy object is signed (FORMAT.md 9)
-    policy = set_policy(store, base, signing, journal=None if args.tenant else new,
-                        tenant=(args.tenant, new) if args.tenant else None, by=args.by, reason=args.reason)
-    seq = _record(args, "retention_policy_set", {"number": policy.number, "tenant": args.tenant, **new.to_json()})
+    signing, _ = load_keys(args.key_dir, identity.journal_id)  # the policy object is signed (FORMAT.md 9)
+    with _trail(args) as j:  # opened first: a policy a crash left unrecorded is finished, and numbered before this one
+        policy, note = prepare_policy(store, base, signing, journal=None if args.tenant else new,
+                                      tenant=(args.tenant, new) if args.tenant else None, by=args.by,
+                                      reason=args.reason)
+        seq = j.record_retention(policy_action(policy, note, tenant=args.tenant, new=new, by=args.by,
+                                               reason=args.reason))
     out.print(f"retention policy {policy.number}: {'tenant ' + args.tenant if args.tenant else 'the journal'} "
               f"{new.mode} for {new.days} days; recorded at seq {seq} of stream {args.trail_stream}")
     out.print("new objects are written under it; bring existing ones up to it with `wormjournal retention extend "
@@ -126,13 +129,13 @@ def cmd_hold(args: argparse.Namespace) -> int:
     store = _store(args)
     require_s3(store, "a legal hold")
     selector = _selector(args)
-    names = objects_for(store, selector, _public_keys(args.public_key) or _trusted(args))
-    with progress_bar("legal holds" if on else "releasing") as progress:
-        count = set_holds(store, names, on, workers=args.workers, progress=progress)
-    seq = _record(args, "legal_hold_placed" if on else "legal_hold_released",
-                  {"selector": selector.to_json(), "objects": names_record(names)})
-    out.print(f"legal hold {'placed on' if on else 'lifted from'} {count} object(s) holding {selector.describe()}; "
-              f"recorded at seq {seq} of stream {args.trail_stream}")
+    with _trail(args) as j:
+        names = objects_for(store, selector, _public_keys(args.public_key) or _trusted(args))
+        action = holds_action(names, on, selector, by=args.by, reason=args.reason)
+        with progress_bar("legal holds" if on else "releasing") as progress:
+            seq = j.record_retention(action, workers=args.workers, progress=progress)
+    out.print(f"legal hold {'placed on' if on else 'lifted from'} {len(names)} object(s) holding "
+              f"{selector.describe()}; recorded at seq {seq} of stream {args.trail_stream}")
     if not on:
         out.print("each object is still kept until its retain-until date")
     return EXIT_OK
@@ -148,11 +151,12 @@ def cmd_extend(args: argparse.Namespace) -> int:
     store = _store(args)
     require_s3(store, "extending a retention")
     until = _utc_date(args.until) if args.until else None
-    with progress_bar("extending") as progress:
-        result = extend_retention(store, until=until, mode=args.retention_mode, workers=args.workers, progress=progress)
-    seq = _record(args, "retention_extended", {
-        "until": until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else None, "to_policy": until is None,
-        "mode": args.retention_mode, "extended": result.extended, "unchanged": result.unchanged})
+    with _trail(args) as j:
+        # Checked, and counted, before anything changes: a request that would shorten a retention is refused whole.
+        result = plan_extension(store, until=until, mode=args.retention_mode, workers=args.workers)
+        action = extend_action(until, args.retention_mode, result, by=args.by, reason=args.reason)
+        with progress_bar("extending") as progress:
+            seq = j.record_retention(action, workers=args.workers, progress=progress)
     target = f"until {until:%Y-%m-%d %H:%M:%S} UTC" if until else "to what the policy requires"
     out.print(f"extended {result.extended} object(s) {target}; {result.unchanged} already retained long enough; "
               f"recorded at seq {seq} of stream {args.trail_stream}")

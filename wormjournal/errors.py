@@ -68,6 +68,20 @@ class LockedError(JournalError):
     hint = "one writer per stream: close the other writer or write to another --stream"
 
 
+class LeaseHeldError(LockedError):
+    """Another writer holds the stream's lease in the store (a writer on another machine or WAL directory)."""
+
+    hint = ("close that writer (or reopen from its WAL directory, which seals what it acknowledged); if it is gone "
+            "for good, Journal.open(..., take_over=True) takes the lease and gives up its unsealed events")
+
+
+class LeaseLostError(LockedError):
+    """This writer's lease was taken by another writer: it may append and seal nothing more."""
+
+    hint = ("another writer took the stream over (take_over=True); events this writer acknowledged and did not "
+            "seal are given up: they stay in its WAL directory")
+
+
 class IntegrityError(JournalError):
     """Stored bytes do not match what their hashes or signatures promise.
 

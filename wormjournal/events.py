@@ -311,12 +311,13 @@ MAX_INT_DIGITS = 4300
 _INT_LIMIT = 10**MAX_INT_DIGITS
 
 
-def _check_json_value(value: Any, where: str | None) -> None:
+def _check_json_value(value: Any, where: str | None, limit: int) -> None:
     """Refuse what canonical JSON cannot hold or a reader cannot parse back: non-string keys,
     nesting deeper than MAX_PAYLOAD_DEPTH, integers of more than MAX_INT_DIGITS digits, cycles.
     A container subclass with its own items() or __iter__ is refused: it could show this check one value
     and the encoder another."""
     stack: list[tuple[Any, int]] = [(value, 1)]
+    values = 0  # written out, each value takes at least a byte: more than ``limit`` cannot fit (shared subtrees)
     while stack:
         item, depth = stack.pop()
         if isinstance(item, int) and not isinstance(item, bool):
@@ -343,6 +344,10 @@ def _check_json_value(value: Any, where: str | None) -> None:
         if depth > MAX_PAYLOAD_DEPTH:  # a cycle ends here too
             raise ValidationError("payload", f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels "
                                   "(or refers to itself)", where=where)
+        values += len(item)
+        if values > limit:
+            raise ValidationError("payload", f"holds more than {limit} values, over the event limit of {limit} bytes",
+                                  where=where)
         stack.extend((child, depth + 1) for child in children
                      if isinstance(child, (dict, list, tuple, int)) and not isinstance(child, bool))
 
@@ -350,9 +355,10 @@ def _check_json_value(value: Any, where: str | None) -> None:
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def canonical_json(value: Any, *, where: str | None = None) -> bytes:
-    """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN."""
-    _check_json_value(value, where)
+def canonical_json(value: Any, *, where: str | None = None, limit: int = DEFAULT_MAX_EVENT_BYTES) -> bytes:
+    """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN; of at most ``limit`` values
+    (its bytes are checked against the event limit by the caller)."""
+    _check_json_value(value, where, limit)
     try:
         text = _JSON.encode(value)
     except (TypeError, ValueError) as e:
@@ -475,7 +481,7 @@ def validate_event(
         ids["event_id"] = uuid7()
     ts = fields.get("ts")
     micros = now_micros() if ts is None else parse_ts(ts, where=where)
-    payload_json = canonical_json(fields.get("payload"), where=where)
+    payload_json = canonical_json(fields.get("payload"), where=where, limit=max_event_bytes)
     size += len(payload_json)
     if size > max_event_bytes:
         raise ValidationError(

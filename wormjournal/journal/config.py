@@ -15,6 +15,11 @@ class JournalConfig:
     Sealing happens automatically when the unsealed events reach
     ``seal_max_events`` or ``seal_max_bytes`` of WAL, or when the oldest of them
     is ``seal_max_age_seconds`` old (None turns the age rule off).
+
+    On a store that is not a local directory (S3) the writer holds a lease on its
+    stream (FORMAT.md 11b); it checks the lease before every seal and, in the
+    background, every ``lease_check_seconds`` (None: before seals only). Once the
+    lease is lost, appends raise LeaseLostError before writing anything.
     """
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
@@ -29,6 +34,8 @@ class JournalConfig:
     # Whose data key encrypts a payload when the event does not say (append(..., key_scope=)):
     # "subject" (events with a subject_id), "thread", "execution", "tenant", or None (plaintext).
     key_scope: str | None = "subject"
+    # How often a writer checks, in the background, that its lease is still its own (one HEAD each time).
+    lease_check_seconds: float | None = 5.0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows"):
@@ -40,6 +47,8 @@ class JournalConfig:
             raise ConfigError(f"row_group_rows must be a power of two, not {self.row_group_rows}")
         if self.seal_max_age_seconds is not None and not self.seal_max_age_seconds > 0:
             raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
+        if self.lease_check_seconds is not None and not self.lease_check_seconds > 0:
+            raise ConfigError(f"lease_check_seconds must be positive or None, not {self.lease_check_seconds!r}")
         if not isinstance(self.compress_min_bytes, int) or self.compress_min_bytes < 0:
             raise ConfigError(f"compress_min_bytes must be >= 0, not {self.compress_min_bytes!r}")
         if self.key_scope not in (None, "subject", "thread", "execution", "tenant"):

@@ -6,19 +6,21 @@ files readable by their owner only. Verification never needs them.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ConflictError
+from .. import steps
+from ..errors import ConfigError, ConflictError, NoteError, NotFoundError
 from ..events import format_ts, now_micros
 from ..segments.keyhistory import KeyEntry, entry_name, identity_hash
 from ..segments.notes import SigningKey, raw_public, split_note
 from ..storage import layout
 from ..storage.base import Store
-from ..storage.local import LocalStore
-from ..trust import load_trust
+from ..storage.local import LocalStore, makedirs_durable
+from ..trust import check_history, load_trust
 from ..trust.load import key_name
 from ..verify.info import stream_sizes
 from .lock import signing_lock
@@ -26,18 +28,44 @@ from .lock import signing_lock
 __all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "load_wal_key",
            "rotate_signing_key"]
 
+log = logging.getLogger(__name__)
+
 SIGNING_FILE = "signing.pem"
 PSEUDONYM_FILE = "pseudonym.key"
 WAL_KEY_FILE = "wal.key"  # authenticates the write-ahead log's frames (FORMAT.md 11)
+_TMP_SUFFIX = ".tmp"
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    """Create ``path`` (owner only) holding ``data``, whole or not at all: a temporary file is written and
+    fsync'd, then linked to its name (FileExistsError when the name is taken) and the directory fsync'd.
+    A crash leaves at most a ``.<name>.<hex>.tmp`` file behind, never a short or empty secret."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
+    steps.reached("keys.secret_staged")
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()
+    _fsync_dir(path.parent)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Write a public key file in the key directory atomically (temporary file, fsync, rename)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def check_outside(key_dir: Path, store: Any) -> None:
@@ -56,8 +84,9 @@ def check_outside(key_dir: Path, store: Any) -> None:
 def create_keys(key_dir: Path, journal_id: str) -> tuple[SigningKey, bytes, Path]:
     """Generate and save a journal's keys; returns them and the exported public key path."""
     directory = key_dir / journal_id
+    makedirs_durable(key_dir, mode=0o700)  # missing parents private too, whatever the umask
     try:
-        directory.mkdir(parents=True, exist_ok=False, mode=0o700)
+        directory.mkdir(exist_ok=False, mode=0o700)
     except FileExistsError as e:
         raise ConfigError(f"keys for journal {journal_id} already exist in {directory}") from e
     signing = SigningKey.generate(key_name(journal_id))
@@ -66,7 +95,7 @@ def create_keys(key_dir: Path, journal_id: str) -> tuple[SigningKey, bytes, Path
     _write_secret(directory / PSEUDONYM_FILE, pseudonym.hex().encode() + b"\n")
     _write_secret(directory / WAL_KEY_FILE, secrets.token_bytes(32).hex().encode() + b"\n")
     public_path = directory / f"{signing.verify_key.key_id}.pub.pem"
-    public_path.write_bytes(signing.verify_key.pem())
+    _write_public(public_path, signing.verify_key.pem())
     return signing, pseudonym, public_path
 
 
@@ -99,7 +128,6 @@ def load_wal_key(key_dir: Path, journal_id: str, *, create: bool = False) -> byt
                               hint="unsealed events are read with the writer's key directory (--key-dir)") from e
         try:
             _write_secret(path, secrets.token_bytes(32).hex().encode() + b"\n")
-            _fsync_dir(path.parent)
         except FileExistsError:
             pass  # another writer of this key directory made it meanwhile
         return load_wal_key(key_dir, journal_id)
@@ -131,12 +159,12 @@ def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: Si
     The entry fixes, for every stream with segments, the segment from which the new key signs (its
     number of segments now): the retired key can never sign after it, whatever clock it claims.
     Writers of this key directory hold the signing lock while they seal, so none signs across it.
-    Crash-safe: a rotation interrupted at any step is finished (or dropped, before the entry
-    was signed) by ``finish_rotation``, which every writer runs when it opens the journal.
+    Crash-safe: a rotation interrupted at any step is finished (or dropped, before the old key was
+    replaced) by ``finish_rotation``, which every writer runs when it opens the journal.
     """
     directory = key_dir / journal_id
     with signing_lock(directory, exclusive=True):
-        finish_rotation(key_dir, store, journal_id)
+        finish_rotation(key_dir, store, journal_id, True)
         trust = load_trust(store)
         ring = trust.ring
         if not ring.ok or not ring.entries:
@@ -153,38 +181,154 @@ def rotate_signing_key(key_dir: Path, store: Store, journal_id: str, current: Si
         valid_from = max(now_micros(), last.valid_from_micros + 1)
         entry = KeyEntry(journal_id, last.entry + 1, raw_public(new.verify_key.public), format_ts(valid_from),
                          last.entry_hash(), identity, positions)
+        steps.reached("rotate.start")
         _write_secret(directory / NEXT_FILE, new.private_pem())
+        steps.reached("rotate.next_written")
         _write_secret(directory / PENDING_FILE, entry.sign([current, new]))  # the old key's last use
-        _fsync_dir(directory)
+        steps.reached("rotate.entry_signed")
         os.replace(directory / NEXT_FILE, directory / SIGNING_FILE)  # the old private key is gone from here on
         _fsync_dir(directory)
-        finish_rotation(key_dir, store, journal_id)
+        steps.reached("rotate.key_replaced")
+        finish_rotation(key_dir, store, journal_id, True)
     return new
 
 
-def finish_rotation(key_dir: Path, store: Store, journal_id: str) -> None:
-    """Complete a rotation a crash interrupted; no-op when there is none."""
+def finish_rotation(key_dir: Path, store: Store, journal_id: str, held: bool = False) -> None:
+    """Finish (or roll back) a rotation a crash interrupted; a no-op when there is none.
+
+    Takes the key directory's signing lock (exclusively; ``held``: the caller holds it already) when
+    there is something to do, so that a rotation in progress in another process is never mistaken for
+    an interrupted one. Raises ConfigError when the directory holds a state no crash of a rotation
+    leaves behind.
+    """
     directory = key_dir / journal_id
+    if held:
+        _finish_rotation(directory, store, journal_id)
+    elif _rotation_leftovers(directory):
+        with signing_lock(directory, exclusive=True):
+            _finish_rotation(directory, store, journal_id)
+
+
+def _rotation_leftovers(directory: Path) -> bool:
+    return ((directory / PENDING_FILE).exists() or (directory / NEXT_FILE).exists()
+            or any(True for _ in _staged_files(directory)))
+
+
+def _staged_files(directory: Path) -> list[Path]:
+    """Temporary files a rotation's writes left when a crash cut them short (never linked to their name)."""
+    if not directory.is_dir():
+        return []
+    return [p for p in directory.iterdir() if p.name.endswith(_TMP_SUFFIX)
+            and (p.name.startswith((f".{NEXT_FILE}.", f".{PENDING_FILE}.")) or ".pub.pem." in p.name)]
+
+
+def _finish_rotation(directory: Path, store: Store, journal_id: str) -> None:
+    """``finish_rotation`` with the signing lock held.
+
+    The rotation's files say how far it got: the new key staged as NEXT_FILE, then the entry signed by
+    both keys as PENDING_FILE, then NEXT_FILE renamed over SIGNING_FILE (the old key gone), then the
+    public key and the entry stored, then PENDING_FILE removed. Before the rename it can still be
+    dropped, and it is when its entry is not the history's next (a file left by an older version that
+    wrote it in place, cut short) or when a writer sealed with the old key past the entry's cutovers
+    since (the entry would make those segments invalid); after the rename it is always finished.
+    """
     pending, nxt = directory / PENDING_FILE, directory / NEXT_FILE
+    for tmp in _staged_files(directory):
+        tmp.unlink(missing_ok=True)
     if not pending.exists():
-        nxt.unlink(missing_ok=True)  # generated, never announced: never used
+        if nxt.exists():
+            nxt.unlink()  # generated, never announced: never used
+            _fsync_dir(directory)
         return
     note = pending.read_bytes()
-    entry = KeyEntry.parse(split_note(note)[0])
-    if nxt.exists():
-        os.replace(nxt, directory / SIGNING_FILE)
+    entry, why = _check_pending(store, journal_id, note)
+    signing_path = directory / SIGNING_FILE
+    if nxt.exists():  # the old key is still the signing key: the rotation may be dropped
+        staged = _staged_key_id(nxt, journal_id)
+        if entry is not None and entry.key_id != staged:
+            why = f"it announces key {entry.key_id}, not the staged key {staged}"
+            entry = None
+        if entry is not None:
+            why = _stale_cutover(store, entry)
+        if entry is None or why is not None:
+            log.warning("dropping the key rotation interrupted in %s: %s", directory, why)
+            pending.unlink()
+            nxt.unlink()
+            _fsync_dir(directory)
+            return
+        os.replace(nxt, signing_path)
         _fsync_dir(directory)
-    signing = SigningKey.from_pem(key_name(journal_id), (directory / SIGNING_FILE).read_bytes())
+    signing = SigningKey.from_pem(key_name(journal_id), signing_path.read_bytes())
+    if entry is None:
+        if load_trust(store).ring.entry_of(signing.verify_key.key_id) is not None:
+            log.warning("removing %s, which no rotation can finish (%s): the signing key is in the history", pending,
+                        why)
+            pending.unlink()
+            _fsync_dir(directory)
+            return
+        raise ConfigError(f"{pending} cannot finish the key rotation it belongs to ({why}), and the signing key "
+                          f"{signing.verify_key.key_id} in {signing_path} is not in the journal's key history",
+                          hint="restore the key directory from a backup made after the rotation")
     if signing.verify_key.key_id != entry.key_id:
-        raise ConfigError(f"{pending} announces key {entry.key_id}, but {directory / SIGNING_FILE} holds another key")
-    for name, data in ((layout.public_key(entry.key_id), signing.verify_key.pem()), (entry_name(entry.entry), note)):
-        try:
-            store.put(name, data)
-        except ConflictError:
-            if store.get(name) != data:
-                raise
+        raise ConfigError(f"{pending} announces key {entry.key_id}, but {signing_path} holds another key")
+    _put_once(store, layout.public_key(entry.key_id), signing.verify_key.pem())
+    steps.reached("rotate.public_key_stored")
+    _put_once(store, entry_name(entry.entry), note)
+    steps.reached("rotate.entry_stored")
     public_path = directory / f"{entry.key_id}.pub.pem"
-    if not public_path.exists():
-        public_path.write_bytes(signing.verify_key.pem())
+    if not public_path.exists() or public_path.read_bytes() != signing.verify_key.pem():
+        _write_public(public_path, signing.verify_key.pem())
     pending.unlink()
     _fsync_dir(directory)
+    steps.reached("rotate.done")
+
+
+def _staged_key_id(path: Path, journal_id: str) -> str | None:
+    """The key id of the staged next key, or None when the file is not a key (cut short by an older version)."""
+    try:
+        return SigningKey.from_pem(key_name(journal_id), path.read_bytes()).verify_key.key_id
+    except (ValueError, TypeError, ConfigError):
+        return None
+
+
+def _check_pending(store: Store, journal_id: str, note: bytes) -> tuple[KeyEntry | None, str | None]:
+    """The entry of a pending rotation if the trust core accepts it as the history's next entry (or it is
+    stored already, byte for byte); else None and why not."""
+    try:
+        entry = KeyEntry.parse(split_note(note)[0])
+    except NoteError as e:
+        return None, f"the pending entry does not parse ({e})"
+    ring = load_trust(store).ring
+    if entry.entry < len(ring.notes):
+        if ring.notes[entry.entry] == note:
+            return entry, None
+        return None, f"key history entry {entry.entry} is stored already, with other bytes"
+    notes = [(entry_name(i), n) for i, n in enumerate(ring.notes)] + [(entry_name(entry.entry), note)]
+    try:
+        identity: bytes | None = store.get(layout.JOURNAL_OBJECT)
+    except NotFoundError:
+        identity = None
+    checked = check_history(notes, journal_id, key_name(journal_id), None, identity=identity)
+    if len(checked.entries) != len(notes):
+        return None, checked.problems[-1] if checked.problems else "it is not the history's next entry"
+    return entry, None
+
+
+def _stale_cutover(store: Store, entry: KeyEntry) -> str | None:
+    """Why ``entry`` can no longer be stored: a stream has sealed more segments than its cutover says
+    (with the old key, after the entry was signed), or None."""
+    for stream, size in stream_sizes(store).items():
+        at = (entry.cutovers or {}).get(stream, 0)
+        if size > at:
+            return (f"stream {stream} has {size} segments, more than the cutover {at} of the entry: they were "
+                    "signed with the old key after it")
+    return None
+
+
+def _put_once(store: Store, name: str, data: bytes) -> None:
+    """Store ``data`` under ``name``; what is stored there already must be the same bytes."""
+    try:
+        store.put(name, data)
+    except ConflictError:
+        if store.get(name) != data:
+            raise

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .. import steps
 from ..errors import ConflictError, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, now_micros
 from ..index import build as index_build
@@ -31,13 +32,8 @@ from ..verify.segment import check_segment, public_key_bytes
 
 log = logging.getLogger(__name__)
 
-# Tests set this to kill the process at a named step of a seal (crash tests).
-crash_hook: Callable[[str], None] | None = None
-
-
 def _step(name: str) -> None:
-    if crash_hook is not None:
-        crash_hook(name)
+    steps.reached(f"seal.{name}")
 
 
 def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing) -> ManifestChain:
@@ -117,6 +113,7 @@ class Sealer:
                 f"stream {st.stream}: the write-ahead log starts at seq {events[0].seq}, "
                 f"but the store's chain continues at seq {st.next_seq}"
             )
+        steps.reached("seal.start")  # the WAL is cut, nothing of this seal is stored yet
         manifests = []
         policies = self._policies()
         pos = 0

@@ -18,6 +18,7 @@ from ..storage.wal import (
     HEADER_SIZE,
     MAC_SIZE,
     MAGIC,
+    MAX_FRAME_BYTES,
     WAL_TAG,
     WalContents,
     WalHeader,
@@ -28,9 +29,9 @@ from ..storage.wal import (
     wal_name,
 )
 
-__all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "WAL_TAG", "WalContents", "WalHeader", "WalMac", "WalWriter",
-           "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir", "list_wal_files",
-           "read_wal", "truncate_torn_tail", "wal_name"]
+__all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "WAL_TAG", "WalContents", "WalHeader", "WalMac",
+           "WalWriter", "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir",
+           "list_wal_files", "read_wal", "truncate_torn_tail", "wal_name"]
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,16 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .. import payload as payloads
-from ..errors import ConfigError, IntegrityError, JournalError, KeyRetiredError, ValidationError
+from .. import steps
+from ..errors import (
+    ConfigError,
+    ConflictError,
+    IntegrityError,
+    JournalError,
+    KeyRetiredError,
+    UnknownScopeError,
+    ValidationError,
+)
 from ..events import (
     RESERVED_EVENT_TYPES,
     EventInput,
@@ -37,7 +46,16 @@ from ..events import (
 )
 from ..index import Reader
 from ..payload import Compressor
-from ..retention.keystore import SCOPES, KekProvider, KeyStore
+from ..retention.actions import (
+    PENDING_DIR,
+    RetentionAction,
+    apply_action,
+    pending_actions,
+    remove_pending,
+    write_pending,
+)
+from ..retention.audit import DEFAULT_WORKERS, Progress
+from ..retention.keystore import SCOPES, KekProvider, KeyStore, ShredIntent
 from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
 from ..retention.shred import (
     RECEIPT_EXECUTION,
@@ -53,7 +71,7 @@ from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout, open_store
-from ..storage.base import LockingStore, Store
+from ..storage.base import LeaseStore, LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
 from ..trust import KeyRing, Sink, continue_chain, load_trust
@@ -71,6 +89,7 @@ from .keys import (
     load_wal_key,
     rotate_signing_key,
 )
+from .lease import FREE, NEW, StreamLease
 from .lock import StreamLock, signing_lock
 from .sealer import Sealer, load_sealed_state
 
@@ -96,6 +115,11 @@ class Journal:
     _ring: KeyRing
     _ring_names: list[str]
     _pinned_ring: KeyRing | None = None
+    #: The error of the last automatic seal, None once one succeeds (an automatic seal never raises).
+    last_seal_error: Exception | None = None
+    SEAL_RETRY_SECONDS = 0.5  # after a failed automatic seal, the first append this long after retries it
+    _seal_retry_at: float | None = None
+    _seal_backoff = SEAL_RETRY_SECONDS / 2  # doubled at each failure, up to a minute
 
     def __init__(
         self,
@@ -110,6 +134,7 @@ class Journal:
         keystore: KeyStore,
         wal_key: bytes,
         key_dir: Path | None = None,
+        take_over: bool = False,
     ) -> None:
         if not layout.is_valid_stream(stream):
             raise ValidationError("stream",
@@ -132,13 +157,18 @@ class Journal:
         self._seal_lock = threading.Lock()
         self._local = threading.local()
         self._closed = False
-        makedirs_durable(self._wal_dir)
+        self._age_thread: threading.Thread | None = None
+        self._stop = threading.Event()  # stops the age sealer (at close, or when the lease is lost)
+        makedirs_durable(self._wal_dir, mode=0o700)  # unencrypted payloads: readable by the owner only
         # Lock the WAL directory, and for a local store the stream in the store itself,
         # so that a second writer is refused whichever wal_dir it was given.
         lock_dirs = [self._wal_dir]
         if isinstance(store, LocalStore):
             lock_dirs.append(store.root / ".locks" / f"stream={stream}")
         self._stream_locks: list[StreamLock] = []
+        # A store that is not a local directory (S3): the stream's lease in the store, held before anything is
+        # acknowledged (FORMAT.md 11b); the flocks above cannot see a writer on another machine.
+        self._lease: StreamLease | None = None
         try:
             for directory in lock_dirs:
                 makedirs_durable(directory)
@@ -146,12 +176,18 @@ class Journal:
                 lock.acquire()
                 self._stream_locks.append(lock)
             walmod.claim_wal_dir(self._wal_dir, identity.journal_id)
+            if isinstance(store, LeaseStore) and not isinstance(store, LocalStore):
+                self._lease = StreamLease(store, identity.journal_id, stream, self._wal_dir,
+                                          unsealed=lambda: (self.sealed_seq, self._next_seq),
+                                          on_lost=lambda _: self._stop.set())  # the age sealer stops too
+                self._lease.acquire(take_over=take_over)
             self._recover()
         except BaseException:
-            self._release_locks()
+            # A lease that was free when this writer took it is free again: no event of this WAL needs it.
+            self._release_locks(release=self._lease is not None and self._lease.how in (NEW, FREE))
             raise
-        self._age_thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        if self._lease is not None and config.lease_check_seconds is not None:
+            self._lease.watch(config.lease_check_seconds)
         if config.seal_max_age_seconds is not None:
             self._age_thread = threading.Thread(target=self._age_loop, name="wormjournal-age-sealer", daemon=True)
             self._age_thread.start()
@@ -228,6 +264,7 @@ class Journal:
         wal_dir: str | os.PathLike[str] | None = None,
         config: JournalConfig | None = None,
         kek: KekProvider | None = None,
+        take_over: bool = False,
     ) -> Journal:
         """Open a writer on ``stream`` of an existing journal, recovering after a crash.
 
@@ -238,6 +275,10 @@ class Journal:
         (KeyStoreMissingError, WrongKekError) when its key store is missing or its
         key-encryption key is not the one it was created with, IntegrityError
         when the WAL and the store disagree.
+
+        On S3 the writer first takes the stream's lease (FORMAT.md 11b); LeaseHeldError
+        when another writer holds it. ``take_over=True`` takes it anyway, giving up the
+        events that writer acknowledged and did not seal: only for a writer that is gone.
         """
         st = open_store(store)
         identity = read_identity(st)
@@ -258,18 +299,19 @@ class Journal:
                 hint="pass the --key-dir (or WORMJOURNAL_KEY_DIR) used at `wormjournal init`",
             )
         keystore = KeyStore.open(key_path / identity.journal_id / DATAKEYS_DIR, identity.journal_id, pseudonym, kek)
-        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path)
+        return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path,
+                         take_over=take_over)
 
     @classmethod
     def _open(cls, st: Store, identity: JournalIdentity, signing: SigningKey, pseudonym: bytes, stream: str,
               wal_dir: str | os.PathLike[str] | None, config: JournalConfig | None, keystore: KeyStore,
-              key_path: Path | None = None) -> Journal:
+              key_path: Path | None = None, *, take_over: bool = False) -> Journal:
         wd = Path(wal_dir) if wal_dir is not None else walmod.default_wal_dir(st)
         if key_path is None:
             raise ConfigError("a writer needs its key directory")
         wal_key = load_wal_key(key_path, identity.journal_id, create=True)
         return cls(st, identity, signing, pseudonym, stream=stream, wal_dir=wd, config=config or JournalConfig(),
-                   keystore=keystore, wal_key=wal_key, key_dir=key_path)
+                   keystore=keystore, wal_key=wal_key, key_dir=key_path, take_over=take_over)
 
     def __enter__(self) -> Journal:
         return self
@@ -403,6 +445,9 @@ class Journal:
         self._oldest_pending = time.monotonic() if self._pending_events else None
         if len(contents) > 1:
             self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
+        self._finish_shreds()  # shreds that died before their receipt was noted
+        for action in pending_actions(self._wal_dir / PENDING_DIR):  # retention actions of this trail stream
+            self._resume_retention(action)
 
     def _load_exec_heads(self) -> dict[str, int]:
         """The last seq of each execution in the sealed segments (for exec_prev_seq links)."""
@@ -427,10 +472,10 @@ class Journal:
     def _prepare(self, event: Mapping[str, Any], where: str | None, *, internal: bool = False) -> Prepared:
         fields = dict(event)
         scope = fields.pop("key_scope", self.config.key_scope)
-        if fields.get("event_type") in RESERVED_EVENT_TYPES and not internal:
-            raise ValidationError("event_type", f"{fields['event_type']!r} is appended by the library only "
-                                  "(shred, or the retention commands)", where=where)
         ev = validate_event(fields, max_event_bytes=self.config.max_event_bytes, where=where)
+        if ev.event_type in RESERVED_EVENT_TYPES and not internal:
+            raise ValidationError("event_type", f"{ev.event_type!r} is appended by the library only "
+                                  "(shred, or the retention commands)", where=where)
         codec, stored = self._compressor().encode(ev.payload_json)
         key = None
         if scope not in (None, "none"):
@@ -477,6 +522,8 @@ class Journal:
         """Assign seqs, link, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
         with self._lock:
             self._check_open()
+            if self._lease is not None:
+                self._lease.raise_if_lost()  # before anything is written: never acknowledge what cannot be sealed
             seq, prev = self._next_seq, self._last_hash
             heads: dict[str, int] = {}
             records = []
@@ -497,6 +544,9 @@ class Journal:
                 heads[ev.execution_id] = seq
                 seq += 1
             frame = walmod.encode_frame(records, self._wal_mac)
+            if len(frame) > walmod.MAX_FRAME_BYTES:  # recovery would take a longer frame for a torn tail
+                raise ValidationError("events", f"the batch is {len(frame)} bytes, over the limit of "
+                                      f"{walmod.MAX_FRAME_BYTES} for one atomic write: append it in parts")
             ticket = self._wal.write(frame)
             first = self._next_seq
             self._next_seq, self._last_hash = seq, prev
@@ -506,7 +556,8 @@ class Journal:
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()
             due = (self._pending_events >= self.config.seal_max_events
-                   or self._pending_bytes >= self.config.seal_max_bytes)
+                   or self._pending_bytes >= self.config.seal_max_bytes
+                   or (self._seal_retry_at is not None and time.monotonic() >= self._seal_retry_at))
         return first, seq, ticket, due
 
     def _aead(self, key: tuple[str, bytes]) -> AESGCM:
@@ -522,12 +573,24 @@ class Journal:
     # -- sealing ------------------------------------------------------------------------
 
     def _auto_seal(self) -> None:
+        """Seal after an append or from the age sealer. Never raises: the events are durable in the WAL
+        already, so a failure here is not the append's (a caller that retried would write them twice).
+        It is logged, kept in ``last_seal_error`` and retried by the next seal."""
         try:
             self.seal()
-        except JournalError as e:  # the events are safe in the WAL; the next seal retries
-            log.warning("automatic seal failed, will retry: %s", e)
+        except Exception as e:  # noqa: BLE001 - whatever it is, the appended events are safe
+            if self._closed:
+                return  # closed under the age sealer: close() seals if asked to
+            self.last_seal_error = e
+            log.warning("automatic seal failed (stream %s), will retry: %s", self.stream, e,
+                        exc_info=not isinstance(e, JournalError))
+            self._seal_backoff = min(2 * self._seal_backoff, 60.0)
+            self._seal_retry_at = time.monotonic() + self._seal_backoff  # an append after it seals again
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()  # so the age rule retries it
+        else:
+            self.last_seal_error = self._seal_retry_at = None
+            self._seal_backoff = self.SEAL_RETRY_SECONDS / 2
 
     def _age_loop(self) -> None:
         limit = self.config.seal_max_age_seconds
@@ -544,6 +607,8 @@ class Journal:
         Raises StorageError if the store fails (the WAL stays intact; sealing again completes it).
         """
         with self._seal_lock:
+            if self._lease is not None:
+                self._lease.check()  # one HEAD: a writer that lost its lease stores nothing
             with self._lock:
                 self._check_open()
                 if self._pending_events:
@@ -583,39 +648,50 @@ class Journal:
         if len(given) != 1:
             raise ValidationError("scope", "give exactly one of subject, thread, execution or tenant")
         ((scope, value),) = given.items()
-        with self._shred_lock:
-            destroyed = self.keystore.destroy(scope, value)
-            for info in destroyed.keys:
-                self._aeads.pop(info.key_id, None)
-            pending = [k for k in destroyed.keys if k.receipt_seq is None]
-            if not pending:  # shredded before, and its receipt is in the journal
-                return self._earlier_receipt(destroyed.keys[0].receipt_seq)
-            key_ids = sorted(k.key_id for k in pending)
-            unsealed = [e.payload_key_id for e in self._unsealed_events()]
-            affected = count_key_uses(self.store, key_ids, unsealed, progress)
-            receipt = make_receipt(scope, destroyed.scope_ref, pending, affected, self.keystore.provider.name, reason)
-            event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
-                     "payload": receipt_payload(receipt, self._key_for(self._sealer.state.size)), "key_scope": "none"}
-            seq = self._append([event], internal=True)[0]
-            self.keystore.record_receipt(key_ids, seq)
-            log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", scope, destroyed.scope_ref,
-                     len(key_ids), affected, seq)
-            return ErasureReceipt(seq, receipt)
+        # Crash-safe: the intent is noted before any key is destroyed and forgotten once the receipt is noted;
+        # whichever step a crash comes after, the next open (or shred of the scope) finishes it.
+        with self._shred_lock, self.keystore.shred_lock():
+            intent = self.keystore.begin_shred(scope, value, reason)
+            if intent.stream not in (None, self.stream):
+                raise JournalError(f"an interrupted shred of this {scope} was appending its erasure receipt to stream "
+                                   f"{intent.stream}", hint=f"open stream {intent.stream}: its writer finishes it")
+            return self._finish_shred(intent, progress)
 
-    def record_retention(self, event_type: str, details: Mapping[str, Any]) -> int:
-        """Append a retention action (a legal hold placed or released, a retention extended, a policy
-        strengthened) to the audit trail: execution ``wormjournal-retention``, payload unencrypted."""
-        if event_type not in RETENTION_EVENT_TYPES:
-            raise ValidationError("event_type", f"not a retention action: {event_type!r}")
-        event = {"event_type": event_type, "execution_id": RETENTION_EXECUTION, "payload": dict(details),
-                 "key_scope": "none"}
-        return self._append([event], internal=True)[0]
+    def record_retention(self, action: RetentionAction, *, workers: int = DEFAULT_WORKERS,
+                         progress: Progress | None = None) -> int:
+        """Apply a retention action (a legal hold placed or released, a retention extended, a policy
+        strengthened: :mod:`wormjournal.retention.actions`) and record it in this stream, the audit trail:
+        an event of execution ``wormjournal-retention``, payload unencrypted, sealed at once. Returns its seq.
 
-    def _earlier_receipt(self, seq: int | None) -> ErasureReceipt:
-        for e in self.reader().events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup
+        Crash-safe: the action is written down as pending (in this stream's WAL directory) before its first
+        step and forgotten once its event is sealed; an action a crash cut short is finished, its event
+        appended exactly once, when this stream is opened next. Raises ValidationError for an action that is
+        not a retention action, StorageError (the action stays pending), ConflictError when another policy
+        object took the number of the one to store (nothing was done: repeat the command).
+        """
+        if action.event_type not in RETENTION_EVENT_TYPES:
+            raise ValidationError("event_type", f"not a retention action: {action.event_type!r}")
+        directory = self._wal_dir / PENDING_DIR
+        write_pending(directory, action)
+        steps.reached("retention.pending_written")
+        try:
+            apply_action(self.store, action, workers=workers, progress=progress)
+        except ConflictError:
+            remove_pending(directory, action.op)  # the policy object was not stored: the action never happened
+            raise
+        return self._finish_retention(action, append=True)
+
+    def _earlier_receipt(self, seq: int | None, stream: str | None = None) -> ErasureReceipt:
+        """The receipt at ``seq`` of ``stream`` (this one by default: where receipts went before they named
+        their stream), as a repeated shred returns it."""
+        stream = stream or self.stream
+        reader = self.reader() if stream == self.stream else Reader(
+            self.store, stream=stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
+            wal_key=self._wal_key, keystore=self.keystore)
+        for e in reader.events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup
             if e.seq == seq:
                 return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
-        raise IntegrityError(f"the erasure receipt at seq {seq} is not in the journal", seq=seq)
+        raise IntegrityError(f"the erasure receipt at seq {seq} of stream {stream} is not in the journal", seq=seq)
 
     def _unsealed_events(self, paths: list[Path] | None = None) -> list[Any]:
         """The events of the WAL files (all of them by default) not sealed yet, in seq order."""
@@ -667,11 +743,126 @@ class Journal:
                 try:
                     self._wal.close()
                 finally:
-                    self._release_locks()
+                    self._release_locks(release=self._next_seq == self._sealer.state.next_seq)
 
-    def _release_locks(self) -> None:
-        for lock in self._stream_locks:
-            lock.release()
+    def _release_locks(self, *, release: bool = False) -> None:
+        """Give back the lease (marked released when ``release``: nothing is left unsealed; else it stays
+        held for this WAL directory) and the flocks."""
+        try:
+            if self._lease is not None:
+                self._lease.close(release=release)
+        finally:
+            for lock in self._stream_locks:
+                lock.release()
+
+    # -- operations a crash cut short: shreds and retention actions -------------------------------------
+
+    def _finish_shreds(self) -> None:
+        """Finish the shreds of the key store that a crash cut short (at open). One whose receipt another
+        stream's writer was appending is left to that writer, which alone can tell whether it did."""
+        mine = (None, self.stream)
+        if not any(i.stream in mine for i in self.keystore.pending_shreds()):
+            return
+        with self.keystore.shred_lock():  # a shred under way elsewhere finishes first: it may be this one
+            for intent in self.keystore.pending_shreds():
+                if intent.stream not in mine:
+                    continue
+                try:
+                    result = self._finish_shred(intent)
+                except UnknownScopeError as e:  # nothing was ever destroyable: nothing to report either
+                    log.warning("dropped the interrupted shred of %s %s: %s", intent.scope, intent.scope_ref, e)
+                    continue
+                log.warning("finished the shred of %s %s that a crash interrupted: erasure receipt at seq %s of "
+                            "stream %s", intent.scope, intent.scope_ref, result.seq, self.stream)
+
+    def _finish_shred(self, intent: ShredIntent, progress: Callable[[int, int], None] | None = None) -> ErasureReceipt:
+        """Destroy the scope's data keys (again: idempotent), append its erasure receipt unless this stream
+        holds it already (appended before a crash), note it in the tombstones, forget the intent. The key
+        store's shred lock is held."""
+        destroyed = self.keystore.destroy_pending(intent)
+        steps.reached("shred.keys_destroyed")
+        for info in destroyed.keys:
+            self._aeads.pop(info.key_id, None)
+        if not destroyed.keys:
+            self.keystore.end_shred(intent)
+            raise UnknownScopeError(f"no data key for {intent.scope} {intent.scope_ref!r} was ever written whole")
+        pending = [k for k in destroyed.keys if k.receipt_seq is None]
+        if not pending:  # shredded before, and its receipt is in the journal
+            self.keystore.end_shred(intent)
+            done = destroyed.keys[0]
+            return self._earlier_receipt(done.receipt_seq, done.receipt_stream)
+        key_ids = sorted(k.key_id for k in pending)
+        result = self._receipt_naming(key_ids) if intent.stream == self.stream else None
+        if result is None:
+            intent = self.keystore.claim_shred(intent, self.stream)  # from here on, only this stream decides
+            unsealed = [e.payload_key_id for e in self._unsealed_events()]
+            affected = count_key_uses(self.store, key_ids, unsealed, progress)
+            receipt = make_receipt(intent.scope, intent.scope_ref, pending, affected, self.keystore.provider.name,
+                                   intent.reason)
+            event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
+                     "payload": receipt_payload(receipt, self._key_for(self._sealer.state.size)), "key_scope": "none"}
+            result = ErasureReceipt(self._append([event], internal=True)[0], receipt)
+            steps.reached("shred.receipt_appended")
+            log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", intent.scope, intent.scope_ref,
+                     len(key_ids), affected, result.seq)
+        assert result.seq is not None
+        self.keystore.record_receipt(key_ids, result.seq, self.stream)
+        steps.reached("shred.receipt_recorded")
+        self.keystore.end_shred(intent)
+        steps.reached("shred.done")
+        return result
+
+    def _receipt_naming(self, key_ids: list[str]) -> ErasureReceipt | None:
+        """The erasure receipt in this stream (sealed or in the WAL) that names one of ``key_ids``, or None."""
+        wanted = set(key_ids)
+        for e in self.reader().events(RECEIPT_EXECUTION):
+            if e.event_type == RECEIPT_TYPE:
+                receipt = check_receipt(e.payload, self.trusted_keys())
+                if wanted & set(receipt["key_ids"]):
+                    return ErasureReceipt(e.seq, receipt, repeated=True)
+        return None
+
+    def _resume_retention(self, action: RetentionAction) -> None:
+        """Finish a retention action a crash cut short (at open): unless its event is in this stream already,
+        apply its steps again (idempotent); then record it. A step that fails now leaves it pending for the
+        next open, and this one goes on; one that can no longer be applied (its policy number was taken by
+        another change) is dropped: none of it happened."""
+        recorded = self._retention_event(action.op) is not None
+        if not recorded:
+            log.warning("finishing the retention action %s (%s) that a crash interrupted", action.op,
+                        action.event_type)
+            try:
+                apply_action(self.store, action)
+            except ConflictError:
+                log.warning("dropping the retention action %s: another policy object took its number, so it was "
+                            "never applied", action.op)
+                remove_pending(self._wal_dir / PENDING_DIR, action.op)
+                return
+            except JournalError as e:
+                log.warning("the retention action %s stays pending (finished at the next open): %s", action.op, e)
+                return
+        self._finish_retention(action, append=not recorded)
+
+    def _finish_retention(self, action: RetentionAction, *, append: bool) -> int:
+        """Record an applied retention action: append its event (``append``; else it is in this stream), seal,
+        forget its pending record. Returns the event's seq (-1 when it was not appended now)."""
+        seq = -1
+        if append:
+            event = {"event_type": action.event_type, "execution_id": RETENTION_EXECUTION,
+                     "payload": action.payload(), "key_scope": "none"}
+            seq = self._append([event], internal=True)[0]
+            steps.reached("retention.event_appended")
+        self.seal()
+        remove_pending(self._wal_dir / PENDING_DIR, action.op)
+        steps.reached("retention.done")
+        return seq
+
+    def _retention_event(self, op: str) -> int | None:
+        """The seq of the audit-trail event of retention action ``op`` in this stream (sealed or not), or None."""
+        for e in self.reader().events(RETENTION_EXECUTION):
+            if isinstance(e.payload, dict) and e.payload.get("op") == op:
+                return e.seq
+        return None
 
 
 def _checked_ring(store: Store) -> KeyRing:

@@ -7,8 +7,10 @@ segments. An extension lengthens retain-until dates; a request that would shorte
 one, or turn COMPLIANCE into GOVERNANCE, is refused here, before it reaches S3
 (which refuses it too, but not every S3-compatible store does).
 
-Each action is then recorded in the journal by the caller (``Journal.record_retention``),
-so the archive's own audit trail says who did what, when and why.
+Each action is recorded in the journal (``Journal.record_retention`` applies it through
+:mod:`.actions` and records it, crash-safe), so the archive's own audit trail says who did
+what, when and why. Every step here is idempotent, so an action a crash cut short is finished
+by running it again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from .. import steps
 from ..errors import NotFoundError, RetentionError, ValidationError
 from ..index import Reader
 from ..segments.notes import VerifyKey
@@ -103,8 +106,13 @@ def set_holds(store: Any, names: Sequence[str], on: bool, *, workers: int = DEFA
               progress: Progress | None = None) -> int:
     """Put (``on``) or lift the legal hold of every object in ``names``; returns how many."""
     require_s3(store, "a legal hold")
+
+    def hold(name: str) -> None:
+        store.set_legal_hold(name, on)
+        steps.reached("retention.hold_set")
+
     done = 0
-    for _ in bounded_map(lambda name: store.set_legal_hold(name, on), names, workers=workers):
+    for _ in bounded_map(hold, names, workers=workers):
         done += 1
         if progress is not None:
             progress(done, len(names))
@@ -144,17 +152,31 @@ def _target(state: ObjectLockState, until: dt.datetime | None, requirement: _Req
     return wanted
 
 
-def extend_retention(store: Any, *, until: dt.datetime | None = None, mode: str | None = None,
-                     now: dt.datetime | None = None, workers: int = DEFAULT_WORKERS,
-                     progress: Progress | None = None) -> Extension:
-    """Lengthen the retention of every object of the journal.
+def _change(state: ObjectLockState | None, until: dt.datetime | None, mode: str | None,
+            requirement: _Requirement | None) -> tuple[dt.datetime | None, bool]:
+    """(the retain-until date ``state`` should get, or None to keep it; whether the extension changes it)."""
+    if state is None:
+        return None, False
+    target = _target(state, until, requirement)
+    return target, target is not None or (mode is not None and state.mode != mode)
 
-    With ``until``, every object is retained at least until then: if any is already
-    retained beyond it, the whole request is refused (RetentionError) before anything
-    changes, since it would shorten that one. Without, each object is brought up to
-    what the policy in force requires of it (after a policy was strengthened). ``mode``
-    may raise GOVERNANCE to COMPLIANCE, never the other way.
-    """
+
+def _requirement(store: Any, until: dt.datetime | None) -> _Requirement | None:
+    """What the policy in force requires of each object (for an extension to the policy, ``until`` None)."""
+    if until is not None:
+        return None
+    base = read_identity(store).retention_policy()
+    if base is None:
+        raise RetentionError("the journal has no retention policy (it was created with --allow-unlocked)",
+                             hint="an unlocked journal cannot be retained: "
+                                  "create a new one in a bucket with Object Lock")
+    return _Requirement(store, load_policy(store, base)[0])
+
+
+def plan_extension(store: Any, *, until: dt.datetime | None = None, mode: str | None = None,
+                   now: dt.datetime | None = None, workers: int = DEFAULT_WORKERS) -> Extension:
+    """Check an extension without changing anything: raises RetentionError (or ValidationError) for a request
+    ``extend_retention`` refuses; returns how many objects it would lengthen and how many it would leave."""
     require_s3(store, "extending a retention")
     now = now or dt.datetime.now(dt.UTC)
     if until is not None:
@@ -162,33 +184,43 @@ def extend_retention(store: Any, *, until: dt.datetime | None = None, mode: str 
             raise ValidationError("until", "needs a time zone (dates are taken as UTC midnight)")
         if until <= now:
             raise RetentionError(f"refused: {until:%Y-%m-%d} is not in the future")
-    identity = read_identity(store)
-    base = identity.retention_policy()
-    if base is None:
+    if read_identity(store).retention_policy() is None:
         raise RetentionError("the journal has no retention policy (it was created with --allow-unlocked)",
                              hint="an unlocked journal cannot be retained: "
                                   "create a new one in a bucket with Object Lock")
-    requirement = _Requirement(store, load_policy(store, base)[0]) if until is None else None
-    # First pass: refuse before anything changes.
-    objects = 0
+    requirement = _requirement(store, until)
+    plan = Extension(until=until)
     for item in inspect_all(store, workers=workers):
         if item.state is None:
             continue
-        objects += 1
         if until is not None:
             check_extension(item.state, until, mode)
         elif mode is not None:
             check_extension(item.state, item.state.retain_until or now, mode)
-    # Second pass: lengthen what falls short (each one checked again against its state then).
+        if _change(item.state, until, mode, requirement)[1]:
+            plan.extended += 1
+        else:
+            plan.unchanged += 1
+    return plan
+
+
+def apply_extension(store: Any, *, until: dt.datetime | None = None, mode: str | None = None,
+                    now: dt.datetime | None = None, workers: int = DEFAULT_WORKERS, objects: int = 0,
+                    progress: Progress | None = None) -> Extension:
+    """Lengthen what falls short (each object checked again against its state then: idempotent, so an
+    extension a crash cut short is finished by running it again). ``objects``: how many there are, for
+    ``progress``. Returns what it changed now."""
+    now = now or dt.datetime.now(dt.UTC)
+    requirement = _requirement(store, until)
     result = Extension(until=until)
 
     def apply(state: ObjectLockState | None) -> bool:
-        if state is None:
+        target, changed = _change(state, until, mode, requirement)
+        if not changed:
             return False
-        target = _target(state, until, requirement)
-        if target is None and (mode is None or state.mode == mode):
-            return False
+        assert state is not None
         store.extend_retention(state.name, target or state.retain_until or now, mode, current=state)
+        steps.reached("retention.retention_extended")
         return True
 
     done = 0
@@ -201,3 +233,20 @@ def extend_retention(store: Any, *, until: dt.datetime | None = None, mode: str 
         if progress is not None:
             progress(done, max(objects, done))
     return result
+
+
+def extend_retention(store: Any, *, until: dt.datetime | None = None, mode: str | None = None,
+                     now: dt.datetime | None = None, workers: int = DEFAULT_WORKERS,
+                     progress: Progress | None = None) -> Extension:
+    """Lengthen the retention of every object of the journal.
+
+    With ``until``, every object is retained at least until then: if any is already
+    retained beyond it, the whole request is refused (RetentionError) before anything
+    changes, since it would shorten that one. Without, each object is brought up to
+    what the policy in force requires of it (after a policy was strengthened). ``mode``
+    may raise GOVERNANCE to COMPLIANCE, never the other way.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    plan = plan_extension(store, until=until, mode=mode, now=now, workers=workers)  # refuse before anything changes
+    return apply_extension(store, until=until, mode=mode, now=now, workers=workers,
+                           objects=plan.extended + plan.unchanged, progress=progress)

@@ -8,7 +8,9 @@ encryption"; README, "Forgetting a person")::
     <dir>/keystore.json           format, journal, provider and its settings (no key material)
     <dir>/keys/<key_id>.json      one wrapped data key: scope, scope reference, wrapped bytes
     <dir>/scopes/<hash>/<key_id>  empty marker: this key belongs to the scope with this hash
-    <dir>/shredded/<key_id>.json  tombstone of a destroyed key: when, how, which receipt
+    <dir>/shredded/<key_id>.json  tombstone of a destroyed key: when, how, which receipt (seq and stream)
+    <dir>/pending/<hash>.json     a shred under way: its scope, and the stream its receipt goes to once chosen
+    <dir>/shred.lock              held (flock) while a shred or a recovery destroys keys and writes a receipt
 
 A scope is (kind, value): a data subject (the default), a thread, an execution or a
 tenant. ``<hash>`` is an HMAC of the scope under the journal's pseudonym key, so no
@@ -16,13 +18,20 @@ identifier is a file name. A data key is written (and fsync'd) before the first 
 it encrypts reaches the write-ahead log, so a crash never loses the key of an
 acknowledged event. Shredding writes the tombstone, then overwrites the key file with
 zeros and removes it, and asks the provider to destroy its own copy (KMS key deletion).
+
+A shred (``Journal.shred``) writes its intent (``pending/``) before it destroys anything and removes
+it only once its erasure receipt is in the journal and noted in the tombstones: a crash in between
+leaves the intent, and the next writer to open finishes it (``Journal.open``). Writers of several
+streams share one key store, so a shred and its recovery hold the key store's shred lock.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
@@ -36,10 +45,12 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .. import steps
 from ..errors import (
     CorruptKeyError,
     KeyStoreError,
     KeyStoreMissingError,
+    StorageError,
     UnknownKeyError,
     UnknownScopeError,
     ValidationError,
@@ -51,6 +62,8 @@ from ..storage.local import fsync_dir
 SCOPES = ("subject", "thread", "execution", "tenant")
 STORE_FILE = "keystore.json"
 MASTER_FILE = "master.key"  # beside the key store directory, so that it can be backed up apart
+PENDING_DIR = "pending"  # shreds under way (created when the first shred begins)
+SHRED_LOCK = "shred.lock"
 FORMAT = 1
 _DEK_TAG = b"wormjournal:dek:v1\x00"
 _SCOPE_TAG = b"wormjournal:scope:v1\x00"
@@ -183,8 +196,14 @@ class AwsKmsKek:
     def destroy(self, kms_key: str | None) -> str:
         if self.key_arn is not None or kms_key is None:
             return f"aws-kms: wrapped key removed (KMS key {self.key_arn} wraps other keys and is kept)"
-        out = self._call("schedule key deletion", self._client.schedule_key_deletion, KeyId=kms_key,
-                         PendingWindowInDays=self.pending_days)
+        try:
+            out = self._call("schedule key deletion", self._client.schedule_key_deletion, KeyId=kms_key,
+                             PendingWindowInDays=self.pending_days)
+        except WrongKekError:
+            # Scheduled already: a shred that a crash cut short after this call, finished now. The same deletion.
+            out = self._call("describe a key", self._client.describe_key, KeyId=kms_key)["KeyMetadata"]
+            if out.get("KeyState") != "PendingDeletion":
+                raise
         when = out.get("DeletionDate")
         when_text = (when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if isinstance(when, dt.datetime)
                      else str(when))
@@ -205,6 +224,19 @@ class KeyInfo:
     shredded: str | None = None  # when, or None while the key is live
     deletion_reference: str | None = None
     receipt_seq: int | None = None
+    receipt_stream: str | None = None  # the stream of the receipt (None: the shredding writer's, as before)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShredIntent:
+    """A shred under way (``<dir>/pending/<scope_hash>.json``): which scope, why, and the stream its
+    erasure receipt is appended to, once that is chosen (None: no receipt was appended anywhere yet)."""
+
+    scope: str
+    scope_ref: str
+    scope_hash: str
+    reason: str | None = None
+    stream: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,18 +446,27 @@ class KeyStore:
 
     def destroy(self, scope: str, value: str) -> Destroyed:
         """Destroy every data key of a scope. Raises UnknownScopeError when it never had one."""
-        h = self._scope_hash(scope, value)
-        ref = self.scope_ref(scope, value)
+        return self._destroy(scope, self.scope_ref(scope, value), self._scope_hash(scope, value))
+
+    def _scope_keys(self, scope: str, ref: str, h: str) -> list[str]:
         scope_dir = self.directory / "scopes" / h
+        key_ids = sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []
+        if not key_ids:
+            raise UnknownScopeError(f"no data key for {scope} {ref!r}: nothing of it was encrypted in this journal")
+        return key_ids
+
+    def _destroy(self, scope: str, ref: str, h: str) -> Destroyed:
         with self._lock:
-            key_ids = sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []
-            if not key_ids:
-                raise UnknownScopeError(f"no data key for {scope} {ref!r}: nothing of it was encrypted in this journal")
+            key_ids = self._scope_keys(scope, ref, h)
             destroyed, already = [], True
             for key_id in key_ids:
                 record = self._read_key(key_id)
                 tomb = self._read_tomb(key_id)
-                if record is None and tomb is not None:
+                if tomb is not None:
+                    if record is not None:  # a crash came between the tombstone and the erasure: finish it
+                        already = False
+                        _erase(self._key_path(key_id))
+                        steps.reached("shred.key_erased")
                     destroyed.append(tomb)
                     continue
                 if record is None:
@@ -433,9 +474,11 @@ class KeyStore:
                 already = False
                 reference = self.provider.destroy(record.get("kms_key"))
                 info = KeyInfo(key_id, scope, ref, record.get("created", ""), format_ts(now_micros()), reference)
-                # The tombstone first: a crash after it finishes the erasure on the next shred.
+                # The tombstone first: a crash after it finishes the erasure on the next shred (or recovery).
                 _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
+                steps.reached("shred.tombstone_written")
                 _erase(self._key_path(key_id))
+                steps.reached("shred.key_erased")
                 destroyed.append(info)
             self._live.pop(h, None)
             for info in destroyed:
@@ -470,14 +513,93 @@ class KeyStore:
         except (ValueError, TypeError) as e:
             raise KeyStoreError(f"the tombstone of data key {key_id} is damaged") from e
 
-    def record_receipt(self, key_ids: list[str], seq: int) -> None:
-        """Note in each tombstone the seq of the erasure receipt that reports it."""
+    def record_receipt(self, key_ids: list[str], seq: int, stream: str | None = None) -> None:
+        """Note in each tombstone the seq (and stream) of the erasure receipt that reports it."""
         with self._lock:
             for key_id in key_ids:
                 tomb = self._read_tomb(key_id)
                 if tomb is not None and tomb.receipt_seq is None:
-                    info = dataclasses.replace(tomb, receipt_seq=seq)
+                    info = dataclasses.replace(tomb, receipt_seq=seq, receipt_stream=stream)
                     _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
+
+    # -- shreds under way (the writer's side: Journal.shred and its recovery)
+
+    @contextlib.contextmanager
+    def shred_lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the key store's shred lock (an exclusive flock, so also against other threads of this
+        process); yields False, holding nothing, when ``wait`` is False and another holds it."""
+        try:
+            fd = os.open(self.directory / SHRED_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StorageError(f"cannot open the shred lock in {self.directory}: {e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
+    def _intent_path(self, scope_hash: str) -> Path:
+        return self.directory / PENDING_DIR / f"{scope_hash}.json"
+
+    def _write_intent(self, intent: ShredIntent) -> None:
+        pending = self.directory / PENDING_DIR
+        if not pending.is_dir():
+            pending.mkdir(mode=0o700, exist_ok=True)
+            fsync_dir(self.directory)
+        _write_durable(self._intent_path(intent.scope_hash),
+                       json.dumps(dataclasses.asdict(intent), sort_keys=True).encode() + b"\n")
+
+    def begin_shred(self, scope: str, value: str, reason: str | None) -> ShredIntent:
+        """Note durably that the scope is being shredded, before any key is destroyed (kept as it is when
+        an interrupted shred of the scope left one). Raises UnknownScopeError when it never had a key."""
+        ref, h = self.scope_ref(scope, value), self._scope_hash(scope, value)
+        self._scope_keys(scope, ref, h)
+        for intent in self.pending_shreds():
+            if intent.scope_hash == h:
+                return intent
+        intent = ShredIntent(scope, ref, h, reason)
+        self._write_intent(intent)
+        steps.reached("shred.intent_written")
+        return intent
+
+    def pending_shreds(self) -> list[ShredIntent]:
+        """The shreds under way: begun, their receipt not yet noted in the tombstones."""
+        pending = self.directory / PENDING_DIR
+        if not pending.is_dir():
+            return []
+        out = []
+        for path in sorted(pending.glob("*.json")):
+            try:
+                intent = ShredIntent(**json.loads(path.read_text()))
+            except (ValueError, TypeError, UnicodeDecodeError) as e:
+                raise KeyStoreError(f"the record of a shred under way {path} is damaged: {e}") from e
+            if intent.scope not in SCOPES or path.stem != intent.scope_hash:
+                raise KeyStoreError(f"the record of a shred under way {path} is damaged")
+            out.append(intent)
+        return out
+
+    def destroy_pending(self, intent: ShredIntent) -> Destroyed:
+        """Destroy (again: idempotent) every data key of the scope of a shred under way."""
+        return self._destroy(intent.scope, intent.scope_ref, intent.scope_hash)
+
+    def claim_shred(self, intent: ShredIntent, stream: str) -> ShredIntent:
+        """Note durably that the shred's receipt is being appended to ``stream`` (before it is)."""
+        if intent.stream == stream:
+            return intent
+        intent = dataclasses.replace(intent, stream=stream)
+        self._write_intent(intent)
+        steps.reached("shred.stream_claimed")
+        return intent
+
+    def end_shred(self, intent: ShredIntent) -> None:
+        """The shred is done: its receipt is in the journal and noted in the tombstones."""
+        path = self._intent_path(intent.scope_hash)
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
 
     def keys(self) -> Iterator[KeyInfo]:
         """Every key the store holds or held (live first, by creation), never key material."""

@@ -12,7 +12,8 @@ import datetime as dt
 import re
 from collections.abc import Sequence
 
-from ..errors import ConfigError, RetentionError
+from .. import steps
+from ..errors import ConfigError, ConflictError, RetentionError
 from ..segments.identity import DAYS_PER_YEAR, MODES, RetentionPolicy
 from ..segments.notes import SigningKey, VerifyKey
 from ..storage import layout
@@ -23,7 +24,7 @@ from ..trust.policy import POLICY_FORMAT, PolicySet, policy_in_force
 
 __all__ = ["DAYS_PER_YEAR", "MODES", "NO_LOCK_HINT", "POLICY_FORMAT", "RETENTION_EVENT_TYPES", "RETENTION_EXECUTION",
            "RETENTION_STREAM", "ObjectLockState", "PolicySet", "RetentionPolicy", "check_extension", "load_policy",
-           "parse_period", "set_policy"]
+           "parse_period", "prepare_policy", "set_policy", "store_policy"]
 
 # The audit trail of retention actions: events of one execution (FORMAT.md, section 3.3).
 RETENTION_EXECUTION = "wormjournal-retention"
@@ -52,15 +53,15 @@ def load_policy(store: ObjectReader, base: RetentionPolicy,
     return policy_in_force(objects, base, keys)
 
 
-def set_policy(store: Store, base: RetentionPolicy, key: SigningKey, keys: Sequence[VerifyKey] | None = None, *,
-               journal: RetentionPolicy | None = None, tenant: tuple[str, RetentionPolicy] | None = None, by: str,
-               reason: str, now: dt.datetime | None = None) -> PolicySet:
-    """Strengthen the policy: the journal's, or one tenant's, signed with ``key`` (the journal's
-    current signing key; ``keys`` are its trusted keys). Returns the new policy.
+def prepare_policy(store: ObjectReader, base: RetentionPolicy, key: SigningKey,
+                   keys: Sequence[VerifyKey] | None = None, *, journal: RetentionPolicy | None = None,
+                   tenant: tuple[str, RetentionPolicy] | None = None, by: str, reason: str,
+                   now: dt.datetime | None = None) -> tuple[PolicySet, bytes]:
+    """The next policy, strengthening the journal's or one tenant's, and its object signed with ``key``
+    (the journal's current signing key; ``keys`` are its trusted keys); nothing is written.
 
-    Raises RetentionError, before anything is written, when the change would shorten
-    a period or turn COMPLIANCE into GOVERNANCE; ConflictError when another change
-    was stored at the same time (repeat the command).
+    Raises RetentionError when the change would shorten a period or turn COMPLIANCE into
+    GOVERNANCE, or changes nothing.
     """
     current, _ = load_policy(store, base, keys)
     tenants = dict(current.tenants)
@@ -76,7 +77,34 @@ def set_policy(store: Store, base: RetentionPolicy, key: SigningKey, keys: Seque
                              hint="a retention can only be lengthened, and COMPLIANCE never becomes GOVERNANCE")
     if new.journal == current.journal and new.tenants == current.tenants:
         raise RetentionError("the policy is already that: nothing to change")
+    return new, new.sign(key)
+
+
+def store_policy(store: Store, number: int, strongest: RetentionPolicy, note: bytes) -> None:
+    """Write policy object ``number`` (locked as ``strongest``, the strongest policy it sets). Idempotent:
+    the same bytes stored already are fine. Raises ConflictError when another change was stored under
+    that number (repeat the command)."""
     if hasattr(store, "with_retention"):
-        store = store.with_retention(new.strongest())
-    store.put(layout.retention_policy(new.number), new.sign(key))
+        store = store.with_retention(strongest)
+    name = layout.retention_policy(number)
+    try:
+        store.put(name, note)
+    except ConflictError:
+        if store.get(name) != note:
+            raise
+    steps.reached("retention.policy_stored")
+
+
+def set_policy(store: Store, base: RetentionPolicy, key: SigningKey, keys: Sequence[VerifyKey] | None = None, *,
+               journal: RetentionPolicy | None = None, tenant: tuple[str, RetentionPolicy] | None = None, by: str,
+               reason: str, now: dt.datetime | None = None) -> PolicySet:
+    """Strengthen the policy: the journal's, or one tenant's, signed with ``key`` (the journal's
+    current signing key; ``keys`` are its trusted keys). Returns the new policy.
+
+    Raises RetentionError, before anything is written, when the change would shorten
+    a period or turn COMPLIANCE into GOVERNANCE; ConflictError when another change
+    was stored at the same time (repeat the command).
+    """
+    new, note = prepare_policy(store, base, key, keys, journal=journal, tenant=tenant, by=by, reason=reason, now=now)
+    store_policy(store, new.number, new.strongest(), note)
     return new

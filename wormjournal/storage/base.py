@@ -2,7 +2,9 @@
 
 Five operations and no delete (DESIGN.md, invariant 3). ``put`` is write-once:
 putting identical bytes again is a no-op, different bytes raise ConflictError.
-The read half, :class:`ObjectReader`, is all the auditor ever gets.
+The read half, :class:`ObjectReader`, is all the auditor ever gets. A store that
+is not a local directory also keeps writer leases (:class:`LeaseStore`), the only
+objects it ever replaces: working objects, never part of the journal.
 """
 
 from __future__ import annotations
@@ -67,3 +69,23 @@ class LockingStore(Store, Protocol):
 
     def with_retention(self, policy: Any) -> LockingStore:
         """The same store, writing every object with ``policy`` (a RetentionPolicy, or None)."""
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """A store that keeps writer leases (S3): small working objects beside the journal, never locked,
+    listed or verified, replaced only by compare-and-swap on their ETag (FORMAT.md 11b)."""
+
+    url: str
+
+    def read_lease(self, name: str) -> tuple[bytes, str] | None:
+        """The lease's bytes and ETag, or None when there is none. Raises StorageError."""
+
+    def lease_etag(self, name: str) -> str | None:
+        """The lease's current ETag (one HEAD), or None when there is none. Raises StorageError."""
+
+    def swap_lease(self, name: str, data: bytes, expect: str | None) -> str | None:
+        """Write ``data`` if the lease's ETag is still ``expect`` (None: if there is no lease).
+
+        Returns the new ETag, or None when another write came first. Raises StorageError.
+        """

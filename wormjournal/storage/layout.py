@@ -9,6 +9,7 @@ The layout (FORMAT.md, "Object names")::
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
     index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
     retention/policy/<n>.note                                retention policy changes (extend only, signed)
+    .leases/stream=<s>.json                                 a writer's lease (S3): a working object, never listed
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
 RETENTION_POLICY_PREFIX = "retention/policy/"
+# Writer leases (FORMAT.md 11b): mutable working objects. The leading dot keeps them out of every listing
+# (storage.names), so the verifier, the lock audit and retention never take them for journal objects.
+LEASES_PREFIX = ".leases/"
 INDEX_KINDS = ("executions", "threads", "events")
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")  # journal.json's retention_mode and a policy's mode (FORMAT.md 9)
 NUMBER_WIDTH = 12
@@ -36,6 +40,7 @@ _INDEX_RE = re.compile(
 )
 _POLICY_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.note")  # signed (format 2)
 _POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.json")  # unsigned (format 1): never in force
+_LEASE_RE = re.compile(r"\.leases/stream=(?P<stream>[A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>[0-9]{12})\.note")
 
 
@@ -136,3 +141,16 @@ def parse_retention_policy(name: str) -> int | None:
 def is_unsigned_retention_policy(name: str) -> bool:
     """Whether ``name`` is a format 1 (unsigned JSON) policy object, which no writer obeys any more."""
     return _POLICY_V1_RE.fullmatch(name) is not None
+
+
+def lease(stream: str) -> str:
+    """The lease object of ``stream``'s writer (FORMAT.md 11b)."""
+    if not is_valid_stream(stream):
+        raise ValueError(f"bad stream name: {stream!r}")
+    return f"{LEASES_PREFIX}stream={stream}.json"
+
+
+def parse_lease(name: str) -> str | None:
+    """The stream of a lease object name, or None."""
+    m = _LEASE_RE.fullmatch(name)
+    return m["stream"] if m else None

@@ -14,6 +14,11 @@ With a retention policy, every put carries an explicit ``ObjectLockMode`` and
 ``ObjectLockRetainUntilDate``, never relying on the bucket default. The store
 only ever sets a retention when it creates an object: it has no operation that
 deletes an object, shortens a retention or bypasses a governance lock.
+
+The one exception to write-once is a writer's lease (``.leases/stream=<s>.json``,
+FORMAT.md 11b): a small working object, replaced only by a conditional put
+(``If-Match`` its ETag, or ``If-None-Match: *``), never with a retention, and
+hidden from listings like every dot-name.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import botocore.exceptions as bx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..errors import ConfigError, ConflictError, JournalError, NotFoundError, StorageError, ValidationError
+from . import layout
 from .base import ObjectInfo, PutResult
 from .names import check_name, is_safe_name, is_safe_prefix
 from .objectlock import NO_LOCK_HINT, LockPolicy, ObjectLockState, check_extension
@@ -391,8 +397,8 @@ class S3Store:
             return None
         return ObjectInfo(name=name, size=int(resp["ContentLength"]), version_id=resp.get("VersionId"))
 
-    def _head(self, name: str) -> dict[str, Any] | None:
-        key = self._key(name)
+    def _head(self, name: str, key: str | None = None) -> dict[str, Any] | None:
+        key = key or self._key(name)
 
         def call() -> dict[str, Any] | None:
             try:
@@ -422,6 +428,66 @@ class S3Store:
             if not page.get("IsTruncated"):
                 return
             request["ContinuationToken"] = page["NextContinuationToken"]
+
+    # -- writer leases (FORMAT.md 11b) ---------------------------------------------
+
+    def _lease_key(self, name: str) -> str:
+        if layout.parse_lease(name) is None:
+            raise ValidationError("name", f"{name!r} is not a lease object name")
+        return self._root + name
+
+    def read_lease(self, name: str) -> tuple[bytes, str] | None:
+        """The lease's bytes and ETag, or None when there is none. Raises StorageError."""
+        key = self._lease_key(name)
+
+        def call() -> tuple[bytes, str] | None:
+            try:
+                data, resp = self._get_object(key)
+            except ClientError as e:
+                if _is_not_found(e):
+                    return None
+                raise
+            return data, str(resp["ETag"])
+
+        return self._retrying("read", name, call)
+
+    def lease_etag(self, name: str) -> str | None:
+        """The lease's current ETag (one HEAD), or None when there is none. Raises StorageError."""
+        resp = self._head(name, self._lease_key(name))
+        return None if resp is None else str(resp["ETag"])
+
+    def swap_lease(self, name: str, data: bytes, expect: str | None) -> str | None:
+        """Write ``data`` if the lease's ETag is still ``expect`` (None: if there is no lease).
+
+        A conditional put with ``If-Match`` (or ``If-None-Match: *``) and no Object Lock
+        retention: a lease is a working object, replaced at each open and close. Returns
+        the new ETag, or None when another write came first. Safe to repeat after an
+        unknown outcome: a refused put whose bytes are there after all was ours.
+        """
+        key = self._lease_key(name)
+        data = bytes(data)
+        condition = {"IfMatch": expect} if expect is not None else {"IfNoneMatch": "*"}
+
+        def call() -> str | None:
+            try:
+                resp = self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ChecksumAlgorithm="SHA256",
+                    ChecksumSHA256=sha256_b64(data),
+                    **condition,
+                )
+            except ClientError as e:
+                if _code(e)[1] == 409:
+                    raise _Retry(e) from e  # a conflicting conditional write in flight: ask again
+                if not (_is_precondition(e) or (expect is not None and _is_not_found(e))):
+                    raise
+                current = self.read_lease(name)
+                return current[1] if current is not None and current[0] == data else None
+            return str(resp["ETag"])
+
+        return self._retrying("write", name, call)
 
     # -- Object Lock -----------------------------------------------------------
 
