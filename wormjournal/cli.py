@@ -182,7 +182,8 @@ class AppendInput:
 
 
 def _raw_lines(f: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
-    """The lines of ``f`` with their numbers; one longer than ``limit`` bytes is read to its end and comes as None."""
+    """The lines of ``f`` with their numbers; one longer than ``limit`` bytes comes as None as soon as it is over
+    (a line that never ends is not read on), and is read to its end only if the caller asks for the next."""
     number = 0
     while True:
         raw = f.readline(limit + 1)
@@ -190,9 +191,9 @@ def _raw_lines(f: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | None]]:
             return
         number += 1
         if len(raw) > limit and not raw.endswith(b"\n"):
+            yield number, None
             while raw and not raw.endswith(b"\n"):
                 raw = f.readline(1 << 20)
-            yield number, None
         else:
             yield number, raw
 
@@ -820,6 +821,8 @@ def exit_code(e: BaseException) -> int:
     elif isinstance(e, OSError):
         code, text = EXIT_STORAGE, (f"I/O error: {_one_line(str(e))}\n"
                                     "hint: check the path, its permissions and free space")
+    elif isinstance(e, ValueError) and "embedded null" in str(e):  # a path given with a NUL byte in it
+        code, text = EXIT_USAGE, f"error: a path holds a NUL byte: {_one_line(str(e))}"
     else:
         code = EXIT_INTERNAL
         text = (f"internal error: {type(e).__name__}: {_one_line(str(e))}\n"

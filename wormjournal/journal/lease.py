@@ -74,7 +74,7 @@ class LeaseRecord:
         """Parse a lease object; raises ValueError when it is not one."""
         try:
             fields: dict[str, Any] = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
             raise ValueError(f"not JSON: {e}") from e
         if not isinstance(fields, dict) or fields.pop("format", None) != LEASE_FORMAT:
             raise ValueError(f"not a {LEASE_FORMAT} object")

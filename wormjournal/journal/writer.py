@@ -446,7 +446,7 @@ class Journal:
         if len(contents) > 1:
             self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
         self._finish_shreds()  # shreds that died before their receipt was noted
-        for action in pending_actions(self._wal_dir / PENDING_DIR):  # retention actions of this trail stream
+        for action in pending_actions(self._wal_dir / PENDING_DIR, self._wal_key, self._pending_context):
             self._resume_retention(action)
 
     def _load_exec_heads(self) -> dict[str, int]:
@@ -672,7 +672,7 @@ class Journal:
         if action.event_type not in RETENTION_EVENT_TYPES:
             raise ValidationError("event_type", f"not a retention action: {action.event_type!r}")
         directory = self._wal_dir / PENDING_DIR
-        write_pending(directory, action)
+        write_pending(directory, action, self._wal_key, self._pending_context)
         steps.reached("retention.pending_written")
         try:
             apply_action(self.store, action, workers=workers, progress=progress)
@@ -757,6 +757,11 @@ class Journal:
 
     # -- operations a crash cut short: shreds and retention actions -------------------------------------
 
+    @property
+    def _pending_context(self) -> str:
+        """What a pending retention record's MAC binds it to: this journal and stream."""
+        return f"{self.identity.journal_id}/{self.stream}"
+
     def _finish_shreds(self) -> None:
         """Finish the shreds of the key store that a crash cut short (at open). One whose receipt another
         stream's writer was appending is left to that writer, which alone can tell whether it did."""
@@ -770,6 +775,7 @@ class Journal:
                 try:
                     result = self._finish_shred(intent)
                 except UnknownScopeError as e:  # nothing was ever destroyable: nothing to report either
+                    self.keystore.end_shred(intent)
                     log.warning("dropped the interrupted shred of %s %s: %s", intent.scope, intent.scope_ref, e)
                     continue
                 log.warning("finished the shred of %s %s that a crash interrupted: erasure receipt at seq %s of "

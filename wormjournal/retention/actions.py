@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ __all__ = ["PENDING_DIR", "RetentionAction", "apply_action", "extend_action", "h
 log = logging.getLogger(__name__)
 
 ACTION_FORMAT = "wormjournal/retention-action/v1"
+PENDING_TAG = b"wormjournal:retention-action:v1\x00"  # the MAC's domain (FORMAT.md 3.3)
 PENDING_DIR = "pending"  # in the trail stream's WAL directory
 APPLY_KINDS = ("policy", "holds", "extend")
 
@@ -78,7 +81,27 @@ class RetentionAction:
             raise ValueError("a field is missing or of the wrong type")
         if data["event_type"] not in RETENTION_EVENT_TYPES or data["apply"].get("kind") not in APPLY_KINDS:
             raise ValueError("not a retention action")
+        _check_apply(data["apply"])
         return cls(data["op"], data["event_type"], data["details"], data["by"], data["reason"], data["apply"])
+
+
+def _check_apply(spec: dict[str, Any]) -> None:
+    """Raises ValueError unless ``spec`` has the fields of its kind, of the right types."""
+    def ok(name: str, kind: type | tuple[type, ...]) -> bool:
+        value = spec.get(name)
+        return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+    kind = spec["kind"]
+    if kind == "policy":
+        good = ok("number", int) and ok("mode", str) and ok("days", int) and ok("note", str)
+    elif kind == "holds":
+        good = ok("on", bool) and ok("names", list) and all(isinstance(n, str) for n in spec["names"])
+    else:
+        good = ok("until", (str, type(None))) and ok("mode", (str, type(None)))
+        if good and spec["until"] is not None:
+            dt.datetime.fromisoformat(spec["until"].replace("Z", "+00:00"))  # ValueError when it is not a time
+    if not good:
+        raise ValueError(f"its {kind!r} step lacks a field or has one of the wrong type")
 
 
 def policy_action(policy: PolicySet, note: bytes, *, tenant: str | None, new: RetentionPolicy, by: str,
@@ -132,25 +155,34 @@ def _path(directory: Path, op: str) -> Path:
     return directory / f"{op}.json"
 
 
-def write_pending(directory: Path, action: RetentionAction) -> None:
-    """Write the action's pending record atomically (owner only) before any of its steps."""
+def _mac(key: bytes, context: str, body: bytes) -> bytes:
+    """HMAC-SHA256 of a record (FORMAT.md 3.3) under the writer's WAL key, bound to its journal and stream."""
+    return hmac.new(key, PENDING_TAG + context.encode() + b"\x00" + body, hashlib.sha256).hexdigest().encode()
+
+
+def write_pending(directory: Path, action: RetentionAction, key: bytes, context: str) -> None:
+    """Write the action's pending record atomically (owner only) before any of its steps: the JSON line, then
+    its MAC (``key``: the WAL key; ``context``: ``<journal id>/<stream>``) on a second line."""
     if not directory.is_dir():
         directory.mkdir(mode=0o700, exist_ok=True)
         fsync_dir(directory.parent)
     path = _path(directory, action.op)
     tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    body = json.dumps(action.to_json(), sort_keys=True).encode()
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(json.dumps(action.to_json(), sort_keys=True).encode() + b"\n")
+        f.write(body + b"\n" + _mac(key, context, body) + b"\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(directory)
 
 
-def pending_actions(directory: Path) -> list[RetentionAction]:
-    """The actions pending in ``directory``, oldest first (op ids are UUIDv7: by time). Removes the temporary
-    files of records whose writing a crash cut short (their action never began). Raises ConfigError for a
-    record that is not one: no crash leaves that behind."""
+def pending_actions(directory: Path, key: bytes, context: str) -> list[RetentionAction]:
+    """The actions pending in ``directory``, oldest first (op ids are UUIDv7: by time), each authenticated by
+    its MAC: whoever can write the WAL directory but not read the key directory cannot have an action applied
+    and signed into the audit trail. Removes the temporary files of records whose writing a crash cut short
+    (their action never began). Raises ConfigError for a record that is not one, or not this writer's: no
+    crash leaves that behind."""
     if not directory.is_dir():
         return []
     for tmp in directory.glob(".*.tmp"):
@@ -158,8 +190,11 @@ def pending_actions(directory: Path) -> list[RetentionAction]:
     out = []
     for path in sorted(directory.glob("*.json")):
         try:
-            action = RetentionAction.from_json(json.loads(path.read_text()))
-        except (ValueError, TypeError, UnicodeDecodeError) as e:
+            body, tag, *rest = path.read_bytes().split(b"\n")
+            if rest != [b""] or not hmac.compare_digest(tag, _mac(key, context, body)):
+                raise ValueError("it is not authenticated by this journal's WAL key (not written by its writer)")
+            action = RetentionAction.from_json(json.loads(body))
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
             raise ConfigError(f"the pending retention action {path} is damaged: {e}",
                               hint="look at it, finish the action by hand if it was applied, then remove the file"
                               ) from e

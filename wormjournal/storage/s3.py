@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -114,7 +115,13 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
         raise ConfigError(f"not an S3 store URL: {url!r} (expected s3://bucket/prefix)")
+    if not _BUCKET_NAME.fullmatch(parts.netloc):
+        raise ConfigError(f"{parts.netloc!r} is not a bucket name (letters, digits, '.', '-', '_'; 3 to 255)")
     return parts.netloc, parts.path.strip("/")
+
+
+# What any S3 client accepts as a bucket name (AWS's rules are stricter; MinIO's and older buckets' looser).
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9._-]{3,255}")
 
 
 def sha256_b64(data: bytes | memoryview) -> str:
