@@ -549,10 +549,10 @@ def test_append_inputs_that_are_not_files_give_clear_exit_codes(local: Local, tm
     # A single stdin line over 16 MiB: exit 2 naming line 1, nothing written.
     code, _, err = cli("append", local.store, "-", "--key-dir", local.keys, stdin=good + "\n" + "x" * (17 << 20))
     assert code == 2 and "line 2" in err, err
-    # --skip-lines past the end of the input: nothing to write, exit 0 (and --expect-next-seq is not even checked).
+    # --skip-lines past the end of the input: a resume against another input, refused (exit 2), nothing written.
     code, _, err = cli("append", local.store, f, "--key-dir", local.keys, "--skip-lines", "99",
                        "--expect-next-seq", "12345")
-    assert code == 0 and "nothing written" in err, err
+    assert code == 2 and "--skip-lines" in err and "nothing written" in err, err
     # Garbage store URLs.
     for url in ("s3://", "s3:///prefix", "ftp://x/y"):
         code, _, err = cli("append", url, f, "--key-dir", local.keys)

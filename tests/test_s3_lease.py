@@ -385,3 +385,21 @@ def test_an_unreadable_lease_is_refused_until_taken_over(setup: Setup) -> None:
         j.seal()
     assert (setup.lease().epoch, setup.lease().state) == (1, "released")
     setup.check(acked, 1, "unreadable lease")
+
+
+def test_the_cli_is_refused_then_takes_over_with_a_flag(setup: Setup, wj: Any) -> None:
+    """`wormjournal seal` with another WAL directory: refused (exit 2, naming --take-over) while the first writer
+    holds the stream; with --take-over it takes the lease, and the first writer's next append is refused."""
+    first = setup.open("1")
+    acked = setup.append(first, 3, "a")
+    first.seal()
+    base = ["seal", setup.bucket.url(PREFIX), "--endpoint-url", setup.bucket.endpoint_url, "--key-dir",
+            str(setup.keys), "--wal-dir", str(setup.tmp / "wal-cli")]
+    refused = wj(*base)
+    assert refused.code == 2 and "--take-over" in refused.err and "Traceback" not in refused.err, refused.err
+    taken = wj(*base, "--take-over")
+    assert taken.code == 0, taken.err
+    with pytest.raises(LeaseLostError):
+        first.seal()
+    first.close(seal=False)
+    setup.check(acked, 3, "CLI take-over")

@@ -141,6 +141,7 @@ class AppendInput:
         self.skip = skip
         self.max_line = max_line
         self._held: list[tuple[int, bytes | None]] | None = None
+        self.count = 0  # lines in the whole input, once it was read
         self._reopen = False
         if source != "-":
             try:
@@ -160,6 +161,7 @@ class AppendInput:
         try:
             with self._open() as f:
                 for number, raw in _raw_lines(f, self.max_line):
+                    self.count = number
                     if number <= self.skip:
                         continue
                     if held is not None:
@@ -346,6 +348,9 @@ def cmd_append(args: argparse.Namespace) -> int:
     config = JournalConfig()
     source = AppendInput(args.input, skip=args.skip_lines, max_line=LINE_LIMIT_FACTOR * config.max_event_bytes)
     batches, first_events = validate_input(source, config.max_event_bytes)
+    if source.count < args.skip_lines:  # a resume against another input than the one that failed
+        raise ValidationError("--skip-lines", f"is {args.skip_lines}, but {source.name} has {source.count} lines; "
+                              "nothing written")
     if not batches:
         err.print("no events in the input; nothing written")
         return EXIT_OK
@@ -672,9 +677,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kms-key-arn", default=None, metavar="ARN",
                    help="wrap every data key with this one KMS key instead (shredding removes the wrapped copies)")
     p.set_defaults(func=cmd_init)
+    def take_over(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--take-over", action="store_true",
+                       help="on S3, take the stream from a writer that is gone for good (its lease; the events it "
+                       "acknowledged and did not seal are given up)")
+
     p = sub.add_parser("append", help="append events from JSON Lines, one event a line; every line is validated "
                        "before anything is written")
     writer(p)
+    take_over(p)
     p.add_argument("input", nargs="?", default="-", help="a JSON Lines file, or - for stdin (default)")
     p.add_argument("--skip-lines", type=_count, default=0, metavar="N",
                    help="leave out the first N lines (appended already, as a failed append says)")
@@ -683,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_append)
     p = sub.add_parser("seal", help="seal unsealed events into signed segments")
     writer(p)
+    take_over(p)
     p.set_defaults(func=cmd_seal)
     p = sub.add_parser("verify", help="verify every stream; exit 0 intact, 1 findings")
     store(p)

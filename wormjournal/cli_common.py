@@ -73,7 +73,8 @@ def _wal_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _writer(args: argparse.Namespace, config: JournalConfig | None = None) -> Journal:
-    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config)
+    return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config,
+                        take_over=getattr(args, "take_over", False))
 
 
 def _public_keys(paths: list[str] | None) -> list[VerifyKey] | None:

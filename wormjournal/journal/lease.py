@@ -185,7 +185,8 @@ class StreamLease:
                         raise LeaseHeldError(
                             f"{self._where()} has another writer: {prior.describe()}. Close it, or reopen from that "
                             "WAL directory on that host to seal what it acknowledged; if it is gone for good, "
-                            "take the stream over with Journal.open(..., take_over=True)"
+                            "take the stream over with Journal.open(..., take_over=True) (the CLI's append and seal: "
+                            "--take-over)"
                         )
             record = LeaseRecord(
                 journal_id=self.journal_id, stream=self.stream, epoch=(prior.epoch if prior else 0) + 1,
