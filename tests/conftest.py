@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,14 @@ class History:
 
     def verify(self, keys: list[VerifyKey] | None = None) -> VerifyReport:
         return verify_store(self.store, public_keys=keys if keys is not None else [self.verify_key])
+
+
+def copy_history(h: History, dest: Path) -> History:
+    """A copy of ``h``'s store and key directory under ``dest`` (to tamper with one and keep the other)."""
+    paths = StorePaths(dest / "store", dest / "keys")
+    shutil.copytree(h.paths.store, paths.store, symlinks=True)
+    shutil.copytree(h.paths.keys, paths.keys, symlinks=True)
+    return dataclasses.replace(h, paths=paths, manifests=list(h.manifests))
 
 
 def history_events(n_events: int, *, start: int = 0) -> list[tuple[str, str, object, dict[str, object]]]:

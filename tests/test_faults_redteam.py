@@ -12,7 +12,6 @@ Journals: one module template (4 segments of 6 events, row groups of 4: seq 0..2
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 import shutil
@@ -37,7 +36,17 @@ from wormjournal.storage.base import ObjectInfo
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import VerifyReport, verifier, verify_store
 
-from conftest import BASE_TS, History, StorePaths, build_history, make_writable, plant, rewrite_parquet, wal_key
+from conftest import (
+    BASE_TS,
+    History,
+    StorePaths,
+    build_history,
+    copy_history,
+    make_writable,
+    plant,
+    rewrite_parquet,
+    wal_key,
+)
 
 STREAM = "main"
 SEGMENTS = 4
@@ -57,16 +66,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> History:
                          config=CFG)
 
 
-def _copy(h: History, dest: Path) -> History:
-    paths = StorePaths(dest / "store", dest / "keys")
-    shutil.copytree(h.paths.store, paths.store, symlinks=True)
-    shutil.copytree(h.paths.keys, paths.keys, symlinks=True)
-    return dataclasses.replace(h, paths=paths, manifests=list(h.manifests))
-
-
 @pytest.fixture
 def fresh(template: History, tmp_path: Path) -> History:
-    return _copy(template, tmp_path / "a")
+    return copy_history(template, tmp_path / "a")
 
 
 def verify(h: History, store: Any = None) -> VerifyReport:
@@ -385,7 +387,7 @@ def test_held_one_snapshot_per_read_is_exact(fresh: History) -> None:
 def _split_brain(fresh: History, tmp_path: Path, b_events: int) -> History:
     """Two writers of one journal (a lease that failed): A seals seq 24 (its own event); B, a copy from before,
     appends ``b_events`` events from seq 24 that it never sealed. B's WAL is what B's readers read."""
-    b = _copy(fresh, tmp_path / "b")
+    b = copy_history(fresh, tmp_path / "b")
     with Journal.open(fresh.paths.store, key_dir=fresh.paths.keys, config=CFG) as j:
         append(j, "writer-a", 1)
         j.seal()
@@ -419,7 +421,7 @@ def test_a_forked_wal_event_at_the_sealed_head_is_not_silently_dropped(fresh: Hi
 def test_held_a_wal_far_ahead_of_the_sealed_chain_is_refused(fresh: History, tmp_path: Path) -> None:
     """Valid, authenticated WAL frames whose first seq is far past the sealed head (a gap): every read raises,
     none returns the sealed events alone as if the gap were not there."""
-    b = _copy(fresh, tmp_path / "b")
+    b = copy_history(fresh, tmp_path / "b")
     with Journal.open(b.paths.store, key_dir=b.paths.keys, config=CFG) as j:
         for k in range(3):
             append(j, f"b{k}", 3)
@@ -437,7 +439,7 @@ def test_held_a_wal_file_swapped_between_the_wal_read_and_the_listing(fresh: His
     """The WAL file is replaced (by one of a forked writer) after the read took its WAL events: the read
     finishes on its snapshot (those events were authentic when read)."""
     _with_wal(fresh)
-    b = _copy(fresh, tmp_path / "b")
+    b = copy_history(fresh, tmp_path / "b")
     for p in walmod.list_wal_files(wal_dir(b)):
         p.unlink()
     with Journal.open(b.paths.store, key_dir=b.paths.keys, config=CFG) as j:

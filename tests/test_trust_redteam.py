@@ -50,6 +50,7 @@ from conftest import (
     History,
     StorePaths,
     build_history,
+    copy_history,
     forge_seal,
     make_writable,
     overwrite,
@@ -103,21 +104,14 @@ def rotated_template(tmp_path_factory: pytest.TempPathFactory) -> Rotated:
     return Rotated(h, k0, _signing_key(h))
 
 
-def _copy(h: History, dest: Path) -> History:
-    paths = StorePaths(dest / "store", dest / "keys")
-    shutil.copytree(h.paths.store, paths.store, symlinks=True)
-    shutil.copytree(h.paths.keys, paths.keys, symlinks=True)
-    return dataclasses.replace(h, paths=paths, manifests=list(h.manifests))
-
-
 @pytest.fixture
 def fresh(template: History, tmp_path: Path) -> History:
-    return _copy(template, tmp_path)
+    return copy_history(template, tmp_path)
 
 
 @pytest.fixture
 def rfresh(rotated_template: Rotated, tmp_path: Path) -> Rotated:
-    return dataclasses.replace(rotated_template, h=_copy(rotated_template.h, tmp_path))
+    return dataclasses.replace(rotated_template, h=copy_history(rotated_template.h, tmp_path))
 
 
 # -- tools -------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ..segments.keyhistory import KeyEntry, entry_name, identity_hash
 from ..segments.notes import SigningKey, raw_public, split_note
 from ..storage import layout
 from ..storage.base import Store
-from ..storage.local import LocalStore, makedirs_durable
+from ..storage.local import LocalStore, makedirs_durable, write_file_atomic
 from ..trust import check_history, load_trust
 from ..trust.load import key_name
 from ..verify.info import stream_sizes
@@ -37,35 +37,13 @@ _TMP_SUFFIX = ".tmp"
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` (owner only) holding ``data``, whole or not at all: a temporary file is written and
-    fsync'd, then linked to its name (FileExistsError when the name is taken) and the directory fsync'd.
-    A crash leaves at most a ``.<name>.<hex>.tmp`` file behind, never a short or empty secret."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    steps.reached("keys.secret_staged")
-    try:
-        os.link(tmp, path)
-    finally:
-        tmp.unlink()
-    _fsync_dir(path.parent)
+    """Create ``path`` (owner only) holding ``data``, whole or not at all (FileExistsError when it exists)."""
+    write_file_atomic(path, data, exclusive=True, staged=lambda: steps.reached("keys.secret_staged"))
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    """Write a public key file in the key directory atomically (temporary file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}{_TMP_SUFFIX}")
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    """Write a public key file in the key directory, whole or not at all."""
+    write_file_atomic(path, data, mode=0o644)
 
 
 def check_outside(key_dir: Path, store: Any) -> None:

@@ -22,15 +22,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
-import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..events import uuid7
-from ..storage.local import fsync_dir
+from ..storage.local import fsync_dir, write_file_atomic
 from .audit import DEFAULT_WORKERS, Progress
 from .holds import Extension, Selector, apply_extension, names_record, set_holds
 from .policy import RETENTION_EVENT_TYPES, PolicySet, RetentionPolicy, store_policy
@@ -166,15 +164,8 @@ def write_pending(directory: Path, action: RetentionAction, key: bytes, context:
     if not directory.is_dir():
         directory.mkdir(mode=0o700, exist_ok=True)
         fsync_dir(directory.parent)
-    path = _path(directory, action.op)
-    tmp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
     body = json.dumps(action.to_json(), sort_keys=True).encode()
-    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
-        f.write(body + b"\n" + _mac(key, context, body) + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(directory)
+    write_file_atomic(_path(directory, action.op), body + b"\n" + _mac(key, context, body) + b"\n")
 
 
 def pending_actions(directory: Path, key: bytes, context: str) -> list[RetentionAction]:

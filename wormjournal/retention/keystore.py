@@ -57,7 +57,7 @@ from ..errors import (
     WrongKekError,
 )
 from ..events import format_ts, now_micros, pseudonymize
-from ..storage.local import fsync_dir
+from ..storage.local import fsync_dir, write_file_atomic
 
 SCOPES = ("subject", "thread", "execution", "tenant")
 STORE_FILE = "keystore.json"
@@ -254,18 +254,6 @@ def _tomb_bytes(info: KeyInfo) -> bytes:
     return json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n"
 
 
-def _write_durable(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
 def _erase(path: Path) -> None:
     """Overwrite a file with zeros, fsync, remove it, fsync its directory."""
     try:
@@ -306,7 +294,7 @@ class KeyStore:
         for sub in ("keys", "scopes", "shredded"):
             (directory / sub).mkdir(mode=0o700)
         meta = {"format": FORMAT, "journal": journal_id, "provider": provider.name, "settings": provider.settings()}
-        _write_durable(directory / STORE_FILE, json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n")
+        write_file_atomic(directory / STORE_FILE, json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n")
         return cls(directory, journal_id, pseudonym_key, provider)
 
     @classmethod
@@ -409,12 +397,12 @@ class KeyStore:
                   "scope_hash": h, "wrapped": base64.b64encode(wrapped).decode(), "kms_key": kms_key,
                   "provider": self.provider.name, "created": format_ts(now_micros())}
         # The key file first, then its scope marker: a crash leaves at worst an unused key.
-        _write_durable(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n")
+        write_file_atomic(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n")
         scope_dir = self.directory / "scopes" / h
         if not scope_dir.is_dir():
             scope_dir.mkdir(mode=0o700)
             fsync_dir(scope_dir.parent)
-        _write_durable(scope_dir / key_id, b"")
+        write_file_atomic(scope_dir / key_id, b"")
         return key_id, dek
 
     # -- reads
@@ -475,7 +463,7 @@ class KeyStore:
                 reference = self.provider.destroy(record.get("kms_key"))
                 info = KeyInfo(key_id, scope, ref, record.get("created", ""), format_ts(now_micros()), reference)
                 # The tombstone first: a crash after it finishes the erasure on the next shred (or recovery).
-                _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
+                write_file_atomic(self._tomb_path(key_id), _tomb_bytes(info))
                 steps.reached("shred.tombstone_written")
                 _erase(self._key_path(key_id))
                 steps.reached("shred.key_erased")
@@ -497,7 +485,7 @@ class KeyStore:
                 reference = self.provider.destroy(record.get("kms_key"))
                 info = KeyInfo(key_id, record["scope"], record["scope_ref"], record.get("created", ""),
                                format_ts(now_micros()), f"{reference} ({note})")
-                _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
+                write_file_atomic(self._tomb_path(key_id), _tomb_bytes(info))
                 _erase(self._key_path(key_id))
                 self._deks.pop(key_id, None)
                 self._live = {h: v for h, v in self._live.items() if v[0] != key_id}
@@ -520,7 +508,7 @@ class KeyStore:
                 tomb = self._read_tomb(key_id)
                 if tomb is not None and tomb.receipt_seq is None:
                     info = dataclasses.replace(tomb, receipt_seq=seq, receipt_stream=stream)
-                    _write_durable(self._tomb_path(key_id), _tomb_bytes(info))
+                    write_file_atomic(self._tomb_path(key_id), _tomb_bytes(info))
 
     # -- shreds under way (the writer's side: Journal.shred and its recovery)
 
@@ -550,7 +538,7 @@ class KeyStore:
         if not pending.is_dir():
             pending.mkdir(mode=0o700, exist_ok=True)
             fsync_dir(self.directory)
-        _write_durable(self._intent_path(intent.scope_hash),
+        write_file_atomic(self._intent_path(intent.scope_hash),
                        json.dumps(dataclasses.asdict(intent), sort_keys=True).encode() + b"\n")
 
     def begin_shred(self, scope: str, value: str, reason: str | None) -> ShredIntent:

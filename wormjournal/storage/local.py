@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import secrets
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConflictError, NotFoundError, StorageError, ValidationError
@@ -31,6 +32,33 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool = False,
+                      staged: Callable[[], None] | None = None) -> None:
+    """Write a working file (a key, a record) whole or not at all: a temporary ``.<name>.<hex>.tmp`` beside it
+    is written and fsync'd, then renamed over ``path`` (with ``exclusive``, linked to it: FileExistsError when the
+    name is taken), and the directory fsync'd. ``staged`` runs between the two (a crash test's step). A crash
+    leaves at most the temporary file, never a short or empty one."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if staged is not None:
+        staged()
+    if exclusive:
+        try:
+            os.link(tmp, path)
+        finally:
+            tmp.unlink()
+    else:
+        os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def makedirs_durable(path: Path, mode: int = 0o755) -> None:
