@@ -13,7 +13,6 @@ are sorted, that no row with its key was left out.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -23,10 +22,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import ConflictError
-from ..events import Kind, encode_value
+from ..events import Kind
 from ..segments import merkle
 from ..segments.manifest import IndexRoot
-from ..segments.table import encode_block_roots
+from ..segments.table import (
+    bounded_batches,
+    constant_piece,
+    encode_block_roots,
+    field_pieces,
+    hash_rows,
+    join_pieces,
+)
 from ..storage import layout
 from ..storage.base import Store
 
@@ -146,17 +152,18 @@ def sort_rows(kind: str, table: pa.Table) -> pa.Table:
 
 def leaf_hashes(kind: str, table: pa.Table) -> list[bytes]:
     """The Merkle leaf hash of each row (FORMAT.md, "Index"): its columns in schema order,
-    each encoded as an event field is (strings as STR, integers and timestamps as INT)."""
+    each encoded as an event field is (strings as STR, integers and timestamps as INT), in bulk."""
     prefix = b"\x00" + LEAF_TAG + kind.encode() + b"\x00"
-    columns = []
-    for field in SCHEMAS[kind]:
-        col = table.column(field.name)
-        if pa.types.is_timestamp(field.type):
-            col = col.cast(pa.int64())
-        kind_of = Kind.STR if pa.types.is_string(field.type) else Kind.INT
-        columns.append([encode_value(kind_of, v) for v in col.to_pylist()])
-    sha = hashlib.sha256
-    return [sha(prefix + b"".join(parts)).digest() for parts in zip(*columns, strict=True)]
+    hashes: list[bytes] = []
+    for batch in bounded_batches(table.select([f.name for f in SCHEMAS[kind]])):
+        pieces = [constant_piece(prefix, batch.num_rows)]
+        for field in SCHEMAS[kind]:
+            col = batch.column(field.name).cast(field.type)
+            if pa.types.is_timestamp(field.type):
+                col = col.cast(pa.int64())
+            pieces += field_pieces(Kind.STR if pa.types.is_string(field.type) else Kind.INT, col)
+        hashes += hash_rows(join_pieces(pieces))
+    return hashes
 
 
 def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int,

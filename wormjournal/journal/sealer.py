@@ -12,7 +12,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import steps
 from ..errors import ConflictError, IntegrityError, JournalError
@@ -23,7 +25,7 @@ from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
-from ..segments.table import build_segment, read_segment, table_to_events, utc_date
+from ..segments.table import build_segment, events_to_table, in_seq_order, read_segment, utc_date
 from ..storage import layout
 from ..storage.base import Store
 from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint
@@ -32,8 +34,17 @@ from ..verify.segment import check_segment, public_key_bytes
 
 log = logging.getLogger(__name__)
 
+_DAY = 86_400_000_000  # microseconds
+
+
 def _step(name: str) -> None:
     steps.reached(f"seal.{name}")
+
+
+def _ends(chunk: pa.Table) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first and the last row of ``chunk`` (seq order): seq, prev_hash and hash."""
+    ends = chunk.select(["seq", "prev_hash", "hash"]).take([0, chunk.num_rows - 1]).to_pylist()
+    return ends[0], ends[1]
 
 
 def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing) -> ManifestChain:
@@ -59,37 +70,35 @@ class Sealer:
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
 
-    def _chunk_end(self, events: Sequence[StoredEvent], start: int) -> int:
+    def _chunk_end(self, days: np.ndarray, start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
-        date = utc_date(events[start].ts)
-        end = start + 1
-        limit = min(len(events), start + self.segment_max_events)
-        while end < limit and utc_date(events[end].ts) == date:
-            end += 1
-        return end
+        limit = min(len(days), start + self.segment_max_events)
+        other = np.flatnonzero(days[start:limit] != days[start])
+        return start + int(other[0]) if other.size else limit
 
-    def _adopt(self, name: str, events: Sequence[StoredEvent], start: int) -> tuple[int, bytes]:
+    def _adopt(self, name: str, table: pa.Table, start: int) -> tuple[int, bytes]:
         """Accept a segment stored by an interrupted seal if it holds exactly our next records."""
         data = self.store.get(name)
         try:
-            stored = table_to_events(read_segment(data))
+            stored = in_seq_order(read_segment(data)).replace_schema_metadata(None)
         except Exception as e:  # a torn or foreign object: never adopt it
             raise IntegrityError(f"{name} exists but is not a readable segment: {e}") from e
-        mine = list(events[start : start + len(stored)])
-        if not stored or stored != mine:
+        n = stored.num_rows
+        if not n or not stored.equals(table.slice(start, n).replace_schema_metadata(None)):
             raise IntegrityError(f"{name} exists and does not hold the events of the write-ahead log")
         log.info("adopting %s, stored by an interrupted seal", name)
-        return start + len(stored), data
+        return start + n, data
 
-    def _check_adopted(self, name: str, data: bytes, chunk: Sequence[StoredEvent], root: bytes, segment: int) -> None:
+    def _check_adopted(self, name: str, data: bytes, chunk: pa.Table, root: bytes, segment: int) -> None:
         """An adopted object must be exactly a segment of ``chunk`` as FORMAT.md 10 checks one (steps 4 to 7:
         its rows in storage order, its row groups as Merkle blocks, its metadata), against the manifest
         about to be signed: a planted object holding the right events otherwise laid out is refused,
         never signed. Raises IntegrityError."""
         st = self.state
-        probe = Manifest(journal=st.journal_id, stream=st.stream, segment=segment, first_seq=chunk[0].seq,
-                         last_seq=chunk[-1].seq, events=len(chunk), prev_hash=chunk[0].prev_hash,
-                         last_hash=chunk[-1].hash, merkle_root=root, object=name, object_size=len(data),
+        first, last = _ends(chunk)
+        probe = Manifest(journal=st.journal_id, stream=st.stream, segment=segment, first_seq=first["seq"],
+                         last_seq=last["seq"], events=chunk.num_rows, prev_hash=first["prev_hash"],
+                         last_hash=last["hash"], merkle_root=root, object=name, object_size=len(data),
                          object_sha256=hashlib.sha256(data).digest(), object_version=NO_VERSION,
                          prev_manifest=ZERO_HASH, frontier=tuple(st.frontier), key_id="-", time="-")
         result = check_segment(probe, data, journal_id=st.journal_id, stream=st.stream,
@@ -101,60 +110,79 @@ class Sealer:
                                  hint="an object was planted at the next segment's name; keep it for the "
                                       "investigation and seal into a new store, or ask the store's owner")
 
-    def seal(self, events: Sequence[StoredEvent]) -> list[Manifest]:
-        """Seal ``events`` (contiguous, starting at the state's next seq) and write a checkpoint."""
-        if not events:
+    def _check_records(self, table: pa.Table) -> None:
+        """The records continue the store's chain: seq after seq from its next seq, each linked to the one
+        before (whole WAL files each link inside; this checks where they meet). Raises IntegrityError."""
+        st = self.state
+        seqs = np.asarray(table.column("seq"))
+        first = int(seqs[0])
+        if first != st.next_seq or table.column("prev_hash")[0].as_py() != st.last_hash:
+            raise IntegrityError(
+                f"stream {st.stream}: the write-ahead log starts at seq {first}, "
+                f"but the store's chain continues at seq {st.next_seq}"
+            )
+        gap = np.flatnonzero(seqs != first + np.arange(len(seqs), dtype=np.int64))
+        links = pc.equal(table.column("prev_hash").slice(1), table.column("hash").slice(0, len(seqs) - 1))
+        broken = np.flatnonzero(~np.asarray(links.combine_chunks() if len(seqs) > 1 else pa.array([], pa.bool_()),
+                                            dtype=bool))
+        if gap.size or broken.size:
+            at = int(gap[0]) if gap.size else int(broken[0]) + 1
+            raise IntegrityError(f"stream {st.stream}: the write-ahead log's records do not follow on at seq "
+                                 f"{first + at}")
+
+    def seal(self, events: Sequence[StoredEvent] | pa.Table) -> list[Manifest]:
+        """Seal ``events`` (contiguous, starting at the state's next seq: events, or their rows in the segment
+        schema in seq order) and write a checkpoint."""
+        table = events if isinstance(events, pa.Table) else events_to_table(events)
+        if not table.num_rows:
             if self._checkpoint_size != self.state.size:
                 self.write_checkpoint()  # the last seal failed at its checkpoint
             return []
         st = self.state
-        if events[0].seq != st.next_seq or events[0].prev_hash != st.last_hash:
-            raise IntegrityError(
-                f"stream {st.stream}: the write-ahead log starts at seq {events[0].seq}, "
-                f"but the store's chain continues at seq {st.next_seq}"
-            )
+        self._check_records(table)
         steps.reached("seal.start")  # the WAL is cut, nothing of this seal is stored yet
         manifests = []
         policies = self._policies()
+        days = np.asarray(table.column("ts").cast(pa.int64())) // _DAY
         pos = 0
-        while pos < len(events):
+        while pos < table.num_rows:
             segment = st.size
-            end = self._chunk_end(events, pos)
-            name = layout.segment(st.stream, utc_date(events[pos].ts), segment)
-            # called only within this iteration; pos and segment bound for the linter (B023)
-            def build(stop: int, *, pos: int = pos, segment: int = segment) -> tuple[bytes, Any, bytes]:
-                return build_segment(events[pos:stop], journal_id=st.journal_id, stream=st.stream, segment=segment,
-                                     row_group_rows=self.row_group_rows)
-
-            data, table, root = build(end)
-            locked = self._store_for(policies, {e.tenant_id for e in events[pos:end]})
+            end = self._chunk_end(days, pos)
+            name = layout.segment(st.stream, utc_date(int(days[pos]) * _DAY), segment)
+            chunk = table.slice(pos, end - pos)
+            data, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream, segment=segment,
+                                               row_group_rows=self.row_group_rows)
+            locked = self._store_for(policies, chunk.column("tenant_id").unique().to_pylist())
             try:
                 version = locked.put(name, data).version_id
             except ConflictError:
-                end, data = self._adopt(name, events, pos)
-                _, table, root = build(end)  # the stored rows, whatever their row groups: same index, same root
-                self._check_adopted(name, data, events[pos:end], root, segment)
+                end, data = self._adopt(name, table, pos)
+                chunk = table.slice(pos, end - pos)
+                # the stored rows, whatever their row groups: same index, same root
+                _, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream,
+                                                segment=segment, row_group_rows=self.row_group_rows)
+                self._check_adopted(name, data, chunk, root, segment)
                 info = self.store.head(name)
                 version = info.version_id if info else None
             _step("segment_stored")
-            chunk = events[pos:end]
             sha256 = hashlib.sha256(data).digest()
             # The index goes in before the manifest, which signs its roots.
             index_roots = index_build.write_seal_index(
                 locked, journal_id=st.journal_id, stream=st.stream, segment=segment,
-                table=table.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
+                table=stored.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
             )
             _step("index_stored")
             key = self._key_for(segment)
+            first, last = _ends(chunk)
             m = Manifest(
                 journal=st.journal_id,
                 stream=st.stream,
                 segment=segment,
-                first_seq=chunk[0].seq,
-                last_seq=chunk[-1].seq,
-                events=len(chunk),
-                prev_hash=chunk[0].prev_hash,
-                last_hash=chunk[-1].hash,
+                first_seq=first["seq"],
+                last_seq=last["seq"],
+                events=chunk.num_rows,
+                prev_hash=first["prev_hash"],
+                last_hash=last["hash"],
                 merkle_root=root,
                 object=name,
                 object_size=len(data),

@@ -23,15 +23,17 @@ from ..storage.wal import (
     WalContents,
     WalHeader,
     WalMac,
+    WalTable,
     encode_frame,
     list_wal_files,
     read_wal,
+    read_wal_table,
     wal_name,
 )
 
 __all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "WAL_TAG", "WalContents", "WalHeader", "WalMac",
            "WalWriter", "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir",
-           "list_wal_files", "read_wal", "truncate_torn_tail", "wal_name"]
+           "list_wal_files", "read_wal", "read_wal_table", "truncate_torn_tail", "wal_name", "WalTable"]
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +200,7 @@ class WalWriter:
                     self._fd = -1
 
 
-def truncate_torn_tail(contents: WalContents) -> None:
+def truncate_torn_tail(contents: WalContents | WalTable) -> None:
     """Cut an unacknowledged torn tail off the newest WAL file."""
     if contents.torn_bytes <= 0:
         return

@@ -19,6 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -36,7 +38,6 @@ from ..errors import (
 from ..events import (
     RESERVED_EVENT_TYPES,
     EventInput,
-    StoredEvent,
     encode_fields,
     event_hash,
     now_micros,
@@ -70,6 +71,7 @@ from ..segments.identity import JournalIdentity
 from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
+from ..segments.table import SCHEMA
 from ..storage import layout, open_store
 from ..storage.base import LeaseStore, LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
@@ -618,11 +620,11 @@ class Journal:
                     self._oldest_pending = None
                 active = self._wal.path
             frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
-            events = self._unsealed_events(frozen)
+            records = self._unsealed(frozen)
             with self._signing():
                 self._pinned_ring = self._key_ring()
                 try:
-                    manifests = self._sealer.seal(events)
+                    manifests = self._sealer.seal(records)
                 finally:
                     self._pinned_ring = None
             for path in frozen:
@@ -693,12 +695,15 @@ class Journal:
                 return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
         raise IntegrityError(f"the erasure receipt at seq {seq} of stream {stream} is not in the journal", seq=seq)
 
-    def _unsealed_events(self, paths: list[Path] | None = None) -> list[Any]:
-        """The events of the WAL files (all of them by default) not sealed yet, in seq order."""
-        out: list[StoredEvent] = []
+    def _unsealed(self, paths: list[Path] | None = None) -> pa.Table:
+        """The records of the WAL files (all of them by default) not sealed yet, in seq order, as rows of the
+        segment schema. This writer's own files: their MACs are checked, their hashes taken as written."""
+        start = self._sealer.state.next_seq
+        tables = [SCHEMA.empty_table()]
         for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
-            out.extend(e for e in walmod.read_wal(path, self._wal_mac).events if e.seq >= self._sealer.state.next_seq)
-        return out
+            table = walmod.read_wal_table(path, self._wal_mac, rehash=False).table
+            tables.append(table.filter(pc.greater_equal(table.column("seq"), start)))
+        return pa.concat_tables(tables).combine_chunks()
 
     # -- status and close --------------------------------------------------------------------
 
@@ -801,7 +806,7 @@ class Journal:
         result = self._receipt_naming(key_ids) if intent.stream == self.stream else None
         if result is None:
             intent = self.keystore.claim_shred(intent, self.stream)  # from here on, only this stream decides
-            unsealed = [e.payload_key_id for e in self._unsealed_events()]
+            unsealed = self._unsealed().column("payload_key_id").to_pylist()
             affected = count_key_uses(self.store, key_ids, unsealed, progress)
             receipt = make_receipt(intent.scope, intent.scope_ref, pending, affected, self.keystore.provider.name,
                                    intent.reason)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, NULL_MARK, Kind, StoredEvent, encode_fields, event_hash
+from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, HASH_SIZE, NULL_MARK, Kind, StoredEvent, encode_fields, event_hash
 from . import merkle
 
 FORMAT_VERSION = "1"
@@ -97,7 +97,7 @@ def block_layout_problem(row_group_rows: Sequence[int], block: int, roots: int, 
 
 
 def write_segment(
-    events: Sequence[StoredEvent],
+    events: Sequence[StoredEvent] | pa.Table,
     *,
     journal_id: str,
     stream: str,
@@ -109,8 +109,27 @@ def write_segment(
                          row_group_rows=row_group_rows)[0]
 
 
+def storage_sorted(table: pa.Table) -> pa.Table:
+    """The rows of ``table`` in storage order, (execution_id, seq): Arrow compares strings by their UTF-8
+    bytes, which is code point order (FORMAT.md, section 5)."""
+    if table.num_rows < 2:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("execution_id", "ascending"), ("seq", "ascending")])
+    return table.take(order)
+
+
+def leaf_hashes(hashes: pa.Array | pa.ChunkedArray) -> list[bytes]:
+    """The Merkle leaf hash ``SHA-256(0x00 || h)`` of each 32-byte event hash, in bulk."""
+    col = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
+    n = len(col)
+    matrix = _fixed_width(col.cast(pa.binary()), 32)
+    if matrix is None:  # not all 32 bytes (a damaged row): one by one
+        return [merkle.leaf_hash(h or b"") for h in col.to_pylist()]
+    return hash_rows(join_pieces([constant_piece(b"\x00", n), matrix]))
+
+
 def build_segment(
-    events: Sequence[StoredEvent],
+    events: Sequence[StoredEvent] | pa.Table,
     *,
     journal_id: str,
     stream: str,
@@ -118,7 +137,7 @@ def build_segment(
     row_group_rows: int,
 ) -> tuple[bytes, pa.Table, bytes]:
     """The Parquet bytes of one segment, its rows as a table, and its Merkle root: zstd, statistics, page index,
-    bloom filters.
+    bloom filters. ``events`` are the segment's events, or their rows as a table in :data:`SCHEMA`.
 
     Rows are stored in (execution_id, seq) order, so that one execution's events
     are one run of rows, and each row group is a complete subtree of the segment's
@@ -127,10 +146,10 @@ def build_segment(
     """
     if row_group_rows & (row_group_rows - 1):
         raise ValueError(f"row_group_rows must be a power of two, not {row_group_rows}")
-    ordered = storage_order(events)
-    leaves = [merkle.leaf_hash(e.hash) for e in ordered]
-    roots = merkle.block_roots(leaves, row_group_rows)
-    table = events_to_table(ordered).replace_schema_metadata(
+    rows = events if isinstance(events, pa.Table) else events_to_table(events)
+    ordered = storage_sorted(rows.replace_schema_metadata(None).select(SCHEMA.names).cast(SCHEMA))
+    roots = merkle.block_roots(leaf_hashes(ordered.column("hash")), row_group_rows)
+    table = ordered.replace_schema_metadata(
         {
             "wormjournal.format": FORMAT_VERSION,
             "wormjournal.journal": journal_id,
@@ -141,7 +160,7 @@ def build_segment(
         }
     )
     sink = pa.BufferOutputStream()
-    ndv = max(len(events), 16)
+    ndv = max(table.num_rows, 16)
     pq.write_table(
         table,
         sink,
@@ -264,6 +283,27 @@ def _null_marks(n: int) -> np.ndarray:
     return np.broadcast_to(_NULL_MARK, (n, 4))
 
 
+def constant_piece(value: bytes, n: int) -> np.ndarray:
+    """The same bytes on each of ``n`` rows."""
+    return np.broadcast_to(np.frombuffer(value, dtype=np.uint8), (n, len(value)))
+
+
+def _fixed_width(data: pa.Array, width: int) -> np.ndarray | None:
+    """The values of a binary array as an (n, width) matrix (no copy), or None unless each is ``width`` bytes."""
+    n = len(data)
+    if data.null_count:
+        return None
+    offsets = _offsets(data)
+    if not n or offsets[-1] - offsets[0] != width * n or not np.all(np.diff(offsets) == width):
+        return None
+    return np.frombuffer(data.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(n, width)
+
+
+def field_pieces(kind: str, col: pa.Array) -> list[_Piece]:
+    """The canonical bytes of one field (FORMAT.md 2.2) on each row of ``col``, as pieces for :func:`join_pieces`."""
+    return _int_pieces(col) if kind == Kind.INT else _bytes_pieces(col)
+
+
 def _int_pieces(col: pa.Array) -> list[_Piece]:
     """u32be(8) || i64be(value) per row, or NULL_MARK."""
     if col.null_count == len(col):
@@ -328,7 +368,7 @@ def _hstack(run: list[np.ndarray]) -> np.ndarray:
     return out.view(np.uint8).reshape(n, record.itemsize)
 
 
-def _join(pieces: list[_Piece]) -> pa.Array:
+def join_pieces(pieces: list[_Piece]) -> pa.Array:
     """Row-wise concatenation of the pieces; each run of adjacent matrices is one :func:`_hstack`."""
     arrays: list[pa.Array] = []
     run: list[np.ndarray] = []
@@ -390,19 +430,12 @@ def row_hash_inputs(batch: pa.RecordBatch) -> pa.Array:
     field bytes (a null prev_hash counts as empty), as one binary array (one contiguous buffer)."""
     n = batch.num_rows
     prev = batch.column("prev_hash").cast(pa.binary())
-    pieces: list[_Piece] = [np.broadcast_to(np.frombuffer(EVENT_TAG, dtype=np.uint8), (n, len(EVENT_TAG)))]
-    offsets = _offsets(prev)
-    if not prev.null_count and n and offsets[-1] - offsets[0] == 32 * n and np.all(np.diff(offsets) == 32):
-        pieces.append(np.frombuffer(prev.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(n, 32))
-    else:
-        pieces.append(prev.fill_null(b""))
-    meta_fields = FIELDS[:-1]
-    for name, kind, _ in meta_fields:
-        col = batch.column(name)
-        pieces += _int_pieces(col) if kind == Kind.INT else _bytes_pieces(col)
-    payload = batch.column(FIELDS[-1][0]).cast(pa.binary())
-    pieces += [_length_prefix(payload), payload.fill_null(b"")]
-    return _join(pieces)
+    pieces: list[_Piece] = [constant_piece(EVENT_TAG, n)]
+    matrix = _fixed_width(prev, 32)
+    pieces.append(matrix if matrix is not None else prev.fill_null(b""))
+    for name, kind, _ in FIELDS:
+        pieces += field_pieces(kind, batch.column(name))
+    return join_pieces(pieces)
 
 
 def hash_rows(inputs: pa.Array) -> list[bytes]:
@@ -425,3 +458,85 @@ def row_hashes(table: pa.Table) -> list[bytes]:
     for batch in bounded_batches(table):
         hashes += hash_rows(row_hash_inputs(batch))
     return hashes
+
+
+# -- records back to columns: the inverse of row_hash_inputs' field bytes, in bulk ---------------------------
+
+
+def _u32be(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """The big-endian u32 at each offset ``pos`` of ``data``."""
+    out = data[pos].astype(np.uint32) << 24
+    out |= data[pos + 1].astype(np.uint32) << 16
+    out |= data[pos + 2].astype(np.uint32) << 8
+    out |= data[pos + 3]
+    return out
+
+
+def _spans(buffer: pa.Buffer, starts: np.ndarray, lengths: np.ndarray, null: np.ndarray, kind: str,
+           type_: pa.DataType) -> pa.Array:
+    """The values ``buffer[starts[i] : starts[i] + lengths[i]]`` (spans in increasing order, not overlapping)
+    as one array, copied by Arrow: the spans and the gaps between them are the values of one array over
+    ``buffer``, and taking every other value keeps the spans."""
+    n = len(starts)
+    if kind == Kind.INT:
+        raw = np.frombuffer(buffer, dtype=np.uint8)
+        idx = starts[:, None] + np.arange(8)
+        values = np.ascontiguousarray(raw[np.where(null[:, None], 0, idx)]).view(">i8").reshape(n).astype(np.int64)
+        return pa.array(values, type=pa.int64(), mask=null if null.any() else None)
+    small = buffer.size < 1 << 31  # 32-bit offsets: Arrow's take copies them faster
+    bounds = np.empty(2 * n + 1, dtype=np.int32 if small else np.int64)
+    bounds[0 : 2 * n : 2] = starts
+    bounds[1 : 2 * n : 2] = starts + lengths
+    bounds[2 * n] = bounds[2 * n - 1] if n else 0
+    text = pa.types.is_string(type_)
+    over = (pa.string() if text else pa.binary()) if small else (pa.large_string() if text else pa.large_binary())
+    both = pa.Array.from_buffers(over, 2 * n, [None, pa.py_buffer(bounds), buffer])
+    values = both.take(pa.array(np.arange(0, 2 * n, 2, dtype=np.int32 if small else np.int64)))
+    if null.any():
+        values = pc.if_else(pa.array(~null), values, pa.scalar(None, over))
+    return values.cast(type_)
+
+
+def records_table(buffer: bytes | pa.Buffer, starts: np.ndarray, ends: np.ndarray, prev_hash: bytes) -> pa.Table:
+    """The rows of encoded records, in :data:`SCHEMA`, without a Python object per row: record i is
+    ``buffer[starts[i] : ends[i]]``, its canonical field bytes (FORMAT.md 2.2) then its 32-byte hash; the
+    records are in increasing order of offset and of seq, the first chained onto ``prev_hash``. Raises
+    ValueError when a record does not parse (a field runs past its record, a null where none may be, an
+    integer not of 8 bytes, text not UTF-8). The hashes are taken as they are: no hash is recomputed."""
+    buf = pa.py_buffer(buffer) if not isinstance(buffer, pa.Buffer) else buffer
+    data = np.frombuffer(buf, dtype=np.uint8)
+    starts = np.asarray(starts, dtype=np.int64)
+    field_end = np.asarray(ends, dtype=np.int64) - HASH_SIZE
+    if np.any(field_end < starts):
+        raise ValueError("a record is shorter than its hash")
+    pos = starts.copy()
+    columns: list[pa.Array] = []
+    for name, kind, nullable in FIELDS:
+        if np.any(pos + 4 > field_end):
+            raise ValueError(f"a record ends before field {name}")
+        length = _u32be(data, pos)
+        null = length == 0xFFFFFFFF
+        if null.any() and not nullable:
+            raise ValueError(f"field {name} is null")
+        size = np.where(null, 0, length).astype(np.int64)
+        if kind == Kind.INT and np.any(size[~null] != 8):
+            raise ValueError(f"field {name} is not 8 bytes")
+        pos += 4
+        if np.any(pos + size > field_end):
+            raise ValueError(f"field {name} runs past its record")
+        col = _spans(buf, pos, size, null, kind, SCHEMA.field(name).type if kind != Kind.INT else pa.int64())
+        if pa.types.is_string(col.type):
+            col.validate(full=True)  # UTF-8 (raises pyarrow.ArrowInvalid: a ValueError)
+        columns.append(col)
+        pos += size
+    if np.any(pos != field_end):
+        raise ValueError("a record has bytes between its fields and its hash")
+    n = len(starts)
+    hashes = data[field_end[:, None] + np.arange(HASH_SIZE)] if n else np.zeros((0, HASH_SIZE), np.uint8)
+    hash_col = _rows(hashes)
+    prev = np.empty((n, HASH_SIZE), dtype=np.uint8)
+    if n:
+        prev[0] = np.frombuffer(prev_hash, dtype=np.uint8)
+        prev[1:] = hashes[:-1]
+    columns[FIELD_NAMES.index("ts")] = columns[FIELD_NAMES.index("ts")].cast(SCHEMA.field("ts").type)
+    return pa.Table.from_arrays([*columns, _rows(prev), hash_col], schema=SCHEMA)

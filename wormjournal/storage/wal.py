@@ -28,8 +28,12 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
+
 from ..errors import ConfigError, IntegrityError
-from ..events import HASH_SIZE, Kind, StoredEvent, decode_fields, encode_value, event_hash
+from ..events import HASH_SIZE, Kind, StoredEvent, decode_fields, encode_value
+from ..segments.table import records_table, row_hashes, table_to_events
 
 MAGIC = b"WJWAL\x00\x02\n"
 MAGIC_V1 = b"WJWAL\x00\x01\n"  # frames without a MAC: refused (FORMAT.md 11)
@@ -156,23 +160,30 @@ def _refuse_damage_before_frames(path: Path, data: bytes, pos: int, seq: int, ma
             )
 
 
-def read_wal(path: Path, mac: WalMac) -> WalContents:
-    """Read a WAL file, stopping at a torn tail: a last frame that is short or fails its CRC.
+@dataclasses.dataclass
+class WalTable:
+    """A WAL file's whole frames as rows of the segment schema (:data:`~wormjournal.segments.table.SCHEMA`)."""
 
-    Every whole frame must carry the writer's MAC, and every record is checked against
-    the chain: its hash must be the event hash of its fields after the previous record's
-    hash. Raises IntegrityError otherwise, and when a bad frame is followed by a valid
-    one (damage, not a torn tail).
-    """
-    data = path.read_bytes()
-    try:
-        header = WalHeader.decode(data)
-    except ValueError as e:
-        raise IntegrityError(f"{path}: {e}") from e
+    path: Path
+    header: WalHeader
+    table: pa.Table
+    good_end: int  # offset just past the last whole frame
+    size: int  # file size as found
+
+    @property
+    def torn_bytes(self) -> int:
+        return self.size - self.good_end
+
+
+def _frames(path: Path, data: bytes, header: WalHeader, mac: WalMac) -> tuple[list[int], list[int], list[int], int]:
+    """Walk the whole frames (CRC and MAC checked): the offsets where each record starts and ends, the
+    offset of each record's frame, and the offset past the last whole frame. Stops at a torn tail; raises
+    IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame."""
+    starts: list[int] = []
+    ends: list[int] = []
+    frames: list[int] = []
     pos = HEADER_SIZE
-    events: list[StoredEvent] = []
-    prev = header.prev_hash
-    seq = header.first_seq
+    unpack = struct.unpack_from
     while pos + _FRAME_HEAD.size <= len(data):
         body_len, crc = _FRAME_HEAD.unpack_from(data, pos)
         end = pos + _FRAME_HEAD.size + body_len
@@ -180,34 +191,88 @@ def read_wal(path: Path, mac: WalMac) -> WalContents:
         if (
             end + MAC_SIZE > len(data)
             or not _MIN_BODY <= body_len <= MAX_FRAME_BYTES
-            or zlib.crc32(data[pos + _FRAME_HEAD.size : end + MAC_SIZE]) != crc
+            or zlib.crc32(memoryview(data)[pos + _FRAME_HEAD.size : end + MAC_SIZE]) != crc
         ):
-            _refuse_damage_before_frames(path, data, pos, seq, mac)
+            _refuse_damage_before_frames(path, data, pos, header.first_seq + len(starts), mac)
             break
-        body = data[pos + _FRAME_HEAD.size : end]
+        body = memoryview(data)[pos + _FRAME_HEAD.size : end]
         if not hmac.compare_digest(mac.tag(body), data[end : end + MAC_SIZE]):
             raise IntegrityError(f"{path}: the frame at offset {pos} is whole but not authenticated by the writer's "
                                  "WAL key (forged, or the WAL of another key directory)")
-        try:
-            records = _decode_body(body)
-            batch = []
-            for enc, h in records:
-                values, used = decode_fields(enc)
-                if used != len(enc):
-                    raise ValueError("record has trailing bytes")
-                if values[0] != seq:
-                    raise IntegrityError(f"{path}: record at offset {pos} has seq {values[0]}, expected {seq}")
-                if event_hash(prev, enc) != h:
-                    raise IntegrityError(f"{path}: record seq {seq} does not match its hash")
-                # values are the FIELDS, exactly (decode_fields); mypy cannot count a tuple[Any, ...]
-                batch.append(StoredEvent(*values, prev_hash=prev, hash=h))  # type: ignore[misc]
-                prev = h
-                seq += 1
-        except (ValueError, struct.error) as e:
-            raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: {e}") from e
-        events.extend(batch)
+        (count,) = unpack(">I", data, pos + _FRAME_HEAD.size)
+        p = pos + _FRAME_HEAD.size + 4
+        for _ in range(count):
+            if p + 4 > end:
+                raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: "
+                                     "record overruns its frame")
+            (n,) = unpack(">I", data, p)
+            p += 4
+            if n < HASH_SIZE or p + n > end:
+                raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: "
+                                     "record overruns its frame")
+            starts.append(p)
+            p += n
+            ends.append(p)
+            frames.append(pos)
+        if p != end:
+            raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: "
+                                 "frame has trailing bytes")
         pos = end + MAC_SIZE
-    return WalContents(path, header, events, pos, len(data))
+    return starts, ends, frames, pos
+
+
+def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
+    """Read a WAL file into a table, stopping at a torn tail: a last frame that is short or fails its CRC.
+
+    Every whole frame must carry the writer's MAC, and the records must be seq after seq from the header's.
+    With ``rehash`` (a reader, or recovery after a crash) every record is also checked against the chain: its
+    hash must be the event hash of its fields after the previous record's hash. A seal of the frozen files
+    of its own writer leaves it out: the MAC already proves each frame is the writer's, hashes included.
+    Raises IntegrityError otherwise, and when a bad frame is followed by a valid one (damage, not a torn tail).
+    """
+    data = path.read_bytes()
+    try:
+        header = WalHeader.decode(data)
+    except ValueError as e:
+        raise IntegrityError(f"{path}: {e}") from e
+    starts, ends, frames, good_end = _frames(path, data, header, mac)
+    try:
+        table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
+                              header.prev_hash)
+    except (ValueError, pa.ArrowException) as e:
+        bad = _first_bad_record(data, starts, ends)
+        raise IntegrityError(f"{path}: frame at offset {frames[bad] if bad is not None else HEADER_SIZE} passes its "
+                             f"CRC but does not parse: {e}") from e
+    seqs = np.asarray(table.column("seq"))
+    wrong = np.flatnonzero(seqs != header.first_seq + np.arange(len(seqs), dtype=np.int64))
+    if wrong.size:
+        i = int(wrong[0])
+        raise IntegrityError(f"{path}: record at offset {frames[i]} has seq {int(seqs[i])}, "
+                             f"expected {header.first_seq + i}")
+    if rehash:
+        stored = table.column("hash").to_pylist()
+        for i, h in enumerate(row_hashes(table)):  # prev_hash is the stored hash before: this checks each link
+            if h != stored[i]:
+                raise IntegrityError(f"{path}: record seq {header.first_seq + i} does not match its hash")
+    return WalTable(path, header, table, good_end, len(data))
+
+
+def _first_bad_record(data: bytes, starts: list[int], ends: list[int]) -> int | None:
+    """The index of the first record whose fields do not parse (the slow path, for the error message)."""
+    for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        try:
+            _, used = decode_fields(data[a : b - HASH_SIZE])
+            if used != b - HASH_SIZE - a:
+                return i
+        except (ValueError, UnicodeDecodeError, struct.error):
+            return i
+    return None
+
+
+def read_wal(path: Path, mac: WalMac) -> WalContents:
+    """Read a WAL file as events (see :func:`read_wal_table`; every record's hash is checked)."""
+    t = read_wal_table(path, mac)
+    return WalContents(path, t.header, table_to_events(t.table), t.good_end, t.size)
 
 
 def wal_name(first_seq: int) -> str:
