@@ -21,6 +21,18 @@ from typing import Any
 
 from .errors import ValidationError
 
+# The optional C extension (setup.py): the same bytes as the Python functions here, faster. WORMJOURNAL_NATIVE=0
+# leaves it out, =require makes its absence an error.
+_NATIVE_MODE = os.environ.get("WORMJOURNAL_NATIVE", "1")
+_native: Any = None
+if _NATIVE_MODE != "0":
+    try:
+        from . import _native  # type: ignore[attr-defined, no-redef]
+    except ImportError:
+        if _NATIVE_MODE == "require":
+            raise
+NATIVE = _native is not None
+
 EVENT_TAG = b"wormjournal:event:v1\x00"
 GENESIS_TAG = b"wormjournal:genesis:v1\x00"
 SUBJECT_TAG = b"wormjournal:subject:v1\x00"
@@ -212,8 +224,18 @@ def encode_value(kind: str, value: Any) -> bytes:
     return _ENCODERS[kind](value)
 
 
+_KIND_CODES = bytes(ord({Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}[kind]) for _, kind, _ in FIELDS)
+
+
 def encode_fields(values: Sequence[Any]) -> bytes:
     """The canonical bytes of an event's stored fields, in ``FIELDS`` order."""
+    if _native is not None:
+        return _native.encode_fields(values, _KIND_CODES)  # type: ignore[no-any-return]
+    return encode_fields_py(values)
+
+
+def encode_fields_py(values: Sequence[Any]) -> bytes:
+    """:func:`encode_fields` in Python (the C extension's fallback, and its reference in the tests)."""
     if len(values) != len(_FIELD_ENCODERS):
         raise ValueError(f"expected {len(_FIELD_ENCODERS)} field values, got {len(values)}")
     return b"".join([enc(v) for enc, v in zip(_FIELD_ENCODERS, values, strict=True)])
@@ -357,7 +379,18 @@ _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=Fal
 
 def canonical_json(value: Any, *, where: str | None = None, limit: int = DEFAULT_MAX_EVENT_BYTES) -> bytes:
     """Canonical JSON bytes of a payload: sorted keys, no spaces, UTF-8, no NaN; of at most ``limit`` values
-    (its bytes are checked against the event limit by the caller)."""
+    (its bytes are checked against the event limit by the caller). Raises ValidationError."""
+    if _native is not None:
+        # exact JSON types within the limits, written out in at most ``limit`` bytes (so at most ``limit``
+        # values); anything else (None) goes the Python way, which writes the same bytes or says what is wrong
+        out = _native.canonical_json(value, limit)
+        if out is not None:
+            return out  # type: ignore[no-any-return]
+    return canonical_json_py(value, where=where, limit=limit)
+
+
+def canonical_json_py(value: Any, *, where: str | None = None, limit: int = DEFAULT_MAX_EVENT_BYTES) -> bytes:
+    """:func:`canonical_json` in Python (the C extension's fallback, and its reference in the tests)."""
     _check_json_value(value, where, limit)
     try:
         text = _JSON.encode(value)
@@ -418,15 +451,21 @@ def now_micros() -> int:
 
 def uuid7() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76
-    value |= ((rand >> 68) & 0xFFF) << 64
-    value |= 0b10 << 62
-    value |= rand & ((1 << 62) - 1)
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return uuid7s(1)[0]
+
+
+def uuid7s(n: int) -> list[str]:
+    """``n`` UUIDv7s of this millisecond (RFC 9562): 48-bit Unix milliseconds, version 7, 12 random bits,
+    variant 0b10, 62 random bits; with one read of the random source."""
+    ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
+    head = ms.to_bytes(6, "big")
+    rand = os.urandom(10 * n)
+    out = []
+    for i in range(0, 10 * n, 10):
+        h = (head + bytes((0x70 | (rand[i] & 0x0F), rand[i + 1], 0x80 | (rand[i + 2] & 0x3F)))
+             + rand[i + 3 : i + 10]).hex()
+        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return out
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -447,13 +486,11 @@ class EventInput:
     payload_json: bytes
 
 
-def validate_event(
-    fields: Mapping[str, Any],
-    *,
-    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-    where: str | None = None,
-) -> EventInput:
-    """Check one event given as a mapping of field names; raise ValidationError naming the field."""
+def check_fields(fields: Mapping[str, Any], *, where: str | None = None,
+                 new_id: Callable[[], str] = uuid7) -> tuple[str, dict[str, str | None], int, int]:
+    """Check one event's fields but its payload (given as a mapping of field names): its type, ids and ``ts``.
+    Returns the event type, the ids (``event_id`` made with ``new_id`` when not given), ``ts`` in microseconds
+    and the bytes they count towards the event limit. Raises ValidationError naming the field."""
     if not INPUT_FIELDS.issuperset(fields):
         for name in fields:
             if name in ASSIGNED_FIELDS:
@@ -464,27 +501,43 @@ def validate_event(
         raise ValidationError("event_type", "is required", where=where)
     if fields.get("execution_id") is None:
         raise ValidationError("execution_id", "is required", where=where)
-    event_type = check_event_type(fields["event_type"], where=where)
+    event_type = fields["event_type"]
+    if type(event_type) is not str or event_type not in KNOWN_EVENT_TYPES:
+        event_type = check_event_type(event_type, where=where)
     ids: dict[str, str | None] = {}
     size = len(event_type.encode("utf-8"))
+    get, bad = fields.get, _BAD_ID_CHAR.search
     for name in ID_FIELDS:
-        value = fields.get(name)
+        value = get(name)
         if value is not None:
             # Fast path for the common clean ASCII id of 3 to 64 characters (so not '.' or '..').
-            if type(value) is str and 2 < len(value) <= 64 and value.isascii() and not _BAD_ID_CHAR.search(value):
+            if type(value) is str and 2 < len(value) <= 64 and value.isascii() and not bad(value):
                 size += len(value)
             else:
                 check_id(name, value, where=where)
                 size += len(value.encode("utf-8"))  # bytes, like the payload
         ids[name] = value
     if ids["event_id"] is None:
-        ids["event_id"] = uuid7()
+        ids["event_id"] = new_id()
     ts = fields.get("ts")
     micros = now_micros() if ts is None else parse_ts(ts, where=where)
-    payload_json = canonical_json(fields.get("payload"), where=where, limit=max_event_bytes)
-    size += len(payload_json)
+    return event_type, ids, micros, size
+
+
+def check_size(size: int, max_event_bytes: int, where: str | None = None) -> None:
+    """Refuse an event of more than ``max_event_bytes`` (its type, ids and canonical JSON payload)."""
     if size > max_event_bytes:
-        raise ValidationError(
-            "payload", f"event is {size} bytes, over the limit of {max_event_bytes}", where=where
-        )
+        raise ValidationError("payload", f"event is {size} bytes, over the limit of {max_event_bytes}", where=where)
+
+
+def validate_event(
+    fields: Mapping[str, Any],
+    *,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    where: str | None = None,
+) -> EventInput:
+    """Check one event given as a mapping of field names; raise ValidationError naming the field."""
+    event_type, ids, micros, size = check_fields(fields, where=where)
+    payload_json = canonical_json(fields.get("payload"), where=where, limit=max_event_bytes)
+    check_size(size + len(payload_json), max_event_bytes, where)
     return EventInput(ts=micros, event_type=event_type, payload_json=payload_json, **ids)  # type: ignore[arg-type]

@@ -1,10 +1,10 @@
 """The Journal: durable append, group commit, sealing, crash recovery, one writer per stream.
 
-The write path of one batch, each step a small function::
+The write path of one batch is the stages of :mod:`wormjournal.journal.stages`::
 
-    validate -> canonical JSON -> compress -> (a scope's data key, created durably on first use)
-      -> assign seq, link the execution, encrypt (AES-256-GCM bound to the seq), hash-chain
-      -> WAL frame -> fsync -> return seqs
+    Validate -> Canonicalize -> Compress -> (Encrypt's data keys, created durably on first use)
+      -> under the lock: seqs, Encrypt (bound to the seq), Chain, Frame -> WAL write
+      -> fsync (a group commit) -> return seqs
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .. import payload as payloads
 from .. import steps
 from ..errors import (
     ConfigError,
@@ -36,17 +34,10 @@ from ..errors import (
     ValidationError,
 )
 from ..events import (
-    RESERVED_EVENT_TYPES,
-    EventInput,
-    encode_fields,
-    event_hash,
     now_micros,
-    pseudonymize,
     uuid7,
-    validate_event,
 )
 from ..index import Reader
-from ..payload import Compressor
 from ..retention.actions import (
     PENDING_DIR,
     RetentionAction,
@@ -56,7 +47,7 @@ from ..retention.actions import (
     write_pending,
 )
 from ..retention.audit import DEFAULT_WORKERS, Progress
-from ..retention.keystore import SCOPES, KekProvider, KeyStore, ShredIntent
+from ..retention.keystore import KekProvider, KeyStore, ShredIntent
 from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
 from ..retention.shred import (
     RECEIPT_EXECUTION,
@@ -94,14 +85,12 @@ from .keys import (
 from .lease import FREE, NEW, StreamLease
 from .lock import StreamLock, signing_lock
 from .sealer import Sealer, load_sealed_state
+from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "main"
 DATAKEYS_DIR = "datakeys"  # the key store, in <key_dir>/<journal_id>/
-# Who may be named as a key scope, and the event field that holds its value.
-_SCOPE_FIELD = {"subject": "subject_id", "thread": "thread_id", "execution": "execution_id", "tenant": "tenant_id"}
-Prepared = tuple[EventInput, str, bytes, "str | None", "tuple[str, bytes] | None"]
 
 
 class Journal:
@@ -148,16 +137,20 @@ class Journal:
         self._key = signing_key
         self._key_dir = key_dir
         self._key_stat: tuple[int, int] | None = self._signing_file_stat()
-        self._pseudonym_key = pseudonym_key
         self.keystore = keystore
-        self._aeads: dict[str, AESGCM] = {}
+        # the write path's stages (stages.py); Chain reads the execution heads that recovery sets up
+        self._validate = Validate(config.key_scope)
+        self._canonicalize = Canonicalize(config.max_event_bytes, pseudonym_key)
+        self._compress = Compress(config.zstd_level, config.compress_min_bytes)
+        self._encrypt = Encrypt(keystore.key_for, identity.journal_id, stream)
+        self._chain = Chain(lambda execution: self._exec_heads.get(execution))
         self._shred_lock = threading.Lock()
         self._wal_dir = wal_dir / f"stream={stream}"
         self._wal_key = wal_key
         self._wal_mac = walmod.WalMac(wal_key, identity.journal_id, stream)
+        self._frame = Frame(self._wal_mac)
         self._lock = threading.Lock()  # guards seq, chain head and WAL writes
         self._seal_lock = threading.Lock()
-        self._local = threading.local()
         self._closed = False
         self._age_thread: threading.Thread | None = None
         self._stop = threading.Event()  # stops the age sealer (at close, or when the lease is lost)
@@ -465,33 +458,6 @@ class Journal:
 
     # -- append ----------------------------------------------------------------------
 
-    def _compressor(self) -> Compressor:
-        comp = getattr(self._local, "compressor", None)
-        if comp is None:
-            comp = self._local.compressor = Compressor(self.config.zstd_level, self.config.compress_min_bytes)
-        return comp
-
-    def _prepare(self, event: Mapping[str, Any], where: str | None, *, internal: bool = False) -> Prepared:
-        fields = dict(event)
-        scope = fields.pop("key_scope", self.config.key_scope)
-        ev = validate_event(fields, max_event_bytes=self.config.max_event_bytes, where=where)
-        if ev.event_type in RESERVED_EVENT_TYPES and not internal:
-            raise ValidationError("event_type", f"{ev.event_type!r} is appended by the library only "
-                                  "(shred, or the retention commands)", where=where)
-        codec, stored = self._compressor().encode(ev.payload_json)
-        key = None
-        if scope not in (None, "none"):
-            if scope not in SCOPES:
-                raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
-            value = getattr(ev, _SCOPE_FIELD[scope])
-            if value is None and "key_scope" in event:
-                raise ValidationError("key_scope", f"is {scope!r} but the event has no {_SCOPE_FIELD[scope]}",
-                                      where=where)
-            if value is not None:  # the data key exists on disk before the event can reach the WAL
-                key = self.keystore.key_for(scope, value)
-        subject = pseudonymize(self._pseudonym_key, ev.subject_id) if ev.subject_id is not None else None
-        return ev, codec, stored, subject, key
-
     def append(self, event_type: str, execution_id: str, payload: Any = None, **fields: Any) -> int:
         """Append one event; returns its seq once it is fsync'd in the WAL."""
         return self.append_batch([dict(fields, event_type=event_type, execution_id=execution_id, payload=payload)])[0]
@@ -510,9 +476,9 @@ class Journal:
         wal = self._wal
         wal.begin()  # while preparing too: a group commit in progress waits for this frame
         try:
-            prepared = [self._prepare(ev, f"event {i}" if len(batch) > 1 else None, internal=internal)
-                        for i, ev in enumerate(batch)]
-            first, seq, ticket, due = self._write_batch(prepared)
+            drafts = self._validate(batch, internal=internal)
+            drafts = self._encrypt.keys(self._compress(self._canonicalize(drafts)))
+            first, seq, ticket, due = self._write_batch(drafts)
         finally:
             wal.end()
         wal.sync(ticket)  # the same writer object: rotation swaps its file, not the object
@@ -520,38 +486,19 @@ class Journal:
             self._auto_seal()
         return list(range(first, seq))
 
-    def _write_batch(self, prepared: list[Prepared]) -> tuple[int, int, int, bool]:
-        """Assign seqs, link, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
+    def _write_batch(self, drafts: list[Draft]) -> tuple[int, int, int, bool]:
+        """Assign seqs, link, encrypt, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
         with self._lock:
             self._check_open()
             if self._lease is not None:
                 self._lease.raise_if_lost()  # before anything is written: never acknowledge what cannot be sealed
-            seq, prev = self._next_seq, self._last_hash
-            heads: dict[str, int] = {}
-            records = []
-            for ev, codec, stored, subject, key in prepared:
-                exec_prev = heads.get(ev.execution_id, self._exec_heads.get(ev.execution_id))
-                key_id = None
-                if key is not None:  # encrypted here, where the seq it is bound to is known
-                    key_id, codec = key[0], codec + payloads.ENCRYPTED
-                    aad = payloads.payload_aad(self.identity.journal_id, self.stream, seq, key_id, codec)
-                    stored = payloads.encrypt(self._aead(key), stored, aad)
-                values = (
-                    seq, ev.event_id, ev.ts, ev.event_type, ev.tenant_id, ev.execution_id, ev.thread_id, ev.node,
-                    ev.step_id, ev.parent_event_id, ev.correlation_id, subject, exec_prev, codec, key_id, stored,
-                )
-                enc = encode_fields(values)
-                prev = event_hash(prev, enc)
-                records.append((enc, prev))
-                heads[ev.execution_id] = seq
-                seq += 1
-            frame = walmod.encode_frame(records, self._wal_mac)
-            if len(frame) > walmod.MAX_FRAME_BYTES:  # recovery would take a longer frame for a torn tail
-                raise ValidationError("events", f"the batch is {len(frame)} bytes, over the limit of "
-                                      f"{walmod.MAX_FRAME_BYTES} for one atomic write: append it in parts")
+            heads = self._chain.number(drafts, self._next_seq)
+            self._encrypt(drafts)  # bound to the seqs
+            records = self._chain(drafts, self._last_hash)
+            frame = self._frame(records)
             ticket = self._wal.write(frame)
             first = self._next_seq
-            self._next_seq, self._last_hash = seq, prev
+            self._next_seq, self._last_hash = records[-1][0] + 1, records[-1][2]
             self._exec_heads.update(heads)
             self._pending_events += len(records)
             self._pending_bytes += len(frame)
@@ -560,13 +507,7 @@ class Journal:
             due = (self._pending_events >= self.config.seal_max_events
                    or self._pending_bytes >= self.config.seal_max_bytes
                    or (self._seal_retry_at is not None and time.monotonic() >= self._seal_retry_at))
-        return first, seq, ticket, due
-
-    def _aead(self, key: tuple[str, bytes]) -> AESGCM:
-        aead = self._aeads.get(key[0])
-        if aead is None:
-            aead = self._aeads[key[0]] = AESGCM(key[1])
-        return aead
+        return first, self._next_seq, ticket, due
 
     def _check_open(self) -> None:
         if self._closed:
@@ -793,7 +734,7 @@ class Journal:
         destroyed = self.keystore.destroy_pending(intent)
         steps.reached("shred.keys_destroyed")
         for info in destroyed.keys:
-            self._aeads.pop(info.key_id, None)
+            self._encrypt.forget(info.key_id)
         if not destroyed.keys:
             self.keystore.end_shred(intent)
             raise UnknownScopeError(f"no data key for {intent.scope} {intent.scope_ref!r} was ever written whole")

@@ -17,7 +17,7 @@ from . import merkle
 
 FORMAT_VERSION = "1"
 
-SCHEMA = pa.schema(
+SCHEMA: pa.Schema = pa.schema(
     [
         pa.field("seq", pa.int64(), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
@@ -469,7 +469,7 @@ def _u32be(data: np.ndarray, pos: np.ndarray) -> np.ndarray:
     out |= data[pos + 1].astype(np.uint32) << 16
     out |= data[pos + 2].astype(np.uint32) << 8
     out |= data[pos + 3]
-    return out
+    return out  # type: ignore[no-any-return]
 
 
 def _spans(buffer: pa.Buffer, starts: np.ndarray, lengths: np.ndarray, null: np.ndarray, kind: str,

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import struct
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,16 +85,20 @@ class WalHeader:
         return cls(first_seq, bytes(data[len(MAGIC) + 8 : HEADER_SIZE - 4]))
 
 
-def encode_frame(records: list[tuple[bytes, bytes]], mac: WalMac) -> bytes:
-    """One frame holding (encoded fields, hash) records, authenticated by ``mac``."""
-    parts = [struct.pack(">I", len(records))]
-    for enc, h in records:
-        parts.append(struct.pack(">I", len(enc) + HASH_SIZE))
-        parts.append(enc)
-        parts.append(h)
+_U32 = struct.Struct(">I")
+
+
+def encode_frame(records: Sequence[tuple[int, bytes, bytes] | tuple[bytes, bytes]], mac: WalMac) -> bytes:
+    """One frame holding records, each (seq, encoded fields, hash) or (encoded fields, hash), authenticated by
+    ``mac``."""
+    pack = _U32.pack
+    parts = [pack(len(records))]
+    for record in records:
+        enc, h = record[-2], record[-1]
+        parts += (pack(len(enc) + HASH_SIZE), enc, h)
     body = b"".join(parts)
-    tail = body + mac.tag(body)
-    return _FRAME_HEAD.pack(len(body), zlib.crc32(tail)) + tail
+    tag = mac.tag(body)
+    return b"".join([_FRAME_HEAD.pack(len(body), zlib.crc32(tag, zlib.crc32(body))), body, tag])
 
 
 def _decode_body(body: bytes) -> list[tuple[bytes, bytes]]:

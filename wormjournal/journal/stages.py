@@ -1,0 +1,254 @@
+"""The write path as stages around one encoded record (FORMAT.md 2, 3 and 11)::
+
+    Validate -> Canonicalize -> Compress -> Encrypt -> Chain -> Frame
+
+Each stage is a small object that takes a batch and is testable alone. The first three need no seq and run
+outside the writer's lock, in the appending thread; Encrypt (its associated data binds the seq), Chain and
+Frame run under the lock, where seqs are handed out. What comes out is one encoded record per event, its seq,
+canonical field bytes and hash, framed and authenticated for the WAL: the bytes the seal turns straight into
+Arrow columns (:func:`wormjournal.segments.table.records_table`), never re-hashed but in crash recovery.
+
+Reading undoes the stages in one place each: :func:`wormjournal.storage.wal.read_wal_table` (Frame and Chain)
+and :func:`wormjournal.payload.read_payload` (Encrypt, Compress and Canonicalize).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .. import payload as payloads
+from ..errors import ValidationError
+from ..events import (
+    EVENT_TAG,
+    FIELD_NAMES,
+    ID_FIELDS,
+    RESERVED_EVENT_TYPES,
+    canonical_json,
+    check_fields,
+    check_size,
+    encode_fields,
+    pseudonymize,
+    uuid7s,
+)
+from ..retention.keystore import SCOPES
+from ..storage.wal import MAX_FRAME_BYTES, WalMac, encode_frame
+
+# Who may be named as a key scope, and the event field that holds its value.
+SCOPE_FIELD = {"subject": "subject_id", "thread": "thread_id", "execution": "execution_id", "tenant": "tenant_id"}
+
+
+# The stored fields' positions in a record's values (events.FIELDS order) that the stages fill in.
+_SEQ, _TYPE, _EXECUTION, _SUBJECT, _EXEC_PREV, _CODEC, _KEY_ID, _PAYLOAD = 0, 3, 5, 11, 12, 13, 14, 15
+_ID_AT = {name: FIELD_NAMES.index(name) for name in ID_FIELDS}
+
+
+class Draft:
+    """One event between the stages: its stored fields' values (events.FIELDS order), filled in stage by stage
+    (seq, exec_prev_seq, codec, key id and the stored payload last, by Chain and Encrypt)."""
+
+    __slots__ = ("where", "scope", "scope_given", "values", "size", "subject", "payload_json", "key")
+
+    def __init__(self, where: str | None, scope: str | None, scope_given: bool, values: list[Any],
+                 size: int) -> None:
+        self.where = where
+        self.scope = scope  # the key scope asked for (None or "none": plaintext)
+        self.scope_given = scope_given  # key_scope was in the event (not the journal's default)
+        self.values = values
+        self.size = size  # bytes of type and ids, towards the event limit
+        self.subject: str | None = values[_SUBJECT]  # the raw subject id (the stored one is its pseudonym)
+        self.payload_json = b""  # after Canonicalize
+        self.key: tuple[str, bytes] | None = None  # the data key (id, key) that Encrypt uses
+
+    @property
+    def execution_id(self) -> str:
+        return self.values[_EXECUTION]  # type: ignore[no-any-return]
+
+
+# One encoded record, what the WAL stores and the seal turns into a segment row: (seq, canonical field bytes
+# (FORMAT.md 2.2), event hash (2.3) chained onto the record before). A plain tuple: one per event.
+Record = tuple[int, bytes, bytes]
+
+
+class Validate:
+    """Each caller mapping's fields but the payload: its type (a reserved one only for the library's own
+    events), ids and time; pops its ``key_scope``. Raises ValidationError naming the event and field."""
+
+    def __init__(self, default_scope: str | None) -> None:
+        self.default_scope = default_scope
+
+    def __call__(self, batch: Sequence[Mapping[str, Any]], *, internal: bool = False) -> list[Draft]:
+        ids: Iterator[str] | None = None
+
+        def new_id() -> str:  # one read of the random source for the batch's event ids
+            nonlocal ids
+            if ids is None:
+                ids = iter(uuid7s(len(batch)))
+            return next(ids)
+
+        drafts = []
+        many = len(batch) > 1
+        for i, event in enumerate(batch):
+            where = f"event {i}" if many else None
+            given = "key_scope" in event
+            if given:
+                event = dict(event)
+                scope = event.pop("key_scope")
+                if scope not in (None, "none") and scope not in SCOPES:
+                    raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
+            else:
+                scope = self.default_scope
+            event_type, id_values, ts, size = check_fields(event, where=where, new_id=new_id)
+            if event_type in RESERVED_EVENT_TYPES and not internal:
+                raise ValidationError("event_type", f"{event_type!r} is appended by the library only "
+                                      "(shred, or the retention commands)", where=where)
+            values: list[Any] = [None, id_values["event_id"], ts, event_type, id_values["tenant_id"],
+                                 id_values["execution_id"], id_values["thread_id"], id_values["node"],
+                                 id_values["step_id"], id_values["parent_event_id"], id_values["correlation_id"],
+                                 id_values["subject_id"], None, None, None, event.get("payload")]
+            drafts.append(Draft(where, scope, given, values, size))
+        return drafts
+
+
+class Canonicalize:
+    """The payload to canonical JSON (FORMAT.md 3), the event limit checked; the subject id to its keyed
+    pseudonym (2.1), the only form in which it is stored."""
+
+    def __init__(self, max_event_bytes: int, pseudonym_key: bytes) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._pseudonym_key = pseudonym_key
+        self._pseudonyms: dict[str, str] = {}  # recent subjects (bounded): one HMAC each
+
+    def pseudonym(self, subject_id: str) -> str:
+        p = self._pseudonyms.get(subject_id)
+        if p is None:
+            if len(self._pseudonyms) >= 65536:
+                self._pseudonyms.clear()
+            p = self._pseudonyms[subject_id] = pseudonymize(self._pseudonym_key, subject_id)
+        return p
+
+    def __call__(self, drafts: list[Draft]) -> list[Draft]:
+        limit = self.max_event_bytes
+        for d in drafts:
+            v = d.values
+            d.payload_json = canonical_json(v[_PAYLOAD], where=d.where, limit=limit)
+            check_size(d.size + len(d.payload_json), limit, d.where)
+            if d.subject is not None:
+                v[_SUBJECT] = self.pseudonym(d.subject)
+        return drafts
+
+
+class Compress:
+    """zstd for a large payload where it makes it smaller (FORMAT.md 3; :class:`wormjournal.payload.Compressor`),
+    one compressor per thread."""
+
+    def __init__(self, level: int, min_bytes: int) -> None:
+        self.level = level
+        self.min_bytes = min_bytes
+        self._local = threading.local()
+
+    def __call__(self, drafts: list[Draft]) -> list[Draft]:
+        comp = getattr(self._local, "compressor", None)
+        if comp is None:
+            comp = self._local.compressor = payloads.Compressor(self.level, self.min_bytes)
+        for d in drafts:
+            d.values[_CODEC], d.values[_PAYLOAD] = comp.encode(d.payload_json)
+        return drafts
+
+
+class Encrypt:
+    """AES-256-GCM under the data key of the event's scope (FORMAT.md 3.1). :meth:`keys` runs before the lock:
+    the key is created durably on first use, before its event can reach the WAL; calling the stage (under the
+    lock, once the seqs are known) encrypts, the associated data binding journal, stream, seq, key id and codec."""
+
+    def __init__(self, key_for: Callable[[str, str], tuple[str, bytes]], journal_id: str, stream: str) -> None:
+        self._key_for = key_for
+        self.journal_id = journal_id
+        self.stream = stream
+        self._aeads: dict[str, AESGCM] = {}
+
+    def forget(self, key_id: str) -> None:
+        """A shredded key: never used again."""
+        self._aeads.pop(key_id, None)
+
+    def keys(self, drafts: list[Draft]) -> list[Draft]:
+        for d in drafts:
+            if d.scope in (None, "none"):
+                continue
+            field = SCOPE_FIELD[d.scope]
+            value = d.subject if field == "subject_id" else d.values[_ID_AT[field]]
+            if value is None:
+                if d.scope_given:
+                    raise ValidationError("key_scope", f"is {d.scope!r} but the event has no {field}", where=d.where)
+                continue
+            d.key = self._key_for(d.scope, value)
+        return drafts
+
+    def __call__(self, drafts: list[Draft]) -> None:
+        """Encrypt the payloads that have a data key, with their seqs as Chain set them."""
+        for d in drafts:
+            if d.key is None:
+                continue
+            v = d.values
+            key_id, key = d.key
+            aead = self._aeads.get(key_id)
+            if aead is None:
+                aead = self._aeads[key_id] = AESGCM(key)
+            v[_CODEC] += payloads.ENCRYPTED
+            v[_KEY_ID] = key_id
+            aad = payloads.payload_aad(self.journal_id, self.stream, v[_SEQ], key_id, v[_CODEC])
+            v[_PAYLOAD] = payloads.encrypt(aead, v[_PAYLOAD], aad)
+
+
+class Chain:
+    """Seqs, execution back-links (``exec_prev_seq``), then (after Encrypt) the canonical field bytes and the hash
+    chain: one record per event (FORMAT.md 2). ``head`` gives the last seq of an execution before the batch."""
+
+    def __init__(self, head: Callable[[str], int | None]) -> None:
+        self._head = head
+
+    def number(self, drafts: list[Draft], seq: int) -> dict[str, int]:
+        """Give the drafts seqs ``seq``, ``seq + 1``, ... and their back-links; returns the executions' new heads."""
+        heads: dict[str, int] = {}
+        for d in drafts:
+            v = d.values
+            execution = v[_EXECUTION]
+            prev = heads.get(execution)
+            v[_EXEC_PREV] = prev if prev is not None else self._head(execution)
+            v[_SEQ] = heads[execution] = seq
+            seq += 1
+        return heads
+
+    def __call__(self, drafts: list[Draft], prev: bytes) -> list[Record]:
+        """The records of the numbered (and encrypted) drafts, chained onto ``prev``."""
+        records = []
+        tagged = _EVENT_SHA.copy
+        for d in drafts:
+            enc = encode_fields(d.values)
+            h = tagged()
+            h.update(prev)
+            h.update(enc)
+            prev = h.digest()  # events.event_hash, without joining the bytes first
+            records.append((d.values[_SEQ], enc, prev))
+        return records
+
+
+_EVENT_SHA = hashlib.sha256(EVENT_TAG)
+
+
+class Frame:
+    """One WAL frame of a batch's records, authenticated by the WAL key (FORMAT.md 11): all or nothing."""
+
+    def __init__(self, mac: WalMac) -> None:
+        self._mac = mac
+
+    def __call__(self, records: list[Record]) -> bytes:
+        frame = encode_frame(records, self._mac)
+        if len(frame) > MAX_FRAME_BYTES:  # recovery would take a longer frame for a torn tail
+            raise ValidationError("events", f"the batch is {len(frame)} bytes, over the limit of "
+                                  f"{MAX_FRAME_BYTES} for one atomic write: append it in parts")
+        return frame
