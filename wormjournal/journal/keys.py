@@ -6,27 +6,29 @@ files readable by their owner only. Verification never needs them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .. import steps
-from ..errors import ConfigError, ConflictError, NoteError, NotFoundError
+from ..errors import ConfigError, ConflictError, KeyRetiredError, NoteError, NotFoundError
 from ..events import format_ts, now_micros
-from ..segments.keyhistory import KeyEntry, entry_name, identity_hash
+from ..segments.keyhistory import HISTORY_PREFIX, KeyEntry, entry_name, identity_hash
 from ..segments.notes import SigningKey, raw_public, split_note
 from ..storage import layout
 from ..storage.base import Store
 from ..storage.local import LocalStore, makedirs_durable, write_file_atomic
-from ..trust import check_history, load_trust
+from ..trust import KeyRing, Sink, check_history, load_trust
 from ..trust.load import key_name
 from ..verify.info import stream_sizes
 from .lock import signing_lock
 
-__all__ = ["check_outside", "create_keys", "finish_rotation", "key_name", "load_keys", "load_wal_key",
-           "rotate_signing_key"]
+__all__ = ["SigningKeys", "check_outside", "checked_ring", "create_keys", "finish_rotation", "key_name", "load_keys",
+           "load_wal_key", "rotate_signing_key"]
 
 log = logging.getLogger(__name__)
 
@@ -310,3 +312,93 @@ def _put_once(store: Store, name: str, data: bytes) -> None:
     except ConflictError:
         if store.get(name) != data:
             raise
+
+
+def checked_ring(store: Store) -> KeyRing:
+    """The journal's key history and journal.json as the trust core checks them; raises IntegrityError
+    at the first problem (a writer never signs on top of a history it cannot verify)."""
+    ring = load_trust(store).ring
+    sink = Sink(collect=False)
+    for kind, problem in ring.all_problems():
+        sink(kind, problem)
+    return ring
+
+
+class SigningKeys:
+    """What a writer (or its seal worker) signs with: its signing key, reloaded when another process rotated
+    it, and the journal's checked key history, re-read when an entry was added. One per stream."""
+
+    def __init__(self, store: Store, journal_id: str, stream: str, key_dir: Path | None, key: SigningKey) -> None:
+        self.store = store
+        self.journal_id = journal_id
+        self.stream = stream
+        self.key_dir = key_dir
+        self._key = key
+        self._key_stat = self._file_stat()
+        self._ring: KeyRing | None = None
+        self._ring_names: list[str] = []
+        self._pinned: KeyRing | None = None
+
+    def _file_stat(self) -> tuple[int, int] | None:
+        if self.key_dir is None:
+            return None
+        try:
+            st = (self.key_dir / self.journal_id / SIGNING_FILE).stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def current(self) -> SigningKey:
+        """The signing key, reloaded when another process rotated it (checked before each signature)."""
+        stat = self._file_stat()
+        if stat is not None and stat != self._key_stat:
+            assert self.key_dir is not None
+            self._key = load_keys(self.key_dir, self.journal_id)[0]
+            self._key_stat = stat
+        return self._key
+
+    def ring(self) -> KeyRing:
+        """The journal's key history, checked; re-read when another process added an entry (once per seal:
+        while a seal holds the signing lock, no rotation of this key directory can add one)."""
+        if self._pinned is not None:
+            return self._pinned
+        names = [o.name for o in self.store.list(HISTORY_PREFIX)]
+        if self._ring is None or names != self._ring_names:
+            self._ring, self._ring_names = checked_ring(self.store), names
+        return self._ring
+
+    def key_for(self, segment: int) -> SigningKey:
+        """The key that signs segment ``segment`` of this stream (FORMAT.md 6.1): ours, unless a rotation
+        retired it at or before that segment. Raises KeyRetiredError then, ConfigError for a foreign key."""
+        key = self.current()
+        ring = self.ring()
+        valid = ring.valid_entry(self.stream, segment)
+        mine = ring.entry_of(key.verify_key.key_id)
+        if mine == valid:
+            return key
+        if mine is not None and mine < valid:
+            raise KeyRetiredError(f"the signing key {key.verify_key.key_id} was retired by key history entry {valid}: "
+                                  f"it may not sign segment {segment} of stream {self.stream}")
+        raise ConfigError(f"the signing key {key.verify_key.key_id} does not sign segment {segment} of stream "
+                          f"{self.stream} (key history entry {valid} does)")
+
+    @contextlib.contextmanager
+    def signing(self) -> Iterator[None]:
+        """Held while a seal signs: the key directory's signing lock (shared: a rotation waits for it), and the
+        key history read once, at the start."""
+        directory = self.key_dir / self.journal_id if self.key_dir is not None else None
+        with signing_lock(directory, exclusive=False):
+            self._pinned = self.ring()
+            try:
+                yield
+            finally:
+                self._pinned = None
+
+    def rotate(self) -> SigningKey:
+        """Replace the signing key (FORMAT.md 6.1); returns the new one."""
+        if self.key_dir is None:
+            raise ConfigError("this journal was not opened with a key directory")
+        self._key = rotate_signing_key(self.key_dir, self.store, self.journal_id, self.current())
+        self._key_stat = self._file_stat()
+        self._ring, self._ring_names = checked_ring(self.store), [o.name for o in self.store.list(HISTORY_PREFIX)]
+        return self._key

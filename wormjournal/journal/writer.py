@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import steps
@@ -29,7 +28,6 @@ from ..errors import (
     ConflictError,
     IntegrityError,
     JournalError,
-    KeyRetiredError,
     UnknownScopeError,
     ValidationError,
 )
@@ -59,7 +57,7 @@ from ..retention.shred import (
     receipt_payload,
 )
 from ..segments.identity import JournalIdentity
-from ..segments.keyhistory import HISTORY_PREFIX, entry_name, first_entry
+from ..segments.keyhistory import entry_name, first_entry
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..segments.table import SCHEMA
@@ -67,23 +65,23 @@ from ..storage import layout, open_store
 from ..storage.base import LeaseStore, LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
-from ..trust import KeyRing, Sink, continue_chain, load_trust
+from ..trust import continue_chain
 from ..trust.load import read_identity
 from ..verify import VerifyReport, verify_store
 from . import wal as walmod
 from .config import JournalConfig
 from .keys import (
-    SIGNING_FILE,
+    SigningKeys,
     check_outside,
+    checked_ring,
     create_keys,
     finish_rotation,
     key_name,
     load_keys,
     load_wal_key,
-    rotate_signing_key,
 )
 from .lease import FREE, NEW, StreamLease
-from .lock import StreamLock, signing_lock
+from .lock import StreamLock
 from .sealer import Sealer, load_sealed_state
 from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
 
@@ -102,10 +100,6 @@ class Journal:
     fails, :class:`~wormjournal.errors.LockedError` when the stream has a writer.
     """
 
-    # set by _key_ring (and rotate_key): the checked key history, and the names it was read from
-    _ring: KeyRing
-    _ring_names: list[str]
-    _pinned_ring: KeyRing | None = None
     #: The error of the last automatic seal, None once one succeeds (an automatic seal never raises).
     last_seal_error: Exception | None = None
     SEAL_RETRY_SECONDS = 0.5  # after a failed automatic seal, the first append this long after retries it
@@ -134,9 +128,8 @@ class Journal:
         self.identity = identity
         self.stream = stream
         self.config = config
-        self._key = signing_key
+        self._keys = SigningKeys(store, identity.journal_id, stream, key_dir, signing_key)
         self._key_dir = key_dir
-        self._key_stat: tuple[int, int] | None = self._signing_file_stat()
         self.keystore = keystore
         # the write path's stages (stages.py); Chain reads the execution heads that recovery sets up
         self._validate = Validate(config.key_scope)
@@ -282,7 +275,7 @@ class Journal:
         finish_rotation(key_path, st, identity.journal_id)  # a key rotation a crash interrupted
         # Nothing unsigned steers the writer: journal.json (and the retention it names) must be the
         # one the key history pins, and the history must verify.
-        ring = _checked_ring(st)
+        ring = checked_ring(st)
         if isinstance(st, LockingStore):
             st = st.with_retention(identity.retention_policy())
         signing, pseudonym = load_keys(key_path, identity.journal_id)
@@ -322,81 +315,37 @@ class Journal:
     @property
     def verify_key(self) -> VerifyKey:
         """The public half of the signing key (give its PEM to auditors)."""
-        return self._current_key().verify_key
+        return self._keys.current().verify_key
 
-    def _signing_file_stat(self) -> tuple[int, int] | None:
-        if self._key_dir is None:
-            return None
-        try:
-            st = (self._key_dir / self.identity.journal_id / SIGNING_FILE).stat()
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns
-
-    def _current_key(self) -> SigningKey:
-        """The signing key, reloaded when another process rotated it (checked before each signature)."""
-        stat = self._signing_file_stat()
-        if stat is not None and stat != self._key_stat:
-            self._key = load_keys(self._key_dir, self.journal_id)[0]  # type: ignore[arg-type]
-            self._key_stat = stat
-        return self._key
-
-    def _key_ring(self) -> KeyRing:
-        """The journal's key history, checked; re-read when another process added an entry (once per seal:
-        while a seal holds the signing lock, no rotation of this key directory can add one)."""
-        if self._pinned_ring is not None:
-            return self._pinned_ring
-        names = [o.name for o in self.store.list(HISTORY_PREFIX)]
-        cached = getattr(self, "_ring", None)
-        if cached is None or names != self._ring_names:
-            self._ring, self._ring_names = _checked_ring(self.store), names
-        return self._ring
+    @property
+    def _key(self) -> SigningKey:
+        return self._keys.current()
 
     def _key_for(self, segment: int) -> SigningKey:
-        """The key that signs segment ``segment`` of this stream (FORMAT.md 6.1): ours, unless a rotation
-        retired it at or before that segment. Raises KeyRetiredError then, ConfigError for a foreign key."""
-        key = self._current_key()
-        ring = self._key_ring()
-        valid = ring.valid_entry(self.stream, segment)
-        mine = ring.entry_of(key.verify_key.key_id)
-        if mine == valid:
-            return key
-        if mine is not None and mine < valid:
-            raise KeyRetiredError(f"the signing key {key.verify_key.key_id} was retired by key history entry {valid}: "
-                                  f"it may not sign segment {segment} of stream {self.stream}")
-        raise ConfigError(f"the signing key {key.verify_key.key_id} does not sign segment {segment} of stream "
-                          f"{self.stream} (key history entry {valid} does)")
-
-    def _signing(self) -> Any:
-        """Held (shared) while a seal signs: a rotation in this key directory waits for it."""
-        return signing_lock(self._key_dir / self.journal_id if self._key_dir is not None else None, exclusive=False)
+        return self._keys.key_for(segment)
 
     def trusted_keys(self) -> list[VerifyKey]:
         """Every key of the journal's key history: what its own reads trust."""
-        return self._key_ring().keys()
+        return self._keys.ring().keys()
 
     def rotate_key(self) -> VerifyKey:
         """Replace the signing key (FORMAT.md 6.1). Old segments keep verifying with the old public key;
         the new one is announced in the signed key history. Returns the new public key."""
-        if self._key_dir is None:
-            raise ConfigError("this journal was not opened with a key directory")
         with self._seal_lock:
-            self._key = rotate_signing_key(self._key_dir, self.store, self.journal_id, self._current_key())
-            self._key_stat = self._signing_file_stat()
-            self._ring, self._ring_names = _checked_ring(self.store), [o.name for o in self.store.list(HISTORY_PREFIX)]
-        log.info("rotated the signing key of journal %s to key %s", self.journal_id, self._key.verify_key.key_id)
-        return self._key.verify_key
+            key = self._keys.rotate()
+        log.info("rotated the signing key of journal %s to key %s", self.journal_id, key.verify_key.key_id)
+        return key.verify_key
 
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> None:
-        state = load_sealed_state(self.store, self.journal_id, self.stream, self._key_ring())
-        self._key_for(state.size)  # refuse a retired key before anything is appended
+        state = load_sealed_state(self.store, self.journal_id, self.stream, self._keys.ring())
+        self._keys.key_for(state.size)  # refuse a retired key before anything is appended
         self._sealer = Sealer(
-            self.store, state, self._key_for, self._key_ring,
+            self.store, state, self._keys.key_for, self._keys.ring,
             row_group_rows=self.config.row_group_rows, segment_max_events=self.config.segment_max_events,
         )
-        with self._signing():
+        with self._keys.signing():
             self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint
         for tmp in self._wal_dir.glob("*.wal.tmp"):
             tmp.unlink()  # a WAL file whose creation never completed held no event
@@ -562,12 +511,8 @@ class Journal:
                 active = self._wal.path
             frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
             records = self._unsealed(frozen)
-            with self._signing():
-                self._pinned_ring = self._key_ring()
-                try:
-                    manifests = self._sealer.seal(records)
-                finally:
-                    self._pinned_ring = None
+            with self._keys.signing():
+                manifests = self._sealer.seal(records)
             for path in frozen:
                 path.unlink()
             if frozen:
@@ -642,9 +587,10 @@ class Journal:
         start = self._sealer.state.next_seq
         tables = [SCHEMA.empty_table()]
         for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
-            table = walmod.read_wal_table(path, self._wal_mac, rehash=False).table
-            tables.append(table.filter(pc.greater_equal(table.column("seq"), start)))
-        return pa.concat_tables(tables).combine_chunks()
+            wal = walmod.read_wal_table(path, self._wal_mac, rehash=False)
+            sealed = start - wal.header.first_seq  # its first rows were sealed (before a crash)
+            tables.append(wal.table.slice(max(0, sealed)))
+        return pa.concat_tables(tables)
 
     # -- status and close --------------------------------------------------------------------
 
@@ -815,13 +761,3 @@ class Journal:
             if isinstance(e.payload, dict) and e.payload.get("op") == op:
                 return e.seq
         return None
-
-
-def _checked_ring(store: Store) -> KeyRing:
-    """The journal's key history and journal.json as the trust core checks them; raises IntegrityError
-    at the first problem (a writer never signs on top of a history it cannot verify)."""
-    ring = load_trust(store).ring
-    sink = Sink(collect=False)
-    for kind, problem in ring.all_problems():
-        sink(kind, problem)
-    return ring
