@@ -8,6 +8,10 @@ few dozen events. After every ``append``/``append_batch`` has returned it prints
 line per event, ``ACK <seq> <event_id>``, with a single write (so a line is either
 whole or absent when the process is killed).
 
+``--seal-worker`` seals in the seal worker process instead of the writer's (the journal's default; the
+step tests seal in the writer, where its hooks are), and prints ``WORKER <pid>`` whenever the writer has a new
+worker, so that the parent can kill it too.
+
 ``--crash-at STEP`` kills the process with SIGKILL at the ``--crash-occurrence``-th
 (1-based) time a seal reaches STEP: one of the sealer's steps ("segment_stored", "index_stored",
 "manifest_stored", "checkpoint_stored"), or "seal_start" (the WAL has been rotated,
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--row-group-rows", type=int, default=8)
     ap.add_argument("--endpoint-url", default=None, help="S3 endpoint, for an s3:// store")
     ap.add_argument("--wal-dir", default=None, help="write-ahead log directory (required for an s3:// store)")
+    ap.add_argument("--seal-worker", action="store_true",
+                    help="seal in the seal worker process (prints WORKER <pid> whenever it has a new one)")
     args = ap.parse_args(argv)
 
     install_hooks(args.crash_at, args.crash_occurrence, args.trace)
@@ -112,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         seal_max_age_seconds=None,
         segment_max_events=args.segment_max_events,
         row_group_rows=args.row_group_rows,
+        seal_worker=args.seal_worker,
     )
     store = open_store(args.store, endpoint_url=args.endpoint_url)
     j = Journal.open(store, key_dir=args.keys, stream=args.stream, wal_dir=args.wal_dir, config=config)
     _say(f"READY {j.next_seq} {j.sealed_seq}\n")
     n = 0
+    worker_pid = None
     while args.max_events is None or n < args.max_events:
         size = 1 if rng.random() < 0.6 else rng.randint(2, args.max_batch)
         if args.max_events is not None:
@@ -129,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             seqs = j.append_batch(events)
         _say("".join(f"ACK {s} {e['event_id']}\n" for s, e in zip(seqs, events, strict=True)))
         n += size
+        pid = j._worker.pid if j._worker is not None else None  # noqa: SLF001 - the crash tests kill it
+        if pid is not None and pid != worker_pid:
+            worker_pid = pid
+            _say(f"WORKER {pid}\n")
     j.close()
     _say(f"DONE {j.next_seq}\n")
     return 0

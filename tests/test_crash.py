@@ -39,6 +39,7 @@ from wormjournal.errors import IntegrityError
 from wormjournal.events import encode_fields, event_hash
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
+from wormjournal.journal.sealworker import CRASH_ENV
 from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import open_note
 from wormjournal.storage import layout
@@ -69,8 +70,9 @@ CRASH_SEED = int(os.environ.get("WORMJOURNAL_CRASH_SEED", str(random.SystemRando
 class Child:
     """A running crash_child.py; its stdout is read as it comes, stderr goes to a file."""
 
-    def __init__(self, store: Path, keys: Path, run_id: str, *args: str, log_dir: Path) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    def __init__(self, store: Path, keys: Path, run_id: str, *args: str, log_dir: Path,
+                 env: dict[str, str] | None = None) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
         self.stderr_path = log_dir / f"{run_id}.stderr"
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
@@ -127,6 +129,10 @@ class Child:
     def steps(self) -> list[str]:
         """The seal steps the child passed (``--trace``)."""
         return [line.split()[1] for line in self.lines() if line.startswith("STEP ")]
+
+    def workers(self) -> list[int]:
+        """The pids of the seal workers the child started (``--seal-worker``), in order."""
+        return [int(line.split()[1]) for line in self.lines() if line.startswith("WORKER ")]
 
     def acks(self) -> list[tuple[int, str]]:
         out = []
@@ -307,12 +313,48 @@ def check_crashed(store: Path, keys: Path, acked: dict[str, int], *, context: st
     return len(wal_files)
 
 
-def test_random_kills(tmp_path: Path) -> None:
-    """kill -9 at random instants, over and over, on one store.
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
-    Even rounds are checked by reopening in the parent (which recovers and seals, then
-    verifies). Odd rounds are checked read-only, so that the next child has to recover the
-    crashed store itself, and may be killed while recovering (recovery of recovery).
+
+def kill_pid(pid: int) -> bool:
+    """SIGKILL ``pid`` if it runs; returns whether it did."""
+    if not alive(pid):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(alive(p) for p in pids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+SEAL_STEPS = ["seal.start", "seal.segment_stored", "seal.index_stored", "seal.manifest_stored",
+              "seal.checkpoint_stored"]
+
+
+def test_random_kills(tmp_path: Path) -> None:
+    """kill -9 at random instants of the writer, of its seal worker, or of both, over and over, on one store.
+
+    Each round runs a writer (``crash_child.py --seal-worker``) and kills, at random: the writer while it
+    starts up and recovers; the seal worker at a step of its seal (it kills itself there), then the writer;
+    the worker at a random instant, then (after the writer started a new one) the writer and the new worker;
+    or the writer alone, its orphaned worker finishing its seal and stopping by itself. Even rounds are checked
+    by reopening in the parent (which recovers and seals, then verifies). Odd rounds are checked read-only, so
+    that the next child has to recover the crashed store itself, and may be killed while recovering.
     """
     rng = random.Random(CRASH_SEED)
     ctx = f"seed {CRASH_SEED} (rerun with WORMJOURNAL_CRASH_SEED={CRASH_SEED})"
@@ -320,42 +362,56 @@ def test_random_kills(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     acked: dict[str, int] = {}
-    kills = during_open = mid_seal = orphaned = 0
-    for rnd in range(RANDOM_KILLS):
+    kills = collections.Counter[str]()
+    mid_seal = orphaned = rnd = 0
+    while sum(kills.values()) < RANDOM_KILLS:
+        rnd += 1
         before = object_digests(store)
         run_id = f"r{rnd}"
+        mode = rng.random()
+        env = {}
+        if 0.15 <= mode < 0.4:
+            env[CRASH_ENV] = f"{rng.choice(SEAL_STEPS)}:{rng.randint(1, 3)}"
         child = Child(
             store, keys, run_id,
             "--seed", str(rng.randrange(1 << 30)),
             "--seal-max-events", str(rng.choice([20, 30, 50])),
             "--segment-max-events", str(rng.choice([16, 1000])),
             "--row-group-rows", str(rng.choice([4, 8, 1024])),
-            "--trace",
-            log_dir=logs,
+            "--seal-worker",
+            log_dir=logs, env=env,
         )
-        mode = rng.random()
-        if mode < 0.2:
+        where = f"{ctx}, round {rnd}"
+        if mode < 0.15:
             # Anywhere from interpreter start-up through recovery to appending.
             child.pump(child.started + rng.uniform(0.05, 0.5))
         else:
-            assert child.wait_for(lambda c: c.ready is not None, 30), (
-                f"{ctx}: {run_id} never got ready\n{child.stderr()}")
-            if mode < 0.6:
-                # Into a seal: a few milliseconds after it started.
-                seals = child.steps().count("seal_start") + 1
-                child.wait_for(lambda c, seals=seals: c.steps().count("seal_start") >= seals, 2.0)
-                child.pump(time.monotonic() + rng.uniform(0.0, 0.012))
-            else:
-                want = len(child.acks()) + rng.randint(1, 40)
-                child.wait_for(lambda c, want=want: len(c.acks()) >= want, rng.uniform(0.0, 0.15))
+            assert child.wait_for(lambda c: c.ready is not None, 30), f"{where}: never got ready\n{child.stderr()}"
+            assert child.wait_for(lambda c: bool(c.workers()), 30), f"{where}: no seal worker\n{child.stderr()}"
+            first = child.workers()[0]
+            if mode < 0.4:  # the worker kills itself at a step of one of its seals
+                if wait_gone([first], rng.uniform(1.0, 3.0)):
+                    kills["worker at a step"] += 1
+                child.pump(time.monotonic() + rng.uniform(0.0, 0.3))
+            elif mode < 0.65:  # the worker at a random instant, then the writer and its new worker
+                child.pump(time.monotonic() + rng.uniform(0.0, 0.4))
+                if kill_pid(first):
+                    kills["worker"] += 1
+                child.pump(time.monotonic() + rng.uniform(0.0, 1.5))
+            else:  # the writer alone, at a random instant
+                want = len(child.acks()) + rng.randint(1, 60)
+                child.wait_for(lambda c, want=want: len(c.acks()) >= want, rng.uniform(0.0, 0.8))
         status = child.kill()
-        assert status == -signal.SIGKILL, f"{ctx}: {run_id} exited by itself with {status}\n{child.stderr()}"
-        kills += 1
-        where = f"{ctx}, round {rnd}"
-        ready = child.ready
-        if ready is None:
-            during_open += 1
+        assert status == -signal.SIGKILL, f"{where}: exited by itself with {status}\n{child.stderr()}"
+        kills["writer"] += 1
+        workers = child.workers()
+        if mode >= 0.65:  # an orphaned worker finishes its seal and stops by itself
+            assert wait_gone(workers, 30), f"{where}: the orphaned seal worker did not stop"
         else:
+            kills["writer and worker at once"] += sum(kill_pid(p) for p in workers)
+            assert wait_gone(workers, 10)
+        ready = child.ready
+        if ready is not None:
             assert ready[0] > max(acked.values(), default=-1), f"{where}: the child reopened below an acknowledged seq"
         record_acks(acked, child, where)
         if check_crashed(store, keys, acked, context=where) > 1:
@@ -364,17 +420,14 @@ def test_random_kills(tmp_path: Path) -> None:
         if rnd % 2 == 0:
             check_journal(store, keys, acked, context=where)
         assert_unchanged(before, object_digests(store))
-    assert kills >= 50
     assert acked
     # One clean run at the end: the store is still a working journal.
-    child = Child(store, keys, "final", "--max-events", "25", log_dir=logs)
+    child = Child(store, keys, "final", "--max-events", "25", "--seal-worker", log_dir=logs)
     assert child.finish() == 0, child.stderr()
     record_acks(acked, child, ctx)
     check_journal(store, keys, acked, context=f"{ctx}, final")
-    print(
-        f"{kills} kills: {during_open} before the journal was open, {mid_seal} inside a seal "
-        f"({orphaned} leaving a segment without manifest); {len(acked)} acknowledged events; {ctx}"
-    )
+    print(f"{sum(kills.values())} kills in {rnd} rounds ({dict(kills)}); {mid_seal} left a seal unfinished "
+          f"({orphaned} a segment without manifest); {len(acked)} acknowledged events; {ctx}")
 
 
 # -- deterministic crash points ---------------------------------------------------------------

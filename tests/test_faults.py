@@ -38,7 +38,9 @@ def _failing_seal(monkeypatch: pytest.MonkeyPatch, error: BaseException, times: 
 def test_an_automatic_seal_that_fails_is_not_the_appends_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                error: BaseException) -> None:
     store, keys = tmp_path / "store", tmp_path / "keys"
-    cfg = JournalConfig(seal_max_events=3, seal_max_age_seconds=None)
+    # seal_worker=False: the seals in the appending thread, where the failing Sealer is (test_seal_worker.py has
+    # the worker's errors)
+    cfg = JournalConfig(seal_max_events=3, seal_max_age_seconds=None, seal_worker=False)
     with Journal.create(store, key_dir=keys, config=cfg) as j:
         calls = _failing_seal(monkeypatch, error, times=1)
         seqs = [j.append("node_started", "run-a", {"i": i}, ts=BASE_TS) for i in range(3)]  # the third seals
@@ -55,7 +57,7 @@ def test_an_automatic_seal_that_fails_is_not_the_appends_error(tmp_path: Path, m
 
 def test_the_age_sealer_survives_an_error_and_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, keys = tmp_path / "store", tmp_path / "keys"
-    with Journal.create(store, key_dir=keys, config=JournalConfig(seal_max_age_seconds=0.2)) as j:
+    with Journal.create(store, key_dir=keys, config=JournalConfig(seal_max_age_seconds=0.2, seal_worker=False)) as j:
         calls = _failing_seal(monkeypatch, RuntimeError("a bug"), times=2)
         j.append("node_started", "run-a", {"i": 0}, ts=BASE_TS)
         deadline = time.monotonic() + 20

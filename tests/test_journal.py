@@ -158,6 +158,7 @@ def test_auto_seal_by_event_count(tmp_store: StorePaths) -> None:
     with create(tmp_store, JournalConfig(seal_max_age_seconds=None, seal_max_events=10)) as j:
         for i in range(25):
             j.append("step_completed", "run-1", {"i": i})
+        assert j.wait_for_seals(30)  # the seal worker seals in the background
         assert j.sealed_seq == 20
         assert len(segment_files(tmp_store)) == 2
         j.seal()
@@ -169,6 +170,7 @@ def test_auto_seal_by_bytes(tmp_store: StorePaths) -> None:
     with create(tmp_store, JournalConfig(seal_max_age_seconds=None, seal_max_bytes=4096)) as j:
         for _ in range(20):
             j.append("llm_completed", "run-1", {"text": os.urandom(400).hex()})
+        assert j.wait_for_seals(30)
         assert j.sealed_seq > 0
         assert segment_files(tmp_store)
         sealed = j.sealed_seq

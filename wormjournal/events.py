@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import importlib
 import json
 import os
 import re
@@ -26,8 +27,8 @@ from .errors import ValidationError
 _NATIVE_MODE = os.environ.get("WORMJOURNAL_NATIVE", "1")
 _native: Any = None
 if _NATIVE_MODE != "0":
-    try:
-        from . import _native  # type: ignore[attr-defined, no-redef]
+    try:  # by name: the package's __init__ is above this module
+        _native = importlib.import_module("wormjournal._native")
     except ImportError:
         if _NATIVE_MODE == "require":
             raise

@@ -14,7 +14,8 @@ class JournalConfig:
 
     Sealing happens automatically when the unsealed events reach
     ``seal_max_events`` or ``seal_max_bytes`` of WAL, or when the oldest of them
-    is ``seal_max_age_seconds`` old (None turns the age rule off).
+    is ``seal_max_age_seconds`` old (None turns the age rule off), in the seal
+    worker process (``seal_worker``).
 
     On a store that is not a local directory (S3) the writer holds a lease on its
     stream (FORMAT.md 11b); it checks the lease before every seal and, in the
@@ -36,9 +37,17 @@ class JournalConfig:
     key_scope: str | None = "subject"
     # How often a writer checks, in the background, that its lease is still its own (one HEAD each time).
     lease_check_seconds: float | None = 5.0
+    # Automatic seals run in a process of their own that the journal starts (and starts again if it dies), so
+    # that appends never wait for them; False seals in the appending thread. A store another process cannot
+    # open alike (an S3Store given its own client, a custom Store) always seals in the appending thread.
+    seal_worker: bool = True
+    # WAL files the seal worker may have waiting, each up to seal_max_events or seal_max_bytes, before an append
+    # waits for it: a worker slower than the appends may fall this far behind, never further (disk, recovery time).
+    seal_backlog_files: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows"):
+        for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows",
+                     "seal_backlog_files"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")

@@ -64,3 +64,19 @@ def signing_lock(directory: Path | None, *, exclusive: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def seal_lock(directory: Path) -> Iterator[None]:
+    """A stream's seal lock, in its WAL directory: held (blocking, exclusive) by whoever seals its WAL files,
+    the writer or its seal worker, and by a writer that opens the stream, so that two never seal (and cut)
+    the same WAL at once. The kernel releases it when its holder dies."""
+    try:
+        fd = os.open(directory / "SEAL.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StorageError(f"cannot open the seal lock in {directory}: {e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,15 @@ from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
-from ..segments.table import build_segment, events_to_table, in_seq_order, read_segment, utc_date
+from ..segments.table import SCHEMA, build_segment, events_to_table, in_seq_order, read_segment, utc_date
 from ..storage import layout
 from ..storage.base import Store
+from ..storage.local import fsync_dir
+from ..storage.wal import WalMac, read_wal_table
 from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint
 from ..trust.load import key_name
 from ..verify.segment import check_segment, public_key_bytes
+from .keys import SigningKeys
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +54,47 @@ def _ends(chunk: pa.Table) -> tuple[dict[str, Any], dict[str, Any]]:
 def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing) -> ManifestChain:
     """The stream's manifests, walked by the trust core (raising at the first broken promise):
     enough to continue its chain."""
-    chain = ManifestChain(journal_id, stream, Sink(collect=False))
-    names = [info.name for info in store.list(layout.manifests_prefix(stream))]
+    return refresh_sealed_state(store, ManifestChain(journal_id, stream, Sink(collect=False)), ring)
+
+
+def refresh_sealed_state(store: Store, chain: ManifestChain, ring: KeyRing) -> ManifestChain:
+    """``chain`` continued with the manifests stored since (another process of the writer sealed)."""
+    names = [info.name for info in store.list(layout.manifests_prefix(chain.stream))]
     check_names(names, chain.sink)
     for name in names:
-        chain.open(name, store.get(name), ring)
+        parsed = layout.parse_numbered(name)
+        if parsed is None or parsed[2] >= chain.size:
+            chain.open(name, store.get(name), ring)
     return chain
+
+
+def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalMac,
+                   paths: Sequence[Path]) -> list[Manifest]:
+    """Seal the frozen WAL files ``paths`` one by one (a file's records at a time in memory), each cut only once
+    its segments, index, manifests and checkpoint are stored. The caller holds the stream's seal lock. This
+    writer's own files: their MACs are checked, their hashes taken as written (no re-hash)."""
+    manifests: list[Manifest] = []
+    for path in paths:
+        wal = read_wal_table(path, mac, rehash=False)
+        if wal.torn_bytes:
+            raise IntegrityError(f"{path} is damaged at offset {wal.good_end}, but it is not the newest WAL file")
+        sealed = sealer.state.next_seq - wal.header.first_seq  # its first records were sealed before a crash
+        if sealed > 0 and wal.table.num_rows:
+            # ... as these very records: the last of them must be where the stored chain is at its seq (another
+            # writer that took the stream over may have sealed other events at those seqs: a fork, never cut)
+            last = min(sealed, wal.table.num_rows) - 1
+            if wal.table.column("hash")[last].as_py() != sealer.stored_hash(wal.header.first_seq + last):
+                raise IntegrityError(f"{path} holds other events than the store at seq {wal.header.first_seq + last}: "
+                                     "another writer sealed into this stream (a take-over); its events are kept, "
+                                     "this WAL's are not sealed", hint="keep the WAL file for the investigation")
+        with keys.signing():
+            manifests += sealer.seal(wal.table.slice(max(0, sealed)))
+        path.unlink()
+        fsync_dir(directory)
+    if not paths:
+        with keys.signing():
+            sealer.seal(SCHEMA.empty_table())  # the checkpoint the last seal may have missed
+    return manifests
 
 
 class Sealer:
@@ -202,6 +241,24 @@ class Sealer:
         self.write_checkpoint(policies)
         _step("checkpoint_stored")
         return manifests
+
+    def stored_hash(self, seq: int) -> bytes | None:
+        """The hash of the sealed event ``seq`` (None when no manifest covers it): from its manifest when it ends
+        a segment, else from the segment's rows (its bytes checked against the manifest)."""
+        st = self.state
+        if seq == st.next_seq - 1:
+            return st.last_hash
+        m = next((m for m in st.manifests.values() if m.first_seq <= seq <= m.last_seq), None)
+        if m is None:
+            return None
+        if seq == m.last_seq:
+            return m.last_hash
+        data = self.store.get(m.object)
+        if hashlib.sha256(data).digest() != m.object_sha256:
+            raise IntegrityError(f"{m.object} is not the segment its manifest signs")
+        table = read_segment(data)
+        rows = np.flatnonzero(np.asarray(table.column("seq")) == seq)
+        return table.column("hash")[int(rows[0])].as_py() if rows.size else None
 
     def _earlier_index(self, kind: str, first: int, last: int) -> pa.Table | None:
         """The rows of an index object an earlier seal wrote, checked against the root its manifest

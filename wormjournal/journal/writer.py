@@ -28,6 +28,7 @@ from ..errors import (
     ConflictError,
     IntegrityError,
     JournalError,
+    StorageError,
     UnknownScopeError,
     ValidationError,
 )
@@ -61,7 +62,7 @@ from ..segments.keyhistory import entry_name, first_entry
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
 from ..segments.table import SCHEMA
-from ..storage import layout, open_store
+from ..storage import layout, open_store, store_spec
 from ..storage.base import LeaseStore, LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
 from ..storage.objectfile import ObjectFile
@@ -81,8 +82,9 @@ from .keys import (
     load_wal_key,
 )
 from .lease import FREE, NEW, StreamLease
-from .lock import StreamLock
-from .sealer import Sealer, load_sealed_state
+from .lock import StreamLock, seal_lock
+from .sealer import Sealer, load_sealed_state, refresh_sealed_state, seal_wal_files
+from .sealworker import SealWorker, error_of
 from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class Journal:
     #: The error of the last automatic seal, None once one succeeds (an automatic seal never raises).
     last_seal_error: Exception | None = None
     SEAL_RETRY_SECONDS = 0.5  # after a failed automatic seal, the first append this long after retries it
+    _worker: SealWorker | None = None  # the seal worker process's handle (config.seal_worker)
+    _worker_sealed = 0  # the next unsealed seq, as the seal worker last answered
     _seal_retry_at: float | None = None
     _seal_backoff = SEAL_RETRY_SECONDS / 2  # doubled at each failure, up to a minute
 
@@ -176,6 +180,13 @@ class Journal:
             raise
         if self._lease is not None and config.lease_check_seconds is not None:
             self._lease.watch(config.lease_check_seconds)
+        spec = store_spec(store) if config.seal_worker and key_dir is not None else None
+        if spec is not None:
+            assert key_dir is not None
+            self._worker = SealWorker({"store": spec, "journal_id": identity.journal_id, "stream": stream,
+                                       "wal_dir": str(self._wal_dir), "key_dir": str(key_dir),
+                                       "row_group_rows": config.row_group_rows,
+                                       "segment_max_events": config.segment_max_events}, self._worker_answered)
         if config.seal_max_age_seconds is not None:
             self._age_thread = threading.Thread(target=self._age_loop, name="wormjournal-age-sealer", daemon=True)
             self._age_thread.start()
@@ -339,6 +350,17 @@ class Journal:
     # -- recovery ------------------------------------------------------------------
 
     def _recover(self) -> None:
+        with seal_lock(self._wal_dir):  # the seal worker of a writer that died finishes its seal first
+            frozen = self._recover_wal()
+        if frozen:
+            self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
+        self._finish_shreds()  # shreds that died before their receipt was noted
+        for action in pending_actions(self._wal_dir / PENDING_DIR, self._wal_key, self._pending_context):
+            self._resume_retention(action)
+
+    def _recover_wal(self) -> bool:
+        """Load the sealed state, check the WAL against it, cut a torn tail, set up appends; returns whether
+        frozen WAL files wait to be sealed."""
         state = load_sealed_state(self.store, self.journal_id, self.stream, self._keys.ring())
         self._keys.key_for(state.size)  # refuse a retired key before anything is appended
         self._sealer = Sealer(
@@ -387,11 +409,7 @@ class Journal:
             self._wal = walmod.WalWriter(path)
             self._pending_events = self._pending_bytes = 0
         self._oldest_pending = time.monotonic() if self._pending_events else None
-        if len(contents) > 1:
-            self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
-        self._finish_shreds()  # shreds that died before their receipt was noted
-        for action in pending_actions(self._wal_dir / PENDING_DIR, self._wal_key, self._pending_context):
-            self._resume_retention(action)
+        return len(contents) > 1
 
     def _load_exec_heads(self) -> dict[str, int]:
         """The last seq of each execution in the sealed segments (for exec_prev_seq links)."""
@@ -465,24 +483,72 @@ class Journal:
     # -- sealing ------------------------------------------------------------------------
 
     def _auto_seal(self) -> None:
-        """Seal after an append or from the age sealer. Never raises: the events are durable in the WAL
-        already, so a failure here is not the append's (a caller that retried would write them twice).
-        It is logged, kept in ``last_seal_error`` and retried by the next seal."""
+        """Seal after an append or from the age sealer: ask the seal worker to (it answers in the background),
+        or seal here when there is none. Never raises: the events are durable in the WAL already, so a failure
+        here is not the append's (a caller that retried would write them twice). It is logged, kept in
+        ``last_seal_error`` and retried by the next seal."""
         try:
+            if self._worker is not None:
+                self._request_seal(self._worker)
+                return
             self.seal()
         except Exception as e:  # noqa: BLE001 - whatever it is, the appended events are safe
-            if self._closed:
-                return  # closed under the age sealer: close() seals if asked to
-            self.last_seal_error = e
-            log.warning("automatic seal failed (stream %s), will retry: %s", self.stream, e,
-                        exc_info=not isinstance(e, JournalError))
-            self._seal_backoff = min(2 * self._seal_backoff, 60.0)
-            self._seal_retry_at = time.monotonic() + self._seal_backoff  # an append after it seals again
-            if self._oldest_pending is None:
-                self._oldest_pending = time.monotonic()  # so the age rule retries it
+            self._seal_failed(e)
         else:
-            self.last_seal_error = self._seal_retry_at = None
-            self._seal_backoff = self.SEAL_RETRY_SECONDS / 2
+            self._seal_succeeded()
+
+    def _seal_failed(self, e: BaseException) -> None:
+        if self._closed:
+            return  # closed under the age sealer: close() seals if asked to
+        self.last_seal_error = e  # type: ignore[assignment]
+        log.warning("automatic seal failed (stream %s), will retry: %s", self.stream, e,
+                    exc_info=not isinstance(e, JournalError))
+        self._seal_backoff = min(2 * self._seal_backoff, 60.0)
+        self._seal_retry_at = time.monotonic() + self._seal_backoff  # an append after it seals again
+        if self._oldest_pending is None:
+            self._oldest_pending = time.monotonic()  # so the age rule retries it
+
+    def _seal_succeeded(self) -> None:
+        self.last_seal_error = self._seal_retry_at = None
+        self._seal_backoff = self.SEAL_RETRY_SECONDS / 2
+
+    def _freeze(self) -> int:
+        """Go on in a new WAL file if the active one holds events; returns the first seq of the active file
+        (every file before it is frozen, to be sealed). Called with the journal's lock held."""
+        self._check_open()
+        if self._pending_events:
+            self._wal.rotate(walmod.WalHeader(self._next_seq, self._last_hash))
+            self._pending_events = 0
+            self._pending_bytes = 0
+            self._oldest_pending = None
+        return int(self._wal.path.stem)
+
+    def _request_seal(self, worker: SealWorker) -> None:
+        """Freeze the WAL and ask the seal worker to seal it (without waiting). One that cannot be started
+        is given up for this writer: it seals in the appending thread from then on."""
+        with self._seal_lock:
+            if self._lease is not None:
+                self._lease.check()  # one HEAD: a writer that lost its lease stores nothing
+            with self._lock:
+                upto = self._freeze()
+            try:
+                worker.request(upto)
+            except StorageError as e:
+                log.warning("sealing in the writer's process from now on: %s", e)
+                self._worker = None
+                self.seal()
+                return
+            # Back-pressure: a worker slower than the appends falls at most seal_backlog_files behind.
+            limit = self.config.seal_backlog_files
+            while len(walmod.list_wal_files(self._wal_dir)) - 1 > limit and self.last_seal_error is None:
+                worker.wait_answer(1.0)
+
+    def _worker_answered(self, reply: dict[str, Any]) -> None:
+        if reply.get("ok"):
+            self._worker_sealed = max(self._worker_sealed, int(reply["sealed"]))
+            self._seal_succeeded()
+        else:
+            self._seal_failed(error_of(reply))
 
     def _age_loop(self) -> None:
         limit = self.config.seal_max_age_seconds
@@ -492,8 +558,15 @@ class Journal:
             if oldest is not None and time.monotonic() - oldest >= limit:
                 self._auto_seal()
 
+    def wait_for_seals(self, timeout: float | None = None) -> bool:
+        """Wait until the automatic seals asked for so far are done (or failed: see ``last_seal_error``);
+        False if ``timeout`` seconds passed first. At once without a seal worker: its seals are done in
+        the appending thread."""
+        worker = self._worker
+        return worker.wait(timeout) if worker is not None else True
+
     def seal(self) -> list[Manifest]:
-        """Seal every unsealed event into segments; returns the new manifests.
+        """Seal every unsealed event into segments, in this process; returns the new manifests.
 
         The WAL is cut only after segments, manifests and checkpoint are stored.
         Raises StorageError if the store fails (the WAL stays intact; sealing again completes it).
@@ -502,22 +575,11 @@ class Journal:
             if self._lease is not None:
                 self._lease.check()  # one HEAD: a writer that lost its lease stores nothing
             with self._lock:
-                self._check_open()
-                if self._pending_events:
-                    self._wal.rotate(walmod.WalHeader(self._next_seq, self._last_hash))
-                    self._pending_events = 0
-                    self._pending_bytes = 0
-                    self._oldest_pending = None
-                active = self._wal.path
-            frozen = [p for p in walmod.list_wal_files(self._wal_dir) if p != active]
-            records = self._unsealed(frozen)
-            with self._keys.signing():
-                manifests = self._sealer.seal(records)
-            for path in frozen:
-                path.unlink()
-            if frozen:
-                walmod.fsync_dir(self._wal_dir)
-            return manifests
+                upto = self._freeze()
+            with seal_lock(self._wal_dir):  # the seal worker may be sealing: after it, from where it got
+                refresh_sealed_state(self.store, self._sealer.state, self._keys.ring())
+                frozen = [p for p in walmod.list_wal_files(self._wal_dir) if int(p.stem) < upto]
+                return seal_wal_files(self._sealer, self._keys, self._wal_dir, self._wal_mac, frozen)
 
     # -- shredding ------------------------------------------------------------------------------
 
@@ -581,15 +643,22 @@ class Journal:
                 return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
         raise IntegrityError(f"the erasure receipt at seq {seq} of stream {stream} is not in the journal", seq=seq)
 
-    def _unsealed(self, paths: list[Path] | None = None) -> pa.Table:
-        """The records of the WAL files (all of them by default) not sealed yet, in seq order, as rows of the
-        segment schema. This writer's own files: their MACs are checked, their hashes taken as written."""
-        start = self._sealer.state.next_seq
+    def _sealed_size(self) -> int:
+        """The stream's segments, read again from the store (the seal worker may have sealed more)."""
+        with seal_lock(self._wal_dir):
+            return refresh_sealed_state(self.store, self._sealer.state, self._keys.ring()).size
+
+    def _unsealed(self) -> pa.Table:
+        """The records of the WAL files not sealed yet, in seq order, as rows of the segment schema. This
+        writer's own files: their MACs are checked, their hashes taken as written."""
         tables = [SCHEMA.empty_table()]
-        for path in walmod.list_wal_files(self._wal_dir) if paths is None else paths:
-            wal = walmod.read_wal_table(path, self._wal_mac, rehash=False)
-            sealed = start - wal.header.first_seq  # its first rows were sealed (before a crash)
-            tables.append(wal.table.slice(max(0, sealed)))
+        with seal_lock(self._wal_dir):  # no seal cuts a file while it is read
+            refresh_sealed_state(self.store, self._sealer.state, self._keys.ring())
+            start = self._sealer.state.next_seq
+            for path in walmod.list_wal_files(self._wal_dir):
+                wal = walmod.read_wal_table(path, self._wal_mac, rehash=False)
+                sealed = start - wal.header.first_seq  # its first rows were sealed (before a crash)
+                tables.append(wal.table.slice(max(0, sealed)))
         return pa.concat_tables(tables)
 
     # -- status and close --------------------------------------------------------------------
@@ -605,8 +674,8 @@ class Journal:
 
     @property
     def sealed_seq(self) -> int:
-        """Events with a seq below this are sealed into segments."""
-        return self._sealer.state.next_seq
+        """Events with a seq below this are sealed into segments (as far as this writer knows)."""
+        return max(self._sealer.state.next_seq, self._worker_sealed)
 
     def reader(self) -> Reader:
         """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
@@ -627,6 +696,8 @@ class Journal:
         if self._age_thread is not None:
             self._age_thread.join()
         try:
+            if self._worker is not None:
+                self._worker.close()  # it finishes the seals it was asked for
             if seal:
                 self.seal()
         finally:
@@ -635,7 +706,7 @@ class Journal:
                 try:
                     self._wal.close()
                 finally:
-                    self._release_locks(release=self._next_seq == self._sealer.state.next_seq)
+                    self._release_locks(release=self._next_seq == self.sealed_seq)
 
     def _release_locks(self, *, release: bool = False) -> None:
         """Give back the lease (marked released when ``release``: nothing is left unsealed; else it stays
@@ -698,7 +769,7 @@ class Journal:
             receipt = make_receipt(intent.scope, intent.scope_ref, pending, affected, self.keystore.provider.name,
                                    intent.reason)
             event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
-                     "payload": receipt_payload(receipt, self._key_for(self._sealer.state.size)), "key_scope": "none"}
+                     "payload": receipt_payload(receipt, self._key_for(self._sealed_size())), "key_scope": "none"}
             result = ErasureReceipt(self._append([event], internal=True)[0], receipt)
             steps.reached("shred.receipt_appended")
             log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", intent.scope, intent.scope_ref,

@@ -16,6 +16,7 @@ import stat
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import ConflictError, NotFoundError, StorageError, ValidationError
 from .base import ObjectInfo, PutResult
@@ -86,6 +87,10 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
+
+    def spec(self) -> dict[str, Any]:
+        """How another process opens this store (:func:`wormjournal.storage.open_store_spec`)."""
+        return {"kind": "local", "root": str(self.root)}
 
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))

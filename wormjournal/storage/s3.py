@@ -217,6 +217,7 @@ class S3Store:
         self.part_size = part_size
         self.put_attempts = put_attempts
         self._root = f"{prefix}/" if prefix else ""
+        self._own_client = client is None  # another process can make the same client (spec)
         if client is None:
             try:
                 client = boto3.client(
@@ -245,6 +246,16 @@ class S3Store:
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
+
+    def spec(self) -> dict[str, Any] | None:
+        """How another process opens this store (:func:`wormjournal.storage.open_store_spec`), its client made
+        from the same endpoint and the environment's credentials; None for a store given its own client. The
+        retention is not part of it: a writer's processes take it from journal.json."""
+        if not self._own_client:
+            return None
+        return {"kind": "s3", "bucket": self.bucket, "prefix": self.prefix,
+                "endpoint_url": self.client.meta.endpoint_url, "multipart_threshold": self.multipart_threshold,
+                "part_size": self.part_size, "put_attempts": self.put_attempts}
 
     def _key(self, name: str) -> str:
         return self._root + check_name(name)
