@@ -1,7 +1,7 @@
 """FORMAT.md is the contract with auditors: check the library against it.
 
 1. The test vectors in FORMAT.md ("Test vectors") are parsed out of the document and the
-   library must reproduce each of them exactly.
+   library must reproduce each of them exactly, through its C extension and its pure-Python path.
 2. An independent implementation of the event hash, the genesis hash, the pseudonym, the
    signed-note check, the RFC 6962 root, the key history entry and the key validity rule,
    written from FORMAT.md with ``struct`` and ``hashlib`` only, must agree with the library
@@ -55,6 +55,16 @@ from wormjournal.trust import (
 )
 
 FORMAT_MD = Path(__file__).resolve().parents[1] / "FORMAT.md"
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every vector through both paths: the C extension (when built) and the pure-Python one."""
+    if request.param == "python":
+        monkeypatch.setattr(events, "_native", None)
+    elif events._native is None:  # noqa: SLF001
+        pytest.skip("the C extension is not built")
+    return str(request.param)
 
 # -- reading FORMAT.md ----------------------------------------------------------------
 

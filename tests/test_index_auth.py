@@ -33,6 +33,7 @@ from wormjournal import ExecutionSummary, IntegrityError, Journal, JournalConfig
 from wormjournal.index import build as index_build
 from wormjournal.index.catalog import IndexFile
 from wormjournal.index.reindex import reindex_store
+from wormjournal.journal import sealer as sealer_mod
 from wormjournal.segments.manifest import IndexRoot, Manifest
 from wormjournal.segments.notes import NoteError, open_note
 from wormjournal.segments.table import encode_block_roots
@@ -392,9 +393,31 @@ def test_lying_statistics_cannot_hide_rows(hist: Built, monkeypatch: pytest.Monk
 # -- 5. a run is never built from a damaged input ----------------------------------------------------------------
 
 
+def test_a_run_is_built_from_the_rows_its_writer_holds_not_the_damaged_object(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A writer merges the rows it wrote itself (held since), never the stored object: the run is signed over
+    the genuine rows, and readers find every execution through it, the damaged object unused."""
+    monkeypatch.setattr(index_build, "BLOCK_ROWS", SMALL_BLOCKS)
+    dropped = {"x-02", "x-03"}
+
+    def tamper(store: Path) -> None:
+        rewrite(store / layout.index_object(STREAM, "executions", 3, 3),
+                lambda rows: [r for r in rows if r["execution_id"] not in dropped])
+
+    b = build_journal(tmp_path / "journal", 8, before_last=tamper)
+    m = Manifest.parse(read_note(b, 7))
+    assert m.index_root("executions", 0) is not None and b.index_path("executions", 0, 7).exists()
+    for x in sorted({r.execution_id for r in b.recs}):
+        assert views(list(reader_of(b).replay(x))) == views(b.of(x)), x
+    assert not reader_of(b).catalog.damaged
+
+
 def test_a_run_is_not_built_from_a_damaged_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A writer that did not write the inputs itself (a new process) reads them, checked against their signed
+    roots: a damaged one leaves the run out, its altered rows are never laundered into a signed run."""
     monkeypatch.setattr(index_build, "BLOCK_ROWS", SMALL_BLOCKS)
+    monkeypatch.setattr(sealer_mod.Sealer, "_hold", lambda self, kind, first, last, rows: None)
     dropped = {"x-02", "x-03"}  # x-02 ends in segment 3; x-03 goes on to segment 7
 
     def tamper(store: Path) -> None:

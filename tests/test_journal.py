@@ -15,6 +15,7 @@ import pytest
 
 from wormjournal.errors import ConfigError, JournalError, NotFoundError, ValidationError
 from wormjournal.events import StoredEvent, pseudonymize
+from wormjournal.index import Reader
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
 from wormjournal.journal.keys import SIGNING_FILE, load_keys
@@ -22,8 +23,10 @@ from wormjournal.payload import CODEC_JSON_ZSTD, decode_payload
 from wormjournal.segments.notes import SigningKey
 from wormjournal.segments.table import read_segment, table_to_events
 from wormjournal.storage import layout
+from wormjournal.storage.local import LocalStore
+from wormjournal.verify import verify_store
 
-from conftest import StorePaths
+from conftest import StorePaths, make_writable
 
 NO_AGE = JournalConfig(seal_max_age_seconds=None)
 
@@ -435,3 +438,50 @@ def test_multiple_streams_verify_together(tmp_store: StorePaths) -> None:
     assert report.ok, report.to_text()
     assert sorted((s.stream, s.events) for s in report.streams) == [("billing", 6), ("main", 5)]
     assert report.events == 11
+
+
+class CountingStore(LocalStore):
+    """A local store that counts the reads of segment objects (whole or ranged)."""
+
+    segment_reads = 0
+
+    def get(self, name: str) -> bytes:
+        self.segment_reads += name.startswith("segments/")
+        return super().get(name)
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        self.segment_reads += name.startswith("segments/")
+        return super().get_range(name, start, length)
+
+
+@pytest.mark.parametrize("index", ["whole", "an object removed", "an object altered"])
+def test_open_reads_the_index_not_every_segment(tmp_store: StorePaths, index: str) -> None:
+    """The back-links (exec_prev_seq) a writer continues come from the executions index that each seal stores
+    (its largest runs, authenticated), not from reading every sealed segment; where the index lacks an object
+    or it does not authenticate, that segment alone is read."""
+    cfg = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
+    last: dict[str, int] = {}
+    with create(tmp_store, cfg) as j:
+        for k in range(10):  # 10 segments: a level-1 run over 0..7, then 8 and 9
+            for i in range(6):
+                execution = f"run-{(k + i) % 4}"
+                last[execution] = j.append("step_completed", execution, {"k": k, "i": i})
+            j.seal()
+    store = LocalStore(tmp_store.store)
+    if index != "whole":
+        name = layout.index_object("main", "executions", 9, 9)
+        path = tmp_store.store / name
+        if index == "an object removed":
+            path.unlink()
+        else:  # another segment's (valid) object in its place
+            make_writable(path)
+            path.write_bytes(store.get(layout.index_object("main", "executions", 8, 8)))
+    counting = CountingStore(tmp_store.store)
+    with Journal.open(counting, key_dir=tmp_store.keys, config=cfg) as j:
+        assert counting.segment_reads == (0 if index == "whole" else 1)
+        seqs = {x: j.append("step_completed", x, {}) for x in sorted(last)}
+        j.seal()
+    events = {e.seq: e for x in last for e in Reader(store).events(x)}
+    for x, seq in seqs.items():
+        assert events[seq].exec_prev_seq == last[x], x
+    assert verify_store(store).ok

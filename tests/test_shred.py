@@ -425,7 +425,7 @@ def test_a_shred_reaches_readers_and_writers_with_their_own_key_store(tmp_path: 
 
 
 @pytest.mark.xfail(strict=True, reason="writer.shred counts the unsealed events of its own stream's WAL only "
-                   "(Journal._unsealed_events), so events_affected misses another stream's unsealed events")
+                   "(Journal._unsealed), so events_affected misses another stream's unsealed events")
 def test_events_affected_counts_every_streams_unsealed_events(tmp_path: Path) -> None:
     store, keys = tmp_path / "store", tmp_path / "keys"
     with Journal.create(store, key_dir=keys, config=CONFIG) as a, \

@@ -222,12 +222,21 @@ def runs_ending_at(kind: str, segment: int) -> list[tuple[int, int, int]]:
 EarlierRows = Callable[[str, int, int], "pa.Table | None"]
 
 
+# A run of more rows than this is left out (lookups read its smaller inputs): the rows of a merge are held in
+# memory, and the executions and threads tables grow with the executions, so a writer's memory stays bounded.
+MAX_RUN_ROWS = 2_000_000
+
+# Called with each index object a seal writes, (kind, first, last, rows): rows a later run may merge.
+Written = Callable[[str, int, int, pa.Table], None]
+
+
 def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table,
-                     earlier: EarlierRows) -> list[IndexRoot]:
+                     earlier: EarlierRows, written: Written | None = None) -> list[IndexRoot]:
     """Store segment ``segment``'s index objects and every run it completes; returns their roots.
 
     ``table`` is the segment's rows in storage order (at least KEY_COLUMNS). A run whose
-    earlier inputs are missing or damaged is left out: lookups then read smaller objects.
+    earlier inputs are missing or damaged, or that would hold more than MAX_RUN_ROWS rows, is left out:
+    lookups then read smaller objects.
     """
     roots: list[IndexRoot] = []
     for kind, rows in segment_tables(table, segment).items():
@@ -235,6 +244,8 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
         data, root = encode(kind, rows, journal_id=journal_id, stream=stream, first=segment, last=segment)
         _put(store, layout.index_object(stream, kind, segment, segment), data)
         roots.append(root)
+        if written is not None:
+            written(kind, segment, segment, rows)
         for level, first, last in runs_ending_at(kind, segment):
             parts = []
             for i in range(FANOUT - 1):
@@ -246,11 +257,17 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
                 log.warning("index run %s %d-%d left out: an input is missing or damaged (lookups read smaller "
                             "objects there)", kind, first, last)
                 break
+            if sum(p.num_rows for p in parts) + current.num_rows > MAX_RUN_ROWS:
+                log.info("index run %s %d-%d left out: over %d rows (lookups read its inputs)", kind, first, last,
+                         MAX_RUN_ROWS)
+                break
             current = sort_rows(kind, pa.concat_tables(
                 [p.replace_schema_metadata(None).cast(SCHEMAS[kind]) for p in parts] + [current]))
             data, root = encode(kind, current, journal_id=journal_id, stream=stream, first=first, last=last)
             _put(store, layout.index_object(stream, kind, first, last), data)
             roots.append(root)
+            if written is not None:
+                written(kind, first, last, current)
     return roots
 
 

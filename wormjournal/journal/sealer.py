@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .. import steps
-from ..errors import ConflictError, IntegrityError, JournalError
+from ..errors import ConflictError, IndexDamaged, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, now_micros
 from ..index import build as index_build
-from ..index.catalog import IndexFile, IndexObject
+from ..index.catalog import Catalog, IndexFile, IndexObject
 from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
-from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
+from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
 from ..segments.table import SCHEMA, build_segment, events_to_table, in_seq_order, read_segment, utc_date
 from ..storage import layout
@@ -108,6 +109,7 @@ class Sealer:
         self.row_group_rows = row_group_rows
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
+        self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
 
     def _chunk_end(self, days: np.ndarray, start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -208,7 +210,7 @@ class Sealer:
             # The index goes in before the manifest, which signs its roots.
             index_roots = index_build.write_seal_index(
                 locked, journal_id=st.journal_id, stream=st.stream, segment=segment,
-                table=stored.select(index_build.KEY_COLUMNS), earlier=self._earlier_index,
+                table=stored.select(index_build.KEY_COLUMNS), earlier=self._earlier_index, written=self._hold,
             )
             _step("index_stored")
             key = self._key_for(segment)
@@ -242,6 +244,37 @@ class Sealer:
         _step("checkpoint_stored")
         return manifests
 
+    def execution_heads(self) -> dict[str, int]:
+        """The last seq of each execution in the sealed segments (what ``exec_prev_seq`` links to), from the
+        executions index every seal stores: its largest runs, a few objects however many segments there are,
+        each checked against the root its manifest signs. A segment no usable object covers is read itself."""
+        st = self.state
+
+        def bound(kind: str, first: int, last: int) -> IndexRoot | None:
+            m = st.manifests.get(last)
+            return m.index_root(kind, first) if m is not None else None
+
+        catalog = Catalog(self.store, st.journal_id, st.stream, bound, self._index_of_segment)
+        while True:
+            try:
+                table = catalog.lookup("executions", st.size)
+                break
+            except IndexDamaged:  # left out now: the next lookup reads around it
+                continue
+        if not table.num_rows:
+            return {}
+        heads = table.group_by("execution_id").aggregate([("last_seq", "max")])
+        return dict(zip(heads.column("execution_id").to_pylist(), heads.column("last_seq_max").to_pylist(),
+                        strict=True))
+
+    def _index_of_segment(self, n: int) -> dict[str, pa.Table]:
+        """The index tables of sealed segment ``n`` from its own rows (its bytes checked against its manifest)."""
+        m = self.state.manifests[n]
+        data = self.store.get(m.object)
+        if hashlib.sha256(data).digest() != m.object_sha256:
+            raise IntegrityError(f"{m.object} is not the segment its manifest signs")
+        return index_build.segment_tables(pq.read_table(pa.BufferReader(data), columns=index_build.KEY_COLUMNS), n)
+
     def stored_hash(self, seq: int) -> bytes | None:
         """The hash of the sealed event ``seq`` (None when no manifest covers it): from its manifest when it ends
         a segment, else from the segment's rows (its bytes checked against the manifest)."""
@@ -260,9 +293,22 @@ class Sealer:
         rows = np.flatnonzero(np.asarray(table.column("seq")) == seq)
         return table.column("hash")[int(rows[0])].as_py() if rows.size else None
 
+    def _hold(self, kind: str, first: int, last: int, rows: pa.Table) -> None:
+        """Keep the rows of an index object this sealer wrote while a later run may merge them: one that is
+        not the last input of the run above it, below the kind's top level."""
+        span, level = last - first + 1, 0
+        while index_build.FANOUT**level < span:
+            level += 1
+        if level < index_build.MAX_LEVEL[kind] and (last + 1) % (span * index_build.FANOUT):
+            self._held[(kind, first, last)] = rows
+
     def _earlier_index(self, kind: str, first: int, last: int) -> pa.Table | None:
-        """The rows of an index object an earlier seal wrote, checked against the root its manifest
-        signs (a run merges them and is signed anew: it must not launder altered rows)."""
+        """The rows of an index object an earlier seal wrote: held since this sealer wrote them, else read and
+        checked against the root its manifest signs (a run merges them and is signed anew: it must not launder
+        altered rows)."""
+        held = self._held.pop((kind, first, last), None)
+        if held is not None:
+            return held
         name = layout.index_object(self.state.stream, kind, first, last)
         m = self.state.manifests.get(last)  # checked by the trust core when the stream was opened or sealed
         root = m.index_root(kind, first) if m is not None else None

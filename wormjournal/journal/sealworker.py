@@ -61,6 +61,7 @@ class SealWorker:
         self._open: set[int] = set()  # requests sent, not answered
         self._answered = threading.Condition(self._lock)
         self.starts = 0  # processes started (the first, then restarts)
+        self.peak_rss_kb = 0  # the largest peak resident memory a worker reported (its seals' memory)
 
     @property
     def pid(self) -> int | None:
@@ -114,6 +115,7 @@ class SealWorker:
                 reply = json.loads(line)
             except ValueError:
                 continue
+            self.peak_rss_kb = max(self.peak_rss_kb, int(reply.get("peak_rss_kb") or 0))
             self._on_reply(reply)
             with self._lock:
                 self._open.discard(reply.get("id"))
@@ -213,6 +215,18 @@ class _Worker:
         return self.sealer.state.next_seq
 
 
+def _peak_rss_kb() -> int | None:
+    """This process's peak resident memory (VmHWM), where /proc tells it."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def _answer(out: IO[bytes], reply: dict[str, Any]) -> None:
     out.write(json.dumps(reply).encode() + b"\n")
     out.flush()
@@ -243,7 +257,8 @@ def main() -> int:
             if worker is None:
                 assert init_error is not None
                 raise init_error
-            _answer(out, {"id": req["id"], "ok": True, "sealed": worker.seal(int(req["upto"]), parent)})
+            sealed = worker.seal(int(req["upto"]), parent)
+            _answer(out, {"id": req["id"], "ok": True, "sealed": sealed, "peak_rss_kb": _peak_rss_kb()})
         except Exception as e:  # noqa: BLE001 - the writer decides; the worker goes on
             kind = type(e).__name__ if isinstance(e, JournalError) else "JournalError"
             _answer(out, {"id": req["id"], "ok": False, "kind": kind, "error": f"{e}"})

@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import steps
 from ..errors import (
@@ -65,7 +64,6 @@ from ..segments.table import SCHEMA
 from ..storage import layout, open_store, store_spec
 from ..storage.base import LeaseStore, LockingStore, Store
 from ..storage.local import LocalStore, makedirs_durable
-from ..storage.objectfile import ObjectFile
 from ..trust import continue_chain
 from ..trust.load import read_identity
 from ..verify import VerifyReport, verify_store
@@ -395,7 +393,7 @@ class Journal:
                 expect_seq, expect_hash = pending[-1].seq + 1, pending[-1].hash
         self._next_seq = expect_seq
         self._last_hash = expect_hash
-        self._exec_heads = self._load_exec_heads()
+        self._exec_heads = self._sealer.execution_heads()  # the index, not every segment
         for e in pending:
             self._exec_heads[e.execution_id] = e.seq
         # Appends go on in the newest file; older ones are frozen and get sealed now.
@@ -410,18 +408,6 @@ class Journal:
             self._pending_events = self._pending_bytes = 0
         self._oldest_pending = time.monotonic() if self._pending_events else None
         return len(contents) > 1
-
-    def _load_exec_heads(self) -> dict[str, int]:
-        """The last seq of each execution in the sealed segments (for exec_prev_seq links)."""
-        heads: dict[str, int] = {}
-        for info in self.store.list(layout.stream_segments_prefix(self.stream)):
-            parsed = layout.parse_segment(info.name)
-            if parsed is None or parsed[2] >= self._sealer.state.size:
-                continue  # an orphan from an interrupted seal is not sealed yet
-            # Ranged reads: the footer and two column chunks, not the whole segment.
-            table = pq.ParquetFile(ObjectFile(self.store, info.name, info.size)).read(columns=["execution_id", "seq"])
-            heads.update(zip(table.column("execution_id").to_pylist(), table.column("seq").to_pylist(), strict=True))
-        return heads
 
     # -- append ----------------------------------------------------------------------
 

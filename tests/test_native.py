@@ -1,0 +1,146 @@
+"""The C extension (wormjournal._native) against the pure-Python path it stands in for: byte for byte.
+
+``canonical_json`` in C writes exact JSON types only, and hands anything else (None) to the Python path, which
+writes the same bytes or refuses with its message; ``encode_fields`` in C is ``encode_fields_py``. The FORMAT.md
+vectors run through both paths too (tests/test_format_vectors.py, its ``path`` fixture).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import os
+import sys
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from wormjournal import events
+from wormjournal.errors import ValidationError
+from wormjournal.events import FIELDS, Kind, canonical_json_py, encode_fields_py
+
+native = events._native  # noqa: SLF001
+needs_native = pytest.mark.skipif(native is None, reason="the C extension is not built")
+
+
+def test_the_extension_is_built_where_it_is_required() -> None:
+    """scripts/test builds with WORMJOURNAL_NATIVE=require: a machine whose compiler fails is a failed install."""
+    if os.environ.get("WORMJOURNAL_NATIVE") == "require":
+        assert events.NATIVE
+
+
+scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=-(2**70), max_value=2**70)
+           | st.floats(allow_nan=True, allow_infinity=True) | st.text() | st.characters().map(str)
+           | st.text(alphabet=st.characters(codec="utf-8", exclude_categories=[])))
+json_values = st.recursive(
+    scalars,
+    lambda children: (st.lists(children, max_size=5) | st.lists(children, max_size=5).map(tuple)
+                      | st.dictionaries(st.text(max_size=8), children, max_size=5)),
+    max_leaves=30,
+)
+
+
+def python_path(value: Any, limit: int) -> bytes | None:
+    try:
+        return canonical_json_py(value, limit=limit)
+    except ValidationError:
+        return None
+
+
+@needs_native
+@settings(max_examples=600, deadline=None)
+@given(json_values, st.sampled_from([1 << 20, 64, 8]))
+@example({"b": [1, 2.5, "x\n\"é\u2028\x7f"], "a": None, "\x00": {}}, 1 << 20)
+@example([1e16, 1e-5, -0.0, 5e-324, 1.7976931348623157e308, 123456789.0], 1 << 20)
+@example({"k": "\ud800"}, 1 << 20)  # a lone surrogate: the Python path refuses it
+@example([2**63 - 1, -(2**63), 2**64], 1 << 20)
+@example(float("nan"), 1 << 20)
+def test_canonical_json_in_c_is_the_python_path(value: Any, limit: int) -> None:
+    out = native.canonical_json(value, limit)
+    expected = python_path(value, limit)
+    if out is not None:
+        assert out == expected
+        assert len(out) <= limit
+    elif expected is not None:  # handed over: beyond 64 bits, over the limit in bytes, or too deep
+        assert len(expected) > limit or _has_big_int(value) or _depth(value) > events.MAX_PAYLOAD_DEPTH
+
+
+def _has_big_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**63
+    if isinstance(value, dict):
+        return any(_has_big_int(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_big_int(v) for v in value)
+    return False
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, (list, tuple)):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@needs_native
+def test_what_c_hands_to_python() -> None:
+    """Subclasses, other types, too deep, a cycle, a bomb of shared lists: None, never a refusal or a crash."""
+
+    class D(dict):  # type: ignore[type-arg]
+        pass
+
+    deep: list[Any] = []
+    for _ in range(200):
+        deep = [deep]
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    bomb: list[Any] = []
+    for _ in range(100):
+        bomb = [bomb, bomb]
+    for value in (D(a=1), collections.OrderedDict(a=1), {1: 2}, {"a": {b"x": 1}}, b"bytes", object(), deep, cycle,
+                  bomb, math.inf, [float("-inf")], True.__class__, 10**5000):
+        assert native.canonical_json(value, 1 << 20) is None
+    assert native.canonical_json(deep, 1 << 20) is None
+    one_twenty_eight: Any = 1
+    for _ in range(128):
+        one_twenty_eight = [one_twenty_eight]
+    assert native.canonical_json(one_twenty_eight, 1 << 20) == b"[" * 128 + b"1" + b"]" * 128
+    assert native.canonical_json([one_twenty_eight], 1 << 20) is None  # 129 levels
+    assert sys.getrefcount(cycle) < 10  # no reference left behind
+
+
+field_values = st.tuples(*[
+    (st.integers(min_value=-(2**63), max_value=2**63 - 1) if kind == Kind.INT
+     else st.text() if kind == Kind.STR else st.binary())
+    | (st.none() if nullable else st.nothing())
+    for _, kind, nullable in FIELDS
+])
+
+
+@needs_native
+@settings(max_examples=300, deadline=None)
+@given(field_values)
+def test_encode_fields_in_c_is_the_python_path(values: tuple[Any, ...]) -> None:
+    assert native.encode_fields(values, events._KIND_CODES) == encode_fields_py(values)  # noqa: SLF001
+
+
+@needs_native
+def test_encode_fields_in_c_refuses_what_python_refuses() -> None:
+    good = [0, "id", 1, "t", None, "e", None, None, None, None, None, None, None, "json", None, b"{}"]
+    assert native.encode_fields(good, events._KIND_CODES) == encode_fields_py(good)  # noqa: SLF001
+    with pytest.raises(ValueError, match="expected 16 field values"):
+        native.encode_fields(good[:-1], events._KIND_CODES)  # noqa: SLF001
+    for i, bad in ((0, "1"), (1, 5), (15, "text"), (0, 2**64)):
+        values = list(good)
+        values[i] = bad
+        with pytest.raises((TypeError, OverflowError)):
+            native.encode_fields(values, events._KIND_CODES)  # noqa: SLF001
+    values = list(good)
+    values[1] = "\ud800"
+    with pytest.raises(UnicodeEncodeError):
+        native.encode_fields(values, events._KIND_CODES)  # noqa: SLF001
