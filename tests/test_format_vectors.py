@@ -62,6 +62,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     """Every vector through both paths: the C extension (when built) and the pure-Python one."""
     if request.param == "python":
         monkeypatch.setattr(events, "_native", None)
+        monkeypatch.setattr(merkle, "_bulk", None)
     elif events._native is None:  # noqa: SLF001
         pytest.skip("the C extension is not built")
     return str(request.param)

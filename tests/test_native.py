@@ -8,11 +8,13 @@ vectors run through both paths too (tests/test_format_vectors.py, its ``path`` f
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import os
 import sys
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from wormjournal import events
 from wormjournal.errors import ValidationError
 from wormjournal.events import FIELDS, Kind, canonical_json_py, encode_fields_py
+from wormjournal.segments import merkle, table
 
 native = events._native  # noqa: SLF001
 needs_native = pytest.mark.skipif(native is None, reason="the C extension is not built")
@@ -144,3 +147,36 @@ def test_encode_fields_in_c_refuses_what_python_refuses() -> None:
     values[1] = "\ud800"
     with pytest.raises(UnicodeEncodeError):
         native.encode_fields(values, events._KIND_CODES)  # noqa: SLF001
+
+
+@pytest.mark.skipif(merkle._bulk is None, reason="no bulk SHA-256 (no C extension, or no libcrypto)")  # noqa: SLF001
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70), st.sampled_from([1, 2, 4, 8, 64]),
+       st.lists(st.binary(max_size=200), max_size=40))
+def test_bulk_sha256_is_hashlib(hashes: list[bytes], block: int, rows: list[bytes]) -> None:
+    """Merkle leaves, block roots, whole roots and row hashes from OpenSSL in C are hashlib's, the textbook way."""
+    bulk = merkle._bulk  # noqa: SLF001
+    leaves = [hashlib.sha256(b"\x00" + h).digest() for h in hashes]
+    assert merkle.split_hashes(bulk.merkle_leaves(b"".join(hashes))) == leaves
+    with_python = pytest.MonkeyPatch()
+    with_python.setattr(merkle, "_bulk", None)
+    try:
+        expected_blocks = merkle.block_roots(leaves, block)
+        expected_root = merkle.root_from_leaf_hashes(leaves)
+    finally:
+        with_python.undo()
+    assert merkle.block_roots(leaves, block) == expected_blocks
+    assert merkle.root_from_leaf_hashes(leaves) == expected_root == textbook_root(leaves)
+    array = pa.array(rows, pa.binary())
+    assert table.hash_rows(array) == [hashlib.sha256(r).digest() for r in rows]
+    assert table.hash_rows(array.slice(len(rows) // 2)) == [hashlib.sha256(r).digest() for r in rows[len(rows) // 2:]]
+
+
+def textbook_root(leaves: list[bytes]) -> bytes:
+    """RFC 6962 2.1: MTH splits n leaves at the largest power of two below n."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << (len(leaves) - 1).bit_length() - 1
+    return hashlib.sha256(b"\x01" + textbook_root(leaves[:k]) + textbook_root(leaves[k:])).digest()

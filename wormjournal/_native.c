@@ -13,9 +13,14 @@
  * encode_fields(values, kinds) returns the canonical field bytes (FORMAT.md 2.2) of `values`, one field
  * per character of `kinds`: 'i' INT (u32be 8 || i64be), 's' STR (u32be len || UTF-8), 'b' BYTES
  * (u32be len || bytes); None is the NULL mark ff ff ff ff.
+ *
+ * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots) calls OpenSSL's SHA256(), found at run time in the
+ * libcrypto that Python's own hashlib is linked with (use_libcrypto): no header or library is needed to build,
+ * and without it these functions are not offered (wormjournal.segments.merkle keeps its Python path).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <dlfcn.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -384,11 +389,197 @@ done:
     return result;
 }
 
+/* -- SHA-256 in bulk, through the libcrypto that hashlib loaded ------------------------------------------ */
+
+/* OpenSSL's SHA256_Init/Update/Final (in libcrypto 1.1 and 3; deprecated in 3 but exported): the direct
+   functions, without the algorithm fetch that SHA256() and EVP do on each call. The context is opaque here: a
+   buffer larger than OpenSSL's SHA256_CTX (112 bytes), aligned. */
+typedef int (*sha_init_fn)(void *);
+typedef int (*sha_update_fn)(void *, const void *, size_t);
+typedef int (*sha_final_fn)(unsigned char *, void *);
+static sha_init_fn sha_init = NULL;
+static sha_update_fn sha_update = NULL;
+static sha_final_fn sha_final = NULL;
+typedef union {
+    unsigned char bytes[256];
+    long double align;
+} sha_ctx;
+
+static int SHA256_ON = 0;
+
+static void SHA256_(const unsigned char *d, size_t n, unsigned char *md) {
+    sha_ctx ctx;
+    sha_init(&ctx);
+    sha_update(&ctx, d, n);
+    sha_final(md, &ctx);
+}
+
+static PyObject *use_libcrypto(PyObject *self, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s:use_libcrypto", &path)) {
+        return NULL;
+    }
+    /* the module is loaded already (hashlib imported it); its dependencies are searched too */
+    void *handle = dlopen(path, RTLD_LAZY | RTLD_NOLOAD);
+    if (handle != NULL) {
+        sha_init = (sha_init_fn)dlsym(handle, "SHA256_Init");
+        sha_update = (sha_update_fn)dlsym(handle, "SHA256_Update");
+        sha_final = (sha_final_fn)dlsym(handle, "SHA256_Final");
+        SHA256_ON = sha_init != NULL && sha_update != NULL && sha_final != NULL;
+    }
+    if (SHA256_ON) { /* a known answer first: SHA-256("abc") */
+        static const unsigned char abc[32] = {
+            0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23,
+            0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad};
+        unsigned char md[32];
+        SHA256_((const unsigned char *)"abc", 3, md);
+        SHA256_ON = memcmp(md, abc, 32) == 0;
+    }
+    return PyBool_FromLong(SHA256_ON);
+}
+
+static int need_sha(void) {
+    if (!SHA256_ON) {
+        PyErr_SetString(PyExc_RuntimeError, "no SHA-256 from libcrypto (use_libcrypto)");
+        return -1;
+    }
+    return 0;
+}
+
+/* sha256_rows(data, offsets) -> bytes: SHA-256 of data[offsets[i]:offsets[i+1]] for each i, 32 bytes each.
+   offsets: n + 1 little-endian int32 (an Arrow binary array's). */
+static PyObject *sha256_rows(PyObject *self, PyObject *args) {
+    Py_buffer data, offs;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*y*:sha256_rows", &data, &offs)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Py_ssize_t n = offs.len / 4 - 1;
+    if (offs.len % 4 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "offsets are not n + 1 int32");
+        goto done;
+    }
+    const int32_t *o = (const int32_t *)offs.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (o[i] < 0 || o[i] > o[i + 1] || o[i + 1] > data.len) {
+            PyErr_SetString(PyExc_ValueError, "offsets out of range");
+            goto done;
+        }
+    }
+    result = PyBytes_FromStringAndSize(NULL, 32 * n);
+    if (result == NULL) {
+        goto done;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    const unsigned char *d = (const unsigned char *)data.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        SHA256_(d + o[i], (size_t)(o[i + 1] - o[i]), out + 32 * i);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&offs);
+    return result;
+}
+
+/* The RFC 6962 root over n leaf hashes (32 bytes each, at in), bottom-up pairing with an odd last node
+   promoted: the same tree as the split at the largest power of two below n. Writes 32 bytes at out. */
+static void mth(const unsigned char *in, Py_ssize_t n, unsigned char *work, unsigned char *out) {
+    if (n == 0) {
+        SHA256_((const unsigned char *)"", 0, out);
+        return;
+    }
+    memcpy(work, in, (size_t)(32 * n));
+    unsigned char node[65];
+    node[0] = 0x01;
+    while (n > 1) {
+        Py_ssize_t m = 0;
+        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+            memcpy(node + 1, work + 32 * i, 64);
+            SHA256_(node, 65, work + 32 * m++);
+        }
+        if (n % 2) {
+            memmove(work + 32 * m++, work + 32 * (n - 1), 32);
+        }
+        n = m;
+    }
+    memcpy(out, work, 32);
+}
+
+/* merkle_leaves(hashes) -> bytes: SHA-256(0x00 || h) of each 32-byte h of hashes (n * 32 bytes). */
+static PyObject *merkle_leaves(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*:merkle_leaves", &in)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (in.len % 32) {
+        PyErr_SetString(PyExc_ValueError, "not whole 32-byte hashes");
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, in.len);
+    if (result != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        const unsigned char *h = (const unsigned char *)in.buf;
+        Py_ssize_t n = in.len / 32;
+        Py_BEGIN_ALLOW_THREADS
+        unsigned char leaf[33];
+        leaf[0] = 0x00;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            memcpy(leaf + 1, h + 32 * i, 32);
+            SHA256_(leaf, 33, out + 32 * i);
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* block_roots(leaves, block) -> bytes: the root of each run of `block` leaf hashes (the last may be shorter). */
+static PyObject *block_roots(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t block;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*n:block_roots", &in, &block)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    unsigned char *work = NULL;
+    if (in.len % 32 || block < 1 || (block & (block - 1))) {
+        PyErr_SetString(PyExc_ValueError, "not whole 32-byte hashes, or block not a power of two");
+        goto done;
+    }
+    Py_ssize_t n = in.len / 32;
+    Py_ssize_t runs = (n + block - 1) / block;
+    work = PyMem_Malloc((size_t)(32 * (block < n ? block : (n ? n : 1))));
+    result = work == NULL ? PyErr_NoMemory() : PyBytes_FromStringAndSize(NULL, 32 * runs);
+    if (result != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+        const unsigned char *h = (const unsigned char *)in.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t r = 0; r < runs; r++) {
+            Py_ssize_t k = n - r * block < block ? n - r * block : block;
+            mth(h + 32 * r * block, k, work, out + 32 * r);
+        }
+        Py_END_ALLOW_THREADS
+    }
+done:
+    PyMem_Free(work);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
     {"encode_fields", encode_fields, METH_VARARGS,
      "encode_fields(values, kinds) -> bytes: the canonical field bytes of values (kinds: i, s, b per field)"},
+    {"use_libcrypto", use_libcrypto, METH_VARARGS,
+     "use_libcrypto(path) -> bool: take SHA-256 from the libcrypto of the loaded module at path"},
+    {"sha256_rows", sha256_rows, METH_VARARGS, "sha256_rows(data, offsets) -> bytes: 32 bytes per row"},
+    {"merkle_leaves", merkle_leaves, METH_VARARGS, "merkle_leaves(hashes) -> bytes: SHA-256(0x00 || h) of each"},
+    {"block_roots", block_roots, METH_VARARGS, "block_roots(leaves, block) -> bytes: the MTH of each run"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
-import importlib
 import json
 import os
 import re
@@ -20,18 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from . import native
 from .errors import ValidationError
 
-# The optional C extension (setup.py): the same bytes as the Python functions here, faster. WORMJOURNAL_NATIVE=0
-# leaves it out, =require makes its absence an error.
-_NATIVE_MODE = os.environ.get("WORMJOURNAL_NATIVE", "1")
-_native: Any = None
-if _NATIVE_MODE != "0":
-    try:  # by name: the package's __init__ is above this module
-        _native = importlib.import_module("wormjournal._native")
-    except ImportError:
-        if _NATIVE_MODE == "require":
-            raise
+# The optional C extension (wormjournal.native): the same bytes as the Python functions here, faster.
+_native: Any = native.module
 NATIVE = _native is not None
 
 EVENT_TAG = b"wormjournal:event:v1\x00"

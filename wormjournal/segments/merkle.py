@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
+
+from .. import native
 
 _sha256 = hashlib.sha256
+# The C extension's bulk SHA-256 (wormjournal.native), None for the Python path: the same hashes.
+_bulk: Any = native.module if native.SHA else None
+
+
+def split_hashes(data: bytes) -> list[bytes]:
+    """``data`` (whole 32-byte hashes) as a list of hashes."""
+    return [data[i : i + 32] for i in range(0, len(data), 32)]
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -24,6 +34,8 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
     """
     if not level:
         return _sha256(b"").digest()
+    if _bulk is not None and len(level) > 2:
+        return _bulk.block_roots(b"".join(level), 1 << (len(level) - 1).bit_length())  # type: ignore[no-any-return]
     nodes = list(level)
     while len(nodes) > 1:
         pairs = iter(nodes)
@@ -49,6 +61,8 @@ def block_roots(leaf_hashes: Sequence[bytes], block: int) -> list[bytes]:
     """
     if block < 1 or block & (block - 1):
         raise ValueError(f"block must be a power of two, not {block}")
+    if _bulk is not None and len(leaf_hashes) > 2:
+        return split_hashes(_bulk.block_roots(b"".join(leaf_hashes), block))
     return [root_from_leaf_hashes(leaf_hashes[i : i + block]) for i in range(0, len(leaf_hashes), block)]
 
 

@@ -125,6 +125,8 @@ def leaf_hashes(hashes: pa.Array | pa.ChunkedArray) -> list[bytes]:
     matrix = _fixed_width(col.cast(pa.binary()), 32)
     if matrix is None:  # not all 32 bytes (a damaged row): one by one
         return [merkle.leaf_hash(h or b"") for h in col.to_pylist()]
+    if merkle._bulk is not None:
+        return merkle.split_hashes(merkle._bulk.merkle_leaves(matrix))
     return hash_rows(join_pieces([constant_piece(b"\x00", n), matrix]))
 
 
@@ -442,6 +444,10 @@ def hash_rows(inputs: pa.Array) -> list[bytes]:
     """SHA-256 of each value of a binary array (one hashlib call per row, no copies)."""
     if not len(inputs):
         return []
+    if merkle._bulk is not None and inputs.type == pa.binary():
+        data = inputs.buffers()[2]
+        offsets = _offsets(inputs)
+        return merkle.split_hashes(merkle._bulk.sha256_rows(data if data is not None else b"", offsets))
     bounds = _offsets(inputs).tolist()
     data = _values(inputs)
     sha = hashlib.sha256
