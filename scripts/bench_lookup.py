@@ -43,7 +43,6 @@ import io
 import json
 import math
 import os
-import platform
 import pstats
 import random
 import shutil
@@ -57,11 +56,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing bench_append
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_append import _NODES, _WORDS, make_payload  # noqa: E402  (the realistic payload generator)
+import benchlib  # noqa: E402
+from benchlib import _NODES, _WORDS, make_payload  # noqa: E402  (the realistic payload generator)
 
-import wormjournal  # noqa: E402
 from wormjournal import Journal, JournalConfig, Reader  # noqa: E402
 from wormjournal.errors import ConfigError  # noqa: E402
 from wormjournal.storage import layout  # noqa: E402
@@ -74,7 +73,7 @@ SEAL_MAX_EVENTS = 100_000
 
 
 def log(msg: str) -> None:
-    print(f"[bench_lookup] {msg}", file=sys.stderr, flush=True)
+    benchlib.log("bench_lookup", msg)
 
 
 # -- the workload: interleaved agent executions --------------------------------------------------
@@ -335,24 +334,11 @@ def evict_page_cache(store: Path) -> int:
 # -- measuring -------------------------------------------------------------------------------------
 
 
-def pct(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list."""
-    k = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[k - 1]
+pct = benchlib.pct
 
 
 def ms_summary(ns: list[int]) -> dict[str, Any]:
-    if not ns:
-        return {"n": 0}
-    ms = sorted(v / 1e6 for v in ns)
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 3),
-        "p99_ms": round(pct(ms, 0.99), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-        "min_ms": round(ms[0], 3),
-        "max_ms": round(ms[-1], 3),
-    }
+    return benchlib.summary(ns, "ms")
 
 
 def bytes_summary(values: list[int], store_bytes: int) -> dict[str, Any]:
@@ -666,25 +652,16 @@ def main(argv: list[str] | None = None) -> int:
         if evicted is not None:
             evicted_p50 = evicted["events"]["latency"]["p50_ms"]
             targets[f"evicted_cache_lookup_p50_le_{TARGET_P50_MS:g}ms"] = evicted_p50 <= TARGET_P50_MS
-        import pyarrow
-
-        result: dict[str, Any] = {
-            "benchmark": "wormjournal lookup",
-            "params": {**params, "lookups": args.lookups, "dir": None if temp else str(base)},
-            "build": build_info,
-            "store": st,
-            "warm": warm,
-            "evicted": evicted,
-            "targets": targets,
-            "versions": {"wormjournal": wormjournal.__version__, "python": platform.python_version(),
-                         "pyarrow": pyarrow.__version__},
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
-            "wall_seconds": round(time.perf_counter() - started, 1),
-        }
+        result = benchlib.result(
+            "lookup", base, {**params, "lookups": args.lookups, "dir": None if temp else str(base)},
+            {"build": build_info, "store": st, "warm": warm, "evicted": evicted},
+            {name: benchlib.target(name.replace("_", " "), None, met) for name, met in targets.items()},
+            started=started)
     finally:
         if temp:
             shutil.rmtree(base, ignore_errors=True)
-    print_table(result)
+    print_table({**result["results"], "params": result["params"], "targets": targets,
+                 "wall_seconds": result["wall_seconds"]})
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, separators=(",", ":")), flush=True)

@@ -90,15 +90,11 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import math
 import os
-import platform
 import random
 import resource
 import shutil
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +104,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import benchlib
 
 # The parent imports the standard library only (plus matplotlib at the end): a child's
 # ru_maxrss can start at its parent's RSS, and each child imports what its system needs.
@@ -127,33 +125,15 @@ TERMINAL = ("execution_completed", "execution_failed", "execution_cancelled")
 
 
 def log(msg: str) -> None:
-    print(f"[bench_peers] {msg}", file=sys.stderr, flush=True)
+    benchlib.log("bench_peers", msg)
 
 
-# -- small helpers ---------------------------------------------------------------------------------
-
-
-def pct(sorted_values: list[Any], q: float) -> Any:
-    """Nearest-rank percentile of an ascending list (the same rule as the SQL below)."""
-    k = max(1, math.ceil(round(q * len(sorted_values), 9)))
-    return sorted_values[k - 1]
+pct = benchlib.pct  # nearest rank: the same rule as the SQL below
+status_kb = benchlib.status_kb
 
 
 def ms_summary(ns: list[int]) -> dict[str, Any]:
-    ms = sorted(v / 1e6 for v in ns)
-    return {
-        "n": len(ms),
-        "p50_ms": round(statistics.median(ms), 4),
-        "p99_ms": round(pct(ms, 0.99), 4),
-        "mean_ms": round(statistics.fmean(ms), 4),
-        "min_ms": round(ms[0], 4),
-        "max_ms": round(ms[-1], 4),
-    }
-
-
-def status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next((int(line.split()[1]) for line in f if line.startswith(field + ":")), 0)
+    return benchlib.summary(ns, "ms")
 
 
 def memory_report(after_imports_kb: int) -> dict[str, Any]:
@@ -311,6 +291,10 @@ class System:
     def extra(self) -> dict[str, Any]:
         return {}
 
+    def helper_peak_rss_mb(self) -> float:
+        """The peak memory of a process the system ran beside the build's (wormjournal's seal worker), in MB."""
+        return 0.0
+
 
 class Wormjournal(System):
     name = "wormjournal"
@@ -337,17 +321,6 @@ class Wormjournal(System):
         self.attach(name)
         self.store.mkdir(parents=True)
         self.j = self.Journal.create(self.store, key_dir=self.root / name / "keys", config=self.config)
-        seal = self.j.seal
-
-        def timed_seal() -> Any:  # automatic seals (inside append_batch) and the final one
-            t0 = time.perf_counter()
-            try:
-                return seal()
-            finally:
-                self.seal_seconds += time.perf_counter() - t0
-                self.seals += 1
-
-        self.j.seal = timed_seal  # type: ignore[method-assign]
         self.seal_seconds, self.seals = 0.0, 0
 
     def append_one(self, ev: dict[str, Any]) -> None:
@@ -358,10 +331,20 @@ class Wormjournal(System):
         self.j.append_batch(evs)
 
     def finish(self) -> None:
+        # the automatic seals ran in the seal worker, beside the appends; the last events are sealed here
+        t0 = time.perf_counter()
+        self.j.wait_for_seals()
         self.j.seal()
+        self.seal_seconds = time.perf_counter() - t0
+        self.seals = len(list((self.store / "manifests").rglob("*")))
 
     def close(self) -> None:
+        worker = self.j._worker  # noqa: SLF001 - its memory is the seals'
+        self.worker_peak_kb = worker.peak_rss_kb if worker is not None else 0
         self.j.close()
+
+    def helper_peak_rss_mb(self) -> float:
+        return round(getattr(self, "worker_peak_kb", 0) / 1024, 1)
 
     def disk(self) -> dict[str, Any]:
         by: Counter[str] = Counter()
@@ -767,14 +750,18 @@ def child_build(name: str, args: argparse.Namespace, work: Path) -> dict[str, An
         "wall_seconds_incl_reading_the_workload": round(time.perf_counter() - wall0, 1),
     }
     if isinstance(impl, Wormjournal):
-        res["seal_seconds_incl_automatic"] = round(impl.seal_seconds, 3)
-        res["seals"] = impl.seals
-        res["events_per_s_without_seals"] = round(appended / (total - impl.seal_seconds))
+        res["seals"] = impl.seals  # segments; the automatic seals ran in the seal worker, beside the appends
+        res["events_per_s_of_the_append_calls"] = round(appended / append_secs)
     disk = impl.disk()
     disk["bytes_per_event"] = round(disk["bytes"] / appended, 1)
     disk["ratio_to_payload_json"] = round(disk["bytes"] / (appended * meta["mean_payload_json_bytes"]), 3)
+    memory = memory_report(after_imports)
+    worker_mb = impl.helper_peak_rss_mb()
+    if worker_mb:  # its seal worker ran beside it: both at their peak at once, at most
+        memory["seal_worker_peak_rss_mb"] = worker_mb
+        memory["peak_rss_mb"] = round(memory["peak_rss_mb"] + worker_mb, 1)
     return {"batched_append": res, "disk": disk, "versions": impl.versions, "notes": impl.extra(),
-            "memory": memory_report(after_imports), "cpu_seconds": round(time.process_time(), 1)}
+            "memory": memory, "cpu_seconds": round(time.process_time(), 1)}
 
 
 def child_lookup(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -895,37 +882,12 @@ def row_of(r: dict[str, Any], single: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_child(args: argparse.Namespace, work: Path, what: str) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", what, "--workdir", str(work),
-           "--events", str(args.events), "--executions", str(args.executions), "--active", str(args.active),
-           "--batch", str(args.batch), "--single", str(args.single), "--warmup", str(args.warmup),
-           "--lookups", str(args.lookups), "--seed", str(args.seed), "--systems", *args.systems,
-           "--langgraph-analytics-limit", str(args.langgraph_analytics_limit)] + (["--evict"] if args.evict else [])
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-    if proc.returncode:
-        raise SystemExit(f"child {what} failed with exit code {proc.returncode}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    log(f"{what} done in {out['wall_seconds']} s")
-    return out
-
-
-def machine(work: Path) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "cpu_model": None, "platform": platform.platform(),
-                            "python": platform.python_version(), "memory_gb": None, "fs": None}
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                                     None)
-        with open("/proc/meminfo") as f:
-            mem_kb = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
-            info["memory_gb"] = round(mem_kb / 2**20, 1)
-        fields = subprocess.run(["df", "-PT", str(work)], capture_output=True, text=True, timeout=10,
-                                check=True).stdout.splitlines()[-1].split()
-        info["fs"] = {"device": fields[0], "type": fields[1], "mounted_on": fields[-1]}
-    except (OSError, subprocess.SubprocessError, StopIteration, IndexError):
-        pass
-    return info
+    argv = [str(Path(__file__).resolve()), "--child", what, "--workdir", str(work),
+            "--events", str(args.events), "--executions", str(args.executions), "--active", str(args.active),
+            "--batch", str(args.batch), "--single", str(args.single), "--warmup", str(args.warmup),
+            "--lookups", str(args.lookups), "--seed", str(args.seed), "--systems", *args.systems,
+            "--langgraph-analytics-limit", str(args.langgraph_analytics_limit)] + (["--evict"] if args.evict else [])
+    return benchlib.run_child(argv, tag="bench_peers", what=what)
 
 
 def ratios(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -978,9 +940,9 @@ def print_report(result: dict[str, Any]) -> None:
     for name, r in result["systems"].items():
         b, a, lk, d = r["batched_append"], r["analytics"], r["lookup"], r["disk"]
         extra = ""
-        if "seal_seconds_incl_automatic" in b:
-            extra = (f", of which {b['seal_seconds_incl_automatic']:.1f} s in {b['seals']} seals "
-                     f"({b['events_per_s_without_seals']:,} ev/s without them)")
+        if "seals" in b:
+            extra = (f", {b['seals']} segments sealed in the seal worker beside the appends "
+                     f"({b['events_per_s_of_the_append_calls']:,} ev/s in the append calls)")
         print(f"  {LABELS[name]}:")
         print(f"    batched: {b['events']:,} events in {b['seconds']:.1f} s{extra}; "
               f"final seal/checkpoint {b['final_seal_or_checkpoint_seconds']:.2f} s")
@@ -1118,13 +1080,11 @@ def main(argv: list[str] | None = None) -> int:
         for n, r in systems.items():
             r["single_append"] = {**single[n], "measured": "interleaved with the other systems, one process"}
         rows = {n: row_of(r, single[n]) for n, r in systems.items()}
-        result: dict[str, Any] = {
-            "benchmark": "wormjournal vs peers",
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "params": {k: getattr(args, k) for k in ("events", "executions", "active", "batch", "single", "warmup",
-                                                      "lookups", "seed", "evict", "langgraph_analytics_limit")},
+        params = {k: getattr(args, k) for k in ("events", "executions", "active", "batch", "single", "warmup",
+                                                 "lookups", "seed", "evict", "langgraph_analytics_limit")}
+        params["systems"] = list(systems)
+        result = benchlib.result("peers", work, params, {
             "workload": workload,
-            "machine": machine(work),
             "table": rows,
             "ratios": ratios(rows),
             "ratio_meaning": "peer / wormjournal for every column (batch ev/s: above 1 = the peer is faster; "
@@ -1135,12 +1095,19 @@ def main(argv: list[str] | None = None) -> int:
             "systems": systems,
             "load_start": load_start,
             "load_end": [round(x, 2) for x in os.getloadavg()],
-        }
+        })
+        sqlite = result["results"]["ratios"].get("sqlite_chain")
+        if sqlite is not None and sqlite.get("batch_events_per_s"):
+            times = round(1 / sqlite["batch_events_per_s"], 2)
+            result["targets"]["batched_ge_2x_sqlite_chain"] = benchlib.target(
+                "sustained batched appends with automatic seals >= 2x the hash-chained SQLite table", times,
+                times >= 2)
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
+        result["machine"]["loadavg_1_5_15_at_start"] = load_start
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print_report(result)
+    print_report({**result["results"], "machine": result["machine"]})
     chart = args.chart
     if chart is None:
         if args.json is not None:
@@ -1149,16 +1116,17 @@ def main(argv: list[str] | None = None) -> int:
             chart = work / "bench_peers.png"
         else:
             chart = Path(tempfile.gettempdir()) / f"bench_peers-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    if result["ratios"]:
-        write_chart(result, chart)
+    if result["results"]["ratios"]:
+        write_chart(result["results"], chart)
         result["chart"] = str(chart)
         print(f"chart: {chart}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {args.json}")
     print(json.dumps(result, separators=(",", ":")), flush=True)
-    bad = [n for n, c in result["checks"].items() if c["lookup_counts_ok"] is False or c["analytics_counts_ok"] is False
-           or c["analytics_p95_ok"] is False]
+    checks = result["results"]["checks"]
+    bad = [n for n, c in checks.items()
+           if c["lookup_counts_ok"] is False or c["analytics_counts_ok"] is False or c["analytics_p95_ok"] is False]
     if bad:
         log(f"answers differ from the generator's for: {', '.join(bad)}")
         return 1

@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing bench_append
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
 
-from bench_append import make_payload  # noqa: E402  (the realistic payload generator)
+from benchlib import make_payload  # noqa: E402  (the realistic payload generator)
 
 NODES = ("plan", "retrieve", "act", "respond")
 DAY0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)

@@ -68,10 +68,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing bench_append
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pyarrow as pa  # noqa: E402
-from bench_append import _NODES, _TOOLS, make_payload  # noqa: E402  (the realistic payload generator)
+from benchlib import _NODES, _TOOLS, make_payload  # noqa: E402  (the realistic payload generator)
 
 import wormjournal  # noqa: E402
 from wormjournal import Journal, JournalConfig  # noqa: E402

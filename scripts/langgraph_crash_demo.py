@@ -81,13 +81,15 @@ def child(directory: Path, phase: str) -> int:
     with Journal.open(store, key_dir=keys) as journal:  # after a crash: recovery of the write-ahead log
         graph = build(journal, directory, crash=phase == "run")
         config = {"configurable": {"thread_id": THREAD}, "callbacks": [RunRecorder(journal)]}
+        # durability="sync": each step's checkpoint is in the journal before the next step starts (LangGraph's
+        # default, "async", saves it while the next step runs: a crash there would run a step twice)
         if phase == "run":
-            graph.invoke({"claim": "water damage, flat 3"}, config)
+            graph.invoke({"claim": "water damage, flat 3"}, config, durability="sync")
             return 0  # not reached: step 3 kills the process
         before = graph.get_state({"configurable": {"thread_id": THREAD}})
         print(f"resuming thread {THREAD} at {before.next} from checkpoint "
               f"{before.config['configurable']['checkpoint_id']} (read from the journal)")
-        final = graph.invoke(None, config)
+        final = graph.invoke(None, config, durability="sync")
         print(f"completed: steps {final['steps']}, paid={final['paid']}")
         journal.seal()
         execution = next(e.execution_id for e in journal.reader().thread_events(THREAD)
