@@ -1107,7 +1107,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    print_report({**result["results"], "machine": result["machine"]})
+    if args.json is not None:  # first: the report below must not lose the figures
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print_report({**result["results"], "machine": result["machine"], "params": result["params"],
+                  "wall_seconds": result["wall_seconds"]})
     chart = args.chart
     if chart is None:
         if args.json is not None:

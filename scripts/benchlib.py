@@ -132,7 +132,9 @@ def result(benchmark: str, directory: Path, params: dict[str, Any], results: dic
            targets: dict[str, Any] | None = None, *, started: float | None = None) -> dict[str, Any]:
     """One run's result in the shared schema."""
     return {
-        "schema": SCHEMA, "benchmark": benchmark, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        # file arguments by their names: a result names no machine's paths
+        "schema": SCHEMA, "benchmark": benchmark,
+        "command": [Path(a).name if "/" in a else a for a in [sys.argv[0], *sys.argv[1:]]],
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "wall_seconds": round(time.perf_counter() - started, 1) if started is not None else None,
         "machine": machine_info(directory), "params": params, "results": results, "targets": targets or {},

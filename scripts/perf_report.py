@@ -34,6 +34,11 @@ their disks and CPUs drift.
 """
 
 
+def command(res: dict[str, Any]) -> str:
+    """The command of a run, file arguments by their names only."""
+    return " ".join(Path(a).name if "/" in a else a for a in res["command"])
+
+
 def fmt(value: Any, spec: str = ",.0f") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -41,8 +46,8 @@ def fmt(value: Any, spec: str = ",.0f") -> str:
 def machine_line(m: dict[str, Any]) -> str:
     fs = m.get("fs") or {}
     return (f"{m.get('cpu_count')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB, {m.get('platform')}, "
-            f"Python {m.get('python')}, pyarrow {m.get('pyarrow')}, file system {fs.get('type', '?')} on "
-            f"{fs.get('device', '?')}; load {m.get('loadavg_1_5_15')} at the end")
+            f"Python {m.get('python')}, pyarrow {m.get('pyarrow')}, file system {fs.get('type', '?')}; "
+            f"load {m.get('loadavg_1_5_15')} at the end")
 
 
 def targets_table(targets: dict[str, Any]) -> list[str]:
@@ -59,7 +64,7 @@ def targets_table(targets: dict[str, Any]) -> list[str]:
 def section_append(res: dict[str, Any]) -> list[str]:
     r = res["results"]
     out = ["## The write path: `scripts/bench_append.py`", "",
-           f"`{' '.join(res['command'])}`, {res['date']}; {machine_line(res['machine'])}.", ""]
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", ""]
     rows = ["| measure | result |", "| --- | --- |"]
     if "single_append" in r:
         s, raw = r["single_append"], r["raw_fsync"]
@@ -126,7 +131,7 @@ def section_peers(res: dict[str, Any]) -> list[str]:
     r = res["results"]
     w = r["workload"]
     out = ["## Against the systems users would otherwise pick: `scripts/bench_peers.py`", "",
-           f"`{' '.join(res['command'])}`, {res['date']}; {machine_line(res['machine'])}.", "",
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
            f"One workload of {w.get('events', 0):,} agent-like events ({w.get('executions', 0):,} executions, "
            f"{fmt(w.get('mean_payload_json_bytes'))} bytes of JSON payload on average, in clear in every system), "
            "each phase of each system in a process of its own. Batched appends count until every event is "
@@ -139,7 +144,7 @@ def section_peers(res: dict[str, Any]) -> list[str]:
     for n in names:
         row = r["table"][n]
         out.append(f"| {labels[n]} | " + " | ".join(fmt(row.get(k), f) for k, _, f in PEER_COLUMNS) + " |")
-    out += ["", "As ratios peer / wormjournal (" + r["ratio_meaning"] + "):", ""]
+    out += ["", "As ratios, " + r["ratio_meaning"] + ":", ""]
     out.append("| peer | " + " | ".join(h for _, h, _ in PEER_COLUMNS) + " |")
     out.append("| --- |" + " --- |" * len(PEER_COLUMNS))
     for n, ratio in r["ratios"].items():
