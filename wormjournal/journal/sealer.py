@@ -76,7 +76,7 @@ def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalM
     writer's own files: their MACs are checked, their hashes taken as written (no re-hash)."""
     manifests: list[Manifest] = []
     for path in paths:
-        wal = read_wal_table(path, mac, rehash=False)
+        wal = read_wal_table(path, mac, rehash=False, mapped=True)  # under the seal lock: frozen, whole
         if wal.torn_bytes:
             raise IntegrityError(f"{path} is damaged at offset {wal.good_end}, but it is not the newest WAL file")
         sealed = sealer.state.next_seq - wal.header.first_seq  # its first records were sealed before a crash

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import mmap
 import struct
 import zlib
 from collections.abc import Sequence
@@ -71,7 +72,7 @@ class WalHeader:
         return head + struct.pack(">I", zlib.crc32(head))
 
     @classmethod
-    def decode(cls, data: bytes) -> WalHeader:
+    def decode(cls, data: bytes | memoryview) -> WalHeader:
         if len(data) >= len(MAGIC_V1) and data[: len(MAGIC_V1)] == MAGIC_V1:
             raise ValueError("a WAL file of format 1, whose frames carry no MAC: seal it with the wormjournal "
                              "version that wrote it before upgrading")
@@ -149,7 +150,7 @@ def _frame_continues_at(view: memoryview, off: int, seq: int, mac: WalMac) -> bo
     return bool(seqs) and seqs[0] >= seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
-def _refuse_damage_before_frames(path: Path, data: bytes, pos: int, seq: int, mac: WalMac) -> None:
+def _refuse_damage_before_frames(path: Path, data: bytes | memoryview, pos: int, seq: int, mac: WalMac) -> None:
     """Raise IntegrityError if a valid frame follows the bad one at ``pos``.
 
     A torn tail is the end of the file, never followed by a valid frame; a bad
@@ -180,7 +181,8 @@ class WalTable:
         return self.size - self.good_end
 
 
-def _frames(path: Path, data: bytes, header: WalHeader, mac: WalMac) -> tuple[list[int], list[int], list[int], int]:
+def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
+            mac: WalMac) -> tuple[list[int], list[int], list[int], int]:
     """Walk the whole frames (CRC and MAC checked): the offsets where each record starts and ends, the
     offset of each record's frame, and the offset past the last whole frame. Stops at a torn tail; raises
     IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame."""
@@ -226,7 +228,7 @@ def _frames(path: Path, data: bytes, header: WalHeader, mac: WalMac) -> tuple[li
     return starts, ends, frames, pos
 
 
-def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
+def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool = False) -> WalTable:
     """Read a WAL file into a table, stopping at a torn tail: a last frame that is short or fails its CRC.
 
     Every whole frame must carry the writer's MAC, and the records must be seq after seq from the header's.
@@ -234,8 +236,16 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
     hash must be the event hash of its fields after the previous record's hash. A seal of the frozen files
     of its own writer leaves it out: the MAC already proves each frame is the writer's, hashes included.
     Raises IntegrityError otherwise, and when a bad frame is followed by a valid one (damage, not a torn tail).
+
+    ``mapped`` maps the file instead of reading it (no copy of it in memory): only for a frozen file under the
+    seal lock, which nobody truncates meanwhile (a mapped file cut shorter would kill the reader with SIGBUS).
     """
-    data = path.read_bytes()
+    data: bytes | memoryview
+    if mapped:
+        with open(path, "rb") as f:
+            data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+    else:
+        data = path.read_bytes()
     try:
         header = WalHeader.decode(data)
     except ValueError as e:
@@ -262,11 +272,11 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
     return WalTable(path, header, table, good_end, len(data))
 
 
-def _first_bad_record(data: bytes, starts: list[int], ends: list[int]) -> int | None:
+def _first_bad_record(data: bytes | memoryview, starts: list[int], ends: list[int]) -> int | None:
     """The index of the first record whose fields do not parse (the slow path, for the error message)."""
     for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
         try:
-            _, used = decode_fields(data[a : b - HASH_SIZE])
+            _, used = decode_fields(bytes(data[a : b - HASH_SIZE]))
             if used != b - HASH_SIZE - a:
                 return i
         except (ValueError, UnicodeDecodeError, struct.error):
