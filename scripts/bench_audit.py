@@ -78,6 +78,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import benchlib
+
 sys.dont_write_bytecode = True
 
 REGION = "us-east-1"
@@ -111,15 +113,6 @@ def _cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
-
-
-def _status_kb(field: str, pid: int | str = "self") -> int:
-    """A field of /proc/<pid>/status in KiB (VmRSS, VmHWM), 0 if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith(field + ":")), 0)
-    except OSError:
-        return 0
 
 
 # -- the S3 server (child process) ----------------------------------------------------------------------
@@ -285,7 +278,7 @@ def audit_child(args: argparse.Namespace) -> int:
             bar.update(task, completed=done, total=total,  # type: ignore[arg-type]
                        rate=f"{done / elapsed:,.0f} objects/s" if elapsed > 0 else "")
 
-    rss_before = _status_kb("VmRSS")
+    rss_before = benchlib.status_kb("VmRSS")
     if bar is not None:
         bar.start()
     try:
@@ -298,7 +291,7 @@ def audit_child(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.stop()
     ru_maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    vm_hwm_kb = _status_kb("VmHWM")
+    vm_hwm_kb = benchlib.status_kb("VmHWM")
     t1 = time.perf_counter()
     listed = sum(1 for _ in store.list(""))
     listing_seconds = time.perf_counter() - t1
@@ -366,7 +359,7 @@ class Bench:
         """Stop the server; returns its peak RSS in KiB."""
         if self.server is None:
             return 0
-        hwm = _status_kb("VmHWM", self.server.pid)
+        hwm = benchlib.status_kb("VmHWM", self.server.pid)
         assert self.server.stdin is not None
         self.server.stdin.close()
         try:

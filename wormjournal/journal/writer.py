@@ -131,7 +131,6 @@ class Journal:
         self.stream = stream
         self.config = config
         self._keys = SigningKeys(store, identity.journal_id, stream, key_dir, signing_key)
-        self._key_dir = key_dir
         self.keystore = keystore
         # the write path's stages (stages.py); Chain reads the execution heads that recovery sets up
         self._validate = Validate(config.key_scope)
