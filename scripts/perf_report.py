@@ -72,6 +72,10 @@ def section_append(res: dict[str, Any]) -> list[str]:
                     f"interleaved, {s['n']} each, {r.get('background_seals', 0)} seals in the background | "
                     f"p50 {r['ratio_p50']}x ({s['p50_us']} us against {raw['p50_us']} us), p99 {r['ratio_p99']}x "
                     f"({s['p99_us']} us against {raw['p99_us']} us) |")
+        if "raw_fsync_preallocated" in r:
+            pre = r["raw_fsync_preallocated"]
+            rows.append(f"| the same against the floor: `write` + `fdatasync` into space allocated ahead, as the WAL "
+                        f"writes | p50 {r['ratio_p50_to_preallocated']}x ({pre['p50_us']} us) |")
     if "sustained_append" in r:
         s = r["sustained_append"]
         rows.append(f"| sustained `append_batch` of {s['batch_size']}, automatic seals in the seal worker, "

@@ -561,14 +561,14 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
 
 
 def frames(path: Path) -> list[tuple[int, int]]:
-    """(start, end) of every whole frame of a WAL file (its MAC included)."""
+    """(start, end) of every whole frame of a WAL file (its MAC included), up to the zeros allocated ahead."""
     data = path.read_bytes()
     pos, out = walmod.HEADER_SIZE, []
-    while pos + 8 <= len(data):
+    while pos + 8 <= len(data) and data[pos:].strip(b"\0"):
         (length,) = struct.unpack_from(">I", data, pos)
         out.append((pos, pos + 8 + length + walmod.MAC_SIZE))
         pos += 8 + length + walmod.MAC_SIZE
-    assert pos == len(data)
+    assert pos == len(data) or not data[pos:].strip(b"\0")
     return out
 
 
@@ -611,7 +611,8 @@ def test_torn_last_frame_at_every_offset(fast_tmp: Path, singles: int, last_batc
             assert j.next_seq == kept, f"cut at {cut}"
             contents = walmod.read_wal(case_wal, wal_mac(case, keys))
             assert [e.event_id for e in contents.events] == expected_ids, f"cut at {cut}"
-            assert case_wal.stat().st_size == start, "the torn tail is cut off"
+            # the torn tail is cut off; a tail of zeros (the length's first byte) is left for the next frame
+            assert not case_wal.read_bytes()[start:].strip(b"\0"), "the torn tail is cut off"
             if cut in full:
                 assert j.append("tool_called", "exec-9", {"after": cut}, event_id="after") == kept
                 j.seal()
@@ -686,6 +687,42 @@ def test_zero_filled_tail_is_torn(tmp_path: Path) -> None:
     assert walmod.read_wal(wal, wal_mac(template, keys)).good_end == wal.stat().st_size > size
 
 
+def test_space_allocated_ahead(tmp_path: Path) -> None:
+    """The writer allocates the WAL file ahead of its frames (zeros), so that an fsync need not commit a new
+    size. A reader stops at the zeros; a crash image of the open file reopens with every event and goes on where
+    the frames end; damage before a valid frame is still refused with zeros after it; close gives the space back."""
+    store, keys = new_journal(tmp_path)
+    j = Journal.open(store, key_dir=keys, config=QUIET)
+    try:
+        for n in range(5):
+            j.append("tool_called", "exec-1", {"n": n}, event_id=f"e-{n}")
+        (wal,) = walmod.list_wal_files(store / ".wal" / f"stream={STREAM}")
+        image = wal.read_bytes()  # what a kill -9 now leaves on disk
+        contents = walmod.read_wal(wal, wal_mac(store, keys))
+        assert len(image) == walmod.WalWriter.preallocate + walmod.HEADER_SIZE > contents.good_end
+        assert not image[contents.good_end :].strip(b"\0")
+        assert contents.size == contents.good_end and contents.torn_bytes == 0
+        assert [e.event_id for e in contents.events] == [f"e-{n}" for n in range(5)]
+    finally:
+        j.close()
+    assert wal.stat().st_size == contents.good_end, "close gives back the space allocated ahead"
+    damaged = bytearray(image)
+    damaged[frames(wal)[1][0] + 12] ^= 1
+    for data, expect in [(image, "whole"), (bytes(damaged), "refused")]:
+        wal.write_bytes(data)
+        if expect == "refused":
+            with pytest.raises(IntegrityError, match="valid frame follows"):
+                Journal.open(store, key_dir=keys, config=QUIET)
+            assert wal.read_bytes() == data
+            continue
+        with Journal.open(store, key_dir=keys, config=QUIET) as j:
+            assert j.append("tool_called", "exec-1", {"n": 5}, event_id="e-5") == 5
+            j.seal()
+            assert j.verify().ok
+        sealed = read_sealed(store)
+        assert [e for _, e in sealed.rows] == [f"e-{n}" for n in range(6)]
+
+
 class _Interrupt(BaseException):
     """Stands in for a crash inside a seal, in process."""
 
@@ -749,19 +786,20 @@ def _records(first_seq: int, prev: bytes,
     payloads=st.lists(st.lists(st.binary(max_size=48), min_size=1, max_size=4), max_size=6),
     cut=st.floats(0.0, 1.0),
     garbage=st.binary(max_size=80),
-    mode=st.sampled_from(["cut", "garbage", "cut+garbage", "whole"]),
+    mode=st.sampled_from(["cut", "garbage", "cut+garbage", "whole", "zeros", "cut+zeros"]),
 )
 def test_read_wal_returns_whole_frames_before_the_cut(
     first_seq: int, prev: bytes, payloads: list[list[bytes]], cut: float, garbage: bytes, mode: str
 ) -> None:
-    """read_wal returns exactly the whole frames before a cut or before trailing garbage; a torn tail never raises."""
+    """read_wal returns exactly the whole frames before a cut or before trailing garbage or zeros (space allocated
+    ahead); a torn tail never raises."""
     frame_bytes, expected = _records(first_seq, prev, payloads)
     data = walmod.WalHeader(first_seq, prev).encode() + b"".join(frame_bytes)
     cut_at = len(data)
     if mode in ("cut", "cut+garbage"):
         cut_at = walmod.HEADER_SIZE + int(cut * (len(data) - walmod.HEADER_SIZE))
-    tail = garbage if mode in ("garbage", "cut+garbage") else b""
-    data = data[:cut_at] + tail
+    tail = {"garbage": garbage, "cut+garbage": garbage, "zeros": bytes(len(garbage)), "cut+zeros": bytes(8192)}
+    data = data[:cut_at] + tail.get(mode, b"")
     want, end = [], walmod.HEADER_SIZE
     for fb, exp in zip(frame_bytes, expected, strict=True):
         if end + len(fb) > cut_at:
@@ -774,7 +812,7 @@ def test_read_wal_returns_whole_frames_before_the_cut(
         got = walmod.read_wal(path, TEST_MAC)
     assert [(e.seq, e.event_id, e.hash) for e in got.events] == want
     assert got.good_end == end
-    assert got.size == len(data)
+    assert got.size == max(end, len(data.rstrip(b"\0"))), "zeros after the last whole frame are no torn tail"
     assert got.header == walmod.WalHeader(first_seq, prev)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import os
 import random
 import time
 import uuid
@@ -410,6 +411,26 @@ def test_uuid7_is_unique_and_random() -> None:
     # The 74 random bits differ: not just the timestamp changing.
     randoms = {uuid.UUID(i).int & ((1 << 62) - 1) for i in ids}
     assert len(randoms) == len(ids)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    """The random bits come from a pool of os.urandom bytes; a child process forks with a copy of it, and must
+    forget it, or it would make the ids its parent makes next."""
+    uuid7()  # the pool holds unused bytes now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(write, "\n".join(uuid7() for _ in range(20)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = f.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [uuid7() for _ in range(20)]
+    strip = lambda ids: {uuid.UUID(i).int & ((1 << 62) - 1) for i in ids}  # noqa: E731 - the random bits
+    assert len(child) == 20 and not strip(child) & strip(parent)
 
 
 def test_uuid7_timestamps_do_not_go_backwards() -> None:

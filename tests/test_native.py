@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+import zlib
 from typing import Any
 
 import pyarrow as pa
@@ -22,7 +23,9 @@ from hypothesis import strategies as st
 from wormjournal import events
 from wormjournal.errors import ValidationError
 from wormjournal.events import FIELDS, Kind, canonical_json_py, encode_fields_py
+from wormjournal.journal import stages
 from wormjournal.segments import merkle, table
+from wormjournal.storage import wal
 
 native = events._native  # noqa: SLF001
 needs_native = pytest.mark.skipif(native is None, reason="the C extension is not built")
@@ -129,24 +132,82 @@ field_values = st.tuples(*[
 @settings(max_examples=300, deadline=None)
 @given(field_values)
 def test_encode_fields_in_c_is_the_python_path(values: tuple[Any, ...]) -> None:
-    assert native.encode_fields(values, events._KIND_CODES) == encode_fields_py(values)  # noqa: SLF001
+    assert native.encode_fields(values, events.KIND_CODES) == encode_fields_py(values)  # noqa: SLF001
 
 
 @needs_native
 def test_encode_fields_in_c_refuses_what_python_refuses() -> None:
     good = [0, "id", 1, "t", None, "e", None, None, None, None, None, None, None, "json", None, b"{}"]
-    assert native.encode_fields(good, events._KIND_CODES) == encode_fields_py(good)  # noqa: SLF001
+    assert native.encode_fields(good, events.KIND_CODES) == encode_fields_py(good)  # noqa: SLF001
     with pytest.raises(ValueError, match="expected 16 field values"):
-        native.encode_fields(good[:-1], events._KIND_CODES)  # noqa: SLF001
+        native.encode_fields(good[:-1], events.KIND_CODES)
     for i, bad in ((0, "1"), (1, 5), (15, "text"), (0, 2**64)):
         values = list(good)
         values[i] = bad
         with pytest.raises((TypeError, OverflowError)):
-            native.encode_fields(values, events._KIND_CODES)  # noqa: SLF001
+            native.encode_fields(values, events.KIND_CODES)
     values = list(good)
     values[1] = "\ud800"
     with pytest.raises(UnicodeEncodeError):
-        native.encode_fields(values, events._KIND_CODES)  # noqa: SLF001
+        native.encode_fields(values, events.KIND_CODES)
+
+
+ids = (st.sampled_from(["exec-1", "th/1", "ab", "x" * 64, "x" * 65, "é-1", "a\x7fb", "a\\b", "t\tx", "\ud800ab"])
+       | st.text(max_size=70) | st.integers() | st.none())
+event_fields = st.fixed_dictionaries(
+    {"event_type": st.sampled_from(["tool_called", "run_started", "custom:a.b", "nope", 5])},
+    optional={**{name: ids for name in events.ID_FIELDS}, "payload": st.just({"k": 1}),
+              "ts": st.sampled_from([None, 1_700_000_000_000_000]), "seq": st.just(1), "other": st.just(1)},
+)
+
+
+@needs_native
+@settings(max_examples=500, deadline=None)
+@given(event_fields)
+@example({"event_type": "tool_called", "execution_id": "exec-1", "thread_id": "thread-1", "payload": None})
+def test_check_fields_in_c_is_the_python_path(fields: dict[str, Any]) -> None:
+    """The common case of an event's fields in C (events.stored_values) gives what the Python path gives, or
+    hands the event to it (None); whatever C takes, Python takes the same way."""
+    fast = native.check_fields(fields, events._FIELDS_SPEC)  # noqa: SLF001
+    try:
+        expected = events.stored_values_py(fields, new_id=lambda: "new-id")
+    except ValidationError:
+        assert fast is None
+        return
+    if fast is not None:
+        values, size = fast
+        assert values[1] is None or values[1] == fields.get("event_id")
+        values[1], values[2] = values[1] or "new-id", expected[0][2]  # ids and ts are the journal's
+        assert (values, size) == expected
+
+
+class _Drafts:
+    def __init__(self, values: list[Any]) -> None:
+        self.values = values
+
+
+@pytest.mark.skipif(not wal.native.SHA, reason="no SHA-256 from libcrypto in the C extension")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(field_values, min_size=1, max_size=6), st.binary(min_size=32, max_size=32),
+       st.binary(min_size=32, max_size=32), st.text(max_size=40), st.text(max_size=70))
+def test_chain_frame_in_c_is_chain_then_frame(batch: list[tuple[Any, ...]], prev: bytes, key: bytes, journal: str,
+                                              stream: str) -> None:
+    """One WAL frame of chained records from C (Frame.chained) is the Python stages' Chain then Frame, byte for
+    byte: fields, event hashes, the frame's length, CRC and HMAC."""
+    drafts: Any = [_Drafts(list(v)) for v in batch]
+    mac = wal.WalMac(key, journal, stream)
+    assert mac.native_states is not None
+    frame, last = stages.Frame(mac).chained(stages.Chain(lambda _: None), drafts, prev)
+    python = wal.WalMac(key, journal, stream)
+    python.native_states = None
+    records = stages.Chain(lambda _: None)(drafts, prev)
+    assert (frame, last) == stages.Frame(python).chained(stages.Chain(lambda _: None), drafts, prev)
+    assert (frame, last) == (wal.encode_frame(records, mac), records[-1][2])
+    with pytest.raises(ValueError, match="1 to 2"):
+        native.chain_frame([], events.KIND_CODES, prev, events.EVENT_TAG, mac.native_states, zlib.crc32)
+    with pytest.raises(TypeError):
+        native.chain_frame([[*batch[0][:-1], 5]], events.KIND_CODES, prev, events.EVENT_TAG, mac.native_states,
+                           zlib.crc32)
 
 
 @pytest.mark.skipif(merkle._bulk is None, reason="no bulk SHA-256 (no C extension, or no libcrypto)")  # noqa: SLF001

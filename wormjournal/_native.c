@@ -14,7 +14,9 @@
  * per character of `kinds`: 'i' INT (u32be 8 || i64be), 's' STR (u32be len || UTF-8), 'b' BYTES
  * (u32be len || bytes); None is the NULL mark ff ff ff ff.
  *
- * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots) calls OpenSSL's SHA256(), found at run time in the
+ * chain_frame(...) chains the records of a batch and frames them for the WAL (stages.Chain and stages.Frame).
+ *
+ * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states) calls OpenSSL's SHA256(), found at run time in the
  * libcrypto that Python's own hashlib is linked with (use_libcrypto): no header or library is needed to build,
  * and without it these functions are not offered (wormjournal.segments.merkle keeps its Python path).
  */
@@ -570,6 +572,286 @@ done:
     return result;
 }
 
+/* -- an event's fields, the common case (events.check_fields) ---------------------------------------------- */
+
+/* An id of the fast path of events.check_fields: an exact str of 3 to 64 ASCII characters, none of them a
+   control character, DEL, '/' or '\'. */
+static int plain_id(PyObject *v) {
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(v);
+    if (n < 3 || n > 64) {
+        return 0;
+    }
+    const unsigned char *c = PyUnicode_1BYTE_DATA(v);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (c[i] < 0x20 || c[i] == 0x7f || c[i] == '/' || c[i] == '\\') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* check_fields(fields, spec) -> (values, size) | None. spec = (input field names, known event types,
+   "event_type", "payload", "ts", the id field names, their positions in values, the number of stored fields,
+   the positions of the event type, the payload and the execution id).
+   For a dict of known fields whose event type is a known one, with no ts, an execution_id, and every id given
+   a plain one (plain_id): the stored fields' values (None where the journal fills them in: seq, event_id when
+   not given, ts, ...; the payload as given) and the bytes of type and ids towards the event limit. None for
+   anything else: the Python path then gives the same answer or the precise error. */
+static PyObject *check_fields(PyObject *self, PyObject *args) {
+    PyObject *fields, *spec;
+    if (!PyArg_ParseTuple(args, "OO!:check_fields", &fields, &PyTuple_Type, &spec)) {
+        return NULL;
+    }
+    PyObject *input, *types, *k_type, *k_payload, *k_ts, *names, *slots;
+    Py_ssize_t nfields, type_at, payload_at, execution_at;
+    if (!PyArg_ParseTuple(spec, "O!O!UUUO!O!nnnn:check_fields spec", &PyFrozenSet_Type, &input, &PyFrozenSet_Type,
+                          &types, &k_type, &k_payload, &k_ts, &PyTuple_Type, &names, &PyTuple_Type, &slots,
+                          &nfields, &type_at, &payload_at, &execution_at)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(slots) || nfields < 1 || type_at < 0 || type_at >= nfields
+        || payload_at < 0 || payload_at >= nfields || execution_at < 0 || execution_at >= nfields) {
+        PyErr_SetString(PyExc_ValueError, "check_fields: a bad spec");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(fields)) {
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(fields, &pos, &key, &value)) {
+        int known = PySet_Contains(input, key);
+        if (known != 1) {
+            if (known < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *type = PyDict_GetItemWithError(fields, k_type);
+    if (type == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyUnicode_CheckExact(type) || !PyUnicode_IS_ASCII(type)) {
+        Py_RETURN_NONE;
+    }
+    int known = PySet_Contains(types, type);
+    if (known != 1) {
+        if (known < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *ts = PyDict_GetItemWithError(fields, k_ts);
+    if (ts != NULL && ts != Py_None) {
+        Py_RETURN_NONE;
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *values = PyList_New(nfields);
+    if (values == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < nfields; i++) {
+        PyList_SET_ITEM(values, i, Py_NewRef(Py_None));
+    }
+    Py_ssize_t size = PyUnicode_GET_LENGTH(type);
+    Py_SETREF(PyList_GET_ITEM(values, type_at), Py_NewRef(type));
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *v = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(names, i));
+        if (v == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(values);
+                return NULL;
+            }
+            continue;
+        }
+        if (v == Py_None) {
+            continue;
+        }
+        Py_ssize_t at = PyLong_AsSsize_t(PyTuple_GET_ITEM(slots, i));
+        if (at < 0 || at >= nfields || !plain_id(v)) {
+            Py_DECREF(values);
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        Py_SETREF(PyList_GET_ITEM(values, at), Py_NewRef(v));
+        size += PyUnicode_GET_LENGTH(v);
+    }
+    PyObject *payload = PyDict_GetItemWithError(fields, k_payload);
+    if (payload != NULL) {
+        Py_SETREF(PyList_GET_ITEM(values, payload_at), Py_NewRef(payload));
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(values);
+        return NULL;
+    }
+    if (PyList_GET_ITEM(values, execution_at) == Py_None) { /* required */
+        Py_DECREF(values);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(Nn)", values, size);
+}
+
+/* -- one WAL frame of chained records (FORMAT.md 2.3 and 11) --------------------------------------------- */
+
+/* hmac_states(key, prefix) -> bytes: the two SHA-256 contexts of HMAC-SHA256 under key (RFC 2104), the inner
+   one having absorbed (key ^ ipad) || prefix, the outer one (key ^ opad); chain_frame takes them. */
+static PyObject *hmac_states(PyObject *self, PyObject *args) {
+    Py_buffer key, prefix;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*y*:hmac_states", &key, &prefix)) {
+        return NULL;
+    }
+    unsigned char k0[64] = {0}, pad[64];
+    if (key.len > 64) {
+        SHA256_((const unsigned char *)key.buf, (size_t)key.len, k0);
+    } else {
+        memcpy(k0, key.buf, (size_t)key.len);
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, 2 * sizeof(sha_ctx));
+    if (result != NULL) {
+        sha_ctx *ctx = (sha_ctx *)PyBytes_AS_STRING(result);
+        memset(ctx, 0, 2 * sizeof(sha_ctx));
+        for (int i = 0; i < 64; i++) {
+            pad[i] = k0[i] ^ 0x36;
+        }
+        sha_init(&ctx[0]);
+        sha_update(&ctx[0], pad, 64);
+        sha_update(&ctx[0], prefix.buf, (size_t)prefix.len);
+        for (int i = 0; i < 64; i++) {
+            pad[i] = k0[i] ^ 0x5c;
+        }
+        sha_init(&ctx[1]);
+        sha_update(&ctx[1], pad, 64);
+    }
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&prefix);
+    return result;
+}
+
+/* chain_frame(values_lists, kinds, prev, tag, states, crc32) -> (frame, last hash): each values list's canonical
+   field bytes (encode_fields), its event hash SHA-256(tag || previous hash || fields) chained from prev, and
+   the WAL frame of those records: u32be body_len || u32be crc32(body || mac) || body || mac, body = u32be count
+   || count * (u32be len || fields || hash), mac = HMAC-SHA256 over body from `states` (hmac_states). crc32 is
+   zlib.crc32. The same bytes as stages.Chain then stages.Frame. */
+static PyObject *chain_frame(PyObject *self, PyObject *args) {
+    PyObject *lists, *kinds, *crc32;
+    Py_buffer prev, tag, states;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "OO!y*y*y*O:chain_frame", &lists, &PyBytes_Type, &kinds, &prev,
+                                           &tag, &states, &crc32)) {
+        return NULL;
+    }
+    PyObject *result = NULL, *seq = NULL, *frame = NULL, **encs = NULL;
+    Py_ssize_t n = 0;
+    if (prev.len != 32 || states.len != 2 * (Py_ssize_t)sizeof(sha_ctx)) {
+        PyErr_SetString(PyExc_ValueError, "prev is not 32 bytes, or states is not hmac_states'");
+        goto done;
+    }
+    seq = PySequence_Fast(lists, "chain_frame needs a sequence of value lists");
+    if (seq == NULL) {
+        goto done;
+    }
+    n = PySequence_Fast_GET_SIZE(seq);
+    if (n < 1 || n > 0xffffffffLL) {
+        PyErr_SetString(PyExc_ValueError, "a frame holds 1 to 2**32 - 1 records");
+        goto done;
+    }
+    encs = PyMem_Calloc((size_t)n, sizeof(PyObject *));
+    if (encs == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t body = 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = PyTuple_Pack(2, PySequence_Fast_GET_ITEM(seq, i), kinds);
+        encs[i] = a == NULL ? NULL : encode_fields(NULL, a);
+        Py_XDECREF(a);
+        if (encs[i] == NULL) {
+            goto done;
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(encs[i]) + 32;
+        if (len > 0xffffffffLL || body > PY_SSIZE_T_MAX / 2) {
+            PyErr_SetString(PyExc_OverflowError, "a record is over 4 GiB");
+            goto done;
+        }
+        body += 4 + len;
+    }
+    if (body > 0xffffffffLL) {
+        PyErr_SetString(PyExc_OverflowError, "a frame is over 4 GiB");
+        goto done;
+    }
+    frame = PyBytes_FromStringAndSize(NULL, 8 + body + 32);
+    if (frame == NULL) {
+        goto done;
+    }
+    unsigned char *f = (unsigned char *)PyBytes_AS_STRING(frame);
+    unsigned char *p = f + 8;
+    const unsigned char *last = (const unsigned char *)prev.buf;
+    put_u32((char *)p, (uint32_t)n);
+    p += 4;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t len = PyBytes_GET_SIZE(encs[i]);
+        put_u32((char *)p, (uint32_t)(len + 32));
+        memcpy(p + 4, PyBytes_AS_STRING(encs[i]), (size_t)len);
+        sha_ctx ctx;
+        sha_init(&ctx);
+        sha_update(&ctx, tag.buf, (size_t)tag.len);
+        sha_update(&ctx, last, 32);
+        sha_update(&ctx, p + 4, (size_t)len);
+        sha_final(p + 4 + len, &ctx);
+        last = p + 4 + len;
+        p += 4 + len + 32;
+    }
+    {
+        sha_ctx ctx[2];
+        unsigned char inner[32];
+        memcpy(ctx, states.buf, sizeof(ctx));
+        sha_update(&ctx[0], f + 8, (size_t)body);
+        sha_final(inner, &ctx[0]);
+        sha_update(&ctx[1], inner, 32);
+        sha_final(p, &ctx[1]);
+    }
+    PyObject *view = PyMemoryView_FromMemory((char *)f + 8, body + 32, PyBUF_READ);
+    PyObject *crc = view == NULL ? NULL : PyObject_CallOneArg(crc32, view);
+    Py_XDECREF(view);
+    if (crc == NULL) {
+        goto done;
+    }
+    unsigned long c = PyLong_AsUnsignedLong(crc);
+    Py_DECREF(crc);
+    if (c == (unsigned long)-1 && PyErr_Occurred()) {
+        goto done;
+    }
+    put_u32((char *)f, (uint32_t)body);
+    put_u32((char *)f + 4, (uint32_t)c);
+    PyObject *h = PyBytes_FromStringAndSize((const char *)last, 32);
+    if (h != NULL) {
+        result = PyTuple_Pack(2, frame, h);
+        Py_DECREF(h);
+    }
+done:
+    if (encs != NULL) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_XDECREF(encs[i]);
+        }
+        PyMem_Free(encs);
+    }
+    Py_XDECREF(frame);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&prev);
+    PyBuffer_Release(&tag);
+    PyBuffer_Release(&states);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
@@ -580,6 +862,11 @@ static PyMethodDef methods[] = {
     {"sha256_rows", sha256_rows, METH_VARARGS, "sha256_rows(data, offsets) -> bytes: 32 bytes per row"},
     {"merkle_leaves", merkle_leaves, METH_VARARGS, "merkle_leaves(hashes) -> bytes: SHA-256(0x00 || h) of each"},
     {"block_roots", block_roots, METH_VARARGS, "block_roots(leaves, block) -> bytes: the MTH of each run"},
+    {"check_fields", check_fields, METH_VARARGS,
+     "check_fields(fields, spec) -> (values, size) | None: an event's stored fields, the common case"},
+    {"hmac_states", hmac_states, METH_VARARGS, "hmac_states(key, prefix) -> bytes: HMAC-SHA256's two contexts"},
+    {"chain_frame", chain_frame, METH_VARARGS,
+     "chain_frame(values_lists, kinds, prev, tag, states, crc32) -> (frame, last hash): Chain and Frame in one"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import struct
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
@@ -217,13 +218,14 @@ def encode_value(kind: str, value: Any) -> bytes:
     return _ENCODERS[kind](value)
 
 
-_KIND_CODES = bytes(ord({Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}[kind]) for _, kind, _ in FIELDS)
+# Each stored field's kind as the C extension takes it (i INT, s STR, b BYTES), in FIELDS order.
+KIND_CODES = bytes(ord({Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}[kind]) for _, kind, _ in FIELDS)
 
 
 def encode_fields(values: Sequence[Any]) -> bytes:
     """The canonical bytes of an event's stored fields, in ``FIELDS`` order."""
     if _native is not None:
-        return _native.encode_fields(values, _KIND_CODES)  # type: ignore[no-any-return]
+        return _native.encode_fields(values, KIND_CODES)  # type: ignore[no-any-return]
     return encode_fields_py(values)
 
 
@@ -447,12 +449,38 @@ def uuid7() -> str:
     return uuid7s(1)[0]
 
 
+class _RandomPool:
+    """``os.urandom`` read 4 KiB at a time: one system call per 400 event ids, not one per append. A child
+    process forgets its parent's pool (it would repeat the parent's ids)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+        self._pos = 0
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._buf, self._pos = b"", 0
+
+    def take(self, n: int) -> bytes:
+        with self._lock:
+            pos = self._pos
+            if pos + n > len(self._buf):
+                self._buf, pos = os.urandom(max(4096, n)), 0
+            self._pos = pos + n
+            return self._buf[pos : pos + n]
+
+
+_random = _RandomPool()
+
+
 def uuid7s(n: int) -> list[str]:
     """``n`` UUIDv7s of this millisecond (RFC 9562): 48-bit Unix milliseconds, version 7, 12 random bits,
-    variant 0b10, 62 random bits; with one read of the random source."""
+    variant 0b10, 62 random bits (from ``os.urandom``)."""
     ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
     head = ms.to_bytes(6, "big")
-    rand = os.urandom(10 * n)
+    rand = _random.take(10 * n)
     out = []
     for i in range(0, 10 * n, 10):
         h = (head + bytes((0x70 | (rand[i] & 0x0F), rand[i + 1], 0x80 | (rand[i + 2] & 0x3F)))
@@ -515,6 +543,39 @@ def check_fields(fields: Mapping[str, Any], *, where: str | None = None,
     ts = fields.get("ts")
     micros = now_micros() if ts is None else parse_ts(ts, where=where)
     return event_type, ids, micros, size
+
+
+_AT = {name: i for i, name in enumerate(FIELD_NAMES)}
+_ID_SLOTS = tuple(_AT[name] for name in ID_FIELDS)
+# What the C extension's check of the common case needs to know (its check_fields).
+_FIELDS_SPEC = (INPUT_FIELDS, KNOWN_EVENT_TYPES, "event_type", "payload", "ts", ID_FIELDS, _ID_SLOTS, len(FIELDS),
+                _AT["event_type"], _AT["payload"], _AT["execution_id"])
+
+
+def stored_values(fields: Mapping[str, Any], *, where: str | None = None,
+                  new_id: Callable[[], str] = uuid7) -> tuple[list[Any], int]:
+    """:func:`check_fields`, giving the stored fields' values in FIELDS order (seq, exec_prev_seq, payload_codec
+    and payload_key_id None, the payload as given) and the bytes of type and ids towards the event limit. The
+    common case in C when the extension is built; anything else in :func:`stored_values_py`."""
+    fast = _native.check_fields(fields, _FIELDS_SPEC) if _native is not None else None
+    if fast is None:
+        return stored_values_py(fields, where=where, new_id=new_id)
+    values, size = fast
+    if values[1] is None:
+        values[1] = new_id()
+    values[2] = now_micros()
+    return values, size
+
+
+def stored_values_py(fields: Mapping[str, Any], *, where: str | None = None,
+                     new_id: Callable[[], str] = uuid7) -> tuple[list[Any], int]:
+    """:func:`stored_values` in Python."""
+    event_type, ids, ts, size = check_fields(fields, where=where, new_id=new_id)
+    values: list[Any] = [None] * len(FIELDS)
+    for name, at in zip(ID_FIELDS, _ID_SLOTS, strict=True):
+        values[at] = ids[name]
+    values[_AT["ts"]], values[_AT["event_type"]], values[_AT["payload"]] = ts, event_type, fields.get("payload")
+    return values, size
 
 
 def check_size(size: int, max_event_bytes: int, where: str | None = None) -> None:

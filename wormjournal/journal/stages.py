@@ -16,23 +16,26 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from .. import native
 from .. import payload as payloads
 from ..errors import ValidationError
 from ..events import (
     EVENT_TAG,
     FIELD_NAMES,
     ID_FIELDS,
+    KIND_CODES,
     RESERVED_EVENT_TYPES,
     canonical_json,
-    check_fields,
     check_size,
     encode_fields,
     pseudonymize,
+    stored_values,
     uuid7s,
 )
 from ..retention.keystore import SCOPES
@@ -102,14 +105,10 @@ class Validate:
                     raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
             else:
                 scope = self.default_scope
-            event_type, id_values, ts, size = check_fields(event, where=where, new_id=new_id)
-            if event_type in RESERVED_EVENT_TYPES and not internal:
-                raise ValidationError("event_type", f"{event_type!r} is appended by the library only "
+            values, size = stored_values(event, where=where, new_id=new_id)
+            if values[_TYPE] in RESERVED_EVENT_TYPES and not internal:
+                raise ValidationError("event_type", f"{values[_TYPE]!r} is appended by the library only "
                                       "(shred, or the retention commands)", where=where)
-            values: list[Any] = [None, id_values["event_id"], ts, event_type, id_values["tenant_id"],
-                                 id_values["execution_id"], id_values["thread_id"], id_values["node"],
-                                 id_values["step_id"], id_values["parent_event_id"], id_values["correlation_id"],
-                                 id_values["subject_id"], None, None, None, event.get("payload")]
             drafts.append(Draft(where, scope, given, values, size))
         return drafts
 
@@ -247,8 +246,22 @@ class Frame:
         self._mac = mac
 
     def __call__(self, records: list[Record]) -> bytes:
-        frame = encode_frame(records, self._mac)
-        if len(frame) > MAX_FRAME_BYTES:  # recovery would take a longer frame for a torn tail
-            raise ValidationError("events", f"the batch is {len(frame)} bytes, over the limit of "
-                                  f"{MAX_FRAME_BYTES} for one atomic write: append it in parts")
-        return frame
+        return _checked(encode_frame(records, self._mac))
+
+    def chained(self, chain: Chain, drafts: list[Draft], prev: bytes) -> tuple[bytes, bytes]:
+        """``chain`` then this stage: the frame of the drafts' records chained onto ``prev``, and the last
+        record's hash. One call of the C extension when it is built (the same bytes: tests/test_native.py)."""
+        states = self._mac.native_states
+        if states is None:
+            records = chain(drafts, prev)
+            return self(records), records[-1][2]
+        frame, last = native.module.chain_frame([d.values for d in drafts], KIND_CODES, prev, EVENT_TAG, states,
+                                                zlib.crc32)
+        return _checked(frame), last
+
+
+def _checked(frame: bytes) -> bytes:
+    if len(frame) > MAX_FRAME_BYTES:  # recovery would take a longer frame for a torn tail
+        raise ValidationError("events", f"the batch is {len(frame)} bytes, over the limit of "
+                              f"{MAX_FRAME_BYTES} for one atomic write: append it in parts")
+    return frame

@@ -398,7 +398,7 @@ class Journal:
         # Appends go on in the newest file; older ones are frozen and get sealed now.
         if contents:
             active = contents[-1]
-            self._wal = walmod.WalWriter(active.path)
+            self._wal = walmod.WalWriter(active.path, end=active.good_end)  # zeros after it: allocated ahead
             self._pending_events = sum(1 for e in active.events if e.seq >= state.next_seq)
             self._pending_bytes = active.good_end - walmod.HEADER_SIZE
         else:
@@ -412,7 +412,7 @@ class Journal:
 
     def append(self, event_type: str, execution_id: str, payload: Any = None, **fields: Any) -> int:
         """Append one event; returns its seq once it is fsync'd in the WAL."""
-        return self.append_batch([dict(fields, event_type=event_type, execution_id=execution_id, payload=payload)])[0]
+        return self._append([dict(fields, event_type=event_type, execution_id=execution_id, payload=payload)])[0]
 
     def append_batch(self, events: Iterable[Mapping[str, Any]]) -> list[int]:
         """Append events atomically (all or none) with one fsync; returns their seqs.
@@ -422,9 +422,10 @@ class Journal:
         batch = list(events)
         if not batch:
             return []
-        return self._append(batch)
+        return list(self._append(batch))
 
-    def _append(self, batch: list[Mapping[str, Any]], *, internal: bool = False) -> list[int]:
+    def _append(self, batch: list[Mapping[str, Any]], *, internal: bool = False) -> range:
+        """Append a non-empty batch; returns its seqs."""
         wal = self._wal
         wal.begin()  # while preparing too: a group commit in progress waits for this frame
         try:
@@ -436,7 +437,7 @@ class Journal:
         wal.sync(ticket)  # the same writer object: rotation swaps its file, not the object
         if due:
             self._auto_seal()
-        return list(range(first, seq))
+        return range(first, seq)
 
     def _write_batch(self, drafts: list[Draft]) -> tuple[int, int, int, bool]:
         """Assign seqs, link, encrypt, chain and write one frame; returns (first seq, next seq, ticket, seal due)."""
@@ -446,13 +447,12 @@ class Journal:
                 self._lease.raise_if_lost()  # before anything is written: never acknowledge what cannot be sealed
             heads = self._chain.number(drafts, self._next_seq)
             self._encrypt(drafts)  # bound to the seqs
-            records = self._chain(drafts, self._last_hash)
-            frame = self._frame(records)
+            frame, last = self._frame.chained(self._chain, drafts, self._last_hash)
             ticket = self._wal.write(frame)
             first = self._next_seq
-            self._next_seq, self._last_hash = records[-1][0] + 1, records[-1][2]
+            self._next_seq, self._last_hash = first + len(drafts), last
             self._exec_heads.update(heads)
-            self._pending_events += len(records)
+            self._pending_events += len(drafts)
             self._pending_bytes += len(frame)
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()

@@ -7,6 +7,10 @@ A WAL file is ``<first_seq, 20 digits>.wal`` in the stream's WAL directory::
     body    = u32be count || count * (u32be len || encode_fields(...) || hash(32))
     mac     = HMAC-SHA256(WAL key, WAL_TAG || STR(journal id) || STR(stream) || body)
 
+A file may go on past its last frame in zero bytes: space the writer allocated ahead, so that
+the fdatasync of an append does not also have to commit a new file size. A reader stops where
+the rest of the file is zeros (that is not a torn tail).
+
 One frame is one ``append``/``append_batch`` call: a batch is all or nothing,
 because a torn frame fails its CRC and is dropped as a whole. Only the tail
 of the newest file can be torn (older files were fsync'd whole when frozen).
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .. import native
 from ..errors import ConfigError, IntegrityError
 from ..events import HASH_SIZE, Kind, StoredEvent, decode_fields, encode_value
 from ..segments.table import records_table, row_hashes, table_to_events
@@ -51,8 +56,10 @@ class WalMac:
     def __init__(self, key: bytes, journal_id: str, stream: str) -> None:
         if len(key) != 32:
             raise ConfigError("the WAL key is not 32 bytes")
-        self._base = hmac.new(key, WAL_TAG + encode_value(Kind.STR, journal_id) + encode_value(Kind.STR, stream),
-                              hashlib.sha256)
+        prefix = WAL_TAG + encode_value(Kind.STR, journal_id) + encode_value(Kind.STR, stream)
+        self._base = hmac.new(key, prefix, hashlib.sha256)
+        # the C extension's copy of the same HMAC state (native.chain_frame), when it has SHA-256
+        self.native_states: bytes | None = native.module.hmac_states(key, prefix) if native.SHA else None
 
     def tag(self, body: bytes | memoryview) -> bytes:
         h = self._base.copy()
@@ -125,7 +132,7 @@ class WalContents:
     header: WalHeader
     events: list[StoredEvent]
     good_end: int  # offset just past the last whole frame
-    size: int  # file size as found
+    size: int  # file size as found, less the zero bytes after the last whole frame (allocated ahead)
 
     @property
     def torn_bytes(self) -> int:
@@ -150,15 +157,17 @@ def _frame_continues_at(view: memoryview, off: int, seq: int, mac: WalMac) -> bo
     return bool(seqs) and seqs[0] >= seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
-def _refuse_damage_before_frames(path: Path, data: bytes | memoryview, pos: int, seq: int, mac: WalMac) -> None:
-    """Raise IntegrityError if a valid frame follows the bad one at ``pos``.
+def _refuse_damage_before_frames(path: Path, data: bytes | memoryview, pos: int, seq: int, mac: WalMac,
+                                 content_end: int) -> None:
+    """Raise IntegrityError if a valid frame follows the bad one at ``pos`` (and starts before ``content_end``,
+    past which the file holds only zeros).
 
     A torn tail is the end of the file, never followed by a valid frame; a bad
     frame with valid frames after it is damage in the middle, and cutting it off
     would drop acknowledged events. The scan costs time only after a crash.
     """
     view = memoryview(data)
-    for off in range(pos + 1, len(data) - _FRAME_HEAD.size - _MIN_BODY + 1):
+    for off in range(pos + 1, min(content_end, len(data) - _FRAME_HEAD.size - _MIN_BODY + 1)):
         if _frame_continues_at(view, off, seq, mac):
             raise IntegrityError(
                 f"{path}: the frame at offset {pos} is damaged, but a valid frame follows at offset {off}: "
@@ -174,18 +183,28 @@ class WalTable:
     header: WalHeader
     table: pa.Table
     good_end: int  # offset just past the last whole frame
-    size: int  # file size as found
+    size: int  # file size as found, less the zero bytes after the last whole frame (allocated ahead)
 
     @property
     def torn_bytes(self) -> int:
         return self.size - self.good_end
 
 
+def _content_end(data: bytes | memoryview, pos: int) -> int:
+    """The offset past the last non-zero byte at or after ``pos`` (``pos`` when the rest is zeros)."""
+    rest = np.frombuffer(data, dtype=np.uint8)[pos:]
+    if not rest.any():
+        return pos
+    return pos + int(np.flatnonzero(rest)[-1]) + 1
+
+
 def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
-            mac: WalMac) -> tuple[list[int], list[int], list[int], int]:
+            mac: WalMac) -> tuple[list[int], list[int], list[int], int, int]:
     """Walk the whole frames (CRC and MAC checked): the offsets where each record starts and ends, the
     offset of each record's frame, and the offset past the last whole frame. Stops at a torn tail; raises
-    IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame."""
+    IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame. The last
+    value is where the file's content ends: the offset past the last whole frame when only zeros follow it
+    (space allocated ahead), else past the torn tail's last non-zero byte."""
     starts: list[int] = []
     ends: list[int] = []
     frames: list[int] = []
@@ -200,8 +219,10 @@ def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
             or not _MIN_BODY <= body_len <= MAX_FRAME_BYTES
             or zlib.crc32(memoryview(data)[pos + _FRAME_HEAD.size : end + MAC_SIZE]) != crc
         ):
-            _refuse_damage_before_frames(path, data, pos, header.first_seq + len(starts), mac)
-            break
+            content_end = _content_end(data, pos)
+            if content_end > pos:
+                _refuse_damage_before_frames(path, data, pos, header.first_seq + len(starts), mac, content_end)
+            return starts, ends, frames, pos, content_end
         body = memoryview(data)[pos + _FRAME_HEAD.size : end]
         if not hmac.compare_digest(mac.tag(body), data[end : end + MAC_SIZE]):
             raise IntegrityError(f"{path}: the frame at offset {pos} is whole but not authenticated by the writer's "
@@ -225,7 +246,7 @@ def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
             raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: "
                                  "frame has trailing bytes")
         pos = end + MAC_SIZE
-    return starts, ends, frames, pos
+    return starts, ends, frames, pos, _content_end(data, pos)
 
 
 def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool = False) -> WalTable:
@@ -250,7 +271,7 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool
         header = WalHeader.decode(data)
     except ValueError as e:
         raise IntegrityError(f"{path}: {e}") from e
-    starts, ends, frames, good_end = _frames(path, data, header, mac)
+    starts, ends, frames, good_end, content_end = _frames(path, data, header, mac)
     try:
         table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
                               header.prev_hash)
@@ -269,7 +290,7 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool
         for i, h in enumerate(row_hashes(table)):  # prev_hash is the stored hash before: this checks each link
             if h != stored[i]:
                 raise IntegrityError(f"{path}: record seq {header.first_seq + i} does not match its hash")
-    return WalTable(path, header, table, good_end, len(data))
+    return WalTable(path, header, table, good_end, content_end)
 
 
 def _first_bad_record(data: bytes | memoryview, starts: list[int], ends: list[int]) -> int | None:
