@@ -1,4 +1,6 @@
-"""The Journal: durable append, group commit, sealing, crash recovery, one writer per stream.
+"""The Journal: one writer of one stream. It appends (durably, with group commit) and recovers after a crash
+itself, and is the facade over the rest: the sealer (:mod:`.sealer`, in the seal worker of :mod:`.sealworker`),
+the key ring (:mod:`.keys`), the shredder (:mod:`.shredder`) and the retention trail (:mod:`.trail`).
 
 The write path of one batch is the stages of :mod:`wormjournal.journal.stages`::
 
@@ -21,41 +23,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from .. import steps
-from ..errors import (
-    ConfigError,
-    ConflictError,
-    IntegrityError,
-    JournalError,
-    StorageError,
-    UnknownScopeError,
-    ValidationError,
-)
-from ..events import (
-    now_micros,
-    uuid7,
-)
+from ..errors import ConfigError, IntegrityError, JournalError, StorageError, ValidationError
+from ..events import now_micros, uuid7
 from ..index import Reader
-from ..retention.actions import (
-    PENDING_DIR,
-    RetentionAction,
-    apply_action,
-    pending_actions,
-    remove_pending,
-    write_pending,
-)
+from ..retention.actions import RetentionAction
 from ..retention.audit import DEFAULT_WORKERS, Progress
-from ..retention.keystore import KekProvider, KeyStore, ShredIntent
-from ..retention.policy import NO_LOCK_HINT, RETENTION_EVENT_TYPES, RETENTION_EXECUTION, RetentionPolicy
-from ..retention.shred import (
-    RECEIPT_EXECUTION,
-    RECEIPT_TYPE,
-    ErasureReceipt,
-    check_receipt,
-    count_key_uses,
-    make_receipt,
-    receipt_payload,
-)
+from ..retention.keystore import KekProvider, KeyStore
+from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
+from ..retention.shred import ErasureReceipt
 from ..segments.identity import JournalIdentity
 from ..segments.keyhistory import entry_name, first_entry
 from ..segments.manifest import Manifest
@@ -83,7 +58,9 @@ from .lease import FREE, NEW, StreamLease
 from .lock import StreamLock, seal_lock
 from .sealer import Sealer, load_sealed_state, refresh_sealed_state, seal_wal_files
 from .sealworker import SealWorker, error_of
+from .shredder import Shredder
 from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
+from .trail import RetentionTrail
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +115,15 @@ class Journal:
         self._compress = Compress(config.zstd_level, config.compress_min_bytes)
         self._encrypt = Encrypt(keystore.key_for, identity.journal_id, stream)
         self._chain = Chain(lambda execution: self._exec_heads.get(execution))
-        self._shred_lock = threading.Lock()
         self._wal_dir = wal_dir / f"stream={stream}"
         self._wal_key = wal_key
         self._wal_mac = walmod.WalMac(wal_key, identity.journal_id, stream)
         self._frame = Frame(self._wal_mac)
+        self._shredder = Shredder(store, keystore, stream, append=self._append_internal, reader=self._stream_reader,
+                                  trusted_keys=self.trusted_keys, unsealed=self._unsealed,
+                                  receipt_key=lambda: self._key_for(self._sealed_size()), forget=self._encrypt.forget)
+        self._trail = RetentionTrail(store, self._wal_dir, wal_key, f"{identity.journal_id}/{stream}",
+                                     append=self._append_internal, seal=self.seal, reader=self.reader)
         self._lock = threading.Lock()  # guards seq, chain head and WAL writes
         self._seal_lock = threading.Lock()
         self._closed = False
@@ -351,9 +332,8 @@ class Journal:
             frozen = self._recover_wal()
         if frozen:
             self.seal()  # finish the interrupted seal: exactly once, thanks to write-once puts
-        self._finish_shreds()  # shreds that died before their receipt was noted
-        for action in pending_actions(self._wal_dir / PENDING_DIR, self._wal_key, self._pending_context):
-            self._resume_retention(action)
+        self._shredder.finish_interrupted()  # shreds that died before their receipt was noted
+        self._trail.resume()  # retention actions that died before their event was sealed
 
     def _recover_wal(self) -> bool:
         """Load the sealed state, check the WAL against it, cut a torn tail, set up appends; returns whether
@@ -423,6 +403,10 @@ class Journal:
         if not batch:
             return []
         return list(self._append(batch))
+
+    def _append_internal(self, event: Mapping[str, Any]) -> int:
+        """Append one of the library's own events (a reserved type: an erasure receipt, a retention action)."""
+        return self._append([event], internal=True)[0]
 
     def _append(self, batch: list[Mapping[str, Any]], *, internal: bool = False) -> range:
         """Append a non-empty batch; returns its seqs."""
@@ -566,7 +550,7 @@ class Journal:
                 frozen = [p for p in walmod.list_wal_files(self._wal_dir) if int(p.stem) < upto]
                 return seal_wal_files(self._sealer, self._keys, self._wal_dir, self._wal_mac, frozen)
 
-    # -- shredding ------------------------------------------------------------------------------
+    # -- shredding and the retention trail (shredder.py, trail.py) ------------------------------
 
     def shred(self, *, subject: str | None = None, thread: str | None = None, execution: str | None = None,
               tenant: str | None = None, reason: str | None = None,
@@ -578,19 +562,8 @@ class Journal:
         scope again appends nothing and returns the earlier receipt (``repeated``).
         Raises UnknownScopeError when no payload of that scope was ever encrypted.
         """
-        given = {k: v for k, v in (("subject", subject), ("thread", thread), ("execution", execution),
-                                   ("tenant", tenant)) if v is not None}
-        if len(given) != 1:
-            raise ValidationError("scope", "give exactly one of subject, thread, execution or tenant")
-        ((scope, value),) = given.items()
-        # Crash-safe: the intent is noted before any key is destroyed and forgotten once the receipt is noted;
-        # whichever step a crash comes after, the next open (or shred of the scope) finishes it.
-        with self._shred_lock, self.keystore.shred_lock():
-            intent = self.keystore.begin_shred(scope, value, reason)
-            if intent.stream not in (None, self.stream):
-                raise JournalError(f"an interrupted shred of this {scope} was appending its erasure receipt to stream "
-                                   f"{intent.stream}", hint=f"open stream {intent.stream}: its writer finishes it")
-            return self._finish_shred(intent, progress)
+        return self._shredder.shred(subject=subject, thread=thread, execution=execution, tenant=tenant,
+                                    reason=reason, progress=progress)
 
     def record_retention(self, action: RetentionAction, *, workers: int = DEFAULT_WORKERS,
                          progress: Progress | None = None) -> int:
@@ -604,29 +577,7 @@ class Journal:
         not a retention action, StorageError (the action stays pending), ConflictError when another policy
         object took the number of the one to store (nothing was done: repeat the command).
         """
-        if action.event_type not in RETENTION_EVENT_TYPES:
-            raise ValidationError("event_type", f"not a retention action: {action.event_type!r}")
-        directory = self._wal_dir / PENDING_DIR
-        write_pending(directory, action, self._wal_key, self._pending_context)
-        steps.reached("retention.pending_written")
-        try:
-            apply_action(self.store, action, workers=workers, progress=progress)
-        except ConflictError:
-            remove_pending(directory, action.op)  # the policy object was not stored: the action never happened
-            raise
-        return self._finish_retention(action, append=True)
-
-    def _earlier_receipt(self, seq: int | None, stream: str | None = None) -> ErasureReceipt:
-        """The receipt at ``seq`` of ``stream`` (this one by default: where receipts went before they named
-        their stream), as a repeated shred returns it."""
-        stream = stream or self.stream
-        reader = self.reader() if stream == self.stream else Reader(
-            self.store, stream=stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
-            wal_key=self._wal_key, keystore=self.keystore)
-        for e in reader.events(RECEIPT_EXECUTION):  # the receipts form one execution: an index lookup
-            if e.seq == seq:
-                return ErasureReceipt(seq, check_receipt(e.payload, self.trusted_keys()), repeated=True)
-        raise IntegrityError(f"the erasure receipt at seq {seq} of stream {stream} is not in the journal", seq=seq)
+        return self._trail.record(action, workers=workers, progress=progress)
 
     def _sealed_size(self) -> int:
         """The stream's segments, read again from the store (the seal worker may have sealed more)."""
@@ -664,9 +615,12 @@ class Journal:
 
     def reader(self) -> Reader:
         """A :class:`~wormjournal.Reader` of this stream that also sees the unsealed events."""
-        return Reader(self.store, stream=self.stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
-                      wal_key=self._wal_key,
-                      keystore=self.keystore)
+        return self._stream_reader(self.stream)
+
+    def _stream_reader(self, stream: str) -> Reader:
+        """A reader of ``stream`` of this journal, with the unsealed events of its WAL in this WAL directory."""
+        return Reader(self.store, stream=stream, public_keys=self.trusted_keys(), wal_dir=self._wal_dir.parent,
+                      wal_key=self._wal_key, keystore=self.keystore)
 
     def verify(self, **kwargs: Any) -> VerifyReport:
         """Verify the whole store with this journal's public key; returns a VerifyReport."""
@@ -702,118 +656,3 @@ class Journal:
         finally:
             for lock in self._stream_locks:
                 lock.release()
-
-    # -- operations a crash cut short: shreds and retention actions -------------------------------------
-
-    @property
-    def _pending_context(self) -> str:
-        """What a pending retention record's MAC binds it to: this journal and stream."""
-        return f"{self.identity.journal_id}/{self.stream}"
-
-    def _finish_shreds(self) -> None:
-        """Finish the shreds of the key store that a crash cut short (at open). One whose receipt another
-        stream's writer was appending is left to that writer, which alone can tell whether it did."""
-        mine = (None, self.stream)
-        if not any(i.stream in mine for i in self.keystore.pending_shreds()):
-            return
-        with self.keystore.shred_lock():  # a shred under way elsewhere finishes first: it may be this one
-            for intent in self.keystore.pending_shreds():
-                if intent.stream not in mine:
-                    continue
-                try:
-                    result = self._finish_shred(intent)
-                except UnknownScopeError as e:  # nothing was ever destroyable: nothing to report either
-                    self.keystore.end_shred(intent)
-                    log.warning("dropped the interrupted shred of %s %s: %s", intent.scope, intent.scope_ref, e)
-                    continue
-                log.warning("finished the shred of %s %s that a crash interrupted: erasure receipt at seq %s of "
-                            "stream %s", intent.scope, intent.scope_ref, result.seq, self.stream)
-
-    def _finish_shred(self, intent: ShredIntent, progress: Callable[[int, int], None] | None = None) -> ErasureReceipt:
-        """Destroy the scope's data keys (again: idempotent), append its erasure receipt unless this stream
-        holds it already (appended before a crash), note it in the tombstones, forget the intent. The key
-        store's shred lock is held."""
-        destroyed = self.keystore.destroy_pending(intent)
-        steps.reached("shred.keys_destroyed")
-        for info in destroyed.keys:
-            self._encrypt.forget(info.key_id)
-        if not destroyed.keys:
-            self.keystore.end_shred(intent)
-            raise UnknownScopeError(f"no data key for {intent.scope} {intent.scope_ref!r} was ever written whole")
-        pending = [k for k in destroyed.keys if k.receipt_seq is None]
-        if not pending:  # shredded before, and its receipt is in the journal
-            self.keystore.end_shred(intent)
-            done = destroyed.keys[0]
-            return self._earlier_receipt(done.receipt_seq, done.receipt_stream)
-        key_ids = sorted(k.key_id for k in pending)
-        result = self._receipt_naming(key_ids) if intent.stream == self.stream else None
-        if result is None:
-            intent = self.keystore.claim_shred(intent, self.stream)  # from here on, only this stream decides
-            unsealed = self._unsealed().column("payload_key_id").to_pylist()
-            affected = count_key_uses(self.store, key_ids, unsealed, progress)
-            receipt = make_receipt(intent.scope, intent.scope_ref, pending, affected, self.keystore.provider.name,
-                                   intent.reason)
-            event = {"event_type": RECEIPT_TYPE, "execution_id": RECEIPT_EXECUTION,
-                     "payload": receipt_payload(receipt, self._key_for(self._sealed_size())), "key_scope": "none"}
-            result = ErasureReceipt(self._append([event], internal=True)[0], receipt)
-            steps.reached("shred.receipt_appended")
-            log.info("shredded %s %s: %d key(s), %d event(s), receipt seq %d", intent.scope, intent.scope_ref,
-                     len(key_ids), affected, result.seq)
-        assert result.seq is not None
-        self.keystore.record_receipt(key_ids, result.seq, self.stream)
-        steps.reached("shred.receipt_recorded")
-        self.keystore.end_shred(intent)
-        steps.reached("shred.done")
-        return result
-
-    def _receipt_naming(self, key_ids: list[str]) -> ErasureReceipt | None:
-        """The erasure receipt in this stream (sealed or in the WAL) that names one of ``key_ids``, or None."""
-        wanted = set(key_ids)
-        for e in self.reader().events(RECEIPT_EXECUTION):
-            if e.event_type == RECEIPT_TYPE:
-                receipt = check_receipt(e.payload, self.trusted_keys())
-                if wanted & set(receipt["key_ids"]):
-                    return ErasureReceipt(e.seq, receipt, repeated=True)
-        return None
-
-    def _resume_retention(self, action: RetentionAction) -> None:
-        """Finish a retention action a crash cut short (at open): unless its event is in this stream already,
-        apply its steps again (idempotent); then record it. A step that fails now leaves it pending for the
-        next open, and this one goes on; one that can no longer be applied (its policy number was taken by
-        another change) is dropped: none of it happened."""
-        recorded = self._retention_event(action.op) is not None
-        if not recorded:
-            log.warning("finishing the retention action %s (%s) that a crash interrupted", action.op,
-                        action.event_type)
-            try:
-                apply_action(self.store, action)
-            except ConflictError:
-                log.warning("dropping the retention action %s: another policy object took its number, so it was "
-                            "never applied", action.op)
-                remove_pending(self._wal_dir / PENDING_DIR, action.op)
-                return
-            except JournalError as e:
-                log.warning("the retention action %s stays pending (finished at the next open): %s", action.op, e)
-                return
-        self._finish_retention(action, append=not recorded)
-
-    def _finish_retention(self, action: RetentionAction, *, append: bool) -> int:
-        """Record an applied retention action: append its event (``append``; else it is in this stream), seal,
-        forget its pending record. Returns the event's seq (-1 when it was not appended now)."""
-        seq = -1
-        if append:
-            event = {"event_type": action.event_type, "execution_id": RETENTION_EXECUTION,
-                     "payload": action.payload(), "key_scope": "none"}
-            seq = self._append([event], internal=True)[0]
-            steps.reached("retention.event_appended")
-        self.seal()
-        remove_pending(self._wal_dir / PENDING_DIR, action.op)
-        steps.reached("retention.done")
-        return seq
-
-    def _retention_event(self, op: str) -> int | None:
-        """The seq of the audit-trail event of retention action ``op`` in this stream (sealed or not), or None."""
-        for e in self.reader().events(RETENTION_EXECUTION):
-            if isinstance(e.payload, dict) and e.payload.get("op") == op:
-                return e.seq
-        return None
