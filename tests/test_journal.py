@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import threading
@@ -13,14 +14,15 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from wormjournal.errors import ConfigError, JournalError, NotFoundError, ValidationError
+from wormjournal.errors import ConfigError, IntegrityError, JournalError, NotFoundError, ValidationError
 from wormjournal.events import StoredEvent, pseudonymize
 from wormjournal.index import Reader
 from wormjournal.journal import Journal, JournalConfig
 from wormjournal.journal import wal as walmod
 from wormjournal.journal.keys import SIGNING_FILE, load_keys
 from wormjournal.payload import CODEC_JSON_ZSTD, decode_payload
-from wormjournal.segments.notes import SigningKey
+from wormjournal.segments.manifest import Manifest
+from wormjournal.segments.notes import SigningKey, open_note
 from wormjournal.segments.table import read_segment, table_to_events
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
@@ -441,12 +443,14 @@ def test_multiple_streams_verify_together(tmp_store: StorePaths) -> None:
 
 
 class CountingStore(LocalStore):
-    """A local store that counts the reads of segment objects (whole or ranged)."""
+    """A local store that counts the reads of segment objects (whole or ranged) and of manifests."""
 
     segment_reads = 0
+    manifest_reads = 0
 
     def get(self, name: str) -> bytes:
         self.segment_reads += name.startswith("segments/")
+        self.manifest_reads += name.startswith("manifests/")
         return super().get(name)
 
     def get_range(self, name: str, start: int, length: int) -> bytes:
@@ -485,3 +489,61 @@ def test_open_reads_the_index_not_every_segment(tmp_store: StorePaths, index: st
     for x, seq in seqs.items():
         assert events[seq].exec_prev_seq == last[x], x
     assert verify_store(store).ok
+
+
+def test_open_reads_the_newest_manifest_it_sealed_not_every_one(tmp_store: StorePaths, caplog: Any) -> None:
+    """The writer records the hashes of the manifests its seals left (SEALED in its WAL directory, MAC'd by the
+    WAL key): an open reads the newest of them and any stored since, and an older one only when it needs its
+    index roots, checked against the record. A store rolled back or rewritten under the record is refused; a
+    record that is not the writer's is ignored, and every manifest is read as without one."""
+    cfg = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
+    last: dict[str, int] = {}
+    with create(tmp_store, cfg) as j:
+        for k in range(30):
+            for i in range(3):
+                execution = f"run-{(k + i) % 5}"
+                last[execution] = j.append("step_completed", execution, {"k": k, "i": i})
+            j.seal()
+    record = tmp_store.store / ".wal" / "stream=main" / "SEALED"
+    assert len(record.read_bytes()) == 32 + 30 * 32
+
+    counting = CountingStore(tmp_store.store)
+    with Journal.open(counting, key_dir=tmp_store.keys, config=cfg) as j:
+        opened = counting.manifest_reads
+        assert counting.segment_reads == 0
+        seqs = {x: j.append("step_completed", x, {}) for x in sorted(last)}
+        j.seal()
+    # the newest, and those that sign the executions index objects it reads (a few per level of runs)
+    assert opened <= 10, f"{opened} manifests read to open a stream of 30 segments"
+    store = LocalStore(tmp_store.store)
+    events = {e.seq: e for x in last for e in Reader(store).events(x)}
+    for x, seq in seqs.items():
+        assert events[seq].exec_prev_seq == last[x], x
+    assert verify_store(store).ok
+
+    # A record that is not the writer's (another key's MAC): ignored, every manifest is read.
+    good = record.read_bytes()
+    record.write_bytes(bytes([good[0] ^ 1]) + good[1:])
+    counting = CountingStore(tmp_store.store)
+    with Journal.open(counting, key_dir=tmp_store.keys, config=cfg):
+        assert counting.manifest_reads >= 31
+    assert "not authenticated by the WAL key" in caplog.text
+    assert record.read_bytes() == good  # recorded anew, from the manifests read
+
+    # The newest manifest replaced by another one signed with the journal's key: refused.
+    signing, _ = load_keys(tmp_store.keys, j.journal_id)
+    newest = tmp_store.store / layout.manifest("main", 30)
+    text, _ = open_note(newest.read_bytes(), [signing.verify_key])
+    forged = dataclasses.replace(Manifest.parse(text), time="2020-01-01T00:00:00.000000Z")
+    saved = newest.read_bytes()
+    make_writable(newest)
+    newest.write_bytes(forged.sign(signing))
+    with pytest.raises(IntegrityError, match="not the ones this writer sealed"):
+        Journal.open(tmp_store.store, key_dir=tmp_store.keys, config=cfg)
+    newest.write_bytes(saved)
+
+    # The newest segment, its manifest and checkpoint deleted (a rollback a plain verify cannot see): refused.
+    for name in (layout.manifest("main", 30), layout.checkpoint("main", 31)):
+        (tmp_store.store / name).unlink()
+    with pytest.raises(IntegrityError, match="this writer sealed 31 segments, but the store has no manifest 30"):
+        Journal.open(tmp_store.store, key_dir=tmp_store.keys, config=cfg)

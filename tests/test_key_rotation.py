@@ -97,8 +97,10 @@ def test_a_rotation_interrupted_by_a_crash_is_finished_on_open(history: History,
     real_replace, real_finish = os.replace, keys_mod.finish_rotation
     calls = {"finish": 0}
 
-    def replace(src: str, dst: str) -> None:
-        raise Crash
+    def replace(src: str, dst: str) -> None:  # os.replace is the os module's: only the key directory's crash
+        if Path(dst).is_relative_to(history.paths.keys):
+            raise Crash
+        real_replace(src, dst)
 
     def finish(*args: object) -> None:
         calls["finish"] += 1

@@ -8,7 +8,9 @@ by an interrupted seal is adopted when its rows are exactly the WAL's records.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from ..storage import layout
 from ..storage.base import Store
 from ..storage.local import fsync_dir
 from ..storage.wal import WalMac, read_wal_table
-from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint
+from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 from ..trust.load import key_name
 from ..verify.segment import check_segment, public_key_bytes
 from .keys import SigningKeys
@@ -52,10 +54,68 @@ def _ends(chunk: pa.Table) -> tuple[dict[str, Any], dict[str, Any]]:
     return ends[0], ends[1]
 
 
-def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing) -> ManifestChain:
-    """The stream's manifests, walked by the trust core (raising at the first broken promise):
-    enough to continue its chain."""
-    return refresh_sealed_state(store, ManifestChain(journal_id, stream, Sink(collect=False)), ring)
+SEALED_FILE = "SEALED"  # in the stream's WAL directory: what this writer sealed (FORMAT.md 11)
+
+
+def load_sealed_state(store: Store, journal_id: str, stream: str, ring: KeyRing, wal_dir: Path | None = None,
+                      mac: WalMac | None = None) -> ManifestChain:
+    """The stream's manifests, checked by the trust core (raising at the first broken promise): enough to
+    continue its chain.
+
+    With the ``SEALED`` record of ``wal_dir`` (the hashes of the manifests this writer's seals left, MAC'd by
+    the WAL key), only the newest of those and the manifests stored since are read and checked here; an older
+    one is read when its index roots are needed (:meth:`Sealer.manifest`: the few that sign the executions
+    index's runs), so that opening does not grow with the stream. Without it, every manifest is read. Raises
+    IntegrityError when the store lacks a manifest the record names or holds another one there (the store
+    rolled back, or rewritten)."""
+    chain = ManifestChain(journal_id, stream, Sink(collect=False))
+    recorded = read_sealed_record(wal_dir, mac) if wal_dir is not None and mac is not None else None
+    if recorded:
+        n = len(recorded)
+        name = layout.manifest(stream, n - 1)
+        info = store.head(name)
+        if info is None:
+            raise IntegrityError(f"stream {stream}: this writer sealed {n} segments, but the store has no manifest "
+                                 f"{n - 1}", hint="the store was rolled back, or the WAL directory is not this store's")
+        m = open_manifest(store.get(name), name, n - 1, journal_id=journal_id, stream=stream, ring=ring,
+                          sink=chain.sink)
+        assert m is not None  # the sink raises
+        try:
+            chain = ManifestChain.resumed(journal_id, stream, chain.sink, recorded, m)
+        except ValueError as e:
+            raise IntegrityError(f"stream {stream}: {e}: the store's manifests are not the ones this writer sealed",
+                                 hint="the store was rewritten, or the WAL directory is not this store's") from e
+    return refresh_sealed_state(store, chain, ring)
+
+
+def read_sealed_record(directory: Path, mac: WalMac) -> list[bytes] | None:
+    """The manifest hashes of the ``SEALED`` record, or None when there is none or it is not this writer's
+    (its MAC fails: then every manifest is read, as without one)."""
+    try:
+        data = (directory / SEALED_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    tag, body = data[:32], data[32:]
+    if len(tag) != 32 or len(body) % 32 or not hmac.compare_digest(tag, mac.state_tag(body)):
+        log.warning("%s is not authenticated by the WAL key: every manifest of the stream is read instead",
+                    directory / SEALED_FILE)
+        return None
+    return [body[i : i + 32] for i in range(0, len(body), 32)]
+
+
+def write_sealed_record(directory: Path, mac: WalMac, chain: ManifestChain) -> None:
+    """Record the hashes of the stream's manifests (atomically: temporary file, fsync, rename). The caller holds
+    the seal lock."""
+    if not chain.size or b"" in chain.hashes:
+        return  # a manifest the chain could not use (it would have raised): nothing to vouch for
+    body = b"".join(chain.hashes)
+    tmp = directory / (SEALED_FILE + ".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(mac.state_tag(body) + body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / SEALED_FILE)
+    fsync_dir(directory)
 
 
 def refresh_sealed_state(store: Store, chain: ManifestChain, ring: KeyRing) -> ManifestChain:
@@ -90,6 +150,7 @@ def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalM
                                      "this WAL's are not sealed", hint="keep the WAL file for the investigation")
         with keys.signing():
             manifests += sealer.seal(wal.table.slice(max(0, sealed)))
+        write_sealed_record(directory, mac, sealer.state)  # before the cut: the next open starts from it
         path.unlink()
         fsync_dir(directory)
     if not paths:
@@ -251,7 +312,7 @@ class Sealer:
         st = self.state
 
         def bound(kind: str, first: int, last: int) -> IndexRoot | None:
-            m = st.manifests.get(last)
+            m = self.manifest(last) if 0 <= last < st.size else None
             return m.index_root(kind, first) if m is not None else None
 
         catalog = Catalog(self.store, st.journal_id, st.stream, bound, self._index_of_segment)
@@ -267,9 +328,27 @@ class Sealer:
         return dict(zip(heads.column("execution_id").to_pylist(), heads.column("last_seq_max").to_pylist(),
                         strict=True))
 
+    def manifest(self, n: int) -> Manifest | None:
+        """Manifest ``n`` of the stream: as the trust core checked it when the stream was opened or sealed, or
+        (opened from the writer's record, load_sealed_state) read now, opened (step 2) and required to be the
+        one whose hash the chain holds. None for a manifest the chain could not use."""
+        st = self.state
+        m = st.manifests.get(n)
+        if m is not None or not 0 <= n < st.size or not st.hashes[n]:
+            return m
+        name = layout.manifest(st.stream, n)
+        m = open_manifest(self.store.get(name), name, n, journal_id=st.journal_id, stream=st.stream, ring=self._ring(),
+                          sink=Sink(collect=False))
+        if m is None or m.manifest_hash() != st.hashes[n]:
+            raise IntegrityError(f"{name} is not the manifest this writer sealed (the store was rewritten?)")
+        st.manifests[n] = m
+        return m
+
     def _index_of_segment(self, n: int) -> dict[str, pa.Table]:
         """The index tables of sealed segment ``n`` from its own rows (its bytes checked against its manifest)."""
-        m = self.state.manifests[n]
+        m = self.manifest(n)
+        if m is None:
+            raise IntegrityError(f"stream {self.state.stream}: segment {n} has no usable manifest")
         data = self.store.get(m.object)
         if hashlib.sha256(data).digest() != m.object_sha256:
             raise IntegrityError(f"{m.object} is not the segment its manifest signs")
@@ -281,8 +360,12 @@ class Sealer:
         st = self.state
         if seq == st.next_seq - 1:
             return st.last_hash
-        m = next((m for m in st.manifests.values() if m.first_seq <= seq <= m.last_seq), None)
-        if m is None:
+        m = None
+        for n in range(st.size - 1, -1, -1):  # from the newest: the seq is a crash's, near the end
+            m = self.manifest(n)
+            if m is None or m.first_seq <= seq:
+                break
+        if m is None or not m.first_seq <= seq <= m.last_seq:
             return None
         if seq == m.last_seq:
             return m.last_hash
@@ -310,7 +393,7 @@ class Sealer:
         if held is not None:
             return held
         name = layout.index_object(self.state.stream, kind, first, last)
-        m = self.state.manifests.get(last)  # checked by the trust core when the stream was opened or sealed
+        m = self.manifest(last) if 0 <= last < self.state.size else None
         root = m.index_root(kind, first) if m is not None else None
         try:
             info = self.store.head(name)

@@ -199,7 +199,7 @@ class _Worker:
         stream = init["stream"]
         self.keys = SigningKeys(store, identity.journal_id, stream, key_dir, load_keys(key_dir, identity.journal_id)[0])
         self.mac = WalMac(load_wal_key(key_dir, identity.journal_id), identity.journal_id, stream)
-        state = load_sealed_state(store, identity.journal_id, stream, self.keys.ring())
+        state = load_sealed_state(store, identity.journal_id, stream, self.keys.ring(), self.wal_dir, self.mac)
         self.sealer = Sealer(store, state, self.keys.key_for, self.keys.ring, row_group_rows=init["row_group_rows"],
                              segment_max_events=init["segment_max_events"])
         self.store = store

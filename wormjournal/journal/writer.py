@@ -56,7 +56,7 @@ from .keys import (
 )
 from .lease import FREE, NEW, StreamLease
 from .lock import StreamLock, seal_lock
-from .sealer import Sealer, load_sealed_state, refresh_sealed_state, seal_wal_files
+from .sealer import Sealer, load_sealed_state, refresh_sealed_state, seal_wal_files, write_sealed_record
 from .sealworker import SealWorker, error_of
 from .shredder import Shredder
 from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
@@ -338,7 +338,9 @@ class Journal:
     def _recover_wal(self) -> bool:
         """Load the sealed state, check the WAL against it, cut a torn tail, set up appends; returns whether
         frozen WAL files wait to be sealed."""
-        state = load_sealed_state(self.store, self.journal_id, self.stream, self._keys.ring())
+        state = load_sealed_state(self.store, self.journal_id, self.stream, self._keys.ring(), self._wal_dir,
+                                  self._wal_mac)
+        write_sealed_record(self._wal_dir, self._wal_mac, state)  # so that the next open reads no more than it must
         self._keys.key_for(state.size)  # refuse a retired key before anything is appended
         self._sealer = Sealer(
             self.store, state, self._keys.key_for, self._keys.ring,

@@ -47,6 +47,7 @@ MAGIC_V1 = b"WJWAL\x00\x01\n"  # frames without a MAC: refused (FORMAT.md 11)
 HEADER_SIZE = len(MAGIC) + 8 + HASH_SIZE + 4
 _FRAME_HEAD = struct.Struct(">II")
 WAL_TAG = b"wormjournal:wal:v2\x00"
+SEALED_TAG = b"wormjournal:sealed:v1\x00"  # the SEALED file's MAC (what the writer sealed)
 MAC_SIZE = 32
 
 
@@ -56,13 +57,22 @@ class WalMac:
     def __init__(self, key: bytes, journal_id: str, stream: str) -> None:
         if len(key) != 32:
             raise ConfigError("the WAL key is not 32 bytes")
-        prefix = WAL_TAG + encode_value(Kind.STR, journal_id) + encode_value(Kind.STR, stream)
+        ids = encode_value(Kind.STR, journal_id) + encode_value(Kind.STR, stream)
+        prefix = WAL_TAG + ids
         self._base = hmac.new(key, prefix, hashlib.sha256)
+        self._state = hmac.new(key, SEALED_TAG + ids, hashlib.sha256)
         # the C extension's copy of the same HMAC state (native.chain_frame), when it has SHA-256
         self.native_states: bytes | None = native.module.hmac_states(key, prefix) if native.SHA else None
 
     def tag(self, body: bytes | memoryview) -> bytes:
         h = self._base.copy()
+        h.update(body)
+        return h.digest()
+
+    def state_tag(self, body: bytes) -> bytes:
+        """The MAC of a ``SEALED`` file's body (FORMAT.md 11): another tag than the frames', so neither passes
+        for the other."""
+        h = self._state.copy()
         h.update(body)
         return h.digest()
 # A frame larger than this is a corrupt length, not a real batch.

@@ -8,7 +8,7 @@ reader and the writer's recovery run it raising at the first. Each check carries
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..errors import NoteError
 from ..events import StoredEvent, format_ts, genesis_hash, parse_ts
@@ -112,6 +112,28 @@ class ManifestChain:
 
     def root(self) -> bytes | None:
         return self.roots.get(self.size) if self.size else merkle.frontier_root([])
+
+    @classmethod
+    def resumed(cls, journal_id: str, stream: str, sink: Sink, hashes: Sequence[bytes],
+                last: Manifest) -> ManifestChain:
+        """The chain over manifests ``0 .. len(hashes) - 1`` known by their hashes alone (a writer's own record of
+        what it sealed), ``last`` the newest of them, opened (step 2): what comes after it is added (steps 1 and
+        3) as to a walked chain. ``manifests`` holds ``last`` only. Raises ValueError when ``last`` is not the
+        manifest of the last hash, or its frontier not the tree of the hashes before it."""
+        n = len(hashes)
+        if not n or last.segment != n - 1 or last.manifest_hash() != hashes[-1]:
+            raise ValueError(f"manifest {last.segment} is not the last of the {n} manifests recorded")
+        frontier: list[bytes] = []
+        for i, h in enumerate(hashes):
+            if i == n - 1 and list(last.frontier) != frontier:
+                raise ValueError(f"manifest {last.segment}'s frontier is not the tree of the manifests recorded")
+            frontier = merkle.frontier_push(frontier, i, merkle.leaf_hash(h))
+        chain = cls(journal_id, stream, sink)
+        chain.hashes, chain.leaves, chain._expected, chain._frontier = list(hashes), None, n, frontier
+        chain.roots[n] = merkle.frontier_root(frontier)
+        chain.manifests[n - 1] = last
+        chain._prev_manifest, chain._prev_last_seq, chain._prev_last_hash = hashes[-1], last.last_seq, last.last_hash
+        return chain
 
     def open(self, name: str, data: bytes, ring: KeyRing) -> Manifest | None:
         """Manifest object ``name`` (its bytes ``data``): step 2 (:func:`open_manifest`), then steps 1 and 3
