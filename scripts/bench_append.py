@@ -560,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("bench-out"), help="parent of the temp dir (default ./bench-out)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (stores, WAL, raw fsync file)")
-    ap.add_argument("--single", type=int, default=500, metavar="N", help="durable single appends (default 500)")
+    ap.add_argument("--single", type=int, default=2000, metavar="N",
+                    help="durable single appends, each interleaved with the raw writes (default 2000)")
     ap.add_argument("--sustained", type=int, default=1_000_000, metavar="N",
                     help="events appended with automatic seals (default 1000000)")
     ap.add_argument("--events", type=int, default=200_000,

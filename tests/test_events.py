@@ -11,6 +11,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ from wormjournal.events import (
     micros_to_datetime,
     parse_ts,
     uuid7,
+    uuid7s,
     validate_event,
 )
 
@@ -413,22 +415,23 @@ def test_uuid7_is_unique_and_random() -> None:
     assert len(randoms) == len(ids)
 
 
-def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
-    """The random bits come from a pool of os.urandom bytes; a child process forks with a copy of it, and must
-    forget it, or it would make the ids its parent makes next."""
-    uuid7()  # the pool holds unused bytes now
+@pytest.mark.parametrize("make", [uuid7, lambda: uuid7s(1)[0]], ids=["uuid7", "python-pool"])
+def test_a_forked_child_does_not_repeat_its_parents_ids(make: Callable[[], str]) -> None:
+    """The random bits come from a pool of random bytes (the C extension's, or os.urandom's in Python); a child
+    process forks with a copy of it, and must forget it, or it would make the ids its parent makes next."""
+    make()  # the pool holds unused bytes now
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, to the parent
         try:
-            os.write(write, "\n".join(uuid7() for _ in range(20)).encode())
+            os.write(write, "\n".join(make() for _ in range(20)).encode())
         finally:
             os._exit(0)
     os.close(write)
     with os.fdopen(read) as f:
         child = f.read().split("\n")
     os.waitpid(pid, 0)
-    parent = [uuid7() for _ in range(20)]
+    parent = [make() for _ in range(20)]
     strip = lambda ids: {uuid.UUID(i).int & ((1 << 62) - 1) for i in ids}  # noqa: E731 - the random bits
     assert len(child) == 20 and not strip(child) & strip(parent)
 

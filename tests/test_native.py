@@ -12,6 +12,7 @@ import hashlib
 import math
 import os
 import sys
+import uuid
 import zlib
 from typing import Any
 
@@ -176,8 +177,11 @@ def test_check_fields_in_c_is_the_python_path(fields: dict[str, Any]) -> None:
         return
     if fast is not None:
         values, size = fast
-        assert values[1] is None or values[1] == fields.get("event_id")
-        values[1], values[2] = values[1] or "new-id", expected[0][2]  # ids and ts are the journal's
+        if fields.get("event_id") is None:  # a new UUIDv7 of the extension's
+            assert uuid.UUID(values[1]).version == 7
+            values[1] = "new-id"
+        assert abs(values[2] - expected[0][2]) < 60_000_000  # ts: now, in microseconds
+        values[2] = expected[0][2]
         assert (values, size) == expected
 
 

@@ -1,4 +1,4 @@
-/* The hot loops of the write path in C: canonical JSON and canonical field bytes.
+/* The hot loops of the write path in C: an event's fields, canonical JSON, canonical field bytes, WAL frames.
  *
  * Optional: wormjournal.native loads this module when it was built and falls back to the pure-Python
  * functions otherwise; the format vectors and a property test run both and require the same bytes.
@@ -14,15 +14,24 @@
  * per character of `kinds`: 'i' INT (u32be 8 || i64be), 's' STR (u32be len || UTF-8), 'b' BYTES
  * (u32be len || bytes); None is the NULL mark ff ff ff ff.
  *
+ * check_fields(fields, spec) checks an event's fields in the common case (events.stored_values; None hands
+ * anything else to the Python path), with a new UUIDv7 (uuid7: random bits from getrandom, pooled, the pool
+ * forgotten in a forked child) for an event id not given.
+ *
  * chain_frame(...) chains the records of a batch and frames them for the WAL (stages.Chain and stages.Frame).
  *
- * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states) calls OpenSSL's SHA256(), found at run time in the
- * libcrypto that Python's own hashlib is linked with (use_libcrypto): no header or library is needed to build,
- * and without it these functions are not offered (wormjournal.segments.merkle keeps its Python path).
+ * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states) calls OpenSSL's
+ * SHA256_Init/Update/Final, found at run time in the libcrypto that Python's own hashlib is linked with
+ * (use_libcrypto): no header or library is needed to build, and without it these functions are not offered
+ * (the Python paths stay).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sys/random.h>
+#include <time.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -572,6 +581,64 @@ done:
     return result;
 }
 
+/* -- event ids: UUIDv7 (RFC 9562) ------------------------------------------------------------------------ */
+
+/* Random bytes from getrandom(2), read 4 KiB at a time; the GIL guards the pool. A child process after fork
+   starts a new pool (pthread_atfork), or it would make the ids its parent makes next. */
+static unsigned char POOL[4096];
+static size_t POOL_POS = sizeof(POOL);
+
+static void pool_forget(void) { POOL_POS = sizeof(POOL); }
+
+static int random_bytes(unsigned char *out, size_t n) {
+    if (POOL_POS + n > sizeof(POOL)) {
+        size_t got = 0;
+        while (got < sizeof(POOL)) {
+            ssize_t r = getrandom(POOL + got, sizeof(POOL) - got, 0);
+            if (r < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+            got += (size_t)r;
+        }
+        POOL_POS = 0;
+    }
+    memcpy(out, POOL + POOL_POS, n);
+    POOL_POS += n;
+    return 0;
+}
+
+/* A UUIDv7: 48-bit Unix milliseconds, version 7, 12 random bits, variant 0b10, 62 random bits; as text. */
+static PyObject *new_uuid7(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000) & 0xffffffffffffULL;
+    unsigned char b[16];
+    for (int i = 0; i < 6; i++) {
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    }
+    if (random_bytes(b + 6, 10) < 0) {
+        return NULL;
+    }
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+    char text[36];
+    int j = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) {
+            text[j++] = '-';
+        }
+        text[j++] = HEX[b[i] >> 4];
+        text[j++] = HEX[b[i] & 0x0f];
+    }
+    return PyUnicode_FromStringAndSize(text, 36);
+}
+
+static PyObject *uuid7(PyObject *self, PyObject *args) { return new_uuid7(); }
+
 /* -- an event's fields, the common case (events.check_fields) ---------------------------------------------- */
 
 /* An id of the fast path of events.check_fields: an exact str of 3 to 64 ASCII characters, none of them a
@@ -595,10 +662,11 @@ static int plain_id(PyObject *v) {
 
 /* check_fields(fields, spec) -> (values, size) | None. spec = (input field names, known event types,
    "event_type", "payload", "ts", the id field names, their positions in values, the number of stored fields,
-   the positions of the event type, the payload and the execution id).
+   the positions of the event type, the payload, the execution id, the event id and ts).
    For a dict of known fields whose event type is a known one, with no ts, an execution_id, and every id given
-   a plain one (plain_id): the stored fields' values (None where the journal fills them in: seq, event_id when
-   not given, ts, ...; the payload as given) and the bytes of type and ids towards the event limit. None for
+   a plain one (plain_id): the stored fields' values (a new UUIDv7 for an event_id not given, ts now in
+   microseconds, None where the journal fills them in later: seq, ...; the payload as given) and the bytes of
+   the type and the ids given towards the event limit. None for
    anything else: the Python path then gives the same answer or the precise error. */
 static PyObject *check_fields(PyObject *self, PyObject *args) {
     PyObject *fields, *spec;
@@ -606,14 +674,15 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *input, *types, *k_type, *k_payload, *k_ts, *names, *slots;
-    Py_ssize_t nfields, type_at, payload_at, execution_at;
-    if (!PyArg_ParseTuple(spec, "O!O!UUUO!O!nnnn:check_fields spec", &PyFrozenSet_Type, &input, &PyFrozenSet_Type,
-                          &types, &k_type, &k_payload, &k_ts, &PyTuple_Type, &names, &PyTuple_Type, &slots,
-                          &nfields, &type_at, &payload_at, &execution_at)) {
+    Py_ssize_t nfields, type_at, payload_at, execution_at, id_at, ts_at;
+    if (!PyArg_ParseTuple(spec, "O!O!UUUO!O!nnnnnn:check_fields spec", &PyFrozenSet_Type, &input,
+                          &PyFrozenSet_Type, &types, &k_type, &k_payload, &k_ts, &PyTuple_Type, &names, &PyTuple_Type,
+                          &slots, &nfields, &type_at, &payload_at, &execution_at, &id_at, &ts_at)) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(slots) || nfields < 1 || type_at < 0 || type_at >= nfields
-        || payload_at < 0 || payload_at >= nfields || execution_at < 0 || execution_at >= nfields) {
+        || payload_at < 0 || payload_at >= nfields || execution_at < 0 || execution_at >= nfields || id_at < 0
+        || id_at >= nfields || ts_at < 0 || ts_at >= nfields) {
         PyErr_SetString(PyExc_ValueError, "check_fields: a bad spec");
         return NULL;
     }
@@ -698,6 +767,22 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
         Py_DECREF(values);
         Py_RETURN_NONE;
     }
+    if (PyList_GET_ITEM(values, id_at) == Py_None) {
+        PyObject *id = new_uuid7();
+        if (id == NULL) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        Py_SETREF(PyList_GET_ITEM(values, id_at), id);
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    PyObject *micros = PyLong_FromLongLong((long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+    if (micros == NULL) {
+        Py_DECREF(values);
+        return NULL;
+    }
+    Py_SETREF(PyList_GET_ITEM(values, ts_at), micros);
     return Py_BuildValue("(Nn)", values, size);
 }
 
@@ -862,6 +947,7 @@ static PyMethodDef methods[] = {
     {"sha256_rows", sha256_rows, METH_VARARGS, "sha256_rows(data, offsets) -> bytes: 32 bytes per row"},
     {"merkle_leaves", merkle_leaves, METH_VARARGS, "merkle_leaves(hashes) -> bytes: SHA-256(0x00 || h) of each"},
     {"block_roots", block_roots, METH_VARARGS, "block_roots(leaves, block) -> bytes: the MTH of each run"},
+    {"uuid7", uuid7, METH_NOARGS, "uuid7() -> str: a UUIDv7 (random bits from getrandom, pooled)"},
     {"check_fields", check_fields, METH_VARARGS,
      "check_fields(fields, spec) -> (values, size) | None: an event's stored fields, the common case"},
     {"hmac_states", hmac_states, METH_VARARGS, "hmac_states(key, prefix) -> bytes: HMAC-SHA256's two contexts"},
@@ -875,4 +961,10 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__native(void) {
+    if (pthread_atfork(NULL, NULL, pool_forget) != 0) {
+        PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}

@@ -446,7 +446,7 @@ def now_micros() -> int:
 
 def uuid7() -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then random bits."""
-    return uuid7s(1)[0]
+    return _native.uuid7() if _native is not None else uuid7s(1)[0]
 
 
 class _RandomPool:
@@ -549,22 +549,19 @@ _AT = {name: i for i, name in enumerate(FIELD_NAMES)}
 _ID_SLOTS = tuple(_AT[name] for name in ID_FIELDS)
 # What the C extension's check of the common case needs to know (its check_fields).
 _FIELDS_SPEC = (INPUT_FIELDS, KNOWN_EVENT_TYPES, "event_type", "payload", "ts", ID_FIELDS, _ID_SLOTS, len(FIELDS),
-                _AT["event_type"], _AT["payload"], _AT["execution_id"])
+                _AT["event_type"], _AT["payload"], _AT["execution_id"], _AT["event_id"], _AT["ts"])
 
 
 def stored_values(fields: Mapping[str, Any], *, where: str | None = None,
                   new_id: Callable[[], str] = uuid7) -> tuple[list[Any], int]:
     """:func:`check_fields`, giving the stored fields' values in FIELDS order (seq, exec_prev_seq, payload_codec
     and payload_key_id None, the payload as given) and the bytes of type and ids towards the event limit. The
-    common case in C when the extension is built; anything else in :func:`stored_values_py`."""
+    common case in C when the extension is built (``new_id`` is then the extension's :func:`uuid7`); anything
+    else in :func:`stored_values_py`."""
     fast = _native.check_fields(fields, _FIELDS_SPEC) if _native is not None else None
     if fast is None:
         return stored_values_py(fields, where=where, new_id=new_id)
-    values, size = fast
-    if values[1] is None:
-        values[1] = new_id()
-    values[2] = now_micros()
-    return values, size
+    return fast  # type: ignore[no-any-return]  # its own UUIDv7 (uuid7) for an event_id not given, ts now
 
 
 def stored_values_py(fields: Mapping[str, Any], *, where: str | None = None,
