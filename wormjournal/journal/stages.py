@@ -6,7 +6,9 @@ Each stage is a small object that takes a batch and is testable alone. The first
 outside the writer's lock, in the appending thread; Encrypt (its associated data binds the seq), Chain and
 Frame run under the lock, where seqs are handed out. What comes out is one encoded record per event, its seq,
 canonical field bytes and hash, framed and authenticated for the WAL: the bytes the seal turns straight into
-Arrow columns (:func:`wormjournal.segments.table.records_table`), never re-hashed but in crash recovery.
+Arrow columns (:func:`wormjournal.segments.table.records_table`), never re-hashed but in crash recovery. With
+the C extension, Validate's common case is one C call per event, and Chain then Frame one per batch
+(:meth:`Frame.chained`): the same bytes as the Python stages (tests/test_native.py).
 
 Reading undoes the stages in one place each: :func:`wormjournal.storage.wal.read_wal_table` (Frame and Chain)
 and :func:`wormjournal.payload.read_payload` (Encrypt, Compress and Canonicalize).
