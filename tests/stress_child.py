@@ -45,7 +45,9 @@ def writer(args: argparse.Namespace, store: Any) -> dict[str, Any]:
         while time.time() < args.until:
             size = rng.randint(1, 4)
             batch = [{"event_id": f"ev-{n + i}", "event_type": "node_completed",
-                      "execution_id": EXECUTIONS[(n + i) % len(EXECUTIONS)], "payload": {"n": n + i, "pad": "x" * 200}}
+                      "execution_id": EXECUTIONS[(n + i) % len(EXECUTIONS)],
+                      # frames of a few pages too: a reader copies the WAL while they are being written
+                      "payload": {"n": n + i, "pad": "x" * rng.choice((200, 200, 3000, 9000))}}
                      for i in range(size)]
             before = j.sealed_seq
             j.append_batch(batch)

@@ -723,6 +723,65 @@ def test_space_allocated_ahead(tmp_path: Path) -> None:
         assert [e for _, e in sealed.rows] == [f"e-{n}" for n in range(6)]
 
 
+@pytest.mark.parametrize("hole", ["a page of the frame", "from the frame's start", "bits flipped"])
+def test_frames_after_space_never_written(tmp_path: Path, hole: str) -> None:
+    """A frame over space allocated ahead that never reached the disk reads as zeros in whole pages, while a later
+    frame may have (a file system that lost a crash's last writes out of order; a reader copying the file while
+    frames are written): none of them was synced, so it is a torn tail. The cut is kept beside the file, and
+    the events before it stay. Damage without such a run of zeros is refused, as ever."""
+    store, keys = new_journal(tmp_path)
+    with Journal.open(store, key_dir=keys, config=QUIET) as j:
+        for n in range(6):
+            j.append("tool_called", "exec-1", {"n": n, "pad": os.urandom(10_000).hex()}, event_id=f"e-{n}")
+    (wal,) = walmod.list_wal_files(store / ".wal" / f"stream={STREAM}")
+    start, end = frames(wal)[3]
+    data = bytearray(wal.read_bytes())
+    page = (start // 4096 + 1) * 4096
+    assert page + 4096 < end, "the frame spans a whole page"
+    if hole == "a page of the frame":
+        data[page : page + 4096] = bytes(4096)
+    elif hole == "from the frame's start":
+        data[start:page] = bytes(page - start)
+    else:
+        data[page + 100] ^= 0x40
+    wal.write_bytes(bytes(data))
+    if hole == "bits flipped":
+        with pytest.raises(IntegrityError, match="valid frame follows"):
+            Journal.open(store, key_dir=keys, config=QUIET)
+        return
+    with Journal.open(store, key_dir=keys, config=QUIET) as j:
+        assert j.next_seq == 3
+        assert j.append("tool_called", "exec-1", {"after": True}, event_id="after") == 3
+        j.seal()
+        assert j.verify().ok
+    assert [e for _, e in read_sealed(store).rows] == ["e-0", "e-1", "e-2", "after"]
+    (kept,) = wal.parent.glob(f"{wal.name}.torn-{start}")
+    assert kept.read_bytes().rstrip(b"\0") == bytes(data[start:]).rstrip(b"\0")
+
+
+def test_a_wal_directory_another_writer_sealed_past_is_refused(tmp_path: Path) -> None:
+    """A writer leaves acknowledged events unsealed in its WAL directory; another WAL directory's writer opens the
+    stream (a take-over) and seals past them. The first directory reopened must not pass its events over as
+    sealed (they are not the store's) nor append after them: open refuses, its WAL is left as it was."""
+    store, keys = new_journal(tmp_path)
+    with Journal.open(store, key_dir=keys, config=QUIET) as j:
+        for n in range(3):
+            j.append("tool_called", "exec-1", {"n": n})
+        j.seal()
+        for n in range(5):
+            j.append("tool_called", "exec-1", {"a": n})
+    (wal,) = walmod.list_wal_files(store / ".wal" / f"stream={STREAM}")
+    before = wal.read_bytes()
+    with Journal.open(store, key_dir=keys, wal_dir=tmp_path / "other-wal", config=QUIET) as b:
+        assert b.next_seq == 3
+        for n in range(10):
+            b.append("tool_called", "exec-1", {"b": n})
+        b.seal()
+    with pytest.raises(IntegrityError, match="another writer sealed into this stream"):
+        Journal.open(store, key_dir=keys, config=QUIET)
+    assert walmod.list_wal_files(store / ".wal" / f"stream={STREAM}") == [wal] and wal.read_bytes() == before
+
+
 class _Interrupt(BaseException):
     """Stands in for a crash inside a seal, in process."""
 

@@ -11,6 +11,7 @@ import collections
 import hashlib
 import math
 import os
+import subprocess
 import sys
 import uuid
 import zlib
@@ -212,6 +213,53 @@ def test_chain_frame_in_c_is_chain_then_frame(batch: list[tuple[Any, ...]], prev
     with pytest.raises(TypeError):
         native.chain_frame([[*batch[0][:-1], 5]], events.KIND_CODES, prev, events.EVENT_TAG, mac.native_states,
                            zlib.crc32)
+
+
+_HOSTILE = {
+    # an item whose iteration (encode_fields reads it) empties the outer list chain_frame walks
+    "outer list emptied": """
+class Evil:
+    def __iter__(self):
+        outer.clear()
+        return iter(vals)
+outer = [Evil(), Evil(), Evil()]
+frame, _ = m.chain_frame(outer, KIND_CODES, bytes(32), EVENT_TAG, states, zlib.crc32)
+assert frame == m.chain_frame([vals] * 3, KIND_CODES, bytes(32), EVENT_TAG, states, zlib.crc32)[0]
+""",
+    # bytes that would pass for OpenSSL's contexts: only hmac_states' capsule is taken
+    "states not hmac_states'": """
+try:
+    m.chain_frame([vals], KIND_CODES, bytes(32), EVENT_TAG, b"\\xff" * 512, zlib.crc32)
+except TypeError:
+    pass
+else:
+    raise AssertionError("garbage states taken")
+""",
+    # the view crc32 is given keeps its frame alive
+    "view kept by crc32": """
+kept = []
+def crc(v):
+    kept.append((v, bytes(v)))
+    return 0
+m.chain_frame([vals], KIND_CODES, bytes(32), EVENT_TAG, states, crc)
+junk = [bytes([7]) * len(kept[0][1]) for _ in range(1000)]
+assert bytes(kept[0][0]) == kept[0][1]
+""",
+}
+
+
+@pytest.mark.skipif(not wal.native.SHA, reason="no SHA-256 from libcrypto in the C extension")
+@pytest.mark.parametrize("case", sorted(_HOSTILE))
+def test_chain_frame_survives_hostile_arguments(case: str) -> None:
+    """chain_frame raises or answers rightly, never crashes or reads freed memory (in a child process: a crash
+    is a signal there, not a dead test run)."""
+    pre = ("import zlib\nfrom wormjournal import native\nfrom wormjournal.events import KIND_CODES, FIELDS, EVENT_TAG\n"
+           "m = native.module\nstates = m.hmac_states(b'k' * 32, b'prefix')\nvals = [None] * len(FIELDS)\n"
+           "vals[0], vals[1], vals[2], vals[3], vals[5], vals[13], vals[15] = 0, 'id-1', 1, 'tool_called', "
+           "'exec-1', 'json', b'{}'\n")
+    run = subprocess.run([sys.executable, "-X", "dev", "-c", pre + _HOSTILE[case]], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
 
 
 @pytest.mark.skipif(merkle._bulk is None, reason="no bulk SHA-256 (no C extension, or no libcrypto)")  # noqa: SLF001

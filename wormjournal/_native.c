@@ -788,8 +788,12 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
 
 /* -- one WAL frame of chained records (FORMAT.md 2.3 and 11) --------------------------------------------- */
 
-/* hmac_states(key, prefix) -> bytes: the two SHA-256 contexts of HMAC-SHA256 under key (RFC 2104), the inner
-   one having absorbed (key ^ ipad) || prefix, the outer one (key ^ opad); chain_frame takes them. */
+/* hmac_states(key, prefix) -> capsule: the two SHA-256 contexts of HMAC-SHA256 under key (RFC 2104), the inner
+   one having absorbed (key ^ ipad) || prefix, the outer one (key ^ opad); chain_frame takes them. A capsule of
+   this module's, so that no other bytes can pass for OpenSSL's contexts. */
+#define STATES_NAME "wormjournal._native.hmac_states"
+
+static void states_free(PyObject *capsule) { PyMem_Free(PyCapsule_GetPointer(capsule, STATES_NAME)); }
 static PyObject *hmac_states(PyObject *self, PyObject *args) {
     Py_buffer key, prefix;
     if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*y*:hmac_states", &key, &prefix)) {
@@ -801,10 +805,11 @@ static PyObject *hmac_states(PyObject *self, PyObject *args) {
     } else {
         memcpy(k0, key.buf, (size_t)key.len);
     }
-    PyObject *result = PyBytes_FromStringAndSize(NULL, 2 * sizeof(sha_ctx));
-    if (result != NULL) {
-        sha_ctx *ctx = (sha_ctx *)PyBytes_AS_STRING(result);
-        memset(ctx, 0, 2 * sizeof(sha_ctx));
+    PyObject *result = NULL;
+    sha_ctx *ctx = PyMem_Calloc(2, sizeof(sha_ctx));
+    if (ctx == NULL) {
+        PyErr_NoMemory();
+    } else {
         for (int i = 0; i < 64; i++) {
             pad[i] = k0[i] ^ 0x36;
         }
@@ -816,6 +821,10 @@ static PyObject *hmac_states(PyObject *self, PyObject *args) {
         }
         sha_init(&ctx[1]);
         sha_update(&ctx[1], pad, 64);
+        result = PyCapsule_New(ctx, STATES_NAME, states_free);
+        if (result == NULL) {
+            PyMem_Free(ctx);
+        }
     }
     PyBuffer_Release(&key);
     PyBuffer_Release(&prefix);
@@ -828,23 +837,28 @@ static PyObject *hmac_states(PyObject *self, PyObject *args) {
    || count * (u32be len || fields || hash), mac = HMAC-SHA256 over body from `states` (hmac_states). crc32 is
    zlib.crc32. The same bytes as stages.Chain then stages.Frame. */
 static PyObject *chain_frame(PyObject *self, PyObject *args) {
-    PyObject *lists, *kinds, *crc32;
-    Py_buffer prev, tag, states;
-    if (need_sha() < 0 || !PyArg_ParseTuple(args, "OO!y*y*y*O:chain_frame", &lists, &PyBytes_Type, &kinds, &prev,
+    PyObject *lists, *kinds, *states, *crc32;
+    Py_buffer prev, tag;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "OO!y*y*OO:chain_frame", &lists, &PyBytes_Type, &kinds, &prev,
                                            &tag, &states, &crc32)) {
         return NULL;
     }
     PyObject *result = NULL, *seq = NULL, *frame = NULL, **encs = NULL;
     Py_ssize_t n = 0;
-    if (prev.len != 32 || states.len != 2 * (Py_ssize_t)sizeof(sha_ctx)) {
-        PyErr_SetString(PyExc_ValueError, "prev is not 32 bytes, or states is not hmac_states'");
+    if (!PyCapsule_IsValid(states, STATES_NAME)) {
+        PyErr_SetString(PyExc_TypeError, "states is not what hmac_states returns");
         goto done;
     }
-    seq = PySequence_Fast(lists, "chain_frame needs a sequence of value lists");
+    const sha_ctx *hmac_ctx = PyCapsule_GetPointer(states, STATES_NAME);
+    if (prev.len != 32) {
+        PyErr_SetString(PyExc_ValueError, "prev is not 32 bytes");
+        goto done;
+    }
+    seq = PySequence_List(lists); /* our own list: encoding an item runs no code that can change it */
     if (seq == NULL) {
         goto done;
     }
-    n = PySequence_Fast_GET_SIZE(seq);
+    n = PyList_GET_SIZE(seq);
     if (n < 1 || n > 0xffffffffLL) {
         PyErr_SetString(PyExc_ValueError, "a frame holds 1 to 2**32 - 1 records");
         goto done;
@@ -856,7 +870,7 @@ static PyObject *chain_frame(PyObject *self, PyObject *args) {
     }
     Py_ssize_t body = 4;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *a = PyTuple_Pack(2, PySequence_Fast_GET_ITEM(seq, i), kinds);
+        PyObject *a = PyTuple_Pack(2, PyList_GET_ITEM(seq, i), kinds);
         encs[i] = a == NULL ? NULL : encode_fields(NULL, a);
         Py_XDECREF(a);
         if (encs[i] == NULL) {
@@ -898,13 +912,20 @@ static PyObject *chain_frame(PyObject *self, PyObject *args) {
     {
         sha_ctx ctx[2];
         unsigned char inner[32];
-        memcpy(ctx, states.buf, sizeof(ctx));
+        memcpy(ctx, hmac_ctx, sizeof(ctx));
         sha_update(&ctx[0], f + 8, (size_t)body);
         sha_final(inner, &ctx[0]);
         sha_update(&ctx[1], inner, 32);
         sha_final(p, &ctx[1]);
     }
-    PyObject *view = PyMemoryView_FromMemory((char *)f + 8, body + 32, PyBUF_READ);
+    /* a view that holds the frame (the callee may keep it), of body and mac */
+    PyObject *whole = PyMemoryView_FromObject(frame);
+    PyObject *eight = PyLong_FromLong(8);
+    PyObject *cut = eight == NULL ? NULL : PySlice_New(eight, NULL, NULL);
+    PyObject *view = whole == NULL || cut == NULL ? NULL : PyObject_GetItem(whole, cut);
+    Py_XDECREF(eight);
+    Py_XDECREF(cut);
+    Py_XDECREF(whole);
     PyObject *crc = view == NULL ? NULL : PyObject_CallOneArg(crc32, view);
     Py_XDECREF(view);
     if (crc == NULL) {
@@ -933,7 +954,6 @@ done:
     Py_XDECREF(seq);
     PyBuffer_Release(&prev);
     PyBuffer_Release(&tag);
-    PyBuffer_Release(&states);
     return result;
 }
 

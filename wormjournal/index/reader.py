@@ -285,7 +285,8 @@ class Reader:
             assert self._wal_mac is not None
             for path in list_wal_files(self._wal_dir):
                 try:
-                    events += read_wal(path, self._wal_mac).events  # each frame authenticated by the WAL key
+                    # each frame authenticated by the WAL key; the newest may be being written
+                    events += read_wal(path, self._wal_mac, live=True).events
                 except FileNotFoundError:
                     continue  # sealed and removed meanwhile: those events are in manifests listed below
         n = self.refresh()

@@ -27,6 +27,7 @@ from ..storage.wal import (
     WalTable,
     encode_frame,
     list_wal_files,
+    read_live,
     read_wal,
     read_wal_table,
     wal_name,
@@ -34,7 +35,7 @@ from ..storage.wal import (
 
 __all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "WAL_TAG", "WalContents", "WalHeader", "WalMac",
            "WalWriter", "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir",
-           "list_wal_files", "read_wal", "read_wal_table", "truncate_torn_tail", "wal_name", "WalTable"]
+           "list_wal_files", "read_live", "read_wal", "read_wal_table", "truncate_torn_tail", "wal_name", "WalTable"]
 
 log = logging.getLogger(__name__)
 
@@ -245,15 +246,28 @@ class WalWriter:
 
 
 def truncate_torn_tail(contents: WalContents | WalTable) -> None:
-    """Cut an unacknowledged torn tail off the newest WAL file."""
+    """Cut an unacknowledged torn tail off the newest WAL file. One that valid frames follow (over space never
+    written: they were never synced either) is kept beside it first, as ``<name>.torn-<offset>``, for whoever
+    wants to look: nothing that was on disk is destroyed."""
     if contents.torn_bytes <= 0:
         return
     log.warning(
-        "dropping a torn tail of %d bytes at offset %d of %s (never acknowledged)",
+        "dropping a torn tail of %d bytes at offset %d of %s (never acknowledged)%s",
         contents.torn_bytes,
         contents.good_end,
         contents.path,
+        ", valid frames after space never written: kept in a .torn file" if contents.frames_after_tail else "",
     )
+    if contents.frames_after_tail:
+        with open(contents.path, "rb") as f:
+            f.seek(contents.good_end)
+            tail = f.read(contents.torn_bytes)
+        keep = contents.path.with_name(f"{contents.path.name}.torn-{contents.good_end}")
+        with open(os.open(keep, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(tail)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(contents.path.parent)
     fd = os.open(contents.path, os.O_WRONLY)
     try:
         os.ftruncate(fd, contents.good_end)

@@ -358,6 +358,15 @@ class Journal:
                 if c.torn_bytes:
                     raise IntegrityError(f"{c.path} is damaged at offset {c.good_end}, "
                                          "but it is not the newest WAL file")
+        # Records below the sealed seq were sealed from this WAL before a crash cut it, so the last of them must
+        # be the stored event of its seq: else another writer (a take-over) sealed other events there, and this
+        # WAL's are kept for the investigation, never sealed, never appended to.
+        sealed = [e for c in contents for e in c.events if e.seq < state.next_seq]
+        if sealed and sealed[-1].hash != self._sealer.stored_hash(sealed[-1].seq):
+            raise IntegrityError(
+                f"{self._wal_dir} holds other events than the store at seq {sealed[-1].seq}: another writer sealed "
+                "into this stream (a take-over); its events are kept, this WAL's are not sealed",
+                hint="move this WAL directory aside for the investigation; a new one opens the stream")
         # Link the WAL files to each other and to the store's chain (the trust core's continue_chain).
         expect_seq, expect_hash = state.next_seq, state.last_hash
         pending: list[Any] = []
@@ -378,6 +387,10 @@ class Journal:
         for e in pending:
             self._exec_heads[e.execution_id] = e.seq
         # Appends go on in the newest file; older ones are frozen and get sealed now.
+        if contents and contents[-1].header.first_seq + len(contents[-1].events) < self._next_seq:
+            contents.append(walmod.WalContents(  # the newest file is all sealed: go on in a new one, seqs in order
+                walmod.create_wal_file(self._wal_dir, walmod.WalHeader(self._next_seq, self._last_hash)),
+                walmod.WalHeader(self._next_seq, self._last_hash), [], walmod.HEADER_SIZE, walmod.HEADER_SIZE))
         if contents:
             active = contents[-1]
             self._wal = walmod.WalWriter(active.path, end=active.good_end)  # zeros after it: allocated ahead
@@ -594,7 +607,7 @@ class Journal:
             refresh_sealed_state(self.store, self._sealer.state, self._keys.ring())
             start = self._sealer.state.next_seq
             for path in walmod.list_wal_files(self._wal_dir):
-                wal = walmod.read_wal_table(path, self._wal_mac, rehash=False)
+                wal = walmod.read_live(path, self._wal_mac, rehash=False)  # other threads may be appending
                 sealed = start - wal.header.first_seq  # its first rows were sealed (before a crash)
                 tables.append(wal.table.slice(max(0, sealed)))
         return pa.concat_tables(tables)

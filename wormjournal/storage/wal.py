@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import mmap
 import struct
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,7 +63,7 @@ class WalMac:
         self._base = hmac.new(key, prefix, hashlib.sha256)
         self._state = hmac.new(key, SEALED_TAG + ids, hashlib.sha256)
         # the C extension's copy of the same HMAC state (native.chain_frame), when it has SHA-256
-        self.native_states: bytes | None = native.module.hmac_states(key, prefix) if native.SHA else None
+        self.native_states: object | None = native.module.hmac_states(key, prefix) if native.SHA else None
 
     def tag(self, body: bytes | memoryview) -> bytes:
         h = self._base.copy()
@@ -143,6 +144,7 @@ class WalContents:
     events: list[StoredEvent]
     good_end: int  # offset just past the last whole frame
     size: int  # file size as found, less the zero bytes after the last whole frame (allocated ahead)
+    frames_after_tail: bool = False  # valid frames follow the torn tail: written over unwritten space, never synced
 
     @property
     def torn_bytes(self) -> int:
@@ -167,10 +169,33 @@ def _frame_continues_at(view: memoryview, off: int, seq: int, mac: WalMac) -> bo
     return bool(seqs) and seqs[0] >= seq and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
 
 
+# Space the writer allocated ahead reads as zeros until a frame is written there, in whole pages: a reader that
+# copies the file while a frame is being written, or a file system that lost the last writes of a crash
+# out of order, shows a run of zeros that ends at a page boundary. Frame bytes hold no such run of this length.
+_PAGE = 4096
+_UNWRITTEN_RUN = 32
+
+
+def _unwritten(data: bytes | memoryview, pos: int, end: int) -> bool:
+    """Whether the bad frame at ``pos`` (a valid one follows at ``end``) lies over space not written yet: its
+    length field is zero, or a run of zeros starting at ``pos`` or at least _UNWRITTEN_RUN long ends at a page
+    boundary before ``end``. Then the frames from ``pos`` on were never synced (an fdatasync covers every
+    frame written before it): a torn tail, not damage."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    if not buf[pos : pos + 4].any():
+        return True
+    for boundary in range((pos // _PAGE + 1) * _PAGE, end + 1, _PAGE):
+        start = max(pos, boundary - _UNWRITTEN_RUN)
+        if not buf[start:boundary].any():
+            return True
+    return False
+
+
 def _refuse_damage_before_frames(path: Path, data: bytes | memoryview, pos: int, seq: int, mac: WalMac,
-                                 content_end: int) -> None:
+                                 content_end: int) -> bool:
     """Raise IntegrityError if a valid frame follows the bad one at ``pos`` (and starts before ``content_end``,
-    past which the file holds only zeros).
+    past which the file holds only zeros), unless the bad one lies over space not written yet (_unwritten):
+    then return True (valid, never synced frames follow the torn tail); False when none follows.
 
     A torn tail is the end of the file, never followed by a valid frame; a bad
     frame with valid frames after it is damage in the middle, and cutting it off
@@ -179,10 +204,13 @@ def _refuse_damage_before_frames(path: Path, data: bytes | memoryview, pos: int,
     view = memoryview(data)
     for off in range(pos + 1, min(content_end, len(data) - _FRAME_HEAD.size - _MIN_BODY + 1)):
         if _frame_continues_at(view, off, seq, mac):
+            if _unwritten(data, pos, off):
+                return True
             raise IntegrityError(
                 f"{path}: the frame at offset {pos} is damaged, but a valid frame follows at offset {off}: "
                 "this is not a torn tail, and cutting it would lose acknowledged events"
             )
+    return False
 
 
 @dataclasses.dataclass
@@ -194,6 +222,7 @@ class WalTable:
     table: pa.Table
     good_end: int  # offset just past the last whole frame
     size: int  # file size as found, less the zero bytes after the last whole frame (allocated ahead)
+    frames_after_tail: bool = False  # valid frames follow the torn tail: written over unwritten space, never synced
 
     @property
     def torn_bytes(self) -> int:
@@ -209,12 +238,13 @@ def _content_end(data: bytes | memoryview, pos: int) -> int:
 
 
 def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
-            mac: WalMac) -> tuple[list[int], list[int], list[int], int, int]:
+            mac: WalMac) -> tuple[list[int], list[int], list[int], int, int, bool]:
     """Walk the whole frames (CRC and MAC checked): the offsets where each record starts and ends, the
     offset of each record's frame, and the offset past the last whole frame. Stops at a torn tail; raises
     IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame. The last
-    value is where the file's content ends: the offset past the last whole frame when only zeros follow it
-    (space allocated ahead), else past the torn tail's last non-zero byte."""
+    value but one is where the file's content ends: the offset past the last whole frame when only zeros follow it
+    (space allocated ahead), else past the torn tail's last non-zero byte; the last, whether valid frames follow
+    the torn tail (over space not written yet: written, never synced)."""
     starts: list[int] = []
     ends: list[int] = []
     frames: list[int] = []
@@ -230,9 +260,9 @@ def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
             or zlib.crc32(memoryview(data)[pos + _FRAME_HEAD.size : end + MAC_SIZE]) != crc
         ):
             content_end = _content_end(data, pos)
-            if content_end > pos:
-                _refuse_damage_before_frames(path, data, pos, header.first_seq + len(starts), mac, content_end)
-            return starts, ends, frames, pos, content_end
+            after = content_end > pos and _refuse_damage_before_frames(path, data, pos, header.first_seq + len(starts),
+                                                                       mac, content_end)
+            return starts, ends, frames, pos, content_end, after
         body = memoryview(data)[pos + _FRAME_HEAD.size : end]
         if not hmac.compare_digest(mac.tag(body), data[end : end + MAC_SIZE]):
             raise IntegrityError(f"{path}: the frame at offset {pos} is whole but not authenticated by the writer's "
@@ -256,7 +286,7 @@ def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
             raise IntegrityError(f"{path}: frame at offset {pos} passes its CRC but does not parse: "
                                  "frame has trailing bytes")
         pos = end + MAC_SIZE
-    return starts, ends, frames, pos, _content_end(data, pos)
+    return starts, ends, frames, pos, _content_end(data, pos), False
 
 
 def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool = False) -> WalTable:
@@ -281,7 +311,7 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool
         header = WalHeader.decode(data)
     except ValueError as e:
         raise IntegrityError(f"{path}: {e}") from e
-    starts, ends, frames, good_end, content_end = _frames(path, data, header, mac)
+    starts, ends, frames, good_end, content_end, after = _frames(path, data, header, mac)
     try:
         table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
                               header.prev_hash)
@@ -300,7 +330,7 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool
         for i, h in enumerate(row_hashes(table)):  # prev_hash is the stored hash before: this checks each link
             if h != stored[i]:
                 raise IntegrityError(f"{path}: record seq {header.first_seq + i} does not match its hash")
-    return WalTable(path, header, table, good_end, content_end)
+    return WalTable(path, header, table, good_end, content_end, after)
 
 
 def _first_bad_record(data: bytes | memoryview, starts: list[int], ends: list[int]) -> int | None:
@@ -315,10 +345,29 @@ def _first_bad_record(data: bytes | memoryview, starts: list[int], ends: list[in
     return None
 
 
-def read_wal(path: Path, mac: WalMac) -> WalContents:
-    """Read a WAL file as events (see :func:`read_wal_table`; every record's hash is checked)."""
-    t = read_wal_table(path, mac)
-    return WalContents(path, t.header, table_to_events(t.table), t.good_end, t.size)
+def read_wal(path: Path, mac: WalMac, *, live: bool = False) -> WalContents:
+    """Read a WAL file as events (see :func:`read_wal_table`; every record's hash is checked). ``live``: a file
+    a writer may be appending to (see :func:`read_live`)."""
+    t = read_live(path, mac) if live else read_wal_table(path, mac)
+    return WalContents(path, t.header, table_to_events(t.table), t.good_end, t.size, t.frames_after_tail)
+
+
+LIVE_READS = 6  # reads of a live WAL file before damage that stays is believed
+
+
+def read_live(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
+    """:func:`read_wal_table` of a file a writer may be appending to. The file is allocated ahead (zeros), so a
+    copy of it taken while a frame is written can show that frame half written with a whole one after it, for an
+    instant: damage that goes away. The file is read again (a few times, a millisecond or more apart); only an
+    IntegrityError that every read gives is raised."""
+    for attempt in range(LIVE_READS):
+        try:
+            return read_wal_table(path, mac, rehash=rehash)
+        except IntegrityError:
+            if attempt == LIVE_READS - 1:
+                raise
+            time.sleep(0.001 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def wal_name(first_seq: int) -> str:
