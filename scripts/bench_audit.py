@@ -49,8 +49,10 @@ starts at its parent's RSS at the fork, so the parent is kept small. Population 
 children talk to the server over HTTP (moto runs in one Python process: on a small machine
 it, not the audit, sets the pace; the load average at the start and the end is reported).
 
-Prints the figures and a summary table (stdout); --json FILE writes everything as JSON.
-Progress goes to stderr.
+Prints the result as one JSON object (stdout) in the shared result schema of
+scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py); the figures,
+a summary table and progress go to stderr. Targets (reported, never asserted): memory stays
+flat, the bounded pool (HEADs in flight <= --workers), and no findings.
 
 Usage (from the repository root):
 
@@ -78,9 +80,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import benchlib
-
-sys.dont_write_bytecode = True
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 
 REGION = "us-east-1"
 DUMMY_ENV = {
@@ -102,7 +104,12 @@ MAX_FINDINGS_SHOWN = 50
 
 
 def log(msg: str) -> None:
-    print(f"[bench_audit] {msg}", file=sys.stderr, flush=True)
+    benchlib.log("bench_audit", msg)
+
+
+def say(text: str = "") -> None:
+    """A readable line of the figures (stderr: stdout holds the JSON result)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -216,7 +223,7 @@ def count(args: argparse.Namespace) -> int:
 
 
 def audit_child(args: argparse.Namespace) -> int:
-    """Audit the store once; print a readable line, then one JSON line (stdout). Exit 1 on findings."""
+    """Audit the store once; print readable lines (stderr), then one JSON line (stdout). Exit 1 on findings."""
     import logging
 
     from wormjournal.retention.audit import audit_store
@@ -310,7 +317,7 @@ def audit_child(args: argparse.Namespace) -> int:
         "notes": audit.notes,
         "findings_shown": [f.to_json() for f in audit.findings[:MAX_FINDINGS_SHOWN]],
     }
-    print(f"audit at {args.label} with {args.workers} worker(s): {r['objects']:,} objects in {r['seconds']:.2f} s = "
+    say(f"audit at {args.label} with {args.workers} worker(s): {r['objects']:,} objects in {r['seconds']:.2f} s = "
           f"{r['objects_per_s']:,.0f} objects/s; peak RSS {r['peak_rss_mb']:.1f} MB; ok={audit.ok} "
           f"({len(audit.findings)} findings)\n"
           f"    CPU {r['cpu_seconds']:.1f} s (audit process), {r['server_cpu_seconds']:.1f} s (moto server); "
@@ -319,9 +326,9 @@ def audit_child(args: argparse.Namespace) -> int:
           f"threads <= {r['max_threads']}, pool discards {r['pool_full_discards']}; "
           f"a bare listing takes {r['listing_seconds']:.2f} s")
     for f in audit.findings[:MAX_FINDINGS_SHOWN]:
-        print(f"    FINDING {f.kind}: {f.object or '-'}: {f.message}")
+        say(f"    FINDING {f.kind}: {f.object or '-'}: {f.message}")
     if len(audit.findings) > MAX_FINDINGS_SHOWN:
-        print(f"    ... and {len(audit.findings) - MAX_FINDINGS_SHOWN} more")
+        say(f"    ... and {len(audit.findings) - MAX_FINDINGS_SHOWN} more")
     print(json.dumps(r), flush=True)
     return 0 if audit.ok and audit.objects > 0 else 1
 
@@ -418,7 +425,7 @@ class Bench:
         proc = subprocess.run(self.child("--audit", *extra), stdout=subprocess.PIPE, text=True)
         lines = proc.stdout.strip().splitlines()
         for line in lines[:-1]:
-            print(line, flush=True)
+            say(line)
         try:
             r = json.loads(lines[-1])
         except (IndexError, json.JSONDecodeError):
@@ -431,17 +438,88 @@ class Bench:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def summarize(result: dict[str, Any], workers: int) -> dict[str, Any]:
+    """Add the concurrency ratio and the memory ratio to ``result`` (where measured); return the targets."""
+    audits = result["audits"]
+    big = [r for r in audits if r["size"] == "N" and r["workers"] == workers]
+    quarter = [r for r in audits if r["size"] == "N/4" and r["workers"] == workers]
+    one = [r for r in audits if r["workers"] == 1]
+    base = quarter or big
+    if base and one and workers != 1:
+        result["concurrency_ratio"] = round(base[0]["objects_per_s"] / one[0]["objects_per_s"], 2)
+    targets: dict[str, Any] = {}
+    if big and quarter:
+        ratio = big[0]["peak_rss_mb"] / quarter[0]["peak_rss_mb"]
+        hwm_ratio = big[0]["vm_hwm_mb"] / quarter[0]["vm_hwm_mb"]
+        flat = ratio <= FLAT_RATIO
+        result["memory"] = {"peak_rss_ratio": round(ratio, 3), "vm_hwm_ratio": round(hwm_ratio, 3), "flat": flat}
+        targets["memory_flat"] = benchlib.target(
+            f"the audit's peak RSS at N objects <= {FLAT_RATIO}x its peak at N/4 (memory stays flat; ratio)",
+            round(ratio, 3), flat)
+    if audits:
+        heads = max(r["max_heads_in_flight"] for r in audits)
+        targets["bounded_pool"] = benchlib.target(
+            f"HEAD requests in flight at once <= --workers ({workers}; the most seen)", heads, heads <= workers)
+        findings = sum(r["findings"] for r in audits)
+        targets["no_findings"] = benchlib.target(
+            "the audit of an untampered journal is ok (findings)", findings,
+            findings == 0 and all(r["ok"] and not r.get("failed") for r in audits))
+    return targets
+
+
+def table(res: dict[str, Any]) -> str:
+    """The result (the shared schema) as a readable summary."""
+    r, p = res["results"], res["params"]
+    audits = r["audits"]
+    lines = ["", f"{'size':<5} {'workers':>7} {'objects':>8} {'seconds':>8} {'objects/s':>10} {'peak RSS MB':>11} "
+                 f"{'added MB':>8} {'CPU s':>6} {'server CPU s':>12} {'HEADs<=':>7}"]
+    for a in audits:
+        lines.append(f"{a['size']:<5} {a['workers']:>7} {a['objects']:>8,} {a['seconds']:>8.2f} "
+                     f"{a['objects_per_s']:>10,.0f} {a['peak_rss_mb']:>11.1f} {a['audit_added_mb']:>8.1f} "
+                     f"{a['cpu_seconds']:>6.1f} {a['server_cpu_seconds']:>12.1f} {a['max_heads_in_flight']:>7}")
+    lines.append("")
+    workers = p["workers"]
+    big = [a for a in audits if a["size"] == "N" and a["workers"] == workers]
+    quarter = [a for a in audits if a["size"] == "N/4" and a["workers"] == workers]
+    one = [a for a in audits if a["workers"] == 1]
+    if r.get("concurrency_ratio") is not None:
+        base = (quarter or big)[0]
+        lines.append(f"concurrency: {base['objects_per_s']:,.0f} objects/s with {workers} workers / "
+                     f"{one[0]['objects_per_s']:,.0f} with 1 = {r['concurrency_ratio']:.2f}x "
+                     f"(at {base['objects']:,} objects)")
+    if r.get("memory"):
+        m, b, q = r["memory"], big[0], quarter[0]
+        lines.append(f"memory {'stayed flat' if m['flat'] else 'GREW'}: peak RSS {b['peak_rss_mb']:.1f} MB at "
+                     f"{b['objects']:,} objects vs {q['peak_rss_mb']:.1f} MB at {q['objects']:,} "
+                     f"= {m['peak_rss_ratio']:.2f}x for {b['objects'] / q['objects']:.1f}x the objects "
+                     f"(VmHWM {m['vm_hwm_ratio']:.2f}x; flat means <= {FLAT_RATIO}x); the audit itself added "
+                     f"{q['audit_added_mb']:.1f} MB and {b['audit_added_mb']:.1f} MB to the RSS after the imports")
+    lines.append(f"bounded pool: at most {max((a['max_heads_in_flight'] for a in audits), default=0)} HEADs in "
+                 f"flight (workers={workers}); urllib3 discarded "
+                 f"{sum(a['pool_full_discards'] for a in audits)} connection(s) from a full pool")
+    lines.append(f"filling took {r['fill_seconds']:.1f} s (not measured); the whole run {r['total_seconds']:.1f} s; "
+                 f"moto server peak RSS {r['server_peak_rss_mb']:.1f} MB; load average at the end "
+                 f"{r['load_average_end']}")
+    for t in res["targets"].values():
+        lines.append(f"target {t['target']}: {t['value']}  {'PASS' if t['met'] else 'MISS'}")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     for k, v in DUMMY_ENV.items():
         os.environ[k] = v  # inherited by every child
     for k in DUMMY_ENV_UNSET:
         os.environ.pop(k, None)
     small = max(1, args.objects // 4)
+    params = {"objects": args.objects, "workers": args.workers, "streams": args.streams,
+              "events_per_seal": args.events_per_seal, "days": args.days, "tenant_days": args.tenant_days,
+              "max_pool_connections": args.max_pool_connections, "latency_ms": args.latency_ms}
+    # perf_report's section reads the configuration from the results, too
     result: dict[str, Any] = {
         "objects_target": args.objects, "workers": args.workers, "streams": args.streams,
         "events_per_seal": args.events_per_seal, "retention": f"COMPLIANCE {args.days} days",
         "tenant_policy": f"{TENANT}: COMPLIANCE {args.tenant_days} days" if args.tenant_days else None,
-        "max_pool_connections": args.max_pool_connections, "latency_ms": args.latency_ms, "cpus": os.cpu_count(),
+        "max_pool_connections": args.max_pool_connections, "latency_ms": args.latency_ms,
         "load_average_start": [round(x, 2) for x in os.getloadavg()], "fill": [], "audits": [],
     }
     bench = Bench(args)
@@ -449,10 +527,10 @@ def run(args: argparse.Namespace) -> int:
     failed: dict[str, Any] | None = None
     try:
         bench.start_server()
-        print(f"S3 lock audit benchmark: moto server {bench.endpoint}, {bench.url}, COMPLIANCE {args.days} days, "
-              f"{os.cpu_count()} CPU(s), load average {result['load_average_start']}"
-              + (f", {TENANT} COMPLIANCE {args.tenant_days} days" if args.tenant_days else "")
-              + (f", {args.latency_ms:g} ms added to each read request" if args.latency_ms else ""), flush=True)
+        say(f"S3 lock audit benchmark: moto server {bench.endpoint}, {bench.url}, COMPLIANCE {args.days} days, "
+            f"{os.cpu_count()} CPU(s), load average {result['load_average_start']}"
+            + (f", {TENANT} COMPLIANCE {args.tenant_days} days" if args.tenant_days else "")
+            + (f", {args.latency_ms:g} ms added to each read request" if args.latency_ms else ""))
         plan = [(small, "N/4", [args.workers, 1]), (args.objects, "N", [args.workers])]
         if small >= args.objects:
             plan = [(args.objects, "N", [args.workers, 1])]
@@ -460,8 +538,8 @@ def run(args: argparse.Namespace) -> int:
             log(f"filling the journal to {target:,} objects")
             fill = bench.fill(target)
             result["fill"].append(fill)
-            print(f"filled to {fill['objects']:,} objects ({fill['seals']:,} seals) in {fill['seconds']:.1f} s "
-                  f"(not measured)", flush=True)
+            say(f"filled to {fill['objects']:,} objects ({fill['seals']:,} seals) in {fill['seconds']:.1f} s "
+                "(not measured)")
             for w in workers_list:
                 log(f"auditing {fill['objects']:,} objects with {w} worker(s)")
                 r = bench.audit(label, w)
@@ -479,48 +557,16 @@ def run(args: argparse.Namespace) -> int:
     result["fill_seconds"] = round(bench.fill_seconds, 1)
     result["total_seconds"] = round(time.perf_counter() - t_start, 1)
     result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-
-    audits = result["audits"]
-    print()
-    print(f"{'size':<5} {'workers':>7} {'objects':>8} {'seconds':>8} {'objects/s':>10} {'peak RSS MB':>11} "
-          f"{'added MB':>8} {'CPU s':>6} {'server CPU s':>12} {'HEADs<=':>7}")
-    for r in audits:
-        print(f"{r['size']:<5} {r['workers']:>7} {r['objects']:>8,} {r['seconds']:>8.2f} {r['objects_per_s']:>10,.0f} "
-              f"{r['peak_rss_mb']:>11.1f} {r['audit_added_mb']:>8.1f} {r['cpu_seconds']:>6.1f} "
-              f"{r['server_cpu_seconds']:>12.1f} {r['max_heads_in_flight']:>7}")
-    print()
-    big = [r for r in audits if r["size"] == "N" and r["workers"] == args.workers]
-    quarter = [r for r in audits if r["size"] == "N/4" and r["workers"] == args.workers]
-    one = [r for r in audits if r["workers"] == 1]
-    base = quarter or big
-    if base and one and args.workers != 1:
-        ratio = base[0]["objects_per_s"] / one[0]["objects_per_s"]
-        result["concurrency_ratio"] = round(ratio, 2)
-        print(f"concurrency: {base[0]['objects_per_s']:,.0f} objects/s with {args.workers} workers / "
-              f"{one[0]['objects_per_s']:,.0f} with 1 = {ratio:.2f}x (at {base[0]['objects']:,} objects)")
-    if big and quarter:
-        ratio = big[0]["peak_rss_mb"] / quarter[0]["peak_rss_mb"]
-        hwm_ratio = big[0]["vm_hwm_mb"] / quarter[0]["vm_hwm_mb"]
-        flat = ratio <= FLAT_RATIO
-        result["memory"] = {"peak_rss_ratio": round(ratio, 3), "vm_hwm_ratio": round(hwm_ratio, 3), "flat": flat}
-        print(f"memory {'stayed flat' if flat else 'GREW'}: peak RSS {big[0]['peak_rss_mb']:.1f} MB at "
-              f"{big[0]['objects']:,} objects vs {quarter[0]['peak_rss_mb']:.1f} MB at {quarter[0]['objects']:,} "
-              f"= {ratio:.2f}x for {big[0]['objects'] / quarter[0]['objects']:.1f}x the objects "
-              f"(VmHWM {hwm_ratio:.2f}x; flat means <= {FLAT_RATIO}x); the audit itself added "
-              f"{quarter[0]['audit_added_mb']:.1f} MB and {big[0]['audit_added_mb']:.1f} MB "
-              "to the RSS after the imports")
-    print(f"bounded pool: at most {max((r['max_heads_in_flight'] for r in audits), default=0)} HEADs in flight "
-          f"(workers={args.workers}); urllib3 discarded "
-          f"{sum(r['pool_full_discards'] for r in audits)} connection(s) from a full pool")
-    print(f"filling took {result['fill_seconds']:.1f} s (not measured); the whole run {result['total_seconds']:.1f} s; "
-          f"moto server peak RSS {result['server_peak_rss_mb']:.1f} MB; load average at the end "
-          f"{result['load_average_end']}")
+    targets = summarize(result, args.workers)
+    # the machine: the file system of the temp dir (the writers' keys and WAL; the store is the moto server's)
+    res = benchlib.result("audit", bench.tmp.parent, params, result, targets, started=t_start)
+    say(table(res))
+    benchlib.emit(res, args.json)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {args.json}")
     if failed:
-        print(f"FAILED: the audit at {failed['size']} with {failed['workers']} worker(s) is not ok: "
-              f"{failed['findings']} finding(s), {failed['objects']} object(s)", flush=True)
+        say(f"FAILED: the audit at {failed['size']} with {failed['workers']} worker(s) is not ok: "
+            f"{failed['findings']} finding(s), {failed['objects']} object(s)")
         return 1
     return 0
 
@@ -545,7 +591,7 @@ def main() -> int:
                              "each manifest and the tenants of each segment (default: no tenant policy)")
     parser.add_argument("--latency-ms", type=float, default=0.0, metavar="L",
                         help="the server waits L ms before each GET and HEAD (default: %(default)s)")
-    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result to FILE")
     # Internal: the child processes.
     mode = parser.add_mutually_exclusive_group()
     for flag in ("--serve", "--populate", "--count", "--audit"):

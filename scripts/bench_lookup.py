@@ -17,11 +17,12 @@ seals it, then opens a fresh ``Reader`` and measures:
                   executions, after the store's files were dropped from the OS page
                   cache (posix_fadvise DONTNEED; --no-evict skips this)
 
-Targets (reported as PASS/MISS, never asserted): p50 lookup <= 20 ms on local disk,
-bytes read per lookup <= 1% of the store.
+Targets (reported as PASS/MISS with the measured value, never asserted): p50 lookup
+<= 20 ms on local disk, bytes read per lookup <= 1% of the store.
 
-Prints a readable table, then one JSON line (the last line of stdout); progress
-goes to stderr. The journal is built in a temp dir removed at the end, unless
+Prints the result as one JSON object (stdout) in the shared result schema of
+scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py); a readable
+table and progress go to stderr. The journal is built in a temp dir removed at the end, unless
 --dir is given: then it is built there and kept, and a journal already there
 (from an earlier run with the same --events/--executions/--row-group-rows/--seed)
 is reused without building it again.
@@ -31,7 +32,7 @@ Usage (from the repository root):
     .venv/bin/python scripts/bench_lookup.py                              # 1M events, a few minutes
     .venv/bin/python scripts/bench_lookup.py --events 100000 --executions 1000   # quick
     .venv/bin/python scripts/bench_lookup.py --dir bench-out/lookup-1m    # keep (and later reuse) the journal
-    .venv/bin/python scripts/bench_lookup.py --row-group-rows 1024 --json-out lookup-1024.json
+    .venv/bin/python scripts/bench_lookup.py --row-group-rows 1024 --json lookup-1024.json
     .venv/bin/python scripts/bench_lookup.py --profile                    # cProfile the warm lookups to stderr
 """
 
@@ -59,7 +60,7 @@ from typing import Any
 sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
-from benchlib import _NODES, _WORDS, make_payload  # noqa: E402  (the realistic payload generator)
+from benchlib import _NODES, _WORDS, make_payload, pct  # noqa: E402  (the realistic payload generator)
 
 from wormjournal import Journal, JournalConfig, Reader  # noqa: E402
 from wormjournal.errors import ConfigError  # noqa: E402
@@ -334,9 +335,6 @@ def evict_page_cache(store: Path) -> int:
 # -- measuring -------------------------------------------------------------------------------------
 
 
-pct = benchlib.pct
-
-
 def ms_summary(ns: list[int]) -> dict[str, Any]:
     return benchlib.summary(ns, "ms")
 
@@ -482,7 +480,9 @@ def human(n: float) -> str:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    p, b, st = res["params"], res["build"], res["store"]
+    """The result (the shared schema) as a readable table, on stderr."""
+    p, r = res["params"], res["results"]
+    b, st = r["build"], r["store"]
     total = st["total_bytes"]
     rows: list[tuple[str, str, str]] = []
 
@@ -512,7 +512,7 @@ def print_table(res: dict[str, Any]) -> None:
 
     for key, title in (("warm", "lookups, page cache as left by the build"),
                        ("evicted", "lookups, store evicted from page cache")):
-        m = res.get(key)
+        m = r.get(key)
         if not m:
             continue
         ev = m["events"]
@@ -548,18 +548,19 @@ def print_table(res: dict[str, Any]) -> None:
 
     w1 = max(len(r[0]) for r in rows if not r[0].startswith("-- "))
     w2 = max(len(r[1]) for r in rows if r[2])  # longer values (no target) run past the column
-    print(f"wormjournal lookup benchmark  (wormjournal {res['versions']['wormjournal']}, "
-          f"python {res['versions']['python']}, pyarrow {res['versions']['pyarrow']}, "
-          f"{res['machine']['cpu_count']} cpus)")
+    m = res["machine"]
+    lines = [f"wormjournal lookup benchmark  (wormjournal {m['wormjournal']}, python {m['python']}, "
+             f"pyarrow {m['pyarrow']}, {m['cpu_count']} cpus)"]
     for label, value, target in rows:
         if label.startswith("-- "):
-            print(f"\n{label}")
+            lines.append(f"\n{label}")
         else:
-            print(f"  {label:<{w1}}  {value:<{w2}}  {target}".rstrip())
-    print()
-    for name, ok in res["targets"].items():
-        print(f"  target {name}: {mark(ok)}")
-    print(f"  wall time {res['wall_seconds']} s")
+            lines.append(f"  {label:<{w1}}  {value:<{w2}}  {target}".rstrip())
+    lines.append("")
+    for t in res["targets"].values():
+        lines.append(f"  target {t['target']}: {t['value']}  {mark(t['met'])}")
+    lines.append(f"  wall time {res['wall_seconds']} s")
+    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 # -- main ---------------------------------------------------------------------------------------------
@@ -584,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-evict", action="store_true",
                     help="skip the lookups after evicting the store from the page cache")
     ap.add_argument("--profile", action="store_true", help="cProfile the warm lookups (top costs to stderr)")
-    ap.add_argument("--json-out", type=Path, default=None, help="also write the result (indented JSON) to this file")
+    ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result to FILE")
+    ap.add_argument("--json-out", dest="json", type=Path, help=argparse.SUPPRESS)  # the old name
     args = ap.parse_args(argv)
     for name in ("events", "executions", "lookups", "active", "batch"):
         if getattr(args, name) < 1:
@@ -640,31 +642,37 @@ def main(argv: list[str] | None = None) -> int:
             evicted, _ = measure(store, rest, args.lookups, args.get_events, total, rng, False)
 
         w = warm["events"]
+        p50, by = w["latency"].get("p50_ms"), w["bytes_per_lookup"]
+        mismatches = w["count_mismatches"] + (evicted["events"]["count_mismatches"] if evicted else 0)
         targets = {
-            f"lookup_p50_le_{TARGET_P50_MS:g}ms": w["latency"]["p50_ms"] <= TARGET_P50_MS,
-            f"bytes_per_lookup_p50_le_{TARGET_BYTES_PCT:g}pct_of_store":
-                w["bytes_per_lookup"]["p50_pct_of_store"] <= TARGET_BYTES_PCT,
-            f"bytes_per_lookup_max_le_{TARGET_BYTES_PCT:g}pct_of_store":
-                w["bytes_per_lookup"]["max_pct_of_store"] <= TARGET_BYTES_PCT,
-            "event_counts_match":
-                w["count_mismatches"] == 0 and (evicted is None or evicted["events"]["count_mismatches"] == 0),
+            f"lookup_p50_le_{TARGET_P50_MS:g}ms": benchlib.target(
+                f"events(execution_id) p50 <= {TARGET_P50_MS:g} ms on local disk (ms)", p50,
+                p50 is not None and p50 <= TARGET_P50_MS),
+            f"bytes_per_lookup_p50_le_{TARGET_BYTES_PCT:g}pct_of_store": benchlib.target(
+                f"bytes read per lookup p50 <= {TARGET_BYTES_PCT:g}% of the store (%)", by.get("p50_pct_of_store"),
+                by.get("p50_pct_of_store", math.inf) <= TARGET_BYTES_PCT),
+            f"bytes_per_lookup_max_le_{TARGET_BYTES_PCT:g}pct_of_store": benchlib.target(
+                f"bytes read per lookup max <= {TARGET_BYTES_PCT:g}% of the store (%)", by.get("max_pct_of_store"),
+                by.get("max_pct_of_store", math.inf) <= TARGET_BYTES_PCT),
+            "event_counts_match": benchlib.target(
+                "every lookup returns as many events as were appended (lookups that differ)", mismatches,
+                mismatches == 0),
         }
         if evicted is not None:
-            evicted_p50 = evicted["events"]["latency"]["p50_ms"]
-            targets[f"evicted_cache_lookup_p50_le_{TARGET_P50_MS:g}ms"] = evicted_p50 <= TARGET_P50_MS
+            evicted_p50 = evicted["events"]["latency"].get("p50_ms")
+            targets[f"evicted_cache_lookup_p50_le_{TARGET_P50_MS:g}ms"] = benchlib.target(
+                f"events(execution_id) p50 <= {TARGET_P50_MS:g} ms, store evicted from the page cache (ms)",
+                evicted_p50, evicted_p50 is not None and evicted_p50 <= TARGET_P50_MS)
         result = benchlib.result(
-            "lookup", base, {**params, "lookups": args.lookups, "dir": None if temp else str(base)},
+            "lookup", base, {**params, "lookups": args.lookups, "get_events": args.get_events,
+                             "evict": not args.no_evict, "dir": None if temp else base.name},
             {"build": build_info, "store": st, "warm": warm, "evicted": evicted},
-            {name: benchlib.target(name.replace("_", " "), None, met) for name, met in targets.items()},
-            started=started)
+            targets, started=started)  # while the store is there: its file system
     finally:
         if temp:
             shutil.rmtree(base, ignore_errors=True)
-    print_table({**result["results"], "params": result["params"], "targets": targets,
-                 "wall_seconds": result["wall_seconds"]})
-    if args.json_out is not None:
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, separators=(",", ":")), flush=True)
+    print_table(result)
+    benchlib.emit(result, args.json)
     return 0
 
 

@@ -7,9 +7,14 @@ llm_completed / node_completed, payloads of 300..1500 bytes of JSON in clear), t
 each query of QUERIES through ``wormjournal.analytics.connect`` (the view ``events``, as
 ``wormjournal query`` does) in a fresh child process, twice: over every event, and over
 one day (``WHERE date = <first day>``, a quarter of the files, pruned by partition). Each
-child reports the wall time of the query, the rows it returned and its peak RSS
-(ru_maxrss). Memory is bounded when the peak over all events stays close to the peak
-over one day (the ratio is printed).
+child reports the wall time of the query, the rows it returned, the events in its scope and
+its peak RSS (VmHWM from /proc; not ru_maxrss, which after a vfork+exec can be the parent's,
+and the parent has just built the journal). Memory is bounded when the peak over all events
+stays close to the peak over one day (the ratio is reported).
+
+Prints the result as one JSON object (stdout) in the shared result schema of
+scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py); a readable
+table and progress go to stderr.
 
     .venv/bin/python scripts/bench_query.py                       # 1,000,000 events (~1-2 min to build)
     .venv/bin/python scripts/bench_query.py --events 100000       # quick
@@ -22,7 +27,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -32,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
 from benchlib import make_payload  # noqa: E402  (the realistic payload generator)
 
 NODES = ("plan", "retrieve", "act", "respond")
@@ -54,7 +59,7 @@ QUERIES = {
 
 
 def log(message: str) -> None:
-    print(f"[bench_query] {message}", file=sys.stderr, flush=True)
+    benchlib.log("bench_query", message)
 
 
 def build(store: Path, keys: Path, events: int, seed: int) -> float:
@@ -109,51 +114,76 @@ def child(store: Path, name: str, scope: str) -> None:
     rows = con.sql(sql).fetchall()
     seconds = time.perf_counter() - t0
     scanned = con.execute(f"SELECT count(*) FROM events {where}").fetchall()[0][0]
-    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    peak_rss_mb = round(benchlib.status_kb("VmHWM") / 1024, 1)
     print(json.dumps({"query": name, "scope": scope, "seconds": round(seconds, 3), "rows": len(rows),
                       "events": scanned, "peak_rss_mb": peak_rss_mb}))
 
 
-def main() -> int:
+def table(res: dict[str, Any]) -> str:
+    """The result (the shared schema) as a readable table."""
+    r = res["results"]
+    lines = [f"{'query':<22}{'scope':<6}{'events':>11}{'seconds':>9}{'events/s':>12}{'peak RSS MB':>13}"]
+    for q in r["queries"]:
+        lines.append(f"{q['query']:<22}{q['scope']:<6}{q['events']:>11,}{q['seconds']:>9.2f}"
+                     f"{q['events_per_s'] or 0:>12,}{q['peak_rss_mb']:>13.1f}")
+    for name, m in r["memory"].items():
+        lines.append(f"{name}: peak RSS over all events / over one day = {m['peak_rss_ratio_all_to_day']:.2f}x "
+                     f"for {m['events_ratio_all_to_day']:.1f}x the events")
+    lines.append(f"wall time {res['wall_seconds']} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--store", type=Path, default=None,
                         help="build (or reuse) the journal here; default: a temp dir")
-    parser.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result to FILE")
     parser.add_argument("--child", nargs=3, metavar=("STORE", "QUERY", "SCOPE"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.child:
         child(Path(args.child[0]), args.child[1], args.child[2])
         return 0
+    started = time.perf_counter()
     base = args.store or Path(tempfile.mkdtemp(prefix="wj-bench-query-"))
     store, keys = base / "journal", base / "keys"
     try:
-        if not (store / "journal.json").exists():
+        reused = (store / "journal.json").exists()
+        build_seconds = None
+        if not reused:
             log(f"building {args.events:,} events in {store}")
-            log(f"built in {build(store, keys, args.events, args.seed):.1f} s (not measured)")
-        results = []
+            build_seconds = round(build(store, keys, args.events, args.seed), 1)
+            log(f"built in {build_seconds} s (not measured)")
+        else:
+            log(f"reusing the journal in {store}")
+        queries = []
         for name in QUERIES:
             for scope in ("day", "all"):
-                out = subprocess.run([sys.executable, __file__, "--child", str(store), name, scope],
-                                     capture_output=True, text=True, check=True)
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                r = results[-1]
+                r = benchlib.run_child([str(Path(__file__).resolve()), "--child", str(store), name, scope],
+                                       tag="bench_query", what=f"{name} over {scope}")
+                r["events_per_s"] = round(r["events"] / r["seconds"]) if r["seconds"] else None
+                r["process_wall_seconds"] = r.pop("wall_seconds")  # the child's, with its imports
+                queries.append(r)
                 log(f"{name} over {scope}: {r['seconds']} s, peak RSS {r['peak_rss_mb']} MB")
-        print(f"{'query':<22}{'scope':<6}{'events':>11}{'seconds':>9}{'events/s':>12}{'peak RSS MB':>13}")
-        for r in results:
-            rate = r["events"] / r["seconds"] if r["seconds"] else 0
-            print(f"{r['query']:<22}{r['scope']:<6}{r['events']:>11,}{r['seconds']:>9.2f}{rate:>12,.0f}{r['peak_rss_mb']:>13.1f}")
+        memory = {}
         for name in QUERIES:
-            day, every = (next(r for r in results if r["query"] == name and r["scope"] == s) for s in ("day", "all"))
-            print(f"{name}: peak RSS over all events / over one day = {every['peak_rss_mb'] / day['peak_rss_mb']:.2f}x "
-                  f"for {every['events'] / max(1, day['events']):.1f}x the events")
-        if args.json:
-            args.json.write_text(json.dumps({"events": args.events, "results": results}, indent=1) + "\n")
+            day, every = (next(r for r in queries if r["query"] == name and r["scope"] == s) for s in ("day", "all"))
+            memory[name] = {"peak_rss_ratio_all_to_day": round(every["peak_rss_mb"] / day["peak_rss_mb"], 3),
+                            "events_ratio_all_to_day": round(every["events"] / max(1, day["events"]), 2)}
+        params = {"events": args.events, "seed": args.seed, "store": args.store.name if args.store else None}
+        res = benchlib.result("query", base, params, {
+            "journal": {"events": next(q["events"] for q in queries if q["scope"] == "all"), "reused": reused,
+                        "build_seconds": build_seconds},
+            "queries": queries,
+            "memory": memory,
+        }, started=started)  # while the store is there: its file system
     finally:
         if args.store is None:
             subprocess.run(["chmod", "-R", "u+w", str(base)], check=False)
             shutil.rmtree(base, ignore_errors=True)
+    print(table(res), file=sys.stderr, flush=True)
+    benchlib.emit(res, args.json)
     return 0
 
 

@@ -33,8 +33,10 @@ not shared with another configuration; the measured time is the ``verify_store``
 (which includes starting the worker pool). The numbers are for this machine at this
 moment: the load average at the start and the end is reported.
 
-Prints a readable table (stdout); --json FILE writes everything as JSON. Progress goes
-to stderr. The journal is built in a temp dir (removed at the end) unless --store DIR is
+Prints the result as one JSON object (stdout) in the shared result schema of
+scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py): the machine,
+the parameters, the figures above and the target. A readable table and progress go to
+stderr. The journal is built in a temp dir (removed at the end) unless --store DIR is
 given: it is then built there and kept, and reused by later runs with the same
 --events/--segment-events/--seed.
 
@@ -55,11 +57,10 @@ import hashlib
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import shutil
-import subprocess
+import ssl
 import sys
 import tempfile
 import threading
@@ -70,10 +71,9 @@ from typing import Any
 
 sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing benchlib
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import pyarrow as pa  # noqa: E402
+import benchlib  # noqa: E402
 from benchlib import _NODES, _TOOLS, make_payload  # noqa: E402  (the realistic payload generator)
 
-import wormjournal  # noqa: E402
 from wormjournal import Journal, JournalConfig  # noqa: E402
 from wormjournal.segments.manifest import Manifest  # noqa: E402
 from wormjournal.segments.notes import split_note  # noqa: E402
@@ -89,7 +89,7 @@ EXECUTIONS = 2000
 
 
 def log(msg: str) -> None:
-    print(f"[bench_verify] {msg}", file=sys.stderr, flush=True)
+    benchlib.log("bench_verify", msg)
 
 
 # -- the journal -------------------------------------------------------------------------------------
@@ -190,14 +190,9 @@ def child(store: Path, workers: int, runs: int) -> None:
     print(json.dumps({
         "events": report.events, "segments": report.segments, "bytes_checked": report.bytes_checked,
         "runs_seconds": secs, "runs_parent_cpu_seconds": cpu,
-        "parent_peak_rss_mb": _vm_hwm_kb() / 1024,
+        # VmHWM, not ru_maxrss: after a vfork+exec that can be the parent's
+        "parent_peak_rss_mb": benchlib.status_kb("VmHWM") / 1024,
     }))
-
-
-def _vm_hwm_kb() -> int:
-    """This process's peak RSS. Not ru_maxrss: after a vfork+exec that can be the parent's."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def _tree(root: int) -> list[int]:
@@ -242,17 +237,17 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 
 def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
-    """One configuration in a fresh child process, its process tree's memory sampled meanwhile."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(store), "--workers", str(workers),
-           "--runs", str(runs)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    """One configuration in a fresh child process (benchlib.run_child), its process tree's memory sampled
+    meanwhile: the tree of this process's descendants, of which the child is the only one then."""
+    argv = [str(Path(__file__).resolve()), "--child", str(store), "--workers", str(workers), "--runs", str(runs)]
+    me = os.getpid()
     peak = {"rss": 0, "pss": 0, "processes": 0}
     ticks: dict[int, int] = {}  # pid -> the latest CPU ticks seen (a worker's last < 20 ms are missed)
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.02):
-            pids = _tree(proc.pid)
+            pids = [p for p in _tree(me) if p != me]
             for p in pids:
                 ticks[p] = max(ticks.get(p, 0), _cpu_ticks(p))
             mem = [_memory_kb(p) for p in pids]
@@ -262,12 +257,11 @@ def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, _ = proc.communicate()
-    stop.set()
-    sampler.join()
-    if proc.returncode:
-        raise SystemExit(f"child {cmd} failed with exit code {proc.returncode}")
-    r = json.loads(out.strip().splitlines()[-1])
+    try:
+        r = benchlib.run_child(argv, tag="bench_verify", what=f"verify_store of {store.name}, workers={workers}")
+    finally:
+        stop.set()
+        sampler.join()
     best = min(r["runs_seconds"])
     eps = r["events"] / best
     tree_cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")  # includes the child's imports
@@ -346,7 +340,8 @@ def profile_segment(store: Path) -> str:
     m = Manifest.parse(split_note(st.get(layout.manifest(layout.parse_segment(info.name)[0], n)))[0])  # type: ignore[index]
     identity = read_identity(st)
     data = st.get(info.name)
-    kw = {"journal_id": identity.journal_id, "stream": m.stream, "key_name": identity.key_name, "public_keys": ()}
+    kw: dict[str, Any] = {"journal_id": identity.journal_id, "stream": m.stream, "key_name": identity.key_name,
+                          "public_keys": ()}
     check_segment(m, data, **kw)  # warm
     prof = cProfile.Profile()
     prof.enable()
@@ -360,27 +355,9 @@ def profile_segment(store: Path) -> str:
 # -- main -----------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": None,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "pyarrow": pa.__version__,
-        "openssl": __import__("ssl").OPENSSL_VERSION,
-        "wormjournal": wormjournal.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                                     None)
-    except OSError:
-        pass
-    return info
-
-
-def table(result: dict[str, Any]) -> str:
+def table(res: dict[str, Any]) -> str:
+    """The result (the shared schema) as a readable table."""
+    result = res["results"]
     lines = []
     j = result["journal"]
     lines.append(f"journal   {j['events']:,} events, {j['segments']} segments of {j['segment_events']:,}, "
@@ -407,10 +384,11 @@ def table(result: dict[str, Any]) -> str:
                  f"verifier {s['rss_verifier_small_mb']:.0f} -> {s['rss_verifier_large_mb']:.0f} MB, "
                  f"tree PSS (2 workers) {s['pss_tree_2w_small_mb']:.0f} -> {s['pss_tree_2w_large_mb']:.0f} MB "
                  f"for {s['segments_small']} -> {s['segments_large']} segments")
-    lines.append(f"target >= {TARGET_EPS_PER_PROCESS:,} events/s per process: "
-                 f"{'PASS' if s['target_eps_per_process'] else 'MISS'} "
-                 f"({s['events_per_s_per_process_1_worker']:,} with 1 worker)")
-    lines.append(f"load average 1/5/15 min at start {result['load_start']}, at end {result['load_end']}")
+    for t in res["targets"].values():
+        lines.append(f"target {t['target']}: {'PASS' if t['met'] else 'MISS'} ({t['value']:,})")
+    m = res["machine"]
+    lines.append(f"load average 1/5/15 min at start {m['loadavg_1_5_15_at_start']}, at end {m['loadavg_1_5_15']}; "
+                 f"wall time {res['wall_seconds']} s")
     return "\n".join(lines)
 
 
@@ -434,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if 1 not in args.workers or 2 not in args.workers:
         ap.error("--workers must include 1 and 2")
+    started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
     tmp = None
     if args.store is None:
@@ -446,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
         wanted = {"version": META_VERSION, "events": args.events, "segment_events": args.segment_events,
                   "seed": args.seed}
-        if meta is not None and all(meta.get(k) == v for k, v in wanted.items()):
+        reused = meta is not None and all(meta.get(k) == v for k, v in wanted.items())
+        if reused:
             log(f"reusing the journal in {base}")
         else:
             if (base / "store").exists():
@@ -475,10 +455,10 @@ def main(argv: list[str] | None = None) -> int:
 
         by = {(r["segments"], r["workers"]): r for r in rows}
         one, two = by[(segments, 1)], by[(segments, 2)]
-        result: dict[str, Any] = {
-            "benchmark": "wormjournal verify",
-            "journal": {**meta, "segments": segments, "segment_bytes": segment_bytes,
-                        "path": str(base) if tmp is None else None},
+        assert meta is not None
+        results: dict[str, Any] = {
+            "journal": {**{k: v for k, v in meta.items() if k != "version"}, "segments": segments,
+                        "segment_bytes": segment_bytes, "reused": reused},
             "verify": rows,
             "raw_sha256": raw,
             "summary": {
@@ -494,18 +474,22 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_verifier_large_mb": one["peak_rss_mb_verifier_process"],
                 "pss_tree_2w_small_mb": by[(small_size, 2)]["peak_pss_mb_process_tree"],
                 "pss_tree_2w_large_mb": two["peak_pss_mb_process_tree"],
-                "target_eps_per_process": one["events_per_s"] >= TARGET_EPS_PER_PROCESS,
             },
-            "machine": machine(),
-            "load_start": load_start,
-            "load_end": [round(x, 2) for x in os.getloadavg()],
         }
+        targets = {"verify_ge_500k_events_per_s_per_process": benchlib.target(
+            f"verify_store with 1 worker >= {TARGET_EPS_PER_PROCESS:,} events/s per process", one["events_per_s"],
+            one["events_per_s"] >= TARGET_EPS_PER_PROCESS)}
+        params = {k: getattr(args, k) for k in ("events", "segment_events", "small_segments", "workers", "runs",
+                                                "seed", "profile")} | {"store": None if tmp else base.name}
+        res = benchlib.result("verify", base, params, results, targets, started=started)  # the store's file system
+        res["machine"]["openssl"] = ssl.OPENSSL_VERSION  # hashlib's SHA-256
+        res["machine"]["loadavg_1_5_15_at_start"] = load_start
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    print(table(result))
+    print(table(res), file=sys.stderr, flush=True)
+    benchlib.emit(res, args.json)
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {args.json}")
     return 0
 

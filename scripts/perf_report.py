@@ -5,8 +5,15 @@ Usage (from the repository root):
 
     .venv/bin/python scripts/bench_append.py --json /tmp/append.json
     .venv/bin/python scripts/bench_peers.py --json /tmp/peers.json
+    .venv/bin/python scripts/bench_verify.py --json /tmp/verify.json
+    .venv/bin/python scripts/bench_query.py --json /tmp/query.json
+    .venv/bin/python scripts/bench_lookup.py --json /tmp/lookup.json
+    .venv/bin/python scripts/bench_audit.py --json /tmp/audit.json
     .venv/bin/python scripts/perf_report.py /tmp/append.json /tmp/peers.json        # writes docs/performance.md
     .venv/bin/python scripts/perf_report.py /tmp/append.json --out -                 # to stdout
+
+A section per benchmark (SECTIONS), in the order of the files given. bench_audit's section reads the same
+schema, with bench_audit's own result (its "audits", "fill", ...) as "results".
 
 Every figure in the page comes from those files: nothing is typed in by hand. The results themselves are not
 committed (benchmark output); the page names the command and date of each.
@@ -59,6 +66,16 @@ def targets_table(targets: dict[str, Any]) -> list[str]:
         lines.append(f"| {t['target']} | {fmt(value, ',.3g') if isinstance(value, float) else fmt(value)} | "
                      f"{'yes' if t['met'] else '**no**'} |")
     return lines
+
+
+def targets_block(targets: dict[str, Any]) -> list[str]:
+    """The targets table and a blank line after it; nothing when the run checks no target."""
+    table = targets_table(targets)
+    return table + [""] if table else []
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def section_append(res: dict[str, Any]) -> list[str]:
@@ -158,12 +175,151 @@ def section_peers(res: dict[str, Any]) -> list[str]:
     return out
 
 
-SECTIONS = {"append": section_append, "peers": section_peers}
+def section_verify(res: dict[str, Any]) -> list[str]:
+    r, p = res["results"], res["params"]
+    j, s, raw = r["journal"], r["summary"], r["raw_sha256"]
+    out = ["## Verification alone: `scripts/bench_verify.py`", "",
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}; "
+           f"{res['machine'].get('openssl', 'OpenSSL ?')}.", "",
+           f"A sealed local journal of {j['events']:,} events in {j['segments']} segments of "
+           f"{j['segment_events']:,} ({j['segment_bytes'] / 1e6:,.1f} MB of segments, "
+           f"{fmt(j.get('mean_payload_json_bytes'))} bytes of JSON payload on average), and a store holding its first "
+           f"{s['segments_small']} segments. `verify_store(store, workers=W)`, each configuration in a process of its "
+           f"own, best of {p['runs']} runs; memory sampled every 20 ms from the verifying process tree "
+           "(the verifier, the fork server, the workers). Raw SHA-256: one `hashlib.sha256` call per event over "
+           "exactly the bytes its event hash covers, in one process.", "",
+           "| configuration | events/s | first run events/s | events/s per worker | events per CPU second | "
+           "seconds | verifier peak RSS MB | process tree peak RSS MB | process tree peak PSS MB |",
+           "| --- |" + " --- |" * 8]
+    for v in r["verify"]:
+        out.append(f"| {v['segments']} segments, {v['workers']} worker{'s' if v['workers'] > 1 else ''} | "
+                   f"{fmt(v['events_per_s'])} | {fmt(v['first_run_events_per_s'])} | "
+                   f"{fmt(v['events_per_s_per_worker'])} | {fmt(v['events_per_cpu_s'])} | {fmt(v['seconds'], '.3f')} | "
+                   f"{fmt(v['peak_rss_mb_verifier_process'])} | {fmt(v['peak_rss_mb_process_tree'])} | "
+                   f"{fmt(v['peak_pss_mb_process_tree'])} |")
+    out.append(f"| raw SHA-256, one call per event ({fmt(raw['mean_bytes_hashed'])} bytes on average) | "
+               f"{fmt(raw['events_per_s'])} | | | | {fmt(raw['seconds'], '.3f')} | | | |")
+    out += ["", "| measure | result |", "| --- | --- |",
+            f"| verify events/s against raw SHA-256 events/s | {s['ratio_1_worker_to_raw_sha256']}x with 1 worker, "
+            f"{s['ratio_2_workers_to_raw_sha256']}x with 2 |",
+            f"| scaling, events/s with 2 workers / with 1 | {s['scaling_2_over_1']}x |",
+            f"| memory, {s['segments_small']} against {s['segments_large']} segments | verifier peak RSS "
+            f"{fmt(s['rss_verifier_small_mb'])} MB against {fmt(s['rss_verifier_large_mb'])} MB; process tree peak "
+            f"PSS with 2 workers {fmt(s['pss_tree_2w_small_mb'])} MB against {fmt(s['pss_tree_2w_large_mb'])} MB |",
+            ""]
+    return out + targets_block(res["targets"])
+
+
+def section_query(res: dict[str, Any]) -> list[str]:
+    r = res["results"]
+    out = ["## SQL over the segments: `scripts/bench_query.py`", "",
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
+           f"A sealed local journal of {r['journal']['events']:,} agent-like events. Each query through "
+           "`wormjournal.analytics.connect` (the view `events`, as `wormjournal query` has it) in a fresh process, "
+           "over one day (`WHERE date = ...`, pruned by partition) and over every event; its peak memory is the "
+           "process's.", "",
+           "| query | scope | events | seconds | events/s | peak RSS MB |", "| --- | --- | --- | --- | --- | --- |"]
+    for q in r["queries"]:
+        out.append(f"| `{q['query']}` | {q['scope']} | {q['events']:,} | {fmt(q['seconds'], '.3f')} | "
+                   f"{fmt(q['events_per_s'])} | {fmt(q['peak_rss_mb'], '.1f')} |")
+    out += ["", "Bounded memory: the peak over every event against the peak over one day.", "",
+            "| query | peak RSS, all / one day | events, all / one day |", "| --- | --- | --- |"]
+    for name, m in r["memory"].items():
+        out.append(f"| `{name}` | {fmt(m['peak_rss_ratio_all_to_day'], '.2f')}x | "
+                   f"{fmt(m['events_ratio_all_to_day'], '.1f')}x |")
+    return out + [""] + targets_block(res["targets"])
+
+
+def _lookup_column(m: dict[str, Any] | None) -> list[str]:
+    """The figures of one pass of bench_lookup (a fresh Reader), in the order of LOOKUP_ROWS."""
+    if not m:
+        return ["not measured"] * len(LOOKUP_ROWS)
+    ev, ge, xs = m["events"], m["get_event"], m["executions"]
+    lat, by, cold = ev["latency"], ev["bytes_per_lookup"], ev["cold_first"]
+    return [
+        f"{fmt(m['reader_open']['ms'], '.2f')} ms, {m['reader_open']['bytes']:,} bytes",
+        f"{fmt(cold.get('ms'), '.2f')} ms, {fmt(cold.get('bytes'))} bytes "
+        f"({fmt(cold.get('pct_of_store'), '.3f')}% of the store), {cold.get('requests')} reads",
+        f"{fmt(lat.get('p50_ms'), '.2f')} / {fmt(lat.get('p99_ms'), '.2f')} ms (n={lat['n']})",
+        f"{fmt(by.get('p50'))} bytes ({fmt(by.get('p50_pct_of_store'), '.3f')}% of the store) / "
+        f"{fmt(by.get('max'))} bytes ({fmt(by.get('max_pct_of_store'), '.3f')}%)",
+        f"{ev['requests_per_lookup'].get('p50')} / {ev['requests_per_lookup'].get('max')}",
+        f"{ev['events_per_lookup_mean']}; {ev['count_mismatches']} counts differing from the appended",
+        f"{fmt(ge['latency'].get('p50_ms'), '.2f')} / {fmt(ge['latency'].get('p99_ms'), '.2f')} ms "
+        f"(n={ge['latency']['n']}), {ge['not_found_or_wrong']} wrong",
+        f"{fmt(xs['latency'].get('p50_ms'), '.2f')} / {fmt(xs['latency'].get('max_ms'), '.2f')} ms (n={xs['calls']})",
+    ]
+
+
+LOOKUP_ROWS = [
+    "`Reader()` open",
+    "first lookup (cold: it reads the footers)",
+    "`events(execution_id)` p50 / p99",
+    "bytes read per lookup p50 / max",
+    "reads per lookup p50 / max",
+    "events per lookup (mean)",
+    "`get_event(event_id)` p50 / p99",
+    "`executions(tenant_id=..., limit=20)` p50 / max",
+]
+
+
+def section_lookup(res: dict[str, Any]) -> list[str]:
+    r, p = res["results"], res["params"]
+    b, st = r["build"], r["store"]
+    out = ["## Lookups by execution: `scripts/bench_lookup.py`", "",
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
+           f"A sealed local journal of {p['events']:,} agent-like events over {p['executions']:,} executions "
+           f"(about {p['active']} running at a time), `row_group_rows` {p['row_group_rows']:,}, "
+           f"{fmt(b.get('mean_payload_json_bytes'))} bytes of JSON payload on average: {st['total_bytes']:,} bytes "
+           f"in the store ({st['total_bytes'] / p['events']:,.0f} per event), {plural(st['segments'], 'segment')}, "
+           f"{plural(st['index_objects'], 'index object')}. {p['lookups']} random executions looked up with a "
+           "fresh `Reader`, the first (cold) reported alone; then other executions with another fresh `Reader` "
+           "after the store's files were dropped from the page cache.", "",
+           "| measure | page cache as the build left it | store evicted from the page cache |",
+           "| --- | --- | --- |"]
+    for label, warm, evicted in zip(LOOKUP_ROWS, _lookup_column(r["warm"]), _lookup_column(r.get("evicted")),
+                                    strict=True):
+        out.append(f"| {label} | {warm} | {evicted} |")
+    return out + [""] + targets_block(res["targets"])
+
+
+def section_audit(res: dict[str, Any]) -> list[str]:
+    r = res["results"]
+    out = ["## The lock audit on S3: `scripts/bench_audit.py`", "",
+           f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
+           f"A journal in a moto S3 server on 127.0.0.1 with Object Lock ({r.get('retention')}"
+           f"{f'; {tp}' if (tp := r.get('tenant_policy')) else ''}), filled by {r.get('streams')} writer process(es) "
+           f"with seals of {r.get('events_per_seal')} events"
+           f"{f', {lat:g} ms added to each read request' if (lat := r.get('latency_ms')) else ''}; "
+           "`audit_store` in a fresh process at each size. The moto server's peak memory: "
+           f"{fmt(r.get('server_peak_rss_mb'), '.1f')} MB.", "",
+           "| size | workers | objects | seconds | objects/s | peak RSS MB | added by the audit MB | CPU s | "
+           "server CPU s | HEADs in flight at most | findings |",
+           "| --- |" + " --- |" * 10]
+    for a in r["audits"]:
+        out.append(f"| {a.get('size', a.get('label'))} | {a['workers']} | {a['objects']:,} | "
+                   f"{fmt(a['seconds'], '.2f')} | {fmt(a['objects_per_s'])} | {fmt(a['peak_rss_mb'], '.1f')} | "
+                   f"{fmt(a['audit_added_mb'], '.1f')} | {fmt(a['cpu_seconds'], '.1f')} | "
+                   f"{fmt(a['server_cpu_seconds'], '.1f')} | {a['max_heads_in_flight']} | {a['findings']} |")
+    rows = []
+    if r.get("concurrency_ratio") is not None:
+        rows.append(f"| concurrency: objects/s with {r.get('workers')} workers / with 1 | {r['concurrency_ratio']}x |")
+    if r.get("memory"):
+        m = r["memory"]
+        rows.append(f"| memory: peak RSS at the largest size / at a quarter of it | {m['peak_rss_ratio']}x "
+                    f"(VmHWM {m['vm_hwm_ratio']}x): {'flat' if m['flat'] else '**grew**'} |")
+    if rows:
+        out += ["", "| measure | result |", "| --- | --- |"] + rows
+    return out + [""] + targets_block(res["targets"])
+
+
+SECTIONS = {"append": section_append, "peers": section_peers, "verify": section_verify, "query": section_query,
+            "lookup": section_lookup, "audit": section_audit}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="+", type=Path, help="JSON results of bench_append.py / bench_peers.py")
+    ap.add_argument("results", nargs="+", type=Path, help="JSON results of the bench_*.py scripts (see SECTIONS)")
     ap.add_argument("--out", default=str(OUT), help="the page to write (default docs/performance.md; - for stdout)")
     args = ap.parse_args(argv)
     lines = [INTRO]
