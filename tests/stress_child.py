@@ -41,18 +41,20 @@ def writer(args: argparse.Namespace, store: Any) -> dict[str, Any]:
     rng = random.Random(7)
     n = seals = 0
     with Journal.open(store, key_dir=args.keys, wal_dir=args.wal_dir, config=cfg) as j:
+        sealed = j.sealed_seq
         print("READY", flush=True)
         while time.time() < args.until:
             size = rng.randint(1, 4)
             batch = [{"event_id": f"ev-{n + i}", "event_type": "node_completed",
                       "execution_id": EXECUTIONS[(n + i) % len(EXECUTIONS)],
-                      # frames of a few pages too: a reader copies the WAL while they are being written
-                      "payload": {"n": n + i, "pad": "x" * rng.choice((200, 200, 3000, 9000))}}
+                      # frames of a few pages too (random text: zstd leaves it long), which a reader copies while
+                      # they are being written
+                      "payload": {"n": n + i, "pad": rng.randbytes(rng.choice((100, 100, 1500, 4500))).hex()}}
                      for i in range(size)]
-            before = j.sealed_seq
             j.append_batch(batch)
             n += size
-            seals += j.sealed_seq != before
+            seals += j.sealed_seq != sealed  # the seal worker answers when it does: counted at the next append
+            sealed = j.sealed_seq
             if j.last_seal_error is not None:
                 raise j.last_seal_error
             time.sleep(0.02)  # an agent's pace: the seal worker keeps up, and the checks after stay short
