@@ -1119,10 +1119,15 @@ def main(argv: list[str] | None = None) -> int:
             chart = work / "bench_peers.png"
         else:
             chart = Path(tempfile.gettempdir()) / f"bench_peers-{time.strftime('%Y%m%d-%H%M%S')}.png"
-    if result["results"]["ratios"]:
-        write_chart(result["results"], chart)
-        result["chart"] = str(chart)
-        print(f"chart: {chart}")
+    try:
+        import matplotlib  # noqa: F401  (the bench extra)
+    except ImportError:
+        log("no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    else:
+        if result["results"]["ratios"]:
+            write_chart(result["results"], chart)
+            result["chart"] = str(chart)
+            print(f"chart: {chart}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         log(f"wrote {args.json}")

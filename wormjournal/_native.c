@@ -660,13 +660,14 @@ static int plain_id(PyObject *v) {
     return 1;
 }
 
-/* check_fields(fields, spec) -> (values, size) | None. spec = (input field names, known event types,
+/* check_fields(fields, spec) -> (values, size, ts given) | None. spec = (input field names, known event types,
    "event_type", "payload", "ts", the id field names, their positions in values, the number of stored fields,
    the positions of the event type, the payload, the execution id, the event id and ts).
-   For a dict of known fields whose event type is a known one, with no ts, an execution_id, and every id given
-   a plain one (plain_id): the stored fields' values (a new UUIDv7 for an event_id not given, ts now in
-   microseconds, None where the journal fills them in later: seq, ...; the payload as given) and the bytes of
-   the type and the ids given towards the event limit. None for
+   For a dict of known fields whose event type is a known one, with an execution_id, and every id given a plain
+   one (plain_id): the stored fields' values (a new UUIDv7 for an event_id not given, ts as given (for the
+   caller to parse: the third value says so) or now in microseconds, None where the journal fills them in
+   later: seq, ...; the payload as given) and the bytes of the type and the ids given towards the event
+   limit. None for
    anything else: the Python path then gives the same answer or the precise error. */
 static PyObject *check_fields(PyObject *self, PyObject *args) {
     PyObject *fields, *spec;
@@ -718,12 +719,10 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
         Py_RETURN_NONE;
     }
     PyObject *ts = PyDict_GetItemWithError(fields, k_ts);
-    if (ts != NULL && ts != Py_None) {
-        Py_RETURN_NONE;
-    }
-    if (PyErr_Occurred()) {
+    if (ts == NULL && PyErr_Occurred()) {
         return NULL;
     }
+    int ts_given = ts != NULL && ts != Py_None;
     PyObject *values = PyList_New(nfields);
     if (values == NULL) {
         return NULL;
@@ -775,15 +774,19 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
         }
         Py_SETREF(PyList_GET_ITEM(values, id_at), id);
     }
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    PyObject *micros = PyLong_FromLongLong((long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
-    if (micros == NULL) {
-        Py_DECREF(values);
-        return NULL;
+    if (ts_given) {
+        Py_SETREF(PyList_GET_ITEM(values, ts_at), Py_NewRef(ts)); /* as given: the caller parses it */
+    } else {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        PyObject *micros = PyLong_FromLongLong((long long)now.tv_sec * 1000000 + now.tv_nsec / 1000);
+        if (micros == NULL) {
+            Py_DECREF(values);
+            return NULL;
+        }
+        Py_SETREF(PyList_GET_ITEM(values, ts_at), micros);
     }
-    Py_SETREF(PyList_GET_ITEM(values, ts_at), micros);
-    return Py_BuildValue("(Nn)", values, size);
+    return Py_BuildValue("(NnO)", values, size, ts_given ? Py_True : Py_False);
 }
 
 /* -- one WAL frame of chained records (FORMAT.md 2.3 and 11) --------------------------------------------- */

@@ -561,7 +561,10 @@ def stored_values(fields: Mapping[str, Any], *, where: str | None = None,
     fast = _native.check_fields(fields, _FIELDS_SPEC) if _native is not None else None
     if fast is None:
         return stored_values_py(fields, where=where, new_id=new_id)
-    return fast  # type: ignore[no-any-return]  # its own UUIDv7 (uuid7) for an event_id not given, ts now
+    values, size, ts_given = fast  # its own UUIDv7 (uuid7) for an event_id not given; ts now, or as given
+    if ts_given:
+        values[_AT["ts"]] = parse_ts(values[_AT["ts"]], where=where)
+    return values, size
 
 
 def stored_values_py(fields: Mapping[str, Any], *, where: str | None = None,
