@@ -21,6 +21,7 @@ from wormjournal import events
 from wormjournal import payload as payload_mod
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
+from wormjournal.journal.sealer import sealed_record
 from wormjournal.segments import merkle
 from wormjournal.segments.identity import JournalIdentity
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
@@ -28,6 +29,7 @@ from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, IndexRoot, Mani
 from wormjournal.segments.notes import SigningKey, raw_public, split_note
 from wormjournal.segments.table import build_segment, events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
+from wormjournal.storage.wal import WalHeader, WalMac, encode_frame
 from wormjournal.trust import check_history
 from wormjournal.verify.proof import Proof
 
@@ -47,6 +49,7 @@ ENC_KEY_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 ENC_CODEC = "json+aes256gcm"
 ENC_KEY = bytes(range(0x40, 0x60))
 ENC_NONCE = bytes(range(0x80, 0x8C))
+WAL_KEY = bytes(range(0x60, 0x80))  # the WAL key of the wal.* vectors (FORMAT.md 11)
 ENC_PAYLOAD = {"email": "alice@example.com", "note": "personal"}
 SEAL_TIME = "2024-06-10T06:15:00.000000Z"
 JOURNAL_CREATED = "2024-06-10T06:13:20Z"
@@ -372,6 +375,15 @@ def main() -> None:
         line(f"manifest{m.segment}.hash: {m.manifest_hash().hex()}")
     line(f'checkpoint3.object: "{layout.checkpoint(STREAM, checkpoint3.tree_size)}"')
     line(f"checkpoint3.root: {checkpoint3.root_hash.hex()}")
+    line("")
+    # The write-ahead log (section 11): a file's header, one frame of event0 and event1 appended as one batch, and
+    # the SEALED record of a writer that sealed segments 0 to 2.
+    wal_mac = WalMac(WAL_KEY, JOURNAL_ID, STREAM)
+    line(f"wal.key: {WAL_KEY.hex()}")
+    line(f"wal.header: {WalHeader(0, genesis).encode().hex()}")
+    records = [(events.encode_fields(e.field_values()), e.hash) for e in stored]
+    line(f"wal.frame: {encode_frame(records, wal_mac).hex()}")
+    line(f"wal.sealed: {sealed_record(wal_mac, [m.manifest_hash() for m in manifests]).hex()}")
     line("")
     for i, leaf in enumerate(RFC6962_LEAVES):
         line(f"rfc6962.leaf{i}: {leaf.hex()}")

@@ -20,7 +20,9 @@ import json
 import random
 import re
 import struct
+import types
 import uuid
+import zlib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -36,13 +38,14 @@ from wormjournal import events, payload
 from wormjournal.errors import IntegrityError
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
+from wormjournal.journal import sealer, stages
 from wormjournal.segments import merkle, table
 from wormjournal.segments.identity import JournalIdentity
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from wormjournal.segments.notes import NoteError, SigningKey, VerifyKey, open_note, raw_public
 from wormjournal.segments.table import events_to_table, storage_order
-from wormjournal.storage import layout
+from wormjournal.storage import layout, wal
 from wormjournal.trust import (
     KeyRing,
     ManifestChain,
@@ -1080,6 +1083,42 @@ def test_trust_core_accepts_the_vector_stream(vec: Vectors) -> None:
     # A checkpoint over segment 2 by the key retired at segment 1.
     old = Checkpoint.parse(vec.block("checkpoint3.note").split("\n\n")[0] + "\n").sign(key)
     assert _trust_core_findings(vec, manifests, {1: checkpoints[1], 3: old}) == ["key_validity"]
+
+
+def test_wal_vectors(vec: Vectors, path: str, tmp_path: Path) -> None:
+    """Section 11, written from FORMAT.md with struct, zlib and hmac only: a WAL file's header, the frame of event0
+    and event1 as one batch, a SEALED record. The library writes the same bytes (C and Python), reads the frame
+    back (stopping at the zeros allocated after it, no torn tail) and reads the record."""
+    key, jid, stream = vec.hex("wal.key"), vec.text("journal_id"), vec.text("stream")
+
+    def text(value: str) -> bytes:  # STR (section 2.2)
+        return struct.pack(">I", len(value.encode())) + value.encode()
+
+    head = b"WJWAL\x00\x02\n" + struct.pack(">Q", 0) + vec.hex("genesis_hash")
+    header = head + struct.pack(">I", zlib.crc32(head))
+    assert vec.hex("wal.header") == header
+    records = [(vec.hex(f"event{i}.canonical"), vec.hex(f"event{i}.hash")) for i in (0, 1)]
+    body = struct.pack(">I", 2) + b"".join(struct.pack(">I", len(c) + 32) + c + h for c, h in records)
+    mac = hmac.new(key, b"wormjournal:wal:v2\x00" + text(jid) + text(stream) + body, hashlib.sha256).digest()
+    frame = struct.pack(">II", len(body), zlib.crc32(body + mac)) + body + mac
+    assert vec.hex("wal.frame") == frame
+    hashes = [vec.hex(f"manifest{n}.hash") for n in range(3)]
+    state = b"wormjournal:sealed:v1\x00" + text(jid) + text(stream) + b"".join(hashes)
+    assert vec.hex("wal.sealed") == hmac.new(key, state, hashlib.sha256).digest() + b"".join(hashes)
+
+    wal_mac = wal.WalMac(key, jid, stream)
+    if path == "python":
+        wal_mac.native_states = None  # Chain then Frame in Python, not chain_frame in C
+    drafts: Any = [types.SimpleNamespace(values=list(events.decode_fields(c)[0])) for c, _ in records]
+    assert stages.Frame(wal_mac).chained(stages.Chain(lambda _: None), drafts, vec.hex("genesis_hash")) == (
+        frame, records[-1][1])
+    file = tmp_path / wal.wal_name(0)
+    file.write_bytes(header + frame + bytes(5000))
+    read = wal.read_wal(file, wal_mac)
+    assert [(e.seq, e.hash) for e in read.events] == [(i, h) for i, (_, h) in enumerate(records)]
+    assert read.good_end == len(header + frame) and read.torn_bytes == 0
+    (tmp_path / sealer.SEALED_FILE).write_bytes(vec.hex("wal.sealed"))
+    assert sealer.read_sealed_record(tmp_path, wal_mac) == hashes
 
 
 def test_retention_policy_object_example() -> None:

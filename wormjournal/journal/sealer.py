@@ -103,18 +103,30 @@ def read_sealed_record(directory: Path, mac: WalMac) -> list[bytes] | None:
     return [body[i : i + 32] for i in range(0, len(body), 32)]
 
 
+def sealed_record(mac: WalMac, hashes: Sequence[bytes]) -> bytes:
+    """The bytes of a ``SEALED`` record of manifest hashes (FORMAT.md 11): its MAC, then the hashes."""
+    body = b"".join(hashes)
+    return mac.state_tag(body) + body
+
+
 def write_sealed_record(directory: Path, mac: WalMac, chain: ManifestChain) -> None:
-    """Record the hashes of the stream's manifests (atomically: temporary file, fsync, rename). The caller holds
-    the seal lock."""
+    """Record the hashes of the stream's manifests (atomically: temporary file, fsync, rename), unless the record
+    holds them already (an open that found nothing new). The caller holds the seal lock."""
     if not chain.size or b"" in chain.hashes:
         return  # a manifest the chain could not use (it would have raised): nothing to vouch for
-    body = b"".join(chain.hashes)
+    data = sealed_record(mac, chain.hashes)
+    path = directory / SEALED_FILE
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
     tmp = directory / (SEALED_FILE + ".tmp")
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
-        f.write(mac.state_tag(body) + body)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, directory / SEALED_FILE)
+    os.replace(tmp, path)
     fsync_dir(directory)
 
 
