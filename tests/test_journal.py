@@ -196,6 +196,8 @@ def test_auto_seal_by_age(tmp_store: StorePaths) -> None:
         while not checkpoint.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert checkpoint.exists(), "no segment sealed by age within 5 s"
+        # the worker stores the checkpoint before its answer reaches the writer: wait for the answer
+        assert j.wait_for_seals(10)
         assert j.sealed_seq == 2
         assert len(segment_files(tmp_store)) == 1
         assert j.verify().ok
