@@ -580,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: a temp dir, removed)")
     ap.add_argument("--row-group-rows", type=int, default=None,
                     help=f"JournalConfig.row_group_rows, a power of two (default {JournalConfig().row_group_rows})")
+    ap.add_argument("--segment-events", type=int, default=SEAL_MAX_EVENTS,
+                    help=f"events per sealed segment (seal_max_events, default {SEAL_MAX_EVENTS})")
     ap.add_argument("--batch", type=int, default=1000, help="events per append_batch (default 1000)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the workload and of the samples (default 1)")
     ap.add_argument("--no-evict", action="store_true",
@@ -588,20 +590,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result to FILE")
     ap.add_argument("--json-out", dest="json", type=Path, help=argparse.SUPPRESS)  # the old name
     args = ap.parse_args(argv)
-    for name in ("events", "executions", "lookups", "active", "batch"):
+    for name in ("events", "executions", "lookups", "active", "batch", "segment_events"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.events < 2 * args.executions:
         ap.error("--events must be at least 2 x --executions")
     try:
         extra = {} if args.row_group_rows is None else {"row_group_rows": args.row_group_rows}
-        config = JournalConfig(seal_max_age_seconds=None, seal_max_events=SEAL_MAX_EVENTS, **extra)
+        config = JournalConfig(seal_max_age_seconds=None, seal_max_events=args.segment_events, **extra)
     except ConfigError as e:
         ap.error(str(e))
 
     started = time.perf_counter()
     params = {"events": args.events, "executions": args.executions, "active": args.active,
-              "row_group_rows": config.row_group_rows, "seed": args.seed, "batch": args.batch}
+              "row_group_rows": config.row_group_rows, "seed": args.seed, "batch": args.batch,
+              "segment_events": args.segment_events}
     temp = args.dir is None
     base = Path(tempfile.mkdtemp(prefix="bench-lookup-")) if temp else args.dir.absolute()
     store, keys, meta_path = base / "store", base / "keys", base / META_FILE

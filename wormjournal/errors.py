@@ -131,6 +131,11 @@ class IndexDamaged(IntegrityError):
         self.name = name
 
 
+class PageLayoutError(JournalError):
+    """A Parquet object whose pages cannot be read on their own (no page index, pages not aligned, a footer
+    that does not decode). Readers catch it and read whole row groups, authenticated the same way."""
+
+
 class KeyStoreError(JournalError):
     """The key store is missing, damaged, or does not fit this journal."""
 

@@ -1,0 +1,179 @@
+"""Reads by page (FORMAT.md 5, "Pages"): a lookup fetches the pages that hold its rows, not whole row groups,
+and an altered page, page root or page layout never gives it a wrong answer."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader
+from wormjournal.segments import pages, thrift
+from wormjournal.segments.table import (
+    _DICTIONARY_COLUMNS,
+    PAGE_ROOTS_KEY,
+    events_to_table,
+    read_segment,
+    storage_order,
+    table_to_events,
+)
+from wormjournal.storage.base import ObjectInfo
+from wormjournal.storage.local import LocalStore
+
+from conftest import StorePaths, overwrite
+
+ROWS, EXECUTIONS, GROUP = 1000, 40, 512  # 25 rows per execution; row groups of 512 rows, pages of 64
+
+
+class Recording:
+    """An ObjectReader that records every ranged read (name, offset, length)."""
+
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+        self.url = store.url
+        self.reads: list[tuple[str, int, int]] = []
+
+    def get(self, name: str) -> bytes:
+        data = self._store.get(name)
+        self.reads.append((name, 0, len(data)))
+        return data
+
+    def get_range(self, name: str, start: int, length: int) -> bytes:
+        self.reads.append((name, start, length))
+        return self._store.get_range(name, start, length)
+
+    def head(self, name: str) -> ObjectInfo | None:
+        return self._store.head(name)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._store.list(prefix)
+
+
+@dataclasses.dataclass
+class Sealed:
+    paths: StorePaths
+    segment: Path
+    payloads: dict[str, list[str]]
+
+
+@pytest.fixture
+def sealed(tmp_store: StorePaths) -> Sealed:
+    payloads: dict[str, list[str]] = {}
+    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, seal_worker=False)
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=config) as j:
+        batch = []
+        for i in range(ROWS):
+            x = f"run-{i % EXECUTIONS:03d}"
+            text = f"event {i} " + hashlib.sha256(str(i).encode()).hexdigest() * 6  # compresses like ciphertext
+            payloads.setdefault(x, []).append(text)
+            batch.append({"execution_id": x, "event_type": "tool_called", "payload": {"text": text}})
+        j.append_batch(batch)
+        j.seal()
+    (segment,) = tmp_store.store.glob("segments/**/*.parquet")
+    return Sealed(tmp_store, segment, payloads)
+
+
+def rewrite(path: Path, table: pa.Table, **options: object) -> None:
+    """``table`` written over the segment at ``path`` with the signed size (zeros before the footer)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, row_group_size=GROUP, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS,
+                   write_statistics=False, write_page_index=True, **options)  # type: ignore[arg-type]
+    data = sink.getvalue().to_pybytes()
+    size = path.stat().st_size
+    assert len(data) <= size
+    footer = struct.unpack("<I", data[-8:-4])[0]
+    cut = len(data) - 8 - footer
+    overwrite(path, data[:cut] + bytes(size - len(data)) + data[cut:])
+
+
+def all_read(r: Reader, s: Sealed) -> None:
+    for x, texts in s.payloads.items():
+        assert [e.payload["text"] for e in r.events(x)] == texts
+
+
+def test_a_footer_decodes_and_encodes_back_to_its_bytes(sealed: Sealed) -> None:
+    data = sealed.segment.read_bytes()
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])
+    decoded, end = thrift.decode(footer)
+    assert end == len(footer) and thrift.encode(decoded) == footer
+    with pytest.raises(PageLayoutError):
+        thrift.decode(footer[: len(footer) // 2])  # truncated: an error, never a partial struct
+
+
+def test_a_lookup_fetches_its_pages_not_its_row_groups(sealed: Sealed) -> None:
+    store = Recording(LocalStore(sealed.paths.store))
+    r = Reader(store)
+    assert r.events("run-000")  # opens the segment's footer and the index
+    name = str(sealed.segment.relative_to(sealed.paths.store))
+    meta = pq.ParquetFile(sealed.segment).metadata
+    group = max(sum(meta.row_group(j).column(c).total_compressed_size for c in range(meta.num_columns))
+                for j in range(meta.num_row_groups))
+    assert r._segment_file(0).page_rows == 64
+    for x in ("run-007", "run-023", "run-039"):
+        store.reads.clear()
+        assert len(r.events(x)) == ROWS // EXECUTIONS
+        fetched = sum(n for obj, _, n in store.reads if obj == name)
+        # 25 rows (and one on each side) lie in 1 or 2 pages of 64 of a 512-row group: well under half of it
+        assert 0 < fetched < group / 2, (x, fetched, group)
+
+
+def test_an_altered_row_is_named_and_spoils_no_other_page(sealed: Sealed) -> None:
+    table = read_segment(sealed.segment.read_bytes())
+    events = storage_order(table_to_events(table))
+    victim = events[130]  # run-005's rows are 125..149: page 2 (rows 128..191)
+    assert victim.execution_id == "run-005"
+    events[130] = dataclasses.replace(victim, payload=victim.payload.replace(b"event", b"evEnt"))
+    rewrite(sealed.segment, events_to_table(events).replace_schema_metadata(table.schema.metadata),
+            max_rows_per_page=64, data_page_size=1 << 30)
+    r = Reader(sealed.paths.store)
+    with pytest.raises(IntegrityError) as e:
+        r.events("run-005")
+    assert e.value.seq == victim.seq
+    assert r._segment_file(0).page_rows == 64  # read by pages, not around them
+    for x in ("run-000", "run-004", "run-010", "run-039"):  # other pages; run-004 ends on page 1
+        assert [ev.payload["text"] for ev in r.events(x)] == sealed.payloads[x]
+
+
+def test_page_roots_that_do_not_make_the_signed_root_are_read_around(sealed: Sealed) -> None:
+    table = read_segment(sealed.segment.read_bytes())
+    meta = dict(table.schema.metadata)
+    roots = meta[PAGE_ROOTS_KEY.encode()].decode()
+    meta[PAGE_ROOTS_KEY.encode()] = ("f" if roots[0] != "f" else "e").encode() + roots[1:].encode()
+    rewrite(sealed.segment, table.replace_schema_metadata(meta), max_rows_per_page=64, data_page_size=1 << 30)
+    r = Reader(sealed.paths.store)
+    all_read(r, sealed)
+    assert r._segment_file(0).page_rows == 0  # whole row groups, checked against the block roots
+
+
+def test_pages_that_are_not_the_page_roots_pages_are_read_around(sealed: Sealed) -> None:
+    table = read_segment(sealed.segment.read_bytes())  # footer metadata kept, pages of 100 rows
+    rewrite(sealed.segment, table, max_rows_per_page=100, data_page_size=1 << 30)
+    r = Reader(sealed.paths.store)
+    all_read(r, sealed)
+    assert r._segment_file(0).page_rows == 0
+
+
+def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
+    """Two segments of the same shape; segment 1's rows 64..127 replaced by segment 0's (genuine rows, with
+    genuine hashes, of another segment): the page root refuses them."""
+    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, seal_worker=False)
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=config) as j:
+        for _ in range(2):
+            j.append_batch([{"execution_id": f"run-{i % 4}", "event_type": "tool_called", "payload": {"i": i}}
+                            for i in range(GROUP)])
+            j.seal()
+    seg0, seg1 = sorted(tmp_store.store.glob("segments/**/*.parquet"))
+    t0, t1 = read_segment(seg0.read_bytes()), read_segment(seg1.read_bytes())
+    mixed = pa.concat_tables([t1.slice(0, 64), t0.slice(64, 64), t1.slice(128)]).replace_schema_metadata(
+        t1.schema.metadata)
+    rewrite(seg1, mixed, max_rows_per_page=64, data_page_size=1 << 30)
+    r = Reader(tmp_store.store)
+    with pytest.raises(IntegrityError, match="do not match the signed Merkle root"):
+        r.events("run-1")  # rows 64..127 of segment 1
+    assert r._segment_file(1).page_rows == 64
