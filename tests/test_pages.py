@@ -16,11 +16,11 @@ import pytest
 from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader
 from wormjournal.segments import pages, thrift
 from wormjournal.segments.table import (
-    _DICTIONARY_COLUMNS,
     PAGE_ROOTS_KEY,
     events_to_table,
     read_segment,
     storage_order,
+    storage_sorted,
     table_to_events,
 )
 from wormjournal.storage.base import ObjectInfo
@@ -82,7 +82,7 @@ def sealed(tmp_store: StorePaths) -> Sealed:
 def rewrite(path: Path, table: pa.Table, **options: object) -> None:
     """``table`` written over the segment at ``path`` with the signed size (zeros before the footer)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=GROUP, compression="zstd", use_dictionary=_DICTIONARY_COLUMNS,
+    pq.write_table(table, sink, row_group_size=GROUP, compression="zstd", use_dictionary=False,
                    write_statistics=False, write_page_index=True, **options)  # type: ignore[arg-type]
     data = sink.getvalue().to_pybytes()
     size = path.stat().st_size
@@ -160,8 +160,8 @@ def test_pages_that_are_not_the_page_roots_pages_are_read_around(sealed: Sealed)
 
 
 def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
-    """Two segments of the same shape; segment 1's rows 64..127 replaced by segment 0's (genuine rows, with
-    genuine hashes, of another segment): the page root refuses them."""
+    """Two segments of the same shape; segment 1's page 1 (rows 64..127, run-0's) replaced by segment 0's
+    (genuine rows of run-0, with genuine hashes, of another segment): the page root refuses them."""
     config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, seal_worker=False)
     with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=config) as j:
         for _ in range(2):
@@ -169,11 +169,13 @@ def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
                             for i in range(GROUP)])
             j.seal()
     seg0, seg1 = sorted(tmp_store.store.glob("segments/**/*.parquet"))
-    t0, t1 = read_segment(seg0.read_bytes()), read_segment(seg1.read_bytes())
+    t0, t1 = (storage_sorted(read_segment(p.read_bytes())) for p in (seg0, seg1))
+    assert set(t1.slice(0, 128).column("execution_id").to_pylist()) == {"run-0"}
     mixed = pa.concat_tables([t1.slice(0, 64), t0.slice(64, 64), t1.slice(128)]).replace_schema_metadata(
-        t1.schema.metadata)
+        read_segment(seg1.read_bytes()).schema.metadata)
     rewrite(seg1, mixed, max_rows_per_page=64, data_page_size=1 << 30)
     r = Reader(tmp_store.store)
     with pytest.raises(IntegrityError, match="do not match the signed Merkle root"):
-        r.events("run-1")  # rows 64..127 of segment 1
+        r.events("run-0")
     assert r._segment_file(1).page_rows == 64
+    assert len(r.events("run-3")) == GROUP // 2  # pages 6 and 7 of segment 1 are its own

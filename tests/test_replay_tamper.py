@@ -181,8 +181,8 @@ def encode_like_a_segment(table: pa.Table, size: int) -> bytes:
     for level in [3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 19]:
         sink = pa.BufferOutputStream()
         pq.write_table(
-            table, sink, row_group_size=4, compression="zstd", compression_level=level,
-            use_dictionary=["event_type", "tenant_id", "node", "payload_codec", "payload_key_id", "thread_id"],
+            table, sink, row_group_size=4, compression="zstd", compression_level=level, use_dictionary=False,
+            max_rows_per_page=4, data_page_size=1 << 30,  # pages as segments have them (FORMAT.md 5, Pages)
             write_statistics=[n for n in table.schema.names if n not in ("payload", "prev_hash", "hash")],
             write_page_index=True,
             bloom_filter_options={c: {"ndv": max(table.num_rows, 16), "fpp": 0.01}

@@ -32,9 +32,10 @@ from ..segments.identity import JournalIdentity
 from ..segments.keyhistory import HISTORY_PREFIX
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
+from ..segments.pages import DEFAULT_GAP
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
-from ..storage.base import ObjectInfo, ObjectReader, Store
+from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges
 from ..storage.wal import WalMac, list_wal_files, read_wal
 from ..trust import (
     KeyRing,
@@ -48,7 +49,7 @@ from ..trust import (
     load_trust,
     open_checkpoint,
 )
-from ..trust.partial import SegmentFile
+from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from . import build, state
 from .catalog import Catalog
@@ -78,6 +79,16 @@ class CountingReader:
         self.bytes_read += len(data)
         self.requests += 1
         return data
+
+    def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        data = get_ranges(self._store, name, ranges)
+        self.bytes_read += sum(len(d) for d in data)
+        self.requests += len(ranges)
+        return data
+
+    @property
+    def range_gap(self) -> int:
+        return int(getattr(self._store, "range_gap", DEFAULT_GAP))
 
     def head(self, name: str) -> ObjectInfo | None:
         return self._store.head(name)
@@ -272,6 +283,15 @@ class Reader:
         """Authenticated rows of a segment, in seq order."""
         return table_to_events(self._segment_file(segment).read_rows(row, rows))
 
+    def _read_many(self, spans: Sequence[tuple[int, int, int]]) -> list[list[StoredEvent] | IntegrityError]:
+        """Authenticated rows (segment, first row, rows) of several segments, each in seq order, or the
+        IntegrityError that refuses them: their pages decoded and hashed together."""
+        reads = read_many([(self._segment_file(n), start, count) for n, start, count in spans])
+        tables = [r for r in reads if not isinstance(r, IntegrityError)]
+        events = iter(table_to_events(pa.concat_tables(tables), sort=False) if tables else [])
+        # in storage order: one execution's rows of a segment are in seq order already
+        return [r if isinstance(r, IntegrityError) else [next(events) for _ in range(r.num_rows)] for r in reads]
+
     # -- unsealed events -------------------------------------------------------------------
 
     def _take_snapshot(self) -> int:
@@ -352,7 +372,8 @@ class Reader:
         names = ", ".join(sorted(self.catalog.damaged))
         try:
             claims = self.catalog.claims("executions", self._segment_count, execution_id)
-            claimed = [e.seq for e in self._events_from(execution_id, _by_segment(claims).to_pylist(), upto)]
+            claimed = [e.seq for e in self._events_from(execution_id, _by_segment(claims).to_pylist(), upto,
+                                                         neighbours=True)]
         except IntegrityError as e:
             raise IntegrityError(f"index object {names} does not match its signed root, and would mislead this "
                                  f"read: {e}", seq=e.seq) from e
@@ -366,26 +387,32 @@ class Reader:
                 seq=diff[0],
             )
 
-    def _events_from(self, execution_id: str, entries: list[dict[str, Any]], upto: int | None) -> list[Event]:
+    def _events_from(self, execution_id: str, entries: list[dict[str, Any]], upto: int | None, *,
+                     neighbours: bool = False) -> list[Event]:
         """The execution's events from its index entries (plus the unsealed ones), each checked."""
         unsealed = [e for e in self._unsealed() if e.execution_id == execution_id]
         out: list[Event] = []
         claimed_last = None
-        for entry in entries:
-            if upto is not None and entry["first_seq"] > upto:
-                break
-            m = self.manifest(entry["segment"])
-            # One row on each side too: they must belong to other executions, which proves
-            # (they are authenticated with the rest) that no row of this one was left out here.
-            start = max(entry["row"] - 1, 0)
-            stop = min(entry["row"] + entry["rows"] + 1, m.events)
-            try:
-                rows = self._read(entry["segment"], start, stop - start)
-            except IntegrityError as e:
-                if e.seq is not None:
-                    raise
-                # The damage is in the row groups holding this execution's rows: name its first event there.
-                raise IntegrityError(str(e), seq=entry["first_seq"]) from e
+        if upto is not None:
+            entries = [entry for entry in entries if entry["first_seq"] <= upto]
+        # A row left out at either end of a run in a segment is seen by the links: the first event returned
+        # after it links to it (exec_prev_seq). Only the execution's very last event has no event after it:
+        # the row after the last run is read too, and must belong to another execution. With ``neighbours``
+        # (what an index that fails its root claims), the rows on both sides of every run are read, so that
+        # the event it leaves out is named, not the one whose link breaks.
+        spans = []
+        for k, entry in enumerate(entries):
+            start = max(entry["row"] - 1, 0) if neighbours else entry["row"]
+            after = int(neighbours or k == len(entries) - 1)
+            spans.append((entry["segment"], start,
+                          min(entry["row"] + entry["rows"] + after, self.manifest(entry["segment"]).events) - start))
+        for entry, read in zip(entries, self._read_many(spans), strict=True):
+            if isinstance(read, IntegrityError):
+                if read.seq is not None:
+                    raise read
+                # The damage is in the pages holding this execution's rows: name its first event there.
+                raise IntegrityError(str(read), seq=entry["first_seq"]) from read
+            rows = read
             mine = [e for e in rows if e.execution_id == execution_id]
             if len(mine) != entry["rows"] or (
                     mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):

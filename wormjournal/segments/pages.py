@@ -25,21 +25,21 @@ import pyarrow.parquet as pq
 
 from ..errors import PageLayoutError
 from . import thrift
-from .thrift import BINARY, I64, LIST, STRUCT, Struct
+from .thrift import I64, LIST, STRUCT, Struct
 
 MAGIC = b"PAR1"
-TAIL = 64 << 10  # the first read of a footer: most footers fit, so one request opens an object
-# Byte ranges this close are fetched as one (a store may say otherwise: its `range_gap`): on a local disk a
-# read costs little, so gaps are not worth reading; over HTTP each request is a round trip.
-DEFAULT_GAP = 4 << 10
+# Byte ranges this close are fetched as one. A store says how close with its ``range_gap``: on a local disk
+# reads cost little and gaps only add bytes (0), over HTTP each request is a round trip (S3: 256 KiB).
+DEFAULT_GAP = 0
+TAIL = 16 << 10  # the first read of a footer: most segments' footers fit, so one request opens a segment
 
 # Thrift field ids of parquet.thrift
-_FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_KV, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS = 2, 3, 4, 5, 6, 7
+_FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS = 2, 3, 4, 6, 7
 _RG_COLUMNS, _RG_TOTAL_BYTES, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_TOTAL_COMPRESSED, _RG_ORDINAL = 1, 2, 3, 5, 6, 7
 _CC_FILE_OFFSET, _CC_META, _CC_OI_OFFSET, _CC_OI_LENGTH = 2, 3, 4, 5
 _MD_NUM_VALUES, _MD_TOTAL_UNCOMPRESSED, _MD_TOTAL_COMPRESSED = 5, 6, 7
 _MD_DATA_PAGE_OFFSET, _MD_INDEX_PAGE_OFFSET, _MD_DICT_PAGE_OFFSET = 9, 10, 11
-_MD_KEEP = (1, 2, 3, 4, 8, 13)  # type, encodings, path, codec, key-value metadata, encoding stats
+_MD_KEEP = (1, 2, 3, 4, 8)  # type, encodings, path, codec, key-value metadata: the same in every row group
 
 Fetch = Callable[[Sequence[tuple[int, int]]], list[bytes]]  # byte ranges (offset, length) -> their bytes
 
@@ -69,37 +69,37 @@ def file_metadata(footer: bytes) -> pq.FileMetaData:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnPages:
-    """Where one column chunk's pages are: the dictionary page's range (or None) and each data page's
-    (offset, compressed size, first row in the row group)."""
+    """Where one column chunk's pages are: its dictionary page's (offset, length), (0, 0) for none, and the
+    offset of each data page with, last, the end of the last; ``kept`` as :meth:`PageLayout.kept` says."""
 
-    meta: Struct
-    dictionary: tuple[int, int] | None
-    pages: list[tuple[int, int, int]]
+    dictionary: tuple[int, int]
+    offsets: list[int]
+    kept: bytes
 
 
 class PageLayout:
     """The footer of one Parquet object, decoded, and the offset indexes of its row groups (fetched when
-    first needed). Raises PageLayoutError when the object has no offset index."""
+    first needed), whose data pages must hold ``page_rows`` rows each in every column. Raises
+    PageLayoutError when the object has no offset index or other pages."""
 
-    def __init__(self, footer: bytes, fetch: Fetch) -> None:
+    def __init__(self, footer: bytes, fetch: Fetch, page_rows: int) -> None:
         try:
             self.fmd, _ = thrift.decode(footer)
             self._groups: list[Struct] = [g for g in self.fmd[_FMD_ROW_GROUPS][1][1]]
         except (PageLayoutError, KeyError, TypeError, IndexError) as e:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
+        self.page_rows = page_rows
         self._columns: dict[int, list[ColumnPages]] = {}
-        self._head = _file_head(self.fmd)
-
-    @property
-    def row_groups(self) -> int:
-        return len(self._groups)
+        self.head = _file_head(self.fmd)
+        self.head_key = thrift.encode(self.head)  # objects with the same head assemble into one file
 
     def group_rows(self, j: int) -> int:
         return int(self._groups[j][_RG_NUM_ROWS][1])
 
     def columns(self, j: int) -> list[ColumnPages]:
-        """The pages of each column of row group ``j`` (one request for its offset indexes, then cached)."""
+        """The pages of each column of row group ``j`` (one request for its offset indexes, then cached),
+        checked to be pages of ``page_rows`` rows, one after another."""
         cols = self._columns.get(j)
         if cols is not None:
             return cols
@@ -113,95 +113,92 @@ class PageLayout:
         if lo < 0 or hi - lo > 64 << 20:
             raise PageLayoutError(f"row group {j}: offset index out of range")
         (raw,) = self._fetch([(lo, hi - lo)])
+        starts = list(range(0, self.group_rows(j), self.page_rows))
         cols = []
         try:
             for chunk, (offset, length) in zip(chunks, spans, strict=True):
                 index, _ = thrift.decode(raw, offset - lo, offset - lo + length)
                 pages = [(loc[1][1], loc[2][1], loc[3][1]) for loc in index[1][1][1]]
+                if [p[2] for p in pages] != starts:
+                    raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
+                offsets = [p[0] for p in pages] + [pages[-1][0] + pages[-1][1]]
+                if any(a[0] + a[1] != b[0] for a, b in zip(pages, pages[1:], strict=False)):
+                    raise PageLayoutError(f"row group {j}: its pages are not one after another")
                 meta: Struct = chunk[_CC_META][1]
                 d = meta.get(_MD_DICT_PAGE_OFFSET)
-                dictionary = (d[1], pages[0][0] - d[1]) if d is not None and pages else None
-                cols.append(ColumnPages(meta, dictionary, pages))
+                kept = thrift.encode({k: v for k, v in meta.items() if k in _MD_KEEP})[:-1]
+                cols.append(ColumnPages((d[1], offsets[0] - d[1]) if d is not None else (0, 0), offsets, kept))
         except (PageLayoutError, KeyError, TypeError, IndexError) as e:
             raise PageLayoutError(f"row group {j}: offset index cannot be decoded: {e}") from e
         self._columns[j] = cols
         return cols
 
-    def page_span(self, j: int, first_row: int, page_rows: int, pages: int) -> list[tuple[int, int, int, int]]:
-        """For each column of row group ``j``: (offset, length) of its dictionary page (or (0, 0)) and of its
-        ``pages`` data pages from row ``first_row`` (in the row group), each of ``page_rows`` rows (the last
-        of the row group may hold fewer). Raises PageLayoutError unless the pages of every column are exactly so."""
-        rows = self.group_rows(j)
-        end_row = min(first_row + pages * page_rows, rows)
-        out = []
-        for col in self.columns(j):
-            starts = [p[2] for p in col.pages]
-            try:
-                k = starts.index(first_row)
-            except ValueError:
-                raise PageLayoutError(f"row group {j}: no page starts at row {first_row}") from None
-            chosen = col.pages[k : k + pages]
-            expected = list(range(first_row, end_row, page_rows))
-            if [p[2] for p in chosen] != expected or (k + pages < len(starts) and starts[k + pages] != end_row):
-                raise PageLayoutError(f"row group {j}: pages are not {page_rows} rows each")
-            first, last = chosen[0], chosen[-1]
-            if any(a[0] + a[1] != b[0] for a, b in zip(chosen, chosen[1:], strict=False)):
-                raise PageLayoutError(f"row group {j}: pages are not contiguous")
-            d = col.dictionary or (0, 0)
-            out.append((d[0], d[1], first[0], last[0] + last[1] - first[0]))
-        return out
+    def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
+        """For each column of row group ``j``: (offset, length) of its dictionary page ((0, 0) for none) and of
+        its data pages ``first .. last`` (numbered in the row group)."""
+        return [(*col.dictionary, col.offsets[first], col.offsets[last + 1] - col.offsets[first])
+                for col in self.columns(j)]
 
-    def assemble(self, parts: Sequence[tuple[int, int, list[tuple[bytes, bytes]]]]) -> bytes:
-        """A Parquet file whose row groups are ``parts``: (row group j of this object, its rows, and for each
-        column the bytes of its dictionary page (b"" for none) and of its data pages)."""
-        return assemble(self._head, [(self.kept(j), rows, data) for j, rows, data in parts])
-
-    def kept(self, j: int) -> list[Struct]:
-        """The fields of row group ``j``'s column metadata that an assembled file keeps, encoded once."""
-        cols = self.columns(j)
-        if not hasattr(cols[0], "kept"):
-            for col in cols:
-                object.__setattr__(col, "kept", {k: (t, thrift.Raw(t, v)) for k, (t, v) in col.meta.items()
-                                                  if k in _MD_KEEP})
-        return [col.kept for col in cols]  # type: ignore[attr-defined]
+    def kept(self, j: int) -> list[bytes]:
+        """For each column of row group ``j``, the fields of its metadata that an assembled file keeps,
+        encoded once (a struct without its end: :func:`assemble` appends the fields that change)."""
+        return [col.kept for col in self.columns(j)]
 
 
 def _file_head(fmd: Struct) -> Struct:
-    """The fields of a footer that every assembled file repeats, encoded once: version, schema, the Arrow
-    schema (types as written; the rest of the key-value metadata is the original file's business)."""
-    out: Struct = {k: (t, thrift.Raw(t, v)) for k, (t, v) in fmd.items()
-                   if k in (1, _FMD_SCHEMA, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS)}
-    kv = fmd.get(_FMD_KV)
-    if kv is not None:
-        arrow = [e for e in kv[1][1] if e.get(1, (BINARY, b""))[1] == b"ARROW:schema"]
-        out[_FMD_KV] = (LIST, thrift.Raw(LIST, (STRUCT, arrow)))
-    return out
+    """The fields of a footer that every assembled file repeats, encoded once: version, schema, writer,
+    column orders. No key-value metadata: the Arrow schema pyarrow stores there carries the whole footer
+    metadata again (the page roots), and the Parquet types alone decode the columns (the caller casts)."""
+    return {k: (t, thrift.Raw(t, v)) for k, (t, v) in fmd.items()
+            if k in (1, _FMD_SCHEMA, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS)}
 
 
-def assemble(head: Struct, parts: Sequence[tuple[list[Struct], int, list[tuple[bytes, bytes]]]]) -> bytes:
-    """The file of :meth:`PageLayout.assemble`: ``head`` from :func:`_file_head`, ``parts`` (the kept fields of
-    the original column metadata, rows, pages)."""
+def assemble(head: Struct, parts: Sequence[tuple[list[bytes], int, list[tuple[bytes, bytes]]]]) -> bytes:
+    """A Parquet file of the rows of ``parts``, in order: for each part, the kept fields of its original
+    column metadata (:meth:`PageLayout.kept`), its rows, and for each column the bytes of its dictionary page
+    (b"" for none) and of its data pages. ``head`` is the original footer's (:attr:`PageLayout.head`).
+    Consecutive parts without dictionary pages whose columns are alike (types, encodings, codecs) are one
+    row group, each column chunk their pages one after another (a data page carries its own values and
+    sizes); any other part is a row group of its own."""
+    groups: list[list[tuple[list[bytes], int, list[tuple[bytes, bytes]]]]] = []
+    for part in parts:
+        plain = not any(dictionary for dictionary, _ in part[2])
+        if plain and groups and groups[-1][0][0] == part[0] and not any(d for d, _ in groups[-1][-1][2]):
+            groups[-1].append(part)
+        else:
+            groups.append([part])
     body = bytearray(MAGIC)
-    groups = []
+    row_groups = []
     total_rows = 0
-    for ordinal, (chunks, rows, data) in enumerate(parts):
-        columns = []
+    for ordinal, group in enumerate(groups):
+        kept = group[0][0]
+        rows = sum(part[1] for part in group)
+        chunks = bytearray()
         start = len(body)
-        for kept, (dictionary, pages) in zip(chunks, data, strict=True):
-            meta = dict(kept)
+        for c, prefix in enumerate(kept):
             offset = len(body)
+            meta = bytearray(prefix)
+            dictionary = group[0][2][c][0]
             if dictionary:
-                meta[_MD_DICT_PAGE_OFFSET] = (I64, offset)
+                thrift.put_field(meta, _MD_DICT_PAGE_OFFSET, I64, offset)
                 body += dictionary
-            meta[_MD_DATA_PAGE_OFFSET] = (I64, len(body))
-            body += pages
+            thrift.put_field(meta, _MD_DATA_PAGE_OFFSET, I64, len(body))
+            for part in group:
+                body += part[2][c][1]
             size = len(body) - offset
-            meta[_MD_NUM_VALUES] = (I64, rows)  # flat columns: one value per row
-            meta[_MD_TOTAL_COMPRESSED] = (I64, size)
-            meta[_MD_TOTAL_UNCOMPRESSED] = (I64, size)  # only a hint to readers (pages carry their own sizes)
-            columns.append({_CC_FILE_OFFSET: (I64, offset), _CC_META: (STRUCT, meta)})
-        groups.append({
-            _RG_COLUMNS: (LIST, (STRUCT, columns)),
+            thrift.put_field(meta, _MD_NUM_VALUES, I64, rows)  # flat columns: one value per row
+            thrift.put_field(meta, _MD_TOTAL_COMPRESSED, I64, size)
+            thrift.put_field(meta, _MD_TOTAL_UNCOMPRESSED, I64, size)  # a hint only (pages carry their sizes)
+            meta.append(thrift.STOP)
+            chunk = bytearray()  # a ColumnChunk: its file offset and its metadata
+            thrift.put_field(chunk, _CC_FILE_OFFSET, I64, offset)
+            thrift.put_field(chunk, _CC_META, STRUCT, bytes(meta))
+            chunk.append(thrift.STOP)
+            chunks += chunk
+        columns = bytearray()
+        thrift.list_header(columns, len(kept), STRUCT)
+        row_groups.append({
+            _RG_COLUMNS: (LIST, thrift.Raw.of(bytes(columns + chunks))),
             _RG_TOTAL_BYTES: (I64, len(body) - start),
             _RG_NUM_ROWS: (I64, rows),
             _RG_FILE_OFFSET: (I64, start),
@@ -211,7 +208,7 @@ def assemble(head: Struct, parts: Sequence[tuple[list[Struct], int, list[tuple[b
         total_rows += rows
     out = dict(head)
     out[_FMD_NUM_ROWS] = (I64, total_rows)
-    out[_FMD_ROW_GROUPS] = (LIST, (STRUCT, groups))
+    out[_FMD_ROW_GROUPS] = (LIST, (STRUCT, row_groups))
     footer = thrift.encode(out)
     body += footer
     body += struct.pack("<I", len(footer)) + MAGIC

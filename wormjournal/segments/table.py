@@ -42,7 +42,6 @@ SCHEMA: pa.Schema = pa.schema(
 assert tuple(SCHEMA.names[: len(FIELD_NAMES)]) == FIELD_NAMES
 
 # Low-cardinality columns get dictionary encoding; ids, payloads and hashes do not.
-_DICTIONARY_COLUMNS = ["event_type", "tenant_id", "node", "payload_codec", "payload_key_id", "thread_id"]
 # Min/max of payloads and hashes prune nothing and would only swell every footer.
 _STATISTICS_COLUMNS = [name for name in SCHEMA.names if name not in ("payload", "prev_hash", "hash")]
 BLOCK_ROWS_KEY = "wormjournal.block_rows"
@@ -183,7 +182,9 @@ def build_segment(
         row_group_size=row_group_rows,
         compression="zstd",
         compression_level=3,
-        use_dictionary=_DICTIONARY_COLUMNS,
+        # No dictionaries: a chunk's pages then decode without a page of its own, so a reader decodes the
+        # pages of many segments as one column chunk (segments.pages); zstd gets most of what they saved (~1.5%).
+        use_dictionary=False,
         write_statistics=_STATISTICS_COLUMNS,
         write_page_index=True,
         max_rows_per_page=page_rows,
@@ -256,9 +257,10 @@ def in_seq_order(table: pa.Table) -> pa.Table:
     return table.take(pc.sort_indices(table.column("seq")))
 
 
-def table_to_events(table: pa.Table) -> list[StoredEvent]:
-    """The events of a segment table, in seq order."""
-    table = in_seq_order(table)
+def table_to_events(table: pa.Table, *, sort: bool = True) -> list[StoredEvent]:
+    """The events of a segment table, in seq order (in the table's order with ``sort=False``)."""
+    if sort:
+        table = in_seq_order(table)
     # ts as int64 micros: a tampered value outside datetime's range must not crash the reader.
     cols = [
         (table.column(name).cast(pa.int64()) if name == "ts" else table.column(name)).to_pylist()

@@ -138,6 +138,23 @@ class Raw:
         _value(out, kind, value)
         self.data = bytes(out)
 
+    @classmethod
+    def of(cls, data: bytes) -> Raw:
+        raw = cls.__new__(cls)
+        raw.data = data
+        return raw
+
+
+def put_field(out: bytearray, fid: int, kind: int, value: int | bytes) -> None:
+    """An integer (or an encoded struct, ``kind`` STRUCT) field in the long form, whatever field came before
+    it (Thrift readers take fields in any order): for appending fields to a struct encoded ahead."""
+    out.append(kind)
+    _zigzag(out, fid)
+    if isinstance(value, bytes):
+        out += value
+    else:
+        _zigzag(out, value)
+
 
 def _value(out: bytearray, kind: int, v: Any) -> None:
     if type(v) is Raw:
@@ -155,11 +172,7 @@ def _value(out: bytearray, kind: int, v: Any) -> None:
         out += v
     elif kind in (LIST, SET):
         elem, items = v
-        if len(items) < 15:
-            out.append(len(items) << 4 | elem)
-        else:
-            out.append(0xF0 | elem)
-            _varint(out, len(items))
+        list_header(out, len(items), elem)
         for item in items:
             _value(out, elem, item)
     elif kind == MAP:
@@ -174,6 +187,14 @@ def _value(out: bytearray, kind: int, v: Any) -> None:
         _struct(out, v)
     else:
         raise PageLayoutError(f"unknown type {kind}")
+
+
+def list_header(out: bytearray, size: int, elem: int) -> None:
+    if size < 15:
+        out.append(size << 4 | elem)
+    else:
+        out.append(0xF0 | elem)
+        _varint(out, size)
 
 
 def _struct(out: bytearray, s: Struct) -> None:

@@ -10,7 +10,7 @@ objects it ever replaces: working objects, never part of the journal.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -44,6 +44,15 @@ class ObjectReader(Protocol):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose name starts with ``prefix``, in name order."""
+
+
+def get_ranges(store: ObjectReader, name: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    """The bytes of several ranges (start, length) of one object: at once where the store can (a local
+    directory opens the file once, S3 sends the requests concurrently), else one ``get_range`` each."""
+    many = getattr(store, "get_ranges", None)
+    if many is not None:
+        return many(name, ranges)  # type: ignore[no-any-return]
+    return [store.get_range(name, start, length) for start, length in ranges]
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ is recomputed from its fields: a row that passes is exactly the event that was s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -31,7 +32,7 @@ from ..segments.table import (
     parquet_schema_problem,
     row_hashes,
 )
-from ..storage.base import ObjectReader
+from ..storage.base import ObjectReader, get_ranges
 from ..storage.objectfile import ObjectFile
 
 
@@ -79,7 +80,7 @@ class SegmentFile:
         self._layout: pages.PageLayout | None = None
 
     def _fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        return [self._store.get_range(self.manifest.object, start, length) for start, length in ranges]
+        return get_ranges(self._store, self.manifest.object, ranges)
 
     def _page_mode(self, meta: dict[str, str]) -> int:
         """The rows of each page when the footer's page roots make the signed root (FORMAT.md 5, "Pages"),
@@ -104,18 +105,21 @@ class SegmentFile:
 
     def read_rows(self, start: int, count: int, columns: list[str] | None = None) -> pa.Table:
         """Rows ``start .. start+count-1`` (storage order), each authenticated; raises IntegrityError."""
-        if count <= 0:
-            return SCHEMA.empty_table()
-        if start < 0 or start + count > self.manifest.events:
+        result = read_many([(self, start, count)])[0]
+        if isinstance(result, IntegrityError):
+            raise result
+        return result if columns is None else result.select(columns)
+
+    def _check_range(self, start: int, count: int) -> None:
+        if start < 0 or count < 0 or start + count > self.manifest.events:
             raise IntegrityError(
                 f"segment {self.manifest.segment} has {self.manifest.events} rows, "
                 f"not rows {start}..{start + count - 1}"
             )
-        if self.page_rows:
-            try:
-                return self._read_pages(start, count, columns)
-            except PageLayoutError:
-                self.page_rows = 0  # not laid out in pages after all: whole row groups, authenticated the same
+
+    def _read_groups(self, start: int, count: int) -> pa.Table:
+        """Rows ``start .. start+count-1`` from the whole row groups that hold them, authenticated against
+        the block roots (a segment without usable page roots)."""
         groups = list(range(start // self.block, (start + count - 1) // self.block + 1))
         try:
             table = as_segment_table(self._pf.read_row_groups(groups))
@@ -138,54 +142,139 @@ class SegmentFile:
                 f"segment {self.manifest.segment}: the row groups holding seq {min(seqs) if seqs else '?'}.. do not "
                 "match the signed Merkle root (rows altered, reordered, or removed)",
             )
-        computed = row_hashes(rows)
-        stored = rows.column("hash").to_pylist()
-        for seq, a, b in zip(rows.column("seq").to_pylist(), computed, stored, strict=True):
-            if a != b:
-                raise IntegrityError(f"event seq {seq}: its fields do not hash to its stored hash (altered)", seq=seq)
-        return rows if columns is None else rows.select(columns)
+        _check_hashes(rows, row_hashes(rows))
+        return rows
 
-    def _read_pages(self, start: int, count: int, columns: list[str] | None) -> pa.Table:
-        """Rows ``start .. start+count-1`` from the pages that hold them: every row of those pages is hashed
-        and each page must give its page root (which the footer's page roots, checked against the signed
-        Merkle root at open, vouch for). Raises PageLayoutError when the pages cannot be read on their own."""
+    def _plan_pages(self, start: int, count: int) -> _PagePlan:
+        """The pages holding rows ``start .. start+count-1``, fetched (the byte ranges of all columns and row
+        groups coalesced). Raises PageLayoutError when the pages cannot be read on their own."""
         r = self.page_rows
         if self._layout is None:
-            self._layout = pages.PageLayout(self._footer, self._fetch)
+            self._layout = pages.PageLayout(self._footer, self._fetch, r)
         layout = self._layout
         per = self.block // r
         p0, p1 = start // r, (start + count - 1) // r
         wanted = []
         for j in range(p0 // per, p1 // per + 1):
             a, b = max(p0, j * per), min(p1, (j + 1) * per - 1)
-            wanted.append((j, a, b, layout.page_span(j, (a - j * per) * r, r, b - a + 1)))
+            wanted.append((j, a, b, layout.page_span(j, a - j * per, b - j * per)))
         ranges = [rng for *_, spans in wanted for d0, dn, q0, qn in spans for rng in ((d0, dn), (q0, qn))]
         fetched = pages.coalesce(ranges, getattr(self._store, "range_gap", pages.DEFAULT_GAP))
         piece = pages.slicer(fetched, self._fetch(fetched))
         events = self.manifest.events
-        parts = [(j, min((b + 1) * r, events) - a * r, [(piece(d0, dn), piece(q0, qn)) for d0, dn, q0, qn in spans])
-                 for j, a, b, spans in wanted]
-        try:
-            table = as_segment_table(pq.ParquetFile(pa.BufferReader(layout.assemble(parts))).read())
-        except JournalError:
-            raise
-        except Exception as e:  # damaged pages: pyarrow's errors are not typed for us
-            raise IntegrityError(f"segment {self.manifest.segment}: its pages holding rows {start}.. cannot be "
-                                 f"read: {e}") from e
-        expected = min((p1 + 1) * r, events) - p0 * r
-        # The stored hashes are authenticated by the page roots, then each wanted row by its stored hash: an
-        # altered row is named by its seq, and spoils no read of its neighbours on the same page.
-        roots = merkle.block_roots(leaf_hashes(table.column("hash")), r) if table.num_rows == expected else []
-        rows = table.slice(start - p0 * r, count)
-        if roots != self._page_roots[p0 : p1 + 1]:
-            seqs = rows.column("seq").to_pylist() if table.num_rows == expected else []
+        parts = [(layout.kept(j), min((b + 1) * r, events) - a * r,
+                  [(piece(d0, dn), piece(q0, qn)) for d0, dn, q0, qn in spans]) for j, a, b, spans in wanted]
+        return _PagePlan(self, start, count, p0, p1, layout, parts)
+
+    def _check_pages(self, plan: _PagePlan, table: pa.Table, leaves: list[bytes]) -> pa.Table:
+        """The wanted rows of ``plan`` out of ``table`` (the rows of its pages) once each page gives its page
+        root: that authenticates the stored hashes; the caller then checks each wanted row against its stored
+        hash, so an altered row is named by its seq and spoils no read of its neighbours on the page."""
+        r = self.page_rows
+        whole = table.num_rows == plan.rows
+        rows = table.slice(plan.start - plan.p0 * r, plan.count)
+        if not whole or merkle.block_roots(leaves, r) != self._page_roots[plan.p0 : plan.p1 + 1]:
+            seqs = rows.column("seq").to_pylist() if whole else []
             raise IntegrityError(
                 f"segment {self.manifest.segment}: the pages holding seq {min(seqs) if seqs else '?'}.. do not "
                 "match the signed Merkle root (rows altered, reordered, or removed)",
             )
-        stored = rows.column("hash").to_pylist()
-        for n, (have, want) in enumerate(zip(row_hashes(rows), stored, strict=True)):
-            if have != want:
-                seq = rows.column("seq")[n].as_py()
-                raise IntegrityError(f"event seq {seq}: its fields do not hash to its stored hash (altered)", seq=seq)
-        return rows if columns is None else rows.select(columns)
+        return rows
+
+
+@dataclasses.dataclass
+class _PagePlan:
+    """The fetched pages of one read of a segment: ``parts`` as :func:`pages.assemble` takes them."""
+
+    file: SegmentFile
+    start: int
+    count: int
+    p0: int
+    p1: int
+    layout: pages.PageLayout
+    parts: list[tuple[list[bytes], int, list[tuple[bytes, bytes]]]]
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, rows, _ in self.parts)
+
+
+def _check_hashes(rows: pa.Table, computed: Sequence[bytes]) -> None:
+    stored = rows.column("hash").to_pylist()
+    for n, (have, want) in enumerate(zip(computed, stored, strict=True)):
+        if have != want:
+            seq = rows.column("seq")[n].as_py()
+            raise IntegrityError(f"event seq {seq}: its fields do not hash to its stored hash (altered)", seq=seq)
+
+
+def _decode(plans: Sequence[_PagePlan]) -> pa.Table:
+    """The rows of the plans' pages, in order: one Parquet file of all their pages, read once."""
+    data = pages.assemble(plans[0].layout.head, [part for plan in plans for part in plan.parts])
+    return as_segment_table(pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False))
+
+
+def read_many(requests: Sequence[tuple[SegmentFile, int, int]]) -> list[pa.Table | IntegrityError]:
+    """Rows ``(start, count)`` of several segments (storage order), each authenticated, or the IntegrityError
+    that refuses them. The pages of every segment laid out in pages are decoded by one Parquet read and
+    hashed in one call per kind of hash; other segments are read by row groups."""
+    out: list[pa.Table | IntegrityError | None] = [None] * len(requests)
+    plans: dict[bytes, list[tuple[int, _PagePlan]]] = {}  # by footer head: segments of one schema decode as one
+    for i, (f, start, count) in enumerate(requests):
+        try:
+            f._check_range(start, count)
+            if not count:
+                out[i] = SCHEMA.empty_table()
+                continue
+            if f.page_rows:
+                try:
+                    plan = f._plan_pages(start, count)
+                    plans.setdefault(plan.layout.head_key, []).append((i, plan))
+                    continue
+                except PageLayoutError:
+                    f.page_rows = 0  # not laid out in pages after all: whole row groups, authenticated the same
+            out[i] = f._read_groups(start, count)
+        except IntegrityError as e:
+            out[i] = e
+    for group in plans.values():
+        try:
+            results = _checked([plan for _, plan in group], _decode([plan for _, plan in group]))
+        except JournalError:
+            raise
+        except Exception:  # pyarrow's errors are not typed for us: one by one, to tell whose pages are damaged
+            results = []
+            for _, plan in group:
+                try:
+                    results += _checked([plan], _decode([plan]))
+                except Exception as e:
+                    results.append(IntegrityError(f"segment {plan.file.manifest.segment}: its pages holding rows "
+                                                  f"{plan.start}.. cannot be read: {e}"))
+        for (i, _), result in zip(group, results, strict=True):
+            out[i] = result
+    return [x for x in out if x is not None]
+
+
+def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> list[pa.Table | IntegrityError]:
+    """Each plan's wanted rows out of the rows of all their pages (``table``, in plan order), authenticated;
+    leaf hashes and event hashes computed in one call each."""
+    leaves = leaf_hashes(table.column("hash"))
+    results: list[pa.Table | IntegrityError] = []
+    offset = 0
+    for plan in plans:
+        try:
+            results.append(plan.file._check_pages(plan, table.slice(offset, plan.rows),
+                                                  leaves[offset : offset + plan.rows]))
+        except IntegrityError as e:
+            results.append(e)
+        offset += plan.rows
+    good = [r for r in results if not isinstance(r, IntegrityError)]
+    computed = row_hashes(pa.concat_tables(good).combine_chunks()) if good else []
+    at = 0
+    for k, rows in enumerate(results):
+        if isinstance(rows, IntegrityError):
+            continue
+        try:
+            _check_hashes(rows, computed[at : at + rows.num_rows])
+        except IntegrityError as e:
+            results[k] = e
+        at += rows.num_rows
+    return results
