@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..errors import IndexDamaged, JournalError
+from ..errors import IndexDamaged, JournalError, NotFoundError
 from ..segments import merkle
 from ..segments.manifest import IndexRoot
 from ..segments.table import decode_block_roots
@@ -39,9 +39,9 @@ _GROUP_CACHE = 32  # authenticated row groups kept per index object
 @dataclasses.dataclass(frozen=True)
 class IndexObject:
     name: str
-    size: int
     first: int
     last: int
+    size: int | None = None  # None: a HEAD finds it when the object is opened
 
 
 class IndexFile:
@@ -53,10 +53,12 @@ class IndexFile:
         self.kind = kind
         self.key = build.KEY[kind]
         try:
-            self._pf = pq.ParquetFile(ObjectFile(store, obj.name, obj.size))
+            self._pf = pq.ParquetFile(ObjectFile(store, obj.name, obj.size))  # missing: NotFoundError
             meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
             block = int(meta[build.BLOCK_ROWS_KEY])
             roots = decode_block_roots(meta[build.BLOCK_ROOTS_KEY])
+        except NotFoundError as e:  # its manifest signs it: gone, or never stored by a seal that failed
+            raise IndexDamaged(obj.name, "is missing") from e
         except JournalError:
             raise
         except Exception as e:  # torn or not Parquet: pyarrow's errors are not typed for us
@@ -166,32 +168,25 @@ class Catalog:
         self._files: dict[str, IndexFile] = {}
         self.damaged: dict[str, str] = {}  # name -> why, for objects that failed authentication
 
-    def _listing(self, kind: str, segments: int) -> dict[int, list[IndexObject]]:
-        by_first: dict[int, list[IndexObject]] = {}
-        for info in self.store.list(layout.index_prefix(self.stream, kind)):
-            parsed = layout.parse_index(info.name)
-            if parsed is None or parsed[3] >= segments:
-                continue
-            by_first.setdefault(parsed[2], []).append(IndexObject(info.name, info.size, parsed[2], parsed[3]))
-        for objs in by_first.values():
-            objs.sort(key=lambda o: o.last, reverse=True)
-        return by_first
-
     def cover(self, kind: str, segments: int) -> tuple[list[IndexObject], list[int]]:
-        """Index objects with signed roots covering segments 0..segments-1 (largest runs first,
-        damaged ones left out), and the segments none covers."""
-        by_first = self._listing(kind, segments)
+        """Index objects with signed roots covering segments 0..segments-1 (largest runs first, damaged
+        ones left out), and the segments none covers. The objects are named by the manifests' index
+        lines (FORMAT.md 11a): nothing is listed."""
         chosen, missing = [], []
         pos = 0
         while pos < segments:
-            obj = next((o for o in by_first.get(pos, []) if o.name not in self.damaged
-                        and self._bound(kind, o.first, o.last) is not None), None)
-            if obj is None:
+            for level in range(build.MAX_LEVEL[kind], -1, -1):
+                span = build.FANOUT**level
+                if pos % span or pos + span > segments:
+                    continue
+                name = layout.index_object(self.stream, kind, pos, pos + span - 1)
+                if name not in self.damaged and self._bound(kind, pos, pos + span - 1) is not None:
+                    chosen.append(IndexObject(name, pos, pos + span - 1))
+                    pos += span
+                    break
+            else:
                 missing.append(pos)
                 pos += 1
-            else:
-                chosen.append(obj)
-                pos = obj.last + 1
         if missing:
             log.info("stream %s: %d segment(s) have no usable %s index object; reading them directly "
                      "(`wormjournal reindex` writes the missing ones)", self.stream, len(missing), kind)
@@ -229,31 +224,34 @@ class Catalog:
 
     def claims(self, kind: str, segments: int, value: Any) -> pa.Table:
         """What the index objects say about ``value``, read without authentication: what a reader
-        that trusted them would see. Used only to tell how a damaged object would mislead."""
-        by_first = self._listing(kind, segments)
+        that trusted the objects at the names the manifests sign would see. Used only to tell how a
+        damaged object would mislead."""
         parts: list[pa.Table] = []
         pos = 0
         key = build.KEY[kind]
         while pos < segments:
-            objs = by_first.get(pos)
-            table = None
-            if objs:
-                obj = objs[0]
+            table, span = None, 1
+            for level in range(build.MAX_LEVEL[kind], -1, -1):
+                span = build.FANOUT**level
+                if pos % span or pos + span > segments or self._bound(kind, pos, pos + span - 1) is None:
+                    continue
                 try:
-                    pf = pq.ParquetFile(ObjectFile(self.store, obj.name, obj.size))
+                    pf = pq.ParquetFile(ObjectFile(self.store, layout.index_object(self.stream, kind, pos,
+                                                                                   pos + span - 1)))
                     meta = pf.schema_arrow.metadata or {}
                     if (meta.get(b"wormjournal.journal", b"").decode() == self.journal_id
-                            and meta.get(b"wormjournal.first_segment") == str(obj.first).encode()
-                            and meta.get(b"wormjournal.last_segment") == str(obj.last).encode()):
+                            and meta.get(b"wormjournal.first_segment") == str(pos).encode()
+                            and meta.get(b"wormjournal.last_segment") == str(pos + span - 1).encode()):
                         table = _matching(pf.read().replace_schema_metadata(None), key, value)
-                except Exception:  # unreadable: such a reader would have read the segments
+                except Exception:  # missing or unreadable: such a reader would have read the segments
                     table = None
+                break
             if table is None:
                 parts.append(_matching(self._scan_segment(pos)[kind], key, value))
                 pos += 1
             else:
                 parts.append(table)
-                pos = objs[0].last + 1  # type: ignore[index]
+                pos += span
         return _concat(kind, parts)
 
 

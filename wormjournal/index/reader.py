@@ -66,7 +66,8 @@ class CountingReader:
         self._store = store
         self.url = getattr(store, "url", repr(store))
         self.bytes_read = 0
-        self.requests = 0
+        self.requests = 0  # GETs (whole or ranged), HEADs and LISTs
+        self.lists = 0
 
     def get(self, name: str) -> bytes:
         data = self._store.get(name)
@@ -91,9 +92,12 @@ class CountingReader:
         return int(getattr(self._store, "range_gap", DEFAULT_GAP))
 
     def head(self, name: str) -> ObjectInfo | None:
+        self.requests += 1
         return self._store.head(name)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        self.requests += 1  # the first page of keys; a long listing takes more
+        self.lists += 1
         return self._store.list(prefix)
 
 
@@ -164,6 +168,7 @@ class Reader:
         self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
         self._cache_segments = cache_segments
         self._segment_count = 0
+        self._listed = False  # listed once; then a read checks for what a seal adds (_grew), not by listing
         self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
@@ -212,6 +217,8 @@ class Reader:
         (new ones only: they are write-once). Raises IntegrityError. Inside a read, the snapshot's number."""
         if self._snap is not None:
             return self._segment_count  # the read in progress keeps its snapshot
+        if self._listed and not self._grew():
+            return self._segment_count
         # Checkpoints are listed before manifests: a seal stores a checkpoint after its manifests,
         # so every checkpoint listed here covers manifests that the listing below will show.
         checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
@@ -240,7 +247,20 @@ class Reader:
         # No checkpoint yet, or one behind the manifests: a seal in progress (or a writer that died before its
         # checkpoint, which it writes on reopen). Its manifests are signed and linked: they are read like the rest.
         self._segment_count = self._chain.size
+        self._listed = True
         return self._segment_count
+
+    def _grew(self) -> bool:
+        """Whether the stream may have changed since it was listed, for one request: the next manifest, or
+        the checkpoint of the manifests known when none covered them yet (a seal stores its manifests, then
+        its checkpoint; write-once objects do not change once listed). Reads stay O(what they return) with
+        no LIST; a removal after the listing is not seen here (``wormjournal verify`` reports it), and every
+        row read is still checked against the manifests read then."""
+        n = self._chain.size
+        if self.store.head(layout.manifest(self.stream, n)) is not None:
+            return True
+        covered = max((cp.tree_size for cp, _ in self._checkpoints.values()), default=0)
+        return covered < n and self.store.head(layout.checkpoint(self.stream, n)) is not None
 
     def manifest(self, n: int) -> Manifest:
         """Segment ``n``'s manifest, checked by the trust core with every one before it."""

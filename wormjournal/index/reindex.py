@@ -60,7 +60,7 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
             table, root = None, bound.get(name)
             if root is not None and name in present and name not in result.damaged:
                 try:
-                    obj = IndexObject(name, present[name], first, last)
+                    obj = IndexObject(name, first, last)
                     table = IndexFile(store, obj, kind, root, reader.identity.journal_id, stream).all()
                 except IndexDamaged:
                     result.damaged.append(name)
@@ -80,7 +80,7 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
                 if name in present:
                     if name not in result.damaged and name not in cache:
                         try:  # every row group hashed: damage under a genuine footer is found too
-                            IndexFile(store, IndexObject(name, present[name], root.first, root.last), root.kind, root,
+                            IndexFile(store, IndexObject(name, root.first, root.last), root.kind, root,
                                       reader.identity.journal_id, stream).all()
                         except IndexDamaged:
                             result.damaged.append(name)

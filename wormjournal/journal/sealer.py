@@ -411,7 +411,7 @@ class Sealer:
             info = self.store.head(name)
             if root is None or info is None:
                 return None
-            obj = IndexObject(name, info.size, first, last)
+            obj = IndexObject(name, first, last, info.size)
             return IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).all()
         except JournalError as e:
             log.warning("index object %s cannot be used for a run: %s", name, e)
