@@ -20,9 +20,13 @@
  *
  * chain_frame(...) chains the records of a batch and frames them for the WAL (stages.Chain and stages.Frame).
  *
- * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states) calls OpenSSL's
- * SHA256_Init/Update/Final, found at run time in the libcrypto that Python's own hashlib is linked with
- * (use_libcrypto): no header or library is needed to build, and without it these functions are not offered
+ * event_hashes(n, tag, columns) and merkle_blocks(data, block) are the verifier's: every event hash of a batch of
+ * a segment's rows from the Arrow buffers of its columns, and a segment's block roots and Merkle root from its
+ * packed event hashes, each in one call.
+ *
+ * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states, event_hashes, merkle_blocks)
+ * calls OpenSSL's SHA256_Init/Update/Final, found at run time in the libcrypto that Python's own hashlib is linked
+ * with (use_libcrypto): no header or library is needed to build, and without it these functions are not offered
  * (the Python paths stay).
  */
 #define PY_SSIZE_T_CLEAN
@@ -960,6 +964,267 @@ done:
     return result;
 }
 
+/* -- event hashes and Merkle roots of a segment's rows, from Arrow buffers (verification) ------------------ */
+
+/* One column of event_hashes: an Arrow array's buffers. kind 'r' raw bytes (the prev_hash, hashed without a
+   length prefix, a null as no bytes), 's'/'b' a string or binary field (u32be len || bytes, a null as the
+   NULL mark), 'i' an int64 field (u32be 8 || i64be, a null as the NULL mark). */
+typedef struct {
+    char kind;
+    Py_ssize_t offset;  /* the array's offset, in values */
+    Py_buffer validity; /* .obj NULL when every value is valid */
+    Py_buffer values;   /* 'i': n int64; else n + 1 int32 offsets */
+    Py_buffer data;     /* the bytes of 'r', 's', 'b' values; .obj NULL when there are none */
+} ArrowColumn;
+
+static int column_valid(const ArrowColumn *c, Py_ssize_t i) {
+    if (c->validity.obj == NULL) {
+        return 1;
+    }
+    Py_ssize_t j = c->offset + i;
+    return (((const unsigned char *)c->validity.buf)[j >> 3] >> (j & 7)) & 1;
+}
+
+static void column_release(ArrowColumn *c) {
+    if (c->validity.obj != NULL) {
+        PyBuffer_Release(&c->validity);
+    }
+    if (c->values.obj != NULL) {
+        PyBuffer_Release(&c->values);
+    }
+    if (c->data.obj != NULL) {
+        PyBuffer_Release(&c->data);
+    }
+}
+
+/* Parses (kind, validity | None, offset, values, data | None) into c and checks that the buffers hold n values
+   from the offset (offsets in order and inside data). 0, or -1 with an exception set. */
+static int column_parse(PyObject *spec, Py_ssize_t n, ArrowColumn *c) {
+    PyObject *validity, *values, *data;
+    const char *kind;
+    Py_ssize_t kind_len;
+    if (!PyTuple_Check(spec) || !PyArg_ParseTuple(spec, "s#OnOO:event_hashes column", &kind, &kind_len, &validity,
+                                                  &c->offset, &values, &data)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "a column is (kind, validity, offset, values, data)");
+        }
+        return -1;
+    }
+    if (kind_len != 1 || strchr("rsbi", kind[0]) == NULL) {
+        PyErr_SetString(PyExc_ValueError, "a column's kind is one of r, s, b, i");
+        return -1;
+    }
+    c->kind = kind[0];
+    if (c->offset < 0 || c->offset > PY_SSIZE_T_MAX / 8 - n - 1) {
+        PyErr_SetString(PyExc_ValueError, "a column's offset is out of range");
+        return -1;
+    }
+    if (validity != Py_None && PyObject_GetBuffer(validity, &c->validity, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(values, &c->values, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    if (c->kind != 'i' && data != Py_None && PyObject_GetBuffer(data, &c->data, PyBUF_SIMPLE) < 0) {
+        return -1;
+    }
+    Py_ssize_t end = c->offset + n;
+    if (c->validity.obj != NULL && c->validity.len < (end + 7) / 8) {
+        PyErr_SetString(PyExc_ValueError, "a column's validity bitmap is too short");
+        return -1;
+    }
+    if (c->kind == 'i') {
+        if (c->values.len < end * 8) {
+            PyErr_SetString(PyExc_ValueError, "an int64 column's values are too short");
+            return -1;
+        }
+        return 0;
+    }
+    if (c->values.len < (end + 1) * 4) {
+        PyErr_SetString(PyExc_ValueError, "a binary column's offsets are too short");
+        return -1;
+    }
+    const int32_t *o = (const int32_t *)c->values.buf;
+    Py_ssize_t size = c->data.obj != NULL ? c->data.len : 0;
+    for (Py_ssize_t i = c->offset; i < end; i++) {
+        if (o[i] < 0 || o[i] > o[i + 1]) {
+            PyErr_SetString(PyExc_ValueError, "a binary column's offsets are out of order");
+            return -1;
+        }
+    }
+    if (o[c->offset] < 0 || o[end] > size) {
+        PyErr_SetString(PyExc_ValueError, "a binary column's offsets run past its data");
+        return -1;
+    }
+    return 0;
+}
+
+/* Values at least this long are passed to SHA-256 where they are, not copied into the row's buffer first. */
+#define STREAM_BYTES 128
+
+/* event_hashes(n, tag, columns) -> bytes: for each of n rows, SHA-256(tag || the row's bytes of each column in
+   turn), 32 bytes a row: with the stored prev_hash column ('r') then the 16 fields of FORMAT.md 2.1, each row's
+   event hash over its stored prev_hash (FORMAT.md 2.3). `columns` are (kind, validity, offset, values, data)
+   tuples of Arrow arrays' buffers (ArrowColumn); no Python object is made per row. The small values of a row
+   are gathered in a buffer; a long one (a payload) is hashed where it is. */
+static PyObject *event_hashes(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    Py_buffer tag;
+    PyObject *specs;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "ny*O!:event_hashes", &n, &tag, &PyTuple_Type, &specs)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    unsigned char *row = NULL;
+    Py_ssize_t ncols = PyTuple_GET_SIZE(specs);
+    ArrowColumn *cols = PyMem_Calloc((size_t)(ncols ? ncols : 1), sizeof(ArrowColumn));
+    if (cols == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (n < 0 || n > PY_SSIZE_T_MAX / 32 || ncols > 4096) {
+        PyErr_SetString(PyExc_ValueError, "n or the number of columns is out of range");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < ncols; k++) {
+        if (column_parse(PyTuple_GET_ITEM(specs, k), n, &cols[k]) < 0) {
+            goto done;
+        }
+    }
+    /* what a row's buffer holds at most: the tag, and per column a prefix and a value shorter than STREAM_BYTES */
+    row = PyMem_RawMalloc((size_t)(tag.len + ncols * (4 + STREAM_BYTES + 8)));
+    result = row == NULL ? PyErr_NoMemory() : PyBytes_FromStringAndSize(NULL, 32 * n);
+    if (result == NULL) {
+        goto done;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS
+    sha_ctx ctx;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sha_init(&ctx);
+        memcpy(row, tag.buf, (size_t)tag.len);
+        unsigned char *p = row + tag.len;
+        for (Py_ssize_t k = 0; k < ncols; k++) {
+            const ArrowColumn *c = &cols[k];
+            if (!column_valid(c, i)) {
+                if (c->kind != 'r') {
+                    memset(p, 0xff, 4);
+                    p += 4;
+                }
+                continue;
+            }
+            if (c->kind == 'i') {
+                const unsigned char *v = (const unsigned char *)c->values.buf + 8 * (c->offset + i);
+                put_u32((char *)p, 8);
+                for (int b = 0; b < 8; b++) { /* Arrow's int64 is little-endian: i64be is its bytes reversed */
+                    p[4 + b] = v[7 - b];
+                }
+                p += 12;
+                continue;
+            }
+            const int32_t *o = (const int32_t *)c->values.buf + c->offset + i;
+            uint32_t len = (uint32_t)(o[1] - o[0]);
+            const unsigned char *value = (const unsigned char *)c->data.buf + o[0];
+            if (c->kind != 'r') {
+                put_u32((char *)p, len);
+                p += 4;
+            }
+            if (len >= STREAM_BYTES) {
+                sha_update(&ctx, row, (size_t)(p - row));
+                sha_update(&ctx, value, len);
+                p = row;
+            } else if (len) {
+                memcpy(p, value, len);
+                p += len;
+            }
+        }
+        sha_update(&ctx, row, (size_t)(p - row));
+        sha_final(out + 32 * i, &ctx);
+    }
+    Py_END_ALLOW_THREADS
+done:
+    if (cols != NULL) {
+        for (Py_ssize_t k = 0; k < ncols; k++) {
+            column_release(&cols[k]);
+        }
+        PyMem_Free(cols);
+    }
+    PyMem_RawFree(row);
+    PyBuffer_Release(&tag);
+    return result;
+}
+
+/* The root of n leaf hashes at work (32 bytes each), pairing bottom-up in place as mth does; 32 bytes at out. */
+static void mth_in_place(unsigned char *work, Py_ssize_t n, unsigned char *out) {
+    if (n == 0) {
+        SHA256_((const unsigned char *)"", 0, out);
+        return;
+    }
+    unsigned char node[65];
+    node[0] = 0x01;
+    while (n > 1) {
+        Py_ssize_t m = 0;
+        for (Py_ssize_t i = 0; i + 1 < n; i += 2) {
+            memcpy(node + 1, work + 32 * i, 64);
+            SHA256_(node, 65, work + 32 * m++);
+        }
+        if (n % 2) {
+            memmove(work + 32 * m++, work + 32 * (n - 1), 32);
+        }
+        n = m;
+    }
+    memcpy(out, work, 32);
+}
+
+/* merkle_blocks(data, block) -> (block roots, root): for leaf data of 32 bytes each (n * 32 bytes, the event
+   hashes of a segment in storage order), the MTH of each run of `block` leaves (a power of two; the last run
+   may be shorter), concatenated, and the MTH of all n leaves (over the block roots: FORMAT.md 5). */
+static PyObject *merkle_blocks(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t block;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*n:merkle_blocks", &in, &block)) {
+        return NULL;
+    }
+    PyObject *roots = NULL, *result = NULL;
+    unsigned char *work = NULL;
+    if (in.len % 32 || block < 1 || (block & (block - 1))) {
+        PyErr_SetString(PyExc_ValueError, "not whole 32-byte hashes, or block not a power of two");
+        goto done;
+    }
+    Py_ssize_t n = in.len / 32;
+    Py_ssize_t runs = (n + block - 1) / block;
+    Py_ssize_t cells = block < n ? block : n;
+    cells = cells > runs ? cells : runs;
+    work = PyMem_Malloc((size_t)(32 * (cells ? cells : 1)));
+    roots = work == NULL ? PyErr_NoMemory() : PyBytes_FromStringAndSize(NULL, 32 * runs);
+    if (roots == NULL) {
+        goto done;
+    }
+    unsigned char root[32];
+    unsigned char *r = (unsigned char *)PyBytes_AS_STRING(roots);
+    const unsigned char *h = (const unsigned char *)in.buf;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char leaf[33];
+    leaf[0] = 0x00;
+    for (Py_ssize_t b = 0; b < runs; b++) {
+        Py_ssize_t k = n - b * block < block ? n - b * block : block;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            memcpy(leaf + 1, h + 32 * (b * block + i), 32);
+            SHA256_(leaf, 33, work + 32 * i);
+        }
+        mth_in_place(work, k, r + 32 * b);
+    }
+    memcpy(work, r, (size_t)(32 * runs));
+    mth_in_place(work, runs, root);
+    Py_END_ALLOW_THREADS
+    result = Py_BuildValue("(Oy#)", roots, (const char *)root, (Py_ssize_t)32);
+done:
+    Py_XDECREF(roots);
+    PyMem_Free(work);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
@@ -976,6 +1241,10 @@ static PyMethodDef methods[] = {
     {"hmac_states", hmac_states, METH_VARARGS, "hmac_states(key, prefix) -> bytes: HMAC-SHA256's two contexts"},
     {"chain_frame", chain_frame, METH_VARARGS,
      "chain_frame(values_lists, kinds, prev, tag, states, crc32) -> (frame, last hash): Chain and Frame in one"},
+    {"event_hashes", event_hashes, METH_VARARGS,
+     "event_hashes(n, tag, columns) -> bytes: SHA-256(tag || each column's bytes) of each row of Arrow columns"},
+    {"merkle_blocks", merkle_blocks, METH_VARARGS,
+     "merkle_blocks(data, block) -> (block roots, root): the MTH of each run of leaves, and of all of them"},
     {NULL, NULL, 0, NULL},
 };
 
