@@ -15,11 +15,12 @@ import subprocess
 import sys
 import uuid
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wormjournal import events
@@ -334,12 +335,27 @@ def textbook_row_hash(values: tuple[Any, ...], prev: bytes | None) -> bytes:
     return hashlib.sha256(events.EVENT_TAG + (prev or b"") + encode_fields_py(values)).digest()
 
 
-@pytest.mark.skipif(merkle._bulk is None, reason="no bulk SHA-256 (no C extension, or no libcrypto)")  # noqa: SLF001
-@settings(max_examples=300, deadline=None)
+@pytest.fixture(params=["sha-ni", "openssl"])
+def two_at_once(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """event_hashes and merkle_blocks with SHA-NI two messages at once (where the CPU has them), and without. The
+    switch holds for every example a property test draws, so the fixture need not run again for each."""
+    bulk = merkle._bulk  # noqa: SLF001
+    if bulk is None:
+        pytest.skip("no bulk SHA-256 (no C extension, or no libcrypto)")
+    before = bulk.sha_ni(None)
+    try:
+        yield bulk.sha_ni(request.param == "sha-ni")
+    finally:
+        bulk.sha_ni(before)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(row_values, prev_hashes), min_size=1, max_size=12))
-def test_event_hashes_in_c_are_the_python_path(rows: list[tuple[tuple[Any, ...], bytes | None]]) -> None:
+def test_event_hashes_in_c_are_the_python_path(two_at_once: bool,
+                                               rows: list[tuple[tuple[Any, ...], bytes | None]]) -> None:
     """table.packed_row_hashes from the Arrow buffers in C is the joined-inputs Python path, and the textbook
-    SHA-256(EVENT_TAG || prev_hash || canonical field bytes) of each row: nulls, long values, sliced arrays."""
+    SHA-256(EVENT_TAG || prev_hash || canonical field bytes) of each row: nulls, long values, sliced arrays,
+    an odd number of rows."""
     batch = rows_batch([r for r, _ in rows], [p for _, p in rows])
     in_c = table.packed_row_hashes(batch)
     with_python = pytest.MonkeyPatch()
@@ -351,10 +367,23 @@ def test_event_hashes_in_c_are_the_python_path(rows: list[tuple[tuple[Any, ...],
     assert in_c == in_python == b"".join(textbook_row_hash(r, p) for r, p in rows)
 
 
-@pytest.mark.skipif(merkle._bulk is None, reason="no bulk SHA-256 (no C extension, or no libcrypto)")  # noqa: SLF001
-@settings(max_examples=200, deadline=None)
+def test_two_messages_at_once_cross_every_block_boundary(two_at_once: bool) -> None:
+    """Rows whose head (the bytes before the payload) and payload end at each offset in a block and around the
+    padding's edge (55, 56, 64 bytes), in pairs of every length against every other: the textbook hashes."""
+    rows: list[tuple[tuple[Any, ...], bytes | None]] = []
+    for tenant in ("", "t" * 23, "u" * 51):
+        for size in [0, 1, 127, 128, 129, *range(180, 260)]:
+            values = [7, "id", 1, "tool_called", tenant or None, "exec-1", None, None, None, None, None, None, None,
+                      "json", None, bytes([size % 251]) * size]
+            rows.append((tuple(values), bytes(32)))
+    batch = rows_batch([r for r, _ in rows], [p for _, p in rows])
+    assert table.packed_row_hashes(batch) == b"".join(textbook_row_hash(r, p) for r, p in rows)
+    assert table.packed_row_hashes(batch.slice(1)) == b"".join(textbook_row_hash(r, p) for r, p in rows[1:])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(min_size=32, max_size=32), max_size=70), st.sampled_from([1, 2, 4, 8, 64, 128]))
-def test_merkle_blocks_in_c_are_the_python_path(hashes: list[bytes], block: int) -> None:
+def test_merkle_blocks_in_c_are_the_python_path(two_at_once: bool, hashes: list[bytes], block: int) -> None:
     """merkle.packed_block_roots in C: the block roots and the root of the Python path and of RFC 6962."""
     packed = b"".join(hashes)
     in_c = merkle.packed_block_roots(packed, block)

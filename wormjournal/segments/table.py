@@ -469,7 +469,10 @@ def row_hashes(table: pa.Table) -> list[bytes]:
 def _arrow_column(code: str, col: pa.Array) -> tuple[str, pa.Buffer | None, int, pa.Buffer, pa.Buffer | None] | None:
     """An array as the C extension's event_hashes takes it: (kind, validity, offset, values, data) buffers; None
     when the array lacks a buffer that call needs."""
-    col = col.cast(pa.int64() if code == "i" else pa.binary())
+    if code == "i" and not (pa.types.is_int64(col.type) or pa.types.is_timestamp(col.type)):
+        col = col.cast(pa.int64())
+    elif code != "i" and not (pa.types.is_binary(col.type) or pa.types.is_string(col.type)):
+        col = col.cast(pa.binary())  # the same layout: 32-bit offsets, then the bytes
     buffers = col.buffers()
     if buffers[1] is None:
         return None

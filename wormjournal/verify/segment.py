@@ -287,7 +287,7 @@ def _rows_hash_to(part: pa.Table, stored: memoryview) -> bool:
     done = 0
     for batch in part.to_batches() if merkle.bulk() else _hash_batches(part):
         k = batch.num_rows
-        if packed_row_hashes(batch) != stored[32 * done : 32 * (done + k)]:
+        if packed_row_hashes(batch) != stored[32 * done : 32 * (done + k)].tobytes():  # memcmp, not per item
             return False
         done += k
     return True
