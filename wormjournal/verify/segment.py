@@ -457,11 +457,13 @@ def _chain_holds(m: Manifest, scan: _Scan, stored: np.ndarray | None, perm: np.n
     prevs = _packed_hashes(scan.light.column("prev_hash"))
     if prevs is None:
         return False
-    # Compared as four uint64 per hash: one element per row and word, not 32 bytes.
+    # Compared as four uint64 per hash: one element per row and word, not 32 bytes. In seq order, row k's
+    # prev_hash is row k-1's hash; through the permutation, each side is one take of whole rows.
     hs, ps = stored.view(np.uint64), prevs.view(np.uint64)
-    if perm is not None:
-        hs, ps = hs[perm], ps[perm]
-    return ps[0].tobytes() == m.prev_hash and hs[-1].tobytes() == m.last_hash and np.array_equal(ps[1:], hs[:-1])
+    if perm is None:
+        return ps[0].tobytes() == m.prev_hash and hs[-1].tobytes() == m.last_hash and np.array_equal(ps[1:], hs[:-1])
+    return (ps[perm[0]].tobytes() == m.prev_hash and hs[perm[-1]].tobytes() == m.last_hash
+            and np.array_equal(np.take(ps, perm[1:], axis=0), np.take(hs, perm[:-1], axis=0)))
 
 
 def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> list[RawFinding]:
