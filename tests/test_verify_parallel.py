@@ -294,6 +294,10 @@ def test_worker_count() -> None:
     assert wc(None, 100, 0) == 1  # a small journal is verified in this process: a pool would cost more than it saves
     cores = len(os.sched_getaffinity(0))
     assert wc(None, 100, 1 << 40) == min(cores, 100)
+    # One process below the measured size from which a pool of 2 pays off, 2 (given 2 cores) from it on.
+    assert wc(None, 100, verifier_mod.WORKER_MIN_BYTES - 1) == 1
+    assert wc(None, 100, verifier_mod.WORKER_MIN_BYTES) == min(cores, 2)
+    assert wc(None, 1, 1 << 40) == 1  # never more workers than segments
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             wc(bad, 10)  # type: ignore[arg-type]
