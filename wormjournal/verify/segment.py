@@ -17,13 +17,17 @@ order, with the same findings. The rows are read a few row groups at a time and
 only the columns the whole-segment checks need (seq, ts, ids, hashes; not the
 payloads) are kept for every row, so a worker's memory does not grow with the
 segment's payload bytes. What makes the checks fast: every event hash is first
-recomputed over the row's *stored* ``prev_hash``, in storage order, in one pass
-over one buffer (no sort of the rows, no copy per row); when every recomputed
+recomputed over the row's *stored* ``prev_hash``, in storage order, in one call of
+the C extension per record batch over the columns' Arrow buffers (no sort of the
+rows, no Python object per row; in Python, over one joined buffer); when every recomputed
 hash equals the stored one and the stored ``prev_hash`` values link the rows in
 seq order from the manifest's ``prev_hash`` to its ``last_hash``, the chain of
 step 6 holds (by induction over the rows in seq order, the chained hash of each
 row is its stored hash). Only when something is wrong is the chain walked in seq
-order to locate the first bad row and report it as that walk reports it.
+order to locate the first bad row and report it as that walk reports it. Seq order
+is a permutation of the stored rows (each row's place is its seq - first_seq in an
+intact segment, so no sort either), and the Merkle leaves, block roots and root are
+one more call over the packed stored hashes.
 """
 
 from __future__ import annotations
