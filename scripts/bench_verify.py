@@ -18,10 +18,14 @@ in segments of --segment-events events, then measures:
   memory        each configuration runs in a fresh child process; the bench samples the
                 child's process tree (the verifier, the fork server, the workers) every
                 20 ms from /proc: peak RSS of the verifying process (its VmHWM), peak summed
-                RSS of the tree, and peak summed PSS (shared pages divided among the processes
-                sharing them). Measured on the whole journal and on a prefix of it
+                RSS of the tree, and (every 100 ms) peak summed PSS (shared pages divided among the
+                processes sharing them). Measured on the whole journal and on a prefix of it
                 (--small-segments segments, the same objects hard-linked into a second store):
                 with streaming, memory does not grow with the number of segments.
+  pool startup  a pool of 2 workers started (the fork server included, as a fresh `wormjournal verify` starts
+                it) and shut down, in fresh processes, median of --runs; with the bytes per second of 1 and
+                2 workers, the journal size from which 2 workers finish sooner than 1 (WORKER_MIN_BYTES in
+                wormjournal/verify/verifier.py is set from it)
   columns       events/s: the best of --runs runs; 1st run: the first run in a fresh process
                 (it also starts the fork server, once per process); /worker: events/s divided
                 by the workers; /CPU-s: events per CPU second of the whole process tree (user +
@@ -83,6 +87,8 @@ from wormjournal.storage.local import LocalStore  # noqa: E402
 from wormjournal.verify import verify_store  # noqa: E402
 
 TARGET_EPS_PER_PROCESS = 500_000
+TARGET_RATIO = 0.5  # issue 20: verify in one process at half the speed of one SHA-256 call per event, or better
+TARGET_SCALING = 1.7  # and 2 processes at 1.7 times 1
 META_FILE = "bench_verify_meta.json"
 META_VERSION = 1
 EXECUTIONS = 2000
@@ -196,24 +202,28 @@ def child(store: Path, workers: int, runs: int) -> None:
 
 
 def _tree(root: int) -> list[int]:
-    """``root`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+    """``root`` and its descendants, from each thread's /proc/PID/task/TID/children (a few small reads, not a
+    scan of every process: the sampler must not take much of the cores it measures)."""
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
         out.append(pid)
-        todo += children.get(pid, [])
+        try:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
     return out
+
+
+def _rss_kb(pid: int) -> int:
+    """RSS of a process in KiB from /proc/PID/statm (cheap), or 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -246,14 +256,17 @@ def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
     stop = threading.Event()
 
     def sample() -> None:
+        n = 0
         while not stop.wait(0.02):
             pids = [p for p in _tree(me) if p != me]
             for p in pids:
                 ticks[p] = max(ticks.get(p, 0), _cpu_ticks(p))
-            mem = [_memory_kb(p) for p in pids]
-            peak["rss"] = max(peak["rss"], sum(m[0] for m in mem))
-            peak["pss"] = max(peak["pss"], sum(m[1] for m in mem))
-            peak["processes"] = max(peak["processes"], sum(1 for m in mem if m[0]))
+            rss = [_rss_kb(p) for p in pids]
+            peak["rss"] = max(peak["rss"], sum(rss))
+            peak["processes"] = max(peak["processes"], sum(1 for r in rss if r))
+            n += 1
+            if n % 5 == 0:  # smaps_rollup walks the page tables: every 100 ms
+                peak["pss"] = max(peak["pss"], sum(_memory_kb(p)[1] for p in pids))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -282,6 +295,44 @@ def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
         "peak_pss_mb_process_tree": round(peak["pss"] / 1024, 1),
         "processes_seen": peak["processes"],
     }
+
+
+# -- what a pool of workers costs to start --------------------------------------------------------------------
+
+
+def child_startup() -> None:
+    """Start the verifier's pool of 2 workers in this fresh process (the fork server too, as a `wormjournal
+    verify` pays it), wait until both answer, shut it down; print the seconds as one JSON line."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from wormjournal.verify import verifier
+    from wormjournal.verify.segment import warm_up
+
+    t0 = time.perf_counter()
+    pool = ProcessPoolExecutor(2, mp_context=verifier._context())  # noqa: SLF001 - the verifier's own pool
+    for future in [pool.submit(warm_up) for _ in range(2)]:
+        future.result()
+    t1 = time.perf_counter()
+    pool.shutdown(wait=True)
+    print(json.dumps({"start_seconds": t1 - t0, "shutdown_seconds": time.perf_counter() - t1}))
+
+
+def pool_startup(runs: int) -> dict[str, Any]:
+    """The median over ``runs`` fresh processes of the pool's start and shutdown."""
+    argv = [str(Path(__file__).resolve()), "--child-startup"]
+    got = [benchlib.run_child(argv, tag="bench_verify", what="a pool of 2 workers started and stopped")
+           for _ in range(runs)]
+    total = sorted(g["start_seconds"] + g["shutdown_seconds"] for g in got)
+    return {"seconds": round(total[len(total) // 2], 3), "runs_seconds": [round(t, 3) for t in total],
+            "start_seconds": [round(g["start_seconds"], 3) for g in got]}
+
+
+def break_even_bytes(startup_s: float, one: dict[str, Any], two: dict[str, Any], segment_bytes: int) -> int | None:
+    """The journal size (bytes of segments) from which 2 workers verify sooner than 1, the pool's start-up
+    included: B / r1 = startup + B / r2, with r1, r2 the bytes per second of 1 and 2 workers on the whole
+    journal. None when 2 workers are not faster at all."""
+    r1, r2 = segment_bytes / one["seconds"], segment_bytes / two["seconds"]
+    return None if r2 <= r1 else round(startup_s * r1 * r2 / (r2 - r1))
 
 
 # -- raw SHA-256 ------------------------------------------------------------------------------------------
@@ -371,6 +422,11 @@ def table(res: dict[str, Any]) -> str:
                      f"{row['events_per_s_per_worker']:>10,}{row['events_per_cpu_s'] or 0:>10,}{row['seconds']:>9.2f}"
                      f"{row['peak_rss_mb_verifier_process']:>11.0f} MB{row['peak_rss_mb_process_tree']:>7.0f} MB"
                      f"{row['peak_pss_mb_process_tree']:>7.0f} MB")
+    start = result["pool_startup"]
+    even = result["summary"]["two_workers_pay_off_from_bytes"]
+    lines.append(f"{'pool of 2 started and stopped':<30}{'':>60}{start['seconds']:>9.2f}"
+                 f"   (fresh process, fork server included; 2 workers pay off from "
+                 f"{'never' if even is None else f'{even / 2**20:.0f} MiB'} of segments)")
     raw = result["raw_sha256"]
     lines.append(f"{'raw SHA-256, 1 call per event':<30}{raw['events_per_s']:>10,}{'':>30}{raw['seconds']:>9.2f}"
                  f"   ({raw['mean_bytes_hashed']:.0f} B per call, {raw['mb_per_s']:.0f} MB/s)")
@@ -406,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="write the results as JSON")
     ap.add_argument("--profile", action="store_true", help="also cProfile check_segment on one segment (stderr)")
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--child-startup", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child_startup:
+        child_startup()
+        return 0
     if args.child is not None:
         child(args.child, args.workers[0], args.runs)
         return 0
@@ -448,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  {rows[-1]['events_per_s']:,} events/s, {rows[-1]['seconds']} s, "
                     f"verifier RSS {rows[-1]['peak_rss_mb_verifier_process']} MB, "
                     f"tree PSS {rows[-1]['peak_pss_mb_process_tree']} MB")
+        log("a pool of 2 workers, started in fresh processes")
+        startup = pool_startup(args.runs)
         log("raw SHA-256 over the same event bytes")
         raw = raw_sha256(store, args.runs)
         if args.profile:
@@ -461,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                         "segment_bytes": segment_bytes, "reused": reused},
             "verify": rows,
             "raw_sha256": raw,
+            "pool_startup": startup,
             "summary": {
                 "events_per_s_1_worker": one["events_per_s"],
                 "events_per_s_2_workers": two["events_per_s"],
@@ -474,11 +537,19 @@ def main(argv: list[str] | None = None) -> int:
                 "rss_verifier_large_mb": one["peak_rss_mb_verifier_process"],
                 "pss_tree_2w_small_mb": by[(small_size, 2)]["peak_pss_mb_process_tree"],
                 "pss_tree_2w_large_mb": two["peak_pss_mb_process_tree"],
+                "two_workers_pay_off_from_bytes": break_even_bytes(startup["seconds"], one, two, segment_bytes),
             },
         }
         targets = {"verify_ge_500k_events_per_s_per_process": benchlib.target(
             f"verify_store with 1 worker >= {TARGET_EPS_PER_PROCESS:,} events/s per process", one["events_per_s"],
-            one["events_per_s"] >= TARGET_EPS_PER_PROCESS)}
+            one["events_per_s"] >= TARGET_EPS_PER_PROCESS),
+            "verify_ge_half_raw_sha256": benchlib.target(
+                f"verify_store with 1 worker >= {TARGET_RATIO} x raw SHA-256 events/s",
+                results["summary"]["ratio_1_worker_to_raw_sha256"],
+                results["summary"]["ratio_1_worker_to_raw_sha256"] >= TARGET_RATIO),
+            "two_workers_ge_1_7x": benchlib.target(
+                f"verify_store with 2 workers >= {TARGET_SCALING}x 1 worker", results["summary"]["scaling_2_over_1"],
+                results["summary"]["scaling_2_over_1"] >= TARGET_SCALING)}
         params = {k: getattr(args, k) for k in ("events", "segment_events", "small_segments", "workers", "runs",
                                                 "seed", "profile")} | {"store": None if tmp else base.name}
         res = benchlib.result("verify", base, params, results, targets, started=started)  # the store's file system

@@ -15,11 +15,12 @@ import subprocess
 import sys
 import uuid
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wormjournal import events
@@ -302,3 +303,130 @@ def textbook_root(leaves: list[bytes]) -> bytes:
         return leaves[0]
     k = 1 << (len(leaves) - 1).bit_length() - 1
     return hashlib.sha256(b"\x01" + textbook_root(leaves[:k]) + textbook_root(leaves[k:])).digest()
+
+
+# -- the verifier's bulk hashes: event hashes from Arrow buffers, a segment's Merkle blocks --------------------
+
+long_bytes = st.binary(min_size=120, max_size=700)  # around and past the length C hashes in place (STREAM_BYTES)
+row_values = st.tuples(*[
+    (st.integers(min_value=-(2**63), max_value=2**63 - 1) if kind == Kind.INT
+     else st.text() | st.text(min_size=130, max_size=300) if kind == Kind.STR
+     else st.binary() | long_bytes)
+    | (st.none() if nullable else st.nothing())
+    for _, kind, nullable in FIELDS
+])
+prev_hashes = st.binary(min_size=32, max_size=32) | st.binary(max_size=200) | st.none()
+
+
+def rows_batch(rows: list[tuple[Any, ...]], prevs: list[bytes | None]) -> pa.RecordBatch:
+    """The rows as a batch in the segment schema (prev_hash nullable, as damage may have it; hash zeroed), sliced
+    from a batch of three more rows before them: its arrays then have an offset, in values and in validity bits."""
+    columns: dict[str, list[Any]] = {name: [r[i] for r in rows] for i, (name, _, _) in enumerate(FIELDS)}
+    columns["prev_hash"] = prevs
+    columns["hash"] = [bytes(32)] * len(rows)
+    schema = pa.schema([f.with_nullable(True) if f.name == "prev_hash" else f for f in table.SCHEMA])
+    padded = {name: values[:1] * 3 + values for name, values in columns.items()}
+    sliced = pa.RecordBatch.from_pydict(padded, schema=schema).slice(3)
+    assert sliced.column(0).offset == 3
+    return sliced
+
+
+def textbook_row_hash(values: tuple[Any, ...], prev: bytes | None) -> bytes:
+    return hashlib.sha256(events.EVENT_TAG + (prev or b"") + encode_fields_py(values)).digest()
+
+
+@pytest.fixture(params=["sha-ni", "openssl"])
+def two_at_once(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """event_hashes and merkle_blocks with SHA-NI two messages at once (where the CPU has them), and without. The
+    switch holds for every example a property test draws, so the fixture need not run again for each."""
+    bulk = merkle._bulk  # noqa: SLF001
+    if bulk is None:
+        pytest.skip("no bulk SHA-256 (no C extension, or no libcrypto)")
+    before = bulk.sha_ni(None)
+    try:
+        yield bulk.sha_ni(request.param == "sha-ni")
+    finally:
+        bulk.sha_ni(before)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(row_values, prev_hashes), min_size=1, max_size=12))
+def test_event_hashes_in_c_are_the_python_path(two_at_once: bool,
+                                               rows: list[tuple[tuple[Any, ...], bytes | None]]) -> None:
+    """table.packed_row_hashes from the Arrow buffers in C is the joined-inputs Python path, and the textbook
+    SHA-256(EVENT_TAG || prev_hash || canonical field bytes) of each row: nulls, long values, sliced arrays,
+    an odd number of rows."""
+    batch = rows_batch([r for r, _ in rows], [p for _, p in rows])
+    in_c = table.packed_row_hashes(batch)
+    with_python = pytest.MonkeyPatch()
+    with_python.setattr(merkle, "_bulk", None)
+    try:
+        in_python = table.packed_row_hashes(batch)
+    finally:
+        with_python.undo()
+    assert in_c == in_python == b"".join(textbook_row_hash(r, p) for r, p in rows)
+
+
+def test_two_messages_at_once_cross_every_block_boundary(two_at_once: bool) -> None:
+    """Rows whose head (the bytes before the payload) and payload end at each offset in a block and around the
+    padding's edge (55, 56, 64 bytes), in pairs of every length against every other: the textbook hashes."""
+    rows: list[tuple[tuple[Any, ...], bytes | None]] = []
+    for tenant in ("", "t" * 23, "u" * 51):
+        for size in [0, 1, 127, 128, 129, *range(180, 260)]:
+            values = [7, "id", 1, "tool_called", tenant or None, "exec-1", None, None, None, None, None, None, None,
+                      "json", None, bytes([size % 251]) * size]
+            rows.append((tuple(values), bytes(32)))
+    batch = rows_batch([r for r, _ in rows], [p for _, p in rows])
+    assert table.packed_row_hashes(batch) == b"".join(textbook_row_hash(r, p) for r, p in rows)
+    assert table.packed_row_hashes(batch.slice(1)) == b"".join(textbook_row_hash(r, p) for r, p in rows[1:])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70), st.sampled_from([1, 2, 4, 8, 64, 128]))
+def test_merkle_blocks_in_c_are_the_python_path(two_at_once: bool, hashes: list[bytes], block: int) -> None:
+    """merkle.packed_block_roots in C: the block roots and the root of the Python path and of RFC 6962."""
+    packed = b"".join(hashes)
+    in_c = merkle.packed_block_roots(packed, block)
+    with_python = pytest.MonkeyPatch()
+    with_python.setattr(merkle, "_bulk", None)
+    try:
+        in_python = merkle.packed_block_roots(packed, block)
+        expected_blocks = merkle.block_roots([merkle.leaf_hash(h) for h in hashes], block)
+    finally:
+        with_python.undo()
+    assert in_c == in_python == (b"".join(expected_blocks), textbook_root([merkle.leaf_hash(h) for h in hashes]))
+    for bad in (3, 0, -4):
+        with pytest.raises(ValueError, match="power of two"):
+            merkle.packed_block_roots(packed, bad)
+    with pytest.raises(ValueError, match="32-byte"):
+        merkle.packed_block_roots(packed + b"x", block)
+
+
+# Each case: arguments that event_hashes must refuse with ValueError or TypeError, never read past a buffer for.
+_HOSTILE_ROWS = {
+    "offsets past the data": "m.event_hashes(2, b't', (('b', None, 0, off([0, 4, 90]), b'abcd'),))",
+    "offsets out of order": "m.event_hashes(2, b't', (('s', None, 0, off([0, 4, 2]), b'abcd'),))",
+    "negative offset": "m.event_hashes(1, b't', (('b', None, 0, off([-1, 2]), b'abcd'),))",
+    "offsets too short": "m.event_hashes(3, b't', (('b', None, 0, off([0, 1, 2]), b'abcd'),))",
+    "offset shifts past them": "m.event_hashes(2, b't', (('r', None, 1, off([0, 1, 2]), b'abcd'),))",
+    "values too short": "m.event_hashes(3, b't', (('i', None, 0, bytes(16), None),))",
+    "validity too short": "m.event_hashes(9, b't', (('i', b'\\xff', 0, bytes(72), None),))",
+    "an unknown kind": "m.event_hashes(1, b't', (('x', None, 0, bytes(8), None),))",
+    "not a column": "m.event_hashes(1, b't', ((1, 2),))",
+    "negative rows": "m.event_hashes(-1, b't', ())",
+    "negative array offset": "m.event_hashes(1, b't', (('i', None, -1, bytes(16), None),))",
+}
+
+
+@pytest.mark.skipif(not wal.native.SHA, reason="no SHA-256 from libcrypto in the C extension")
+@pytest.mark.parametrize("case", sorted(_HOSTILE_ROWS))
+def test_event_hashes_refuse_hostile_buffers(case: str) -> None:
+    """event_hashes checks every offset and length before it reads (in a child process: a crash is a signal
+    there, not a dead test run); the same call with sound buffers answers."""
+    pre = ("import struct\nfrom wormjournal import native\nm = native.module\n"
+           "def off(xs):\n    return struct.pack(f'<{len(xs)}i', *xs)\n"
+           "assert len(m.event_hashes(2, b't', (('b', None, 0, off([0, 1, 4]), b'abcd'),))) == 64\n")
+    body = f"try:\n    {_HOSTILE_ROWS[case]}\nexcept (ValueError, TypeError):\n    pass\n" \
+           "else:\n    raise AssertionError('taken')\n"
+    run = subprocess.run([sys.executable, "-X", "dev", "-c", pre + body], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]

@@ -35,7 +35,7 @@ from wormjournal.trust import load_trust
 from wormjournal.trust.load import read_identity
 from wormjournal.verify import VerifyReport, verify_store
 from wormjournal.verify import verifier as verifier_mod
-from wormjournal.verify.segment import _leaf_hashes, _merkle_checks, _packed_hashes, check_segment, public_key_bytes
+from wormjournal.verify.segment import _merkle_checks, _packed_hashes, check_segment, public_key_bytes
 
 from conftest import BASE_TS, History, overwrite, rewrite_parquet
 
@@ -294,6 +294,10 @@ def test_worker_count() -> None:
     assert wc(None, 100, 0) == 1  # a small journal is verified in this process: a pool would cost more than it saves
     cores = len(os.sched_getaffinity(0))
     assert wc(None, 100, 1 << 40) == min(cores, 100)
+    # One process below the measured size from which a pool of 2 pays off, 2 (given 2 cores) from it on.
+    assert wc(None, 100, verifier_mod.WORKER_MIN_BYTES - 1) == 1
+    assert wc(None, 100, verifier_mod.WORKER_MIN_BYTES) == min(cores, 2)
+    assert wc(None, 1, 1 << 40) == 1  # never more workers than segments
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError):
             wc(bad, 10)  # type: ignore[arg-type]
@@ -321,17 +325,35 @@ def test_check_segment_result_is_small_and_picklable(history: History) -> None:
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 9, 17, 100])
 @pytest.mark.parametrize("block", [1, 2, 4, 64])
-def test_merkle_root_over_block_roots_is_the_root(n: int, block: int) -> None:
+@pytest.mark.parametrize("bulk", [True, False])
+def test_merkle_root_over_block_roots_is_the_root(n: int, block: int, bulk: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    if not bulk:
+        monkeypatch.setattr(merkle, "_bulk", None)
+    elif merkle._bulk is None:
+        pytest.skip("no bulk SHA-256 (no C extension, or no libcrypto)")
     hashes = [hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(n)]
     column = pa.chunked_array([pa.array(hashes, pa.binary())], type=pa.binary())
-    leaves = _leaf_hashes(column, _packed_hashes(column))
-    assert leaves == [merkle.leaf_hash(h) for h in hashes]
+    leaves = [merkle.leaf_hash(h) for h in hashes]
     roots = merkle.block_roots(leaves, block)
     good = {"wormjournal.block_rows": str(block), "wormjournal.block_roots": "".join(r.hex() for r in roots)}
-    assert _merkle_checks(good, leaves) == (merkle.merkle_root(hashes), True)
+    assert _merkle_checks(good, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), True)
     for bad in ({}, {"wormjournal.block_rows": "3", "wormjournal.block_roots": good["wormjournal.block_roots"]},
+                {"wormjournal.block_rows": "0", "wormjournal.block_roots": ""},
                 {"wormjournal.block_rows": str(block), "wormjournal.block_roots": "zz"}):
-        assert _merkle_checks(bad, leaves) == (merkle.merkle_root(hashes), False)
+        assert _merkle_checks(bad, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), False)
+    # A block of more rows than a machine word holds is one run of all the rows: no overflow on the way to C.
+    huge = {"wormjournal.block_rows": str(1 << 70), "wormjournal.block_roots": merkle.merkle_root(hashes).hex()}
+    assert _merkle_checks(huge, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), n > 0)
+    if n:  # a damaged value (not 32 bytes, or null) is a leaf of its bytes, a null of none: the same root as before
+        damaged = [hashes[0][:5], *hashes[1:-1], None] if n > 1 else [None]
+        column = pa.chunked_array([pa.array(damaged, pa.binary())], type=pa.binary())
+        assert _packed_hashes(column) is None
+        expected = merkle.merkle_root([h or b"" for h in damaged])
+        assert _merkle_checks(good, column, None) == (expected, False)
+        leaves = [merkle.leaf_hash(h or b"") for h in damaged]
+        footer = "".join(r.hex() for r in merkle.block_roots(leaves, block))
+        assert _merkle_checks(dict(good, **{"wormjournal.block_roots": footer}), column, None) == (expected, True)
 
 
 def test_row_hashes_match_the_chain(history: History) -> None:

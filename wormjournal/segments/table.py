@@ -484,6 +484,31 @@ def row_hashes(table: pa.Table) -> list[bytes]:
     return hashes
 
 
+def _arrow_column(code: str, col: pa.Array) -> tuple[str, pa.Buffer | None, int, pa.Buffer, pa.Buffer | None] | None:
+    """An array as the C extension's event_hashes takes it: (kind, validity, offset, values, data) buffers; None
+    when the array lacks a buffer that call needs."""
+    if code == "i" and not (pa.types.is_int64(col.type) or pa.types.is_timestamp(col.type)):
+        col = col.cast(pa.int64())
+    elif code != "i" and not (pa.types.is_binary(col.type) or pa.types.is_string(col.type)):
+        col = col.cast(pa.binary())  # the same layout: 32-bit offsets, then the bytes
+    buffers = col.buffers()
+    if buffers[1] is None:
+        return None
+    return code, buffers[0] if col.null_count else None, col.offset, buffers[1], None if code == "i" else buffers[2]
+
+
+def packed_row_hashes(batch: pa.RecordBatch) -> bytes:
+    """``b"".join(hash_rows(row_hash_inputs(batch)))``: each row's event hash over its stored prev_hash, 32 bytes
+    a row; with the C extension, one call over the columns' Arrow buffers (no joined inputs, no object per row)."""
+    if merkle._bulk is not None and batch.num_rows:
+        kinds = {Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}
+        columns = [_arrow_column("r", batch.column("prev_hash"))]
+        columns += [_arrow_column(kinds[kind], batch.column(name)) for name, kind, _ in FIELDS]
+        if all(c is not None for c in columns):
+            return merkle._bulk.event_hashes(batch.num_rows, EVENT_TAG, tuple(columns))  # type: ignore[no-any-return]
+    return b"".join(hash_rows(row_hash_inputs(batch)))
+
+
 # -- records back to columns: the inverse of row_hash_inputs' field bytes, in bulk ---------------------------
 
 

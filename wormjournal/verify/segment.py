@@ -17,13 +17,17 @@ order, with the same findings. The rows are read a few row groups at a time and
 only the columns the whole-segment checks need (seq, ts, ids, hashes; not the
 payloads) are kept for every row, so a worker's memory does not grow with the
 segment's payload bytes. What makes the checks fast: every event hash is first
-recomputed over the row's *stored* ``prev_hash``, in storage order, in one pass
-over one buffer (no sort of the rows, no copy per row); when every recomputed
+recomputed over the row's *stored* ``prev_hash``, in storage order, in one call of
+the C extension per record batch over the columns' Arrow buffers (no sort of the
+rows, no Python object per row; in Python, over one joined buffer); when every recomputed
 hash equals the stored one and the stored ``prev_hash`` values link the rows in
 seq order from the manifest's ``prev_hash`` to its ``last_hash``, the chain of
 step 6 holds (by induction over the rows in seq order, the chained hash of each
 row is its stored hash). Only when something is wrong is the chain walked in seq
-order to locate the first bad row and report it as that walk reports it.
+order to locate the first bad row and report it as that walk reports it. Seq order
+is a permutation of the stored rows (each row's place is its seq - first_seq in an
+intact segment, so no sort either), and the Merkle leaves, block roots and root are
+one more call over the packed stored hashes.
 """
 
 from __future__ import annotations
@@ -57,11 +61,10 @@ from ..segments.table import (
     chain_hashes,
     decode_block_roots,
     first_out_of_order,
-    hash_rows,
     in_seq_order,
+    packed_row_hashes,
     parquet_schema_problem,
     read_segment,
-    row_hash_inputs,
 )
 from ..storage import layout
 from ..storage.base import ObjectReader
@@ -162,31 +165,34 @@ def _packed_hashes(column: pa.ChunkedArray) -> np.ndarray | None:
     return (parts[0] if len(parts) == 1 else np.concatenate(parts)).reshape(-1, 32)
 
 
-def _leaf_hashes(stored: pa.ChunkedArray, packed: np.ndarray | None) -> list[bytes]:
-    """The Merkle leaf hash of each stored ``hash`` value (a null counts as empty), in storage order."""
-    hashes = stored.to_pylist()
-    if packed is None:
-        return [merkle.leaf_hash(h if isinstance(h, bytes) else b"") for h in hashes]
-    sha = _sha256  # every value is 32 bytes: merkle.leaf_hash inlined (0x00 || hash)
-    return [sha(b"\x00" + h).digest() for h in hashes]
-
-
-def _merkle_checks(meta: dict[str, str], leaves: list[bytes]) -> tuple[bytes, bool]:
-    """The segment Merkle root over ``leaves``, and whether the footer's block roots are those of the rows.
+def _merkle_checks(meta: dict[str, str], stored: pa.ChunkedArray, packed: np.ndarray | None) -> tuple[bytes, bool]:
+    """The segment Merkle root over the stored ``hash`` values in storage order (``packed``: the same as an
+    (n, 32) matrix, None unless each is 32 bytes), and whether the footer's block roots are those of the rows.
 
     With a usable block size the root is taken over the block roots, which are complete
     subtrees (FORMAT.md, section 5): each node of the tree is hashed once, not twice.
     """
     try:
         block = int(meta[BLOCK_ROWS_KEY])
-        roots = merkle.block_roots(leaves, block)  # ValueError unless a power of two
+        usable = block >= 1 and not block & (block - 1)
     except (KeyError, ValueError):
-        return merkle.root_from_leaf_hashes(leaves), False
+        block, usable = 0, False
+    # Any block of at least all the rows is one run: its root is the segment's (and no huge number reaches C).
+    whole = 1 << max(0, len(stored) - 1).bit_length()
+    block = min(block, whole) if usable else whole
+    if packed is None:  # a value that is not 32 bytes (a damaged row): leaf by leaf, a null as empty
+        leaves = [merkle.leaf_hash(h if isinstance(h, bytes) else b"") for h in stored.to_pylist()]
+        roots = merkle.block_roots(leaves, block)
+        raw_roots, root = b"".join(roots), merkle.root_from_leaf_hashes(roots)
+    else:
+        raw_roots, root = merkle.packed_block_roots(packed.data.cast("B") if len(packed) else b"", block)
+    if not usable:
+        return root, False
     try:
-        footer_ok = decode_block_roots(meta[BLOCK_ROOTS_KEY]) == roots
+        footer_ok = b"".join(decode_block_roots(meta[BLOCK_ROOTS_KEY])) == raw_roots
     except (KeyError, ValueError):
         footer_ok = False
-    return merkle.root_from_leaf_hashes(roots), footer_ok
+    return root, footer_ok
 
 
 def _first_out_of_order(table: pa.Table) -> int | None:
@@ -202,6 +208,22 @@ def _first_out_of_order(table: pa.Table) -> int | None:
     if descent.null_count == 0 and not pc.any(descent).as_py():
         return None
     return first_out_of_order(table)
+
+
+def _seq_order(seqs: np.ndarray, first: int) -> np.ndarray | None:
+    """The stored rows in seq order, as their positions (None: they are stored in seq order), as a stable sort
+    by seq puts them. When the seqs are first, first + 1, ... in any order (an intact segment), each row's
+    place is its seq - first: one pass, no sort."""
+    n = len(seqs)
+    if n < 2 or bool(np.all(seqs[1:] > seqs[:-1])):
+        return None
+    place = seqs - first
+    if int(place.min()) >= 0 and int(place.max()) < n:
+        perm = np.full(n, -1, dtype=np.int64)
+        perm[place] = np.arange(n)
+        if int(perm.min()) >= 0:  # every place taken once: the seqs are distinct
+            return perm
+    return np.argsort(seqs, kind="stable")
 
 
 def _rank(perm: np.ndarray | None, n: int) -> np.ndarray:
@@ -263,11 +285,13 @@ class _Scan:
 
 
 def _rows_hash_to(part: pa.Table, stored: memoryview) -> bool:
-    """Whether each row's event hash over its stored prev_hash is its stored hash (packed, 32 bytes a row)."""
+    """Whether each row's event hash over its stored prev_hash is its stored hash (packed, 32 bytes a row).
+    With the C extension, one call per record batch over its Arrow buffers; in Python, batches merged so
+    that the per-batch work of building hash inputs is small per row."""
     done = 0
-    for batch in _hash_batches(part):
+    for batch in part.to_batches() if merkle.bulk() else _hash_batches(part):
         k = batch.num_rows
-        if b"".join(hash_rows(row_hash_inputs(batch))) != stored[32 * done : 32 * (done + k)]:
+        if packed_row_hashes(batch) != stored[32 * done : 32 * (done + k)].tobytes():  # memcmp, not per item
             return False
         done += k
     return True
@@ -365,9 +389,8 @@ def check_segment(
                       int(stored_seq[wrong]), None))
     # Step 7: the Merkle root over the stored hashes in storage order (step 6 proves each
     # one is its event's hash), and the footer's row-group roots that partial readers use.
-    hash_col = table.column("hash")
-    stored = _packed_hashes(hash_col)
-    root, footer_ok = _merkle_checks(meta, _leaf_hashes(hash_col, stored))
+    stored = _packed_hashes(table.column("hash"))
+    root, footer_ok = _merkle_checks(meta, table.column("hash"), stored)
     if root != m.merkle_root:
         found.append(("merkle_root", "Merkle root over the event hashes differs from the manifest", seg, None, obj))
     if not footer_ok:
@@ -378,7 +401,7 @@ def check_segment(
         if problem is not None:
             found.append(("block_layout", f"the row groups are not the Merkle blocks: {problem}", seg, None, obj))
     # The rows in seq order, as positions of the stored rows (no copy of the table).
-    perm = None if n < 2 or bool(np.all(stored_seq[1:] > stored_seq[:-1])) else np.argsort(stored_seq, kind="stable")
+    perm = _seq_order(stored_seq, m.first_seq)
     seqs = stored_seq if perm is None else stored_seq[perm]
     if n != m.events:
         found.append(("row_count", f"segment holds {n} rows, manifest says {m.events}", seg, None, obj))
@@ -438,11 +461,13 @@ def _chain_holds(m: Manifest, scan: _Scan, stored: np.ndarray | None, perm: np.n
     prevs = _packed_hashes(scan.light.column("prev_hash"))
     if prevs is None:
         return False
-    # Compared as four uint64 per hash: one element per row and word, not 32 bytes.
+    # Compared as four uint64 per hash: one element per row and word, not 32 bytes. In seq order, row k's
+    # prev_hash is row k-1's hash; through the permutation, each side is one take of whole rows.
     hs, ps = stored.view(np.uint64), prevs.view(np.uint64)
-    if perm is not None:
-        hs, ps = hs[perm], ps[perm]
-    return ps[0].tobytes() == m.prev_hash and hs[-1].tobytes() == m.last_hash and np.array_equal(ps[1:], hs[:-1])
+    if perm is None:
+        return ps[0].tobytes() == m.prev_hash and hs[-1].tobytes() == m.last_hash and np.array_equal(ps[1:], hs[:-1])
+    return (ps[perm[0]].tobytes() == m.prev_hash and hs[perm[-1]].tobytes() == m.last_hash
+            and np.array_equal(np.take(ps, perm[1:], axis=0), np.take(hs, perm[:-1], axis=0)))
 
 
 def _chain_findings(m: Manifest, stored_order: pa.Table, seqs: list[int]) -> list[RawFinding]:
