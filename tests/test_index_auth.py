@@ -31,7 +31,7 @@ from test_reader import Built, Rec, Recorder, view, views
 
 from wormjournal import ExecutionSummary, IntegrityError, Journal, JournalConfig, Reader
 from wormjournal.index import build as index_build
-from wormjournal.index.catalog import IndexFile
+from wormjournal.index.catalog import IndexFile, IndexObject
 from wormjournal.index.reindex import reindex_store
 from wormjournal.journal import sealer as sealer_mod
 from wormjournal.segments.manifest import IndexRoot, Manifest
@@ -242,7 +242,7 @@ def test_reindex_writes_back_exactly_what_was_removed(h: Built, removal: str) ->
             if parsed is not None and parsed[1] == kind:
                 root = reader.manifest(parsed[3]).index_root(kind, parsed[2])
                 assert root is not None
-                obj = next(o for o in reader.catalog._listing(kind, SEGMENTS)[parsed[2]] if o.name == n)  # noqa: SLF001
+                obj = IndexObject(n, parsed[2], parsed[3])
                 f = IndexFile(reader.store, obj, kind, root, h.journal_id, STREAM)
                 assert got(f.all(), kind) == truth([r for r in h.recs if parsed[2] <= r.segment <= parsed[3]], kind)
     check_reads(reader, h)
