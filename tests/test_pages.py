@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader
+from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader, native
 from wormjournal.segments import pages, thrift
 from wormjournal.segments.table import (
     PAGE_ROOTS_KEY,
@@ -65,7 +66,7 @@ class Sealed:
 @pytest.fixture
 def sealed(tmp_store: StorePaths) -> Sealed:
     payloads: dict[str, list[str]] = {}
-    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, seal_worker=False)
+    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, page_rows=64, seal_worker=False)
     with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=config) as j:
         batch = []
         for i in range(ROWS):
@@ -162,7 +163,7 @@ def test_pages_that_are_not_the_page_roots_pages_are_read_around(sealed: Sealed)
 def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
     """Two segments of the same shape; segment 1's page 1 (rows 64..127, run-0's) replaced by segment 0's
     (genuine rows of run-0, with genuine hashes, of another segment): the page root refuses them."""
-    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, seal_worker=False)
+    config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, page_rows=64, seal_worker=False)
     with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=config) as j:
         for _ in range(2):
             j.append_batch([{"execution_id": f"run-{i % 4}", "event_type": "tool_called", "payload": {"i": i}}
@@ -179,3 +180,38 @@ def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
         r.events("run-0")
     assert r._segment_file(1).page_rows == 64
     assert len(r.events("run-3")) == GROUP // 2  # pages 6 and 7 of segment 1 are its own
+
+
+@pytest.mark.skipif(native.module is None, reason="the C extension is not built")
+def test_the_c_decoder_reads_footers_and_offset_indexes_as_the_python_one(sealed: Sealed) -> None:
+    data = sealed.segment.read_bytes()
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])
+    assert thrift.decode(footer) == thrift.decode_py(footer)
+    fmd, _ = thrift.decode_py(footer)
+    chunk = fmd[4][1][1][0][1][1][1][0]  # row group 0, column 0
+    at, length = chunk[4][1], chunk[5][1]
+    assert thrift.page_locations(data, at, at + length) == thrift.page_locations_py(data, at, at + length)
+    assert [p[2] for p in thrift.page_locations(data, at, at + length)] == list(range(0, GROUP, 64))
+    rnd = random.Random(1)
+    for _ in range(2000):  # damaged bytes: the same values, or both refuse
+        blob = bytearray(footer[: rnd.randint(1, 2000)])
+        for _ in range(rnd.randint(0, 4)):
+            blob[rnd.randrange(len(blob))] = rnd.randrange(256)
+        outcomes = []
+        for decode in (thrift.decode, thrift.decode_py):
+            try:
+                outcomes.append(decode(bytes(blob)))
+            except PageLayoutError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1]
+
+
+def test_warm_reads_list_nothing(sealed: Sealed) -> None:
+    r = Reader(sealed.paths.store)
+    r.events("run-000")  # the first read lists the stream's manifests and checkpoints
+    lists, requests = r.store.lists, r.store.requests
+    for x in ("run-001", "run-020", "run-039"):
+        assert len(r.events(x)) == ROWS // EXECUTIONS
+    assert r.store.lists == lists
+    # per read: one probe for a new manifest, the index object's row group, the pages of one segment
+    assert r.store.requests - requests <= 3 * (1 + 2 + 22)

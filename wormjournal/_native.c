@@ -1575,6 +1575,310 @@ done:
     return result;
 }
 
+/* -- Thrift compact protocol: a struct decoded to {field id: (type, value)} (segments/thrift.py) ------------- */
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t pos, end;
+} TReader;
+
+static PyObject *thrift_fail(const char *why) {
+    PyErr_SetString(PyExc_ValueError, why);
+    return NULL;
+}
+
+static int tr_byte(TReader *t, unsigned char *out) {
+    if (t->pos >= t->end) {
+        PyErr_SetString(PyExc_ValueError, "truncated");
+        return -1;
+    }
+    *out = t->p[t->pos++];
+    return 0;
+}
+
+static int tr_varint(TReader *t, uint64_t *out) {
+    uint64_t result = 0;
+    int shift = 0;
+    unsigned char b;
+    for (;;) {
+        if (tr_byte(t, &b)) return -1;
+        if (shift == 63 && (b & 0x7F) > 1) {
+            PyErr_SetString(PyExc_ValueError, "varint too long");
+            return -1;
+        }
+        result |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) break;
+        shift += 7;
+        if (shift > 63) {
+            PyErr_SetString(PyExc_ValueError, "varint too long");
+            return -1;
+        }
+    }
+    *out = result;
+    return 0;
+}
+
+static int tr_zigzag(TReader *t, int64_t *out) {
+    uint64_t n;
+    if (tr_varint(t, &n)) return -1;
+    *out = (int64_t)(n >> 1) ^ -(int64_t)(n & 1);
+    return 0;
+}
+
+static PyObject *tr_struct(TReader *t, int depth);
+
+static PyObject *tr_value(TReader *t, int kind, int depth) {
+    unsigned char b;
+    int64_t v;
+    uint64_t n;
+    if (depth > 32) return thrift_fail("nested too deep");
+    switch (kind) {
+    case 1: case 2:  /* a bool in a collection: one byte */
+        if (tr_byte(t, &b)) return NULL;
+        return PyBool_FromLong(b == 1);
+    case 3:
+        if (tr_byte(t, &b)) return NULL;
+        return PyLong_FromLong(b > 127 ? (long)b - 256 : (long)b);
+    case 4: case 5: case 6:
+        if (tr_zigzag(t, &v)) return NULL;
+        return PyLong_FromLongLong(v);
+    case 7: {
+        double d;
+        if (t->end - t->pos < 8) return thrift_fail("truncated");
+        memcpy(&d, t->p + t->pos, 8);  /* little-endian, as Thrift writes it (x86 and arm64 hosts) */
+        t->pos += 8;
+        return PyFloat_FromDouble(d);
+    }
+    case 8:
+        if (tr_varint(t, &n)) return NULL;
+        if (n > (uint64_t)(t->end - t->pos)) return thrift_fail("truncated");
+        t->pos += (Py_ssize_t)n;
+        return PyBytes_FromStringAndSize((const char *)t->p + t->pos - (Py_ssize_t)n, (Py_ssize_t)n);
+    case 9: case 10: {
+        unsigned char head;
+        uint64_t size;
+        int elem;
+        PyObject *items, *out;
+        if (tr_byte(t, &head)) return NULL;
+        size = head >> 4;
+        elem = head & 0x0F;
+        if (size == 15 && tr_varint(t, &size)) return NULL;
+        if (size > (uint64_t)(t->end - t->pos)) return thrift_fail("list longer than its bytes");
+        items = PyList_New((Py_ssize_t)size);
+        if (items == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)size; i++) {
+            PyObject *item = tr_value(t, elem, depth + 1);
+            if (item == NULL) {
+                Py_DECREF(items);
+                return NULL;
+            }
+            PyList_SET_ITEM(items, i, item);
+        }
+        out = Py_BuildValue("(iN)", elem, items);
+        return out;
+    }
+    case 11: {
+        uint64_t size;
+        unsigned char types;
+        int kt, vt;
+        PyObject *items;
+        if (tr_varint(t, &size)) return NULL;
+        if (size == 0) return Py_BuildValue("(ii[])", 0, 0);
+        if (size > (uint64_t)(t->end - t->pos)) return thrift_fail("map longer than its bytes");
+        if (tr_byte(t, &types)) return NULL;
+        kt = types >> 4;
+        vt = types & 0x0F;
+        items = PyList_New((Py_ssize_t)size);
+        if (items == NULL) return NULL;
+        for (Py_ssize_t i = 0; i < (Py_ssize_t)size; i++) {
+            PyObject *k = tr_value(t, kt, depth + 1), *x = NULL, *pair;
+            if (k != NULL) x = tr_value(t, vt, depth + 1);
+            if (x == NULL) {
+                Py_XDECREF(k);
+                Py_DECREF(items);
+                return NULL;
+            }
+            pair = PyTuple_Pack(2, k, x);
+            Py_DECREF(k);
+            Py_DECREF(x);
+            if (pair == NULL) {
+                Py_DECREF(items);
+                return NULL;
+            }
+            PyList_SET_ITEM(items, i, pair);
+        }
+        return Py_BuildValue("(iiN)", kt, vt, items);
+    }
+    case 12:
+        return tr_struct(t, depth + 1);
+    default: {
+        char why[32];
+        snprintf(why, sizeof why, "unknown type %d", kind);
+        return thrift_fail(why);
+    }
+    }
+}
+
+static PyObject *tr_struct(TReader *t, int depth) {
+    PyObject *out = PyDict_New();
+    int64_t last = 0;
+    if (out == NULL) return NULL;
+    for (;;) {
+        unsigned char head;
+        int kind, delta;
+        int64_t fid;
+        PyObject *value, *key, *entry;
+        if (tr_byte(t, &head)) goto fail;
+        kind = head & 0x0F;
+        if (kind == 0) return out;
+        delta = head >> 4;
+        if (delta) {
+            fid = last + delta;
+        } else if (tr_zigzag(t, &fid)) {
+            goto fail;
+        }
+        if (kind == 1 || kind == 2) {
+            value = PyBool_FromLong(kind == 1);
+        } else {
+            value = tr_value(t, kind, depth);
+            if (value == NULL) goto fail;
+        }
+        key = PyLong_FromLongLong(fid);
+        entry = key == NULL ? NULL : Py_BuildValue("(iN)", kind, value);
+        if (entry == NULL) {
+            Py_XDECREF(key);
+            if (key == NULL) Py_DECREF(value);
+            goto fail;
+        }
+        if (PyDict_SetItem(out, key, entry)) {
+            Py_DECREF(key);
+            Py_DECREF(entry);
+            goto fail;
+        }
+        Py_DECREF(key);
+        Py_DECREF(entry);
+        last = fid;
+    }
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *thrift_decode(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t pos, end;
+    PyObject *s, *result = NULL;
+    TReader t;
+    if (!PyArg_ParseTuple(args, "y*nn", &in, &pos, &end)) return NULL;
+    if (pos < 0 || end > in.len || pos > end) {
+        PyBuffer_Release(&in);
+        return thrift_fail("truncated");
+    }
+    t.p = in.buf;
+    t.pos = pos;
+    t.end = end;
+    s = tr_struct(&t, 0);
+    if (s != NULL) result = Py_BuildValue("(Nn)", s, t.pos);
+    PyBuffer_Release(&in);
+    return result;
+}
+
+/* An OffsetIndex (parquet.thrift) as packed little-endian int64 triples (offset, compressed size, first row),
+   one per page: the page locations alone, without a Python object per page. */
+static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t pos, end;
+    PyObject *out = NULL;
+    TReader t;
+    int64_t last = 0, *cells = NULL;
+    uint64_t count = 0;
+    int have = 0;
+    if (!PyArg_ParseTuple(args, "y*nn", &in, &pos, &end)) return NULL;
+    if (pos < 0 || end > in.len || pos > end) {
+        PyBuffer_Release(&in);
+        return thrift_fail("truncated");
+    }
+    t.p = in.buf;
+    t.pos = pos;
+    t.end = end;
+    for (;;) {
+        unsigned char head;
+        int kind, delta;
+        int64_t fid;
+        if (tr_byte(&t, &head)) goto done;
+        kind = head & 0x0F;
+        if (kind == 0) break;
+        delta = head >> 4;
+        if (delta) {
+            fid = last + delta;
+        } else if (tr_zigzag(&t, &fid)) {
+            goto done;
+        }
+        last = fid;
+        if (fid == 1 && kind == 9 && !have) {  /* page_locations: list<PageLocation> */
+            unsigned char lh;
+            if (tr_byte(&t, &lh)) goto done;
+            count = lh >> 4;
+            if (count == 15 && tr_varint(&t, &count)) goto done;
+            if ((lh & 0x0F) != 12 || count > (uint64_t)(t.end - t.pos)) {
+                thrift_fail("page locations are not a list of structs");
+                goto done;
+            }
+            cells = PyMem_Calloc(count ? count * 3 : 1, sizeof(int64_t));
+            if (cells == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            for (uint64_t i = 0; i < count; i++) {
+                int64_t flast = 0;
+                int seen = 0;
+                for (;;) {
+                    unsigned char fh;
+                    int fk, fd;
+                    int64_t ffid, v;
+                    if (tr_byte(&t, &fh)) goto done;
+                    fk = fh & 0x0F;
+                    if (fk == 0) break;
+                    fd = fh >> 4;
+                    if (fd) {
+                        ffid = flast + fd;
+                    } else if (tr_zigzag(&t, &ffid)) {
+                        goto done;
+                    }
+                    flast = ffid;
+                    if (ffid >= 1 && ffid <= 3 && (fk == 5 || fk == 6)) {
+                        if (tr_zigzag(&t, &v)) goto done;
+                        cells[i * 3 + (uint64_t)(ffid - 1)] = v;
+                        seen |= 1 << (ffid - 1);
+                    } else {
+                        PyObject *skipped = (fk == 1 || fk == 2) ? (Py_INCREF(Py_None), Py_None) : tr_value(&t, fk, 1);
+                        if (skipped == NULL) goto done;
+                        Py_DECREF(skipped);
+                    }
+                }
+                if (seen != 7) {
+                    thrift_fail("a page location lacks a field");
+                    goto done;
+                }
+            }
+            have = 1;
+        } else if (kind != 1 && kind != 2) {
+            PyObject *skipped = tr_value(&t, kind, 0);
+            if (skipped == NULL) goto done;
+            Py_DECREF(skipped);
+        }
+    }
+    if (!have) {
+        thrift_fail("no page locations");
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(count ? (const char *)cells : "", (Py_ssize_t)(count * 3 * sizeof(int64_t)));
+done:
+    PyMem_Free(cells);
+    PyBuffer_Release(&in);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
@@ -1597,6 +1901,10 @@ static PyMethodDef methods[] = {
      "sha_ni(on) -> bool: whether event_hashes and merkle_blocks hash two messages at once with SHA-NI (None: ask)"},
     {"merkle_blocks", merkle_blocks, METH_VARARGS,
      "merkle_blocks(data, block) -> (block roots, root): the MTH of each run of leaves, and of all of them"},
+    {"thrift_page_locations", thrift_page_locations, METH_VARARGS,
+     "thrift_page_locations(data, pos, end) -> bytes: an OffsetIndex's (offset, size, first row) as int64 triples"},
+    {"thrift_decode", thrift_decode, METH_VARARGS,
+     "thrift_decode(data, pos, end) -> (struct, end): a Thrift compact struct (raises ValueError on bad bytes)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -145,7 +145,7 @@ class Reader:
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
                  wal_key: bytes | None = None,
-                 cache_segments: int = 64, keystore: KeySource | None = None) -> None:
+                 cache_segments: int = 256, keystore: KeySource | None = None) -> None:
         if not layout.is_valid_stream(stream):
             raise ValidationError("stream", f"{stream!r} is not a stream name (FORMAT.md 9: letters, digits, . _ -)")
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store

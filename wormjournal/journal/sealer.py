@@ -29,7 +29,15 @@ from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
-from ..segments.table import SCHEMA, build_segment, events_to_table, in_seq_order, read_segment, utc_date
+from ..segments.table import (
+    PAGE_ROWS,
+    SCHEMA,
+    build_segment,
+    events_to_table,
+    in_seq_order,
+    read_segment,
+    utc_date,
+)
 from ..storage import layout
 from ..storage.base import Store
 from ..storage.local import fsync_dir
@@ -173,13 +181,15 @@ def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalM
 
 class Sealer:
     def __init__(self, store: Store, state: ManifestChain, key: Callable[[int], SigningKey],
-                 ring: Callable[[], KeyRing], *, row_group_rows: int, segment_max_events: int) -> None:
+                 ring: Callable[[], KeyRing], *, row_group_rows: int, segment_max_events: int,
+                 page_rows: int = PAGE_ROWS) -> None:
         self.store = store
         self.state = state
         # Asked before each signature, with the segment it signs: another process may have rotated the key.
         self._key_for = key
         self._ring = ring
         self.row_group_rows = row_group_rows
+        self.page_rows = page_rows
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
         self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
@@ -265,7 +275,7 @@ class Sealer:
             name = layout.segment(st.stream, utc_date(int(days[pos]) * _DAY), segment)
             chunk = table.slice(pos, end - pos)
             data, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream, segment=segment,
-                                               row_group_rows=self.row_group_rows)
+                                               row_group_rows=self.row_group_rows, page_rows=self.page_rows)
             locked = self._store_for(policies, chunk.column("tenant_id").unique().to_pylist())
             try:
                 version = locked.put(name, data).version_id
@@ -274,7 +284,8 @@ class Sealer:
                 chunk = table.slice(pos, end - pos)
                 # the stored rows, whatever their row groups: same index, same root
                 _, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream,
-                                                segment=segment, row_group_rows=self.row_group_rows)
+                                                segment=segment, row_group_rows=self.row_group_rows,
+                                                page_rows=self.page_rows)
                 self._check_adopted(name, data, chunk, root, segment)
                 info = self.store.head(name)
                 version = info.version_id if info else None

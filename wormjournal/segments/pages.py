@@ -84,18 +84,20 @@ class PageLayout:
 
     def __init__(self, footer: bytes, fetch: Fetch, page_rows: int) -> None:
         try:
-            self.fmd, _ = thrift.decode(footer)
-            self._groups: list[Struct] = [g for g in self.fmd[_FMD_ROW_GROUPS][1][1]]
+            fmd, _ = thrift.decode(footer)
+            # Only what reading pages needs is kept of the footer: rows, and where each column's offset index is.
+            self._groups: list[tuple[int, list[Struct]]] = [
+                (int(g[_RG_NUM_ROWS][1]), g[_RG_COLUMNS][1][1]) for g in fmd[_FMD_ROW_GROUPS][1][1]]
         except (PageLayoutError, KeyError, TypeError, IndexError) as e:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
         self.page_rows = page_rows
         self._columns: dict[int, list[ColumnPages]] = {}
-        self.head = _file_head(self.fmd)
+        self.head = _file_head(fmd)
         self.head_key = thrift.encode(self.head)  # objects with the same head assemble into one file
 
     def group_rows(self, j: int) -> int:
-        return int(self._groups[j][_RG_NUM_ROWS][1])
+        return self._groups[j][0]
 
     def columns(self, j: int) -> list[ColumnPages]:
         """The pages of each column of row group ``j`` (one request for its offset indexes, then cached),
@@ -104,7 +106,7 @@ class PageLayout:
         if cols is not None:
             return cols
         try:
-            chunks: list[Struct] = self._groups[j][_RG_COLUMNS][1][1]
+            chunks = self._groups[j][1]
             spans = [(c[_CC_OI_OFFSET][1], c[_CC_OI_LENGTH][1]) for c in chunks]
         except (KeyError, TypeError, IndexError) as e:
             raise PageLayoutError(f"row group {j} has no offset index") from e
@@ -117,8 +119,7 @@ class PageLayout:
         cols = []
         try:
             for chunk, (offset, length) in zip(chunks, spans, strict=True):
-                index, _ = thrift.decode(raw, offset - lo, offset - lo + length)
-                pages = [(loc[1][1], loc[2][1], loc[3][1]) for loc in index[1][1][1]]
+                pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
                 if [p[2] for p in pages] != starts:
                     raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
                 offsets = [p[0] for p in pages] + [pages[-1][0] + pages[-1][1]]
@@ -131,6 +132,7 @@ class PageLayout:
         except (PageLayoutError, KeyError, TypeError, IndexError) as e:
             raise PageLayoutError(f"row group {j}: offset index cannot be decoded: {e}") from e
         self._columns[j] = cols
+        self._groups[j] = (self._groups[j][0], [])  # decoded: the column chunks are not needed again
         return cols
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:

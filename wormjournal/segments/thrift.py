@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from .. import native
 from ..errors import PageLayoutError
 
 STOP, TRUE, FALSE, BYTE, I16, I32, I64, DOUBLE, BINARY, LIST, SET, MAP, STRUCT = range(13)
@@ -39,11 +40,13 @@ class _Reader:
         shift = result = 0
         while True:
             b = self.byte()
+            if shift == 63 and (b & 0x7F) > 1:
+                raise PageLayoutError("varint too long")  # over 64 bits
             result |= (b & 0x7F) << shift
             if not b & 0x80:
                 return result
             shift += 7
-            if shift > 70:
+            if shift > 63:
                 raise PageLayoutError("varint too long")
 
     def zigzag(self) -> int:
@@ -83,6 +86,8 @@ class _Reader:
             size = self.varint()
             if not size:
                 return 0, 0, []
+            if size > self.end - self.pos:
+                raise PageLayoutError("map longer than its bytes")
             types = self.byte()
             kt, vt = types >> 4, types & 0x0F
             return kt, vt, [(self.value(kt, depth + 1), self.value(vt, depth + 1)) for _ in range(size)]
@@ -105,7 +110,18 @@ class _Reader:
 
 
 def decode(data: bytes | memoryview, pos: int = 0, end: int | None = None) -> tuple[Struct, int]:
-    """The struct at ``pos`` and the offset just after it. Raises PageLayoutError."""
+    """The struct at ``pos`` and the offset just after it (the C extension's decoder when there is one: the
+    same values, or the same refusal). Raises PageLayoutError."""
+    if native.module is not None:
+        try:
+            return native.module.thrift_decode(data, pos, len(data) if end is None else end)  # type: ignore[no-any-return]
+        except ValueError as e:
+            raise PageLayoutError(str(e)) from None
+    return decode_py(data, pos, end)
+
+
+def decode_py(data: bytes | memoryview, pos: int = 0, end: int | None = None) -> tuple[Struct, int]:
+    """:func:`decode` in Python."""
     r = _Reader(data, pos, end)
     try:
         return r.struct(), r.pos
@@ -218,3 +234,34 @@ def encode(s: Struct) -> bytes:
     out = bytearray()
     _struct(out, s)
     return bytes(out)
+
+
+def page_locations(data: bytes | memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """The (offset, compressed size, first row) of each page of a Parquet OffsetIndex struct at ``pos``
+    (in C when it can: no object per page while parsing). Raises PageLayoutError."""
+    if native.module is not None:
+        try:
+            packed = native.module.thrift_page_locations(data, pos, end)
+        except ValueError as e:
+            raise PageLayoutError(str(e)) from None
+        cells = struct.unpack(f"<{len(packed) // 8}q", packed)
+        return list(zip(cells[0::3], cells[1::3], cells[2::3], strict=True))
+    return page_locations_py(data, pos, end)
+
+
+def page_locations_py(data: bytes | memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
+    """:func:`page_locations` in Python."""
+    index, _ = decode_py(data, pos, end)
+    try:
+        kind, (elem, locations) = index[1]
+        if kind != LIST or elem != STRUCT:
+            raise PageLayoutError("page locations are not a list of structs")
+        out = []
+        for loc in locations:
+            fields = [loc.get(k) for k in (1, 2, 3)]
+            if any(f is None or f[0] not in (I32, I64) for f in fields):
+                raise PageLayoutError("a page location lacks a field")
+            out.append((fields[0][1], fields[1][1], fields[2][1]))
+        return out
+    except KeyError:
+        raise PageLayoutError("no page locations") from None
