@@ -36,7 +36,7 @@ from ..segments.pages import DEFAULT_GAP
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges
-from ..storage.wal import WalMac, list_wal_files, read_wal
+from ..storage.wal import WalFollower, WalMac, list_wal_files
 from ..trust import (
     KeyRing,
     ManifestChain,
@@ -169,6 +169,7 @@ class Reader:
         self._cache_segments = cache_segments
         self._segment_count = 0
         self._listed = False  # listed once; then a read checks for what a seal adds (_grew), not by listing
+        self._followers: dict[str, WalFollower] = {}  # the WAL files, each read once and followed
         self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
@@ -323,12 +324,16 @@ class Reader:
         events: list[StoredEvent] = []
         if self._wal_dir is not None and self._wal_dir.is_dir():
             assert self._wal_mac is not None
+            followers = {}
             for path in list_wal_files(self._wal_dir):
+                follower = self._followers.get(path.name) or WalFollower(path, self._wal_mac)
                 try:
-                    # each frame authenticated by the WAL key; the newest may be being written
-                    events += read_wal(path, self._wal_mac, live=True).events
+                    # each frame authenticated by the WAL key, read once: a file's new frames only
+                    events += follower.follow()
                 except FileNotFoundError:
                     continue  # sealed and removed meanwhile: those events are in manifests listed below
+                followers[path.name] = follower
+            self._followers = followers  # files sealed and removed are forgotten
         n = self.refresh()
         last = self.manifest(n - 1) if n else None
         seq = last.last_seq + 1 if last else 0

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import hmac
 import mmap
+import os
 import struct
 import time
 import zlib
@@ -368,6 +369,64 @@ def read_live(path: Path, mac: WalMac, *, rehash: bool = True) -> WalTable:
                 raise
             time.sleep(0.001 * 2**attempt)
     raise AssertionError("unreachable")
+
+
+class WalFollower:
+    """One WAL file read as its writer appends to it: the first :meth:`follow` reads it whole (as
+    :func:`read_live`), each later one only the bytes after the last whole frame seen, checked the same way
+    (MAC, CRC, seq after seq, each record's hash after the one before). A file that is another one now (its
+    inode), or shorter than what was read (a writer that cut its torn tail at recovery), is read whole
+    again, and so is one whose new bytes do not check out: its error is then the whole file's."""
+
+    def __init__(self, path: Path, mac: WalMac) -> None:
+        self.path = path
+        self.mac = mac
+        self.events: list[StoredEvent] = []
+        self._header: WalHeader | None = None
+        self._good_end = 0
+        self._identity: tuple[int, int] | None = None
+
+    def follow(self) -> list[StoredEvent]:
+        """The file's events so far. Raises FileNotFoundError (sealed and removed), IntegrityError."""
+        with open(self.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            identity = (st.st_dev, st.st_ino)
+            if self._header is None or identity != self._identity or st.st_size < self._good_end:
+                return self._read_whole(identity)
+            if st.st_size == self._good_end:
+                return self.events
+            tail = os.pread(f.fileno(), st.st_size - self._good_end, self._good_end)
+        try:
+            self._append(tail)
+        except IntegrityError:
+            return self._read_whole(identity)  # damage, or a frame being written: the whole file decides
+        return self.events
+
+    def _read_whole(self, identity: tuple[int, int]) -> list[StoredEvent]:
+        t = read_live(self.path, self.mac)
+        self._header, self._identity, self._good_end = t.header, identity, t.good_end
+        self.events = table_to_events(t.table)
+        return self.events
+
+    def _append(self, tail: bytes) -> None:
+        """The whole frames at the start of ``tail`` (the file's bytes from the last whole frame read)."""
+        assert self._header is not None
+        seq = self._header.first_seq + len(self.events)
+        prev = self.events[-1].hash if self.events else self._header.prev_hash
+        # The tail behind a header of its own: the frame walk and its checks as for a whole file.
+        data = bytes(HEADER_SIZE) + tail
+        starts, ends, frames, good_end, _, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac)
+        if not starts:
+            return
+        table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), prev)
+        seqs = np.asarray(table.column("seq"))
+        if (seqs != seq + np.arange(len(seqs), dtype=np.int64)).any():
+            raise IntegrityError(f"{self.path}: a record after offset {self._good_end} is out of seq")
+        stored = table.column("hash").to_pylist()
+        if row_hashes(table) != stored:
+            raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not match its hash")
+        self.events += table_to_events(table)
+        self._good_end += good_end - HEADER_SIZE
 
 
 def wal_name(first_seq: int) -> str:
