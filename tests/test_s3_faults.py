@@ -44,8 +44,9 @@ MakeStore = Callable[..., S3Store]
 def via_proxy(proxy: FaultProxy, s3_bucket: S3Bucket) -> MakeStore:
     """``via_proxy(attempts=..., **store_kwargs)``: an S3Store on the bucket, through the proxy."""
 
-    def make(*, attempts: int = 2, put_attempts: int = 3, **kwargs: Any) -> S3Store:
-        client = make_client(proxy.url, attempts=attempts, read_timeout=READ_TIMEOUT)
+    def make(*, attempts: int = 2, put_attempts: int = 3, read_timeout: float = READ_TIMEOUT,
+             **kwargs: Any) -> S3Store:
+        client = make_client(proxy.url, attempts=attempts, read_timeout=read_timeout)
         store = S3Store(s3_bucket.name, "p", client=client, put_attempts=put_attempts, **kwargs)
         store.backoff_base = 0.01
         return store
@@ -142,7 +143,10 @@ def test_a_multipart_put_survives_a_transient_fault(
     kind: str,
     attempts: int,
 ) -> None:
-    store = via_proxy(attempts=attempts, multipart_threshold=5 * MiB, part_size=5 * MiB)
+    # moto takes its time to assemble 11 MiB on a loaded machine: a read timeout of its own, so that the only
+    # retries are those of the injected fault (a timed-out complete retried while moto still completes it
+    # races moto's own bookkeeping of the upload, not the store's)
+    store = via_proxy(attempts=attempts, multipart_threshold=5 * MiB, part_size=5 * MiB, read_timeout=30)
     data = os.urandom(11 * MiB)
     proxy.inject(kind, method=method, path=path)
     result = store.put("big", data)

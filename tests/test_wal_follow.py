@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import StorePaths
 from wormjournal import IntegrityError, Journal, JournalConfig, Reader
 from wormjournal.storage import wal
+
+from conftest import StorePaths
 
 CONFIG = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
 
