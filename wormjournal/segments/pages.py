@@ -5,9 +5,10 @@ so page ``p`` of every column holds the same rows. The footer says where each co
 chunk starts and the offset index (Parquet's page index) where each of its pages does.
 To read pages ``p0..p1`` of a row group, this module fetches, for each column, its
 dictionary page (if any) and those data pages, then writes them one after another
-behind a footer of its own that describes them as one row group: pyarrow decodes
-that small file as it would the whole one. Several row groups, even of several
-objects with the same schema, become row groups of the one file.
+behind a footer of its own: pyarrow decodes that small file as it would the whole one.
+The pages of several row groups, even of several objects with the same schema, go into
+one file; those without dictionary pages into one row group, whose column chunks are
+their pages one after another (a data page carries its own value count and sizes).
 
 Nothing here is trusted: the rows that come out are authenticated by their hashes
 against the page roots the segment's footer carries, which make its signed Merkle root.
@@ -38,7 +39,7 @@ _FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS
 _RG_COLUMNS, _RG_TOTAL_BYTES, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_TOTAL_COMPRESSED, _RG_ORDINAL = 1, 2, 3, 5, 6, 7
 _CC_FILE_OFFSET, _CC_META, _CC_OI_OFFSET, _CC_OI_LENGTH = 2, 3, 4, 5
 _MD_NUM_VALUES, _MD_TOTAL_UNCOMPRESSED, _MD_TOTAL_COMPRESSED = 5, 6, 7
-_MD_DATA_PAGE_OFFSET, _MD_INDEX_PAGE_OFFSET, _MD_DICT_PAGE_OFFSET = 9, 10, 11
+_MD_DATA_PAGE_OFFSET, _MD_DICT_PAGE_OFFSET = 9, 11
 _MD_KEEP = (1, 2, 3, 4, 8)  # type, encodings, path, codec, key-value metadata: the same in every row group
 
 Fetch = Callable[[Sequence[tuple[int, int]]], list[bytes]]  # byte ranges (offset, length) -> their bytes
