@@ -1387,11 +1387,44 @@ static int rows_paired(const ArrowColumn *cols, Py_ssize_t ncols, Py_ssize_t n, 
     return 0;
 }
 
+/* Every row's event hash, one row at a time (OpenSSL's SHA-256), from the same row bytes as rows_paired. Runs
+   without the GIL; 0, or -1 when out of memory. */
+static int rows_single(const ArrowColumn *cols, Py_ssize_t ncols, Py_ssize_t n, const unsigned char *tag,
+                       Py_ssize_t tag_len, unsigned char *out) {
+    size_t cap = 0;
+    unsigned char *buf = NULL;
+    sha_ctx ctx;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const unsigned char *body;
+        size_t body_len;
+        size_t len = (size_t)tag_len + row_head_size(cols, ncols, i, &body, &body_len);
+        if (len > cap) {
+            unsigned char *grown = PyMem_RawRealloc(buf, 2 * len);
+            if (grown == NULL) {
+                PyMem_RawFree(buf);
+                return -1;
+            }
+            buf = grown;
+            cap = 2 * len;
+        }
+        memcpy(buf, tag, (size_t)tag_len);
+        row_head_write(cols, ncols, i, body_len, buf + tag_len);
+        sha_init(&ctx);
+        sha_update(&ctx, buf, len);
+        if (body_len) {
+            sha_update(&ctx, body, body_len);
+        }
+        sha_final(out + 32 * i, &ctx);
+    }
+    PyMem_RawFree(buf);
+    return 0;
+}
+
 /* event_hashes(n, tag, columns) -> bytes: for each of n rows, SHA-256(tag || the row's bytes of each column in
    turn), 32 bytes a row: with the stored prev_hash column ('r') then the 16 fields of FORMAT.md 2.1, each row's
    event hash over its stored prev_hash (FORMAT.md 2.3). `columns` are (kind, validity, offset, values, data)
-   tuples of Arrow arrays' buffers (ArrowColumn); no Python object is made per row. The small values of a row
-   are gathered in a buffer; a long one (a payload) is hashed where it is. */
+   tuples of Arrow arrays' buffers (ArrowColumn); no Python object is made per row. A row's bytes are gathered
+   in a buffer but for a long last value (a payload), hashed where it is; two rows at a time with SHA-NI. */
 static PyObject *event_hashes(PyObject *self, PyObject *args) {
     Py_ssize_t n;
     Py_buffer tag;
@@ -1400,7 +1433,6 @@ static PyObject *event_hashes(PyObject *self, PyObject *args) {
         return NULL;
     }
     PyObject *result = NULL;
-    unsigned char *row = NULL;
     Py_ssize_t ncols = PyTuple_GET_SIZE(specs);
     ArrowColumn *cols = PyMem_Calloc((size_t)(ncols ? ncols : 1), sizeof(ArrowColumn));
     if (cols == NULL) {
@@ -1416,68 +1448,20 @@ static PyObject *event_hashes(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    /* what a row's buffer holds at most: the tag, and per column a prefix and a value shorter than STREAM_BYTES */
-    row = PyMem_RawMalloc((size_t)(tag.len + ncols * (4 + STREAM_BYTES + 8)));
-    result = row == NULL ? PyErr_NoMemory() : PyBytes_FromStringAndSize(NULL, 32 * n);
+    result = PyBytes_FromStringAndSize(NULL, 32 * n);
     if (result == NULL) {
         goto done;
     }
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
-    if (sha_ni_on()) {
-        int failed = 0;
-        Py_BEGIN_ALLOW_THREADS
-        failed = rows_paired(cols, ncols, n, (const unsigned char *)tag.buf, tag.len, out);
-        Py_END_ALLOW_THREADS
-        if (failed) {
-            Py_CLEAR(result);
-            PyErr_NoMemory();
-        }
-        goto done;
-    }
+    int failed = 0;
+    int paired = sha_ni_on();
     Py_BEGIN_ALLOW_THREADS
-    sha_ctx ctx;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sha_init(&ctx);
-        memcpy(row, tag.buf, (size_t)tag.len);
-        unsigned char *p = row + tag.len;
-        for (Py_ssize_t k = 0; k < ncols; k++) {
-            const ArrowColumn *c = &cols[k];
-            if (!column_valid(c, i)) {
-                if (c->kind != 'r') {
-                    memset(p, 0xff, 4);
-                    p += 4;
-                }
-                continue;
-            }
-            if (c->kind == 'i') {
-                const unsigned char *v = (const unsigned char *)c->values.buf + 8 * (c->offset + i);
-                put_u32((char *)p, 8);
-                for (int b = 0; b < 8; b++) { /* Arrow's int64 is little-endian: i64be is its bytes reversed */
-                    p[4 + b] = v[7 - b];
-                }
-                p += 12;
-                continue;
-            }
-            const int32_t *o = (const int32_t *)c->values.buf + c->offset + i;
-            uint32_t len = (uint32_t)(o[1] - o[0]);
-            const unsigned char *value = (const unsigned char *)c->data.buf + o[0];
-            if (c->kind != 'r') {
-                put_u32((char *)p, len);
-                p += 4;
-            }
-            if (len >= STREAM_BYTES) {
-                sha_update(&ctx, row, (size_t)(p - row));
-                sha_update(&ctx, value, len);
-                p = row;
-            } else if (len) {
-                memcpy(p, value, len);
-                p += len;
-            }
-        }
-        sha_update(&ctx, row, (size_t)(p - row));
-        sha_final(out + 32 * i, &ctx);
-    }
+    failed = (paired ? rows_paired : rows_single)(cols, ncols, n, (const unsigned char *)tag.buf, tag.len, out);
     Py_END_ALLOW_THREADS
+    if (failed) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+    }
 done:
     if (cols != NULL) {
         for (Py_ssize_t k = 0; k < ncols; k++) {
@@ -1485,7 +1469,6 @@ done:
         }
         PyMem_Free(cols);
     }
-    PyMem_RawFree(row);
     PyBuffer_Release(&tag);
     return result;
 }
