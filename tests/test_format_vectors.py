@@ -475,7 +475,7 @@ def test_segment_file_of_the_vectors(vec: Vectors) -> None:
         b"wormjournal.segment": b"0",
         b"wormjournal.block_rows": b"1024",
         b"wormjournal.block_roots": vec.hex("segment.merkle_root").hex().encode(),  # one block: the whole tree
-        b"wormjournal.page_rows": b"32",
+        b"wormjournal.page_rows": b"128",
         b"wormjournal.page_roots": vec.hex("segment.merkle_root").hex().encode(),  # one page: the whole tree
     }
     rg = meta.row_group(0)

@@ -50,7 +50,7 @@ PAGE_ROWS_KEY = "wormjournal.page_rows"
 PAGE_ROOTS_KEY = "wormjournal.page_roots"
 # Rows per Parquet data page, in every column: a page is a Merkle subtree whose root the footer carries
 # (FORMAT.md 5, "Pages"), so a reader fetches and hashes a few pages, not whole row groups (JournalConfig.page_rows).
-PAGE_ROWS = 32
+PAGE_ROWS = 128
 
 
 def utc_date(ts_micros: int) -> str:
