@@ -39,7 +39,7 @@ from wormjournal.errors import IntegrityError
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.journal import sealer, stages
-from wormjournal.segments import merkle, table
+from wormjournal.segments import merkle, pages, table
 from wormjournal.segments.identity import JournalIdentity
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
@@ -66,6 +66,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "python":
         monkeypatch.setattr(events, "_native", None)
         monkeypatch.setattr(merkle, "_bulk", None)
+        monkeypatch.setattr(pages, "_native", None)
     elif events._native is None:  # noqa: SLF001
         pytest.skip("the C extension is not built")
     return str(request.param)
@@ -453,8 +454,9 @@ def test_segment_vectors(vec: Vectors) -> None:
     assert layout.parse_segment(name) == (vec.text("stream"), date, 0)
 
 
-def test_segment_file_of_the_vectors(vec: Vectors) -> None:
-    """A real Parquet segment of the two vector events: schema, metadata, bloom filters, hashes."""
+def test_segment_file_of_the_vectors(vec: Vectors, path: str) -> None:
+    """A real Parquet segment of the two vector events: schema, metadata, bloom filters, hashes; decoded by
+    the C extension's page decoder on the C path, by pyarrow on the Python one."""
     stored = [stored_event(vec, 0), stored_event(vec, 1)]
     data = table.write_segment(
         stored,
@@ -466,6 +468,8 @@ def test_segment_file_of_the_vectors(vec: Vectors) -> None:
     t = table.read_segment(data)
     assert table.table_to_events(t) == stored
     assert t.column("ts").type == pa.timestamp("us", tz="UTC")
+    chunks = pages.chunks_of_metadata(pq.ParquetFile(pa.BufferReader(data)).metadata, [0])
+    assert (pages.decode_plain(data, table.SCHEMA, chunks) is not None) == (path == "c")
     assert table.chain_hashes(vec.hex("genesis_hash"), t) == [e.hash for e in stored]
     meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     assert {k: v for k, v in meta.metadata.items() if k.startswith(b"wormjournal.")} == {

@@ -18,6 +18,8 @@ from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError,
 from wormjournal.segments import pages, thrift
 from wormjournal.segments.table import (
     PAGE_ROOTS_KEY,
+    SCHEMA,
+    as_segment_table,
     events_to_table,
     read_segment,
     storage_order,
@@ -215,3 +217,120 @@ def test_warm_reads_list_nothing(sealed: Sealed) -> None:
     assert r.store.lists == lists
     # per read: one probe for a new manifest, the index object's row group, the pages of one segment
     assert r.store.requests - requests <= 3 * (1 + 2 + 22)
+
+
+# -- the C page decoder -----------------------------------------------------------------------------------------
+
+needs_decoder = pytest.mark.skipif(pages._native is None, reason="the C extension is not built")  # noqa: SLF001
+
+
+def random_segment_table(rnd: random.Random, rows: int) -> pa.Table:
+    """Rows of the segment schema with every kind of value a column may hold: nulls, empty and non-ASCII
+    strings, all-null columns, large and negative integers, payloads from empty to a few KiB."""
+    text = ["", "a", "run-1", "é✓", "\U0001f600x" * 3, "x" * 300]
+    columns = {}
+    for field in SCHEMA:
+        all_null = field.nullable and rnd.random() < 0.2
+        values: list = []
+        for _ in range(rows):
+            if field.nullable and (all_null or rnd.random() < 0.3):
+                values.append(None)
+            elif pa.types.is_integer(field.type) or pa.types.is_timestamp(field.type):
+                values.append(rnd.choice([0, -1, 2**62, rnd.randrange(-(2**63), 2**63)]))
+            elif pa.types.is_string(field.type):
+                values.append(rnd.choice(text) + str(rnd.randrange(1000)))
+            else:
+                values.append(rnd.randbytes(rnd.choice([0, 1, 32, rnd.randrange(4096)])))
+        columns[field.name] = pa.array(values, type=pa.int64() if pa.types.is_timestamp(field.type) else field.type)
+    columns["ts"] = columns["ts"].cast(pa.timestamp("us", tz="UTC"))
+    return pa.table(columns, schema=SCHEMA)
+
+
+def parquet_bytes(t: pa.Table, **options: object) -> bytes:
+    sink = pa.BufferOutputStream()
+    settings = {"compression": "zstd", "use_dictionary": False, "write_page_index": True, "data_page_size": 1 << 30,
+                **options}
+    pq.write_table(t, sink, **settings)  # type: ignore[arg-type]
+    return sink.getvalue().to_pybytes()
+
+
+def decode_both(data: bytes) -> tuple[pa.Table | None, pa.Table | str]:
+    """The C decoder's rows (None: it declined) and pyarrow's (or "refused")."""
+    md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    mine = pages.decode_plain(data, SCHEMA, pages.chunks_of_metadata(md, range(md.num_row_groups)))
+    try:
+        theirs: pa.Table | str = as_segment_table(pq.read_table(pa.BufferReader(data))).replace_schema_metadata(None)
+    except Exception:  # noqa: BLE001 - pyarrow's errors are not typed
+        theirs = "refused"
+    return mine, theirs
+
+
+@needs_decoder
+@pytest.mark.parametrize("seed", range(6))
+def test_the_c_page_decoder_gives_pyarrows_rows(seed: int) -> None:
+    rnd = random.Random(seed)
+    t = random_segment_table(rnd, rnd.choice([1, 7, 64, 300, 1000]))
+    for options in ({"max_rows_per_page": 1 << rnd.randrange(0, 8), "row_group_size": 1 << rnd.randrange(4, 11)},
+                    {"max_rows_per_page": 64, "compression": "none"},
+                    {"max_rows_per_page": 128, "compression": "zstd", "compression_level": 19}):
+        mine, theirs = decode_both(parquet_bytes(t, **options))
+        assert mine is not None, options
+        assert isinstance(theirs, pa.Table) and mine.equals(theirs) and mine.equals(t), options
+
+
+@needs_decoder
+def test_the_c_page_decoder_declines_what_it_does_not_know() -> None:
+    """Other layouts are pyarrow's to read: dictionaries, version 2 pages, other codecs."""
+    t = random_segment_table(random.Random(9), 200)
+    for options in ({"use_dictionary": True}, {"data_page_version": "2.0"}, {"compression": "snappy"},
+                    {"compression": "gzip"}):
+        mine, theirs = decode_both(parquet_bytes(t, **options))
+        assert mine is None and isinstance(theirs, pa.Table) and theirs.equals(t), options
+
+
+@needs_decoder
+def test_damaged_pages_decode_as_pyarrow_has_them_or_are_declined() -> None:
+    """A damaged page never makes the C decoder answer rows that pyarrow reads otherwise, nor crash: it
+    declines, and pyarrow's read (rows or error) stands. Hashes then judge the rows, whichever decoded them."""
+    rnd = random.Random(5)
+    t = random_segment_table(rnd, 300)
+    for compression in ("zstd", "none"):
+        data = parquet_bytes(t, max_rows_per_page=32, row_group_size=128, compression=compression)
+        footer_at = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
+        declined = 0
+        for _ in range(400):
+            blob = bytearray(data)
+            for _ in range(rnd.randint(1, 3)):
+                blob[rnd.randrange(4, footer_at)] = rnd.randrange(256)
+            mine, theirs = decode_both(bytes(blob))
+            if mine is None:
+                declined += 1
+            elif isinstance(theirs, pa.Table):
+                assert mine.equals(theirs)
+        assert declined > 0  # the checks do refuse
+
+
+@needs_decoder
+def test_the_c_page_decoder_refuses_hostile_arguments() -> None:
+    t = random_segment_table(random.Random(2), 100)
+    data = parquet_bytes(t, max_rows_per_page=16)
+    md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    start, end, codec, _ = pages.chunks_of_metadata(md, [0])[0][1][1]  # event_id: a string, never null
+    c = pages._native  # noqa: SLF001
+    valid, offsets, values = pa.allocate_buffer(13), pa.allocate_buffer(404), pa.allocate_buffer(1 << 16)
+    assert c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, valid, offsets, values)[0] == 0
+    for args in ((data, start, end + 10**9, codec, ord("b"), 0, 100),  # beyond the bytes
+                 (data, end, start, codec, ord("b"), 0, 100),  # backwards
+                 (data, start, end, codec, ord("b"), 0, 99),  # more values than rows
+                 (data, start, end, codec, ord("b"), 0, 101),  # fewer
+                 (data, start, end, 1, ord("b"), 0, 100),  # another codec
+                 (data, start, end, codec, ord("x"), 0, 100),  # another type
+                 (data, start, end, codec, ord("b"), 1, 100)):  # levels that are not there
+        with pytest.raises(ValueError):
+            c.decode_chunk(*args, valid, offsets, values)
+    with pytest.raises(ValueError):  # buffers too small for the rows
+        c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, pa.allocate_buffer(1), offsets, values)
+    with pytest.raises(ValueError):
+        c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, valid, offsets, pa.allocate_buffer(10))
+    with pytest.raises(TypeError):  # read-only buffers
+        c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, b"\0" * 13, offsets, values)

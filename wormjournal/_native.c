@@ -24,6 +24,9 @@
  * a segment's rows from the Arrow buffers of its columns, and a segment's block roots and Merkle root from its
  * packed event hashes, each in one call.
  *
+ * decode_chunk(...) decodes a column chunk of a segment (plain version 1 pages, zstd through the system's libzstd)
+ * straight into Arrow buffers the caller gives (segments/pages.decode_plain); anything else is pyarrow's to read.
+ *
  * Bulk SHA-256 (sha256_rows, merkle_leaves, block_roots, chain_frame, hmac_states, event_hashes, merkle_blocks)
  * calls OpenSSL's SHA256_Init/Update/Final, found at run time in the libcrypto that Python's own hashlib is linked
  * with (use_libcrypto): no header or library is needed to build, and without it these functions are not offered
@@ -1862,6 +1865,353 @@ done:
     return out;
 }
 
+/* -- Parquet data pages, decoded straight to Arrow buffers (segments/plain.py) ---------------------------------
+
+   decode_chunk(data, start, end, codec, kind, nullable, rows) decodes the column chunk data[start:end] of a file
+   written as wormjournal writes segments (FORMAT.md 5): version 1 data pages only (no dictionary page), PLAIN
+   values, definition levels RLE/bit-packed with bit width 1 (nullable columns), pages uncompressed (codec 0) or
+   zstd (codec 6, through the system's libzstd, loaded at run time). kind 'l' is INT64, 'b' BYTE_ARRAY. It returns
+   (validity bitmap or None, null count, int32 offsets or None, values): the buffers of an Arrow array of `rows`
+   rows. Anything else, or bytes that do not decode to exactly `rows` rows filling the chunk, raises ValueError:
+   the caller then reads the file with pyarrow, whose answer (rows or error) is the reference. One zstd context is
+   reused (the GIL is held), which is most of the gain over decoding pages of a few hundred rows with pyarrow. */
+
+typedef void *(*zstd_create_fn)(void);
+typedef size_t (*zstd_decompress_fn)(void *, void *, size_t, const void *, size_t);
+typedef unsigned (*zstd_is_error_fn)(size_t);
+static zstd_decompress_fn zstd_decompress = NULL;
+static zstd_is_error_fn zstd_is_error = NULL;
+static void *ZSTD_CTX = NULL;
+static int ZSTD_TRIED = 0;
+
+static int zstd_ready(void) {
+    if (!ZSTD_TRIED) {
+        void *handle;
+        ZSTD_TRIED = 1;
+        handle = dlopen("libzstd.so.1", RTLD_LAZY | RTLD_LOCAL);
+        if (handle != NULL) {
+            zstd_create_fn create = (zstd_create_fn)dlsym(handle, "ZSTD_createDCtx");
+            zstd_decompress = (zstd_decompress_fn)dlsym(handle, "ZSTD_decompressDCtx");
+            zstd_is_error = (zstd_is_error_fn)dlsym(handle, "ZSTD_isError");
+            if (create != NULL && zstd_decompress != NULL && zstd_is_error != NULL) ZSTD_CTX = create();
+        }
+    }
+    return ZSTD_CTX != NULL;
+}
+
+static PyObject *zstd_available(PyObject *self, PyObject *args) { return PyBool_FromLong(zstd_ready()); }
+
+typedef struct {
+    int64_t type, usize, csize, values, encoding, def_encoding;
+    int has_data;
+} PageHead;
+
+/* A PageHeader (parquet.thrift): the fields a version 1 data page needs; any other field is skipped. */
+static int page_head(TReader *t, PageHead *h) {
+    int64_t last = 0;
+    memset(h, 0, sizeof *h);
+    h->type = h->usize = h->csize = -1;
+    for (;;) {
+        unsigned char head;
+        int kind, delta;
+        int64_t fid, v;
+        if (tr_byte(t, &head)) return -1;
+        kind = head & 0x0F;
+        if (kind == 0) break;
+        delta = head >> 4;
+        if (delta) {
+            fid = last + delta;
+        } else if (tr_zigzag(t, &fid)) {
+            return -1;
+        }
+        last = fid;
+        if (fid >= 1 && fid <= 3 && kind == 5) {
+            if (tr_zigzag(t, &v)) return -1;
+            if (fid == 1) h->type = v; else if (fid == 2) h->usize = v; else h->csize = v;
+        } else if (fid == 5 && kind == 12) {  /* DataPageHeader */
+            int64_t dlast = 0;
+            h->has_data = 1;
+            h->values = h->encoding = h->def_encoding = -1;
+            for (;;) {
+                unsigned char dh;
+                int dk, dd;
+                int64_t dfid;
+                if (tr_byte(t, &dh)) return -1;
+                dk = dh & 0x0F;
+                if (dk == 0) break;
+                dd = dh >> 4;
+                if (dd) {
+                    dfid = dlast + dd;
+                } else if (tr_zigzag(t, &dfid)) {
+                    return -1;
+                }
+                dlast = dfid;
+                if (dfid >= 1 && dfid <= 3 && dk == 5) {
+                    if (tr_zigzag(t, &v)) return -1;
+                    if (dfid == 1) h->values = v; else if (dfid == 2) h->encoding = v; else h->def_encoding = v;
+                } else if (dk != 1 && dk != 2) {
+                    PyObject *skipped = tr_value(t, dk, 1);
+                    if (skipped == NULL) return -1;
+                    Py_DECREF(skipped);
+                }
+            }
+        } else if (kind != 1 && kind != 2) {
+            PyObject *skipped = tr_value(t, kind, 1);
+            if (skipped == NULL) return -1;
+            Py_DECREF(skipped);
+        }
+    }
+    return 0;
+}
+
+static uint32_t get_u32le(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* n definition levels of bit width 1 from the RLE/bit-packed hybrid p[0:len]: bit (row + i) of `valid` set where
+   the level is 1. Returns the number of 1s, or -1. */
+static Py_ssize_t def_levels(const unsigned char *p, Py_ssize_t len, Py_ssize_t n, unsigned char *valid,
+                             Py_ssize_t row) {
+    Py_ssize_t pos = 0, done = 0, ones = 0;
+    while (done < n) {
+        uint64_t header = 0;
+        int shift = 0;
+        for (;;) {
+            unsigned char b;
+            if (pos >= len || shift > 56) return -1;
+            b = p[pos++];
+            header |= (uint64_t)(b & 0x7F) << shift;
+            if (!(b & 0x80)) break;
+            shift += 7;
+        }
+        if (header & 1) {  /* bit-packed: header >> 1 groups of 8 levels, one byte each */
+            uint64_t groups = header >> 1;
+            if (groups == 0 || groups > (uint64_t)(len - pos)) return -1;
+            for (uint64_t g = 0; g < groups && done < n; g++) {
+                unsigned char byte = p[pos + (Py_ssize_t)g];
+                for (int k = 0; k < 8 && done < n; k++, done++) {
+                    if (byte >> k & 1) {
+                        Py_ssize_t i = row + done;
+                        valid[i >> 3] |= (unsigned char)(1u << (i & 7));
+                        ones++;
+                    }
+                }
+            }
+            pos += (Py_ssize_t)groups;
+        } else {  /* a run: header >> 1 times one value, in one byte */
+            uint64_t count = header >> 1;
+            unsigned char value;
+            if (count == 0 || pos >= len) return -1;
+            value = p[pos++];
+            if (value > 1) return -1;
+            if (count > (uint64_t)(n - done)) count = (uint64_t)(n - done);
+            if (value) {
+                for (uint64_t k = 0; k < count; k++) {
+                    Py_ssize_t i = row + done + (Py_ssize_t)k;
+                    valid[i >> 3] |= (unsigned char)(1u << (i & 7));
+                }
+                ones += (Py_ssize_t)count;
+            }
+            done += (Py_ssize_t)count;
+        }
+    }
+    return pos == len ? ones : -1;
+}
+
+static PyObject *decode_fail(const char *why) {
+    PyErr_SetString(PyExc_ValueError, why);
+    return NULL;
+}
+
+/* A version 1 PLAIN data page of at most `rows` values whose body lies within `left` bytes. */
+static int page_ok(const PageHead *h, int codec, Py_ssize_t left, Py_ssize_t rows) {
+    if (h->type != 0 || !h->has_data || h->encoding != 0 || h->usize < 0 || h->csize < 0 || h->csize > left ||
+        h->values < 0 || h->values > rows || (codec == 0 && h->csize != h->usize) || h->usize > (1 << 30) ||
+        h->csize > INT32_MAX) {
+        decode_fail("not a plain version 1 data page of this chunk");
+        return 0;
+    }
+    return 1;
+}
+
+/* The page headers of data[start:end], each checked to be a version 1 PLAIN data page whose body lies within the
+   chunk: the sum of their uncompressed sizes (a bound on the values' bytes), or -1. */
+static Py_ssize_t chunk_bound(const unsigned char *base, Py_ssize_t start, Py_ssize_t end, int codec, Py_ssize_t rows) {
+    Py_ssize_t total = 0, values = 0;
+    while (start < end) {
+        TReader t = {base, start, end};
+        PageHead h;
+        if (page_head(&t, &h)) return -1;
+        start = t.pos;
+        if (!page_ok(&h, codec, end - start, rows - values)) return -1;
+        start += h.csize;
+        values += h.values;
+        total += h.usize;
+        if (total > (Py_ssize_t)1 << 31) {
+            decode_fail("a column chunk too large");
+            return -1;
+        }
+    }
+    if (values != rows) {
+        decode_fail("the pages do not hold the chunk's rows");
+        return -1;
+    }
+    return total;
+}
+
+static unsigned char *SCRATCH = NULL;  /* one decompressed page; kept between calls (the GIL is held) */
+static Py_ssize_t SCRATCH_CAP = 0;
+
+static PyObject *column_bound(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    Py_ssize_t start, end, rows, bound = -1;
+    int codec;
+    if (!PyArg_ParseTuple(args, "y*nnin", &in, &start, &end, &codec, &rows)) return NULL;
+    if (start < 0 || end > in.len || start > end || rows < 0 || rows > (Py_ssize_t)1 << 30) {
+        decode_fail("unsupported column chunk");
+    } else {
+        bound = chunk_bound(in.buf, start, end, codec, rows);
+    }
+    PyBuffer_Release(&in);
+    return bound < 0 ? NULL : PyLong_FromSsize_t(bound);
+}
+
+static PyObject *decode_chunk(PyObject *self, PyObject *args) {
+    Py_buffer in, vb, ob, xb;
+    Py_ssize_t start, end, rows, row = 0, nulls = 0, data_len = 0, bound;
+    int codec, kind, nullable;
+    unsigned char *valid, *values;
+    int32_t *offsets = NULL;
+    PyObject *result = NULL;
+    const unsigned char *base;
+    PyObject *offsets_arg;
+    if (!PyArg_ParseTuple(args, "y*nniiinw*Ow*", &in, &start, &end, &codec, &kind, &nullable, &rows, &vb,
+                          &offsets_arg, &xb))
+        return NULL;
+    ob.obj = NULL;
+    base = in.buf;
+    if (offsets_arg != Py_None && PyObject_GetBuffer(offsets_arg, &ob, PyBUF_WRITABLE) < 0) goto done;
+    if (start < 0 || end > in.len || start > end || rows < 0 || rows > (Py_ssize_t)1 << 30 ||
+        (kind != 'l' && kind != 'b') || (codec != 0 && codec != 6)) {
+        decode_fail("unsupported column chunk");
+        goto done;
+    }
+    if (codec == 6 && !zstd_ready()) {
+        decode_fail("no libzstd");
+        goto done;
+    }
+    bound = kind == 'l' ? rows * 8 : xb.len;
+    if (vb.len < (rows + 7) / 8 || xb.len < bound || (kind == 'b' && (ob.obj == NULL || ob.len < (rows + 1) * 4))) {
+        decode_fail("buffers too small");
+        goto done;
+    }
+    /* The Arrow buffers are written in place (the caller's, from Arrow's memory pool). */
+    valid = vb.buf;
+    values = xb.buf;
+    memset(valid, 0, (size_t)(rows + 7) / 8);
+    if (kind == 'b') offsets = ob.buf;
+    while (start < end) {
+        TReader t = {base, start, end};
+        PageHead h;
+        const unsigned char *page, *p, *q;
+        Py_ssize_t n, present;
+        if (page_head(&t, &h)) goto done;
+        start = t.pos;
+        if (!page_ok(&h, codec, end - start, rows - row)) goto done;
+        if (codec != 0) {
+            if (h.usize > SCRATCH_CAP) {
+                unsigned char *grown = PyMem_Realloc(SCRATCH, (size_t)h.usize + 1);
+                if (grown == NULL) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                SCRATCH = grown;
+                SCRATCH_CAP = h.usize;
+            }
+            size_t got = zstd_decompress(ZSTD_CTX, SCRATCH, (size_t)h.usize, base + start, (size_t)h.csize);
+            if (zstd_is_error(got) || got != (size_t)h.usize) {
+                decode_fail("a page does not decompress to its size");
+                goto done;
+            }
+            page = SCRATCH;
+        } else {
+            page = base + start;
+        }
+        start += h.csize;
+        p = page;
+        q = page + h.usize;
+        n = (Py_ssize_t)h.values;
+        if (nullable) {
+            uint32_t len;
+            if (h.def_encoding != 3 || q - p < 4) {
+                decode_fail("definition levels are not RLE");
+                goto done;
+            }
+            len = get_u32le(p);
+            p += 4;
+            if ((Py_ssize_t)len > q - p) {
+                decode_fail("definition levels longer than the page");
+                goto done;
+            }
+            present = def_levels(p, (Py_ssize_t)len, n, valid, row);
+            if (present < 0) {
+                decode_fail("definition levels do not decode");
+                goto done;
+            }
+            p += len;
+        } else {
+            for (Py_ssize_t i = row; i < row + n; i++) valid[i >> 3] |= (unsigned char)(1u << (i & 7));
+            present = n;
+        }
+        nulls += n - present;
+        if (kind == 'l') {
+            for (Py_ssize_t i = row; i < row + n; i++) {
+                if (!(valid[i >> 3] >> (i & 7) & 1)) {
+                    memset(values + i * 8, 0, 8);
+                    continue;
+                }
+                if (q - p < 8) {
+                    decode_fail("values shorter than the page says");
+                    goto done;
+                }
+                memcpy(values + i * 8, p, 8);
+                p += 8;
+            }
+        } else {
+            for (Py_ssize_t i = row; i < row + n; i++) {
+                uint32_t len;
+                offsets[i] = (int32_t)data_len;
+                if (!(valid[i >> 3] >> (i & 7) & 1)) continue;
+                if (q - p < 4 || (len = get_u32le(p), (Py_ssize_t)len > q - p - 4) ||
+                    data_len + (Py_ssize_t)len > bound) {
+                    decode_fail("values shorter than the page says");
+                    goto done;
+                }
+                memcpy(values + data_len, p + 4, len);
+                data_len += len;
+                p += 4 + len;
+            }
+        }
+        if (p != q) {
+            decode_fail("a page holds more than its values");
+            goto done;
+        }
+        row += n;
+    }
+    if (row != rows) {
+        decode_fail("the pages do not hold the chunk's rows");
+        goto done;
+    }
+    if (kind == 'b') offsets[rows] = (int32_t)data_len;
+    result = Py_BuildValue("(nn)", nulls, kind == 'l' ? rows * 8 : data_len);
+done:
+    if (ob.obj != NULL) PyBuffer_Release(&ob);
+    PyBuffer_Release(&xb);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
@@ -1886,6 +2236,11 @@ static PyMethodDef methods[] = {
      "merkle_blocks(data, block) -> (block roots, root): the MTH of each run of leaves, and of all of them"},
     {"thrift_page_locations", thrift_page_locations, METH_VARARGS,
      "thrift_page_locations(data, pos, end) -> bytes: an OffsetIndex's (offset, size, first row) as int64 triples"},
+    {"column_bound", column_bound, METH_VARARGS,
+     "column_bound(data, start, end, codec, rows) -> int: the values' bytes at most, pages checked"},
+    {"decode_chunk", decode_chunk, METH_VARARGS,
+     "decode_chunk(data, start, end, codec, kind, nullable, rows, validity, offsets, values) -> (nulls, length)"},
+    {"zstd_available", zstd_available, METH_NOARGS, "zstd_available() -> bool: libzstd was loaded"},
     {"thrift_decode", thrift_decode, METH_VARARGS,
      "thrift_decode(data, pos, end) -> (struct, end): a Thrift compact struct (raises ValueError on bad bytes)"},
     {NULL, NULL, 0, NULL},

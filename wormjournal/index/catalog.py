@@ -86,29 +86,43 @@ class IndexFile:
             raise IndexDamaged(obj.name, "does not match the root its manifest signs")
         self._roots = roots
         self._block = block
-        self._groups: OrderedDict[int, pa.Table] = OrderedDict()
-        self._key_index = self._pf.schema_arrow.get_field_index(self.key)
+        self._groups: OrderedDict[int, tuple[pa.Table, list[Any]]] = OrderedDict()  # and its keys, sorted
+        key_index = self._pf.schema_arrow.get_field_index(self.key)
+        self._stats: list[tuple[Any, Any]] | None = []
+        for j in range(md.num_row_groups):
+            stats = md.row_group(j).column(key_index).statistics
+            if stats is None or not stats.has_min_max:
+                self._stats = None
+                break
+            self._stats.append((stats.min, stats.max))
 
     @property
     def groups(self) -> int:
         return len(self._roots)
 
-    def group(self, j: int) -> pa.Table:
-        """Row group ``j``, authenticated against its block root."""
-        table = self._groups.get(j)
-        if table is not None:
+    def _group(self, j: int) -> tuple[pa.Table, list[Any]]:
+        """Row group ``j``, authenticated against its block root, and its keys, checked to be sorted."""
+        cached = self._groups.get(j)
+        if cached is not None:
             self._groups.move_to_end(j)
-            return table
+            return cached
         try:
             table = self._pf.read_row_group(j).replace_schema_metadata(None)
         except Exception as e:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
         if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
-        self._groups[j] = table
+        keys = table.column(self.key).to_pylist()
+        if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
+            raise IndexDamaged(self.name, "is not sorted by its key")
+        self._groups[j] = table, keys
         if len(self._groups) > _GROUP_CACHE:
             self._groups.popitem(last=False)
-        return table
+        return table, keys
+
+    def group(self, j: int) -> pa.Table:
+        """Row group ``j``, authenticated against its block root."""
+        return self._group(j)[0]
 
     def all(self) -> pa.Table:
         parts = [self.group(j) for j in range(self.groups)]
@@ -117,15 +131,13 @@ class IndexFile:
     def _hint(self, value: Any) -> tuple[int, int]:
         """The row groups that should hold ``value`` by the footer statistics (which are not
         authenticated: only where to start looking), or where it would be inserted."""
-        md = self._pf.metadata
+        if self._stats is None:
+            return 0, self.groups - 1
         below, hits = -1, []
-        for j in range(self.groups):
-            stats = md.row_group(j).column(self._key_index).statistics
-            if stats is None or not stats.has_min_max:
-                return 0, self.groups - 1
-            if stats.max < value:
+        for j, (low, high) in enumerate(self._stats):
+            if high < value:
                 below = j
-            elif stats.min <= value:
+            elif low <= value:
                 hits.append(j)
         if hits:
             return hits[0], hits[-1]
@@ -137,11 +149,13 @@ class IndexFile:
             return build.SCHEMAS[self.kind].empty_table()
         lo, hi = self._hint(value)
         while True:
+            # Each group's keys are sorted (checked once); across groups, each must start at or after the last.
+            groups = [self._group(j) for j in range(lo, hi + 1)]
             keys: list[Any] = []
-            for j in range(lo, hi + 1):
-                keys.extend(self.group(j).column(self.key).to_pylist())
-            if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
-                raise IndexDamaged(self.name, "is not sorted by its key")
+            for _, part in groups:
+                if keys and part and part[0] < keys[-1]:
+                    raise IndexDamaged(self.name, "is not sorted by its key")
+                keys.extend(part)
             start, stop = bisect.bisect_left(keys, value), bisect.bisect_right(keys, value)
             # The rows just outside [start, stop) must be read, so that they show other keys.
             if start == 0 and lo > 0:
@@ -150,7 +164,7 @@ class IndexFile:
                 hi += 1
             else:
                 break
-        table = pa.concat_tables([self.group(j) for j in range(lo, hi + 1)])
+        table = pa.concat_tables([table for table, _ in groups])
         return table.slice(start, stop - start)
 
 

@@ -10,10 +10,11 @@ from typing import TypeAlias
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, HASH_SIZE, NULL_MARK, Kind, StoredEvent, encode_fields, event_hash
-from . import merkle
+from . import merkle, pages
 
 FORMAT_VERSION = "1"
 
@@ -227,18 +228,42 @@ def as_segment_table(table: pa.Table) -> pa.Table:
     return table.cast(SCHEMA.with_metadata(table.schema.metadata))
 
 
+# In-memory bytes need no pre-buffering (it only copies them once more).
+_PARQUET = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+
+
+def parquet_fragment(data: bytes | pa.Buffer, row_groups: Sequence[int] | None = None) -> ds.ParquetFileFragment:
+    """Parquet bytes (all, or those row groups) as a dataset fragment: ``.metadata`` is the footer,
+    ``.to_table(use_threads=False)`` the rows with the footer metadata, the same table as
+    ``ParquetFile.read`` decoded in about 0.6 of its time (which pages of a few hundred rows make
+    count). Raises pyarrow errors on a file that is not Parquet or is corrupt."""
+    buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+    return _PARQUET.make_fragment(buf, row_groups=None if row_groups is None else list(row_groups))
+
+
 def read_segment(data: bytes, *, use_threads: bool = True) -> pa.Table:
     """Parse segment bytes; raises ValueError for a file that is not a segment (its Parquet schema,
     section 5) and pyarrow errors on a corrupt file.
 
     ``use_threads=False`` decodes on the calling thread only (a verifier that runs
-    one process per core; it is also faster than pre-buffered reads of in-memory bytes).
+    one process per core).
     """
-    pf = pq.ParquetFile(pa.BufferReader(data), pre_buffer=use_threads)
-    problem = parquet_schema_problem(pf.schema)
+    fragment = parquet_fragment(data)
+    md = fragment.metadata
+    problem = parquet_schema_problem(md.schema)
     if problem is not None:
         raise ValueError(f"segment schema differs from the wormjournal schema: {problem}")
-    return as_segment_table(pf.read(use_threads=use_threads))
+    return decode_rows(data, fragment, range(md.num_row_groups), use_threads=use_threads)
+
+
+def decode_rows(data: bytes, fragment: ds.ParquetFileFragment, row_groups: Sequence[int], *,
+                use_threads: bool = False) -> pa.Table:
+    """Row groups of a segment whose Parquet schema was checked (parquet_schema_problem), with its footer
+    metadata: decoded by the C extension when its pages are plain ones (pages.decode_plain), else by pyarrow."""
+    table = pages.decode_plain(data, SCHEMA, pages.chunks_of_metadata(fragment.metadata, row_groups))
+    if table is not None:
+        return table.replace_schema_metadata(fragment.physical_schema.metadata)
+    return as_segment_table(fragment.subset(row_group_ids=list(row_groups)).to_table(use_threads=use_threads))
 
 
 def first_out_of_order(table: pa.Table) -> int | None:

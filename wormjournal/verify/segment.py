@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..errors import IntegrityError, JournalError
@@ -55,14 +54,15 @@ from ..segments.table import (
     BLOCK_ROWS_KEY,
     FORMAT_VERSION,
     SCHEMA,
-    as_segment_table,
     block_layout_problem,
     bounded_batches,
     chain_hashes,
     decode_block_roots,
+    decode_rows,
     first_out_of_order,
     in_seq_order,
     packed_row_hashes,
+    parquet_fragment,
     parquet_schema_problem,
     read_segment,
 )
@@ -302,11 +302,11 @@ def _scan(data: bytes) -> _Scan:
     of every row), hashing each row on the way. Raises _Unreadable with what read_segment raises,
     so that an unreadable segment is reported the same whichever way it was read."""
     try:
-        pf = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
-        schema = pf.schema_arrow
-        if parquet_schema_problem(pf.schema) is not None:
+        fragment = parquet_fragment(data)
+        md = fragment.metadata
+        schema = fragment.physical_schema
+        if parquet_schema_problem(md.schema) is not None:
             raise ValueError("segment schema differs from the wormjournal schema")
-        md = pf.metadata
         groups: list[list[int]] = [[]]
         rows = 0
         for i in range(md.num_row_groups):
@@ -323,7 +323,7 @@ def _scan(data: bytes) -> _Scan:
         if not group:
             continue
         try:
-            part = as_segment_table(pf.read_row_groups(group, use_threads=False))
+            part = decode_rows(data, fragment, group)
         except (pa.ArrowException, ValueError, OSError):
             return _scan_table(_read_whole(data))
         scan.add(part)
