@@ -415,54 +415,67 @@ class Reader:
     def _events_from(self, execution_id: str, entries: list[dict[str, Any]], upto: int | None, *,
                      neighbours: bool = False) -> list[Event]:
         """The execution's events from its index entries (plus the unsealed ones), each checked."""
-        unsealed = [e for e in self._unsealed() if e.execution_id == execution_id]
-        out: list[Event] = []
-        claimed_last = None
-        if upto is not None:
-            entries = [entry for entry in entries if entry["first_seq"] <= upto]
+        return self._events_of({execution_id: entries}, upto, neighbours=neighbours)[execution_id]
+
+    def _events_of(self, executions: dict[str, list[dict[str, Any]]], upto: int | None, *,
+                   neighbours: bool = False) -> dict[str, list[Event]]:
+        """The events of each execution from its index entries (plus the unsealed ones), each checked: the
+        rows of all of them read together (one plan of pages, one decode)."""
+        unsealed = self._unsealed()
         # A row left out at either end of a run in a segment is seen by the links: the first event returned
         # after it links to it (exec_prev_seq). Only the execution's very last event has no event after it:
         # the row after the last run is read too, and must belong to another execution. With ``neighbours``
         # (what an index that fails its root claims), the rows on both sides of every run are read, so that
         # the event it leaves out is named, not the one whose link breaks.
         spans = []
-        for k, entry in enumerate(entries):
-            start = max(entry["row"] - 1, 0) if neighbours else entry["row"]
-            after = int(neighbours or k == len(entries) - 1)
-            spans.append((entry["segment"], start,
-                          min(entry["row"] + entry["rows"] + after, self.manifest(entry["segment"]).events) - start))
-        for entry, read in zip(entries, self._read_many(spans), strict=True):
-            if isinstance(read, IntegrityError):
-                if read.seq is not None:
-                    raise read
-                # The damage is in the pages holding this execution's rows: name its first event there.
-                raise IntegrityError(str(read), seq=entry["first_seq"]) from read
-            rows = read
-            mine = [e for e in rows if e.execution_id == execution_id]
-            if len(mine) != entry["rows"] or (
-                    mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
-                # The authenticated rows show the truth: name the first event the index left out.
-                claimed = set(range(entry["first_seq"], entry["last_seq"] + 1))
-                injected = [e.seq for e in rows if e.seq in claimed and e.execution_id != execution_id]
-                extra = [e.seq for e in mine
-                         if e.seq not in claimed or e.exec_prev_seq not in claimed | {entry["prev_seq"]}]
-                raise IntegrityError(
-                    f"execution {execution_id!r}: the index entry for segment {entry['segment']} "
-                    "does not match its rows",
-                    seq=(injected or extra or [entry["first_seq"]])[0],
-                )
-            out.extend(self._event(e, entry["segment"]) for e in mine)
-            claimed_last = entry["last_seq"]
-        if upto is not None:
-            unsealed = [e for e in unsealed if e.seq <= upto]
-        out.extend(self._event(e, None) for e in unsealed)
-        if unsealed:
-            claimed_last = unsealed[-1].seq
-        check_chain(execution_id, out)
-        if upto is None and claimed_last is not None and out[-1].seq != claimed_last:
-            raise IntegrityError(f"execution {execution_id!r}: its last event is seq {claimed_last}, "
-                                 f"replay ended at {out[-1].seq}", seq=claimed_last)
-        return [e for e in out if upto is None or e.seq <= upto]
+        wanted: dict[str, list[dict[str, Any]]] = {}
+        for execution_id, entries in executions.items():
+            if upto is not None:
+                entries = [entry for entry in entries if entry["first_seq"] <= upto]
+            wanted[execution_id] = entries
+            for k, entry in enumerate(entries):
+                start = max(entry["row"] - 1, 0) if neighbours else entry["row"]
+                after = int(neighbours or k == len(entries) - 1)
+                stop = min(entry["row"] + entry["rows"] + after, self.manifest(entry["segment"]).events)
+                spans.append((entry["segment"], start, stop - start))
+        reads = iter(self._read_many(spans))
+        result = {}
+        for execution_id, entries in wanted.items():
+            out: list[Event] = []
+            claimed_last = None
+            for entry in entries:
+                read = next(reads)
+                if isinstance(read, IntegrityError):
+                    if read.seq is not None:
+                        raise read
+                    # The damage is in the pages holding this execution's rows: name its first event there.
+                    raise IntegrityError(str(read), seq=entry["first_seq"]) from read
+                rows = read
+                mine = [e for e in rows if e.execution_id == execution_id]
+                if len(mine) != entry["rows"] or (
+                        mine and (mine[0].seq, mine[-1].seq) != (entry["first_seq"], entry["last_seq"])):
+                    # The authenticated rows show the truth: name the first event the index left out.
+                    claimed = set(range(entry["first_seq"], entry["last_seq"] + 1))
+                    injected = [e.seq for e in rows if e.seq in claimed and e.execution_id != execution_id]
+                    extra = [e.seq for e in mine
+                             if e.seq not in claimed or e.exec_prev_seq not in claimed | {entry["prev_seq"]}]
+                    raise IntegrityError(
+                        f"execution {execution_id!r}: the index entry for segment {entry['segment']} "
+                        "does not match its rows",
+                        seq=(injected or extra or [entry["first_seq"]])[0],
+                    )
+                out.extend(self._event(e, entry["segment"]) for e in mine)
+                claimed_last = entry["last_seq"]
+            tail = [e for e in unsealed if e.execution_id == execution_id and (upto is None or e.seq <= upto)]
+            out.extend(self._event(e, None) for e in tail)
+            if tail:
+                claimed_last = tail[-1].seq
+            check_chain(execution_id, out)
+            if upto is None and claimed_last is not None and out[-1].seq != claimed_last:
+                raise IntegrityError(f"execution {execution_id!r}: its last event is seq {claimed_last}, "
+                                     f"replay ended at {out[-1].seq}", seq=claimed_last)
+            result[execution_id] = [e for e in out if upto is None or e.seq <= upto]
+        return result
 
     def replay(self, execution_id: str, upto: int | None = None) -> Iterator[Event]:
         """The execution's events in seq order, up to ``upto`` (a seq) if given, each verified.
@@ -520,11 +533,20 @@ class Reader:
     def thread_events(self, thread_id: str) -> list[Event]:
         """Every event of a thread (a conversation) across its executions, in seq order."""
         self.refresh()
-        rows = self._lookup("threads", thread_id)[0]
+        rows, damaged = self._lookup("threads", thread_id)
         executions = set(rows.column("execution_id").to_pylist())
         executions |= {e.execution_id for e in self._unsealed() if e.thread_id == thread_id}
-        events = [e for x in sorted(executions) for e in self._execution_events(x) if e.thread_id == thread_id]
-        return sorted(events, key=lambda e: e.seq)
+        entries = {}
+        for x in sorted(executions):
+            table, more = self._lookup("executions", x)
+            entries[x] = _by_segment(table).to_pylist()
+            damaged += more
+        found = self._events_of(entries, None)  # every execution's pages read at once
+        if damaged or self.catalog.damaged:  # as _execution_events: the answer must not depend on which
+            for x, events in found.items():
+                self._check_claims(x, None, events)
+        return sorted((e for events in found.values() for e in events if e.thread_id == thread_id),
+                      key=lambda e: e.seq)
 
     @_snapshot
     def executions(self, tenant_id: str | None = None, *, limit: int | None = 100,
