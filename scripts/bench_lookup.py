@@ -20,6 +20,13 @@ seals it, then opens a fresh ``Reader`` and measures:
 Targets (reported as PASS/MISS with the measured value, never asserted): p50 lookup
 <= 20 ms on local disk, bytes read per lookup <= 1% of the store.
 
+With --requests N,N,... it counts requests instead: journals of N segments of short
+executions (24 events each), built on a local directory and on S3 (moto's server on
+127.0.0.1, real HTTP), and for each the requests and LISTs of warm ``events``,
+``get_event`` and ``executions(tenant, limit=20)`` (a Reader that has read before, its
+cached index rows dropped: ``Catalog.drop_cached_rows``) and of a fresh Reader's first
+``events``, side by side, against the budget 2*ceil(log8 N)+4.
+
 Prints the result as one JSON object (stdout) in the shared result schema of
 scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py); a readable
 table and progress go to stderr. The journal is built in a temp dir removed at the end, unless
@@ -34,6 +41,7 @@ Usage (from the repository root):
     .venv/bin/python scripts/bench_lookup.py --dir bench-out/lookup-1m    # keep (and later reuse) the journal
     .venv/bin/python scripts/bench_lookup.py --row-group-rows 1024 --json lookup-1024.json
     .venv/bin/python scripts/bench_lookup.py --profile                    # cProfile the warm lookups to stderr
+    .venv/bin/python scripts/bench_lookup.py --requests 5,50,200,600      # requests per call, local and S3
 """
 
 from __future__ import annotations
@@ -42,11 +50,13 @@ import argparse
 import cProfile
 import io
 import json
+import logging
 import math
 import os
 import pstats
 import random
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -64,7 +74,7 @@ from benchlib import _NODES, _WORDS, make_payload, pct  # noqa: E402  (the reali
 
 from wormjournal import Journal, JournalConfig, Reader  # noqa: E402
 from wormjournal.errors import ConfigError  # noqa: E402
-from wormjournal.storage import layout  # noqa: E402
+from wormjournal.storage import layout, open_store  # noqa: E402
 
 TARGET_P50_MS = 20.0
 TARGET_BYTES_PCT = 1.0
@@ -290,6 +300,7 @@ def store_stats(store: Path) -> dict[str, Any]:
     files = 0
     segments = 0
     index: Counter[str] = Counter()
+    index_bytes: Counter[str] = Counter()
     for root, dirs, names in os.walk(store):
         if Path(root) == store:
             dirs[:] = [d for d in dirs if d not in (".wal", ".locks")]
@@ -305,7 +316,8 @@ def store_stats(store: Path) -> dict[str, Any]:
             parsed = layout.parse_index(rel)
             if parsed:
                 span = parsed[3] - parsed[2] + 1
-                index[f"{parsed[1]} level {round(math.log(span, 8))} ({span} seg)"] += 1
+                index[f"{parsed[1]} over {span:>4} segment(s)"] += 1
+                index_bytes[parsed[1]] += size
     total = sum(sizes.values())
     return {
         "total_bytes": total,
@@ -314,6 +326,7 @@ def store_stats(store: Path) -> dict[str, Any]:
         "segments": segments,
         "index_objects": sum(index.values()),
         "index_objects_by_kind": dict(sorted(index.items())),
+        "index_bytes_by_kind": dict(sorted(index_bytes.items())),
     }
 
 
@@ -509,6 +522,8 @@ def print_table(res: dict[str, Any]) -> None:
     row("index objects", f"{st['index_objects']}")
     for k, v in st["index_objects_by_kind"].items():
         row(f"  {k}", f"{v}")
+    for k, v in st.get("index_bytes_by_kind", {}).items():
+        row(f"  {k} bytes", f"{human(v)}  ({v / p['events']:,.1f} B/event)")
 
     for key, title in (("warm", "lookups, page cache as left by the build"),
                        ("evicted", "lookups, store evicted from page cache")):
@@ -563,6 +578,119 @@ def print_table(res: dict[str, Any]) -> None:
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+# -- requests per lookup (--requests) ---------------------------------------------------------------------------
+
+
+REQ_PER_SEGMENT = 24  # events per segment: 4 executions of 6 events, each in one segment
+
+
+def build_small(store: Any, work: Path, segments: int) -> list[str]:
+    """A journal of ``segments`` segments of short executions (each in one segment), 3 tenants, threads."""
+    config = JournalConfig(seal_max_age_seconds=None, seal_max_events=REQ_PER_SEGMENT, seal_worker=False)
+    ids: list[str] = []
+    with Journal.create(store, key_dir=work / "keys", wal_dir=work / "wal", config=config) as j:
+        for s in range(segments):
+            batch = []
+            for k in range(REQ_PER_SEGMENT // 6):
+                x = f"run-{s:05d}-{k}"
+                ids.append(x)
+                batch += [{"event_type": "node_completed", "execution_id": x, "tenant_id": f"tenant-{k % 3}",
+                           "thread_id": f"thread-{(s * 4 + k) % 40}", "payload": {"i": i, "text": "x" * 200}}
+                          for i in range(6)]
+            j.append_batch(batch)
+            j.seal()
+    return ids
+
+
+def count_requests(store: Any, ids: list[str], segments: int, rng: random.Random) -> dict[str, Any]:
+    """Requests and LISTs of warm reads (a Reader that has read before: footers known, row groups not
+    cached, Catalog.drop_cached_rows) and of a fresh Reader's first events()."""
+    r = Reader(store)
+    for x in rng.sample(ids, 3):  # warm up: manifests, key history, the footers of each kind's index objects
+        r.get_event(r.events(x)[0].event_id)
+    r.executions("tenant-0", limit=20)
+    out: dict[str, Any] = {}
+    sample = rng.sample(ids, 5)
+    event_ids = {x: Reader(store).events(x)[2].event_id for x in sample}
+    calls = {"events": lambda x: r.events(x), "get_event": lambda x: r.get_event(event_ids[x]),
+             "executions(tenant, limit=20)": lambda x: r.executions("tenant-1", limit=20)}
+    for name, call in calls.items():
+        requests, lists = [], []
+        for x in sample:
+            r.catalog.drop_cached_rows()
+            q0, l0 = r.store.requests, r.store.lists
+            call(x)
+            requests.append(r.store.requests - q0)
+            lists.append(r.store.lists - l0)
+        out[name] = {"max": max(requests), "p50": statistics.median(requests), "lists": max(lists)}
+    fresh = Reader(store)
+    fresh.events(sample[0])
+    out["fresh Reader + events"] = {"max": fresh.store.requests, "p50": fresh.store.requests,
+                                    "lists": fresh.store.lists}
+    return out
+
+
+def run_requests(sizes: list[int], seed: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    base = Path(tempfile.mkdtemp(prefix="bench-requests-"))
+    server = None
+    try:
+        for backend in ("local", "s3"):
+            if backend == "s3":
+                server, endpoint = start_moto()
+            for n in sizes:
+                t0 = time.perf_counter()
+                if backend == "local":
+                    store: Any = base / f"local-{n}" / "store"
+                else:
+                    bucket = f"requests-{n}"
+                    __import__("boto3").client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket,
+                                                                           ObjectLockEnabledForBucket=True)
+                    store = open_store(f"s3://{bucket}/j", endpoint_url=endpoint)
+                ids = build_small(store, base / f"{backend}-{n}", n)
+                log(f"{backend}: {n} segments built in {time.perf_counter() - t0:.1f} s")
+                counts = count_requests(store, ids, n, random.Random(seed))
+                results.setdefault(str(n), {})[backend] = counts
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+def start_moto() -> tuple[Any, str]:
+    """moto's S3 server on 127.0.0.1 (a real HTTP endpoint), with made-up credentials."""
+    from moto.server import ThreadedMotoServer
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        os.environ.setdefault(name, value)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def print_requests(res: dict[str, Any]) -> None:
+    lines = ["requests per call (max of 5; p50 in brackets), LISTs, budget 2*ceil(log8 n)+4 for warm calls",
+             f"  {'segments':>8}  {'call':<30} {'local':>14} {'s3 (moto)':>14}  budget"]
+    for n, by in res.items():
+        budget = 2 * math.ceil(math.log(int(n), 8)) + 4
+        for call in by["local"]:
+            cells = []
+            for backend in ("local", "s3"):
+                c = by[backend][call]
+                cells.append(f"{c['max']} ({c['p50']:g}), {c['lists']} L")
+            warm = not call.startswith("fresh")
+            ok = all(by[b][call]["max"] <= budget and not by[b][call]["lists"] for b in ("local", "s3"))
+            lines.append(f"  {n:>8}  {call:<30} {cells[0]:>14} {cells[1]:>14}  "
+                         + (f"{budget} {mark(ok)}" if warm else "-"))
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 # -- main ---------------------------------------------------------------------------------------------
 
 
@@ -587,9 +715,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-evict", action="store_true",
                     help="skip the lookups after evicting the store from the page cache")
     ap.add_argument("--profile", action="store_true", help="cProfile the warm lookups (top costs to stderr)")
+    ap.add_argument("--requests", default=None, metavar="N,N,...",
+                    help="instead: count the requests of warm and fresh reads on journals of N segments, on a local "
+                         "directory and on S3 (moto's server), side by side (e.g. 5,50,200,600)")
     ap.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the result to FILE")
     ap.add_argument("--json-out", dest="json", type=Path, help=argparse.SUPPRESS)  # the old name
     args = ap.parse_args(argv)
+    if args.requests is not None:
+        started = time.perf_counter()
+        sizes = [int(v) for v in args.requests.split(",")]
+        counts = run_requests(sizes, args.seed)
+        print_requests(counts)
+        targets = {}
+        for call in ("events", "get_event", "executions(tenant, limit=20)"):
+            worst = {n: max(by[b][call]["max"] - 2 * math.ceil(math.log(int(n), 8)) - 4 for b in by)
+                     for n, by in counts.items()}
+            lists = sum(by[b][call]["lists"] for by in counts.values() for b in by)
+            targets[f"{call}_requests_within_budget"] = benchlib.target(
+                f"warm {call}: no LIST and at most 2*ceil(log8 n)+4 requests at every n, local and S3 "
+                "(largest excess over the budget)", max(worst.values()), max(worst.values()) <= 0 and not lists)
+        result = benchlib.result("lookup-requests", Path(tempfile.gettempdir()),
+                                 {"segments": sizes, "events_per_segment": REQ_PER_SEGMENT, "seed": args.seed},
+                                 {"requests": counts}, targets, started=started)
+        for t in targets.values():
+            print(f"  target {t['target']}: {t['value']}  {mark(t['met'])}", file=sys.stderr)
+        benchlib.emit(result, args.json)
+        return 0
     for name in ("events", "executions", "lookups", "active", "batch", "segment_events"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1")

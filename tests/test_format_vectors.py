@@ -529,8 +529,14 @@ SPEC_INDEX_COLUMNS = {
                    ("last_seq", "int"), ("prev_seq", "int"), ("first_ts", "int"), ("last_ts", "int"),
                    ("tenant_id", "str"), ("thread_id", "str"), ("last_event_type", "str")],
     "threads": [("thread_id", "str"), ("execution_id", "str"), ("segment", "int")],
-    "events": [("event_id", "str"), ("segment", "int"), ("row", "int"), ("seq", "int")],
+    "events": [("fingerprint", "int"), ("segment", "int"), ("row", "int")],
 }
+
+
+def spec_fingerprint(event_id: str) -> int:
+    """Section 11a: the first 4 bytes of SHA-256 of the tag and the event id as a STR field, big-endian."""
+    digest = hashlib.sha256(b"wormjournal:event-id:v1\x00" + spec_encode("str", event_id)).digest()
+    return int.from_bytes(digest[:4], "big")
 
 
 def spec_index_leaf(kind: str, row: list[Any]) -> bytes:
@@ -550,6 +556,9 @@ def test_index_vectors(vec: Vectors, kind: str) -> None:
     as_vector = [[events.datetime_to_micros(v) if isinstance(v, dt.datetime) else v for v in r.values()]
                  for r in table.to_pylist()]
     assert as_vector == rows
+    if kind == "events":  # the fingerprint of each event id, at its row in storage order
+        assert sorted(rows) == sorted([spec_fingerprint(e.event_id), 0, i] for i, e in enumerate(stored))
+        assert [index_build.fingerprint(e.event_id) for e in stored] == [spec_fingerprint(e.event_id) for e in stored]
     assert [name for name, _ in SPEC_INDEX_COLUMNS[kind]] == table.schema.names
     _, root = index_build.encode(kind, table, journal_id=vec.text("journal_id"), stream=vec.text("stream"), first=0,
                                  last=0)

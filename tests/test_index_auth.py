@@ -149,7 +149,7 @@ def truth(recs: list[Rec], kind: str) -> list[tuple[Any, ...]]:
         rows = storage_rows(recs, s)
         for i, r in enumerate(rows):
             if kind == "events":
-                out.append((r.event_id, s, i, r.seq))
+                out.append((index_build.fingerprint(r.event_id), s, i))
             elif kind == "threads" and r.thread_id is not None:
                 out.append((r.thread_id, r.execution_id, s))
             elif kind == "executions" and (i == 0 or rows[i - 1].execution_id != r.execution_id):
@@ -159,7 +159,7 @@ def truth(recs: list[Rec], kind: str) -> list[tuple[Any, ...]]:
 
 
 def got(table: pa.Table, kind: str) -> list[tuple[Any, ...]]:
-    cols = {"events": ["event_id", "segment", "row", "seq"], "threads": ["thread_id", "execution_id", "segment"],
+    cols = {"events": ["fingerprint", "segment", "row"], "threads": ["thread_id", "execution_id", "segment"],
             "executions": ["execution_id", "segment", "row", "rows", "first_seq", "last_seq"]}[kind]
     return sorted(tuple(r[c] for c in cols) for r in table.to_pylist())
 
@@ -194,13 +194,14 @@ def check_reads(reader: Reader, b: Built, executions: list[str] | None = None) -
 def test_the_journal_is_what_the_tests_assume(hist: Built) -> None:
     assert [m.segment for m in hist.manifests] == list(range(SEGMENTS))
     names = index_names(hist)
-    assert names == {layout.index_object(STREAM, k, n, n) for k in KINDS for n in range(SEGMENTS)} | {
-        layout.index_object(STREAM, k, 0, 7) for k in KINDS}
+    assert names == {layout.index_object(STREAM, k, a, b) for k in KINDS for n in range(SEGMENTS)
+                     for a, b in index_build.ranges_ending_at(n)}
+    assert {layout.index_object(STREAM, "events", 0, 5), layout.index_object(STREAM, "threads", 8, 9)} <= names
     reader = reader_of(hist)
     reader.refresh()
     for kind in KINDS:
         objects, missing = reader.catalog.cover(kind, SEGMENTS)
-        assert [(o.first, o.last) for o in objects] == [(0, 7), (8, 8), (9, 9)] and missing == []
+        assert [(o.first, o.last) for o in objects] == [(0, 7), (8, 9)] and missing == []
         f = reader.catalog._file(kind, objects[0])  # noqa: SLF001
         assert f.groups > 4  # several row groups: lookups must prove their neighbours
         assert got(reader.catalog.lookup(kind, SEGMENTS), kind) == truth(hist.recs, kind)
@@ -236,7 +237,7 @@ def test_reindex_writes_back_exactly_what_was_removed(h: Built, removal: str) ->
     reader.refresh()
     for kind in KINDS:
         objects, missing = reader.catalog.cover(kind, SEGMENTS)
-        assert missing == [] and [(o.first, o.last) for o in objects] == [(0, 7), (8, 8), (9, 9)]
+        assert missing == [] and [(o.first, o.last) for o in objects] == [(0, 7), (8, 9)]
         for n in removed:  # every rebuilt object passes the checks, each row group authenticated
             parsed = layout.parse_index(n)
             if parsed is not None and parsed[1] == kind:
@@ -269,15 +270,16 @@ def test_the_reindex_command_writes_the_missing_objects(h: Built) -> None:
 # -- 2. a damaged object is reported and never replaced ------------------------------------------------------
 
 
-DAMAGE = {  # how executions 8-8 is damaged, and the execution whose history it would change (None: none)
+DAMAGE = {  # how executions 8-9 (the run reads use) is damaged, and the execution whose history it would change
     "another-segments-object": None,
     "an-entry-dropped": "x-09",  # x-09's last events are in segment 8
     "an-entry-altered-same-count": "x-09",  # one row fewer for x-09 in segment 8; row count kept
+    # (None: no history changes)
 }
 
 
 def damage_executions_8(h: Built, how: str) -> None:
-    path = h.index_path("executions", 8, 8)
+    path = h.index_path("executions", 8, 9)
     if how == "another-segments-object":
         overwrite(path, h.index_path("executions", 9, 9).read_bytes())
     elif how == "an-entry-dropped":
@@ -293,7 +295,7 @@ def damage_params() -> list[Any]:
 
 @pytest.mark.parametrize("how", damage_params())
 def test_reindex_reports_a_damaged_object_and_keeps_it(h: Built, how: str) -> None:
-    name = layout.index_object(STREAM, "executions", 8, 8)
+    name = layout.index_object(STREAM, "executions", 8, 9)
     damage_executions_8(h, how)
     data = (h.store / name).read_bytes()
     (result,) = reindex_store(LocalStore(h.store), public_keys=[h.verify_key])
@@ -339,7 +341,7 @@ ENCODINGS: dict[str, tuple[Callable[[Path], None], bool]] = {  # (re-encode, acc
 @pytest.mark.parametrize("encoding", list(ENCODINGS))
 def test_another_encoding_of_the_same_rows_is_used(h: Built, encoding: str) -> None:
     reencode, accepted = ENCODINGS[encoding]
-    used = {layout.index_object(STREAM, k, 0, 7) for k in KINDS} | {layout.index_object(STREAM, "events", 8, 8)}
+    used = {layout.index_object(STREAM, k, 0, 7) for k in KINDS} | {layout.index_object(STREAM, "events", 8, 9)}
     for name in used:
         data = (h.store / name).read_bytes()
         reencode(h.store / name)
@@ -383,9 +385,10 @@ def test_lying_statistics_cannot_hide_rows(hist: Built, monkeypatch: pytest.Monk
     for kind, values in keys.items():
         true_rows = truth(hist.recs, kind)
         for value in values:
-            expected = [t for t in true_rows if t[0] == value]
+            key = index_build.fingerprint(value) if kind == "events" else value
+            expected = [t for t in true_rows if t[0] == key]
             assert got(reader.catalog.lookup(kind, SEGMENTS, value), kind) == expected, (kind, value)
-    assert len(calls) >= 3 * sum(len(v) for v in keys.values())  # the run and both segments' objects
+    assert len(calls) >= 2 * sum(len(v) for v in keys.values())  # runs 0-7 and 8-9
     check_reads(reader, hist)
     assert reader.catalog.damaged == {}
 
@@ -420,8 +423,8 @@ def test_a_run_is_not_built_from_a_damaged_input(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(sealer_mod.Sealer, "_hold", lambda self, kind, first, last, rows: None)
     dropped = {"x-02", "x-03"}  # x-02 ends in segment 3; x-03 goes on to segment 7
 
-    def tamper(store: Path) -> None:
-        rewrite(store / layout.index_object(STREAM, "executions", 3, 3),
+    def tamper(store: Path) -> None:  # run 0-5: an input of run 0-7, which the last seal builds
+        rewrite(store / layout.index_object(STREAM, "executions", 0, 5),
                 lambda rows: [r for r in rows if r["execution_id"] not in dropped])
 
     with caplog.at_level(logging.WARNING):
@@ -435,25 +438,31 @@ def test_a_run_is_not_built_from_a_damaged_input(tmp_path: Path, monkeypatch: py
                for r in caplog.records if r.levelno == logging.WARNING)
     for x in sorted({r.execution_id for r in b.recs} - dropped):
         assert views(list(reader_of(b).replay(x))) == views(b.of(x)), x
-    in3 = {x: [r.seq for r in b.of(x) if r.segment == 3] for x in dropped}
-    with pytest.raises(IntegrityError, match=f"leaves out seq {in3['x-02'][0]}") as info:
+    first = b.of("x-02")[0].seq  # the run claims none of x-02's events
+    with pytest.raises(IntegrityError, match=f"leaves out seq {first}") as info:
         list(reader_of(b).replay("x-02"))
-    assert info.value.seq == in3["x-02"][0]
-    after_gap = next(r for r in b.of("x-03") if r.segment == 4)  # whose link to segment 3 breaks
-    with pytest.raises(IntegrityError, match=f"seq {after_gap.seq} links to seq {in3['x-03'][-1]}") as info:
+    assert info.value.seq == first
+    before = [r.seq for r in b.of("x-03") if r.segment <= 5]
+    after_gap = next(r for r in b.of("x-03") if r.segment == 6)  # whose link into the run breaks
+    with pytest.raises(IntegrityError, match=f"seq {after_gap.seq} links to seq {before[-1]}") as info:
         list(reader_of(b).replay("x-03"))
     assert info.value.seq == after_gap.seq
     reader = reader_of(b)
     assert reader.executions(limit=None) == summaries(b)
-    assert layout.index_object(STREAM, "executions", 3, 3) in reader.catalog.damaged
+    assert layout.index_object(STREAM, "executions", 0, 5) in reader.catalog.damaged
 
 
 # -- 6. a truncated tail is named ---------------------------------------------------------------------------------
 
 
+def runs_from_0(b: Built) -> set[str]:
+    """The runs from segment 0 (0-1, 0-3, 0-5, 0-7): without them, reads use each segment's own object."""
+    return {n for n in index_names(b) if "/000000000000-" in n and not n.endswith("000000000000-000000000000.parquet")}
+
+
 @pytest.mark.parametrize("x", ["x-03", "x-07", "x-02"])  # ends in segment 7 (inside the run), 5 (only there), 3
 def test_a_dropped_last_entry_names_the_first_seq_left_out(h: Built, x: str) -> None:
-    remove_names(h, {n for n in index_names(h) if "000000000000-000000000007" in n})
+    remove_names(h, runs_from_0(h))
     last = max(r.segment for r in h.of(x))
     rewrite(h.index_path("executions", last, last), lambda rows: [r for r in rows if r["execution_id"] != x])
     first_left_out = min(r.seq for r in h.of(x) if r.segment == last)
@@ -465,7 +474,7 @@ def test_a_dropped_last_entry_names_the_first_seq_left_out(h: Built, x: str) -> 
 
 
 def test_a_damaged_object_met_before_still_raises_for_the_execution_it_misleads(h: Built) -> None:
-    remove_names(h, {n for n in index_names(h) if "000000000000-000000000007" in n})
+    remove_names(h, runs_from_0(h))
     rewrite(h.index_path("executions", 7, 7), lambda rows: [r for r in rows if r["execution_id"] != "x-03"])
     reader = reader_of(h)
     assert views(list(reader.replay("x-00"))) == views(h.of("x-00"))  # meets the damaged object first

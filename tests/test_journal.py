@@ -468,20 +468,20 @@ def test_open_reads_the_index_not_every_segment(tmp_store: StorePaths, index: st
     cfg = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
     last: dict[str, int] = {}
     with create(tmp_store, cfg) as j:
-        for k in range(10):  # 10 segments: a level-1 run over 0..7, then 8 and 9
+        for k in range(10):  # 10 segments: runs over 0..7 and 8..9 (FORMAT.md 11a)
             for i in range(6):
                 execution = f"run-{(k + i) % 4}"
                 last[execution] = j.append("step_completed", execution, {"k": k, "i": i})
             j.seal()
     store = LocalStore(tmp_store.store)
-    if index != "whole":
-        name = layout.index_object("main", "executions", 9, 9)
-        path = tmp_store.store / name
-        if index == "an object removed":
-            path.unlink()
-        else:  # another segment's (valid) object in its place
-            make_writable(path)
-            path.write_bytes(store.get(layout.index_object("main", "executions", 8, 8)))
+    if index != "whole":  # the run over 8..9 and segment 9's own object: segment 9 has no usable object left
+        for first in (8, 9):
+            path = tmp_store.store / layout.index_object("main", "executions", first, 9)
+            if index == "an object removed":
+                path.unlink()
+            else:  # another segment's (valid) object in its place
+                make_writable(path)
+                path.write_bytes(store.get(layout.index_object("main", "executions", 8, 8)))
     counting = CountingStore(tmp_store.store)
     with Journal.open(counting, key_dir=tmp_store.keys, config=cfg) as j:
         assert counting.segment_reads == (0 if index == "whole" else 1)

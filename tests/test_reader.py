@@ -302,13 +302,13 @@ def test_the_history_spans_segments_row_groups_dates_and_the_wal(hist: Built) ->
                      ("x-gamma", {3, 4, 6, 7, 8, 9, 10, None}), ("x-delta", {None})]:
         assert {r.segment for r in hist.of(x)} == where, x
     assert len([r for r in hist.recs if r.segment is None]) == 5
-    # A level-1 run covers segments 0..7; 8..10 have only their own objects.
+    # Runs cover segments 0..7 and 8..9; 10 has its own object only.
     for kind in layout.INDEX_KINDS:
-        assert hist.index_path(kind, 0, 7).exists()
+        assert hist.index_path(kind, 0, 7).exists() and hist.index_path(kind, 8, 9).exists()
         for n in range(SEGMENTS):
             assert hist.index_path(kind, n, n).exists()
     objects, missing = hist.reader().catalog.cover("executions", SEGMENTS)
-    assert [(o.first, o.last) for o in objects] == [(0, 7), (8, 8), (9, 9), (10, 10)] and missing == []
+    assert [(o.first, o.last) for o in objects] == [(0, 7), (8, 9), (10, 10)] and missing == []
     # Some execution's rows span two row groups in a segment (rows 2..5 of x-eps in segment 2, say).
     entries = hist.reader().catalog.lookup("executions", SEGMENTS).to_pylist()
     assert any(e["row"] // 4 != (e["row"] + e["rows"] - 1) // 4 for e in entries)

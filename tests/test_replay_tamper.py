@@ -118,7 +118,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Hist:
         hist = Hist(root, rec.recs, rec.manifests, j.journal_id, j.verify_key)
     assert [m.events for m in hist.manifests] == [PER_SEGMENT] * SEGMENTS
     names = {p.relative_to(hist.store).as_posix() for p in (hist.store / "index").rglob("*.parquet")}
-    assert names == {layout.index_object(STREAM, kind, n, n) for kind in layout.INDEX_KINDS for n in range(SEGMENTS)}
+    assert names == {layout.index_object(STREAM, kind, a, b) for kind in layout.INDEX_KINDS for n in range(SEGMENTS)
+                     for a, b in index_build.ranges_ending_at(n)}
     return hist
 
 

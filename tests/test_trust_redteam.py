@@ -465,10 +465,13 @@ def test_a_stream_named_by_the_key_history_cannot_vanish(fresh: History) -> None
 def test_a_forged_index_object_is_reported_when_it_breaks_reads(fresh: History) -> None:
     h = fresh
     truth = summary(h)
-    path = h.paths.store / layout.index_object(STREAM, "executions", 1, 1)
+    reader = Reader(h.paths.store)
+    objects, _ = reader.catalog.cover("executions", reader.refresh())
+    (used,) = [o for o in objects if o.first <= 1 <= o.last]  # the object reads use for segment 1
+    path = h.paths.store / used.name
     rows = pq.read_table(path).to_pylist()
     for row in rows:
-        if row["execution_id"] == "run-alpha":
+        if row["execution_id"] == "run-alpha" and row["segment"] == 1:
             row["rows"] += 1
             row["last_seq"] += 1
     make_writable(path)

@@ -15,7 +15,7 @@ import bisect
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -51,10 +51,9 @@ class IndexFile:
                  stream: str) -> None:
         self.name = obj.name
         self.kind = kind
-        self.key = build.KEY[kind]
         try:
             self._pf = pq.ParquetFile(ObjectFile(store, obj.name, obj.size))  # missing: NotFoundError
-            meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
+            meta = {k.decode(): v.decode() for k, v in (self._pf.metadata.metadata or {}).items()}
             block = int(meta[build.BLOCK_ROWS_KEY])
             roots = decode_block_roots(meta[build.BLOCK_ROOTS_KEY])
         except NotFoundError as e:  # its manifest signs it: gone, or never stored by a seal that failed
@@ -63,16 +62,18 @@ class IndexFile:
             raise
         except Exception as e:  # torn or not Parquet: pyarrow's errors are not typed for us
             raise IndexDamaged(obj.name, f"cannot be read: {e}") from e
+        self.format = meta.get("wormjournal.index", "")
+        self.schema = build.EVENTS_SCHEMA_2 if kind == "events" and self.format == "2" else build.SCHEMAS[kind]
+        self.key = self.schema.names[0]  # every kind's rows are sorted by their first column
         expected = {
-            "wormjournal.index": build.INDEX_FORMAT,
             "wormjournal.journal": journal_id,
             "wormjournal.stream": stream,
             "wormjournal.kind": kind,
             "wormjournal.first_segment": str(obj.first),
             "wormjournal.last_segment": str(obj.last),
         }
-        if (any(meta.get(k) != v for k, v in expected.items())
-                or self._pf.schema_arrow.remove_metadata() != build.SCHEMAS[kind]):
+        if (self.format not in build.READ_FORMATS or any(meta.get(k) != v for k, v in expected.items())
+                or self._pf.schema_arrow.remove_metadata() != self.schema):
             raise IndexDamaged(obj.name, "is not this journal's index object for those segments")
         md = self._pf.metadata
         sizes = [md.row_group(j).num_rows for j in range(md.num_row_groups)]
@@ -110,7 +111,7 @@ class IndexFile:
             table = self._pf.read_row_group(j).replace_schema_metadata(None)
         except Exception as e:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
-        if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table)) != self._roots[j]:
+        if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
         keys = table.column(self.key).to_pylist()
         if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
@@ -126,7 +127,22 @@ class IndexFile:
 
     def all(self) -> pa.Table:
         parts = [self.group(j) for j in range(self.groups)]
-        return pa.concat_tables(parts) if parts else build.SCHEMAS[self.kind].empty_table()
+        return pa.concat_tables(parts) if parts else self.schema.empty_table()
+
+    def rows(self) -> Iterator[pa.Table]:
+        """Every row, a row group at a time, each authenticated as it is read (and not kept)."""
+        for j in range(self.groups):
+            cached = self._groups.get(j)
+            if cached is not None:
+                yield cached[0]
+                continue
+            try:
+                table = self._pf.read_row_group(j).replace_schema_metadata(None)
+            except Exception as e:
+                raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
+            if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
+                raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
+            yield table
 
     def _hint(self, value: Any) -> tuple[int, int]:
         """The row groups that should hold ``value`` by the footer statistics (which are not
@@ -146,7 +162,7 @@ class IndexFile:
     def find(self, value: Any) -> pa.Table:
         """Every row whose key is ``value``, proven to be all of them."""
         if not self.groups:
-            return build.SCHEMAS[self.kind].empty_table()
+            return self.schema.empty_table()
         lo, hi = self._hint(value)
         while True:
             # Each group's keys are sorted (checked once); across groups, each must start at or after the last.
@@ -182,29 +198,40 @@ class Catalog:
         self._files: dict[str, IndexFile] = {}
         self.damaged: dict[str, str] = {}  # name -> why, for objects that failed authentication
 
+    def drop_cached_rows(self) -> None:
+        """Forget the row groups read so far, keeping the opened objects (their footers, checked): the next
+        lookups fetch the rows they need, as lookups of keys not read before do."""
+        for f in self._files.values():
+            f._groups.clear()
+
     def cover(self, kind: str, segments: int) -> tuple[list[IndexObject], list[int]]:
-        """Index objects with signed roots covering segments 0..segments-1 (largest runs first, damaged
-        ones left out), and the segments none covers. The objects are named by the manifests' index
-        lines (FORMAT.md 11a): nothing is listed."""
-        chosen, missing = [], []
-        pos = 0
-        while pos < segments:
-            for level in range(build.MAX_LEVEL[kind], -1, -1):
-                span = build.FANOUT**level
-                if pos % span or pos + span > segments:
-                    continue
-                name = layout.index_object(self.stream, kind, pos, pos + span - 1)
-                if name not in self.damaged and self._bound(kind, pos, pos + span - 1) is not None:
-                    chosen.append(IndexObject(name, pos, pos + span - 1))
-                    pos += span
-                    break
-            else:
-                missing.append(pos)
-                pos += 1
+        """Index objects with signed roots covering segments 0..segments-1 (at most two per octal digit of
+        the count, build.cover; where one is not signed or is damaged, the objects it merged, down to single
+        segments), and the segments none covers. The objects are named by the manifests' index lines
+        (FORMAT.md 11a): nothing is listed."""
+
+        def usable(first: int, last: int) -> bool:
+            name = layout.index_object(self.stream, kind, first, last)
+            return name not in self.damaged and self._bound(kind, first, last) is not None
+
+        chosen: list[IndexObject] = []
+        missing: list[int] = []
+        for first, last in build.cover(segments):
+            self._resolve(kind, first, last, usable, chosen, missing)
         if missing:
             log.info("stream %s: %d segment(s) have no usable %s index object; reading them directly "
                      "(`wormjournal reindex` writes the missing ones)", self.stream, len(missing), kind)
         return chosen, missing
+
+    def _resolve(self, kind: str, first: int, last: int, usable: Callable[[int, int], bool],
+                 chosen: list[IndexObject], missing: list[int]) -> None:
+        if usable(first, last):
+            chosen.append(IndexObject(layout.index_object(self.stream, kind, first, last), first, last))
+        elif first == last:
+            missing.append(first)
+        else:  # what it merged covers the same segments (a store written before runs of 2, 4 and 6 blocks: those)
+            for a, b in build.run_inputs(first, last):
+                self._resolve(kind, a, b, usable, chosen, missing)
 
     def _file(self, kind: str, obj: IndexObject) -> IndexFile:
         f = self._files.get(obj.name)
@@ -215,8 +242,9 @@ class Catalog:
         return f
 
     def lookup(self, kind: str, segments: int, value: Any = None) -> pa.Table:
-        """Authenticated rows of the ``kind`` tables of segments 0..segments-1 whose key is ``value``
-        (all of them, proven), or every row with None.
+        """Authenticated rows of the ``kind`` tables of segments 0..segments-1 whose key is ``value`` (all of
+        them, proven), or every row with None. For ``events``, ``value`` is an event id and the rows are those
+        of its fingerprint (build.fingerprint): other ids may share it.
 
         Raises IndexDamaged for an object that fails its checks; it is then left out of later
         lookups, so calling again reads around it.
@@ -226,14 +254,19 @@ class Catalog:
         for obj in objects:
             try:
                 f = self._file(kind, obj)
-                parts.append(f.all() if value is None else f.find(value))
+                if value is None:
+                    parts.append(_rows_of(kind, f.format, f.all(), None))
+                else:
+                    parts.append(_rows_of(kind, f.format, f.find(_key_value(kind, f.format, value)), value))
             except IndexDamaged as e:
                 self.damaged[obj.name] = str(e)
                 self._files.pop(obj.name, None)
                 log.warning("%s", e)
                 raise
         for segment in missing:
-            parts.append(_matching(self._scan_segment(segment)[kind], build.KEY[kind], value))
+            table = self._scan_segment(segment)[kind]
+            parts.append(table if value is None else _matching(table, build.KEY[kind],
+                                                               _key_value(kind, build.INDEX_FORMAT, value)))
         return _concat(kind, parts)
 
     def claims(self, kind: str, segments: int, value: Any) -> pa.Table:
@@ -241,32 +274,49 @@ class Catalog:
         that trusted the objects at the names the manifests sign would see. Used only to tell how a
         damaged object would mislead."""
         parts: list[pa.Table] = []
-        pos = 0
-        key = build.KEY[kind]
-        while pos < segments:
-            table, span = None, 1
-            for level in range(build.MAX_LEVEL[kind], -1, -1):
-                span = build.FANOUT**level
-                if pos % span or pos + span > segments or self._bound(kind, pos, pos + span - 1) is None:
-                    continue
-                try:
-                    pf = pq.ParquetFile(ObjectFile(self.store, layout.index_object(self.stream, kind, pos,
-                                                                                   pos + span - 1)))
-                    meta = pf.schema_arrow.metadata or {}
-                    if (meta.get(b"wormjournal.journal", b"").decode() == self.journal_id
-                            and meta.get(b"wormjournal.first_segment") == str(pos).encode()
-                            and meta.get(b"wormjournal.last_segment") == str(pos + span - 1).encode()):
-                        table = _matching(pf.read().replace_schema_metadata(None), key, value)
-                except Exception:  # missing or unreadable: such a reader would have read the segments
-                    table = None
-                break
-            if table is None:
-                parts.append(_matching(self._scan_segment(pos)[kind], key, value))
-                pos += 1
-            else:
-                parts.append(table)
-                pos += span
+
+        def read(first: int, last: int) -> bool:
+            if self._bound(kind, first, last) is None:
+                return False
+            try:
+                pf = pq.ParquetFile(ObjectFile(self.store, layout.index_object(self.stream, kind, first, last)))
+                meta = pf.metadata.metadata or {}
+                fmt = meta.get(b"wormjournal.index", b"").decode()
+                if (meta.get(b"wormjournal.journal", b"").decode() != self.journal_id
+                        or meta.get(b"wormjournal.first_segment") != str(first).encode()
+                        or meta.get(b"wormjournal.last_segment") != str(last).encode()):
+                    return False
+                table = pf.read().replace_schema_metadata(None)
+                parts.append(_rows_of(kind, fmt, _matching(table, table.schema.names[0], _key_value(kind, fmt, value)),
+                                      value))
+                return True
+            except Exception:  # missing or unreadable: such a reader would have read what it merged
+                return False
+
+        scanned: list[int] = []
+        for first, last in build.cover(segments):
+            self._resolve(kind, first, last, read, [], scanned)
+        for segment in scanned:
+            parts.append(_matching(self._scan_segment(segment)[kind], build.KEY[kind],
+                                   _key_value(kind, build.INDEX_FORMAT, value)))
         return _concat(kind, parts)
+
+
+def _key_value(kind: str, fmt: str, value: Any) -> Any:
+    """What an object of index format ``fmt`` is sorted by for the lookup ``value``: an event id's
+    fingerprint in format 3's events rows, the value itself otherwise."""
+    return build.fingerprint(value) if kind == "events" and fmt != "2" else value
+
+
+def _rows_of(kind: str, fmt: str, table: pa.Table, value: Any) -> pa.Table:
+    """Rows of an object in the kind's current schema: format 2's events rows (an event id, not its
+    fingerprint) as format 3 has them."""
+    if kind != "events" or fmt != "2":
+        return table
+    fingerprints = build.fingerprints(table.column("event_id").combine_chunks()) if value is None else \
+        [build.fingerprint(value)] * table.num_rows
+    return pa.table({"fingerprint": pa.array(fingerprints, pa.int64()), "segment": table.column("segment"),
+                     "row": table.column("row")}, schema=build.EVENTS_SCHEMA)
 
 
 def _matching(table: pa.Table, column: str, value: Any) -> pa.Table:

@@ -580,13 +580,14 @@ class Reader:
     def get_event(self, event_id: str) -> Event | None:
         """The event with this id (verified), or None."""
         self.refresh()
-        hits = self._lookup("events", event_id)[0].to_pylist()
-        for hit in hits:
-            (e,) = self._read(hit["segment"], hit["row"], 1)
-            if e.event_id != event_id or e.seq != hit["seq"]:
-                raise IntegrityError(f"the index points event {event_id!r} at seq {hit['seq']}, which is another event",
-                                     seq=hit["seq"])
-            return self._event(e, hit["segment"])
+        hits = self._lookup("events", event_id)[0].to_pylist()  # the rows of its fingerprint: of it, or of others
+        reads = self._read_many([(hit["segment"], hit["row"], 1) for hit in hits])
+        for hit, read in zip(hits, reads, strict=True):
+            if isinstance(read, IntegrityError):
+                raise read
+            (e,) = read
+            if e.event_id == event_id:
+                return self._event(e, hit["segment"])
         for e in self._unsealed():
             if e.event_id == event_id:
                 return self._event(e, None)

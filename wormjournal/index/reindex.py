@@ -67,9 +67,8 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
             if table is None and first == last:
                 table = reader._scan_segment(first)[kind]  # noqa: SLF001 - checked against its manifest
             elif table is None:
-                span = (last - first + 1) // build.FANOUT
-                table = build.sort_rows(kind, pa.concat_tables(
-                    [rows(kind, f, f + span - 1) for f in range(first, last + 1, span)]))
+                parts = [rows(kind, a, b) for a, b in build.run_inputs(first, last)]
+                table = build.sort_rows(kind, pa.concat_tables(parts))
             if last - first < build.FANOUT:
                 cache[name] = table  # small: kept for the run above it
             return table

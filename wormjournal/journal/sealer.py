@@ -399,22 +399,21 @@ class Sealer:
         rows = np.flatnonzero(np.asarray(table.column("seq")) == seq)
         return table.column("hash")[int(rows[0])].as_py() if rows.size else None
 
-    def _hold(self, kind: str, first: int, last: int, rows: pa.Table) -> None:
-        """Keep the rows of an index object this sealer wrote while a later run may merge them: one that is
-        not the last input of the run above it, below the kind's top level."""
-        span, level = last - first + 1, 0
-        while index_build.FANOUT**level < span:
-            level += 1
-        if level < index_build.MAX_LEVEL[kind] and (last + 1) % (span * index_build.FANOUT):
+    def _hold(self, kind: str, first: int, last: int, rows: pa.Table | None) -> None:
+        """Keep the rows of a segment's own index object for the runs of the next two seals, which merge it
+        (a run's rows are read back from the store when a later run merges them: a table at a time)."""
+        if rows is not None:
             self._held[(kind, first, last)] = rows
+            for key in [k for k in self._held if k[0] == kind and k[2] < last - 1]:
+                del self._held[key]
 
-    def _earlier_index(self, kind: str, first: int, last: int) -> pa.Table | None:
-        """The rows of an index object an earlier seal wrote: held since this sealer wrote them, else read and
-        checked against the root its manifest signs (a run merges them and is signed anew: it must not launder
-        altered rows)."""
+    def _earlier_index(self, kind: str, first: int, last: int) -> tuple[int, Iterable[pa.Table]] | None:
+        """The rows of an index object an earlier seal wrote: held since this sealer wrote them, else read
+        and checked against the root its manifest signs, a row group at a time (a run merges them and is
+        signed anew: it must not launder altered rows)."""
         held = self._held.pop((kind, first, last), None)
         if held is not None:
-            return held
+            return held.num_rows, (held,)
         name = layout.index_object(self.state.stream, kind, first, last)
         m = self.manifest(last) if 0 <= last < self.state.size else None
         root = m.index_root(kind, first) if m is not None else None
@@ -423,7 +422,7 @@ class Sealer:
             if root is None or info is None:
                 return None
             obj = IndexObject(name, first, last, info.size)
-            return IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).all()
+            return root.rows, IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).rows()
         except JournalError as e:
             log.warning("index object %s cannot be used for a run: %s", name, e)
             return None

@@ -247,10 +247,10 @@ def make_proof(reader: Any, *, event_id: str | None = None, seq: int | None = No
     count = reader.refresh()
     want: tuple[str, str | int]
     if event_id is not None:
-        hits = reader._lookup("events", event_id)[0].to_pylist()
-        if not hits:
+        found = reader.get_event(event_id)
+        if found is None or found.segment is None:
             raise NotFoundError(f"no sealed event {event_id!r} in stream {stream}")
-        segment, want = hits[0]["segment"], ("event_id", event_id)
+        segment, want = found.segment, ("event_id", event_id)
     elif seq is not None:
         segment = next((n for n in range(count)
                         if reader.manifest(n).first_seq <= seq <= reader.manifest(n).last_seq), None)
