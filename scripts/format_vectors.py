@@ -67,6 +67,7 @@ SEGMENT1 = [
     (6, "execution_completed", "exec-0001", {"status": "ok"}),
 ]
 SEGMENT2 = [(7, "execution_completed", "exec-0002", {"status": "ok"})]
+TENANTS = {"exec-0001": "acme", "exec-0002": "globex"}  # of segments 1 and 2's events
 SEGMENT1_TS = events.parse_ts("2024-06-10T06:16:00Z")
 SEGMENT2_TS = events.parse_ts("2024-06-10T06:26:00Z")
 SEGMENT1_BLOCK_ROWS = 2
@@ -127,23 +128,26 @@ def chain_events(rows: list[dict[str, object]], prev: bytes) -> list[StoredEvent
 
 def plain_events(spec: list[tuple[int, str, str, object]], ts0: int,
                  last_seq_of: dict[str, int]) -> list[dict[str, object]]:
-    """Field values of events with only seq, id, time, type, execution and payload given (and the back-link
-    ``exec_prev_seq``, from ``last_seq_of``, which is updated)."""
+    """Field values of events with only seq, id, time, type, execution, tenant and payload given (and the
+    back-link ``exec_prev_seq``, from ``last_seq_of``, which is updated)."""
     rows = []
     for k, (seq, event_type, execution_id, body) in enumerate(spec):
         ts = ts0 + k * 1_000_000
         fields: dict[str, object] = {name: None for name in events.FIELD_NAMES}
         fields.update(seq=seq, event_id=uuid7_at(ts, seq), ts=ts, event_type=event_type, execution_id=execution_id,
                       exec_prev_seq=last_seq_of.get(execution_id), payload_codec="json",
-                      payload=events.canonical_json(body))
+                      payload=events.canonical_json(body), tenant_id=TENANTS[execution_id])
         last_seq_of[execution_id] = seq
         rows.append(fields)
     return rows
 
 
-def segment_index(stored: list[StoredEvent], segment: int) -> list[IndexRoot]:
-    """The roots of the index objects a seal of ``stored`` as segment ``segment`` signs (section 11a)."""
-    tables = index_build.segment_tables(events_to_table(storage_order(stored)), segment)
+def segment_index(stored: list[StoredEvent], segment: int, started: dict[str, int]) -> list[IndexRoot]:
+    """The roots of the index objects a seal of ``stored`` as segment ``segment`` signs (section 11a: the
+    segment's own; the runs a seal also writes are left out of the vectors). ``started`` holds the start of each
+    execution of earlier segments, and gets this segment's."""
+    tables = index_build.segment_tables(events_to_table(storage_order(stored)), segment, started)
+    started.update(index_build.execution_starts(tables["executions"]))
     return [index_build.encode(kind, tables[kind], journal_id=JOURNAL_ID, stream=STREAM, first=segment, last=segment)[1]
             for kind in layout.INDEX_KINDS]
 
@@ -220,6 +224,7 @@ def main() -> None:
 
     # The index objects of segment 0 (FORMAT.md, "Index"): rows and the roots the manifest signs.
     tables = index_build.segment_tables(events_to_table(storage_order(stored)), 0)
+    started = index_build.execution_starts(tables["executions"])
     index_rows = {kind: [[_index_value(v) for v in row.values()] for row in tables[kind].to_pylist()]
                   for kind in layout.INDEX_KINDS}
     index_roots = [index_build.encode(kind, tables[kind], journal_id=JOURNAL_ID, stream=STREAM, first=0, last=0)[1]
@@ -293,7 +298,7 @@ def main() -> None:
             frontier=tuple(merkle.frontier_of([merkle.leaf_hash(m.manifest_hash()) for m in manifests])),
             key_id=signer.verify_key.key_id,
             time=seal_time,
-            index=tuple(segment_index(chunk, n)),
+            index=tuple(segment_index(chunk, n, started)),
         ))
     assert manifests[1].merkle_root == root1
     checkpoint3 = Checkpoint.for_manifests(checkpoint_origin(JOURNAL_ID, STREAM),
@@ -339,8 +344,19 @@ def main() -> None:
     line(f"segment.merkle_root: {root.hex()}")
     for r in sorted(index_roots):
         line(f"index.{r.kind}.rows: {_json(index_rows[r.kind])}")
-        line(f"index.{r.kind}.leaf0: {index_leaf_data(r.kind, tables[r.kind]).hex()}")
+        if index_rows[r.kind]:
+            line(f"index.{r.kind}.leaf0: {index_leaf_data(r.kind, tables[r.kind]).hex()}")
         line(f"index.{r.kind}.root: {r.root.hex()}")
+    # Segment 1's tenants rows (segment 0's execution has no tenant on its first event): exec-0001 began in
+    # segment 0, so its start is event0's ts.
+    tables1 = index_build.segment_tables(events_to_table(storage_order(stored1)), 1,
+                                         index_build.execution_starts(tables["executions"]))
+    rows1_tenants = [[_index_value(v) for v in row.values()] for row in tables1["tenants"].to_pylist()]
+    root1_tenants = index_build.encode("tenants", tables1["tenants"], journal_id=JOURNAL_ID, stream=STREAM, first=1,
+                                       last=1)[1]
+    line(f"index1.tenants.rows: {_json(rows1_tenants)}")
+    line(f"index1.tenants.leaf0: {index_leaf_data('tenants', tables1['tenants']).hex()}")
+    line(f"index1.tenants.root: {root1_tenants.root.hex()}")
     # An encrypted payload (section 3.1), standalone: fixed data key and nonce.
     enc_plain = events.canonical_json(ENC_PAYLOAD)
     enc_aad = payload_mod.payload_aad(JOURNAL_ID, STREAM, ENC_SEQ, ENC_KEY_ID, ENC_CODEC)

@@ -500,11 +500,11 @@ def test_manifest_vector(vec: Vectors) -> None:
 
     lines = text.split("\n")
     assert lines[0] == "wormjournal/manifest/v1" and lines[-1] == ""
-    assert [line.split(" ", 1)[0] for line in lines[1:-1]] == SPEC_MANIFEST_KEYS + ["index"] * 3
+    assert [line.split(" ", 1)[0] for line in lines[1:-1]] == SPEC_MANIFEST_KEYS + ["index"] * 4
     # The index lines: kind, first and last segment, rows, root; sorted by kind.
-    assert lines[-4:-1] == [
+    assert lines[-5:-1] == [
         f"index {kind} 0 0 {len(json.loads(vec.raw(f'index.{kind}.rows')))} {vec.raw(f'index.{kind}.root')}"
-        for kind in ("events", "executions", "threads")
+        for kind in ("events", "executions", "tenants", "threads")
     ]
 
     m = Manifest.parse(text)
@@ -530,6 +530,9 @@ SPEC_INDEX_COLUMNS = {
                    ("tenant_id", "str"), ("thread_id", "str"), ("last_event_type", "str")],
     "threads": [("thread_id", "str"), ("execution_id", "str"), ("segment", "int")],
     "events": [("fingerprint", "int"), ("segment", "int"), ("row", "int")],
+    "tenants": [("tenant_id", "str"), ("started", "int"), ("execution_id", "str"), ("segment", "int"), ("rows", "int"),
+                ("first_seq", "int"), ("last_seq", "int"), ("last_ts", "int"), ("thread_id", "str"),
+                ("last_event_type", "str")],
 }
 
 
@@ -544,11 +547,14 @@ def spec_index_leaf(kind: str, row: list[Any]) -> bytes:
     return data + b"".join(spec_encode(k, v) for (_, k), v in zip(SPEC_INDEX_COLUMNS[kind], row, strict=True))
 
 
-@pytest.mark.parametrize("kind", ["executions", "threads", "events"])
+@pytest.mark.parametrize("kind", ["executions", "threads", "events", "tenants"])
 def test_index_vectors(vec: Vectors, kind: str) -> None:
     """The index rows of segment 0, their leaves and root, by the text of FORMAT.md and by the library."""
     rows = json.loads(vec.raw(f"index.{kind}.rows"))
-    assert spec_index_leaf(kind, rows[0]) == vec.hex(f"index.{kind}.leaf0")
+    if rows:
+        assert spec_index_leaf(kind, rows[0]) == vec.hex(f"index.{kind}.leaf0")
+    else:  # segment 0's one execution has no tenant on its first event: no tenants row, the empty tree's root
+        assert kind == "tenants" and vec.hex(f"index.{kind}.root") == hashlib.sha256(b"").digest()
     assert spec_mth([spec_index_leaf(kind, r) for r in rows]) == vec.hex(f"index.{kind}.root")
     # The library computes the same rows from the two events, and the same root.
     stored = storage_order([stored_event(vec, 0), stored_event(vec, 1)])
@@ -565,6 +571,21 @@ def test_index_vectors(vec: Vectors, kind: str) -> None:
     assert (root.rows, root.root) == (len(rows), vec.hex(f"index.{kind}.root"))
     assert index_build.leaf_hashes(kind, table) == [hashlib.sha256(b"\x00" + spec_index_leaf(kind, r)).digest()
                                                     for r in rows]
+
+
+def test_tenants_vectors_carry_each_executions_start(vec: Vectors) -> None:
+    """Segment 1's tenants rows: exec-0001 began in segment 0 (its start is event0's ts), exec-0002 begins here."""
+    rows = json.loads(vec.raw("index1.tenants.rows"))
+    assert spec_index_leaf("tenants", rows[0]) == vec.hex("index1.tenants.leaf0")
+    assert spec_mth([spec_index_leaf("tenants", r) for r in rows]) == vec.hex("index1.tenants.root")
+    later = later_events(vec)
+    segment1 = storage_order([later[seq] for seq in json.loads(vec.raw("segment1.rows"))])
+    started = {"exec-0001": stored_event(vec, 0).ts}
+    assert {r[2]: r[1] for r in rows} == {"exec-0001": started["exec-0001"],
+                                          "exec-0002": min(e.ts for e in segment1 if e.execution_id == "exec-0002")}
+    table = index_build.segment_tables(events_to_table(segment1), 1, started)["tenants"]
+    assert [[events.datetime_to_micros(v) if isinstance(v, dt.datetime) else v for v in r.values()]
+            for r in table.to_pylist()] == rows
 
 
 def test_encrypted_payload_vector(vec: Vectors) -> None:
@@ -1034,9 +1055,12 @@ def test_checkpoint_over_segments_vectors(vec: Vectors) -> None:
         assert m.first_seq == prev_last_seq + 1 and m.events == m.last_seq - m.first_seq + 1
         assert m.prev_hash == prev_last_hash and m.last_hash == event_hash[m.last_seq]
         assert (m.merkle_root, m.object) == (roots[n], objects[n])
-        if n:  # the index lines a seal of these events signs (section 11a)
+        if n:  # the index lines a seal of these events signs (section 11a): exec-0001 began in segment 0
             chunk = [later[seq] for seq in range(m.first_seq, m.last_seq + 1)]
-            tables = index_build.segment_tables(events_to_table(storage_order(chunk)), n)
+            began = {e.execution_id: e.ts for e in sorted(later.values(), key=lambda e: -e.seq)
+                     if e.exec_prev_seq is None and e.seq < m.first_seq}
+            began["exec-0001"] = stored_event(vec, 0).ts
+            tables = index_build.segment_tables(events_to_table(storage_order(chunk)), n, began)
             assert m.index == tuple(sorted(
                 index_build.encode(kind, tables[kind], journal_id=journal, stream=stream, first=n, last=n)[1]
                 for kind in layout.INDEX_KINDS))

@@ -45,9 +45,9 @@ from conftest import make_writable, overwrite
 STREAM = "main"
 CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
 BASE = dt.datetime(2025, 3, 14, 9, 0, tzinfo=dt.UTC)
-SMALL_BLOCKS = {"executions": 2, "threads": 2, "events": 4}
+SMALL_BLOCKS = {"executions": 2, "threads": 2, "events": 4, "tenants": 2}
 SEGMENTS = 10
-KINDS = ("executions", "threads", "events")
+KINDS = ("executions", "threads", "events", "tenants")
 # execution -> (first segment, last segment, tenant, thread)
 SPANS: dict[str, tuple[int, int, str, str | None]] = {
     "x-00": (0, 9, "tn-a", "t-0"), "x-01": (0, 5, "tn-b", "t-1"), "x-02": (0, 3, "tn-a", "t-2"),
@@ -142,9 +142,10 @@ def storage_rows(recs: list[Rec], s: int) -> list[Rec]:
     return sorted((r for r in recs if r.segment == s), key=lambda r: (r.execution_id, r.seq))
 
 
-def truth(recs: list[Rec], kind: str) -> list[tuple[Any, ...]]:
-    """Every index row of ``kind`` for the sealed ``recs``: key first."""
+def truth(recs: list[Rec], kind: str, history: list[Rec] | None = None) -> list[tuple[Any, ...]]:
+    """Every index row of ``kind`` for the sealed ``recs`` (of a ``history``, all of them by default): key first."""
     out: list[tuple[Any, ...]] = []
+    history = recs if history is None else history
     for s in sorted({r.segment for r in recs if r.segment is not None}):
         rows = storage_rows(recs, s)
         for i, r in enumerate(rows):
@@ -155,12 +156,32 @@ def truth(recs: list[Rec], kind: str) -> list[tuple[Any, ...]]:
             elif kind == "executions" and (i == 0 or rows[i - 1].execution_id != r.execution_id):
                 mine = [q for q in rows if q.execution_id == r.execution_id]
                 out.append((r.execution_id, s, i, len(mine), mine[0].seq, mine[-1].seq))
-    return sorted(set(out))
+            elif (kind == "tenants" and r.tenant_id is not None
+                  and (i == 0 or rows[i - 1].execution_id != r.execution_id)):
+                mine = [q for q in rows if q.execution_id == r.execution_id]
+                start = min((q for q in history if q.execution_id == r.execution_id), key=lambda q: q.seq).ts
+                out.append((r.tenant_id, start, r.execution_id, len(mine), mine[0].seq, mine[-1].seq))
+    return combined(out) if kind == "tenants" else sorted(set(out))
+
+
+def combined(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Tenants rows (tenant, started, execution, rows, first_seq, last_seq) as one per execution: runs combine
+    an execution's rows (FORMAT.md 11a), so which ones an object holds depends on its range."""
+    out: dict[tuple[Any, ...], list[int]] = {}
+    for tenant, started, x, n, first, last in rows:
+        cur = out.setdefault((tenant, started, x), [0, first, last])
+        cur[0] += n
+        cur[1], cur[2] = min(cur[1], first), max(cur[2], last)
+    return sorted((*k, *v) for k, v in out.items())
 
 
 def got(table: pa.Table, kind: str) -> list[tuple[Any, ...]]:
+    if kind == "tenants":
+        return combined([(r["tenant_id"], r["started"], r["execution_id"], r["rows"], r["first_seq"], r["last_seq"])
+                         for r in table.to_pylist()])
     cols = {"events": ["fingerprint", "segment", "row"], "threads": ["thread_id", "execution_id", "segment"],
-            "executions": ["execution_id", "segment", "row", "rows", "first_seq", "last_seq"]}[kind]
+            "executions": ["execution_id", "segment", "row", "rows", "first_seq", "last_seq"],
+            }[kind]
     return sorted(tuple(r[c] for c in cols) for r in table.to_pylist())
 
 
@@ -189,6 +210,11 @@ def check_reads(reader: Reader, b: Built, executions: list[str] | None = None) -
             assert e is not None and view(e) == view(r), r.event_id
         assert reader.get_event("ev-9999") is None
         assert reader.executions(limit=None) == summaries(b)
+        for tenant in ("tn-a", "tn-b", "tn-c"):  # through the tenants objects: the newest first, a page at a time
+            mine = [x for x in summaries(b) if x.tenant_id == tenant]
+            assert reader.executions(tenant, limit=None) == mine, tenant
+            assert [reader.executions(tenant, limit=2, offset=k) for k in range(0, 8, 2)] == [
+                mine[k : k + 2] for k in range(0, 8, 2)], tenant
 
 
 def test_the_journal_is_what_the_tests_assume(hist: Built) -> None:
@@ -245,7 +271,8 @@ def test_reindex_writes_back_exactly_what_was_removed(h: Built, removal: str) ->
                 assert root is not None
                 obj = IndexObject(n, parsed[2], parsed[3])
                 f = IndexFile(reader.store, obj, kind, root, h.journal_id, STREAM)
-                assert got(f.all(), kind) == truth([r for r in h.recs if parsed[2] <= r.segment <= parsed[3]], kind)
+                assert got(f.all(), kind) == truth([r for r in h.recs if parsed[2] <= r.segment <= parsed[3]], kind,
+                                                   h.recs)
     check_reads(reader, h)
     assert reader.catalog.damaged == {}
     (again,) = reindex_store(LocalStore(h.store), public_keys=[h.verify_key])
@@ -491,7 +518,7 @@ def test_manifest_index_lines_are_the_signed_roots(hist: Built) -> None:
     m = Manifest.parse(text)
     assert m == hist.manifests[7] and m.text() == text and Manifest.parse(m.text()) == m
     lines = [line for line in text.splitlines() if line.startswith("index ")]
-    assert lines == sorted(lines, key=lambda s: (s.split()[1], int(s.split()[2]))) and len(lines) == 6
+    assert lines == sorted(lines, key=lambda s: (s.split()[1], int(s.split()[2]))) and len(lines) == 2 * len(KINDS)
     reader = reader_of(hist)
     reader.refresh()
     for kind in KINDS:

@@ -135,9 +135,9 @@ def warm_requests(store: Any, ids: list[str], segments: int) -> dict[str, list[t
 
 
 def test_warm_lookups_cost_log_of_the_store_in_requests(tmp_path: Path) -> None:
-    """At 5, 50, 200 and 600 segments: no LIST, and at most 2*ceil(log8 n)+4 requests for events and get_event
-    (the index objects of the cover, the segment's footer, offset index and pages, the HEAD of the next
-    manifest); executions(tenant) lists nothing either."""
+    """At 5, 50, 200 and 600 segments: no LIST, and at most 2*ceil(log8 n)+4 requests for events, get_event (the
+    index objects of the cover, the segment's footer, offset index and pages, the HEAD of the next manifest) and
+    executions(tenant, limit=20) (the first rows of the tenant in each tenants object of the cover)."""
     config = JournalConfig(seal_max_age_seconds=None, seal_max_events=24, seal_worker=False)
     ids: list[str] = []
     with Journal.create(tmp_path / "store", key_dir=tmp_path / "keys", config=config) as j:
@@ -146,7 +146,7 @@ def test_warm_lookups_cost_log_of_the_store_in_requests(tmp_path: Path) -> None:
             ids += grow(j, done, n)
             done = n
             counts = warm_requests(tmp_path / "store", ids, n)
-            for call in ("events", "get_event"):
+            for call in ("events", "get_event", "executions"):
                 assert max(q for q, _ in counts[call]) <= budget(n), (n, call, counts[call])
             assert all(lists == 0 for calls in counts.values() for _, lists in calls), (n, counts)
 
@@ -163,6 +163,36 @@ def test_warm_lookups_on_s3_cost_what_they_cost_locally(s3_bucket: S3Bucket, tmp
             ids += grow(j, done, n)
             done = n
             counts = warm_requests(store, ids, n)
-            for call in ("events", "get_event"):
+            for call in ("events", "get_event", "executions"):
                 assert max(q for q, _ in counts[call]) <= budget(n), (n, call, counts[call])
             assert all(lists == 0 for calls in counts.values() for _, lists in calls), (n, counts)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_tenants_run_holds_one_row_per_execution(seed: int) -> None:
+    """Runs of tenants rows combine each execution's rows (its first segment, first seq and thread, its last
+    seq, time and type, the sum of its rows), whichever parts and tables they came in."""
+    rng = random.Random(seed)
+    per_segment = []
+    for segment in range(9):
+        rows = []
+        for x in rng.sample(range(12), rng.randint(0, 6)):
+            first = segment * 100 + x * 5
+            rows.append({"tenant_id": f"t-{x % 3}", "started": 1_000 + x, "execution_id": f"x-{x:02d}",
+                         "segment": segment, "rows": 2, "first_seq": first, "last_seq": first + 1,
+                         "last_ts": 5_000 + first, "thread_id": f"th-{segment}", "last_event_type": f"e{segment}"})
+        table = pa.Table.from_pylist(rows, schema=build.TENANTS_SCHEMA.remove_metadata()) if rows else \
+            build.TENANTS_SCHEMA.empty_table()
+        per_segment.append(build.sort_rows("tenants", table.cast(build.TENANTS_SCHEMA)))
+    whole = build.combine_executions(build.sort_rows("tenants", pa.concat_tables(per_segment)))
+    parts = [per_segment[0:3], per_segment[3:7], per_segment[7:9]]
+    runs = [build.combine_executions(build.sort_rows("tenants", pa.concat_tables(p))) for p in parts]
+    merged = list(build.merge_runs("tenants", [chunks(rng, r) for r in runs]))
+    result = pa.concat_tables(merged) if merged else build.TENANTS_SCHEMA.empty_table()
+    assert result.equals(whole)
+    assert result.num_rows == len(set(result.column("execution_id").to_pylist()))  # one per execution (and tenant)
+    by_x = {r["execution_id"]: r for r in result.to_pylist()}
+    for x, r in by_x.items():
+        mine = [row for t in per_segment for row in t.to_pylist() if row["execution_id"] == x]
+        assert r["rows"] == 2 * len(mine) and r["segment"] == min(m["segment"] for m in mine)
+        assert r["last_event_type"] == f"e{max(m['segment'] for m in mine)}"

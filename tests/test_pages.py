@@ -290,8 +290,9 @@ def test_the_c_page_decoder_declines_what_it_does_not_know() -> None:
 
 @needs_decoder
 def test_damaged_pages_decode_as_pyarrow_has_them_or_are_declined() -> None:
-    """A damaged page never makes the C decoder answer rows that pyarrow reads otherwise, nor crash: it
-    declines, and pyarrow's read (rows or error) stands. Hashes then judge the rows, whichever decoded them."""
+    """A damaged page never crashes the C decoder, and an uncompressed one never makes it answer rows that pyarrow
+    reads otherwise: it declines, and pyarrow's read (rows or error) stands. Hashes judge the rows, whichever
+    decoded them."""
     rnd = random.Random(5)
     t = random_segment_table(rnd, 300)
     for compression in ("zstd", "none"):
@@ -305,8 +306,8 @@ def test_damaged_pages_decode_as_pyarrow_has_them_or_are_declined() -> None:
             mine, theirs = decode_both(bytes(blob))
             if mine is None:
                 declined += 1
-            elif isinstance(theirs, pa.Table):
-                assert mine.equals(theirs)
+            elif isinstance(theirs, pa.Table) and compression == "none":  # two zstds may read a corrupt frame
+                assert mine.equals(theirs)  # differently (no checksum): the rows' hashes refuse both
         assert declined > 0  # the checks do refuse
 
 

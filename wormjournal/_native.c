@@ -2061,6 +2061,7 @@ static Py_ssize_t chunk_bound(const unsigned char *base, Py_ssize_t start, Py_ss
 
 static unsigned char *SCRATCH = NULL;  /* one decompressed page; kept between calls (the GIL is held) */
 static Py_ssize_t SCRATCH_CAP = 0;
+#define SCRATCH_KEEP ((Py_ssize_t)16 << 20)
 
 static PyObject *column_bound(PyObject *self, PyObject *args) {
     Py_buffer in;
@@ -2205,6 +2206,11 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
     if (kind == 'b') offsets[rows] = (int32_t)data_len;
     result = Py_BuildValue("(nn)", nulls, kind == 'l' ? rows * 8 : data_len);
 done:
+    if (SCRATCH_CAP > SCRATCH_KEEP) {  /* a page larger than pages are (or claiming to be): not kept for good */
+        PyMem_Free(SCRATCH);
+        SCRATCH = NULL;
+        SCRATCH_CAP = 0;
+    }
     if (ob.obj != NULL) PyBuffer_Release(&ob);
     PyBuffer_Release(&xb);
     PyBuffer_Release(&vb);

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -87,6 +88,22 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("row", pa.int64(), nullable=False),
     ]
 )
+# One row per (execution, segment) with a tenant, by tenant and newest start first: executions(tenant, limit) reads
+# the first rows of its tenant in each object. ``started`` is the ts of the execution's first event, wherever it is.
+TENANTS_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("started", _TS, nullable=False),
+        pa.field("execution_id", pa.string(), nullable=False),
+        pa.field("segment", pa.int64(), nullable=False),
+        pa.field("rows", pa.int64(), nullable=False),
+        pa.field("first_seq", pa.int64(), nullable=False),
+        pa.field("last_seq", pa.int64(), nullable=False),
+        pa.field("last_ts", _TS, nullable=False),
+        pa.field("thread_id", pa.string()),
+        pa.field("last_event_type", pa.string(), nullable=False),
+    ]
+)
 # Index format 2's events rows: the event id itself, and its seq (read, never written).
 EVENTS_SCHEMA_2 = pa.schema(
     [
@@ -96,22 +113,28 @@ EVENTS_SCHEMA_2 = pa.schema(
         pa.field("seq", pa.int64(), nullable=False),
     ]
 )
-SCHEMAS = {"executions": EXECUTIONS_SCHEMA, "threads": THREADS_SCHEMA, "events": EVENTS_SCHEMA}
-KEY = {"executions": "execution_id", "threads": "thread_id", "events": "fingerprint"}
+SCHEMAS = {"executions": EXECUTIONS_SCHEMA, "threads": THREADS_SCHEMA, "events": EVENTS_SCHEMA,
+           "tenants": TENANTS_SCHEMA}
+KEY = {"executions": "execution_id", "threads": "thread_id", "events": "fingerprint", "tenants": "tenant_id"}
 # Each table is sorted by all of its columns that make a row unique, the key first.
 _SORT_KEY = {
     "executions": [("execution_id", "ascending"), ("segment", "ascending")],
     "threads": [("thread_id", "ascending"), ("execution_id", "ascending"), ("segment", "ascending")],
     "events": [("fingerprint", "ascending"), ("segment", "ascending"), ("row", "ascending")],
+    "tenants": [("tenant_id", "ascending"), ("started", "descending"), ("execution_id", "ascending"),
+                ("segment", "ascending")],
 }
 # Row groups are Merkle subtrees, so powers of two; small enough that proving a key's
 # neighbours costs little, large enough that the footer stays small.
-BLOCK_ROWS = {"executions": 1024, "threads": 1024, "events": 4096}
-_DICTIONARY = {"executions": ["tenant_id", "thread_id", "last_event_type"], "threads": False, "events": False}
+BLOCK_ROWS = {"executions": 1024, "threads": 1024, "events": 4096, "tenants": 1024}
+_DICTIONARY = {"executions": ["tenant_id", "thread_id", "last_event_type"], "threads": False, "events": False,
+               "tenants": ["tenant_id", "last_event_type"]}
 
 
-def segment_tables(table: pa.Table, segment: int) -> dict[str, pa.Table]:
-    """The index tables of one segment, from its rows in storage order (at least KEY_COLUMNS)."""
+def segment_tables(table: pa.Table, segment: int, started: Mapping[str, int] | None = None) -> dict[str, pa.Table]:
+    """The index tables of one segment, from its rows in storage order (at least KEY_COLUMNS). ``started`` has
+    the start (FORMAT.md 11a: the ts of its first event, microseconds) of each execution that began in an
+    earlier segment; one it lacks (a table computed to read, not to sign) gets its first ts here."""
     n = table.num_rows
     ids = table.column("execution_id").combine_chunks()
     if n:
@@ -157,7 +180,42 @@ def segment_tables(table: pa.Table, segment: int) -> dict[str, pa.Table]:
         schema=EVENTS_SCHEMA,
     )
     return {kind: sort_rows(kind, t) for kind, t in
-            {"executions": executions, "threads": threads, "events": events}.items()}
+            {"executions": executions, "threads": threads, "events": events,
+             "tenants": tenant_rows(executions, started or {})}.items()}
+
+
+def tenant_rows(executions: pa.Table, started: Mapping[str, int]) -> pa.Table:
+    """The tenants rows of executions rows (those with a tenant), each with its execution's start: its first
+    ts here when it begins here (no ``prev_seq``), else ``started[execution_id]``."""
+    rows = executions.filter(pc.is_valid(executions.column("tenant_id")))
+    first = rows.column("first_ts").cast(pa.int64()).to_pylist()
+    begins = rows.column("prev_seq").is_null().to_pylist()
+    ids = rows.column("execution_id").to_pylist()
+    starts = [f if b else started.get(x, f) for x, f, b in zip(ids, first, begins, strict=True)]
+    return pa.Table.from_arrays(
+        [rows.column("tenant_id"), pa.array(starts, pa.int64()).cast(_TS), rows.column("execution_id"),
+         rows.column("segment"), rows.column("rows"), rows.column("first_seq"), rows.column("last_seq"),
+         rows.column("last_ts"), rows.column("thread_id"), rows.column("last_event_type")],
+        schema=TENANTS_SCHEMA,
+    )
+
+
+def execution_starts(executions: pa.Table) -> dict[str, int]:
+    """Each execution's start (microseconds) from executions rows that hold its first event (no ``prev_seq``)."""
+    rows = executions.filter(pc.is_null(executions.column("prev_seq")))
+    rows = rows.sort_by([("first_seq", "descending")])  # the earliest wins where one begins twice (a fork)
+    return dict(zip(rows.column("execution_id").to_pylist(), rows.column("first_ts").cast(pa.int64()).to_pylist(),
+                    strict=True))
+
+
+def current_rows(kind: str, fmt: str, table: pa.Table) -> pa.Table:
+    """Rows of an object of index format ``fmt`` as the current format has them, sorted: format 2's events rows
+    (an event id, not its fingerprint) with their fingerprints."""
+    if kind != "events" or fmt != "2":
+        return table
+    rows = pa.table({"fingerprint": pa.array(fingerprints(table.column("event_id").combine_chunks()), pa.int64()),
+                     "segment": table.column("segment"), "row": table.column("row")}, schema=EVENTS_SCHEMA)
+    return sort_rows(kind, rows)
 
 
 def fingerprint(event_id: str) -> int:
@@ -227,7 +285,15 @@ def encode_sorted(kind: str, parts: Iterable[pa.Table], *, journal_id: str, stre
     # Arrow schema back, and the footer's key-value metadata (every key above, the block roots last) is its metadata.
     with pq.ParquetWriter(sink, schema, compression="zstd", use_dictionary=_DICTIONARY[kind],
                           write_statistics=True, store_schema=False) as writer:
+        previous: tuple[Any, ...] | None = None
         for group in _blocks((p.replace_schema_metadata(None).cast(schema) for p in parts), block):
+            # Nothing is signed out of order: a reader's proof that no row was left out rests on it.
+            order = np.asarray(pc.sort_indices(group, sort_keys=_SORT_KEY[kind]))
+            keys = _SortKeys(kind, group)
+            if (order != np.arange(group.num_rows)).any() or (previous is not None and keys.at(0) < previous):
+                raise IndexDamaged(layout.index_object(stream, kind, first, last),
+                                   "would hold rows out of order (an input is not sorted)")
+            previous = keys.at(group.num_rows - 1)
             roots.append(merkle.root_from_leaf_hashes(leaf_hashes(kind, group)))
             writer.write_table(group, row_group_size=block)
             rows += group.num_rows
@@ -255,14 +321,12 @@ def _blocks(parts: Iterable[pa.Table], block: int) -> Iterator[pa.Table]:
 
 def merge_sorted(kind: str, sources: Sequence[Iterable[pa.Table]]) -> Iterator[pa.Table]:
     """The rows of several sources, each a sequence of tables sorted by :func:`sort_rows` as a whole, merged
-    into one sorted sequence; a source is read a table at a time, so memory holds one table per source (and
-    the rows of one key that spans tables)."""
-    key = KEY[kind]
+    into one sorted sequence; a source is read a table at a time, so memory holds one table per source. The
+    sources hold distinct rows (runs of distinct segments: every sort key ends in ``segment``)."""
     schema = SCHEMAS[kind]
     its = [iter(source) for source in sources]
     done = [False] * len(its)
     bufs = [schema.empty_table() for _ in its]  # each source's rows not merged yet, from its current table
-    waiting: list[pa.Table] = []  # rows of the current smallest key, while a source may hold more of it
     while True:
         for i, it in enumerate(its):
             while not done[i] and not bufs[i].num_rows:
@@ -273,26 +337,92 @@ def merge_sorted(kind: str, sources: Sequence[Iterable[pa.Table]]) -> Iterator[p
                     bufs[i] = nxt.replace_schema_metadata(None).cast(schema)
         live = [i for i, b in enumerate(bufs) if b.num_rows]
         if not live:
-            if waiting:
-                yield sort_rows(kind, pa.concat_tables(waiting))
             return
-        frontier = min(bufs[i].column(key)[-1].as_py() for i in live)
-        below = pa.scalar(frontier, schema.field(key).type)
-        out: list[pa.Table] = []
-        if waiting and waiting[0].column(key)[0].as_py() < frontier:  # all of that key is in: no source holds more
-            out, waiting = waiting, []
+        keys = {i: _SortKeys(kind, bufs[i]) for i in live}
+        # Every row up to the smallest last row of the tables in hand: no source holds a smaller one later.
+        frontier = min(keys[i].at(bufs[i].num_rows - 1) for i in live)
+        out = []
         for i in live:
-            mask = pc.less(bufs[i].column(key), below)
-            out.append(bufs[i].filter(mask))
-            rest = bufs[i].filter(pc.invert(mask))
-            if rest.num_rows and rest.column(key)[-1].as_py() == frontier:
-                waiting.append(rest)  # all of the frontier key: the source's next table may hold more of it
-                bufs[i] = rest.slice(0, 0)
+            cut = keys[i].count_up_to(frontier)
+            out.append(bufs[i].slice(0, cut))
+            bufs[i] = bufs[i].slice(cut)
+        yield sort_rows(kind, pa.concat_tables(out))
+
+
+class _SortKeys:
+    """A sorted table's rows as sort-key tuples (descending columns negated), computed only where looked at."""
+
+    def __init__(self, kind: str, table: pa.Table) -> None:
+        self._cols = []
+        for name, order in _SORT_KEY[kind]:
+            col = table.column(name)
+            if pa.types.is_timestamp(col.type):
+                col = col.cast(pa.int64())
+            self._cols.append((col, order == "descending"))
+        self._n = table.num_rows
+
+    def at(self, i: int) -> tuple[Any, ...]:
+        return tuple(-col[i].as_py() if desc else col[i].as_py() for col, desc in self._cols)
+
+    def count_up_to(self, key: tuple[Any, ...]) -> int:
+        """How many rows, from the first, sort at or before ``key``."""
+        lo, hi = 0, self._n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.at(mid) <= key:
+                lo = mid + 1
             else:
-                bufs[i] = rest
-        merged = pa.concat_tables(out)
-        if merged.num_rows:
-            yield sort_rows(kind, merged)
+                hi = mid
+        return lo
+
+
+def merge_runs(kind: str, sources: Sequence[Iterable[pa.Table]]) -> Iterator[pa.Table]:
+    """The rows of a run from the rows of its parts (FORMAT.md 11a, "Runs"): merged in order; for ``tenants``,
+    the rows of one execution made one (combine_executions)."""
+    merged = merge_sorted(kind, sources)
+    if kind != "tenants":
+        yield from merged
+        return
+    carry: pa.Table | None = None  # the last execution's rows of the batch before: more may follow
+    for batch in merged:
+        table = batch if carry is None else pa.concat_tables([carry, batch])
+        last = table.slice(table.num_rows - 1)
+        same = pc.and_(pc.and_(pc.equal(table.column("execution_id"), last.column("execution_id")[0]),
+                               pc.equal(table.column("started"), last.column("started")[0])),
+                       pc.equal(table.column("tenant_id"), last.column("tenant_id")[0]))
+        tail = int(np.asarray(same).sum())  # sorted by these first: its rows end the table
+        done, carry = table.slice(0, table.num_rows - tail), table.slice(table.num_rows - tail)
+        if done.num_rows:
+            yield combine_executions(done)
+    if carry is not None and carry.num_rows:
+        yield combine_executions(carry)
+
+
+def combine_executions(table: pa.Table) -> pa.Table:
+    """Tenants rows (sorted) with one row per execution: the first segment, first_seq and thread_id of its first
+    row, the last_seq, last_ts and last_event_type of its last, the sum of the rows."""
+    n = table.num_rows
+    if n < 2:
+        return table
+    key = [table.column(c).combine_chunks() for c in ("tenant_id", "started", "execution_id")]
+    changed = np.zeros(n - 1, dtype=bool)
+    for col in key:
+        changed |= np.asarray(pc.not_equal(col[1:], col[:-1]), dtype=bool)
+    starts = np.concatenate([[0], np.flatnonzero(changed) + 1]).astype(np.int64)
+    if len(starts) == n:
+        return table
+    ends = np.append(starts[1:], n) - 1
+    rows = np.add.reduceat(np.asarray(table.column("rows"), dtype=np.int64), starts)
+
+    def at(name: str, idx: np.ndarray) -> pa.Array:
+        return table.column(name).take(pa.array(idx, pa.int64())).combine_chunks()
+
+    return pa.Table.from_arrays(
+        [at("tenant_id", starts), at("started", starts), at("execution_id", starts), at("segment", starts),
+         pa.array(rows, pa.int64()), at("first_seq", starts), at("last_seq", ends), at("last_ts", ends),
+         at("thread_id", starts), at("last_event_type", ends)],
+        schema=TENANTS_SCHEMA,
+    )
 
 
 def _row_groups(data: bytes) -> Iterator[pa.Table]:
@@ -386,15 +516,17 @@ Written = Callable[[str, int, int, "pa.Table | None"], None]
 
 
 def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table,
-                     earlier: EarlierRows, written: Written | None = None) -> list[IndexRoot]:
+                     earlier: EarlierRows, started: Mapping[str, int],
+                     written: Written | None = None) -> list[IndexRoot]:
     """Store segment ``segment``'s index objects and every run it completes; returns their roots.
 
-    ``table`` is the segment's rows in storage order (at least KEY_COLUMNS). A run whose
+    ``table`` is the segment's rows in storage order (at least KEY_COLUMNS); ``started`` the start of every
+    execution of earlier segments (execution_starts). A run whose
     earlier inputs are missing or damaged, or that would hold more than MAX_RUN_ROWS rows, is left out:
     lookups then read its inputs.
     """
     roots: list[IndexRoot] = []
-    for kind, rows in segment_tables(table, segment).items():
+    for kind, rows in segment_tables(table, segment, started).items():
         data, root = encode(kind, rows, journal_id=journal_id, stream=stream, first=segment, last=segment)
         _put(store, layout.index_object(stream, kind, segment, segment), data)
         roots.append(root)
@@ -414,7 +546,7 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
                          MAX_RUN_ROWS)
                 break
             try:
-                data, root = encode_sorted(kind, merge_sorted(kind, [source for _, source in sources]),
+                data, root = encode_sorted(kind, merge_runs(kind, [source for _, source in sources]),
                                            journal_id=journal_id, stream=stream, first=first, last=last)
             except IndexDamaged as e:  # an input found altered while it was merged
                 log.warning("index run %s %d-%d left out: %s (lookups read its inputs)", kind, first, last, e)

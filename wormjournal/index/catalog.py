@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import heapq
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -88,14 +89,7 @@ class IndexFile:
         self._roots = roots
         self._block = block
         self._groups: OrderedDict[int, tuple[pa.Table, list[Any]]] = OrderedDict()  # and its keys, sorted
-        key_index = self._pf.schema_arrow.get_field_index(self.key)
-        self._stats: list[tuple[Any, Any]] | None = []
-        for j in range(md.num_row_groups):
-            stats = md.row_group(j).column(key_index).statistics
-            if stats is None or not stats.has_min_max:
-                self._stats = None
-                break
-            self._stats.append((stats.min, stats.max))
+        self._stats = _key_statistics(md, self._pf.schema_arrow.get_field_index(self.key))
 
     @property
     def groups(self) -> int:
@@ -184,6 +178,48 @@ class IndexFile:
         return table.slice(start, stop - start)
 
 
+    def rows_from(self, value: Any) -> Iterator[dict[str, Any]]:
+        """The rows whose key is ``value``, in stored order, read a row group at a time (each authenticated) for
+        as long as the caller takes them. The row before the first is read too: it has another key, so no row
+        with the key comes before them; the rows end at the first row with another key (or the last row)."""
+        if not self.groups:
+            return
+        j = self._hint(value)[0]
+        while True:
+            _, keys = self._group(j)
+            i = bisect.bisect_left(keys, value)
+            if i == 0 and j > 0 and self._group(j - 1)[1][-1:] >= [value]:
+                j -= 1  # the footer statistics said too late: the rows begin in an earlier group
+            elif i == len(keys) and j < self.groups - 1:
+                j += 1  # or too early
+            else:
+                break
+        while j < self.groups:
+            table, keys = self._group(j)
+            stop = bisect.bisect_right(keys, value)
+            yield from table.slice(i, stop - i).to_pylist()
+            if stop < len(keys):
+                return
+            j, i = j + 1, 0
+            if j < self.groups and self._group(j)[1][:1] < keys[-1:]:
+                raise IndexDamaged(self.name, "is not sorted by its key")
+
+
+def _key_statistics(md: pq.FileMetaData, column: int) -> list[tuple[Any, Any]] | None:
+    """Each row group's (min, max) key from the footer statistics, where to start looking (they are not
+    authenticated); None when a row group has none or they cannot be read (not UTF-8, say)."""
+    out = []
+    try:
+        for j in range(md.num_row_groups):
+            stats = md.row_group(j).column(column).statistics
+            if stats is None or not stats.has_min_max:
+                return None
+            out.append((stats.min, stats.max))
+    except Exception:  # pyarrow decodes them to Python values, and its errors are not typed for us
+        return None
+    return out
+
+
 class Catalog:
     """The index objects of one stream: which to use for which segments, and what they hold."""
 
@@ -255,9 +291,9 @@ class Catalog:
             try:
                 f = self._file(kind, obj)
                 if value is None:
-                    parts.append(_rows_of(kind, f.format, f.all(), None))
+                    parts.append(build.current_rows(kind, f.format, f.all()))
                 else:
-                    parts.append(_rows_of(kind, f.format, f.find(_key_value(kind, f.format, value)), value))
+                    parts.append(build.current_rows(kind, f.format, f.find(_key_value(kind, f.format, value))))
             except IndexDamaged as e:
                 self.damaged[obj.name] = str(e)
                 self._files.pop(obj.name, None)
@@ -268,6 +304,42 @@ class Catalog:
             parts.append(table if value is None else _matching(table, build.KEY[kind],
                                                                _key_value(kind, build.INDEX_FORMAT, value)))
         return _concat(kind, parts)
+
+    def first_rows(self, kind: str, segments: int, value: Any, order: Callable[[dict[str, Any]], Any],
+                   count: int | None, group: str) -> list[dict[str, Any]] | None:
+        """The rows with key ``value`` of the objects covering segments 0..segments-1 (each object's sorted by
+        ``order`` after the key), merged in that order, until ``count`` distinct values of column ``group``
+        are complete (all of them with None): the first rows of the key in each object are all that is read.
+        None when a segment has no usable object (the caller reads another way). Raises IndexDamaged for an
+        object that fails its checks or is not in that order; it is then left out of later lookups."""
+        objects, missing = self.cover(kind, segments)
+        if missing:
+            return None
+
+        def checked(f: IndexFile) -> Iterator[dict[str, Any]]:
+            last = None
+            for row in f.rows_from(value):
+                here = order(row)
+                if last is not None and here < last:
+                    raise IndexDamaged(f.name, f"its {kind} rows are not in order")
+                last = here
+                yield row
+
+        out: list[dict[str, Any]] = []
+        seen: list[Any] = []
+        try:
+            for row in heapq.merge(*(checked(self._file(kind, obj)) for obj in objects), key=order):
+                if not seen or seen[-1] != row[group]:
+                    if count is not None and len(seen) == count:
+                        break
+                    seen.append(row[group])
+                out.append(row)
+        except IndexDamaged as e:
+            self.damaged[e.name] = str(e)
+            self._files.pop(e.name, None)
+            log.warning("%s", e)
+            raise
+        return out
 
     def claims(self, kind: str, segments: int, value: Any) -> pa.Table:
         """What the index objects say about ``value``, read without authentication: what a reader
@@ -283,12 +355,15 @@ class Catalog:
                 meta = pf.metadata.metadata or {}
                 fmt = meta.get(b"wormjournal.index", b"").decode()
                 if (meta.get(b"wormjournal.journal", b"").decode() != self.journal_id
+                        or meta.get(b"wormjournal.kind") != kind.encode()
                         or meta.get(b"wormjournal.first_segment") != str(first).encode()
                         or meta.get(b"wormjournal.last_segment") != str(last).encode()):
                     return False
                 table = pf.read().replace_schema_metadata(None)
-                parts.append(_rows_of(kind, fmt, _matching(table, table.schema.names[0], _key_value(kind, fmt, value)),
-                                      value))
+                if table.schema != (build.EVENTS_SCHEMA_2 if kind == "events" and fmt == "2" else build.SCHEMAS[kind]):
+                    return False  # not this kind's rows: such a reader would have read what it merged
+                parts.append(build.current_rows(kind, fmt, _matching(table, table.schema.names[0],
+                                                                      _key_value(kind, fmt, value))))
                 return True
             except Exception:  # missing or unreadable: such a reader would have read what it merged
                 return False
@@ -306,17 +381,6 @@ def _key_value(kind: str, fmt: str, value: Any) -> Any:
     """What an object of index format ``fmt`` is sorted by for the lookup ``value``: an event id's
     fingerprint in format 3's events rows, the value itself otherwise."""
     return build.fingerprint(value) if kind == "events" and fmt != "2" else value
-
-
-def _rows_of(kind: str, fmt: str, table: pa.Table, value: Any) -> pa.Table:
-    """Rows of an object in the kind's current schema: format 2's events rows (an event id, not its
-    fingerprint) as format 3 has them."""
-    if kind != "events" or fmt != "2":
-        return table
-    fingerprints = build.fingerprints(table.column("event_id").combine_chunks()) if value is None else \
-        [build.fingerprint(value)] * table.num_rows
-    return pa.table({"fingerprint": pa.array(fingerprints, pa.int64()), "segment": table.column("segment"),
-                     "row": table.column("row")}, schema=build.EVENTS_SCHEMA)
 
 
 def _matching(table: pa.Table, column: str, value: Any) -> pa.Table:

@@ -553,13 +553,17 @@ class Reader:
                    offset: int = 0) -> list[ExecutionSummary]:
         """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""
         self.refresh()
-        table = self._lookup("executions")[0]
-        if tenant_id is not None:
-            table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
+        wanted = None if limit is None else offset + limit
+        rows = None if tenant_id is None else self._newest_of_tenant(tenant_id, wanted)
+        if rows is None:  # every execution, or a tenant some segment has no tenants object for: all the rows
+            table = self._lookup("executions")[0]
+            if tenant_id is not None:
+                table = table.filter(pc.equal(table.column("tenant_id"), tenant_id))
+            rows = [dict(r, started=r["first_ts"]) for r in table.to_pylist()]
         found: dict[str, dict[str, Any]] = {}
-        for r in table.sort_by([("segment", "ascending")]).to_pylist():
+        for r in sorted(rows, key=lambda r: r["segment"]):
             _merge(found, r["execution_id"], r["tenant_id"], r["thread_id"], r["first_seq"], r["last_seq"], r["rows"],
-                   r["first_ts"].astimezone(dt.UTC), r["last_ts"].astimezone(dt.UTC), r["last_event_type"])
+                   r["started"].astimezone(dt.UTC), r["last_ts"].astimezone(dt.UTC), r["last_event_type"])
         for e in self._unsealed():
             if tenant_id is None or e.tenant_id == tenant_id:
                 ts = micros_to_datetime(e.ts)
@@ -567,6 +571,16 @@ class Reader:
         summaries = [ExecutionSummary(execution_id=x, stream=self.stream, **v) for x, v in found.items()]
         summaries.sort(key=lambda s: (s.started, s.first_seq), reverse=True)
         return summaries[offset : None if limit is None else offset + limit]
+
+    def _newest_of_tenant(self, tenant_id: str, count: int | None) -> list[dict[str, Any]] | None:
+        """The tenants rows of the ``count`` sealed executions of the tenant that started last (all with None):
+        the first rows of the tenant in each index object (FORMAT.md 11a); None where the index lacks them."""
+        while True:
+            try:
+                return self.catalog.first_rows("tenants", self._segment_count, tenant_id, _newest_first, count,
+                                               "execution_id")
+            except IndexDamaged:  # left out from now on: the next try reads what it merged
+                continue
 
     def segments_of(self, *, execution_id: str | None = None, tenant_id: str | None = None) -> list[int]:
         """The sealed segments holding events of ``execution_id`` or of ``tenant_id`` (index rows, authenticated)."""
@@ -654,6 +668,11 @@ def check_chain(execution_id: str, events: list[Event]) -> None:
                 seq=e.seq,
             )
         prev = e.seq
+
+
+def _newest_first(row: dict[str, Any]) -> tuple[int, str, int]:
+    """The order of a tenant's rows in a tenants object: newest start first, then execution, then segment."""
+    return -datetime_to_micros(row["started"]), row["execution_id"], row["segment"]
 
 
 def _merge(found: dict[str, dict[str, Any]], x: str, tenant: str | None, thread: str | None, first: int, last: int,

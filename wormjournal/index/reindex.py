@@ -46,13 +46,15 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
                    for info in store.list(layout.index_prefix(stream, kind))}
         result = ReindexResult(stream, count, [], [], [])
         cache: dict[str, pa.Table] = {}
+        starts: list[dict[str, int]] = []  # each execution's start, read once a tenants object is rebuilt
         bound = {layout.index_object(stream, r.kind, r.first, r.last): r
                  for n in range(count) for r in reader.manifest(n).index}
 
         # called only within this iteration; its state bound as defaults for the linter (B023)
         def rows(kind: str, first: int, last: int, *, stream: str = stream, reader: Reader = reader,
                  cache: dict[str, pa.Table] = cache, bound: dict[str, IndexRoot] = bound,
-                 present: dict[str, int] = present, result: ReindexResult = result) -> pa.Table:
+                 present: dict[str, int] = present, result: ReindexResult = result,
+                 starts: list[dict[str, int]] = starts) -> pa.Table:
             """The rows of an index object: stored and authentic, or rebuilt from the parts below it."""
             name = layout.index_object(stream, kind, first, last)
             if name in cache:
@@ -64,11 +66,18 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
                     table = IndexFile(store, obj, kind, root, reader.identity.journal_id, stream).all()
                 except IndexDamaged:
                     result.damaged.append(name)
-            if table is None and first == last:
+            if table is None and first == last and kind == "tenants":  # each execution's start, from all segments
+                if not starts:
+                    rows_all = reader._lookup("executions")[0]  # noqa: SLF001 - authenticated, reads around damage
+                    starts.append(build.execution_starts(rows_all))
+                own = reader._scan_segment(first)["executions"]  # noqa: SLF001 - checked against its manifest
+                table = build.sort_rows(kind, build.tenant_rows(own, starts[0]))
+            elif table is None and first == last:
                 table = reader._scan_segment(first)[kind]  # noqa: SLF001 - checked against its manifest
             elif table is None:
                 parts = [rows(kind, a, b) for a, b in build.run_inputs(first, last)]
-                table = build.sort_rows(kind, pa.concat_tables(parts))
+                merged = list(build.merge_runs(kind, [[p] for p in parts]))
+                table = pa.concat_tables(merged) if merged else build.SCHEMAS[kind].empty_table()
             if last - first < build.FANOUT:
                 cache[name] = table  # small: kept for the run above it
             return table

@@ -193,6 +193,7 @@ class Sealer:
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
         self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
+        self._starts: dict[str, int] | None = None  # execution -> start (_execution_starts)
 
     def _chunk_end(self, days: np.ndarray, start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -292,10 +293,15 @@ class Sealer:
             _step("segment_stored")
             sha256 = hashlib.sha256(data).digest()
             # The index goes in before the manifest, which signs its roots.
+            keys = stored.select(index_build.KEY_COLUMNS)
+            started = self._execution_starts()
             index_roots = index_build.write_seal_index(
-                locked, journal_id=st.journal_id, stream=st.stream, segment=segment,
-                table=stored.select(index_build.KEY_COLUMNS), earlier=self._earlier_index, written=self._hold,
+                locked, journal_id=st.journal_id, stream=st.stream, segment=segment, table=keys,
+                earlier=self._earlier_index, started=started, written=self._hold,
             )
+            begun = keys.filter(pc.is_null(keys.column("exec_prev_seq")))  # the executions that begin here
+            ts = begun.column("ts").cast(pa.int64()).to_pylist()
+            started.update(zip(begun.column("execution_id").to_pylist(), ts, strict=True))
             _step("index_stored")
             key = self._key_for(segment)
             first, last = _ends(chunk)
@@ -331,7 +337,24 @@ class Sealer:
     def execution_heads(self) -> dict[str, int]:
         """The last seq of each execution in the sealed segments (what ``exec_prev_seq`` links to), from the
         executions index every seal stores: its largest runs, a few objects however many segments there are,
-        each checked against the root its manifest signs. A segment no usable object covers is read itself."""
+        each checked against the root its manifest signs. A segment no usable object covers is read itself.
+        The executions' starts (what a seal's tenants rows carry) come with them."""
+        table = self._all_executions_rows()
+        self._starts = index_build.execution_starts(table)
+        if not table.num_rows:
+            return {}
+        heads = table.group_by("execution_id").aggregate([("last_seq", "max")])
+        return dict(zip(heads.column("execution_id").to_pylist(), heads.column("last_seq_max").to_pylist(),
+                        strict=True))
+
+    def _execution_starts(self) -> dict[str, int]:
+        """The start of every execution of the sealed segments (FORMAT.md 11a, ``started``): read once from the
+        executions index, then kept up to date by each seal."""
+        if self._starts is None:
+            self._starts = index_build.execution_starts(self._all_executions_rows())
+        return self._starts
+
+    def _all_executions_rows(self) -> pa.Table:
         st = self.state
 
         def bound(kind: str, first: int, last: int) -> IndexRoot | None:
@@ -341,15 +364,9 @@ class Sealer:
         catalog = Catalog(self.store, st.journal_id, st.stream, bound, self._index_of_segment)
         while True:
             try:
-                table = catalog.lookup("executions", st.size)
-                break
+                return catalog.lookup("executions", st.size)
             except IndexDamaged:  # left out now: the next lookup reads around it
                 continue
-        if not table.num_rows:
-            return {}
-        heads = table.group_by("execution_id").aggregate([("last_seq", "max")])
-        return dict(zip(heads.column("execution_id").to_pylist(), heads.column("last_seq_max").to_pylist(),
-                        strict=True))
 
     def manifest(self, n: int) -> Manifest | None:
         """Manifest ``n`` of the stream: as the trust core checked it when the stream was opened or sealed, or
@@ -422,7 +439,10 @@ class Sealer:
             if root is None or info is None:
                 return None
             obj = IndexObject(name, first, last, info.size)
-            return root.rows, IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream).rows()
+            f = IndexFile(self.store, obj, kind, root, self.state.journal_id, self.state.stream)
+            if f.schema != index_build.SCHEMAS[kind]:  # an older format's rows (format 2's events: at most 8 segments)
+                return root.rows, (index_build.current_rows(kind, f.format, f.all()),)
+            return root.rows, f.rows()
         except JournalError as e:
             log.warning("index object %s cannot be used for a run: %s", name, e)
             return None

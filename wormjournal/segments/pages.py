@@ -307,7 +307,8 @@ def decode_plain(data: bytes, schema: pa.Schema, chunks: Chunks) -> pa.Table | N
     version 1 data pages, PLAIN values, no dictionary, zstd or no compression). None when they are
     laid out otherwise or do not decode (or without the extension): the caller then reads the file with
     pyarrow, whose answer, rows or error, stands. Pages of a few hundred rows decode several times faster
-    this way: pyarrow makes a zstd context per page."""
+    this way: pyarrow makes a zstd context per page. A corrupt zstd frame (Parquet's have no checksum) may
+    decode to other wrong bytes here than in pyarrow's zstd: the rows' hashes refuse either."""
     if _native is None:
         return None
     kinds = [(ord("l"), _INT64) if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type) else

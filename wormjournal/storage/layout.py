@@ -26,7 +26,7 @@ RETENTION_POLICY_PREFIX = "retention/policy/"
 # Writer leases (FORMAT.md 11b): mutable working objects. The leading dot keeps them out of every listing
 # (storage.names), so the verifier, the lock audit and retention never take them for journal objects.
 LEASES_PREFIX = ".leases/"
-INDEX_KINDS = ("executions", "threads", "events")
+INDEX_KINDS = ("executions", "threads", "events", "tenants")
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")  # journal.json's retention_mode and a policy's mode (FORMAT.md 9)
 NUMBER_WIDTH = 12
 
@@ -36,7 +36,7 @@ _SEGMENT_RE = re.compile(
     r"segments/stream=(?P<stream>[^/]+)/date=(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})/seg-(?P<n>[0-9]{12})\.parquet"
 )
 _INDEX_RE = re.compile(
-    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events)/(?P<first>[0-9]{12})-(?P<last>[0-9]{12})\.parquet"
+    r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events|tenants)/(?P<first>[0-9]{12})-(?P<last>[0-9]{12})\.parquet"
 )
 _POLICY_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.note")  # signed (format 2)
 _POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.json")  # unsigned (format 1): never in force
