@@ -13,6 +13,9 @@ seals it, then opens a fresh ``Reader`` and measures:
                   and a check that each lookup returns as many events as were appended
   get_event       ``Reader.get_event(event_id)`` of random event ids
   executions      ``Reader.executions(tenant_id=..., limit=20)``
+  thread_events   ``Reader.thread_events`` of --long-threads conversations of about --thread-events
+                  events each, their executions spread evenly over the whole store: latency and
+                  milliseconds per 1,000 events returned
   evicted cache   the lookups again, with a fresh Reader and another sample of
                   executions, after the store's files were dropped from the OS page
                   cache (posix_fadvise DONTNEED; --no-evict skips this)
@@ -132,7 +135,8 @@ class Workload:
     executions' state and the (id, count, tenant) of each execution are kept.
     """
 
-    def __init__(self, seed: int, events: int, executions: int, active: int, tenants: int = 20) -> None:
+    def __init__(self, seed: int, events: int, executions: int, active: int, tenants: int = 20,
+                 long_threads: int = 0, thread_events: int = 5000) -> None:
         if events < 2 * executions:
             raise ValueError("need at least 2 events per execution")
         self.rng = rng = random.Random(seed)
@@ -158,6 +162,18 @@ class Workload:
                 threads.append(thread)
                 del threads[:-50]
             self.executions.append((f"run-{uuid.UUID(int=rng.getrandbits(128))}", n, tenant, thread))
+        # Long conversations: each of ``long_threads`` threads takes executions spread evenly over the whole
+        # build (so over every segment) until it holds about ``thread_events`` events.
+        step = max(1, executions // max(1, long_threads * max(1, thread_events // max(1, events // executions))))
+        picks = iter(range(0, executions, step))
+        for k in range(long_threads):
+            held = 0
+            for i in picks:
+                x, n, tenant, _ = self.executions[i]
+                self.executions[i] = (x, n, tenant, f"thread-long-{k}")
+                held += n
+                if held >= thread_events:
+                    break
 
     def batches(self, size: int) -> Iterator[list[dict[str, Any]]]:
         rng = self.rng
@@ -459,6 +475,29 @@ def run_executions(r: Reader, tenants: list[str], store_bytes: int) -> dict[str,
             "rows_returned": counts}
 
 
+def run_threads(r: Reader, executions: list[tuple[str, int, str, str]], rounds: int = 3) -> dict[str, Any]:
+    """``thread_events`` of each long thread (its executions spread over the whole store), ``rounds`` times:
+    latency, events returned, and milliseconds per 1,000 events (linear in what it returns if that is flat)."""
+    threads: dict[str, int] = {}
+    for _, n, _, thread in executions:
+        if thread.startswith("thread-long-"):
+            threads[thread] = threads.get(thread, 0) + n
+    lat, per_k, wrong, segs = [], [], 0, []
+    for _ in range(rounds):
+        for thread, expected in sorted(threads.items()):
+            r.catalog.drop_cached_rows()
+            t0 = time.perf_counter_ns()
+            got = r.thread_events(thread)
+            spent = time.perf_counter_ns() - t0
+            wrong += len(got) != expected
+            lat.append(spent)
+            per_k.append(spent / 1e6 / max(1, len(got)) * 1000)
+            segs.append(len({e.segment for e in got}))
+    return {"threads": len(threads), "events_per_thread": sorted(threads.values()), "latency": ms_summary(lat),
+            "ms_per_1000_events_p50": round(statistics.median(per_k), 2) if per_k else None,
+            "segments_per_thread": sorted(set(segs)), "count_mismatches": wrong}
+
+
 def measure(store: Path, executions: list[tuple[str, int, str, str]], n_lookups: int, n_get: int,
             store_bytes: int, rng: random.Random, profile: bool) -> tuple[dict[str, Any], list[str]]:
     t0 = time.perf_counter()
@@ -473,7 +512,10 @@ def measure(store: Path, executions: list[tuple[str, int, str, str]], n_lookups:
     picks = (tenants * 2)[:10] if len(tenants) < 10 else rng.sample(tenants, 10)
     log(f"executions(tenant_id=..., limit=20): {len(picks)} calls")
     execs = run_executions(r, picks, store_bytes)
-    return {"reader_open": reader_open, "events": lookups, "get_event": get_event, "executions": execs}, \
+    log("thread_events of the long threads")
+    threads = run_threads(r, executions)
+    return {"reader_open": reader_open, "events": lookups, "get_event": get_event, "executions": execs,
+            "threads": threads}, \
         [x[0] for x in sample]
 
 
@@ -560,6 +602,13 @@ def print_table(res: dict[str, Any]) -> None:
         row(f"executions(tenant, limit=20) p50/max (n={xs['calls']})",
             f"{xs['latency']['p50_ms']:.2f} / {xs['latency']['max_ms']:.2f} ms, "
             f"{human(xs['bytes_per_call']['p50'])}/call p50")
+        th = m.get("threads")
+        if th and th["threads"]:
+            row(f"thread_events p50/max ({th['threads']} threads of {min(th['events_per_thread']):,}.."
+                f"{max(th['events_per_thread']):,} events over {min(th['segments_per_thread'])}.."
+                f"{max(th['segments_per_thread'])} segments)",
+                f"{th['latency']['p50_ms']:.1f} / {th['latency']['max_ms']:.1f} ms, "
+                f"{th['ms_per_1000_events_p50']:.1f} ms per 1,000 events", f"wrong: {th['count_mismatches']}")
 
     w1 = max(len(r[0]) for r in rows if not r[0].startswith("-- "))
     w2 = max(len(r[1]) for r in rows if r[2])  # longer values (no target) run past the column
@@ -715,6 +764,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-evict", action="store_true",
                     help="skip the lookups after evicting the store from the page cache")
     ap.add_argument("--profile", action="store_true", help="cProfile the warm lookups (top costs to stderr)")
+    ap.add_argument("--long-threads", type=int, default=3,
+                    help="threads (conversations) whose executions are spread over the whole store (default 3)")
+    ap.add_argument("--thread-events", type=int, default=5000,
+                    help="events of each of those threads (default 5000)")
     ap.add_argument("--requests", default=None, metavar="N,N,...",
                     help="instead: count the requests of warm and fresh reads on journals of N segments, on a local "
                          "directory and on S3 (moto's server), side by side (e.g. 5,50,200,600)")
@@ -754,6 +807,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     params = {"events": args.events, "executions": args.executions, "active": args.active,
+              "long_threads": args.long_threads, "thread_events": args.thread_events,
               "row_group_rows": config.row_group_rows, "seed": args.seed, "batch": args.batch,
               "segment_events": args.segment_events}
     temp = args.dir is None
@@ -774,7 +828,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if store.exists() and any(store.iterdir()):
                 raise SystemExit(f"{store} is not empty and holds no journal")
-            wl = Workload(args.seed, args.events, args.executions, args.active)
+            wl = Workload(args.seed, args.events, args.executions, args.active, long_threads=args.long_threads,
+                          thread_events=args.thread_events)
             build_info = build(store, keys, wl, config, args.batch)
             executions = wl.executions
             if not temp:
