@@ -73,7 +73,7 @@ def write(j: J, start: int, stop: int, *, create: bool) -> None:
                     event_id, payload = f"ev-{s:03d}-{k}-{i}", {"s": s, "k": k, "i": i}
                     j.truth[event_id] = (x, payload)
                     batch.append({"event_type": "step_completed", "execution_id": x, "event_id": event_id,
-                                  "thread_id": f"t-{k}", "payload": payload})
+                                  "thread_id": f"t-{k}", "tenant_id": f"tn-{k % 2}", "payload": payload})
             journal.append_batch(batch)
             journal.seal()
 
@@ -107,6 +107,11 @@ def check_reads(j: J, *, refused: bool = False) -> int:
         assert got is ... or sorted(e.event_id for e in got) == sorted(i for i in j.truth if i.split("-")[2] == str(k))
     got = read(lambda: r.executions(limit=None))
     assert got is ... or sorted(s.execution_id for s in got) == j.executions()
+    for tenant in ("tn-0", "tn-1"):  # through the tenants objects (where every segment has one): the same
+        mine = read(lambda t=tenant: r.executions(t, limit=None))
+        if got is not ... and mine is not ...:
+            assert mine == [s for s in got if s.tenant_id == tenant], tenant
+            assert read(lambda t=tenant: r.executions(t, limit=3, offset=2)) in (mine[2:5], ...)
     for missing in ["", "ev-", "ev-000-0-9", "ev-999-0-0", "x" * 5000, "\x00", "év-000-0-0"]:
         assert read(r.get_event, missing) in (None, ...), missing
     return refusals
