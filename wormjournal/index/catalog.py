@@ -86,16 +86,16 @@ class IndexFile:
             raise IndexDamaged(obj.name, f"does not hold {root.rows} rows in Merkle blocks")
         if merkle.root_from_leaf_hashes(roots) != root.root:
             raise IndexDamaged(obj.name, "does not match the root its manifest signs")
-        self._roots = roots
+        self._roots = tuple(roots)
         self._block = block
-        self._groups: OrderedDict[int, tuple[pa.Table, list[Any]]] = OrderedDict()  # and its keys, sorted
+        self._groups: OrderedDict[int, tuple[pa.Table, tuple[Any, ...]]] = OrderedDict()  # and its keys, sorted
         self._stats = _key_statistics(md, self._pf.schema_arrow.get_field_index(self.key))
 
     @property
     def groups(self) -> int:
         return len(self._roots)
 
-    def _group(self, j: int) -> tuple[pa.Table, list[Any]]:
+    def _group(self, j: int) -> tuple[pa.Table, tuple[Any, ...]]:
         """Row group ``j``, authenticated against its block root, and its keys, checked to be sorted."""
         cached = self._groups.get(j)
         if cached is not None:
@@ -107,7 +107,9 @@ class IndexFile:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
         if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
-        keys = table.column(self.key).to_pylist()
+        # A tuple of str or int: the garbage collector stops walking it once it has seen it (a list it walks at
+        # every full collection, which with a few hundred cached groups is what makes a read's slowest ones slow).
+        keys = tuple(table.column(self.key).to_pylist())
         if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
             raise IndexDamaged(self.name, "is not sorted by its key")
         self._groups[j] = table, keys
@@ -188,7 +190,7 @@ class IndexFile:
         while True:
             _, keys = self._group(j)
             i = bisect.bisect_left(keys, value)
-            if i == 0 and j > 0 and self._group(j - 1)[1][-1:] >= [value]:
+            if i == 0 and j > 0 and self._group(j - 1)[1][-1:] >= (value,):
                 j -= 1  # the footer statistics said too late: the rows begin in an earlier group
             elif i == len(keys) and j < self.groups - 1:
                 j += 1  # or too early

@@ -16,6 +16,7 @@ against the page roots the segment's footer carries, which make its signed Merkl
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import struct
 from collections.abc import Callable, Sequence
@@ -75,7 +76,7 @@ class ColumnPages:
     offset of each data page with, last, the end of the last; ``kept`` as :meth:`PageLayout.kept` says."""
 
     dictionary: tuple[int, int]
-    offsets: list[int]
+    offsets: array.array[int]  # not a list: no object per page for the garbage collector
     kept: bytes
 
 
@@ -85,12 +86,22 @@ class PageLayout:
     PageLayoutError when the object has no offset index or other pages."""
 
     def __init__(self, footer: bytes, fetch: Fetch, page_rows: int) -> None:
+        # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
+        # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
+        kept: dict[str, bytes] = {}  # the same metadata in every row group: encoded once
         try:
             fmd, _ = thrift.decode(footer)
-            # Only what reading pages needs is kept of the footer: rows, and where each column's offset index is.
-            self._groups: list[tuple[int, list[Struct]]] = [
-                (int(g[_RG_NUM_ROWS][1]), g[_RG_COLUMNS][1][1]) for g in fmd[_FMD_ROW_GROUPS][1][1]]
-        except (PageLayoutError, KeyError, TypeError, IndexError) as e:
+            self._groups: list[tuple[int, tuple[tuple[int, int, int, bytes], ...]]] = []
+            for g in fmd[_FMD_ROW_GROUPS][1][1]:
+                chunks = []
+                for c in g[_RG_COLUMNS][1][1]:
+                    meta: Struct = c[_CC_META][1]
+                    d = meta.get(_MD_DICT_PAGE_OFFSET)
+                    keep = {k: v for k, v in meta.items() if k in _MD_KEEP}
+                    chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1]),
+                                   kept.setdefault(repr(keep), thrift.encode(keep)[:-1])))
+                self._groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
+        except (PageLayoutError, KeyError, TypeError, IndexError, ValueError) as e:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
         self.page_rows = page_rows
@@ -107,11 +118,10 @@ class PageLayout:
         cols = self._columns.get(j)
         if cols is not None:
             return cols
-        try:
-            chunks = self._groups[j][1]
-            spans = [(c[_CC_OI_OFFSET][1], c[_CC_OI_LENGTH][1]) for c in chunks]
-        except (KeyError, TypeError, IndexError) as e:
-            raise PageLayoutError(f"row group {j} has no offset index") from e
+        chunks = self._groups[j][1]
+        spans = [(offset, length) for offset, length, _, _ in chunks]
+        if not spans:
+            raise PageLayoutError(f"row group {j} has no columns")
         lo = min(o for o, _ in spans)
         hi = max(o + n for o, n in spans)
         if lo < 0 or hi - lo > 64 << 20:
@@ -119,22 +129,16 @@ class PageLayout:
         (raw,) = self._fetch([(lo, hi - lo)])
         starts = list(range(0, self.group_rows(j), self.page_rows))
         cols = []
-        try:
-            for chunk, (offset, length) in zip(chunks, spans, strict=True):
-                pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
-                if [p[2] for p in pages] != starts:
-                    raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
-                offsets = [p[0] for p in pages] + [pages[-1][0] + pages[-1][1]]
-                if any(a[0] + a[1] != b[0] for a, b in zip(pages, pages[1:], strict=False)):
-                    raise PageLayoutError(f"row group {j}: its pages are not one after another")
-                meta: Struct = chunk[_CC_META][1]
-                d = meta.get(_MD_DICT_PAGE_OFFSET)
-                kept = thrift.encode({k: v for k, v in meta.items() if k in _MD_KEEP})[:-1]
-                cols.append(ColumnPages((d[1], offsets[0] - d[1]) if d is not None else (0, 0), offsets, kept))
-        except (PageLayoutError, KeyError, TypeError, IndexError) as e:
-            raise PageLayoutError(f"row group {j}: offset index cannot be decoded: {e}") from e
+        for offset, length, dictionary, kept in chunks:
+            pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
+            if not pages or [p[2] for p in pages] != starts:
+                raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
+            if any(a[0] + a[1] != b[0] for a, b in zip(pages, pages[1:], strict=False)):
+                raise PageLayoutError(f"row group {j}: its pages are not one after another")
+            offsets = array.array("q", [p[0] for p in pages] + [pages[-1][0] + pages[-1][1]])
+            cols.append(ColumnPages((dictionary, offsets[0] - dictionary) if dictionary >= 0 else (0, 0), offsets,
+                                    kept))
         self._columns[j] = cols
-        self._groups[j] = (self._groups[j][0], [])  # decoded: the column chunks are not needed again
         return cols
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
