@@ -425,7 +425,7 @@ def combine_executions(table: pa.Table) -> pa.Table:
     )
 
 
-def _row_groups(data: bytes) -> Iterator[pa.Table]:
+def row_groups_of(data: bytes) -> Iterator[pa.Table]:
     """The row groups of index object bytes this writer made, one table at a time."""
     pf = pq.ParquetFile(pa.BufferReader(data))
     for j in range(pf.metadata.num_row_groups):
@@ -510,9 +510,9 @@ def cover(segments: int) -> list[tuple[int, int]]:
 # at a time and authenticated against the signed root as they are; None when it is missing or not signed.
 EarlierRows = Callable[[str, int, int], "tuple[int, Iterable[pa.Table]] | None"]
 
-# Called with each index object a seal writes, (kind, first, last, rows): rows a later run may merge (the rows of
-# the segment's own objects; a run's, None: a later run reads them back).
-Written = Callable[[str, int, int, "pa.Table | None"], None]
+# Called with each index object a seal writes, (kind, first, last, rows): what a later run may merge, the rows of
+# the segment's own objects, a run's Parquet bytes (row_groups_of reads them a row group at a time).
+Written = Callable[[str, int, int, "pa.Table | bytes"], None]
 
 
 def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table,
@@ -553,9 +553,9 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
                 break
             _put(store, layout.index_object(stream, kind, first, last), data)
             roots.append(root)
-            made[(first, last)] = (root.rows, _row_groups(data))  # the input of the next run of this seal
+            made[(first, last)] = (root.rows, row_groups_of(data))  # the input of the next run of this seal
             if written is not None:
-                written(kind, first, last, None)
+                written(kind, first, last, data)
     return roots
 
 

@@ -49,6 +49,9 @@ from .keys import SigningKeys
 
 log = logging.getLogger(__name__)
 
+HELD_RUN_BYTES = 64 << 20  # a run's bytes kept for the run that merges it next (_hold), at most this size
+HELD_RUNS = 32  # and this many of them
+
 _DAY = 86_400_000_000  # microseconds
 
 
@@ -193,6 +196,7 @@ class Sealer:
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
         self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
+        self._held_runs: dict[tuple[str, int, int], bytes] = {}  # and runs' bytes
         self._starts: dict[str, int] | None = None  # execution -> start (_execution_starts)
 
     def _chunk_end(self, days: np.ndarray, start: int) -> int:
@@ -416,13 +420,19 @@ class Sealer:
         rows = np.flatnonzero(np.asarray(table.column("seq")) == seq)
         return table.column("hash")[int(rows[0])].as_py() if rows.size else None
 
-    def _hold(self, kind: str, first: int, last: int, rows: pa.Table | None) -> None:
-        """Keep the rows of a segment's own index object for the runs of the next two seals, which merge it
-        (a run's rows are read back from the store when a later run merges them: a table at a time)."""
-        if rows is not None:
-            self._held[(kind, first, last)] = rows
-            for key in [k for k in self._held if k[0] == kind and k[2] < last - 1]:
-                del self._held[key]
+    def _hold(self, kind: str, first: int, last: int, rows: pa.Table | bytes) -> None:
+        """Keep what a later run merges of an index object this sealer wrote: a segment's own rows for the runs
+        of the next two seals, a run's Parquet bytes (up to HELD_RUN_BYTES, the newest HELD_RUNS) for the run that
+        merges it next, so that it is neither read back nor hashed again to authenticate it."""
+        if isinstance(rows, bytes):
+            if len(rows) <= HELD_RUN_BYTES:
+                self._held_runs[(kind, first, last)] = rows
+                while len(self._held_runs) > HELD_RUNS:
+                    del self._held_runs[next(iter(self._held_runs))]
+            return
+        self._held[(kind, first, last)] = rows
+        for key in [k for k in self._held if k[0] == kind and k[2] < last - 1]:
+            del self._held[key]
 
     def _earlier_index(self, kind: str, first: int, last: int) -> tuple[int, Iterable[pa.Table]] | None:
         """The rows of an index object an earlier seal wrote: held since this sealer wrote them, else read
@@ -431,6 +441,9 @@ class Sealer:
         held = self._held.pop((kind, first, last), None)
         if held is not None:
             return held.num_rows, (held,)
+        data = self._held_runs.pop((kind, first, last), None)
+        if data is not None:
+            return pq.read_metadata(pa.BufferReader(data)).num_rows, index_build.row_groups_of(data)
         name = layout.index_object(self.state.stream, kind, first, last)
         m = self.manifest(last) if 0 <= last < self.state.size else None
         root = m.index_root(kind, first) if m is not None else None
