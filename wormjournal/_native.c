@@ -1611,6 +1611,22 @@ static int tr_zigzag(TReader *t, int64_t *out) {
     return 0;
 }
 
+/* The header of a struct's next field: 1 with its type (`kind`) and id (`fid`, from the delta on `*last`, which it
+   updates), 0 at the struct's end, -1 (an exception set) on bytes that are not one. */
+static int tr_field(TReader *t, int64_t *last, int *kind, int64_t *fid) {
+    unsigned char head;
+    if (tr_byte(t, &head)) return -1;
+    *kind = head & 0x0F;
+    if (*kind == 0) return 0;
+    if (head >> 4) {
+        *fid = *last + (head >> 4);
+    } else if (tr_zigzag(t, fid)) {
+        return -1;
+    }
+    *last = *fid;
+    return 1;
+}
+
 static PyObject *tr_struct(TReader *t, int depth);
 
 static PyObject *tr_value(TReader *t, int kind, int depth) {
@@ -1710,19 +1726,12 @@ static PyObject *tr_struct(TReader *t, int depth) {
     int64_t last = 0;
     if (out == NULL) return NULL;
     for (;;) {
-        unsigned char head;
-        int kind, delta;
+        int kind, more;
         int64_t fid;
         PyObject *value, *key, *entry;
-        if (tr_byte(t, &head)) goto fail;
-        kind = head & 0x0F;
-        if (kind == 0) return out;
-        delta = head >> 4;
-        if (delta) {
-            fid = last + delta;
-        } else if (tr_zigzag(t, &fid)) {
-            goto fail;
-        }
+        more = tr_field(t, &last, &kind, &fid);
+        if (more < 0) goto fail;
+        if (more == 0) return out;
         if (kind == 1 || kind == 2) {
             value = PyBool_FromLong(kind == 1);
         } else {
@@ -1743,11 +1752,20 @@ static PyObject *tr_struct(TReader *t, int depth) {
         }
         Py_DECREF(key);
         Py_DECREF(entry);
-        last = fid;
     }
 fail:
     Py_DECREF(out);
     return NULL;
+}
+
+/* Past a field's value of type `kind` (a bool field's is in its header). 0, or -1 with an exception set. */
+static int tr_skip(TReader *t, int kind) {
+    PyObject *skipped;
+    if (kind == 1 || kind == 2) return 0;
+    skipped = tr_value(t, kind, 1);
+    if (skipped == NULL) return -1;
+    Py_DECREF(skipped);
+    return 0;
 }
 
 static PyObject *thrift_decode(PyObject *self, PyObject *args) {
@@ -1788,19 +1806,11 @@ static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
     t.pos = pos;
     t.end = end;
     for (;;) {
-        unsigned char head;
-        int kind, delta;
+        int kind, more;
         int64_t fid;
-        if (tr_byte(&t, &head)) goto done;
-        kind = head & 0x0F;
-        if (kind == 0) break;
-        delta = head >> 4;
-        if (delta) {
-            fid = last + delta;
-        } else if (tr_zigzag(&t, &fid)) {
-            goto done;
-        }
-        last = fid;
+        more = tr_field(&t, &last, &kind, &fid);
+        if (more < 0) goto done;
+        if (more == 0) break;
         if (fid == 1 && kind == 9 && !have) {  /* page_locations: list<PageLocation> */
             unsigned char lh;
             if (tr_byte(&t, &lh)) goto done;
@@ -1819,27 +1829,17 @@ static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
                 int64_t flast = 0;
                 int seen = 0;
                 for (;;) {
-                    unsigned char fh;
-                    int fk, fd;
+                    int fk, fmore;
                     int64_t ffid, v;
-                    if (tr_byte(&t, &fh)) goto done;
-                    fk = fh & 0x0F;
-                    if (fk == 0) break;
-                    fd = fh >> 4;
-                    if (fd) {
-                        ffid = flast + fd;
-                    } else if (tr_zigzag(&t, &ffid)) {
-                        goto done;
-                    }
-                    flast = ffid;
+                    fmore = tr_field(&t, &flast, &fk, &ffid);
+                    if (fmore < 0) goto done;
+                    if (fmore == 0) break;
                     if (ffid >= 1 && ffid <= 3 && (fk == 5 || fk == 6)) {
                         if (tr_zigzag(&t, &v)) goto done;
                         cells[i * 3 + (uint64_t)(ffid - 1)] = v;
                         seen |= 1 << (ffid - 1);
-                    } else {
-                        PyObject *skipped = (fk == 1 || fk == 2) ? (Py_INCREF(Py_None), Py_None) : tr_value(&t, fk, 1);
-                        if (skipped == NULL) goto done;
-                        Py_DECREF(skipped);
+                    } else if (tr_skip(&t, fk)) {
+                        goto done;
                     }
                 }
                 if (seen != 7) {
@@ -1848,10 +1848,8 @@ static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
                 }
             }
             have = 1;
-        } else if (kind != 1 && kind != 2) {
-            PyObject *skipped = tr_value(&t, kind, 0);
-            if (skipped == NULL) goto done;
-            Py_DECREF(skipped);
+        } else if (tr_skip(&t, kind)) {
+            goto done;
         }
     }
     if (!have) {
@@ -1908,60 +1906,33 @@ typedef struct {
 
 /* A PageHeader (parquet.thrift): the fields a version 1 data page needs; any other field is skipped. */
 static int page_head(TReader *t, PageHead *h) {
-    int64_t last = 0;
+    int64_t last = 0, fid, v;
+    int kind, more;
     memset(h, 0, sizeof *h);
     h->type = h->usize = h->csize = -1;
-    for (;;) {
-        unsigned char head;
-        int kind, delta;
-        int64_t fid, v;
-        if (tr_byte(t, &head)) return -1;
-        kind = head & 0x0F;
-        if (kind == 0) break;
-        delta = head >> 4;
-        if (delta) {
-            fid = last + delta;
-        } else if (tr_zigzag(t, &fid)) {
-            return -1;
-        }
-        last = fid;
+    while ((more = tr_field(t, &last, &kind, &fid)) > 0) {
         if (fid >= 1 && fid <= 3 && kind == 5) {
             if (tr_zigzag(t, &v)) return -1;
             if (fid == 1) h->type = v; else if (fid == 2) h->usize = v; else h->csize = v;
         } else if (fid == 5 && kind == 12) {  /* DataPageHeader */
-            int64_t dlast = 0;
+            int64_t dlast = 0, dfid;
+            int dk, dmore;
             h->has_data = 1;
             h->values = h->encoding = h->def_encoding = -1;
-            for (;;) {
-                unsigned char dh;
-                int dk, dd;
-                int64_t dfid;
-                if (tr_byte(t, &dh)) return -1;
-                dk = dh & 0x0F;
-                if (dk == 0) break;
-                dd = dh >> 4;
-                if (dd) {
-                    dfid = dlast + dd;
-                } else if (tr_zigzag(t, &dfid)) {
-                    return -1;
-                }
-                dlast = dfid;
+            while ((dmore = tr_field(t, &dlast, &dk, &dfid)) > 0) {
                 if (dfid >= 1 && dfid <= 3 && dk == 5) {
                     if (tr_zigzag(t, &v)) return -1;
                     if (dfid == 1) h->values = v; else if (dfid == 2) h->encoding = v; else h->def_encoding = v;
-                } else if (dk != 1 && dk != 2) {
-                    PyObject *skipped = tr_value(t, dk, 1);
-                    if (skipped == NULL) return -1;
-                    Py_DECREF(skipped);
+                } else if (tr_skip(t, dk)) {
+                    return -1;
                 }
             }
-        } else if (kind != 1 && kind != 2) {
-            PyObject *skipped = tr_value(t, kind, 1);
-            if (skipped == NULL) return -1;
-            Py_DECREF(skipped);
+            if (dmore < 0) return -1;
+        } else if (tr_skip(t, kind)) {
+            return -1;
         }
     }
-    return 0;
+    return more;  /* 0 at the header's end, -1 on bytes that are not one */
 }
 
 static uint32_t get_u32le(const unsigned char *p) {

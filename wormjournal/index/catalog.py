@@ -95,18 +95,23 @@ class IndexFile:
     def groups(self) -> int:
         return len(self._roots)
 
-    def _group(self, j: int) -> tuple[pa.Table, tuple[Any, ...]]:
-        """Row group ``j``, authenticated against its block root, and its keys, checked to be sorted."""
-        cached = self._groups.get(j)
-        if cached is not None:
-            self._groups.move_to_end(j)
-            return cached
+    def _read(self, j: int) -> pa.Table:
+        """Row group ``j`` read from the object, authenticated against its block root (not cached)."""
         try:
             table = self._pf.read_row_group(j).replace_schema_metadata(None)
         except Exception as e:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
         if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
+        return table
+
+    def _group(self, j: int) -> tuple[pa.Table, tuple[Any, ...]]:
+        """Row group ``j``, authenticated against its block root, and its keys, checked to be sorted."""
+        cached = self._groups.get(j)
+        if cached is not None:
+            self._groups.move_to_end(j)
+            return cached
+        table = self._read(j)
         # A tuple of str or int: the garbage collector stops walking it once it has seen it (a list it walks at
         # every full collection, which with a few hundred cached groups is what makes a read's slowest ones slow).
         keys = tuple(table.column(self.key).to_pylist())
@@ -132,13 +137,7 @@ class IndexFile:
             if cached is not None:
                 yield cached[0]
                 continue
-            try:
-                table = self._pf.read_row_group(j).replace_schema_metadata(None)
-            except Exception as e:
-                raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
-            if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
-                raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
-            yield table
+            yield self._read(j)
 
     def _hint(self, value: Any) -> tuple[int, int]:
         """The row groups that should hold ``value`` by the footer statistics (which are not
