@@ -68,6 +68,9 @@ SEGMENT1 = [
 ]
 SEGMENT2 = [(7, "execution_completed", "exec-0002", {"status": "ok"})]
 TENANTS = {"exec-0001": "acme", "exec-0002": "globex"}  # of segments 1 and 2's events
+# Segments whose seal writes runs (index.writes.*) and segment counts (index.cover.*): each level, the top.
+RUN_CASES = [0, 1, 5, 7, 15, 47, 63, 511, 4095, 8191]
+COVER_CASES = [1, 5, 13, 50, 511, 600, 4097]
 SEGMENT1_TS = events.parse_ts("2024-06-10T06:16:00Z")
 SEGMENT2_TS = events.parse_ts("2024-06-10T06:26:00Z")
 SEGMENT1_BLOCK_ROWS = 2
@@ -357,6 +360,11 @@ def main() -> None:
     line(f"index1.tenants.rows: {_json(rows1_tenants)}")
     line(f"index1.tenants.leaf0: {index_leaf_data('tenants', tables1['tenants']).hex()}")
     line(f"index1.tenants.root: {root1_tenants.root.hex()}")
+    # Which objects a seal writes and which a lookup reads (section 11a, "Runs" and "Cover").
+    for n in RUN_CASES:
+        line(f"index.writes.{n}: {' '.join(f'{a}-{b}' for a, b in index_build.ranges_ending_at(n))}")
+    for count in COVER_CASES:
+        line(f"index.cover.{count}: {' '.join(f'{a}-{b}' for a, b in index_build.cover(count))}")
     # An encrypted payload (section 3.1), standalone: fixed data key and nonce.
     enc_plain = events.canonical_json(ENC_PAYLOAD)
     enc_aad = payload_mod.payload_aad(JOURNAL_ID, STREAM, ENC_SEQ, ENC_KEY_ID, ENC_CODEC)

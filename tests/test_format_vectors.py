@@ -588,6 +588,49 @@ def test_tenants_vectors_carry_each_executions_start(vec: Vectors) -> None:
             for r in table.to_pylist()] == rows
 
 
+def spec_writes(n: int) -> list[tuple[int, int]]:
+    """Section 11a, "Runs": the segment's own objects, then for each L = 1..4 with n + 1 a multiple of
+    2 * 8^(L-1), the run from the multiple of 8^L at or below n to n."""
+    out = [(n, n)]
+    for level in range(1, 5):
+        if (n + 1) % (2 * 8 ** (level - 1)) == 0:
+            out.append((n - n % 8**level, n))
+    return out
+
+
+def spec_cover(count: int) -> list[tuple[int, int]]:
+    """Section 11a, "Cover": each whole block of 8^4, then per octal digit d (place s) the run of d - d mod 2
+    blocks and, for an odd d, one block more."""
+    out, pos = [], 0
+    while pos + 8**4 <= count:
+        out.append((pos, pos + 8**4 - 1))
+        pos += 8**4
+    for place in (8**3, 8**2, 8, 1):
+        d = (count - pos) // place
+        if d >= 2:
+            out.append((pos, pos + (d - d % 2) * place - 1))
+            pos += (d - d % 2) * place
+        if d % 2:
+            out.append((pos, pos + place - 1))
+            pos += place
+    return out
+
+
+def test_index_runs_and_cover_vectors(vec: Vectors) -> None:
+    """Which objects a seal writes and which a lookup reads, by the text of section 11a and by the library."""
+    def ranges(text: str) -> list[tuple[int, int]]:
+        return [tuple(int(v) for v in part.split("-")) for part in text.split(" ")]  # type: ignore[misc]
+
+    writes = {int(k.split(".")[2]): ranges(v) for k, v in vec.values.items() if k.startswith("index.writes.")}
+    covers = {int(k.split(".")[2]): ranges(v) for k, v in vec.values.items() if k.startswith("index.cover.")}
+    assert len(writes) >= 8 and len(covers) >= 6
+    for n, got in writes.items():
+        assert got == spec_writes(n) == index_build.ranges_ending_at(n), n
+    for count, got in covers.items():
+        assert got == spec_cover(count) == index_build.cover(count), count
+        assert all(r in spec_writes(r[1]) for r in got), count  # each one some seal writes
+
+
 def test_encrypted_payload_vector(vec: Vectors) -> None:
     """Section 3.1 by its text: the associated data, AES-256-GCM with the nonce in front, and the library agrees."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
