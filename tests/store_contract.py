@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from wormjournal.errors import ConflictError, NotFoundError, StorageError, ValidationError
-from wormjournal.storage.base import ObjectInfo, ObjectReader, PutResult, Store
+from wormjournal.storage.base import ObjectInfo, ObjectReader, PutResult, Store, get_tail
 
 UNSAFE_NAMES = [
     "",
@@ -211,6 +211,16 @@ class StoreContract:
     def test_get_range(self, store: Store, start: int, length: int, expected: bytes) -> None:
         store.put("r", b"0123456789abcdefghijklmnopqrstuvwxyz")
         assert store.get_range("r", start, length) == expected
+
+    @pytest.mark.parametrize(("length", "expected"), [(4, b"wxyz"), (36, None), (100, None), (0, b"")])
+    def test_get_tail_is_the_end_and_the_size(self, store: Store, length: int, expected: bytes | None) -> None:
+        data = b"0123456789abcdefghijklmnopqrstuvwxyz"
+        store.put("r", data)
+        assert get_tail(store, "r", length) == (data if expected is None else expected, len(data))
+        store.put("empty", b"")
+        assert get_tail(store, "empty", 10) == (b"", 0)
+        with pytest.raises(NotFoundError):
+            get_tail(store, "nope/missing", 10)
 
     @pytest.mark.parametrize(("start", "length", "field"), [(-1, 4, "start"), (0, -1, "length")])
     def test_get_range_refuses_negative_arguments(

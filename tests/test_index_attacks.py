@@ -25,6 +25,9 @@ from wormjournal import IntegrityError, Journal, JournalConfig, Reader
 from wormjournal.errors import IndexDamaged
 from wormjournal.index import build
 from wormjournal.index.catalog import IndexFile, IndexObject
+from wormjournal.journal.keys import load_keys
+from wormjournal.segments.manifest import Manifest
+from wormjournal.segments.notes import split_note
 from wormjournal.segments.table import encode_block_roots
 from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
@@ -497,3 +500,92 @@ def test_a_zstd_bomb_page_does_not_keep_a_gigabyte() -> None:
     refused, grown = r.stdout.split()
     assert refused == "ValueError"
     assert int(grown) < 256, f"resident memory grew by {grown} MiB after a refused 32 KiB page"
+
+
+# -- a fresh reader's chain from the newest checkpoint (11a, "Manifest hashes") ----------------------------------------
+
+
+def manifests_read(j: J, call: Any) -> tuple[Any, int]:
+    """What ``call(reader)`` returns (or the IntegrityError it raises) and how many manifests a fresh reader read."""
+    store = CountingManifests(LocalStore(j.store))
+    r = Reader(store, public_keys=[j.verify_key])
+    try:
+        return call(r), store.manifests
+    except IntegrityError as e:
+        return e, store.manifests
+
+
+class CountingManifests:
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+        self.url = store.url
+        self.manifests = 0
+
+    def get(self, name: str) -> bytes:
+        self.manifests += name.startswith("manifests/")
+        return self._store.get(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def events_of(j: J, x: str) -> list[str]:
+    return sorted(i for i, (y, _) in j.truth.items() if y == x)
+
+
+def test_a_fresh_reader_reads_the_manifests_of_the_cover_and_of_what_it_returns(j: J) -> None:
+    """Ten segments: the newest checkpoint, the manifests of the cover's runs (7 and 9), the one it looks for
+    after them (10, absent) and that of the segment read: not all ten."""
+    got, read = manifests_read(j, lambda r: [e.event_id for e in r.events("y-004")])
+    assert got == events_of(j, "y-004") and read == 4
+
+
+def resign_manifest(j: J, n: int) -> None:
+    """Stolen key: manifest ``n`` re-signed with another time (a valid signature; links and checkpoints as they
+    were)."""
+    journal_id = j.reader().identity.journal_id
+    key = load_keys(j.root / "keys", journal_id)[0]
+    path = j.store / layout.manifest("main", n)
+    m = Manifest.parse(split_note(path.read_bytes())[0])
+    overwrite(path, dataclasses.replace(m, time="2020-01-01T00:00:00.000000Z").sign(key))
+
+
+def test_a_manifest_that_is_not_the_one_the_checkpoint_commits_to_is_refused_where_it_is_read(j: J) -> None:
+    """Manifest 4 re-signed with the journal's own key: a read of segment 4 refuses it (its hash is not the one the
+    newest checkpoint's root commits to); a read elsewhere returns the truth; verify reports it."""
+    resign_manifest(j, 4)
+    got, _ = manifests_read(j, lambda r: r.events("y-004"))
+    assert isinstance(got, IntegrityError) and "checkpoint commits to" in str(got)
+    got, _ = manifests_read(j, lambda r: [e.event_id for e in r.events("y-008")])
+    assert got == events_of(j, "y-008")
+    assert not verify_store(j.store, public_keys=[j.verify_key]).ok
+
+
+def test_claims_that_do_not_make_the_checkpoint_root_send_a_reader_through_every_manifest(j: J) -> None:
+    """Runs' footers claim other manifest hashes (they are not signed): the root they make is not the checkpoint's,
+    so a fresh reader walks every manifest and reads the truth. Claims cut short are passed over: the runs' parts
+    stand in for them, down to single segments, as for a damaged object."""
+    for claim in ["ab", "abab", "zz"]:
+        runs = [(k, a, b) for k, a, b in signed_objects(j) if k == "executions" and a < b]
+        assert len(runs) == 5  # 0-1, 0-3, 0-5, 0-7, 8-9
+        for _, first, last in runs:
+            text = claim * 32 * (last - first) if claim != "abab" else claim
+            rewrite_claims(j.path("executions", first, last), text)
+        got, read = manifests_read(j, lambda r: [e.event_id for e in r.events("y-004")])
+        # wrong claims: 7 and 9 for the claims, then the walk over 0..9; claims cut short or not hex: the runs'
+        # parts, down to single segments, whose own manifests give the hashes, and 10 looked for after them
+        assert got == events_of(j, "y-004") and read == (12 if claim == "ab" else 11), claim
+    check_reads(j)
+
+
+def rewrite_claims(path: Path, claim: str) -> None:
+    """An index object with ``claim`` as its footer's manifest hashes, nothing else changed."""
+    pf = pq.ParquetFile(path)
+    meta = dict(pf.metadata.metadata)
+    meta[build.MANIFESTS_KEY.encode()] = claim.encode()
+    table = pf.read().replace_schema_metadata(None)
+    make_writable(path)
+    with pq.ParquetWriter(path, table.schema, compression="zstd", store_schema=False) as w:
+        w.write_table(table, row_group_size=SMALL_BLOCKS["executions"])
+        w.add_key_value_metadata(meta)
+    assert pq.ParquetFile(path).metadata.metadata[build.MANIFESTS_KEY.encode()] == claim.encode()

@@ -102,7 +102,7 @@ def all_read(r: Reader, s: Sealed) -> None:
 
 def test_a_footer_decodes_and_encodes_back_to_its_bytes(sealed: Sealed) -> None:
     data = sealed.segment.read_bytes()
-    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]
     decoded, end = thrift.decode(footer)
     assert end == len(footer) and thrift.encode(decoded) == footer
     with pytest.raises(PageLayoutError):
@@ -187,7 +187,7 @@ def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
 @pytest.mark.skipif(native.module is None, reason="the C extension is not built")
 def test_the_c_decoder_reads_footers_and_offset_indexes_as_the_python_one(sealed: Sealed) -> None:
     data = sealed.segment.read_bytes()
-    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]
     assert thrift.decode(footer) == thrift.decode_py(footer)
     fmd, _ = thrift.decode_py(footer)
     chunk = fmd[4][1][1][0][1][1][1][0]  # row group 0, column 0

@@ -56,6 +56,9 @@ MAX_RUN_ROWS = 50_000_000
 KEY_COLUMNS = ["execution_id", "seq", "ts", "tenant_id", "thread_id", "event_type", "exec_prev_seq", "event_id"]
 BLOCK_ROWS_KEY = "wormjournal.block_rows"
 BLOCK_ROOTS_KEY = "wormjournal.block_roots"
+# A run's claim of the manifest hashes of its segments but the last (FORMAT.md 11a, "Manifest hashes"): not signed,
+# checked by a reader against a checkpoint's root, so that it need not read every manifest.
+MANIFESTS_KEY = "wormjournal.manifests"
 
 _TS = pa.timestamp("us", tz="UTC")
 EXECUTIONS_SCHEMA = pa.schema(
@@ -258,15 +261,17 @@ def leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> 
 
 
 def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int,
-           last: int) -> tuple[bytes, IndexRoot]:
+           last: int, manifests: Sequence[bytes] = ()) -> tuple[bytes, IndexRoot]:
     """Parquet bytes of one index object (``table`` sorted by :func:`sort_rows`), and its root."""
-    return encode_sorted(kind, [table], journal_id=journal_id, stream=stream, first=first, last=last)
+    return encode_sorted(kind, [table], journal_id=journal_id, stream=stream, first=first, last=last,
+                         manifests=manifests)
 
 
 def encode_sorted(kind: str, parts: Iterable[pa.Table], *, journal_id: str, stream: str, first: int,
-                  last: int) -> tuple[bytes, IndexRoot]:
+                  last: int, manifests: Sequence[bytes] = ()) -> tuple[bytes, IndexRoot]:
     """Parquet bytes of one index object whose rows are ``parts`` one after another (sorted by
-    :func:`sort_rows` as a whole), and its root; each row group is hashed and written as it fills."""
+    :func:`sort_rows` as a whole), and its root; each row group is hashed and written as it fills.
+    ``manifests``: the manifest hashes of segments ``first .. last - 1`` (run_manifests), or none."""
     schema = SCHEMAS[kind]
     block = BLOCK_ROWS[kind]
     meta = {
@@ -278,6 +283,10 @@ def encode_sorted(kind: str, parts: Iterable[pa.Table], *, journal_id: str, stre
         "wormjournal.last_segment": str(last),
         BLOCK_ROWS_KEY: str(block),
     }
+    if manifests:
+        if len(manifests) != last - first:
+            raise ValueError(f"{len(manifests)} manifest hashes for an index object over segments {first}-{last}")
+        meta[MANIFESTS_KEY] = b"".join(manifests).hex()
     sink = pa.BufferOutputStream()
     roots: list[bytes] = []
     rows = 0
@@ -515,13 +524,34 @@ EarlierRows = Callable[[str, int, int], "tuple[int, Iterable[pa.Table]] | None"]
 Written = Callable[[str, int, int, "pa.Table | bytes"], None]
 
 
+def run_manifests(hashes: Sequence[bytes], first: int, last: int) -> Sequence[bytes]:
+    """What a run over segments ``first .. last`` carries of ``hashes`` (the manifest hashes of segments 0 ..,
+    b"" where one is not known): those of ``first .. last - 1``, or none when one is not known."""
+    part = hashes[first:last]
+    return part if len(part) == last - first and all(part) else ()
+
+
+def parse_manifests(meta: Mapping[str, str], first: int, last: int) -> list[bytes] | None:
+    """The manifest hashes a run's footer claims (MANIFESTS_KEY), or None when it claims none or not exactly
+    ``last - first`` of them."""
+    text = meta.get(MANIFESTS_KEY)
+    if text is None or len(text) != 64 * (last - first) or not first < last:
+        return None
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return [raw[i : i + 32] for i in range(0, len(raw), 32)]
+
+
 def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int, table: pa.Table,
-                     earlier: EarlierRows, started: Mapping[str, int],
+                     earlier: EarlierRows, started: Mapping[str, int], manifests: Sequence[bytes] = (),
                      written: Written | None = None) -> list[IndexRoot]:
     """Store segment ``segment``'s index objects and every run it completes; returns their roots.
 
     ``table`` is the segment's rows in storage order (at least KEY_COLUMNS); ``started`` the start of every
-    execution of earlier segments (execution_starts). A run whose
+    execution of earlier segments (execution_starts); ``manifests`` the manifest hashes of segments 0 ..
+    ``segment - 1``, which the runs carry (run_manifests). A run whose
     earlier inputs are missing or damaged, or that would hold more than MAX_RUN_ROWS rows, is left out:
     lookups then read its inputs.
     """
@@ -547,7 +577,8 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
                 break
             try:
                 data, root = encode_sorted(kind, merge_runs(kind, [source for _, source in sources]),
-                                           journal_id=journal_id, stream=stream, first=first, last=last)
+                                           journal_id=journal_id, stream=stream, first=first, last=last,
+                                           manifests=run_manifests(manifests, first, last))
             except IndexDamaged as e:  # an input found altered while it was merged
                 log.warning("index run %s %d-%d left out: %s (lookups read its inputs)", kind, first, last, e)
                 break

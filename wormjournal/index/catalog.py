@@ -88,6 +88,7 @@ class IndexFile:
             raise IndexDamaged(obj.name, "does not match the root its manifest signs")
         self._roots = tuple(roots)
         self._block = block
+        self.manifests = build.parse_manifests(meta, obj.first, obj.last)  # a claim: not signed (11a)
         self._groups: OrderedDict[int, tuple[pa.Table, tuple[Any, ...]]] = OrderedDict()  # and its keys, sorted
         self._stats = _key_statistics(md, self._pf.schema_arrow.get_field_index(self.key))
 
@@ -234,6 +235,10 @@ class Catalog:
         self._scan_segment = scan_segment
         self._files: dict[str, IndexFile] = {}
         self.damaged: dict[str, str] = {}  # name -> why, for objects that failed authentication
+
+    def adopt(self, f: IndexFile) -> None:
+        """An object opened (and checked against its signed root) before the catalog needed it."""
+        self._files.setdefault(f.name, f)
 
     def drop_cached_rows(self) -> None:
         """Forget the row groups read so far, keeping the opened objects (their footers, checked): the next

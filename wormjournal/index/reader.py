@@ -35,28 +35,32 @@ from ..segments.notes import VerifyKey
 from ..segments.pages import DEFAULT_GAP
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
-from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges
+from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges, tail_by_head
 from ..storage.wal import WalFollower, WalMac, list_wal_files
 from ..trust import (
     KeyRing,
     ManifestChain,
     Sink,
     Trust,
+    chain_from_checkpoint,
     check_checkpoint_root,
     check_committed_length,
     check_names,
     continue_chain,
     load_trust,
     open_checkpoint,
+    open_manifest,
 )
 from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from . import build, state
-from .catalog import Catalog
+from .catalog import Catalog, IndexFile, IndexObject
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_CLAIMS_KIND = "executions"  # whose runs' manifest hashes a fresh reader takes (every kind's runs carry them)
+_MANIFEST_CACHE = 4096  # manifests read when needed, kept per reader
 
 
 class CountingReader:
@@ -86,6 +90,15 @@ class CountingReader:
         self.bytes_read += sum(len(d) for d in data)
         self.requests += len(ranges)
         return data
+
+    def get_tail(self, name: str, length: int) -> tuple[bytes, int]:
+        tail = getattr(self._store, "get_tail", None)
+        if tail is None:
+            return tail_by_head(self, name, length)  # each request counted here
+        data, size = tail(name, length)
+        self.bytes_read += len(data)
+        self.requests += 1
+        return data, size
 
     @property
     def range_gap(self) -> int:
@@ -164,6 +177,7 @@ class Reader:
         self._data_key = keystore.data_key if keystore is not None else None
         self._chain = ManifestChain(self.identity.journal_id, stream, self._sink)
         self._checkpoints: dict[str, tuple[Checkpoint, bytes]] = {}  # checked, by name (in name order)
+        self._manifests: OrderedDict[int, Manifest] = OrderedDict()  # read when needed, checked by hash
         self._files: OrderedDict[int, SegmentFile] = OrderedDict()
         self._scanned: OrderedDict[int, dict[str, pa.Table]] = OrderedDict()
         self._cache_segments = cache_segments
@@ -177,8 +191,8 @@ class Reader:
 
     def _load_trust(self) -> None:
         """journal.json and the key history, checked (again after a rotation)."""
-        self._history_names = [o.name for o in self.store.list(HISTORY_PREFIX)]
         trust = load_trust(self.store, self._public_keys)
+        self._history_names = list(trust.history_names)
         for kind, problem in trust.ring.all_problems():
             self._sink(kind, problem)
         if hasattr(self, "identity") and trust.journal_id != self.identity.journal_id:
@@ -214,42 +228,151 @@ class Reader:
     # -- sealed segments ---------------------------------------------------------------
 
     def refresh(self) -> int:
-        """The number of sealed segments now, every manifest and checkpoint checked by the trust core
-        (new ones only: they are write-once). Raises IntegrityError. Inside a read, the snapshot's number."""
+        """The number of sealed segments now, the manifests and checkpoint it reads checked by the trust core.
+        Raises IntegrityError. Inside a read, the snapshot's number.
+
+        The first time, the chain comes from the newest checkpoint and the manifest hashes the index runs
+        of its cover claim (FORMAT.md 11a, "Manifest hashes"): a few objects, however many segments there
+        are; each manifest is read when a read needs it, and must have its hash. Where the store does not
+        allow it (no checkpoint yet, an index without the claims, claims that do not make the root), every
+        manifest and checkpoint is walked instead (FORMAT.md 10, "Readers"). After that, a read looks for
+        what seals added with one request (:meth:`_grew`) and reads the new manifests only."""
         if self._snap is not None:
             return self._segment_count  # the read in progress keeps its snapshot
-        if self._listed and not self._grew():
-            return self._segment_count
-        # Checkpoints are listed before manifests: a seal stores a checkpoint after its manifests,
-        # so every checkpoint listed here covers manifests that the listing below will show.
-        checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
-        manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
-        check_names(checkpoints + manifests, self._sink)
-        # The key history is listed after the notes, and only when there are new ones: a rotation stores its
-        # entry before any note its new key signs, so every note listed above is signed by a key read here.
-        new = len(manifests) > self._chain.size or any(name not in self._checkpoints for name in checkpoints)
-        if new and [o.name for o in self.store.list(HISTORY_PREFIX)] != self._history_names:
-            self._load_trust()
-        for name in manifests[self._chain.size :]:  # new ones only (numbered 0.. without gaps, or the chain raises)
-            self._chain.open(name, self.store.get(name), self._trust.ring)
-        if len(manifests) < self._chain.size:
-            self._sink("manifest_missing", f"the stream had {self._chain.size} manifests, the store now lists "
-                       f"{len(manifests)} (removed)", stream=self.stream)
-        for name in checkpoints:  # each checked once (write-once): steps 9 and 10, as verify runs them
-            if name in self._checkpoints:
-                continue
-            note = self.store.get(name)
-            cp = open_checkpoint(note, name, journal_id=self.identity.journal_id, stream=self.stream,
-                                 ring=self._trust.ring, sink=self._sink)
-            assert cp is not None  # the sink raised otherwise
-            check_checkpoint_root(cp, name, self._chain)
-            self._checkpoints[name] = (cp, note)
-        check_committed_length(self._chain, self._trust.ring)
+        if not self._listed:
+            if not self._open_by_checkpoint():
+                self._walk()
+        elif self._grew():
+            self._follow()
         # No checkpoint yet, or one behind the manifests: a seal in progress (or a writer that died before its
         # checkpoint, which it writes on reopen). Its manifests are signed and linked: they are read like the rest.
         self._segment_count = self._chain.size
         self._listed = True
         return self._segment_count
+
+    def _walk(self) -> None:
+        """Every manifest and checkpoint of the stream, listed and checked in order (steps 1 to 3, 9 and 10)."""
+        self._chain = ManifestChain(self.identity.journal_id, self.stream, self._sink)
+        self._checkpoints = {}
+        # Checkpoints are listed before manifests: a seal stores a checkpoint after its manifests,
+        # so every checkpoint listed here covers manifests that the listing below will show.
+        checkpoints = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
+        manifests = [info.name for info in self.store.list(layout.manifests_prefix(self.stream))]
+        check_names(checkpoints + manifests, self._sink)
+        # The key history is listed after the notes: a rotation stores its entry before any note its new key
+        # signs, so every note listed above is signed by a key read here.
+        self._reload_history()
+        for name in manifests:  # numbered 0.. without gaps, or the chain raises
+            self._chain.open(name, self.store.get(name), self._trust.ring)
+        for name in checkpoints:  # steps 9 and 10, as verify runs them
+            self._check_checkpoint(name, self.store.get(name))
+        check_committed_length(self._chain, self._trust.ring)
+
+    def _reload_history(self) -> None:
+        if [o.name for o in self.store.list(HISTORY_PREFIX)] != self._history_names:
+            self._load_trust()
+
+    def _check_checkpoint(self, name: str, note: bytes) -> None:
+        cp = open_checkpoint(note, name, journal_id=self.identity.journal_id, stream=self.stream,
+                             ring=self._trust.ring, sink=self._sink)
+        assert cp is not None  # the sink raised otherwise
+        check_checkpoint_root(cp, name, self._chain)
+        self._checkpoints[name] = (cp, note)
+
+    def _open_by_checkpoint(self) -> bool:
+        """The chain over the newest checkpoint's segments from the manifest hashes the index runs of its cover
+        claim (FORMAT.md 11a), checked against the checkpoint's root: the checkpoint, and per object of the cover
+        the manifest of its last segment and the object's footer. False when the store does not allow it."""
+        names = [info.name for info in self.store.list(layout.checkpoints_prefix(self.stream))]
+        check_names(names, self._sink)
+        sized = [(p[2], name) for name in names if (p := layout.parse_numbered(name)) and p[0] == "checkpoints"]
+        if not sized:
+            return False
+        size, name = max(sized)
+        note = self.store.get(name)
+        cp = open_checkpoint(note, name, journal_id=self.identity.journal_id, stream=self.stream,
+                             ring=self._trust.ring, sink=self._sink)
+        assert cp is not None  # the sink raised otherwise
+        hashes: list[bytes] = []
+        opened: dict[int, Manifest] = {}
+        files: list[IndexFile] = []
+
+        def claim(first: int, last: int) -> bool:
+            """Append the hashes of segments first..last: the run's claim, then its last manifest's own hash."""
+            m = opened.get(last)
+            if m is None:
+                try:
+                    data = self.store.get(layout.manifest(self.stream, last))
+                except NotFoundError:
+                    return False  # removed? the walk says
+                m = open_manifest(data, layout.manifest(self.stream, last), last, journal_id=self.identity.journal_id,
+                                  stream=self.stream, ring=self._trust.ring, sink=self._sink)
+                assert m is not None  # the sink raised otherwise
+                opened[last] = m
+            if first < last:
+                root = m.index_root(_CLAIMS_KIND, first)
+                f: IndexFile | None = None
+                if root is not None:
+                    obj = IndexObject(layout.index_object(self.stream, _CLAIMS_KIND, first, last), first, last)
+                    try:
+                        f = IndexFile(self.store, obj, _CLAIMS_KIND, root, self.identity.journal_id, self.stream)
+                    except IndexDamaged:
+                        f = None
+                if f is None or f.manifests is None:  # what it merged claims the same
+                    return all(claim(a, b) for a, b in build.run_inputs(first, last))
+                files.append(f)
+                hashes.extend(f.manifests)
+            hashes.append(m.manifest_hash())
+            return True
+
+        if not all(claim(first, last) for first, last in build.cover(size)):
+            return False
+        chain = chain_from_checkpoint(cp, hashes, opened[size - 1], journal_id=self.identity.journal_id,
+                                      stream=self.stream, sink=self._sink)
+        if chain is None:
+            return False
+        self._chain, self._checkpoints = chain, {name: (cp, note)}
+        for n, m in opened.items():
+            self._keep(n, m)
+        for f in files:
+            self.catalog.adopt(f)
+        self._follow()  # manifests after it: a seal in progress
+        return True
+
+    def _follow(self) -> None:
+        """What seals added: the next manifests, each linked to the chain (steps 1 to 3), until one is missing;
+        then the checkpoint over all of them, if it is stored yet (step 9)."""
+        new = False
+        while True:
+            name = layout.manifest(self.stream, self._chain.size)
+            try:
+                data = self.store.get(name)
+            except NotFoundError:
+                break
+            if not new:
+                self._reload_history()  # a new key's history entry is stored before the first note it signs
+                new = True
+            self._chain.open(name, data, self._trust.ring)
+        name = layout.checkpoint(self.stream, self._chain.size)
+        if self._chain.size and name not in self._checkpoints:
+            try:
+                note = self.store.get(name)
+            except NotFoundError:
+                note = None  # a seal in progress
+            if note is not None:
+                self._check_checkpoint(name, note)
+        check_committed_length(self._chain, self._trust.ring)
+
+    def _keep(self, n: int, m: Manifest) -> None:
+        self._manifests[n] = m
+        self._manifests.move_to_end(n)
+        if len(self._manifests) > _MANIFEST_CACHE:
+            self._manifests.popitem(last=False)
+
+    def manifest_hashes(self) -> list[bytes]:
+        """The manifest hashes of the stream's segments, 0 .. refresh() - 1."""
+        self.refresh()
+        return list(self._chain.hashes)
 
     def _grew(self) -> bool:
         """Whether the stream may have changed since it was listed, for one request: the next manifest, or
@@ -264,12 +387,27 @@ class Reader:
         return covered < n and self.store.head(layout.checkpoint(self.stream, n)) is not None
 
     def manifest(self, n: int) -> Manifest:
-        """Segment ``n``'s manifest, checked by the trust core with every one before it."""
+        """Segment ``n``'s manifest, checked by the trust core: linked to the one before it, or read when first
+        needed and checked against the hash the checkpoint commits to."""
         if n >= self._chain.size:
             self.refresh()
-        m = self._chain.manifests.get(n)
-        if m is None:
+        m = self._chain.manifests.get(n) or self._manifests.get(n)
+        if m is not None:
+            return m
+        if not 0 <= n < self._chain.size:
             raise IntegrityError(f"stream {self.stream} has no segment {n}")
+        name = layout.manifest(self.stream, n)
+        try:
+            data = self.store.get(name)
+        except NotFoundError:
+            self._sink("manifest_missing", f"segment {n}'s manifest is missing (removed?)", stream=self.stream,
+                       segment=n, object=name)
+            raise  # the sink raised already
+        m = open_manifest(data, name, n, journal_id=self.identity.journal_id, stream=self.stream,
+                          ring=self._trust.ring, sink=self._sink)
+        assert m is not None  # the sink raised otherwise
+        self._chain.check_hash(m, name)
+        self._keep(n, m)
         return m
 
     def _segment_file(self, n: int) -> SegmentFile:

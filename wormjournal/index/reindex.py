@@ -95,7 +95,9 @@ def reindex_store(store: Store, *, public_keys: Sequence[VerifyKey] | None = Non
                     continue
                 data, got = build.encode(root.kind, rows(root.kind, root.first, root.last),
                                          journal_id=reader.identity.journal_id, stream=stream,
-                                         first=root.first, last=root.last)
+                                         first=root.first, last=root.last,
+                                         manifests=build.run_manifests(reader.manifest_hashes(), root.first,
+                                                                       root.last))
                 if got != root:
                     result.unrebuildable.append(name)
                     continue

@@ -301,7 +301,7 @@ class Sealer:
             started = self._execution_starts()
             index_roots = index_build.write_seal_index(
                 locked, journal_id=st.journal_id, stream=st.stream, segment=segment, table=keys,
-                earlier=self._earlier_index, started=started, written=self._hold,
+                earlier=self._earlier_index, started=started, manifests=st.hashes, written=self._hold,
             )
             begun = keys.filter(pc.is_null(keys.column("exec_prev_seq")))  # the executions that begin here
             ts = begun.column("ts").cast(pa.int64()).to_pylist()

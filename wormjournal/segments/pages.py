@@ -34,7 +34,7 @@ MAGIC = b"PAR1"
 # Byte ranges this close are fetched as one. A store says how close with its ``range_gap``: on a local disk
 # reads cost little and gaps only add bytes (0), over HTTP each request is a round trip (S3: 256 KiB).
 DEFAULT_GAP = 0
-TAIL = 16 << 10  # the first read of a footer: most segments' footers fit, so one request opens a segment
+TAIL = 64 << 10  # the first read of a footer: most segments' footers and offset indexes fit, so one request opens them
 
 # Thrift field ids of parquet.thrift
 _FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS = 2, 3, 4, 6, 7
@@ -47,9 +47,10 @@ _MD_KEEP = (1, 2, 3, 4, 8)  # type, encodings, path, codec, key-value metadata: 
 Fetch = Callable[[Sequence[tuple[int, int]]], list[bytes]]  # byte ranges (offset, length) -> their bytes
 
 
-def read_footer(size: int, fetch: Fetch) -> bytes:
-    """The footer (FileMetaData, Thrift compact) of a Parquet object of ``size`` bytes; one request when it
-    is within the last TAIL bytes. Raises PageLayoutError."""
+def read_footer(size: int, fetch: Fetch) -> tuple[bytes, int, bytes]:
+    """The footer (FileMetaData, Thrift compact) of a Parquet object of ``size`` bytes, and the bytes fetched
+    before it with their offset (the offset indexes are there, as writers put them); one request when the
+    footer is within the last TAIL bytes. Raises PageLayoutError."""
     if size < 12:
         raise PageLayoutError("too short for Parquet")
     start = max(0, size - TAIL)
@@ -60,9 +61,9 @@ def read_footer(size: int, fetch: Fetch) -> bytes:
     if length + 12 > size:
         raise PageLayoutError("footer length out of range")
     if length + 8 <= len(tail):
-        return tail[len(tail) - 8 - length : -8]
+        return tail[len(tail) - 8 - length : -8], start, tail[: len(tail) - 8 - length]
     (footer,) = fetch([(size - 8 - length, length)])
-    return footer
+    return footer, start, b""
 
 
 def file_metadata(footer: bytes) -> pq.FileMetaData:
@@ -85,7 +86,7 @@ class PageLayout:
     first needed), whose data pages must hold ``page_rows`` rows each in every column. Raises
     PageLayoutError when the object has no offset index or other pages."""
 
-    def __init__(self, footer: bytes, fetch: Fetch, page_rows: int) -> None:
+    def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b"")) -> None:
         # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
         # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
         kept: dict[str, bytes] = {}  # the same metadata in every row group: encoded once
@@ -104,6 +105,11 @@ class PageLayout:
         except (PageLayoutError, KeyError, TypeError, IndexError, ValueError) as e:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
+        # Of the bytes fetched with the footer, the offset indexes of every row group, when all are there.
+        spans = [(o, o + n) for _, chunks in self._groups for o, n, _, _ in chunks]
+        lo, hi = min((a for a, _ in spans), default=0), max((b for _, b in spans), default=0)
+        at, held = before
+        self._before = (lo, held[lo - at : hi - at]) if spans and at <= lo <= hi <= at + len(held) else (0, b"")
         self.page_rows = page_rows
         self._columns: dict[int, list[ColumnPages]] = {}
         self.head = _file_head(fmd)
@@ -126,7 +132,11 @@ class PageLayout:
         hi = max(o + n for o, n in spans)
         if lo < 0 or hi - lo > 64 << 20:
             raise PageLayoutError(f"row group {j}: offset index out of range")
-        (raw,) = self._fetch([(lo, hi - lo)])
+        at, held = self._before
+        if at <= lo and hi <= at + len(held):
+            raw = held[lo - at : hi - at]
+        else:
+            (raw,) = self._fetch([(lo, hi - lo)])
         starts = list(range(0, self.group_rows(j), self.page_rows))
         cols = []
         for offset, length, dictionary, kept in chunks:

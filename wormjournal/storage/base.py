@@ -13,6 +13,8 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import NotFoundError
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -53,6 +55,24 @@ def get_ranges(store: ObjectReader, name: str, ranges: Sequence[tuple[int, int]]
     if many is not None:
         return many(name, ranges)  # type: ignore[no-any-return]
     return [store.get_range(name, start, length) for start, length in ranges]
+
+
+def get_tail(store: ObjectReader, name: str, length: int) -> tuple[bytes, int]:
+    """The last ``length`` bytes of an object (all of it when shorter) and its size: one request where the store
+    can (a suffix range), else a HEAD and a ranged GET. Raises NotFoundError."""
+    tail = getattr(store, "get_tail", None)
+    if tail is not None:
+        return tail(name, length)  # type: ignore[no-any-return]
+    return tail_by_head(store, name, length)
+
+
+def tail_by_head(store: ObjectReader, name: str, length: int) -> tuple[bytes, int]:
+    """:func:`get_tail` in two requests, for a store without a suffix range."""
+    info = store.head(name)
+    if info is None:
+        raise NotFoundError(f"{name} not found in {getattr(store, 'url', store)}")
+    start = max(0, info.size - length)
+    return store.get_range(name, start, info.size - start), info.size
 
 
 @runtime_checkable

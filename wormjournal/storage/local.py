@@ -157,6 +157,20 @@ class LocalStore:
         finally:
             os.close(fd)
 
+    def get_tail(self, name: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of an object (all of it when shorter) and its size."""
+        if length < 0:
+            raise ValidationError("length", f"must be >= 0, not {length}")
+        try:
+            with open(self._path(name), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - length))
+                return f.read(length), size
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+            raise NotFoundError(f"{name} not found in {self.url}") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {name} in {self.url}: {e}") from e
+
     def get_range(self, name: str, start: int, length: int) -> bytes:
         path = self._path(name)
         # A negative length would read the whole object; refuse, as S3 would ignore the range.

@@ -9,25 +9,28 @@ from __future__ import annotations
 import io
 import os
 
-from ..errors import NotFoundError
-from .base import ObjectReader
+from .base import ObjectReader, get_tail
+
+TAIL = 64 << 10  # read first when the size is not known: the footer, and all of a small object
 
 
 class ObjectFile(io.RawIOBase):
-    """``store.get_range`` behind the file protocol. Counts the bytes it reads."""
+    """``store.get_range`` behind the file protocol. Counts the bytes it reads.
+
+    Without ``size``, the object's last TAIL bytes are fetched first with its size, in one request, and
+    reads within them are served from them (a Parquet footer, or a small object's every row group)."""
 
     def __init__(self, store: ObjectReader, name: str, size: int | None = None) -> None:
         super().__init__()
+        self._tail = b""
+        self.bytes_read = 0
         if size is None:
-            info = store.head(name)
-            if info is None:
-                raise NotFoundError(f"{name} not found in {getattr(store, 'url', store)}")
-            size = info.size
+            self._tail, size = get_tail(store, name, TAIL)  # NotFoundError when missing
+            self.bytes_read = len(self._tail)
         self._store = store
         self.name = name
         self.size = size
         self._pos = 0
-        self.bytes_read = 0
 
     def readable(self) -> bool:
         return True
@@ -47,6 +50,12 @@ class ObjectFile(io.RawIOBase):
         want = min(len(buffer), self.size - self._pos)
         if want <= 0:
             return 0
+        at = self._pos - (self.size - len(self._tail))
+        if at >= 0:
+            data = self._tail[at : at + want]
+            buffer[: len(data)] = data
+            self._pos += len(data)
+            return len(data)
         data = self._store.get_range(self.name, self._pos, want)
         buffer[: len(data)] = data
         self._pos += len(data)

@@ -409,6 +409,35 @@ class S3Store:
 
         return self._retrying("read", name, read)
 
+    def get_tail(self, name: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of an object (all of it when shorter) and its size, in one request (a suffix
+        range: the size is in its Content-Range). Raises ValidationError, NotFoundError, StorageError."""
+        key = self._key(name)
+        if length <= 0:
+            if length < 0:
+                raise ValidationError("length", f"must be >= 0, not {length}")
+            info = self.head(name)
+            if info is None:
+                raise NotFoundError(f"{name} not found in {self.url}")
+            return b"", info.size
+
+        def read() -> tuple[bytes, int]:
+            try:
+                data, resp = self._get_object(key, Range=f"bytes=-{length}")
+            except ClientError as e:
+                if _code(e)[0] == "InvalidRange" or _code(e)[1] == 416:
+                    return b"", 0  # an empty object
+                raise
+            content_range = resp.get("ContentRange")
+            if not content_range:  # a server that ignores Range sends the whole object
+                return data[-length:], len(data)
+            total = content_range.rpartition("/")[2]
+            if not total.isdigit():
+                raise StorageError(f"cannot read {name} in {self.url}: Content-Range {content_range!r} has no size")
+            return data, int(total)
+
+        return self._retrying("read", name, read)
+
     # Over HTTP each request is a round trip: byte ranges this close are fetched as one (segments.pages).
     range_gap = 256 << 10
     _READERS = 16  # ranged GETs of one object in flight at once

@@ -11,6 +11,7 @@ signed Merkle root); nothing else here does IO.
 
 from .chain import (
     ManifestChain,
+    chain_from_checkpoint,
     check_checkpoint_root,
     check_committed_length,
     check_complete,
@@ -29,6 +30,7 @@ __all__ = [
     "ManifestChain",
     "Sink",
     "Trust",
+    "chain_from_checkpoint",
     "check_checkpoint_root",
     "check_committed_length",
     "check_complete",

@@ -135,6 +135,14 @@ class ManifestChain:
         chain._prev_manifest, chain._prev_last_seq, chain._prev_last_hash = hashes[-1], last.last_seq, last.last_hash
         return chain
 
+    def check_hash(self, m: Manifest, name: str) -> None:
+        """A manifest read after the chain was built from its hashes (chain_from_checkpoint): it must be the
+        one whose hash the checkpoint commits to."""
+        n = m.segment
+        if not 0 <= n < len(self.hashes) or m.manifest_hash() != self.hashes[n]:
+            self.sink("checkpoint_root", f"manifest {n} is not the one the checkpoint commits to (history "
+                      "rewritten?)", stream=self.stream, segment=n, object=name)
+
     def open(self, name: str, data: bytes, ring: KeyRing) -> Manifest | None:
         """Manifest object ``name`` (its bytes ``data``): step 2 (:func:`open_manifest`), then steps 1 and 3
         (:meth:`add`). Returns the manifest, or None when it cannot be used (reported)."""
@@ -244,6 +252,23 @@ def check_checkpoint_root(cp: Checkpoint, name: str, chain: ManifestChain) -> No
     if root is None or root != cp.root_hash:
         sink("checkpoint_root", f"checkpoint root over {cp.tree_size} manifests does not match (history rewritten?)",
              stream=s, object=name)
+
+
+def chain_from_checkpoint(cp: Checkpoint, hashes: Sequence[bytes], last: Manifest, *, journal_id: str,
+                          stream: str, sink: Sink) -> ManifestChain | None:
+    """Step 9 the other way round, for a reader that reads only the manifests it needs (FORMAT.md 11a,
+    "Manifest hashes"): ``hashes``, claimed by unsigned index footers, are the manifest hashes of segments
+    0 .. ``cp.tree_size - 1`` exactly when their checkpoint tree (section 4) has the checkpoint's signed root;
+    ``last`` is the newest manifest, opened (step 2). Returns the chain over them (each manifest is then checked
+    against its hash when it is read: :meth:`ManifestChain.check_hash`), or None when they do not make the root
+    (the reader then walks every manifest, which names what is wrong)."""
+    if len(hashes) != cp.tree_size or not cp.tree_size:
+        return None
+    try:
+        chain = ManifestChain.resumed(journal_id, stream, sink, hashes, last)
+    except ValueError:
+        return None
+    return chain if chain.roots[cp.tree_size] == cp.root_hash else None
 
 
 def check_committed_length(chain: ManifestChain, ring: KeyRing) -> None:

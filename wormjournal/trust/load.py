@@ -30,6 +30,7 @@ class Trust:
     identity: JournalIdentity
     ring: KeyRing
     keys_from_store: bool  # no keys were given: entry 0 of the history is taken on its own signature
+    history_names: tuple[str, ...] = ()  # the key history's objects it was read from, in name order
 
     @property
     def journal_id(self) -> str:
@@ -94,7 +95,7 @@ def load_trust(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = No
     ring.identity_problems += problems
     if identity.key_name != name:
         ring.identity_problems.append(f"journal.json names key name {identity.key_name!r}, not {name!r}")
-    return Trust(identity, ring, public_keys is None)
+    return Trust(identity, ring, public_keys is None, tuple(name for name, _ in notes))
 
 
 def _entry0(notes: list[tuple[str, bytes]]) -> KeyEntry | None:

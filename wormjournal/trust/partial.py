@@ -49,7 +49,8 @@ class SegmentFile:
         self.file = ObjectFile(store, manifest.object, manifest.object_size)
         where = f"segment {manifest.segment} ({manifest.object})"
         try:
-            self._footer = pages.read_footer(manifest.object_size, self._fetch)
+            self._footer, at, held = pages.read_footer(manifest.object_size, self._fetch)
+            self._before = (at, held)  # the offset indexes, mostly
             self._pf = pq.ParquetFile(self.file, metadata=pages.file_metadata(self._footer))
             meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
             block = int(meta[BLOCK_ROWS_KEY])
@@ -151,7 +152,8 @@ class SegmentFile:
         groups coalesced). Raises PageLayoutError when the pages cannot be read on their own."""
         r = self.page_rows
         if self._layout is None:
-            self._layout = pages.PageLayout(self._footer, self._fetch, r)
+            self._layout = pages.PageLayout(self._footer, self._fetch, r, self._before)
+            self._before = (0, b"")  # the layout holds it
         layout = self._layout
         per = self.block // r
         p0, p1 = start // r, (start + count - 1) // r
