@@ -36,7 +36,7 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,7 @@ from ..segments.table import (
     bounded_batches,
     chain_hashes,
     decode_block_roots,
+    decode_hashed,
     decode_rows,
     first_out_of_order,
     in_seq_order,
@@ -277,6 +278,20 @@ class _Scan:
         self._parts.append(part.select(_LIGHT))  # the payload and the ids are dropped with ``part``
         self._rows += part.num_rows
 
+    def add_hashed(self, hashes: bytes, light: pa.Table, whole: Callable[[], pa.Table]) -> _Scan:
+        """Every row at once: the light columns and each row's recomputed hash (packed) as decode_hashed gives
+        them; ``whole`` decodes every column, for the payloads of erasure receipts (rare)."""
+        stored = _packed_hashes(light.column("hash"))
+        self.rows_ok = stored is not None and stored.tobytes() == hashes
+        is_receipt = pc.fill_null(pc.equal(light.column("event_type"), RECEIPT_TYPE), False)
+        if pc.any(is_receipt).as_py():
+            rows = np.flatnonzero(np.asarray(is_receipt))
+            self.receipts.append(whole().take(rows).select(["seq", "payload_codec", "payload"]))
+            self.receipt_rows += rows.tolist()
+        self.light = light
+        self._rows = light.num_rows
+        return self
+
     def finish(self) -> _Scan:
         if self._parts:
             self.light = pa.concat_tables(self._parts)
@@ -319,6 +334,9 @@ def _scan(data: bytes) -> _Scan:
     except (pa.ArrowException, ValueError, OSError):
         return _scan_table(_read_whole(data))
     scan = _Scan(_text_metadata(schema), row_groups=[md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    fused = decode_hashed(data, fragment, _LIGHT)
+    if fused is not None:  # decoded and hashed in one pass: the payloads are never copied
+        return scan.add_hashed(*fused, lambda: decode_rows(data, fragment, range(md.num_row_groups)))
     for group in groups:
         if not group:
             continue
