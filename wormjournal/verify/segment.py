@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.ma  # noqa: F401 - pa.array() of a numpy array imports it on first use (~10 ms): here, the fork server's
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -444,10 +445,19 @@ def check_segment(
     return out
 
 
-def check_local_segment(root: str, m: Manifest, **kwargs: Any) -> SegmentResult:
-    """:func:`check_segment` of a segment of a local directory store (``LocalStore(root)``), whose
-    bytes a worker reads itself: cheaper than receiving them through a pipe from the caller."""
-    return check_segment(m, LocalStore(root).get(m.object), **kwargs)
+# What a worker that fetches the object itself returns: fetch_segment's findings, the object's size (None when it
+# could not be checked further) and check_segment's result (None then too).
+Checked = tuple[list[RawFinding], int | None, "SegmentResult | None"]
+
+
+def check_local_segment(root: str, m: Manifest, stream: str, **kwargs: Any) -> Checked:
+    """:func:`fetch_segment` and :func:`check_segment` of a segment of a local directory store
+    (``LocalStore(root)``), in a worker: the bytes are read once, there, not read by the caller and
+    then again by the worker (nor pickled and piped, which costs more)."""
+    fetched, data = fetch_segment(LocalStore(root), m, stream)
+    if data is None:
+        return fetched, None, None
+    return fetched, len(data), check_segment(m, data, stream=stream, **kwargs)
 
 
 def _hash_batches(table: pa.Table, rows: int = _PART_ROWS) -> Iterator[pa.RecordBatch]:
