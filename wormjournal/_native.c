@@ -2207,6 +2207,7 @@ typedef struct {
     Py_ssize_t cap;
     const unsigned char **vp;                  /* per row of the page: its value (NULL for a null) and length */
     uint32_t *vl;
+    Py_ssize_t vcap;
     PyObject *validity, *offsets, *values;     /* outputs (bytes), when wanted */
     Py_ssize_t nulls, data_len, bound;
 } DCol;
@@ -2295,6 +2296,17 @@ static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_
     if (n > (1 << 16)) {
         decode_fail("a page of too many rows");
         return -1;
+    }
+    if (n > c->vcap) {
+        const unsigned char **vp = PyMem_Realloc(c->vp, sizeof(*vp) * (size_t)n);
+        if (vp != NULL) c->vp = vp;
+        uint32_t *vl = vp == NULL ? NULL : PyMem_Realloc(c->vl, sizeof(*vl) * (size_t)n);
+        if (vl == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->vl = vl;
+        c->vcap = n;
     }
     memset(bits, 0, (size_t)(n + 7) / 8);
     if (c->nullable) {
@@ -2415,7 +2427,7 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
     Py_buffer in, tag;
     PyObject *groups, *columns, *order_arg, *result = NULL, *hashes = NULL, *outs = NULL;
     DCol *cols = NULL;
-    Py_ssize_t ncols = 0, no = 0, total = 0, *order = NULL;
+    Py_ssize_t ncols = 0, no = 0, total = 0, *order = NULL, *spans = NULL;
     char *hk = NULL;
     unsigned char *buf = NULL;
     size_t cap = 0;
@@ -2462,6 +2474,11 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
         }
     }
     /* The rows of every row group, and the bytes each wanted column's values take at most (its pages checked). */
+    spans = PyMem_Calloc((size_t)(ngroups ? ngroups : 1) * (size_t)(ncols + 1), 3 * sizeof(Py_ssize_t));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t g = 0; g < ngroups; g++) {
         PyObject *group = PyTuple_GET_ITEM(groups, g), *chunks;
         Py_ssize_t rows;
@@ -2479,6 +2496,8 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
                 decode_fail("unsupported column chunk");
                 goto done;
             }
+            Py_ssize_t *span = spans + 3 * (g * (ncols + 1) + c + 1);
+            span[0] = start, span[1] = end, span[2] = codec;
             if (cols[c].want && cols[c].kind != 'l') {
                 Py_ssize_t b = chunk_bound(base, start, end, codec, rows);
                 if (b < 0) {
@@ -2492,6 +2511,7 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
                 }
             }
         }
+        spans[3 * g * (ncols + 1)] = rows;
         total += rows;
     }
     for (Py_ssize_t c = 0; c < ncols; c++) {
@@ -2508,29 +2528,18 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
     unsigned char *out = (unsigned char *)PyBytes_AS_STRING(hashes);
     Py_ssize_t at = 0;
     for (Py_ssize_t g = 0; g < ngroups; g++) {
-        PyObject *group = PyTuple_GET_ITEM(groups, g);
-        Py_ssize_t rows = PyLong_AsSsize_t(PyTuple_GET_ITEM(group, 0)), row = 0;
-        PyObject *chunks = PyTuple_GET_ITEM(group, 1);
+        const Py_ssize_t *span = spans + 3 * g * (ncols + 1);
+        Py_ssize_t rows = span[0], row = 0;
         for (Py_ssize_t c = 0; c < ncols; c++) {
-            PyObject *chunk = PyTuple_GET_ITEM(chunks, c);
-            cols[c].pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(chunk, 0));
-            cols[c].end = PyLong_AsSsize_t(PyTuple_GET_ITEM(chunk, 1));
-            cols[c].codec = (int)PyLong_AsLong(PyTuple_GET_ITEM(chunk, 2));
+            cols[c].pos = span[3 * (c + 1)];
+            cols[c].end = span[3 * (c + 1) + 1];
+            cols[c].codec = (int)span[3 * (c + 1) + 2];
         }
         while (row < rows) {
             Py_ssize_t n = 0;
             for (Py_ssize_t c = 0; c < ncols; c++) {
                 Py_ssize_t m;
-                DCol *d = &cols[c];
-                if (d->vp == NULL) {
-                    d->vp = PyMem_Malloc(sizeof(*d->vp) << 16);
-                    d->vl = PyMem_Malloc(sizeof(*d->vl) << 16);
-                    if (d->vp == NULL || d->vl == NULL) {
-                        PyErr_NoMemory();
-                        goto done;
-                    }
-                }
-                if (dh_page(base, d, rows - row, at + row, &m) < 0) goto done;
+                if (dh_page(base, &cols[c], rows - row, at + row, &m) < 0) goto done;
                 if (c == 0) {
                     n = m;
                 } else if (m != n) {
@@ -2602,6 +2611,7 @@ done:
         PyMem_Free(cols);
     }
     PyMem_Free(order);
+    PyMem_Free(spans);
     PyMem_Free(hk);
     PyMem_Free(buf);
     Py_XDECREF(hashes);

@@ -24,7 +24,10 @@ hash equals the stored one and the stored ``prev_hash`` values link the rows in
 seq order from the manifest's ``prev_hash`` to its ``last_hash``, the chain of
 step 6 holds (by induction over the rows in seq order, the chained hash of each
 row is its stored hash). Only when something is wrong is the chain walked in seq
-order to locate the first bad row and report it as that walk reports it. Seq order
+order to locate the first bad row and report it as that walk reports it. With the C extension, a segment
+laid out as the writer lays it out (pages of the same rows in every column) is decoded and hashed in one
+pass (``decode_hashed``): the payloads are hashed where they were decompressed, and only the columns below
+are built; any other layout is read a few row groups at a time as above. Seq order
 is a permutation of the stored rows (each row's place is its seq - first_seq in an
 intact segment, so no sort either), and the Merkle leaves, block roots and root are
 one more call over the packed stored hashes.
