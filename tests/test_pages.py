@@ -13,6 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader, native
 from wormjournal.segments import pages, thrift
@@ -20,7 +22,11 @@ from wormjournal.segments.table import (
     PAGE_ROOTS_KEY,
     SCHEMA,
     as_segment_table,
+    bounded_batches,
+    decode_hashed,
     events_to_table,
+    packed_row_hashes,
+    parquet_fragment,
     read_segment,
     storage_order,
     storage_sorted,
@@ -335,3 +341,124 @@ def test_the_c_page_decoder_refuses_hostile_arguments() -> None:
         c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, valid, offsets, pa.allocate_buffer(10))
     with pytest.raises(TypeError):  # read-only buffers
         c.decode_chunk(data, start, end, codec, ord("b"), 0, 100, b"\0" * 13, offsets, values)
+
+
+# -- decode and hash in one pass (the verifier's) ------------------------------------------------------------------
+
+_LIGHT = ["seq", "ts", "execution_id", "exec_prev_seq", "event_type", "payload_key_id", "prev_hash", "hash"]
+
+
+def hashed_both(data: bytes, keep: list[str]) -> tuple[tuple[bytes, pa.Table] | None, tuple[bytes, pa.Table] | str]:
+    """decode_hashed's hashes and kept columns (None: it declined), and the two-step path's: pyarrow's rows
+    (or "refused") hashed by packed_row_hashes."""
+    fragment = parquet_fragment(data)
+    mine = decode_hashed(data, fragment, keep)
+    try:
+        t = as_segment_table(pq.read_table(pa.BufferReader(data))).replace_schema_metadata(None)
+    except Exception:  # noqa: BLE001 - pyarrow's errors are not typed
+        return mine, "refused"
+    return mine, (b"".join(packed_row_hashes(b) for b in bounded_batches(t)), t.select(keep))
+
+
+@needs_decoder
+@pytest.mark.parametrize("seed", range(6))
+def test_decode_hashed_is_decode_then_hash(seed: int) -> None:
+    rnd = random.Random(seed)
+    t = random_segment_table(rnd, rnd.choice([1, 7, 64, 300, 1000]))
+    for keep in (_LIGHT, ["hash"], SCHEMA.names):
+        for options in ({"max_rows_per_page": 1 << rnd.randrange(0, 8), "row_group_size": 1 << rnd.randrange(4, 11)},
+                        {"max_rows_per_page": 64, "compression": "none"},
+                        {"max_rows_per_page": 128, "compression": "zstd", "compression_level": 19}):
+            mine, theirs = hashed_both(parquet_bytes(t, **options), keep)
+            assert mine is not None and not isinstance(theirs, str), options
+            assert mine[0] == theirs[0] == b"".join(packed_row_hashes(b) for b in bounded_batches(t)), options
+            assert mine[1].equals(theirs[1]) and mine[1].equals(t.select(keep)), options
+
+
+@needs_decoder
+def test_decode_hashed_declines_pages_of_other_rows() -> None:
+    """Pages cut by size, not rows, hold other rows in each column: the two steps decode and hash them."""
+    t = random_segment_table(random.Random(3), 600)
+    data = parquet_bytes(t, data_page_size=2048, write_batch_size=16, row_group_size=600)
+    mine, theirs = hashed_both(data, _LIGHT)
+    assert mine is None and not isinstance(theirs, str)
+    md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    assert pages.decode_plain(data, SCHEMA, pages.chunks_of_metadata(md, range(md.num_row_groups))) is not None
+    for options in ({"use_dictionary": True}, {"data_page_version": "2.0"}, {"compression": "snappy"}):
+        assert hashed_both(parquet_bytes(t, max_rows_per_page=64, **options), _LIGHT)[0] is None, options
+
+
+@needs_decoder
+def test_damaged_pages_are_hashed_as_pyarrow_reads_them_or_declined() -> None:
+    """A damaged page never crashes decode_hashed; uncompressed, it hashes and keeps what pyarrow reads, or declines.
+    A string that is not UTF-8 it declines, as decode_plain does: the two steps (pyarrow's read) then stand."""
+    rnd = random.Random(8)
+    t = random_segment_table(rnd, 300)
+    for compression in ("zstd", "none"):
+        data = parquet_bytes(t, max_rows_per_page=32, row_group_size=128, compression=compression)
+        footer_at = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
+        declined = 0
+        for _ in range(400):
+            blob = bytearray(data)
+            for _ in range(rnd.randint(1, 3)):
+                blob[rnd.randrange(4, footer_at)] = rnd.randrange(256)
+            try:
+                mine, theirs = hashed_both(bytes(blob), _LIGHT)
+            except Exception:  # noqa: BLE001 - a footer pyarrow cannot read: nothing to compare
+                continue
+            if mine is None:
+                declined += 1
+            elif compression == "none":  # two zstds may read a corrupt frame differently (no checksum)
+                assert not isinstance(theirs, str) and mine[0] == theirs[0] and mine[1].equals(theirs[1])
+        assert declined > 0
+    # A string that is not UTF-8 (planted in the bytes: pyarrow will not write one).
+    marked = t.set_column(SCHEMA.get_field_index("node"), "node", pa.array(["n\x01X" if i == 5 else "n" for i in
+                                                                            range(300)], pa.string()))
+    data = bytearray(parquet_bytes(marked, max_rows_per_page=32, row_group_size=128, compression="none"))
+    at = bytes(data).index(b"n\x01X")
+    data[at + 1] = 0xFF  # not UTF-8
+    assert hashed_both(bytes(data), _LIGHT)[0] is None
+    md = pq.ParquetFile(pa.BufferReader(bytes(data))).metadata
+    assert pages.decode_plain(bytes(data), SCHEMA, pages.chunks_of_metadata(md, range(md.num_row_groups))) is None
+
+
+@needs_decoder
+def test_decode_hashed_refuses_hostile_arguments() -> None:
+    t = random_segment_table(random.Random(4), 100)
+    data = parquet_bytes(t, max_rows_per_page=16)
+    md = pq.ParquetFile(pa.BufferReader(data)).metadata
+    rows, chunks = pages.chunks_of_metadata(md, [0])[0]
+    group = (rows, tuple((start, end, codec) for start, end, codec, _ in chunks))
+    columns = tuple((ord("l") if i in (0, 2, 12) else ord("b"), int(f.nullable), 1) for i, f in enumerate(SCHEMA))
+    order = ((16, ord("r")), (0, ord("i")), (1, ord("s")))
+    c = pages._native  # noqa: SLF001
+    hashes, buffers = c.decode_hash(data, (group,), columns, order, b"tag")
+    assert len(hashes) == 32 * rows and len(buffers) == len(SCHEMA)
+    far = (rows, ((0, len(data) + 10**9, 6), *group[1][1:]))
+    for args in (((far,), columns, order),  # beyond the bytes
+                 (((rows + 1, group[1]),), columns, order),  # more rows than the pages hold
+                 (((rows, group[1][:-1]),), columns, order),  # a column short
+                 ((group,), ((ord("x"), 0, 1), *columns[1:]), order),  # another type
+                 ((group,), columns, ((0, ord("s")),)),  # an int hashed as a string
+                 ((group,), columns, ((99, ord("r")),)),  # no such column
+                 ((group,), tuple((k, 1, w) if i == 1 else (k, n, w) for i, (k, n, w) in enumerate(columns)), order),
+                 ((group,), columns, ((0, ord("q")),))):  # another hash kind
+        with pytest.raises(ValueError):
+            c.decode_hash(data, *args, b"tag")
+    with pytest.raises(TypeError):
+        c.decode_hash(data, [group], columns, order, b"tag")
+
+
+@needs_decoder
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.binary(max_size=40), st.text(max_size=20).map(lambda s: s.encode()),
+                 st.lists(st.sampled_from([b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe0\x80\xaf", b"a",
+                                           b"\xc3\xa9", b"\xf0\x9f\x98\x80", b"\xef\xbf\xbf", b"\xf4\x8f\xbf\xbf",
+                                           b"\x80", b"\xf8\x88\x80\x80\x80"]), max_size=12).map(b"".join)))
+def test_utf8_check_in_c_is_pythons(data: bytes) -> None:
+    try:
+        data.decode("utf-8")
+        valid = True
+    except UnicodeDecodeError:
+        valid = False
+    assert pages._native.utf8_valid(data) is valid  # noqa: SLF001

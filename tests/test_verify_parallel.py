@@ -424,3 +424,17 @@ def test_a_dead_worker_is_an_error_not_a_report(history: History, monkeypatch: p
     monkeypatch.setattr(verifier_mod, "check_local_segment", _die)
     with pytest.raises(JournalError, match="worker process died"):
         verify_store(history.store, public_keys=[history.verify_key], workers=2)
+
+
+def test_objects_expired_before_a_saved_checkpoint_with_workers_that_fetch(history: History) -> None:
+    """A local directory's workers fetch the objects themselves: one that is gone before the saved point
+    expired, as the verifying process judges it with one worker."""
+    saved = history.checkpoint_path(3).read_bytes()
+    history.segment_path(0).unlink()
+    history.segment_path(1).unlink()
+    report = verify_both(history, since=saved)
+    assert report.ok, report.to_text()
+    assert report.streams[0].expired_segments == 2 and report.streams[0].expired_seqs
+    history.segment_path(3).unlink()  # after the saved point (segments 0 to 2): missing, not expired
+    report = verify_both(history, since=saved)
+    assert [f.kind for f in report.findings if f.segment == 3] == ["object_missing"], report.to_text()

@@ -2189,6 +2189,438 @@ done:
     return result;
 }
 
+/* -- decode and hash in one pass (verification of whole segments) ----------------------------------------------
+
+   decode_hash decodes every column chunk of a segment's row groups page by page, as decode_chunk does (version 1
+   PLAIN data pages, RLE definition levels of width 1, zstd or no compression), and hashes each row's event hash
+   over its stored prev_hash (as event_hashes does) while the row's decompressed pages are still in the cache: page
+   k of every column must hold the same rows (FORMAT.md 5, "Pages"), else ValueError and the caller takes the two
+   steps apart. Only the columns asked for become Arrow buffers; the others (the payloads) are hashed where they
+   were decompressed, never copied. String columns are checked to be UTF-8 value by value, as pyarrow's reader
+   checks them. */
+
+typedef struct {
+    int kind, nullable, want;                  /* kind 'l' INT64, 'b' BYTE_ARRAY, 's' BYTE_ARRAY of UTF-8 */
+    Py_ssize_t pos, end;                       /* the chunk of the current row group */
+    int codec;
+    unsigned char *scratch;                    /* the current page, decompressed */
+    Py_ssize_t cap;
+    const unsigned char **vp;                  /* per row of the page: its value (NULL for a null) and length */
+    uint32_t *vl;
+    Py_ssize_t vcap;
+    PyObject *validity, *offsets, *values;     /* outputs (bytes), when wanted */
+    Py_ssize_t nulls, data_len, bound;
+} DCol;
+
+/* Whether s[0:n] is UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
+static int utf8_ok(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        uint64_t w;
+        if (i + 8 <= n && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ULL))) {
+            i += 8;
+            continue;
+        }
+        unsigned char c = s[i], c1;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        Py_ssize_t k = c >= 0xC2 && c < 0xE0 ? 2 : c >= 0xE0 && c < 0xF0 ? 3 : c >= 0xF0 && c < 0xF5 ? 4 : 0;
+        if (k == 0 || n - i < k) return 0;
+        for (Py_ssize_t j = 1; j < k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+        }
+        c1 = s[i + 1];
+        if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0) || (c == 0xF0 && c1 < 0x90) ||
+            (c == 0xF4 && c1 >= 0x90))
+            return 0;
+        i += k;
+    }
+    return 1;
+}
+
+/* utf8_valid(data) -> bool: whether data is UTF-8 as decode_hash checks it (the tests hold it to Python's). */
+static PyObject *utf8_valid(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    if (!PyArg_ParseTuple(args, "y*:utf8_valid", &in)) return NULL;
+    int ok = utf8_ok(in.buf, in.len);
+    PyBuffer_Release(&in);
+    return PyBool_FromLong(ok);
+}
+
+/* Page of column c at its position: header checked, decompressed, its n rows indexed (vp, vl) and, when wanted,
+   written to the outputs at row `at`. 0, or -1 with ValueError / MemoryError set. */
+static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_ssize_t at, Py_ssize_t *rows_out) {
+    TReader t = {base, c->pos, c->end};
+    PageHead h;
+    const unsigned char *page, *p, *q;
+    if (c->pos >= c->end) {
+        decode_fail("the pages do not hold the chunk's rows");
+        return -1;
+    }
+    if (page_head(&t, &h)) {
+        if (!PyErr_Occurred()) decode_fail("not a page header");
+        return -1;
+    }
+    c->pos = t.pos;
+    if (!page_ok(&h, c->codec, c->end - c->pos, left_rows)) return -1;
+    if (h.values < 1) {
+        decode_fail("an empty page");
+        return -1;
+    }
+    if (c->codec != 0) {
+        if (h.usize > c->cap) {
+            unsigned char *grown = PyMem_Realloc(c->scratch, (size_t)h.usize + 1);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            c->scratch = grown;
+            c->cap = h.usize;
+        }
+        size_t got = zstd_decompress(ZSTD_CTX, c->scratch, (size_t)h.usize, base + c->pos, (size_t)h.csize);
+        if (zstd_is_error(got) || got != (size_t)h.usize) {
+            decode_fail("a page does not decompress to its size");
+            return -1;
+        }
+        page = c->scratch;
+    } else {
+        page = base + c->pos;
+    }
+    c->pos += h.csize;
+    p = page;
+    q = page + h.usize;
+    Py_ssize_t n = (Py_ssize_t)h.values;
+    unsigned char bits[(1 << 16) / 8];  /* the page's validity; pages of more rows are refused below */
+    if (n > (1 << 16)) {
+        decode_fail("a page of too many rows");
+        return -1;
+    }
+    if (n > c->vcap) {
+        const unsigned char **vp = PyMem_Realloc(c->vp, sizeof(*vp) * (size_t)n);
+        if (vp != NULL) c->vp = vp;
+        uint32_t *vl = vp == NULL ? NULL : PyMem_Realloc(c->vl, sizeof(*vl) * (size_t)n);
+        if (vl == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->vl = vl;
+        c->vcap = n;
+    }
+    memset(bits, 0, (size_t)(n + 7) / 8);
+    if (c->nullable) {
+        uint32_t len;
+        if (h.def_encoding != 3 || q - p < 4) {
+            decode_fail("definition levels are not RLE");
+            return -1;
+        }
+        len = get_u32le(p);
+        p += 4;
+        if ((Py_ssize_t)len > q - p || def_levels(p, (Py_ssize_t)len, n, bits, 0) < 0) {
+            decode_fail("definition levels do not decode");
+            return -1;
+        }
+        p += len;
+    } else {
+        memset(bits, 0xff, (size_t)(n + 7) / 8);
+    }
+    unsigned char *valid = c->want ? (unsigned char *)PyBytes_AS_STRING(c->validity) : NULL;
+    unsigned char *values = c->want ? (unsigned char *)PyBytes_AS_STRING(c->values) : NULL;
+    int32_t *offsets = c->want && c->kind != 'l' ? (int32_t *)PyBytes_AS_STRING(c->offsets) : NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t r = at + i;
+        if (!(bits[i >> 3] >> (i & 7) & 1)) {
+            c->vp[i] = NULL;
+            c->vl[i] = 0;
+            c->nulls++;
+            if (c->want) {
+                if (c->kind == 'l') memset(values + 8 * r, 0, 8); else offsets[r] = (int32_t)c->data_len;
+            }
+            continue;
+        }
+        uint32_t len = 8;
+        if (c->kind != 'l') {
+            if (q - p < 4 || (len = get_u32le(p), (Py_ssize_t)len > q - p - 4)) {
+                decode_fail("values shorter than the page says");
+                return -1;
+            }
+            p += 4;
+            if (c->kind == 's' && !utf8_ok(p, len)) {
+                decode_fail("a string is not UTF-8");
+                return -1;
+            }
+        } else if (q - p < 8) {
+            decode_fail("values shorter than the page says");
+            return -1;
+        }
+        c->vp[i] = p;
+        c->vl[i] = len;
+        if (c->want) {
+            valid[r >> 3] |= (unsigned char)(1u << (r & 7));
+            if (c->kind == 'l') {
+                memcpy(values + 8 * r, p, 8);
+            } else {
+                if (c->data_len + (Py_ssize_t)len > c->bound) {
+                    decode_fail("values longer than their pages");
+                    return -1;
+                }
+                offsets[r] = (int32_t)c->data_len;
+                memcpy(values + c->data_len, p, len);
+                c->data_len += len;
+            }
+        }
+        p += len;
+    }
+    if (p != q) {
+        decode_fail("a page holds more than its values");
+        return -1;
+    }
+    *rows_out = n;
+    return 0;
+}
+
+/* The bytes row i of the current pages adds to its hash input after the tag: for each column of `order` (hash
+   kinds in `hk`), as event_hashes encodes it; the last column's value hashed where it is (*body) when it is long.
+   Written at p unless p is NULL; returns the size. */
+static size_t dh_head(DCol *cols, const Py_ssize_t *order, const char *hk, Py_ssize_t no, Py_ssize_t i,
+                      unsigned char *p, const unsigned char **body, size_t *body_len) {
+    size_t size = 0;
+    *body = NULL;
+    *body_len = 0;
+    for (Py_ssize_t k = 0; k < no; k++) {
+        const DCol *c = &cols[order[k]];
+        const unsigned char *v = c->vp[i];
+        uint32_t len = c->vl[i];
+        if (hk[k] == 'i') {
+            if (v == NULL) {
+                if (p) memset(p + size, 0xff, 4);
+                size += 4;
+            } else {
+                if (p) {
+                    put_u32((char *)p + size, 8);
+                    for (int b = 0; b < 8; b++) p[size + 4 + b] = v[7 - b];
+                }
+                size += 12;
+            }
+            continue;
+        }
+        if (hk[k] != 'r') {
+            if (p) {
+                if (v == NULL) memset(p + size, 0xff, 4); else put_u32((char *)p + size, len);
+            }
+            size += 4;
+        }
+        if (v == NULL) continue;
+        if (k == no - 1 && len >= STREAM_BYTES) {
+            *body = v;
+            *body_len = len;
+        } else {
+            if (p && len) memcpy(p + size, v, len);
+            size += len;
+        }
+    }
+    return size;
+}
+
+static PyObject *decode_hash(PyObject *self, PyObject *args) {
+    Py_buffer in, tag;
+    PyObject *groups, *columns, *order_arg, *result = NULL, *hashes = NULL, *outs = NULL;
+    DCol *cols = NULL;
+    Py_ssize_t ncols = 0, no = 0, total = 0, *order = NULL, *spans = NULL;
+    char *hk = NULL;
+    unsigned char *buf = NULL;
+    size_t cap = 0;
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*O!O!O!y*:decode_hash", &in, &PyTuple_Type, &groups,
+                                            &PyTuple_Type, &columns, &PyTuple_Type, &order_arg, &tag))
+        return NULL;
+    const unsigned char *base = in.buf;
+    ncols = PyTuple_GET_SIZE(columns);
+    no = PyTuple_GET_SIZE(order_arg);
+    Py_ssize_t ngroups = PyTuple_GET_SIZE(groups);
+    if (ncols < 1 || ncols > 4096 || no > ncols) {
+        decode_fail("too many or too few columns");
+        goto done;
+    }
+    if (!zstd_ready()) {
+        decode_fail("no libzstd");
+        goto done;
+    }
+    cols = PyMem_Calloc((size_t)ncols, sizeof(DCol));
+    order = PyMem_Calloc((size_t)(no ? no : 1), sizeof(Py_ssize_t));
+    hk = PyMem_Calloc((size_t)(no ? no : 1), 1);
+    if (cols == NULL || order == NULL || hk == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++) {
+        DCol *d = &cols[c];
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(columns, c), "iii:decode_hash column", &d->kind, &d->nullable,
+                              &d->want))
+            goto done;
+        if (d->kind != 'l' && d->kind != 'b' && d->kind != 's') {
+            decode_fail("a column's kind is l, b or s");
+            goto done;
+        }
+    }
+    for (Py_ssize_t k = 0; k < no; k++) {
+        int kind;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(order_arg, k), "ni:decode_hash order", &order[k], &kind)) goto done;
+        hk[k] = (char)kind;
+        if (order[k] < 0 || order[k] >= ncols || strchr("rsbi", kind) == NULL || kind == 0 ||
+            (kind == 'i') != (cols[order[k]].kind == 'l')) {
+            decode_fail("a hashed column is out of range or of another kind");
+            goto done;
+        }
+    }
+    /* The rows of every row group, and the bytes each wanted column's values take at most (its pages checked). */
+    spans = PyMem_Calloc((size_t)(ngroups ? ngroups : 1) * (size_t)(ncols + 1), 3 * sizeof(Py_ssize_t));
+    if (spans == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        PyObject *group = PyTuple_GET_ITEM(groups, g), *chunks;
+        Py_ssize_t rows;
+        if (!PyArg_ParseTuple(group, "nO!:decode_hash group", &rows, &PyTuple_Type, &chunks)) goto done;
+        if (PyTuple_GET_SIZE(chunks) != ncols || rows < 0 || rows > (Py_ssize_t)1 << 30 || total > ((Py_ssize_t)1 << 31) - rows) {
+            decode_fail("a row group of other columns or too many rows");
+            goto done;
+        }
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            Py_ssize_t start, end;
+            int codec;
+            if (!PyArg_ParseTuple(PyTuple_GET_ITEM(chunks, c), "nni:decode_hash chunk", &start, &end, &codec))
+                goto done;
+            if (start < 0 || end > in.len || start > end || (codec != 0 && codec != 6)) {
+                decode_fail("unsupported column chunk");
+                goto done;
+            }
+            Py_ssize_t *span = spans + 3 * (g * (ncols + 1) + c + 1);
+            span[0] = start, span[1] = end, span[2] = codec;
+            if (cols[c].want && cols[c].kind != 'l') {
+                Py_ssize_t b = chunk_bound(base, start, end, codec, rows);
+                if (b < 0) {
+                    if (!PyErr_Occurred()) decode_fail("a column chunk that does not decode");
+                    goto done;
+                }
+                cols[c].bound += b;
+                if (cols[c].bound > INT32_MAX) {
+                    decode_fail("a column too large");
+                    goto done;
+                }
+            }
+        }
+        spans[3 * g * (ncols + 1)] = rows;
+        total += rows;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++) {
+        DCol *d = &cols[c];
+        if (!d->want) continue;
+        d->validity = PyBytes_FromStringAndSize(NULL, (total + 7) / 8);
+        d->values = PyBytes_FromStringAndSize(NULL, d->kind == 'l' ? 8 * total : d->bound);
+        d->offsets = d->kind == 'l' ? (Py_INCREF(Py_None), Py_None) : PyBytes_FromStringAndSize(NULL, 4 * (total + 1));
+        if (d->validity == NULL || d->values == NULL || d->offsets == NULL) goto done;
+        memset(PyBytes_AS_STRING(d->validity), 0, (size_t)(total + 7) / 8);
+    }
+    hashes = PyBytes_FromStringAndSize(NULL, 32 * total);
+    if (hashes == NULL) goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(hashes);
+    Py_ssize_t at = 0;
+    for (Py_ssize_t g = 0; g < ngroups; g++) {
+        const Py_ssize_t *span = spans + 3 * g * (ncols + 1);
+        Py_ssize_t rows = span[0], row = 0;
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            cols[c].pos = span[3 * (c + 1)];
+            cols[c].end = span[3 * (c + 1) + 1];
+            cols[c].codec = (int)span[3 * (c + 1) + 2];
+        }
+        while (row < rows) {
+            Py_ssize_t n = 0;
+            for (Py_ssize_t c = 0; c < ncols; c++) {
+                Py_ssize_t m;
+                if (dh_page(base, &cols[c], rows - row, at + row, &m) < 0) goto done;
+                if (c == 0) {
+                    n = m;
+                } else if (m != n) {
+                    decode_fail("the columns' pages hold other rows");
+                    goto done;
+                }
+            }
+            for (Py_ssize_t i = 0; i < n; i += 2) {
+                Py_ssize_t j = i + 1 < n ? i + 1 : i; /* an odd last row is hashed twice */
+                const unsigned char *ba, *bb;
+                size_t bla, blb;
+                size_t la = (size_t)tag.len + dh_head(cols, order, hk, no, i, NULL, &ba, &bla);
+                size_t lb = (size_t)tag.len + dh_head(cols, order, hk, no, j, NULL, &bb, &blb);
+                if (la + lb > cap) {
+                    unsigned char *grown = PyMem_Realloc(buf, 2 * (la + lb));
+                    if (grown == NULL) {
+                        PyErr_NoMemory();
+                        goto done;
+                    }
+                    buf = grown;
+                    cap = 2 * (la + lb);
+                }
+                memcpy(buf, tag.buf, (size_t)tag.len);
+                dh_head(cols, order, hk, no, i, buf + tag.len, &ba, &bla);
+                memcpy(buf + la, tag.buf, (size_t)tag.len);
+                dh_head(cols, order, hk, no, j, buf + la + tag.len, &bb, &blb);
+                sha256_pair(buf, la, ba, bla, buf + la, lb, bb, blb, out + 32 * (at + row + i),
+                            out + 32 * (at + row + j));
+            }
+            row += n;
+        }
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            if (cols[c].pos != cols[c].end) {
+                decode_fail("a chunk holds more than its rows");
+                goto done;
+            }
+        }
+        at += rows;
+    }
+    outs = PyTuple_New(ncols);
+    if (outs == NULL) goto done;
+    for (Py_ssize_t c = 0; c < ncols; c++) {
+        DCol *d = &cols[c];
+        PyObject *item;
+        if (!d->want) {
+            Py_INCREF(Py_None);
+            PyTuple_SET_ITEM(outs, c, Py_None);
+            continue;
+        }
+        if (d->kind != 'l') {
+            ((int32_t *)PyBytes_AS_STRING(d->offsets))[total] = (int32_t)d->data_len;
+            if (_PyBytes_Resize(&d->values, d->data_len) < 0) goto done;
+        }
+        item = Py_BuildValue("(OnOO)", d->nulls ? d->validity : Py_None, d->nulls, d->offsets, d->values);
+        if (item == NULL) goto done;
+        PyTuple_SET_ITEM(outs, c, item);
+    }
+    result = PyTuple_Pack(2, hashes, outs);
+done:
+    if (cols != NULL) {
+        for (Py_ssize_t c = 0; c < ncols; c++) {
+            PyMem_Free(cols[c].scratch);
+            PyMem_Free(cols[c].vp);
+            PyMem_Free(cols[c].vl);
+            Py_XDECREF(cols[c].validity);
+            Py_XDECREF(cols[c].offsets);
+            Py_XDECREF(cols[c].values);
+        }
+        PyMem_Free(cols);
+    }
+    PyMem_Free(order);
+    PyMem_Free(spans);
+    PyMem_Free(hk);
+    PyMem_Free(buf);
+    Py_XDECREF(hashes);
+    Py_XDECREF(outs);
+    PyBuffer_Release(&tag);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_json", canonical_json, METH_VARARGS,
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
@@ -2217,6 +2649,9 @@ static PyMethodDef methods[] = {
      "column_bound(data, start, end, codec, rows) -> int: the values' bytes at most, pages checked"},
     {"decode_chunk", decode_chunk, METH_VARARGS,
      "decode_chunk(data, start, end, codec, kind, nullable, rows, validity, offsets, values) -> (nulls, length)"},
+    {"decode_hash", decode_hash, METH_VARARGS,
+     "decode_hash(data, groups, columns, order, tag) -> (hashes, buffers): decode_chunk and event_hashes in one pass"},
+    {"utf8_valid", utf8_valid, METH_VARARGS, "utf8_valid(data) -> bool: whether data is UTF-8 (RFC 3629)"},
     {"zstd_available", zstd_available, METH_NOARGS, "zstd_available() -> bool: libzstd was loaded"},
     {"thrift_decode", thrift_decode, METH_VARARGS,
      "thrift_decode(data, pos, end) -> (struct, end): a Thrift compact struct (raises ValueError on bad bytes)"},

@@ -356,3 +356,42 @@ def decode_plain(data: bytes, schema: pa.Schema, chunks: Chunks) -> pa.Table | N
     return pa.Table.from_arrays([pa.chunked_array(parts, type=field.type) for parts, field in zip(columns, schema,
                                                                                                    strict=True)],
                                 schema=schema)
+
+
+def decode_hashed(data: bytes, schema: pa.Schema, chunks: Chunks, order: Sequence[tuple[str, str]], tag: bytes,
+                  keep: Sequence[str]) -> tuple[bytes, dict[str, pa.Array]] | None:
+    """The rows of ``chunks`` (as :func:`decode_plain` takes them) hashed and decoded in one pass by the C extension:
+    for each row, SHA-256(``tag`` || the row's bytes of each column of ``order`` in turn) as ``event_hashes`` takes
+    them (``order``: column names with their kinds, r, s, b or i), 32 bytes a row, and the columns named in ``keep``
+    as one array each. Each row is hashed while its decompressed pages are in the cache, and a column not kept (the
+    payloads) is never copied. Requires what decode_plain does, and that page ``k`` of every column holds the same
+    rows (FORMAT.md 5, "Pages"); None otherwise (or without the extension): the caller then decodes and hashes in
+    two steps, whose answer stands. String columns are checked to be UTF-8, as pyarrow's reader checks them."""
+    if _native is None or not hasattr(_native, "decode_hash"):
+        return None
+    names = schema.names
+    kinds = [ord("l") if pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type) else
+             ord("s") if pa.types.is_string(f.type) else ord("b") for f in schema]
+    groups = []
+    for rows, cols in chunks:
+        if len(cols) != len(kinds):
+            return None
+        for (_, _, codec, ptype), kind in zip(cols, kinds, strict=True):
+            if codec == _NO_CODEC or ptype != (_INT64 if kind == ord("l") else _BYTE_ARRAY):
+                return None
+        groups.append((rows, tuple((start, end, codec) for start, end, codec, _ in cols)))
+    columns = tuple((kind, int(f.nullable), int(f.name in keep)) for kind, f in zip(kinds, schema, strict=True))
+    try:
+        hashes, buffers = _native.decode_hash(data, tuple(groups), columns,
+                                              tuple((names.index(name), ord(code)) for name, code in order), tag)
+    except ValueError:
+        return None
+    n = len(hashes) // 32
+    out = {}
+    for field, got in zip(schema, buffers, strict=True):
+        if got is not None:
+            validity, nulls, offsets, values = got
+            bufs = [None if validity is None else pa.py_buffer(validity)]
+            bufs += [pa.py_buffer(offsets)] if offsets is not None else []
+            out[field.name] = pa.Array.from_buffers(field.type, n, [*bufs, pa.py_buffer(values)], null_count=nulls)
+    return hashes, out

@@ -266,6 +266,28 @@ def decode_rows(data: bytes, fragment: ds.ParquetFileFragment, row_groups: Seque
     return as_segment_table(fragment.subset(row_group_ids=list(row_groups)).to_table(use_threads=use_threads))
 
 
+_HASH_KINDS = {Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}
+# The columns an event hash covers, in its order (FORMAT.md 2.3), with their kinds as event_hashes takes them.
+_HASH_ORDER = [("prev_hash", "r"), *((name, _HASH_KINDS[kind]) for name, kind, _ in FIELDS)]
+
+
+def decode_hashed(data: bytes, fragment: ds.ParquetFileFragment,
+                  columns: Sequence[str]) -> tuple[bytes, pa.Table] | None:
+    """Every row of a segment whose Parquet schema was checked (parquet_schema_problem) decoded and hashed in one
+    pass by the C extension (pages.decode_hashed): each row's event hash over its stored prev_hash, 32 bytes a
+    row in storage order (what :func:`packed_row_hashes` gives for all rows), and ``columns`` of every row as a
+    table. None when its pages are laid out otherwise or without the extension: then :func:`decode_rows` and
+    :func:`packed_row_hashes`, whose answer stands."""
+    md = fragment.metadata
+    got = pages.decode_hashed(data, SCHEMA, pages.chunks_of_metadata(md, range(md.num_row_groups)), _HASH_ORDER,
+                              EVENT_TAG, columns)
+    if got is None:
+        return None
+    hashes, arrays = got
+    schema = pa.schema([SCHEMA.field(name) for name in columns])
+    return hashes, pa.Table.from_arrays([arrays[name] for name in columns], schema=schema)
+
+
 def first_out_of_order(table: pa.Table) -> int | None:
     """The first row not in (execution_id, seq) order, or None when the order is right."""
     order = np.asarray(pc.sort_indices(table, sort_keys=[("execution_id", "ascending"), ("seq", "ascending")]))
@@ -525,9 +547,7 @@ def packed_row_hashes(batch: pa.RecordBatch) -> bytes:
     """``b"".join(hash_rows(row_hash_inputs(batch)))``: each row's event hash over its stored prev_hash, 32 bytes
     a row; with the C extension, one call over the columns' Arrow buffers (no joined inputs, no object per row)."""
     if merkle._bulk is not None and batch.num_rows:
-        kinds = {Kind.INT: "i", Kind.STR: "s", Kind.BYTES: "b"}
-        columns = [_arrow_column("r", batch.column("prev_hash"))]
-        columns += [_arrow_column(kinds[kind], batch.column(name)) for name, kind, _ in FIELDS]
+        columns = [_arrow_column(code, batch.column(name)) for name, code in _HASH_ORDER]
         if all(c is not None for c in columns):
             return merkle._bulk.event_hashes(batch.num_rows, EVENT_TAG, tuple(columns))  # type: ignore[no-any-return]
     return b"".join(hash_rows(row_hash_inputs(batch)))

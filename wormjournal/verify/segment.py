@@ -24,7 +24,10 @@ hash equals the stored one and the stored ``prev_hash`` values link the rows in
 seq order from the manifest's ``prev_hash`` to its ``last_hash``, the chain of
 step 6 holds (by induction over the rows in seq order, the chained hash of each
 row is its stored hash). Only when something is wrong is the chain walked in seq
-order to locate the first bad row and report it as that walk reports it. Seq order
+order to locate the first bad row and report it as that walk reports it. With the C extension, a segment
+laid out as the writer lays it out (pages of the same rows in every column) is decoded and hashed in one
+pass (``decode_hashed``): the payloads are hashed where they were decompressed, and only the columns below
+are built; any other layout is read a few row groups at a time as above. Seq order
 is a permutation of the stored rows (each row's place is its seq - first_seq in an
 intact segment, so no sort either), and the Merkle leaves, block roots and root are
 one more call over the packed stored hashes.
@@ -36,10 +39,11 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.ma  # noqa: F401 - pa.array() of a numpy array imports it on first use (~10 ms): here, the fork server's
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -58,6 +62,7 @@ from ..segments.table import (
     bounded_batches,
     chain_hashes,
     decode_block_roots,
+    decode_hashed,
     decode_rows,
     first_out_of_order,
     in_seq_order,
@@ -277,6 +282,20 @@ class _Scan:
         self._parts.append(part.select(_LIGHT))  # the payload and the ids are dropped with ``part``
         self._rows += part.num_rows
 
+    def add_hashed(self, hashes: bytes, light: pa.Table, whole: Callable[[], pa.Table]) -> _Scan:
+        """Every row at once: the light columns and each row's recomputed hash (packed) as decode_hashed gives
+        them; ``whole`` decodes every column, for the payloads of erasure receipts (rare)."""
+        stored = _packed_hashes(light.column("hash"))
+        self.rows_ok = stored is not None and stored.tobytes() == hashes
+        is_receipt = pc.fill_null(pc.equal(light.column("event_type"), RECEIPT_TYPE), False)
+        if pc.any(is_receipt).as_py():
+            rows = np.flatnonzero(np.asarray(is_receipt))
+            self.receipts.append(whole().take(rows).select(["seq", "payload_codec", "payload"]))
+            self.receipt_rows += rows.tolist()
+        self.light = light
+        self._rows = light.num_rows
+        return self
+
     def finish(self) -> _Scan:
         if self._parts:
             self.light = pa.concat_tables(self._parts)
@@ -319,6 +338,9 @@ def _scan(data: bytes) -> _Scan:
     except (pa.ArrowException, ValueError, OSError):
         return _scan_table(_read_whole(data))
     scan = _Scan(_text_metadata(schema), row_groups=[md.row_group(i).num_rows for i in range(md.num_row_groups)])
+    fused = decode_hashed(data, fragment, _LIGHT)
+    if fused is not None:  # decoded and hashed in one pass: the payloads are never copied
+        return scan.add_hashed(*fused, lambda: decode_rows(data, fragment, range(md.num_row_groups)))
     for group in groups:
         if not group:
             continue
@@ -426,10 +448,19 @@ def check_segment(
     return out
 
 
-def check_local_segment(root: str, m: Manifest, **kwargs: Any) -> SegmentResult:
-    """:func:`check_segment` of a segment of a local directory store (``LocalStore(root)``), whose
-    bytes a worker reads itself: cheaper than receiving them through a pipe from the caller."""
-    return check_segment(m, LocalStore(root).get(m.object), **kwargs)
+# What a worker that fetches the object itself returns: fetch_segment's findings, the object's size (None when it
+# could not be checked further) and check_segment's result (None then too).
+Checked = tuple[list[RawFinding], int | None, "SegmentResult | None"]
+
+
+def check_local_segment(root: str, m: Manifest, stream: str, **kwargs: Any) -> Checked:
+    """:func:`fetch_segment` and :func:`check_segment` of a segment of a local directory store
+    (``LocalStore(root)``), in a worker: the bytes are read once, there, not read by the caller and
+    then again by the worker (nor pickled and piped, which costs more)."""
+    fetched, data = fetch_segment(LocalStore(root), m, stream)
+    if data is None:
+        return fetched, None, None
+    return fetched, len(data), check_segment(m, data, stream=stream, **kwargs)
 
 
 def _hash_batches(table: pa.Table, rows: int = _PART_ROWS) -> Iterator[pa.RecordBatch]:

@@ -40,6 +40,7 @@ from ..trust.policy import policy_in_force
 from .anchors import Anchor, check_extension, parse_anchor
 from .report import Finding, StreamSummary, VerifyReport
 from .segment import (
+    Checked,
     RawFinding,
     SegmentResult,
     check_local_segment,
@@ -51,6 +52,9 @@ from .segment import (
 )
 
 Progress = Callable[[int, int], None]
+# A segment submitted and not yet applied (see _StreamVerifier.run).
+_Pending = tuple[list[Finding], Manifest | None, list[RawFinding] | None, int | None,
+                 SegmentResult | Future[SegmentResult] | Future[Checked] | None]
 
 # Measured (scripts/bench_verify.py): a fresh pool of 2 costs 0.48 s, what 2 workers save over 1 on 160 MiB of segments.
 WORKER_MIN_BYTES = 160 << 20
@@ -104,12 +108,20 @@ class _SegmentRunner:
             for _ in range(workers):
                 self.pool.submit(warm_up)  # start the workers (and the fork server, ~0.4 s the first time) now
 
+    @property
+    def fetches(self) -> bool:
+        """Whether the workers fetch the objects themselves (:meth:`submit_fetch`), not the caller."""
+        return self.pool is not None and self.local_root is not None
+
     def submit(self, m: Manifest, data: bytes, stream: str) -> SegmentResult | Future[SegmentResult]:
         if self.pool is None:
             return check_segment(m, data, stream=stream, **self.common)
-        if self.local_root is not None:
-            return self.pool.submit(check_local_segment, self.local_root, m, stream=stream, **self.common)
         return self.pool.submit(check_segment, m, data, stream=stream, **self.common)
+
+    def submit_fetch(self, m: Manifest, stream: str) -> Future[Checked]:
+        """Steps 4 to 8 in a worker that reads the object itself (a local directory's, page cache)."""
+        assert self.pool is not None and self.local_root is not None
+        return self.pool.submit(check_local_segment, self.local_root, m, stream, **self.common)
 
     def close(self) -> None:
         if self.pool is not None:
@@ -157,21 +169,29 @@ class _StreamVerifier:
                  if layout.parse_numbered(info.name) is not None]  # other names: the names check (step 11)
         opened: list[Manifest] = []
         # Segments submitted and not yet applied, oldest first: (findings before the segment's
-        # own, manifest, result or future). Applied strictly in order, so the report's findings
+        # own, manifest, step 4's findings and the object's size, None and None when a worker fetches
+        # the object itself, result or future). Applied strictly in order, so the report's findings
         # are in the same order however many workers ran; at most runner.window are held.
-        pending: deque[tuple[list[Finding], Manifest | None, SegmentResult | Future[SegmentResult] | None]] = deque()
+        pending: deque[_Pending] = deque()
 
         def apply() -> None:
-            early, m, job = pending.popleft()
+            early, m, fetched, size, job = pending.popleft()
             self.report.findings.extend(early)
             if m is None:
                 return
+            result: SegmentResult | None = None
             if job is not None:
                 try:
-                    result = job.result() if isinstance(job, Future) else job
+                    got = job.result() if isinstance(job, Future) else job
                 except BrokenProcessPool as e:  # killed (out of memory?): the segment was not checked
                     raise JournalError(f"a verification worker process died while checking segment {m.segment}: {e}",
                                        hint="run again, or with fewer --workers (each holds a few row groups)") from e
+                if isinstance(got, tuple):  # the worker fetched the object
+                    fetched, size, result = got
+                else:
+                    result = got
+            self.fetched(m, fetched or [], size)
+            if result is not None:
                 self.add_findings(result.findings)
                 for key_id, count in result.key_uses.items():
                     self.report.key_uses[key_id] = self.report.key_uses.get(key_id, 0) + count
@@ -204,7 +224,7 @@ class _StreamVerifier:
             del self.sink.findings[before:]
             if m is None:
                 self._unverified_objects.add(claimed_object(note))
-                pending.append((early, None, None))
+                pending.append((early, None, None, None, None))
                 continue
             opened.append(m)
             self.report.keys_used[m.key_id] = self.report.keys_used.get(m.key_id, 0) + 1
@@ -213,21 +233,15 @@ class _StreamVerifier:
                 self.summary.horizon = n
                 self.summary.expired_segments += n
                 self.expire(0, m.first_seq - 1)
-            # Steps 4 to 8: the object is fetched here; everything else runs in the runner.
-            fetched, data = fetch_segment(self.store, m, self.stream)
-            gone = data is None and [f[0] for f in fetched] == ["object_missing"]
-            if self.anchor is not None and n < self.anchor.size and gone:
-                # Before the trusted point, an object that is gone expired (its manifest is still signed).
-                self.summary.expired_segments += 1
-                self.expire(m.first_seq, m.last_seq)
-                fetched = []
-            early += [self.finding(f) for f in fetched]
-            job = None
-            if data is not None:
-                self.report.bytes_checked += len(data)
-                job = runner.submit(m, data, self.stream)
+            # Steps 4 to 8: the object is fetched here (or by a worker of a local directory); everything else
+            # runs in the runner.
+            if runner.fetches:
+                pending.append((early, m, None, None, runner.submit_fetch(m, self.stream)))
+            else:
+                fetched, data = fetch_segment(self.store, m, self.stream)
+                job = None if data is None else runner.submit(m, data, self.stream)
+                pending.append((early, m, fetched, None if data is None else len(data), job))
                 del data
-            pending.append((early, m, job))
             while len(pending) > runner.window:
                 apply()
         while pending:
@@ -299,6 +313,18 @@ class _StreamVerifier:
                 self.report.notices.append(f"stream {self.stream}: {added} segment(s) sealed while verify ran "
                                            "were not checked (their manifests were, with the checkpoint over them)")
             return
+
+    def fetched(self, m: Manifest, found: list[RawFinding], size: int | None) -> None:
+        """Step 4's findings of segment ``m`` (``size``: the object's, None when it could not be checked further)."""
+        gone = size is None and [f[0] for f in found] == ["object_missing"]
+        if self.anchor is not None and m.segment < self.anchor.size and gone:
+            # Before the trusted point, an object that is gone expired (its manifest is still signed).
+            self.summary.expired_segments += 1
+            self.expire(m.first_seq, m.last_seq)
+            found = []
+        self.add_findings(found)
+        if size is not None:
+            self.report.bytes_checked += size
 
     def finding(self, raw: RawFinding) -> Finding:
         kind, message, segment, seq, obj = raw
