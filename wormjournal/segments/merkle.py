@@ -88,6 +88,15 @@ def block_roots(leaf_hashes: Sequence[bytes], block: int) -> list[bytes]:
     return [root_from_leaf_hashes(leaf_hashes[i : i + block]) for i in range(0, len(leaf_hashes), block)]
 
 
+def block_roots_of(leaf_hashes: bytes, block: int) -> bytes:
+    """:func:`block_roots` of concatenated leaf hashes, concatenated."""
+    if _bulk is not None and len(leaf_hashes) > 64:
+        if block < 1 or block & (block - 1):
+            raise ValueError(f"block must be a power of two, not {block}")
+        return _bulk.block_roots(leaf_hashes, block)  # type: ignore[no-any-return]
+    return b"".join(block_roots(split_hashes(leaf_hashes), block))
+
+
 # -- proofs (RFC 6962 section 2.1.1 and 2.1.2; verification as in RFC 9162 section 2.1.3 and 2.1.4) ------------
 
 

@@ -17,6 +17,7 @@ against the page roots the segment's footer carries, which make its signed Merkl
 from __future__ import annotations
 
 import array
+import bisect
 import dataclasses
 import struct
 from collections.abc import Callable, Sequence
@@ -93,15 +94,19 @@ class PageLayout:
         try:
             fmd, _ = thrift.decode(footer)
             self._groups: list[tuple[int, tuple[tuple[int, int, int, bytes], ...]]] = []
+            self._plain: list[tuple[tuple[int, int], ...]] = []  # per row group, each column's (codec, type)
             for g in fmd[_FMD_ROW_GROUPS][1][1]:
-                chunks = []
+                chunks, plain = [], []
                 for c in g[_RG_COLUMNS][1][1]:
                     meta: Struct = c[_CC_META][1]
                     d = meta.get(_MD_DICT_PAGE_OFFSET)
                     keep = {k: v for k, v in meta.items() if k in _MD_KEEP}
                     chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1]),
                                    kept.setdefault(repr(keep), thrift.encode(keep)[:-1])))
+                    codec = meta[_MD_CODEC][1]
+                    plain.append((codec if d is None and codec in _CODECS.values() else _NO_CODEC, meta[_MD_TYPE][1]))
                 self._groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
+                self._plain.append(tuple(plain))
         except (PageLayoutError, KeyError, TypeError, IndexError, ValueError) as e:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
@@ -156,6 +161,11 @@ class PageLayout:
         its data pages ``first .. last`` (numbered in the row group)."""
         return [(*col.dictionary, col.offsets[first], col.offsets[last + 1] - col.offsets[first])
                 for col in self.columns(j)]
+
+    def plain(self, j: int) -> tuple[tuple[int, int], ...]:
+        """Each column's (codec, Parquet type) in row group ``j`` as :func:`decode_plain` takes them (codec -1
+        where it cannot decode the column: a dictionary page or another codec)."""
+        return self._plain[j]
 
     def kept(self, j: int) -> list[bytes]:
         """For each column of row group ``j``, the fields of its metadata that an assembled file keeps,
@@ -245,14 +255,18 @@ def coalesce(ranges: Sequence[tuple[int, int]], gap: int) -> list[tuple[int, int
 
 
 def slicer(ranges: Sequence[tuple[int, int]], data: Sequence[bytes]) -> Callable[[int, int], bytes]:
-    """Bytes ``[offset, offset+length)`` out of fetched ``ranges``, which must cover them."""
-    spans = list(zip(ranges, data, strict=True))
+    """Bytes ``[offset, offset+length)`` out of fetched ``ranges`` (sorted, apart: as :func:`coalesce` gives
+    them), which must cover them."""
+    starts = [start for start, _ in ranges]
+    blobs = list(zip(ranges, data, strict=True))
 
     def piece(offset: int, length: int) -> bytes:
         if not length:
             return b""
-        for (start, size), blob in spans:
-            if start <= offset and offset + length <= start + size:
+        i = bisect.bisect_right(starts, offset) - 1
+        if i >= 0:
+            (start, size), blob = blobs[i]
+            if offset + length <= start + size:
                 return blob[offset - start : offset - start + length]
         raise PageLayoutError(f"bytes {offset}..{offset + length} were not fetched")
 

@@ -125,14 +125,19 @@ def storage_sorted(table: pa.Table) -> pa.Table:
 
 def leaf_hashes(hashes: pa.Array | pa.ChunkedArray) -> list[bytes]:
     """The Merkle leaf hash ``SHA-256(0x00 || h)`` of each 32-byte event hash, in bulk."""
+    return merkle.split_hashes(leaf_hashes_of(hashes))
+
+
+def leaf_hashes_of(hashes: pa.Array | pa.ChunkedArray) -> bytes:
+    """:func:`leaf_hashes`, concatenated (no object per row)."""
     col = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
     n = len(col)
     matrix = _fixed_width(col.cast(pa.binary()), 32)
     if matrix is None:  # not all 32 bytes (a damaged row): one by one
-        return [merkle.leaf_hash(h or b"") for h in col.to_pylist()]
+        return b"".join(merkle.leaf_hash(h or b"") for h in col.to_pylist())
     if merkle._bulk is not None:
-        return merkle.split_hashes(merkle._bulk.merkle_leaves(matrix))
-    return hash_rows(join_pieces([constant_piece(b"\x00", n), matrix]))
+        return merkle._bulk.merkle_leaves(matrix)  # type: ignore[no-any-return]
+    return b"".join(hash_rows(join_pieces([constant_piece(b"\x00", n), matrix])))
 
 
 def build_segment(

@@ -28,7 +28,7 @@ from ..segments.table import (
     as_segment_table,
     block_layout_problem,
     decode_block_roots,
-    leaf_hashes,
+    leaf_hashes_of,
     parquet_fragment,
     parquet_schema_problem,
     row_hashes,
@@ -97,7 +97,7 @@ class SegmentFile:
                 or merkle.block_roots(roots, self.block // rows) != self._roots
                 or merkle.root_from_leaf_hashes(roots) != self.manifest.merkle_root):
             return 0  # read by row groups, which are blocks checked against the same root (and fail there)
-        self._page_roots = roots
+        self._page_roots = b"".join(roots)
         return rows
 
     @property
@@ -167,16 +167,16 @@ class SegmentFile:
         events = self.manifest.events
         parts = [(layout.kept(j), min((b + 1) * r, events) - a * r,
                   [(piece(d0, dn), piece(q0, qn)) for d0, dn, q0, qn in spans]) for j, a, b, spans in wanted]
-        return _PagePlan(self, start, count, p0, p1, layout, parts)
+        return _PagePlan(self, start, count, p0, p1, layout, parts, [layout.plain(j) for j, *_ in wanted])
 
-    def _check_pages(self, plan: _PagePlan, table: pa.Table, leaves: list[bytes]) -> pa.Table:
+    def _check_pages(self, plan: _PagePlan, table: pa.Table, leaves: bytes) -> pa.Table:
         """The wanted rows of ``plan`` out of ``table`` (the rows of its pages) once each page gives its page
         root: that authenticates the stored hashes; the caller then checks each wanted row against its stored
         hash, so an altered row is named by its seq and spoils no read of its neighbours on the page."""
         r = self.page_rows
         whole = table.num_rows == plan.rows
         rows = table.slice(plan.start - plan.p0 * r, plan.count)
-        if not whole or merkle.block_roots(leaves, r) != self._page_roots[plan.p0 : plan.p1 + 1]:
+        if not whole or merkle.block_roots_of(leaves, r) != self._page_roots[32 * plan.p0 : 32 * (plan.p1 + 1)]:
             seqs = rows.column("seq").to_pylist() if whole else []
             raise IntegrityError(
                 f"segment {self.manifest.segment}: the pages holding seq {min(seqs) if seqs else '?'}.. do not "
@@ -196,6 +196,7 @@ class _PagePlan:
     p1: int
     layout: pages.PageLayout
     parts: list[tuple[list[bytes], int, list[tuple[bytes, bytes]]]]
+    plain: list[tuple[tuple[int, int], ...]]  # per part, each column's (codec, type): PageLayout.plain
 
     @property
     def rows(self) -> int:
@@ -211,7 +212,22 @@ def _check_hashes(rows: pa.Table, computed: Sequence[bytes]) -> None:
 
 
 def _decode(plans: Sequence[_PagePlan]) -> pa.Table:
-    """The rows of the plans' pages, in order: one Parquet file of all their pages, read once."""
+    """The rows of the plans' pages, in order: each column's pages one after another, decoded by the C extension
+    as one column chunk; or (pages it does not decode) one Parquet file of all of them, read by pyarrow."""
+    kinds = plans[0].plain[0]
+    if pages._native is not None and all(p == kinds for plan in plans for p in plan.plain) and all(
+            codec != pages._NO_CODEC for codec, _ in kinds):
+        pieces = [[data for plan in plans for _, _, columns in plan.parts for _, data in (columns[c],)]
+                  for c in range(len(kinds))]
+        rows = sum(plan.rows for plan in plans)
+        chunks, at = [], 0
+        for c, (codec, ptype) in enumerate(kinds):
+            size = sum(len(p) for p in pieces[c])
+            chunks.append((at, at + size, codec, ptype))
+            at += size
+        table = pages.decode_plain(b"".join(p for column in pieces for p in column), SCHEMA, [(rows, chunks)])
+        if table is not None:
+            return table
     data = pages.assemble(plans[0].layout.head, [part for plan in plans for part in plan.parts])
     try:
         table = pages.decode_plain(data, SCHEMA, pages.chunks_of_footer(pages.footer_of(data)))
@@ -263,13 +279,13 @@ def read_many(requests: Sequence[tuple[SegmentFile, int, int]]) -> list[pa.Table
 def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> list[pa.Table | IntegrityError]:
     """Each plan's wanted rows out of the rows of all their pages (``table``, in plan order), authenticated;
     leaf hashes and event hashes computed in one call each."""
-    leaves = leaf_hashes(table.column("hash"))
+    leaves = leaf_hashes_of(table.column("hash"))
     results: list[pa.Table | IntegrityError] = []
     offset = 0
     for plan in plans:
         try:
             results.append(plan.file._check_pages(plan, table.slice(offset, plan.rows),
-                                                  leaves[offset : offset + plan.rows]))
+                                                  leaves[32 * offset : 32 * (offset + plan.rows)]))
         except IntegrityError as e:
             results.append(e)
         offset += plan.rows
