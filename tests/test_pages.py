@@ -4,6 +4,7 @@ and an altered page, page root or page layout never gives it a wrong answer."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import random
 import struct
@@ -188,6 +189,27 @@ def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
         r.events("run-0")
     assert r._segment_file(1).page_rows == 64
     assert len(r.events("run-3")) == GROUP // 2  # pages 6 and 7 of segment 1 are its own
+
+
+@pytest.mark.skipif(native.module is None, reason="the C extension is not built")
+def test_a_footer_decoded_in_c_is_not_left_to_the_garbage_collector(sealed: Sealed) -> None:
+    """Its thousands of containers die with it (a tree: reference counting frees them); tracked, each footer a
+    reader opens would bring the next full collection of the whole heap closer."""
+    data = sealed.segment.read_bytes()
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]
+    tree = thrift.decode(footer)
+    containers, stack = 0, [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack += x.values()
+        elif isinstance(x, (list, tuple)):
+            stack += x
+        else:
+            continue
+        containers += 1
+        assert not gc.is_tracked(x), type(x)
+    assert containers > 100
 
 
 @pytest.mark.skipif(native.module is None, reason="the C extension is not built")

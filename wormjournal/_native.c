@@ -1629,6 +1629,14 @@ static int tr_field(TReader *t, int64_t *last, int *kind, int64_t *fid) {
 
 static PyObject *tr_struct(TReader *t, int depth);
 
+/* A decoded footer is a tree of thousands of dicts, lists and tuples that die with the footer: untracked, the
+   garbage collector neither walks nor promotes them (promoted, they make the next full collections come sooner,
+   each walking the whole heap). A tree has no cycle, so reference counting frees it. */
+static PyObject *untracked(PyObject *o) {
+    if (o != NULL && PyObject_GC_IsTracked(o)) PyObject_GC_UnTrack(o);
+    return o;
+}
+
 static PyObject *tr_value(TReader *t, int kind, int depth) {
     unsigned char b;
     int64_t v;
@@ -1676,8 +1684,8 @@ static PyObject *tr_value(TReader *t, int kind, int depth) {
             }
             PyList_SET_ITEM(items, i, item);
         }
-        out = Py_BuildValue("(iN)", elem, items);
-        return out;
+        out = Py_BuildValue("(iN)", elem, untracked(items));
+        return untracked(out);
     }
     case 11: {
         uint64_t size;
@@ -1700,7 +1708,7 @@ static PyObject *tr_value(TReader *t, int kind, int depth) {
                 Py_DECREF(items);
                 return NULL;
             }
-            pair = PyTuple_Pack(2, k, x);
+            pair = untracked(PyTuple_Pack(2, k, x));
             Py_DECREF(k);
             Py_DECREF(x);
             if (pair == NULL) {
@@ -1709,7 +1717,7 @@ static PyObject *tr_value(TReader *t, int kind, int depth) {
             }
             PyList_SET_ITEM(items, i, pair);
         }
-        return Py_BuildValue("(iiN)", kt, vt, items);
+        return untracked(Py_BuildValue("(iiN)", kt, vt, untracked(items)));
     }
     case 12:
         return tr_struct(t, depth + 1);
@@ -1731,7 +1739,7 @@ static PyObject *tr_struct(TReader *t, int depth) {
         PyObject *value, *key, *entry;
         more = tr_field(t, &last, &kind, &fid);
         if (more < 0) goto fail;
-        if (more == 0) return out;
+        if (more == 0) return untracked(out);
         if (kind == 1 || kind == 2) {
             value = PyBool_FromLong(kind == 1);
         } else {
@@ -1739,7 +1747,7 @@ static PyObject *tr_struct(TReader *t, int depth) {
             if (value == NULL) goto fail;
         }
         key = PyLong_FromLongLong(fid);
-        entry = key == NULL ? NULL : Py_BuildValue("(iN)", kind, value);
+        entry = key == NULL ? NULL : untracked(Py_BuildValue("(iN)", kind, value));
         if (entry == NULL) {
             Py_XDECREF(key);
             if (key == NULL) Py_DECREF(value);
@@ -1782,7 +1790,7 @@ static PyObject *thrift_decode(PyObject *self, PyObject *args) {
     t.pos = pos;
     t.end = end;
     s = tr_struct(&t, 0);
-    if (s != NULL) result = Py_BuildValue("(Nn)", s, t.pos);
+    if (s != NULL) result = untracked(Py_BuildValue("(Nn)", s, t.pos));
     PyBuffer_Release(&in);
     return result;
 }

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import array
 import bisect
-import dataclasses
 import struct
 from collections.abc import Callable, Sequence
 
@@ -72,14 +71,11 @@ def file_metadata(footer: bytes) -> pq.FileMetaData:
     return _pq._reconstruct_filemetadata(pa.py_buffer(footer))
 
 
-@dataclasses.dataclass(frozen=True)
-class ColumnPages:
-    """Where one column chunk's pages are: its dictionary page's (offset, length), (0, 0) for none, and the
-    offset of each data page with, last, the end of the last; ``kept`` as :meth:`PageLayout.kept` says."""
-
-    dictionary: tuple[int, int]
-    offsets: array.array[int]  # not a list: no object per page for the garbage collector
-    kept: bytes
+# The pages of one row group's columns (PageLayout.columns): the number of page offsets of each column (its pages',
+# and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, every column's page
+# offsets one column after another (int64, packed), each column's kept metadata (PageLayout.kept). Ints, bytes and
+# tuples: the garbage collector stops walking them, however many segments' layouts a reader holds.
+_GroupPages = tuple[int, tuple[tuple[int, int], ...], bytes, tuple[bytes, ...]]
 
 
 class PageLayout:
@@ -116,14 +112,14 @@ class PageLayout:
         at, held = before
         self._before = (lo, held[lo - at : hi - at]) if spans and at <= lo <= hi <= at + len(held) else (0, b"")
         self.page_rows = page_rows
-        self._columns: dict[int, list[ColumnPages]] = {}
+        self._columns: dict[int, _GroupPages] = {}
         self.head = _file_head(fmd)
         self.head_key = thrift.encode(self.head)  # objects with the same head assemble into one file
 
     def group_rows(self, j: int) -> int:
         return self._groups[j][0]
 
-    def columns(self, j: int) -> list[ColumnPages]:
+    def columns(self, j: int) -> _GroupPages:
         """The pages of each column of row group ``j`` (one request for its offset indexes, then cached),
         checked to be pages of ``page_rows`` rows, one after another."""
         cols = self._columns.get(j)
@@ -143,24 +139,27 @@ class PageLayout:
         else:
             (raw,) = self._fetch([(lo, hi - lo)])
         starts = list(range(0, self.group_rows(j), self.page_rows))
-        cols = []
-        for offset, length, dictionary, kept in chunks:
+        offsets = array.array("q")
+        dictionaries = []
+        for offset, length, dictionary, _ in chunks:
             pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
             if not pages or [p[2] for p in pages] != starts:
                 raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
             if any(a[0] + a[1] != b[0] for a, b in zip(pages, pages[1:], strict=False)):
                 raise PageLayoutError(f"row group {j}: its pages are not one after another")
-            offsets = array.array("q", [p[0] for p in pages] + [pages[-1][0] + pages[-1][1]])
-            cols.append(ColumnPages((dictionary, offsets[0] - dictionary) if dictionary >= 0 else (0, 0), offsets,
-                                    kept))
-        self._columns[j] = cols
-        return cols
+            dictionaries.append((dictionary, pages[0][0] - dictionary) if dictionary >= 0 else (0, 0))
+            offsets.extend([p[0] for p in pages] + [pages[-1][0] + pages[-1][1]])
+        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), offsets.tobytes(),
+                                    tuple(kept for *_, kept in chunks))
+        return group
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
         """For each column of row group ``j``: (offset, length) of its dictionary page ((0, 0) for none) and of
         its data pages ``first .. last`` (numbered in the row group)."""
-        return [(*col.dictionary, col.offsets[first], col.offsets[last + 1] - col.offsets[first])
-                for col in self.columns(j)]
+        n, dictionaries, packed, _ = self.columns(j)
+        offsets = memoryview(packed).cast("q")
+        return [(d0, dn, offsets[c * n + first], offsets[c * n + last + 1] - offsets[c * n + first])
+                for c, (d0, dn) in enumerate(dictionaries)]
 
     def plain(self, j: int) -> tuple[tuple[int, int], ...]:
         """Each column's (codec, Parquet type) in row group ``j`` as :func:`decode_plain` takes them (codec -1
@@ -170,7 +169,7 @@ class PageLayout:
     def kept(self, j: int) -> list[bytes]:
         """For each column of row group ``j``, the fields of its metadata that an assembled file keeps,
         encoded once (a struct without its end: :func:`assemble` appends the fields that change)."""
-        return [col.kept for col in self.columns(j)]
+        return list(self.columns(j)[3])
 
 
 def _file_head(fmd: Struct) -> Struct:
