@@ -757,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: a temp dir, removed)")
     ap.add_argument("--row-group-rows", type=int, default=None,
                     help=f"JournalConfig.row_group_rows, a power of two (default {JournalConfig().row_group_rows})")
+    ap.add_argument("--page-rows", type=int, default=None,
+                    help=f"JournalConfig.page_rows, a power of two (default {JournalConfig().page_rows})")
     ap.add_argument("--segment-events", type=int, default=SEAL_MAX_EVENTS,
                     help=f"events per sealed segment (seal_max_events, default {SEAL_MAX_EVENTS})")
     ap.add_argument("--batch", type=int, default=1000, help="events per append_batch (default 1000)")
@@ -800,7 +802,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.events < 2 * args.executions:
         ap.error("--events must be at least 2 x --executions")
     try:
-        extra = {} if args.row_group_rows is None else {"row_group_rows": args.row_group_rows}
+        extra: dict[str, int] = {} if args.row_group_rows is None else {"row_group_rows": args.row_group_rows}
+        if args.page_rows is not None:
+            extra["page_rows"] = args.page_rows
         config = JournalConfig(seal_max_age_seconds=None, seal_max_events=args.segment_events, **extra)
     except ConfigError as e:
         ap.error(str(e))
@@ -810,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
               "long_threads": args.long_threads, "thread_events": args.thread_events,
               "row_group_rows": config.row_group_rows, "seed": args.seed, "batch": args.batch,
               "segment_events": args.segment_events}
+    if args.page_rows is not None:  # only when given: journals built before the option are reused as they are
+        params["page_rows"] = args.page_rows
     temp = args.dir is None
     base = Path(tempfile.mkdtemp(prefix="bench-lookup-")) if temp else args.dir.absolute()
     store, keys, meta_path = base / "store", base / "keys", base / META_FILE

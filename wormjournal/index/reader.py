@@ -147,8 +147,8 @@ class Reader:
     signature (fine for the deployment itself; an auditor passes their own). ``wal_dir`` is the
     writer's WAL directory, for events not sealed yet, read with ``wal_key`` (the writer's, from its
     key directory: ``Journal.reader()`` passes both); ``keystore`` decrypts encrypted payloads
-    (without it they read as the ``encrypted`` marker). Every manifest and checkpoint of the stream
-    goes through the trust core first (FORMAT.md 10, "Readers").
+    (without it they read as the ``encrypted`` marker). The stream's newest checkpoint and every
+    manifest a read needs go through the trust core first (FORMAT.md 10, "Readers").
     Raises NotFoundError when there is no journal, IntegrityError (its ``kind`` as ``wormjournal
     verify`` names the finding) on any broken promise, ConfigError for a WAL without its key.
     Each read sees one snapshot of the stream, however seals run meanwhile. A Reader caches what it
@@ -164,8 +164,8 @@ class Reader:
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
         self.store = CountingReader(base)
         self.stream = stream
-        # The key ring and every manifest and checkpoint go through the trust core, raising at the first
-        # broken promise: what `wormjournal verify` would report about them, a read refuses.
+        # The key ring, the newest checkpoint and the manifests a read needs go through the trust core, raising
+        # at the first broken promise: what `wormjournal verify` would report about them, a read refuses.
         self._public_keys = public_keys
         self._sink = Sink(collect=False)
         self._load_trust()
