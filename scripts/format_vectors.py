@@ -397,6 +397,10 @@ def main() -> None:
     for m in manifests[1:]:
         line(f'manifest{m.segment}.object: "{layout.manifest(STREAM, m.segment)}"')
         line(f"manifest{m.segment}.hash: {m.manifest_hash().hex()}")
+    # What a run over segments 0-1 claims in its footer (section 11a, "Manifest hashes"): with the cover of 3
+    # segments (0-1, then 2) and the manifests 1 and 2, the checkpoint's root.
+    claim = b"".join(index_build.run_manifests([m.manifest_hash() for m in manifests], 0, 1)).hex()
+    line(f"index.manifests.run_0_1: {claim}")
     line(f'checkpoint3.object: "{layout.checkpoint(STREAM, checkpoint3.tree_size)}"')
     line(f"checkpoint3.root: {checkpoint3.root_hash.hex()}")
     line("")

@@ -631,6 +631,18 @@ def test_index_runs_and_cover_vectors(vec: Vectors) -> None:
         assert all(r in spec_writes(r[1]) for r in got), count  # each one some seal writes
 
 
+def test_manifest_claims_vector(vec: Vectors) -> None:
+    """Section 11a, "Manifest hashes", by its text: the claim of the run over segments 0-1 of the cover of 3, then
+    the hashes of manifests 1 and 2, make the checkpoint's root; the library parses the claim alike."""
+    claim = vec.values["index.manifests.run_0_1"]
+    assert spec_cover(3) == [(0, 1), (2, 2)] and len(claim) == 64 * (1 - 0)
+    hashes = [bytes.fromhex(claim[i : i + 64]) for i in range(0, len(claim), 64)]
+    hashes += [vec.hex("manifest1.hash"), vec.hex("manifest2.hash")]
+    assert hashes[0] == vec.hex("manifest0.hash")
+    assert spec_mth(hashes) == vec.hex("checkpoint3.root")
+    assert index_build.parse_manifests({index_build.MANIFESTS_KEY: claim}, 0, 1) == hashes[:1]
+
+
 def test_encrypted_payload_vector(vec: Vectors) -> None:
     """Section 3.1 by its text: the associated data, AES-256-GCM with the nonce in front, and the library agrees."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
