@@ -116,6 +116,25 @@ def test_a_footer_decodes_and_encodes_back_to_its_bytes(sealed: Sealed) -> None:
         thrift.decode(footer[: len(footer) // 2])  # truncated: an error, never a partial struct
 
 
+@pytest.fixture(params=["c", "pyarrow"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which decodes the pages a lookup fetches: the C extension, each column's pages as one chunk, or pyarrow,
+    from a Parquet file assembled around them (what the reader falls back to)."""
+    if request.param == "pyarrow":
+        monkeypatch.setattr(pages, "_native", None)
+    elif pages._native is None:
+        pytest.skip("the C extension is not built")
+    return str(request.param)
+
+
+def test_pages_read_alike_whichever_decodes_them(sealed: Sealed, decoder: str) -> None:
+    r = Reader(sealed.paths.store)
+    all_read(r, sealed)
+    assert r._segment_file(0).page_rows == 64
+    layout = r._segment_file(0)._layout
+    assert layout is not None and bool(layout._kept) == (decoder == "pyarrow")  # a file was assembled for pyarrow
+
+
 def test_a_lookup_fetches_its_pages_not_its_row_groups(sealed: Sealed) -> None:
     store = Recording(LocalStore(sealed.paths.store))
     r = Reader(store)
@@ -133,7 +152,7 @@ def test_a_lookup_fetches_its_pages_not_its_row_groups(sealed: Sealed) -> None:
         assert 0 < fetched < group / 2, (x, fetched, group)
 
 
-def test_an_altered_row_is_named_and_spoils_no_other_page(sealed: Sealed) -> None:
+def test_an_altered_row_is_named_and_spoils_no_other_page(sealed: Sealed, decoder: str) -> None:
     table = read_segment(sealed.segment.read_bytes())
     events = storage_order(table_to_events(table))
     victim = events[130]  # run-005's rows are 125..149: page 2 (rows 128..191)
@@ -169,7 +188,7 @@ def test_pages_that_are_not_the_page_roots_pages_are_read_around(sealed: Sealed)
     assert r._segment_file(0).page_rows == 0
 
 
-def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths) -> None:
+def test_a_page_of_another_segment_is_refused(tmp_store: StorePaths, decoder: str) -> None:
     """Two segments of the same shape; segment 1's page 1 (rows 64..127, run-0's) replaced by segment 0's
     (genuine rows of run-0, with genuine hashes, of another segment): the page root refuses them."""
     config = JournalConfig(seal_max_age_seconds=None, row_group_rows=GROUP, page_rows=64, seal_worker=False)

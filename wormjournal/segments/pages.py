@@ -71,11 +71,11 @@ def file_metadata(footer: bytes) -> pq.FileMetaData:
     return _pq._reconstruct_filemetadata(pa.py_buffer(footer))
 
 
-# The pages of one row group's columns (PageLayout.columns): the number of page offsets of each column (its pages',
-# and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, every column's page
-# offsets one column after another (int64, packed), each column's kept metadata (PageLayout.kept). Ints, bytes and
-# tuples: the garbage collector stops walking them, however many segments' layouts a reader holds.
-_GroupPages = tuple[int, tuple[tuple[int, int], ...], bytes, tuple[bytes, ...]]
+# The pages of one row group's columns (PageLayout.columns): the number of page offsets of each column (its pages
+# and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, and every column's page
+# offsets one column after another (int64, packed). Ints, bytes and tuples: the garbage collector stops walking
+# them, however many segments' layouts a reader holds.
+_GroupPages = tuple[int, tuple[tuple[int, int], ...], bytes]
 
 
 class PageLayout:
@@ -86,19 +86,16 @@ class PageLayout:
     def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b"")) -> None:
         # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
         # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
-        kept: dict[str, bytes] = {}  # the same metadata in every row group: encoded once
         try:
             fmd, _ = thrift.decode(footer)
-            self._groups: list[tuple[int, tuple[tuple[int, int, int, bytes], ...]]] = []
+            self._groups: list[tuple[int, tuple[tuple[int, int, int], ...]]] = []
             self._plain: list[tuple[tuple[int, int], ...]] = []  # per row group, each column's (codec, type)
             for g in fmd[_FMD_ROW_GROUPS][1][1]:
                 chunks, plain = [], []
                 for c in g[_RG_COLUMNS][1][1]:
                     meta: Struct = c[_CC_META][1]
                     d = meta.get(_MD_DICT_PAGE_OFFSET)
-                    keep = {k: v for k, v in meta.items() if k in _MD_KEEP}
-                    chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1]),
-                                   kept.setdefault(repr(keep), thrift.encode(keep)[:-1])))
+                    chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1])))
                     codec = meta[_MD_CODEC][1]
                     plain.append((codec if d is None and codec in _CODECS.values() else _NO_CODEC, meta[_MD_TYPE][1]))
                 self._groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
@@ -107,7 +104,7 @@ class PageLayout:
             raise PageLayoutError(f"footer cannot be decoded: {e}") from e
         self._fetch = fetch
         # Of the bytes fetched with the footer, the offset indexes of every row group, when all are there.
-        spans = [(o, o + n) for _, chunks in self._groups for o, n, _, _ in chunks]
+        spans = [(o, o + n) for _, chunks in self._groups for o, n, _ in chunks]
         lo, hi = min((a for a, _ in spans), default=0), max((b for _, b in spans), default=0)
         at, held = before
         self._before = (lo, held[lo - at : hi - at]) if spans and at <= lo <= hi <= at + len(held) else (0, b"")
@@ -115,6 +112,8 @@ class PageLayout:
         self._columns: dict[int, _GroupPages] = {}
         self.head = _file_head(fmd)
         self.head_key = thrift.encode(self.head)  # objects with the same head assemble into one file
+        self._footer = footer  # decoded again for what only a file assembled by pyarrow needs (kept)
+        self._kept: dict[int, tuple[bytes, ...]] = {}
 
     def group_rows(self, j: int) -> int:
         return self._groups[j][0]
@@ -126,7 +125,7 @@ class PageLayout:
         if cols is not None:
             return cols
         chunks = self._groups[j][1]
-        spans = [(offset, length) for offset, length, _, _ in chunks]
+        spans = [(offset, length) for offset, length, _ in chunks]
         if not spans:
             raise PageLayoutError(f"row group {j} has no columns")
         lo = min(o for o, _ in spans)
@@ -141,7 +140,7 @@ class PageLayout:
         starts = list(range(0, self.group_rows(j), self.page_rows))
         offsets = array.array("q")
         dictionaries = []
-        for offset, length, dictionary, _ in chunks:
+        for offset, length, dictionary in chunks:
             pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
             if not pages or [p[2] for p in pages] != starts:
                 raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
@@ -149,14 +148,13 @@ class PageLayout:
                 raise PageLayoutError(f"row group {j}: its pages are not one after another")
             dictionaries.append((dictionary, pages[0][0] - dictionary) if dictionary >= 0 else (0, 0))
             offsets.extend([p[0] for p in pages] + [pages[-1][0] + pages[-1][1]])
-        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), offsets.tobytes(),
-                                    tuple(kept for *_, kept in chunks))
+        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), offsets.tobytes())
         return group
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
         """For each column of row group ``j``: (offset, length) of its dictionary page ((0, 0) for none) and of
         its data pages ``first .. last`` (numbered in the row group)."""
-        n, dictionaries, packed, _ = self.columns(j)
+        n, dictionaries, packed = self.columns(j)
         offsets = memoryview(packed).cast("q")
         return [(d0, dn, offsets[c * n + first], offsets[c * n + last + 1] - offsets[c * n + first])
                 for c, (d0, dn) in enumerate(dictionaries)]
@@ -169,7 +167,19 @@ class PageLayout:
     def kept(self, j: int) -> list[bytes]:
         """For each column of row group ``j``, the fields of its metadata that an assembled file keeps,
         encoded once (a struct without its end: :func:`assemble` appends the fields that change)."""
-        return list(self.columns(j)[3])
+        kept = self._kept.get(j)
+        if kept is None:
+            fmd, _ = thrift.decode(self._footer)
+            encoded: dict[str, bytes] = {}  # the same metadata in every column of a kind: encoded once
+            out = []
+            for c in fmd[_FMD_ROW_GROUPS][1][1][j][_RG_COLUMNS][1][1]:
+                keep = {k: v for k, v in c[_CC_META][1].items() if k in _MD_KEEP}
+                key = repr(keep)
+                if key not in encoded:
+                    encoded[key] = thrift.encode(keep)[:-1]
+                out.append(encoded[key])
+            kept = self._kept[j] = tuple(out)
+        return list(kept)
 
 
 def _file_head(fmd: Struct) -> Struct:

@@ -165,7 +165,7 @@ class SegmentFile:
         fetched = pages.coalesce(ranges, getattr(self._store, "range_gap", pages.DEFAULT_GAP))
         piece = pages.slicer(fetched, self._fetch(fetched))
         events = self.manifest.events
-        parts = [(layout.kept(j), min((b + 1) * r, events) - a * r,
+        parts = [(j, min((b + 1) * r, events) - a * r,
                   [(piece(d0, dn), piece(q0, qn)) for d0, dn, q0, qn in spans]) for j, a, b, spans in wanted]
         return _PagePlan(self, start, count, p0, p1, layout, parts, [layout.plain(j) for j, *_ in wanted])
 
@@ -187,7 +187,8 @@ class SegmentFile:
 
 @dataclasses.dataclass
 class _PagePlan:
-    """The fetched pages of one read of a segment: ``parts`` as :func:`pages.assemble` takes them."""
+    """The fetched pages of one read of a segment: for each row group, its number, its rows read and each
+    column's (dictionary page, data pages), and each column's (codec, type)."""
 
     file: SegmentFile
     start: int
@@ -195,7 +196,7 @@ class _PagePlan:
     p0: int
     p1: int
     layout: pages.PageLayout
-    parts: list[tuple[list[bytes], int, list[tuple[bytes, bytes]]]]
+    parts: list[tuple[int, int, list[tuple[bytes, bytes]]]]
     plain: list[tuple[tuple[int, int], ...]]  # per part, each column's (codec, type): PageLayout.plain
 
     @property
@@ -228,7 +229,8 @@ def _decode(plans: Sequence[_PagePlan]) -> pa.Table:
         table = pages.decode_plain(b"".join(p for column in pieces for p in column), SCHEMA, [(rows, chunks)])
         if table is not None:
             return table
-    data = pages.assemble(plans[0].layout.head, [part for plan in plans for part in plan.parts])
+    data = pages.assemble(plans[0].layout.head, [(plan.layout.kept(j), rows, columns) for plan in plans
+                                                 for j, rows, columns in plan.parts])
     try:
         table = pages.decode_plain(data, SCHEMA, pages.chunks_of_footer(pages.footer_of(data)))
     except (PageLayoutError, KeyError, TypeError, IndexError):  # not ours to judge: pyarrow's read decides
