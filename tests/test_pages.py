@@ -21,6 +21,7 @@ from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError,
 from wormjournal.segments import pages, thrift
 from wormjournal.segments.table import (
     PAGE_ROOTS_KEY,
+    PAGE_ROWS_KEY,
     SCHEMA,
     as_segment_table,
     bounded_batches,
@@ -92,8 +93,11 @@ def sealed(tmp_store: StorePaths) -> Sealed:
 def rewrite(path: Path, table: pa.Table, **options: object) -> None:
     """``table`` written over the segment at ``path`` with the signed size (zeros before the footer)."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, row_group_size=GROUP, compression="zstd", use_dictionary=False,
-                   write_statistics=False, write_page_index=True, **options)  # type: ignore[arg-type]
+    with pq.ParquetWriter(sink, table.schema.remove_metadata(), compression="zstd", use_dictionary=False,
+                          write_statistics=False, write_page_index=True, store_schema=False,
+                          **options) as w:  # type: ignore[arg-type]
+        w.write_table(table.replace_schema_metadata(None), row_group_size=GROUP)
+        w.add_key_value_metadata(table.schema.metadata)  # as segments are written: no ARROW:schema
     data = sink.getvalue().to_pybytes()
     size = path.stat().st_size
     assert len(data) <= size
@@ -503,3 +507,34 @@ def test_utf8_check_in_c_is_pythons(data: bytes) -> None:
     except UnicodeDecodeError:
         valid = False
     assert pages._native.utf8_valid(data) is valid  # noqa: SLF001
+
+
+@pytest.mark.parametrize(("executions", "config", "expected"), [
+    (2048, {}, 16),  # every row another execution (each open over many segments): the fewest rows
+    (256, {}, 64),  # runs of 8 rows
+    (8, {}, 128),  # runs of 256 rows: page_rows
+    (2048, {"min_page_rows": 128}, 128),  # the size fixed
+    (2048, {"page_rows": 8}, 8),  # page_rows below the default fewest: page_rows
+])
+def test_a_seal_picks_pages_by_how_its_executions_interleave(tmp_store: StorePaths, executions: int,
+                                                              config: dict[str, int], expected: int) -> None:
+    """About 8 times the mean run of rows of one execution, from min_page_rows to page_rows: a lookup of one
+    execution reads a page per segment, so small pages where executions interleave row by row. Read back by pages
+    whatever the size."""
+    cfg = JournalConfig(seal_max_age_seconds=None, seal_worker=False, **config)  # type: ignore[arg-type]
+    texts: dict[str, list[str]] = {}
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=cfg) as j:
+        batch = []
+        for i in range(2048):
+            x = f"run-{i % executions:04d}"
+            texts.setdefault(x, []).append(f"event {i}")
+            batch.append({"execution_id": x, "event_type": "tool_called", "payload": {"text": f"event {i}"}})
+        j.append_batch(batch)
+        j.seal()
+    (segment,) = tmp_store.store.glob("segments/**/*.parquet")
+    meta = pq.ParquetFile(segment).schema_arrow.metadata
+    assert meta[PAGE_ROWS_KEY.encode()] == str(expected).encode()
+    r = Reader(tmp_store.store)
+    for x in list(texts)[:: max(1, executions // 8)]:
+        assert [e.payload["text"] for e in r.events(x)] == texts[x]
+    assert r._segment_file(0).page_rows == expected

@@ -29,13 +29,17 @@ class JournalConfig:
     seal_max_age_seconds: float | None = 600.0
     segment_max_events: int = 1_000_000
     row_group_rows: int = 2048  # a power of two: a Merkle block (FORMAT.md 5)
-    # Rows per Parquet page, a power of two (FORMAT.md 5, "Pages"): a lookup reads the pages that hold its
+    # The most rows per Parquet page, a power of two (FORMAT.md 5, "Pages"): a lookup reads the pages that hold its
     # rows, so smaller pages read fewer bytes (scripts/bench_lookup.py --page-rows), but take more space and
     # decode slower for whatever reads whole segments (verify, queries). A 13,000-row segment of the lookup
     # bench decodes (C decoder) in 21 ms with pages of 16 rows, 16 of 32, 14 of 64, 12 of 128, and takes 45%,
     # 22% and 9% more bytes than with 128. Executions spread over many segments (1M events, each execution's 100
     # over about 47 segments) read 0.39% of the store per lookup with 128 rows, 0.057% with 16 (p50 22 -> 16 ms).
     page_rows: int = 128
+    # The fewest rows per page: a seal picks, per segment, about 8 times the mean run of rows of its executions,
+    # from min_page_rows to page_rows (segments.table.page_rows_for), so executions open over many segments are
+    # read a small page per segment; min_page_rows = page_rows fixes the size.
+    min_page_rows: int = 16
     zstd_level: int = 3
     # Payloads this large are zstd-compressed one by one; smaller ones by the segment's pages.
     compress_min_bytes: int = 4096
@@ -54,7 +58,7 @@ class JournalConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows",
-                     "page_rows", "seal_backlog_files"):
+                     "page_rows", "min_page_rows", "seal_backlog_files"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
@@ -63,6 +67,8 @@ class JournalConfig:
             raise ConfigError(f"row_group_rows must be a power of two, not {self.row_group_rows}")
         if self.page_rows & (self.page_rows - 1):
             raise ConfigError(f"page_rows must be a power of two, not {self.page_rows}")
+        if self.min_page_rows & (self.min_page_rows - 1):
+            raise ConfigError(f"min_page_rows must be a power of two, not {self.min_page_rows}")
         if self.seal_max_age_seconds is not None and not self.seal_max_age_seconds > 0:
             raise ConfigError(f"seal_max_age_seconds must be positive or None, not {self.seal_max_age_seconds!r}")
         if self.lease_check_seconds is not None and not self.lease_check_seconds > 0:

@@ -30,11 +30,13 @@ from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
 from ..segments.table import (
+    MIN_PAGE_ROWS,
     PAGE_ROWS,
     SCHEMA,
     build_segment,
     events_to_table,
     in_seq_order,
+    page_rows_for,
     read_segment,
     utc_date,
 )
@@ -185,7 +187,7 @@ def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalM
 class Sealer:
     def __init__(self, store: Store, state: ManifestChain, key: Callable[[int], SigningKey],
                  ring: Callable[[], KeyRing], *, row_group_rows: int, segment_max_events: int,
-                 page_rows: int = PAGE_ROWS) -> None:
+                 page_rows: int = PAGE_ROWS, min_page_rows: int = MIN_PAGE_ROWS) -> None:
         self.store = store
         self.state = state
         # Asked before each signature, with the segment it signs: another process may have rotated the key.
@@ -193,6 +195,7 @@ class Sealer:
         self._ring = ring
         self.row_group_rows = row_group_rows
         self.page_rows = page_rows
+        self.min_page_rows = min_page_rows
         self.segment_max_events = segment_max_events
         self._checkpoint_size = 0  # tree size of the last checkpoint this sealer stored
         self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
@@ -279,18 +282,20 @@ class Sealer:
             end = self._chunk_end(days, pos)
             name = layout.segment(st.stream, utc_date(int(days[pos]) * _DAY), segment)
             chunk = table.slice(pos, end - pos)
+            page_rows = page_rows_for(chunk, self.page_rows, self.min_page_rows)
             data, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream, segment=segment,
-                                               row_group_rows=self.row_group_rows, page_rows=self.page_rows)
+                                               row_group_rows=self.row_group_rows, page_rows=page_rows)
             locked = self._store_for(policies, chunk.column("tenant_id").unique().to_pylist())
             try:
                 version = locked.put(name, data).version_id
             except ConflictError:
                 end, data = self._adopt(name, table, pos)
                 chunk = table.slice(pos, end - pos)
-                # the stored rows, whatever their row groups: same index, same root
+                page_rows = page_rows_for(chunk, self.page_rows, self.min_page_rows)
+                # the stored rows, whatever their row groups and pages: same index, same root
                 _, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream,
                                                 segment=segment, row_group_rows=self.row_group_rows,
-                                                page_rows=self.page_rows)
+                                                page_rows=page_rows)
                 self._check_adopted(name, data, chunk, root, segment)
                 info = self.store.head(name)
                 version = info.version_id if info else None

@@ -201,7 +201,8 @@ class _Worker:
         self.mac = WalMac(load_wal_key(key_dir, identity.journal_id), identity.journal_id, stream)
         state = load_sealed_state(store, identity.journal_id, stream, self.keys.ring(), self.wal_dir, self.mac)
         self.sealer = Sealer(store, state, self.keys.key_for, self.keys.ring, row_group_rows=init["row_group_rows"],
-                             segment_max_events=init["segment_max_events"], page_rows=init["page_rows"])
+                             segment_max_events=init["segment_max_events"], page_rows=init["page_rows"],
+                             min_page_rows=init["min_page_rows"])
         self.store = store
 
     def seal(self, upto: int, parent: int) -> int:

@@ -164,6 +164,7 @@ class Journal:
             self._worker = SealWorker({"store": spec, "journal_id": identity.journal_id, "stream": stream,
                                        "wal_dir": str(self._wal_dir), "key_dir": str(key_dir),
                                        "row_group_rows": config.row_group_rows, "page_rows": config.page_rows,
+                                       "min_page_rows": config.min_page_rows,
                                        "segment_max_events": config.segment_max_events}, self._worker_answered)
         if config.seal_max_age_seconds is not None:
             self._age_thread = threading.Thread(target=self._age_loop, name="wormjournal-age-sealer", daemon=True)
@@ -345,7 +346,7 @@ class Journal:
         self._sealer = Sealer(
             self.store, state, self._keys.key_for, self._keys.ring,
             row_group_rows=self.config.row_group_rows, segment_max_events=self.config.segment_max_events,
-            page_rows=self.config.page_rows,
+            page_rows=self.config.page_rows, min_page_rows=self.config.min_page_rows,
         )
         with self._keys.signing():
             self._sealer.write_checkpoint()  # a seal may have died between manifest and checkpoint

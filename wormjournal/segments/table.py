@@ -52,6 +52,24 @@ PAGE_ROOTS_KEY = "wormjournal.page_roots"
 # Rows per Parquet data page, in every column: a page is a Merkle subtree whose root the footer carries
 # (FORMAT.md 5, "Pages"), so a reader fetches and hashes a few pages, not whole row groups (JournalConfig.page_rows).
 PAGE_ROWS = 128
+# The fewest rows a writer puts in a page (page_rows_for): a segment whose executions interleave row by row.
+MIN_PAGE_ROWS = 16
+
+
+def page_rows_for(table: pa.Table, most: int = PAGE_ROWS, fewest: int = MIN_PAGE_ROWS) -> int:
+    """The rows per page for a segment of ``table``'s rows: about 8 times its executions' mean run (its rows over
+    its distinct ``execution_id`` values, null one of them), a power of two from ``fewest`` to ``most``. A lookup
+    of one execution reads whole pages: where executions interleave (each open for days, a row or two per
+    segment), small pages spare it reading and decoding hundreds of other rows per segment; where each execution
+    has a run of rows, large pages cost it little and take less space and decode faster for whole-segment
+    readers (verify, queries). The reader takes the size from the footer (FORMAT.md 5), whatever it is."""
+    fewest = min(fewest, most)
+    runs = pc.count_distinct(table.column("execution_id"), mode="all").as_py() if table.num_rows else 1
+    target = 8 * table.num_rows / max(runs, 1)
+    rows = fewest
+    while rows * 2 <= min(most, target):
+        rows *= 2
+    return rows
 
 
 def utc_date(ts_micros: int) -> str:
@@ -181,10 +199,9 @@ def build_segment(
     )
     sink = pa.BufferOutputStream()
     ndv = max(table.num_rows, 16)
-    pq.write_table(
-        table,
+    with pq.ParquetWriter(
         sink,
-        row_group_size=row_group_rows,
+        table.schema.remove_metadata(),
         compression="zstd",
         compression_level=3,
         # No dictionaries: a chunk's pages then decode without a page of its own, so a reader decodes the
@@ -192,6 +209,10 @@ def build_segment(
         use_dictionary=False,
         write_statistics=_STATISTICS_COLUMNS,
         write_page_index=True,
+        # No ARROW:schema: it would repeat the footer's metadata (the page roots) in base64, doubling the footer
+        # a reader fetches to open a segment; the Parquet types give the same Arrow schema back (as_segment_table)
+        # and the key-value metadata is the schema's metadata.
+        store_schema=False,
         max_rows_per_page=page_rows,
         data_page_size=1 << 30,  # pages end at page_rows rows only, so that they are Merkle subtrees
         bloom_filter_options={
@@ -199,7 +220,9 @@ def build_segment(
             "thread_id": {"ndv": ndv, "fpp": 0.01},
             "event_id": {"ndv": ndv, "fpp": 0.01},
         },
-    )
+    ) as writer:
+        writer.write_table(table.replace_schema_metadata(None), row_group_size=row_group_rows)
+        writer.add_key_value_metadata(table.schema.metadata)
     # The block roots are complete subtrees, so they give the segment's root (FORMAT.md, section 5).
     return sink.getvalue().to_pybytes(), table, merkle.root_from_leaf_hashes(roots)
 
