@@ -43,6 +43,7 @@ from wormjournal.segments.manifest import Manifest
 from wormjournal.segments.notes import SigningKey, VerifyKey
 from wormjournal.segments.table import (
     BLOCK_ROOTS_KEY,
+    encode_parquet,
     events_to_table,
     read_segment,
     segment_merkle_root,
@@ -180,16 +181,7 @@ def pad_to(data: bytes, size: int) -> bytes:
 def encode_like_a_segment(table: pa.Table, size: int) -> bytes:
     """``table`` (rows as given, metadata as given) written the way segments are, ``size`` bytes long."""
     for level in [3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 19]:
-        sink = pa.BufferOutputStream()
-        pq.write_table(
-            table, sink, row_group_size=4, compression="zstd", compression_level=level, use_dictionary=False,
-            max_rows_per_page=4, data_page_size=1 << 30,  # pages as segments have them (FORMAT.md 5, Pages)
-            write_statistics=[n for n in table.schema.names if n not in ("payload", "prev_hash", "hash")],
-            write_page_index=True,
-            bloom_filter_options={c: {"ndv": max(table.num_rows, 16), "fpp": 0.01}
-                                  for c in ("execution_id", "thread_id", "event_id")},
-        )
-        data = sink.getvalue().to_pybytes()
+        data = encode_parquet(table, row_group_rows=4, page_rows=4, compression_level=level)
         if len(data) <= size:
             return pad_to(data, size)
     raise AssertionError("cannot write the tampered segment within its signed size")

@@ -197,13 +197,22 @@ def build_segment(
             PAGE_ROOTS_KEY: encode_block_roots(pages),
         }
     )
+    data = encode_parquet(table, row_group_rows=row_group_rows, page_rows=page_rows)
+    # The block roots are complete subtrees, so they give the segment's root (FORMAT.md, section 5).
+    return data, table, merkle.root_from_leaf_hashes(roots)
+
+
+def encode_parquet(table: pa.Table, *, row_group_rows: int, page_rows: int, compression_level: int = 3) -> bytes:
+    """``table`` as a segment's Parquet bytes (FORMAT.md 5): its rows as given, its schema's metadata as the
+    footer's key-value metadata, row groups of ``row_group_rows`` and pages of ``page_rows`` rows in every
+    column, zstd, statistics, page index, bloom filters."""
     sink = pa.BufferOutputStream()
     ndv = max(table.num_rows, 16)
     with pq.ParquetWriter(
         sink,
         table.schema.remove_metadata(),
         compression="zstd",
-        compression_level=3,
+        compression_level=compression_level,
         # No dictionaries: a chunk's pages then decode without a page of its own, so a reader decodes the
         # pages of many segments as one column chunk (segments.pages); zstd gets most of what they saved (~1.5%).
         use_dictionary=False,
@@ -222,9 +231,8 @@ def build_segment(
         },
     ) as writer:
         writer.write_table(table.replace_schema_metadata(None), row_group_size=row_group_rows)
-        writer.add_key_value_metadata(table.schema.metadata)
-    # The block roots are complete subtrees, so they give the segment's root (FORMAT.md, section 5).
-    return sink.getvalue().to_pybytes(), table, merkle.root_from_leaf_hashes(roots)
+        writer.add_key_value_metadata(table.schema.metadata or {})
+    return bytes(sink.getvalue().to_pybytes())
 
 
 def parquet_schema_problem(schema: pq.ParquetSchema) -> str | None:
