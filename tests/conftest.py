@@ -241,3 +241,19 @@ def plant(h: History, name: str, data: bytes) -> Path:
     else:
         path.write_bytes(data)
     return path
+
+
+class ManifestCounter:
+    """A store (read side) that counts the manifests read through it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.url = store.url
+        self.manifests = 0
+
+    def get(self, name: str) -> bytes:
+        self.manifests += name.startswith("manifests/")
+        return bytes(self._store.get(name))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

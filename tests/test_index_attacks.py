@@ -33,7 +33,7 @@ from wormjournal.storage import layout
 from wormjournal.storage.local import LocalStore
 from wormjournal.verify import verify_store
 
-from conftest import make_writable, overwrite
+from conftest import ManifestCounter, make_writable, overwrite
 
 CONFIG = JournalConfig(seal_max_age_seconds=None, seal_worker=False, row_group_rows=8, page_rows=4)
 SMALL_BLOCKS = {"executions": 2, "threads": 2, "events": 4, "tenants": 2}
@@ -507,26 +507,12 @@ def test_a_zstd_bomb_page_does_not_keep_a_gigabyte() -> None:
 
 def manifests_read(j: J, call: Any) -> tuple[Any, int]:
     """What ``call(reader)`` returns (or the IntegrityError it raises) and how many manifests a fresh reader read."""
-    store = CountingManifests(LocalStore(j.store))
+    store = ManifestCounter(LocalStore(j.store))
     r = Reader(store, public_keys=[j.verify_key])
     try:
         return call(r), store.manifests
     except IntegrityError as e:
         return e, store.manifests
-
-
-class CountingManifests:
-    def __init__(self, store: LocalStore) -> None:
-        self._store = store
-        self.url = store.url
-        self.manifests = 0
-
-    def get(self, name: str) -> bytes:
-        self.manifests += name.startswith("manifests/")
-        return self._store.get(name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def events_of(j: J, x: str) -> list[str]:

@@ -16,6 +16,8 @@ from wormjournal import Journal, JournalConfig, Reader
 from wormjournal.index import build
 from wormjournal.storage import open_store
 
+from conftest import ManifestCounter
+
 
 def octal_digits(n: int) -> int:
     return len(oct(n)) - 2
@@ -137,22 +139,6 @@ def warm_requests(store: Any, ids: list[str], segments: int) -> dict[str, list[t
                 r.executions("tenant-1", limit=20)
             out[call].append((r.store.requests - q0, r.store.lists - l0))
     return out
-
-
-class ManifestCounter:
-    """A store that counts the manifests read."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.url = store.url
-        self.manifests = 0
-
-    def get(self, name: str) -> bytes:
-        self.manifests += name.startswith("manifests/")
-        return self._store.get(name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 def check_counts(n: int, counts: dict[str, list[tuple[int, int]]]) -> None:

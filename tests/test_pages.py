@@ -338,6 +338,16 @@ def test_the_c_page_decoder_declines_what_it_does_not_know() -> None:
         assert mine is None and isinstance(theirs, pa.Table) and theirs.equals(t), options
 
 
+def damaged_copies(data: bytes, rnd: random.Random, count: int = 400) -> Iterator[bytes]:
+    """``count`` copies of Parquet ``data`` with 1 to 3 bytes changed between its magic and its footer."""
+    footer_at = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
+    for _ in range(count):
+        blob = bytearray(data)
+        for _ in range(rnd.randint(1, 3)):
+            blob[rnd.randrange(4, footer_at)] = rnd.randrange(256)
+        yield bytes(blob)
+
+
 @needs_decoder
 def test_damaged_pages_decode_as_pyarrow_has_them_or_are_declined() -> None:
     """A damaged page never crashes the C decoder, and an uncompressed one never makes it answer rows that pyarrow
@@ -346,14 +356,10 @@ def test_damaged_pages_decode_as_pyarrow_has_them_or_are_declined() -> None:
     rnd = random.Random(5)
     t = random_segment_table(rnd, 300)
     for compression in ("zstd", "none"):
-        data = parquet_bytes(t, max_rows_per_page=32, row_group_size=128, compression=compression)
-        footer_at = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
         declined = 0
-        for _ in range(400):
-            blob = bytearray(data)
-            for _ in range(rnd.randint(1, 3)):
-                blob[rnd.randrange(4, footer_at)] = rnd.randrange(256)
-            mine, theirs = decode_both(bytes(blob))
+        for blob in damaged_copies(parquet_bytes(t, max_rows_per_page=32, row_group_size=128,
+                                                 compression=compression), rnd):
+            mine, theirs = decode_both(blob)
             if mine is None:
                 declined += 1
             elif isinstance(theirs, pa.Table) and compression == "none":  # two zstds may read a corrupt frame
@@ -439,15 +445,11 @@ def test_damaged_pages_are_hashed_as_pyarrow_reads_them_or_declined() -> None:
     rnd = random.Random(8)
     t = random_segment_table(rnd, 300)
     for compression in ("zstd", "none"):
-        data = parquet_bytes(t, max_rows_per_page=32, row_group_size=128, compression=compression)
-        footer_at = len(data) - 8 - struct.unpack("<I", data[-8:-4])[0]
         declined = 0
-        for _ in range(400):
-            blob = bytearray(data)
-            for _ in range(rnd.randint(1, 3)):
-                blob[rnd.randrange(4, footer_at)] = rnd.randrange(256)
+        for blob in damaged_copies(parquet_bytes(t, max_rows_per_page=32, row_group_size=128,
+                                                 compression=compression), rnd):
             try:
-                mine, theirs = hashed_both(bytes(blob), _LIGHT)
+                mine, theirs = hashed_both(blob, _LIGHT)
             except Exception:  # noqa: BLE001 - a footer pyarrow cannot read: nothing to compare
                 continue
             if mine is None:
