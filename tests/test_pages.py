@@ -235,6 +235,38 @@ def test_a_footer_decoded_in_c_is_not_left_to_the_garbage_collector(sealed: Seal
 
 
 @pytest.mark.skipif(native.module is None, reason="the C extension is not built")
+def test_a_page_layout_from_c_is_the_one_from_the_decoded_footer(sealed: Sealed,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """footer_layout reads only what pages are read by: the same values as the footer decoded whole, and from a
+    damaged footer either those of the whole decode or a refusal (the reader then reads row groups)."""
+    data = sealed.segment.read_bytes()
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]
+
+    def both(blob: bytes) -> tuple[object, object]:
+        out = []
+        for decoder in (pages._native, None):
+            monkeypatch.setattr(pages, "_native", decoder)
+            try:
+                out.append(pages._footer_layout(blob)[1:])
+            except PageLayoutError:
+                out.append(None)
+        return out[0], out[1]
+
+    c, py = both(footer)
+    assert c is not None and c == py and len(c[0]) == -(-ROWS // GROUP)
+    rnd = random.Random(4)
+    refused = 0
+    for _ in range(2000):
+        blob = bytearray(footer)
+        for _ in range(rnd.randint(1, 3)):
+            blob[rnd.randrange(len(blob))] = rnd.randrange(256)
+        c, py = both(bytes(blob))
+        refused += c is None
+        assert c is None or c == py
+    assert refused
+
+
+@pytest.mark.skipif(native.module is None, reason="the C extension is not built")
 def test_the_c_decoder_reads_footers_and_offset_indexes_as_the_python_one(sealed: Sealed) -> None:
     data = sealed.segment.read_bytes()
     footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]

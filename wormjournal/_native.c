@@ -1795,6 +1795,167 @@ static PyObject *thrift_decode(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* footer_layout(footer) -> (head, ((rows, chunks), ...)): of a Parquet footer (FileMetaData, Thrift compact), what a
+   page reader needs (segments/pages.py, PageLayout): `head`, the bytes of its version, schema, writer and column
+   orders (fields 1, 2, 6, 7: a key for footers alike), and for each row group its rows and, per column chunk, five
+   int64 packed little-endian: its offset index's offset and length, its dictionary page's offset, its codec and
+   its physical type (FOOTER_MISSING where the footer has no such field). The same values as thrift.decode gives,
+   without a Python object per field. Raises ValueError on bytes that are not a footer. */
+
+#define FOOTER_MISSING INT64_MIN
+
+static int tr_int(TReader *t, int kind, int64_t *out) {
+    unsigned char b;
+    if (kind == 3) {
+        if (tr_byte(t, &b)) return -1;
+        *out = b > 127 ? (int64_t)b - 256 : (int64_t)b;
+        return 0;
+    }
+    if (kind == 4 || kind == 5 || kind == 6) return tr_zigzag(t, out);
+    PyErr_SetString(PyExc_ValueError, "a field that should be an integer is not");
+    return -1;
+}
+
+static int tr_list_head(TReader *t, int *elem, uint64_t *size) {
+    unsigned char head;
+    if (tr_byte(t, &head)) return -1;
+    *size = head >> 4;
+    *elem = head & 0x0F;
+    if (*size == 15 && tr_varint(t, size)) return -1;
+    if (*size > (uint64_t)(t->end - t->pos)) {
+        PyErr_SetString(PyExc_ValueError, "list longer than its bytes");
+        return -1;
+    }
+    return 0;
+}
+
+/* One ColumnChunk: its five values appended to out. */
+static int footer_chunk(TReader *t, int64_t *out) {
+    int64_t last = 0, fid;
+    int kind, more;
+    out[0] = out[1] = out[3] = out[4] = FOOTER_MISSING;
+    out[2] = -1;  /* no dictionary page */
+    for (;;) {
+        more = tr_field(t, &last, &kind, &fid);
+        if (more <= 0) return more;
+        if (fid == 3 && kind == 12) {  /* ColumnMetaData */
+            int64_t mlast = 0, mfid;
+            int mkind, mmore;
+            for (;;) {
+                mmore = tr_field(t, &mlast, &mkind, &mfid);
+                if (mmore < 0) return -1;
+                if (mmore == 0) break;
+                if (mfid == 1 || mfid == 4 || mfid == 11) {
+                    if (tr_int(t, mkind, &out[mfid == 1 ? 4 : mfid == 4 ? 3 : 2])) return -1;
+                } else if (tr_skip(t, mkind)) {
+                    return -1;
+                }
+            }
+        } else if (fid == 4 || fid == 5) {  /* offset_index_offset, offset_index_length */
+            if (tr_int(t, kind, &out[fid == 4 ? 0 : 1])) return -1;
+        } else if (tr_skip(t, kind)) {
+            return -1;
+        }
+    }
+}
+
+static PyObject *footer_layout(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    PyObject *groups = NULL, *head = NULL, *result = NULL;
+    unsigned char *headbuf = NULL;
+    Py_ssize_t headlen = 0;
+    int64_t *cells = NULL;
+    TReader t;
+    int64_t last = 0, fid;
+    int kind, more;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*", &in)) return NULL;
+    t.p = in.buf;
+    t.pos = 0;
+    t.end = in.len;
+    headbuf = PyMem_Malloc((size_t)in.len + 16);
+    groups = PyList_New(0);
+    if (headbuf == NULL || groups == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (;;) {
+        Py_ssize_t start;
+        more = tr_field(&t, &last, &kind, &fid);
+        if (more < 0) goto done;
+        if (more == 0) break;
+        start = t.pos;
+        if (fid == 4 && kind == 9) {
+            int elem;
+            uint64_t n;
+            if (tr_list_head(&t, &elem, &n)) goto done;
+            if (elem != 12) {
+                PyErr_SetString(PyExc_ValueError, "row groups are not structs");
+                goto done;
+            }
+            for (uint64_t g = 0; g < n; g++) {
+                int64_t glast = 0, gfid, rows = FOOTER_MISSING;
+                int gkind, gmore;
+                Py_ssize_t ncells = 0;
+                PyObject *packed, *entry;
+                for (;;) {
+                    gmore = tr_field(&t, &glast, &gkind, &gfid);
+                    if (gmore < 0) goto done;
+                    if (gmore == 0) break;
+                    if (gfid == 1 && gkind == 9) {
+                        int celem;
+                        uint64_t cn;
+                        if (tr_list_head(&t, &celem, &cn)) goto done;
+                        if (celem != 12) {
+                            PyErr_SetString(PyExc_ValueError, "column chunks are not structs");
+                            goto done;
+                        }
+                        PyMem_Free(cells);
+                        cells = PyMem_Malloc(sizeof(int64_t) * 5 * (size_t)(cn ? cn : 1));
+                        if (cells == NULL) {
+                            PyErr_NoMemory();
+                            goto done;
+                        }
+                        for (uint64_t c = 0; c < cn; c++)
+                            if (footer_chunk(&t, cells + 5 * c) < 0) goto done;
+                        ncells = (Py_ssize_t)(5 * cn);
+                    } else if (gfid == 3) {
+                        if (tr_int(&t, gkind, &rows)) goto done;
+                    } else if (tr_skip(&t, gkind)) {
+                        goto done;
+                    }
+                }
+                packed = PyBytes_FromStringAndSize(cells ? (const char *)cells : "", ncells * 8);
+                if (packed == NULL) goto done;
+                entry = rows == FOOTER_MISSING ? Py_BuildValue("(ON)", Py_None, packed)
+                                               : Py_BuildValue("(LN)", (long long)rows, packed);
+                if (entry == NULL || PyList_Append(groups, entry)) {
+                    Py_XDECREF(entry);
+                    goto done;
+                }
+                Py_DECREF(entry);
+                PyMem_Free(cells);
+                cells = NULL;
+            }
+        } else {
+            if (tr_skip(&t, kind)) goto done;
+            if (fid == 1 || fid == 2 || fid == 6 || fid == 7) {
+                headbuf[headlen++] = (unsigned char)fid;
+                memcpy(headbuf + headlen, t.p + start, (size_t)(t.pos - start));
+                headlen += t.pos - start;
+            }
+        }
+    }
+    head = PyBytes_FromStringAndSize((const char *)headbuf, headlen);
+    if (head != NULL) result = Py_BuildValue("(NN)", head, PyList_AsTuple(groups));
+done:
+    PyMem_Free(cells);
+    PyMem_Free(headbuf);
+    Py_XDECREF(groups);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 /* An OffsetIndex (parquet.thrift) as packed little-endian int64 triples (offset, compressed size, first row),
    one per page: the page locations alone, without a Python object per page. */
 static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
@@ -2661,6 +2822,8 @@ static PyMethodDef methods[] = {
      "decode_hash(data, groups, columns, order, tag) -> (hashes, buffers): decode_chunk and event_hashes in one pass"},
     {"utf8_valid", utf8_valid, METH_VARARGS, "utf8_valid(data) -> bool: whether data is UTF-8 (RFC 3629)"},
     {"zstd_available", zstd_available, METH_NOARGS, "zstd_available() -> bool: libzstd was loaded"},
+    {"footer_layout", footer_layout, METH_VARARGS,
+     "footer_layout(footer) -> (head, ((rows, packed int64 per column chunk), ...)): what a page reader needs"},
     {"thrift_decode", thrift_decode, METH_VARARGS,
      "thrift_decode(data, pos, end) -> (struct, end): a Thrift compact struct (raises ValueError on bad bytes)"},
     {NULL, NULL, 0, NULL},

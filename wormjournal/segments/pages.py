@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import operator
 import struct
 from collections.abc import Callable, Sequence
 
@@ -86,22 +87,7 @@ class PageLayout:
     def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b"")) -> None:
         # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
         # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
-        try:
-            fmd, _ = thrift.decode(footer)
-            self._groups: list[tuple[int, tuple[tuple[int, int, int], ...]]] = []
-            self._plain: list[tuple[tuple[int, int], ...]] = []  # per row group, each column's (codec, type)
-            for g in fmd[_FMD_ROW_GROUPS][1][1]:
-                chunks, plain = [], []
-                for c in g[_RG_COLUMNS][1][1]:
-                    meta: Struct = c[_CC_META][1]
-                    d = meta.get(_MD_DICT_PAGE_OFFSET)
-                    chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1])))
-                    codec = meta[_MD_CODEC][1]
-                    plain.append((codec if d is None and codec in _CODECS.values() else _NO_CODEC, meta[_MD_TYPE][1]))
-                self._groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
-                self._plain.append(tuple(plain))
-        except (PageLayoutError, KeyError, TypeError, IndexError, ValueError) as e:
-            raise PageLayoutError(f"footer cannot be decoded: {e}") from e
+        self.head_key, self._groups, self._plain = _footer_layout(footer)  # objects alike in head decode as one
         self._fetch = fetch
         # Of the bytes fetched with the footer, the offset indexes of every row group, when all are there.
         spans = [(o, o + n) for _, chunks in self._groups for o, n, _ in chunks]
@@ -110,10 +96,13 @@ class PageLayout:
         self._before = (lo, held[lo - at : hi - at]) if spans and at <= lo <= hi <= at + len(held) else (0, b"")
         self.page_rows = page_rows
         self._columns: dict[int, _GroupPages] = {}
-        self.head = _file_head(fmd)
-        self.head_key = thrift.encode(self.head)  # objects with the same head assemble into one file
-        self._footer = footer  # decoded again for what only a file assembled by pyarrow needs (kept)
+        self._footer = footer  # decoded again for what only a file assembled by pyarrow needs (head, kept)
         self._kept: dict[int, tuple[bytes, ...]] = {}
+
+    @property
+    def head(self) -> Struct:
+        """The footer's fields every file assembled from its pages repeats (:func:`assemble`)."""
+        return _file_head(thrift.decode(self._footer)[0])
 
     def group_rows(self, j: int) -> int:
         return self._groups[j][0]
@@ -137,17 +126,19 @@ class PageLayout:
             raw = held[lo - at : hi - at]
         else:
             (raw,) = self._fetch([(lo, hi - lo)])
-        starts = list(range(0, self.group_rows(j), self.page_rows))
+        starts = tuple(range(0, self.group_rows(j), self.page_rows))
         offsets = array.array("q")
         dictionaries = []
         for offset, length, dictionary in chunks:
-            pages = thrift.page_locations(raw, offset - lo, offset - lo + length)
-            if not pages or [p[2] for p in pages] != starts:
+            firsts, sizes, rows = thrift.page_columns(raw, offset - lo, offset - lo + length)
+            if not firsts or rows != starts:
                 raise PageLayoutError(f"row group {j}: its pages are not of {self.page_rows} rows")
-            if any(a[0] + a[1] != b[0] for a, b in zip(pages, pages[1:], strict=False)):
+            ends = tuple(map(operator.add, firsts, sizes))
+            if ends[:-1] != firsts[1:]:
                 raise PageLayoutError(f"row group {j}: its pages are not one after another")
-            dictionaries.append((dictionary, pages[0][0] - dictionary) if dictionary >= 0 else (0, 0))
-            offsets.extend([p[0] for p in pages] + [pages[-1][0] + pages[-1][1]])
+            dictionaries.append((dictionary, firsts[0] - dictionary) if dictionary >= 0 else (0, 0))
+            offsets.extend(firsts)
+            offsets.append(ends[-1])
         group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), offsets.tobytes())
         return group
 
@@ -180,6 +171,50 @@ class PageLayout:
                 out.append(encoded[key])
             kept = self._kept[j] = tuple(out)
         return list(kept)
+
+
+_Groups = list[tuple[int, tuple[tuple[int, int, int], ...]]]  # rows, and each column's offset index and dictionary
+_Plain = list[tuple[tuple[int, int], ...]]  # per row group, each column's (codec, type) as decode_plain takes them
+_MISSING = -(1 << 63)  # a field the footer lacks (native footer_layout)
+
+
+def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain]:
+    """A key of the footer's head (fields alike, keys alike), and what PageLayout keeps of each row group: by the
+    C extension without an object per field, or from the footer decoded whole. Raises PageLayoutError."""
+    groups: _Groups = []
+    plain: _Plain = []
+    layout = getattr(_native, "footer_layout", None)
+    try:
+        if layout is not None:
+            head, raw = layout(footer)
+            for rows, packed in raw:
+                cells = memoryview(packed).cast("q")
+                if rows is None or _MISSING in cells:
+                    raise PageLayoutError("a row group or column chunk lacks a field pages are read by")
+                chunks, kinds = [], []
+                for k in range(0, len(cells), 5):
+                    oi, oi_length, dict_at, codec, ptype = cells[k : k + 5]
+                    chunks.append((oi, oi_length, dict_at))
+                    kinds.append((codec if dict_at == -1 and codec in _CODECS.values() else _NO_CODEC, ptype))
+                groups.append((rows, tuple(chunks)))
+                plain.append(tuple(kinds))
+            return bytes(head), groups, plain
+        fmd, _ = thrift.decode(footer)
+        for g in fmd[_FMD_ROW_GROUPS][1][1]:
+            chunks, kinds = [], []
+            for c in g[_RG_COLUMNS][1][1]:
+                meta: Struct = c[_CC_META][1]
+                d = meta.get(_MD_DICT_PAGE_OFFSET)
+                chunks.append((int(c[_CC_OI_OFFSET][1]), int(c[_CC_OI_LENGTH][1]), -1 if d is None else int(d[1])))
+                codec = meta[_MD_CODEC][1]
+                kinds.append((codec if d is None and codec in _CODECS.values() else _NO_CODEC, meta[_MD_TYPE][1]))
+            groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
+            plain.append(tuple(kinds))
+        return thrift.encode(_file_head(fmd)), groups, plain
+    except PageLayoutError:
+        raise
+    except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:  # a field of another type, or none
+        raise PageLayoutError(f"footer cannot be decoded: {e}") from e
 
 
 def _file_head(fmd: Struct) -> Struct:

@@ -239,14 +239,23 @@ def encode(s: Struct) -> bytes:
 def page_locations(data: bytes | memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
     """The (offset, compressed size, first row) of each page of a Parquet OffsetIndex struct at ``pos``
     (in C when it can: no object per page while parsing). Raises PageLayoutError."""
+    return list(zip(*page_columns(data, pos, end), strict=True))
+
+
+Columns = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def page_columns(data: bytes | memoryview, pos: int, end: int) -> Columns:
+    """:func:`page_locations` as three tuples: the pages' offsets, compressed sizes and first rows."""
     if native.module is not None:
         try:
             packed = native.module.thrift_page_locations(data, pos, end)
         except ValueError as e:
             raise PageLayoutError(str(e)) from None
         cells = struct.unpack(f"<{len(packed) // 8}q", packed)
-        return list(zip(cells[0::3], cells[1::3], cells[2::3], strict=True))
-    return page_locations_py(data, pos, end)
+        return cells[0::3], cells[1::3], cells[2::3]
+    pages = page_locations_py(data, pos, end)
+    return tuple(p[0] for p in pages), tuple(p[1] for p in pages), tuple(p[2] for p in pages)
 
 
 def page_locations_py(data: bytes | memoryview, pos: int, end: int) -> list[tuple[int, int, int]]:
