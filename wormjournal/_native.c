@@ -2305,6 +2305,7 @@ typedef struct {
     Py_ssize_t vcap;
     PyObject *validity, *offsets, *values;     /* outputs (bytes), when wanted */
     Py_ssize_t nulls, data_len, bound;
+    uint32_t vmax;                             /* the longest value of the current page */
 } DCol;
 
 /* Whether s[0:n] is UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
@@ -2404,6 +2405,7 @@ static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_
         c->vcap = n;
     }
     memset(bits, 0, (size_t)(n + 7) / 8);
+    c->vmax = 0;
     if (c->nullable) {
         uint32_t len;
         if (h.def_encoding != 3 || q - p < 4) {
@@ -2451,6 +2453,7 @@ static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_
         }
         c->vp[i] = p;
         c->vl[i] = len;
+        c->vmax = len > c->vmax ? len : c->vmax;
         if (c->want) {
             valid[r >> 3] |= (unsigned char)(1u << (r & 7));
             if (c->kind == 'l') {
@@ -2518,6 +2521,63 @@ static size_t dh_head(DCol *cols, const Py_ssize_t *order, const char *hk, Py_ss
     return size;
 }
 
+#if SHA_NI_BUILT
+/* One SHA-NI lane of decode_hash: the row it hashes, its bytes before the body written out in buf. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap;
+    ni_message m;
+    ni_state s;
+    size_t b;
+    unsigned char *out;
+    int busy;
+} dh_lane;
+
+/* The event hashes of rows [0, n) of the current pages to out, 32 bytes a row: each row goes to whichever lane is
+   free first, so that a lane is idle only at the end of the pages, not for the difference of every pair of rows.
+   Each lane's buf holds at least the tag and the longest value of every hashed column with its prefix. */
+SHA_NI_TARGET static void dh_lanes(DCol *cols, const Py_ssize_t *order, const char *hk, Py_ssize_t no, Py_ssize_t n,
+                                   const unsigned char *tag, size_t tag_len, dh_lane *lanes, unsigned char *out) {
+    Py_ssize_t next = 0;
+    dh_lane *a = &lanes[0], *b = &lanes[1];
+    for (;;) {
+        for (int l = 0; l < 2; l++) {
+            dh_lane *L = &lanes[l];
+            if (!L->busy && next < n) {
+                const unsigned char *body;
+                size_t body_len;
+                memcpy(L->buf, tag, tag_len);
+                size_t head = tag_len + dh_head(cols, order, hk, no, next, L->buf + tag_len, &body, &body_len);
+                ni_message_init(&L->m, L->buf, head, body, body_len);
+                L->s = ni_init();
+                L->b = 0;
+                L->out = out + 32 * next++;
+                L->busy = 1;
+            }
+        }
+        if (a->busy && b->busy) {
+            size_t k = a->m.blocks - a->b < b->m.blocks - b->b ? a->m.blocks - a->b : b->m.blocks - b->b;
+            for (size_t i = 0; i < k; i++, a->b++, b->b++) {
+                ni_block2(&a->s, &b->s, ni_block(&a->m, a->b), ni_block(&b->m, b->b));
+            }
+        } else if (a->busy || b->busy) { /* no rows left for the other lane */
+            dh_lane *L = a->busy ? a : b;
+            for (; L->b < L->m.blocks; L->b++) {
+                ni_block1(&L->s, ni_block(&L->m, L->b));
+            }
+        } else {
+            return;
+        }
+        for (int l = 0; l < 2; l++) {
+            if (lanes[l].busy && lanes[l].b == lanes[l].m.blocks) {
+                ni_digest(lanes[l].s, lanes[l].out);
+                lanes[l].busy = 0;
+            }
+        }
+    }
+}
+#endif
+
 static PyObject *decode_hash(PyObject *self, PyObject *args) {
     Py_buffer in, tag;
     PyObject *groups, *columns, *order_arg, *result = NULL, *hashes = NULL, *outs = NULL;
@@ -2526,6 +2586,9 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
     char *hk = NULL;
     unsigned char *buf = NULL;
     size_t cap = 0;
+#if SHA_NI_BUILT
+    dh_lane lanes[2] = {{0}};
+#endif
     if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*O!O!O!y*:decode_hash", &in, &PyTuple_Type, &groups,
                                             &PyTuple_Type, &columns, &PyTuple_Type, &order_arg, &tag))
         return NULL;
@@ -2642,6 +2705,28 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
                     goto done;
                 }
             }
+#if SHA_NI_BUILT
+            if (sha_ni_on()) {
+                size_t need = (size_t)tag.len;
+                for (Py_ssize_t k = 0; k < no; k++) {
+                    need += 12 + (size_t)cols[order[k]].vmax;
+                }
+                for (int l = 0; l < 2; l++) {
+                    if (need > lanes[l].cap) {
+                        unsigned char *grown = PyMem_Realloc(lanes[l].buf, 2 * need);
+                        if (grown == NULL) {
+                            PyErr_NoMemory();
+                            goto done;
+                        }
+                        lanes[l].buf = grown;
+                        lanes[l].cap = 2 * need;
+                    }
+                }
+                dh_lanes(cols, order, hk, no, n, tag.buf, (size_t)tag.len, lanes, out + 32 * (at + row));
+                row += n;
+                continue;
+            }
+#endif
             for (Py_ssize_t i = 0; i < n; i += 2) {
                 Py_ssize_t j = i + 1 < n ? i + 1 : i; /* an odd last row is hashed twice */
                 const unsigned char *ba, *bb;
@@ -2709,6 +2794,10 @@ done:
     PyMem_Free(spans);
     PyMem_Free(hk);
     PyMem_Free(buf);
+#if SHA_NI_BUILT
+    PyMem_Free(lanes[0].buf);
+    PyMem_Free(lanes[1].buf);
+#endif
     Py_XDECREF(hashes);
     Py_XDECREF(outs);
     PyBuffer_Release(&tag);
