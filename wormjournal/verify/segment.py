@@ -283,6 +283,7 @@ class _Scan:
     receipts: list[pa.Table] = dataclasses.field(default_factory=list)  # seq, codec, payload of receipt rows
     receipt_rows: list[int] = dataclasses.field(default_factory=list)  # their stored row numbers
     row_groups: list[int] | None = None  # rows of each row group, when the file was read by row groups
+    stored: np.ndarray | None = None  # the hash column packed (_packed_hashes), when add_hashed took it
     _parts: list[pa.Table] = dataclasses.field(default_factory=list)
     _rows: int = 0
 
@@ -303,8 +304,10 @@ class _Scan:
     def add_hashed(self, hashes: bytes, light: pa.Table, whole: Callable[[], pa.Table]) -> _Scan:
         """Every row at once: the light columns and each row's recomputed hash (packed) as decode_hashed gives
         them; ``whole`` decodes every column, for the payloads of erasure receipts (rare)."""
-        stored = _packed_hashes(light.column("hash"))
-        self.rows_ok = stored is not None and stored.tobytes() == hashes
+        self.stored = stored = _packed_hashes(light.column("hash"))
+        # Compared as four uint64 per row, in place (no copy of either).
+        self.rows_ok = stored is not None and len(hashes) == stored.size and bool(
+            np.array_equal(stored.view(np.uint64), np.frombuffer(hashes, dtype=np.uint64).reshape(-1, 4)))
         is_receipt = pc.fill_null(pc.equal(light.column("event_type"), RECEIPT_TYPE), False)
         if pc.any(is_receipt).as_py():
             rows = np.flatnonzero(np.asarray(is_receipt))
@@ -435,7 +438,7 @@ def check_segment(
                       int(stored_seq[wrong]), None))
     # Step 7: the Merkle root over the stored hashes in storage order (step 6 proves each
     # one is its event's hash), and the footer's row-group roots that partial readers use.
-    stored = _packed_hashes(table.column("hash"))
+    stored = scan.stored if scan.stored is not None else _packed_hashes(table.column("hash"))
     root, footer_ok, digest = _merkle_checks(meta, table.column("hash"), stored, data)
     object_sha256(digest)
     if root != m.merkle_root:
