@@ -110,7 +110,7 @@ def warm_up() -> None:
     heap for segments. glibc's malloc serves a block above its mmap threshold (128 KiB at first) by mmap and
     returns it to the system when freed, and only such a free raises the threshold: a fresh worker's first segment
     is read and decoded in mapped memory that is then given back, and its second faults in a heap of the same size
-    again (about 11,000 page faults, 10% of that segment's time, on 100,000 events). One block of about a
+    again (about 11,000 page faults, 6-8% of that segment's CPU time, on 100,000 events). One block of about a
     segment's size allocated and freed here, never touched, raises the threshold at once; other allocators
     just allocate it."""
     np.empty(_HEAP_BLOCK, dtype=np.uint8)
