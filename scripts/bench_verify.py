@@ -15,9 +15,11 @@ in segments of --segment-events events, then measures:
                 over the segment objects' bytes (one call per segment) for comparison
   ratio         verify events/s (1 worker) / raw SHA-256 events/s: the share of a core's
                 time per event that is the event hash itself
-  memory        each configuration runs in a fresh child process; the bench samples the
-                child's process tree (the verifier, the fork server, the workers) every
-                20 ms from /proc: peak RSS of the verifying process (its VmHWM), peak summed
+  memory        each configuration runs in a fresh child process, and once more in another one
+                while the bench samples that child's process tree (the verifier, the fork server,
+                the workers) every 20 ms from /proc (the times are the unsampled child's: the
+                sampler's reads of /proc take about 8% of a core, which two workers on two cores
+                lose and one worker does not): peak RSS of the verifying process (its VmHWM), peak summed
                 RSS of the tree, and (every 100 ms) peak summed PSS (shared pages divided among the
                 processes sharing them). Measured on the whole journal and on a prefix of it
                 (--small-segments segments, the same objects hard-linked into a second store):
@@ -28,7 +30,7 @@ in segments of --segment-events events, then measures:
                 wormjournal/verify/verifier.py is set from it)
   columns       events/s: the best of --runs runs; 1st run: the first run in a fresh process
                 (it also starts the fork server, once per process); /worker: events/s divided
-                by the workers; /CPU-s: events per CPU second of the whole process tree (user +
+                by the workers; /CPU-s (of the sampled child): events per CPU second of the whole process tree (user +
                 system, all runs, including the child's imports), which is less sensitive than
                 wall time to other load on the machine.
 
@@ -247,9 +249,12 @@ def _memory_kb(pid: int) -> tuple[int, int]:
 
 
 def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
-    """One configuration in a fresh child process (benchlib.run_child), its process tree's memory sampled
-    meanwhile: the tree of this process's descendants, of which the child is the only one then."""
+    """One configuration in a fresh child process (benchlib.run_child), timed; then in another one, its process
+    tree's memory and CPU sampled meanwhile: the tree of this process's descendants, of which the child is the
+    only one then. Sampling costs CPU (/proc reads, page-table walks for the PSS) that two workers on two cores
+    would lose, so it is not done while the times are taken."""
     argv = [str(Path(__file__).resolve()), "--child", str(store), "--workers", str(workers), "--runs", str(runs)]
+    timed = benchlib.run_child(argv, tag="bench_verify", what=f"verify_store of {store.name}, workers={workers}")
     me = os.getpid()
     peak = {"rss": 0, "pss": 0, "processes": 0}
     ticks: dict[int, int] = {}  # pid -> the latest CPU ticks seen (a worker's last < 20 ms are missed)
@@ -271,25 +276,27 @@ def measure(store: Path, workers: int, runs: int) -> dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        r = benchlib.run_child(argv, tag="bench_verify", what=f"verify_store of {store.name}, workers={workers}")
+        r = benchlib.run_child(argv, tag="bench_verify",
+                               what=f"verify_store of {store.name}, workers={workers}, memory sampled")
     finally:
         stop.set()
         sampler.join()
-    best = min(r["runs_seconds"])
-    eps = r["events"] / best
+    best = min(timed["runs_seconds"])
+    eps = timed["events"] / best
     tree_cpu = sum(ticks.values()) / os.sysconf("SC_CLK_TCK")  # includes the child's imports
     return {
         "workers": workers,
-        "events": r["events"],
-        "segments": r["segments"],
+        "events": timed["events"],
+        "segments": timed["segments"],
         "seconds": round(best, 3),
-        "runs_seconds": [round(x, 3) for x in r["runs_seconds"]],
-        "first_run_events_per_s": round(r["events"] / r["runs_seconds"][0]),
+        "runs_seconds": [round(x, 3) for x in timed["runs_seconds"]],
+        "runs_seconds_memory_sampled": [round(x, 3) for x in r["runs_seconds"]],
+        "first_run_events_per_s": round(timed["events"] / timed["runs_seconds"][0]),
         "cpu_seconds_process_tree_all_runs": round(tree_cpu, 2),
         "events_per_cpu_s": round(r["events"] * len(r["runs_seconds"]) / tree_cpu) if tree_cpu else None,
         "events_per_s": round(eps),
         "events_per_s_per_worker": round(eps / workers),
-        "mb_per_s_of_segments": round(r["bytes_checked"] / best / 1e6, 1),
+        "mb_per_s_of_segments": round(timed["bytes_checked"] / best / 1e6, 1),
         "peak_rss_mb_verifier_process": round(r["parent_peak_rss_mb"], 1),
         "peak_rss_mb_process_tree": round(peak["rss"] / 1024, 1),
         "peak_pss_mb_process_tree": round(peak["pss"] / 1024, 1),

@@ -402,6 +402,25 @@ def test_merkle_blocks_in_c_are_the_python_path(two_at_once: bool, hashes: list[
         merkle.packed_block_roots(packed + b"x", block)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=70), st.sampled_from([1, 2, 4, 64]),
+       st.integers(0, 300).map(lambda n: bytes(range(256)) * (n // 2) + bytes(n % 133)))
+@example([], 1, b"")
+@example([bytes(32)] * 3, 2, bytes(55))
+@example([bytes(32)], 1, bytes(10_000))
+def test_merkle_blocks_with_the_object_hash_it_with_hashlib(two_at_once: bool, hashes: list[bytes], block: int,
+                                                           whole: bytes) -> None:
+    """merkle_blocks with the object's bytes: the same roots as without them, and hashlib's SHA-256 of the bytes
+    (its blocks beside the tree's hashes with SHA-NI: a tree of fewer blocks than the object, or of more)."""
+    bulk = merkle._bulk  # noqa: SLF001
+    packed = b"".join(hashes)
+    roots, root, digest = bulk.merkle_blocks(packed, block, whole)
+    assert (roots, root) == bulk.merkle_blocks(packed, block)
+    assert digest == hashlib.sha256(whole).digest()
+    with pytest.raises(ValueError, match="32-byte"):
+        bulk.merkle_blocks(packed + b"x", 1, whole)
+
+
 # Each case: arguments that event_hashes must refuse with ValueError or TypeError, never read past a buffer for.
 _HOSTILE_ROWS = {
     "offsets past the data": "m.event_hashes(2, b't', (('b', None, 0, off([0, 4, 90]), b'abcd'),))",

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wormjournal import IntegrityError, Journal, JournalConfig, PageLayoutError, Reader, native
+from wormjournal.events import EVENT_TAG, encode_fields
 from wormjournal.segments import pages, thrift
 from wormjournal.segments.table import (
     PAGE_ROOTS_KEY,
@@ -455,6 +456,28 @@ def test_decode_hashed_is_decode_then_hash(seed: int) -> None:
             assert mine is not None and not isinstance(theirs, str), options
             assert mine[0] == theirs[0] == b"".join(packed_row_hashes(b) for b in bounded_batches(t)), options
             assert mine[1].equals(theirs[1]) and mine[1].equals(t.select(keep)), options
+
+
+@needs_decoder
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32), st.integers(1, 300), st.sampled_from([1, 2, 3, 8, 64, 128]))
+def test_decode_hashed_rows_in_either_lane_are_the_textbook_hashes(seed: int, rows: int, page: int) -> None:
+    """With SHA-NI each row of a page goes to whichever of the two lanes is free first (rows of every length, an
+    odd number of them, a page of one row); without, one row at a time with OpenSSL: both give each row's
+    SHA-256(EVENT_TAG || prev_hash || canonical field bytes), as the Python path computes it."""
+    t = random_segment_table(random.Random(seed), rows)
+    data = parquet_bytes(t, max_rows_per_page=page, row_group_size=max(page, 128))
+    textbook = b"".join(hashlib.sha256(EVENT_TAG + e.prev_hash + encode_fields(e.field_values())).digest()
+                        for e in table_to_events(t, sort=False))
+    bulk = native.module
+    before = bulk.sha_ni(None)
+    try:
+        for lanes in (True, False):
+            bulk.sha_ni(lanes)
+            got = decode_hashed(data, parquet_fragment(data), ["hash"])
+            assert got is not None and got[0] == textbook, lanes
+    finally:
+        bulk.sha_ni(before)
 
 
 @needs_decoder

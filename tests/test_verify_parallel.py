@@ -323,6 +323,32 @@ def test_check_segment_result_is_small_and_picklable(history: History) -> None:
     assert len(pickle.dumps(result)) < 2000
 
 
+@pytest.mark.parametrize("bulk", [True, False])
+def test_the_object_hash_finding_keeps_its_place(history: History, bulk: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The object's SHA-256 is taken with the Merkle root (one call with the C extension), or, when the object is
+    not a readable segment, on its own: either way its finding comes where step 4 puts it, after the size's and
+    before every later step's."""
+    if not bulk:
+        monkeypatch.setattr(merkle, "_bulk", None)
+    elif merkle._bulk is None:
+        pytest.skip("no bulk SHA-256 (no C extension, or no libcrypto)")
+    m = history.manifests[1]
+    data = history.segment_path(1).read_bytes()
+    identity = read_identity(history.store)
+
+    def found(m: Any, data: bytes) -> list[str]:
+        return [f[0] for f in check_segment(m, data, journal_id=identity.journal_id, stream=STREAM,
+                                            key_name=identity.key_name, public_keys=()).findings]
+
+    assert found(m, data) == []
+    wrong = dataclasses.replace(m, object_size=m.object_size + 1, object_sha256=bytes(32), merkle_root=bytes(32))
+    assert found(wrong, data) == ["object_size", "object_sha256", "merkle_root"]
+    assert found(dataclasses.replace(m, merkle_root=bytes(32)), data) == ["merkle_root"]
+    assert found(m, b"junk") == ["object_size", "object_sha256", "segment_unreadable"]
+    assert found(dataclasses.replace(m, object_size=4, object_sha256=hashlib.sha256(b"junk").digest()),
+                 b"junk") == ["segment_unreadable"]
+
+
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 5, 8, 9, 17, 100])
 @pytest.mark.parametrize("block", [1, 2, 4, 64])
 @pytest.mark.parametrize("bulk", [True, False])
@@ -334,26 +360,29 @@ def test_merkle_root_over_block_roots_is_the_root(n: int, block: int, bulk: bool
         pytest.skip("no bulk SHA-256 (no C extension, or no libcrypto)")
     hashes = [hashlib.sha256(bytes([i % 256, i // 256])).digest() for i in range(n)]
     column = pa.chunked_array([pa.array(hashes, pa.binary())], type=pa.binary())
+    data = bytes(range(256)) * n + b"PAR1"[: n % 5]  # the object's bytes: every length past a block edge
+    whole = hashlib.sha256(data).digest()
     leaves = [merkle.leaf_hash(h) for h in hashes]
     roots = merkle.block_roots(leaves, block)
     good = {"wormjournal.block_rows": str(block), "wormjournal.block_roots": "".join(r.hex() for r in roots)}
-    assert _merkle_checks(good, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), True)
+    assert _merkle_checks(good, column, _packed_hashes(column), data) == (merkle.merkle_root(hashes), True, whole)
     for bad in ({}, {"wormjournal.block_rows": "3", "wormjournal.block_roots": good["wormjournal.block_roots"]},
                 {"wormjournal.block_rows": "0", "wormjournal.block_roots": ""},
                 {"wormjournal.block_rows": str(block), "wormjournal.block_roots": "zz"}):
-        assert _merkle_checks(bad, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), False)
+        assert _merkle_checks(bad, column, _packed_hashes(column), data) == (merkle.merkle_root(hashes), False, whole)
     # A block of more rows than a machine word holds is one run of all the rows: no overflow on the way to C.
     huge = {"wormjournal.block_rows": str(1 << 70), "wormjournal.block_roots": merkle.merkle_root(hashes).hex()}
-    assert _merkle_checks(huge, column, _packed_hashes(column)) == (merkle.merkle_root(hashes), n > 0)
+    assert _merkle_checks(huge, column, _packed_hashes(column), data) == (merkle.merkle_root(hashes), n > 0, whole)
     if n:  # a damaged value (not 32 bytes, or null) is a leaf of its bytes, a null of none: the same root as before
         damaged = [hashes[0][:5], *hashes[1:-1], None] if n > 1 else [None]
         column = pa.chunked_array([pa.array(damaged, pa.binary())], type=pa.binary())
         assert _packed_hashes(column) is None
         expected = merkle.merkle_root([h or b"" for h in damaged])
-        assert _merkle_checks(good, column, None) == (expected, False)
+        assert _merkle_checks(good, column, None, data) == (expected, False, whole)
         leaves = [merkle.leaf_hash(h or b"") for h in damaged]
         footer = "".join(r.hex() for r in merkle.block_roots(leaves, block))
-        assert _merkle_checks(dict(good, **{"wormjournal.block_roots": footer}), column, None) == (expected, True)
+        footer_good = dict(good, **{"wormjournal.block_roots": footer})
+        assert _merkle_checks(footer_good, column, None, data) == (expected, True, whole)
 
 
 def test_row_hashes_match_the_chain(history: History) -> None:

@@ -1142,6 +1142,42 @@ SHA_NI_TARGET static void ni_sha256_2(const unsigned char *ha, size_t hla, const
     ni_digest(st[1], ob);
 }
 
+/* One long message (a segment object) hashed a block at a time in one lane while short messages take the other
+   (ni_sha256_beside): the unit then does two blocks for about the time of one. */
+typedef struct {
+    ni_message m;
+    ni_state s;
+    size_t b; /* the next block */
+} ni_stream;
+
+SHA_NI_TARGET static void ni_stream_init(ni_stream *st, const unsigned char *data, size_t len) {
+    ni_message_init(&st->m, data, len, NULL, 0);
+    st->s = ni_init();
+    st->b = 0;
+}
+
+/* The stream's blocks left, then its SHA-256 to out. */
+SHA_NI_TARGET static void ni_stream_finish(ni_stream *st, unsigned char *out) {
+    for (; st->b < st->m.blocks; st->b++) {
+        ni_block1(&st->s, ni_block(&st->m, st->b));
+    }
+    ni_digest(st->s, out);
+}
+
+/* SHA-256 of a message already padded to `blocks` 64-byte blocks at p, to out, each block beside the stream's next
+   one while it has any. */
+SHA_NI_TARGET static void ni_sha256_beside(ni_stream *st, const unsigned char *p, size_t blocks, unsigned char *out) {
+    ni_state s = ni_init();
+    for (size_t k = 0; k < blocks; k++) {
+        if (st->b < st->m.blocks) {
+            ni_block2(&st->s, &s, ni_block(&st->m, st->b++), p + 64 * k);
+        } else {
+            ni_block1(&s, p + 64 * k);
+        }
+    }
+    ni_digest(s, out);
+}
+
 static int sha_ni_usable(void) {
     unsigned int a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & bit_SSSE3) || !(c & bit_SSE4_1)) {
@@ -1505,13 +1541,45 @@ static void mth_in_place(unsigned char *work, Py_ssize_t n, unsigned char *out) 
     memcpy(out, work, 32);
 }
 
-/* merkle_blocks(data, block) -> (block roots, root): for leaf data of 32 bytes each (n * 32 bytes, the event
-   hashes of a segment in storage order), the MTH of each run of `block` leaves (a power of two; the last run
-   may be shorter), concatenated, and the MTH of all n leaves (over the block roots: FORMAT.md 5). */
+#if SHA_NI_BUILT
+/* The leaf hashes of n 32-byte hashes at h, to work, then their root as mth_in_place takes it, each hash one lane
+   beside the stream. The leaves and nodes are padded here: a leaf (33 bytes) is one block, a node (65) two. */
+static void mth_beside(ni_stream *st, const unsigned char *h, Py_ssize_t n, unsigned char *work, unsigned char *out) {
+    unsigned char leaf[64] = {0x00}, node[128] = {0x01};
+    leaf[33] = 0x80, leaf[62] = 264 >> 8, leaf[63] = 264 & 0xff;    /* the bit lengths, big-endian */
+    node[65] = 0x80, node[126] = 520 >> 8, node[127] = 520 & 0xff;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        memcpy(leaf + 1, h + 32 * i, 32);
+        ni_sha256_beside(st, leaf, 1, work + 32 * i);
+    }
+    if (n == 0) {
+        SHA256_((const unsigned char *)"", 0, out);
+        return;
+    }
+    while (n > 1) {
+        Py_ssize_t m = 0, i = 0;
+        for (; i + 1 < n; i += 2) { /* the children are read before their parent is written over the first */
+            memcpy(node + 1, work + 32 * i, 64);
+            ni_sha256_beside(st, node, 2, work + 32 * m++);
+        }
+        if (n % 2) {
+            memmove(work + 32 * m++, work + 32 * (n - 1), 32);
+        }
+        n = m;
+    }
+    memcpy(out, work, 32);
+}
+#endif
+
+/* merkle_blocks(data, block[, whole]) -> (block roots, root[, SHA-256 of whole]): for leaf data of 32 bytes each
+   (n * 32 bytes, the event hashes of a segment in storage order), the MTH of each run of `block` leaves (a power of
+   two; the last run may be shorter), concatenated, and the MTH of all n leaves (over the block roots: FORMAT.md 5).
+   With `whole` (the segment object's bytes), also its SHA-256: with SHA-NI, its blocks are hashed in one lane while
+   the tree's hashes take the other (about the time of hashing the object alone, the tree nearly for free). */
 static PyObject *merkle_blocks(PyObject *self, PyObject *args) {
-    Py_buffer in;
+    Py_buffer in, whole = {0};
     Py_ssize_t block;
-    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*n:merkle_blocks", &in, &block)) {
+    if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*n|y*:merkle_blocks", &in, &block, &whole)) {
         return NULL;
     }
     PyObject *roots = NULL, *result = NULL;
@@ -1529,35 +1597,62 @@ static PyObject *merkle_blocks(PyObject *self, PyObject *args) {
     if (roots == NULL) {
         goto done;
     }
-    unsigned char root[32];
+    unsigned char root[32], digest[32];
     unsigned char *r = (unsigned char *)PyBytes_AS_STRING(roots);
     const unsigned char *h = (const unsigned char *)in.buf;
+    int beside = whole.obj != NULL && sha_ni_on();
     Py_BEGIN_ALLOW_THREADS
-    unsigned char leaf[2][33];
-    leaf[0][0] = leaf[1][0] = 0x00;
-    for (Py_ssize_t b = 0; b < runs; b++) {
-        Py_ssize_t k = n - b * block < block ? n - b * block : block;
-        const unsigned char *run = h + 32 * b * block;
-        Py_ssize_t i = 0;
-        for (; i + 1 < k; i += 2) {
-            memcpy(leaf[0] + 1, run + 32 * i, 32);
-            memcpy(leaf[1] + 1, run + 32 * (i + 1), 32);
-            sha256_pair(leaf[0], 33, NULL, 0, leaf[1], 33, NULL, 0, work + 32 * i, work + 32 * (i + 1));
+#if SHA_NI_BUILT
+    if (beside) {
+        ni_stream st;
+        ni_stream_init(&st, (const unsigned char *)whole.buf, (size_t)whole.len);
+        for (Py_ssize_t b = 0; b < runs; b++) {
+            Py_ssize_t k = n - b * block < block ? n - b * block : block;
+            mth_beside(&st, h + 32 * b * block, k, work, r + 32 * b);
         }
-        if (i < k) {
-            memcpy(leaf[0] + 1, run + 32 * i, 32);
-            SHA256_(leaf[0], 33, work + 32 * i);
-        }
-        mth_in_place(work, k, r + 32 * b);
+        memcpy(work, r, (size_t)(32 * runs));
+        mth_in_place(work, runs, root);
+        ni_stream_finish(&st, digest);
     }
-    memcpy(work, r, (size_t)(32 * runs));
-    mth_in_place(work, runs, root);
+#endif
+    if (!beside) {
+        unsigned char leaf[2][33];
+        leaf[0][0] = leaf[1][0] = 0x00;
+        for (Py_ssize_t b = 0; b < runs; b++) {
+            Py_ssize_t k = n - b * block < block ? n - b * block : block;
+            const unsigned char *run = h + 32 * b * block;
+            Py_ssize_t i = 0;
+            for (; i + 1 < k; i += 2) {
+                memcpy(leaf[0] + 1, run + 32 * i, 32);
+                memcpy(leaf[1] + 1, run + 32 * (i + 1), 32);
+                sha256_pair(leaf[0], 33, NULL, 0, leaf[1], 33, NULL, 0, work + 32 * i, work + 32 * (i + 1));
+            }
+            if (i < k) {
+                memcpy(leaf[0] + 1, run + 32 * i, 32);
+                SHA256_(leaf[0], 33, work + 32 * i);
+            }
+            mth_in_place(work, k, r + 32 * b);
+        }
+        memcpy(work, r, (size_t)(32 * runs));
+        mth_in_place(work, runs, root);
+        if (whole.obj != NULL) {
+            SHA256_((const unsigned char *)whole.buf, (size_t)whole.len, digest);
+        }
+    }
     Py_END_ALLOW_THREADS
-    result = Py_BuildValue("(Oy#)", roots, (const char *)root, (Py_ssize_t)32);
+    if (whole.obj != NULL) {
+        result = Py_BuildValue("(Oy#y#)", roots, (const char *)root, (Py_ssize_t)32, (const char *)digest,
+                               (Py_ssize_t)32);
+    } else {
+        result = Py_BuildValue("(Oy#)", roots, (const char *)root, (Py_ssize_t)32);
+    }
 done:
     Py_XDECREF(roots);
     PyMem_Free(work);
     PyBuffer_Release(&in);
+    if (whole.obj != NULL) {
+        PyBuffer_Release(&whole);
+    }
     return result;
 }
 
@@ -2379,6 +2474,7 @@ typedef struct {
     Py_ssize_t vcap;
     PyObject *validity, *offsets, *values;     /* outputs (bytes), when wanted */
     Py_ssize_t nulls, data_len, bound;
+    uint32_t vmax;                             /* the longest value of the current page */
 } DCol;
 
 /* Whether s[0:n] is UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF). */
@@ -2478,6 +2574,7 @@ static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_
         c->vcap = n;
     }
     memset(bits, 0, (size_t)(n + 7) / 8);
+    c->vmax = 0;
     if (c->nullable) {
         uint32_t len;
         if (h.def_encoding != 3 || q - p < 4) {
@@ -2525,6 +2622,7 @@ static int dh_page(const unsigned char *base, DCol *c, Py_ssize_t left_rows, Py_
         }
         c->vp[i] = p;
         c->vl[i] = len;
+        c->vmax = len > c->vmax ? len : c->vmax;
         if (c->want) {
             valid[r >> 3] |= (unsigned char)(1u << (r & 7));
             if (c->kind == 'l') {
@@ -2592,6 +2690,63 @@ static size_t dh_head(DCol *cols, const Py_ssize_t *order, const char *hk, Py_ss
     return size;
 }
 
+#if SHA_NI_BUILT
+/* One SHA-NI lane of decode_hash: the row it hashes, its bytes before the body written out in buf. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap;
+    ni_message m;
+    ni_state s;
+    size_t b;
+    unsigned char *out;
+    int busy;
+} dh_lane;
+
+/* The event hashes of rows [0, n) of the current pages to out, 32 bytes a row: each row goes to whichever lane is
+   free first, so that a lane is idle only at the end of the pages, not for the difference of every pair of rows.
+   Each lane's buf holds at least the tag and the longest value of every hashed column with its prefix. */
+SHA_NI_TARGET static void dh_lanes(DCol *cols, const Py_ssize_t *order, const char *hk, Py_ssize_t no, Py_ssize_t n,
+                                   const unsigned char *tag, size_t tag_len, dh_lane *lanes, unsigned char *out) {
+    Py_ssize_t next = 0;
+    dh_lane *a = &lanes[0], *b = &lanes[1];
+    for (;;) {
+        for (int l = 0; l < 2; l++) {
+            dh_lane *L = &lanes[l];
+            if (!L->busy && next < n) {
+                const unsigned char *body;
+                size_t body_len;
+                memcpy(L->buf, tag, tag_len);
+                size_t head = tag_len + dh_head(cols, order, hk, no, next, L->buf + tag_len, &body, &body_len);
+                ni_message_init(&L->m, L->buf, head, body, body_len);
+                L->s = ni_init();
+                L->b = 0;
+                L->out = out + 32 * next++;
+                L->busy = 1;
+            }
+        }
+        if (a->busy && b->busy) {
+            size_t k = a->m.blocks - a->b < b->m.blocks - b->b ? a->m.blocks - a->b : b->m.blocks - b->b;
+            for (size_t i = 0; i < k; i++, a->b++, b->b++) {
+                ni_block2(&a->s, &b->s, ni_block(&a->m, a->b), ni_block(&b->m, b->b));
+            }
+        } else if (a->busy || b->busy) { /* no rows left for the other lane */
+            dh_lane *L = a->busy ? a : b;
+            for (; L->b < L->m.blocks; L->b++) {
+                ni_block1(&L->s, ni_block(&L->m, L->b));
+            }
+        } else {
+            return;
+        }
+        for (int l = 0; l < 2; l++) {
+            if (lanes[l].busy && lanes[l].b == lanes[l].m.blocks) {
+                ni_digest(lanes[l].s, lanes[l].out);
+                lanes[l].busy = 0;
+            }
+        }
+    }
+}
+#endif
+
 static PyObject *decode_hash(PyObject *self, PyObject *args) {
     Py_buffer in, tag;
     PyObject *groups, *columns, *order_arg, *result = NULL, *hashes = NULL, *outs = NULL;
@@ -2600,6 +2755,9 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
     char *hk = NULL;
     unsigned char *buf = NULL;
     size_t cap = 0;
+#if SHA_NI_BUILT
+    dh_lane lanes[2] = {{0}};
+#endif
     if (need_sha() < 0 || !PyArg_ParseTuple(args, "y*O!O!O!y*:decode_hash", &in, &PyTuple_Type, &groups,
                                             &PyTuple_Type, &columns, &PyTuple_Type, &order_arg, &tag))
         return NULL;
@@ -2716,6 +2874,28 @@ static PyObject *decode_hash(PyObject *self, PyObject *args) {
                     goto done;
                 }
             }
+#if SHA_NI_BUILT
+            if (sha_ni_on()) {
+                size_t need = (size_t)tag.len;
+                for (Py_ssize_t k = 0; k < no; k++) {
+                    need += 12 + (size_t)cols[order[k]].vmax;
+                }
+                for (int l = 0; l < 2; l++) {
+                    if (need > lanes[l].cap) {
+                        unsigned char *grown = PyMem_Realloc(lanes[l].buf, 2 * need);
+                        if (grown == NULL) {
+                            PyErr_NoMemory();
+                            goto done;
+                        }
+                        lanes[l].buf = grown;
+                        lanes[l].cap = 2 * need;
+                    }
+                }
+                dh_lanes(cols, order, hk, no, n, tag.buf, (size_t)tag.len, lanes, out + 32 * (at + row));
+                row += n;
+                continue;
+            }
+#endif
             for (Py_ssize_t i = 0; i < n; i += 2) {
                 Py_ssize_t j = i + 1 < n ? i + 1 : i; /* an odd last row is hashed twice */
                 const unsigned char *ba, *bb;
@@ -2783,6 +2963,10 @@ done:
     PyMem_Free(spans);
     PyMem_Free(hk);
     PyMem_Free(buf);
+#if SHA_NI_BUILT
+    PyMem_Free(lanes[0].buf);
+    PyMem_Free(lanes[1].buf);
+#endif
     Py_XDECREF(hashes);
     Py_XDECREF(outs);
     PyBuffer_Release(&tag);
@@ -2811,7 +2995,8 @@ static PyMethodDef methods[] = {
     {"sha_ni", sha_ni, METH_O,
      "sha_ni(on) -> bool: whether event_hashes and merkle_blocks hash two messages at once with SHA-NI (None: ask)"},
     {"merkle_blocks", merkle_blocks, METH_VARARGS,
-     "merkle_blocks(data, block) -> (block roots, root): the MTH of each run of leaves, and of all of them"},
+     "merkle_blocks(data, block[, whole]) -> (block roots, root[, SHA-256 of whole]): the MTH of each run of leaves, "
+     "and of all of them"},
     {"thrift_page_locations", thrift_page_locations, METH_VARARGS,
      "thrift_page_locations(data, pos, end) -> bytes: an OffsetIndex's (offset, size, first row) as int64 triples"},
     {"column_bound", column_bound, METH_VARARGS,
