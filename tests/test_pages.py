@@ -10,6 +10,7 @@ import random
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -262,6 +263,40 @@ def test_a_page_layout_from_c_is_the_one_from_the_decoded_footer(sealed: Sealed,
         for _ in range(rnd.randint(1, 3)):
             blob[rnd.randrange(len(blob))] = rnd.randrange(256)
         c, py = both(bytes(blob))
+        refused += c is None
+        assert c is None or c == py
+    assert refused
+
+
+@pytest.mark.skipif(native.module is None, reason="the C extension is not built")
+def test_page_offsets_from_c_are_those_checked_in_python(sealed: Sealed, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row group's page offsets, checked in one C call (page_offsets): the same as column by column in Python,
+    and from damaged offset indexes either the same or a refusal, never other offsets."""
+    data = sealed.segment.read_bytes()
+    footer = pages.read_footer(len(data), lambda ranges: [data[a : a + n] for a, n in ranges])[0]
+
+    def columns(blob: bytes, decoder: Any, j: int) -> object:
+        monkeypatch.setattr(pages, "_native", decoder)
+        layout = pages.PageLayout(footer, lambda ranges: [blob[a : a + n] for a, n in ranges], 64)
+        try:
+            return layout.columns(j)
+        except PageLayoutError:
+            return None
+
+    native_module = pages._native
+    groups = -(-ROWS // GROUP)
+    for j in range(groups):
+        c, py = columns(data, native_module, j), columns(data, None, j)
+        assert c is not None and c == py
+    lo = min(o for _, chunks in pages.PageLayout(footer, lambda r: [], 64)._groups for o, _, _ in chunks)
+    rnd = random.Random(6)
+    refused = 0
+    for _ in range(1000):
+        blob = bytearray(data)
+        for _ in range(rnd.randint(1, 3)):
+            blob[rnd.randrange(lo, len(data) - 8 - len(footer))] = rnd.randrange(256)
+        j = rnd.randrange(groups)
+        c, py = columns(bytes(blob), native_module, j), columns(bytes(blob), None, j)
         refused += c is None
         assert c is None or c == py
     assert refused

@@ -2051,16 +2051,79 @@ done:
     return result;
 }
 
-/* An OffsetIndex (parquet.thrift) as packed little-endian int64 triples (offset, compressed size, first row),
-   one per page: the page locations alone, without a Python object per page. */
+/* The page locations of an OffsetIndex (parquet.thrift) at t: int64 triples (offset, compressed size, first row),
+   one per page, in *cells (PyMem; the caller frees it), their number in *count. 0, or -1 with an exception set. */
+static int oi_cells(TReader *t, int64_t **cells, uint64_t *count) {
+    int64_t last = 0;
+    int have = 0;
+    *cells = NULL;
+    *count = 0;
+    for (;;) {
+        int kind, more;
+        int64_t fid;
+        more = tr_field(t, &last, &kind, &fid);
+        if (more < 0) return -1;
+        if (more == 0) break;
+        if (fid == 1 && kind == 9 && !have) {  /* page_locations: list<PageLocation> */
+            unsigned char lh;
+            uint64_t n;
+            if (tr_byte(t, &lh)) return -1;
+            n = lh >> 4;
+            if (n == 15 && tr_varint(t, &n)) return -1;
+            if ((lh & 0x0F) != 12 || n > (uint64_t)(t->end - t->pos)) {
+                thrift_fail("page locations are not a list of structs");
+                return -1;
+            }
+            *cells = PyMem_Calloc(n ? n * 3 : 1, sizeof(int64_t));
+            if (*cells == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            *count = n;
+            for (uint64_t i = 0; i < n; i++) {
+                int64_t flast = 0;
+                int seen = 0;
+                for (;;) {
+                    int fk, fmore;
+                    int64_t ffid, v;
+                    fmore = tr_field(t, &flast, &fk, &ffid);
+                    if (fmore < 0) return -1;
+                    if (fmore == 0) break;
+                    if (ffid >= 1 && ffid <= 3 && (fk == 5 || fk == 6)) {
+                        if (tr_zigzag(t, &v)) return -1;
+                        (*cells)[i * 3 + (uint64_t)(ffid - 1)] = v;
+                        seen |= 1 << (ffid - 1);
+                    } else if (tr_skip(t, fk)) {
+                        return -1;
+                    }
+                }
+                if (seen != 7) {
+                    thrift_fail("a page location lacks a field");
+                    return -1;
+                }
+            }
+            have = 1;
+        } else if (tr_skip(t, kind)) {
+            return -1;
+        }
+    }
+    if (!have) {
+        thrift_fail("no page locations");
+        return -1;
+    }
+    return 0;
+}
+
+/* An OffsetIndex as packed little-endian int64 triples (offset, compressed size, first row), one per page: the page
+   locations alone, without a Python object per page. */
 static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
     Py_buffer in;
     Py_ssize_t pos, end;
     PyObject *out = NULL;
     TReader t;
-    int64_t last = 0, *cells = NULL;
+    int64_t *cells = NULL;
     uint64_t count = 0;
-    int have = 0;
+    (void)self;
     if (!PyArg_ParseTuple(args, "y*nn", &in, &pos, &end)) return NULL;
     if (pos < 0 || end > in.len || pos > end) {
         PyBuffer_Release(&in);
@@ -2069,60 +2132,75 @@ static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
     t.p = in.buf;
     t.pos = pos;
     t.end = end;
-    for (;;) {
-        int kind, more;
-        int64_t fid;
-        more = tr_field(&t, &last, &kind, &fid);
-        if (more < 0) goto done;
-        if (more == 0) break;
-        if (fid == 1 && kind == 9 && !have) {  /* page_locations: list<PageLocation> */
-            unsigned char lh;
-            if (tr_byte(&t, &lh)) goto done;
-            count = lh >> 4;
-            if (count == 15 && tr_varint(&t, &count)) goto done;
-            if ((lh & 0x0F) != 12 || count > (uint64_t)(t.end - t.pos)) {
-                thrift_fail("page locations are not a list of structs");
-                goto done;
-            }
-            cells = PyMem_Calloc(count ? count * 3 : 1, sizeof(int64_t));
-            if (cells == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            for (uint64_t i = 0; i < count; i++) {
-                int64_t flast = 0;
-                int seen = 0;
-                for (;;) {
-                    int fk, fmore;
-                    int64_t ffid, v;
-                    fmore = tr_field(&t, &flast, &fk, &ffid);
-                    if (fmore < 0) goto done;
-                    if (fmore == 0) break;
-                    if (ffid >= 1 && ffid <= 3 && (fk == 5 || fk == 6)) {
-                        if (tr_zigzag(&t, &v)) goto done;
-                        cells[i * 3 + (uint64_t)(ffid - 1)] = v;
-                        seen |= 1 << (ffid - 1);
-                    } else if (tr_skip(&t, fk)) {
-                        goto done;
-                    }
-                }
-                if (seen != 7) {
-                    thrift_fail("a page location lacks a field");
-                    goto done;
-                }
-            }
-            have = 1;
-        } else if (tr_skip(&t, kind)) {
-            goto done;
-        }
-    }
-    if (!have) {
-        thrift_fail("no page locations");
+    if (oi_cells(&t, &cells, &count) == 0)
+        out = PyBytes_FromStringAndSize(count ? (const char *)cells : "", (Py_ssize_t)(count * 3 * sizeof(int64_t)));
+    PyMem_Free(cells);
+    PyBuffer_Release(&in);
+    return out;
+}
+
+/* page_offsets(raw, spans, page_rows, rows) -> bytes: for a row group of `rows` rows whose columns' OffsetIndex
+   structs lie at spans ((start, end) in raw, one per column), each column's page offsets and the end of its last
+   page (int64, packed, column after column), once every column's pages are checked to hold page_rows rows each
+   (the last fewer) and to follow one another; ValueError otherwise (segments/pages.py, PageLayout.columns). */
+static PyObject *page_offsets(PyObject *self, PyObject *args) {
+    Py_buffer in;
+    PyObject *spans, *out = NULL;
+    Py_ssize_t page_rows, rows, ncols, npages;
+    int64_t *packed = NULL, *cells = NULL;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*Onn", &in, &spans, &page_rows, &rows)) return NULL;
+    if (!PyTuple_Check(spans) || page_rows <= 0 || rows <= 0) {
+        thrift_fail("bad arguments");
         goto done;
     }
-    out = PyBytes_FromStringAndSize(count ? (const char *)cells : "", (Py_ssize_t)(count * 3 * sizeof(int64_t)));
+    ncols = PyTuple_GET_SIZE(spans);
+    npages = (rows + page_rows - 1) / page_rows;
+    packed = PyMem_Malloc(sizeof(int64_t) * (size_t)(ncols * (npages + 1) + 1));
+    if (packed == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t c = 0; c < ncols; c++) {
+        Py_ssize_t a, b;
+        uint64_t count;
+        TReader t;
+        PyObject *span = PyTuple_GET_ITEM(spans, c);
+        if (!PyTuple_Check(span) || !PyArg_ParseTuple(span, "nn", &a, &b)) {
+            if (!PyErr_Occurred()) thrift_fail("bad arguments");
+            goto done;
+        }
+        if (a < 0 || b > in.len || a > b) {
+            thrift_fail("truncated");
+            goto done;
+        }
+        t.p = in.buf;
+        t.pos = a;
+        t.end = b;
+        PyMem_Free(cells);
+        if (oi_cells(&t, &cells, &count)) goto done;
+        if ((Py_ssize_t)count != npages) {
+            thrift_fail("its pages are not of page_rows rows");
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < npages; i++) {
+            int64_t at = cells[i * 3], size = cells[i * 3 + 1];
+            if (cells[i * 3 + 2] != (int64_t)(i * page_rows)) {
+                thrift_fail("its pages are not of page_rows rows");
+                goto done;
+            }
+            if (size < 0 || at < 0 || at > INT64_MAX - size || (i + 1 < npages && at + size != cells[i * 3 + 3])) {
+                thrift_fail("its pages are not one after another");
+                goto done;
+            }
+            packed[c * (npages + 1) + i] = at;
+            if (i + 1 == npages) packed[c * (npages + 1) + npages] = at + size;
+        }
+    }
+    out = PyBytes_FromStringAndSize((const char *)packed, (Py_ssize_t)(sizeof(int64_t) * (size_t)(ncols * (npages + 1))));
 done:
     PyMem_Free(cells);
+    PyMem_Free(packed);
     PyBuffer_Release(&in);
     return out;
 }
@@ -3007,6 +3085,8 @@ static PyMethodDef methods[] = {
      "decode_hash(data, groups, columns, order, tag) -> (hashes, buffers): decode_chunk and event_hashes in one pass"},
     {"utf8_valid", utf8_valid, METH_VARARGS, "utf8_valid(data) -> bool: whether data is UTF-8 (RFC 3629)"},
     {"zstd_available", zstd_available, METH_NOARGS, "zstd_available() -> bool: libzstd was loaded"},
+    {"page_offsets", page_offsets, METH_VARARGS,
+     "page_offsets(raw, spans, page_rows, rows) -> bytes: a row group's columns' page offsets, checked"},
     {"footer_layout", footer_layout, METH_VARARGS,
      "footer_layout(footer) -> (head, ((rows, packed int64 per column chunk), ...)): what a page reader needs"},
     {"thrift_decode", thrift_decode, METH_VARARGS,
