@@ -1871,19 +1871,28 @@ static int tr_skip(TReader *t, int kind) {
     return 0;
 }
 
+/* The arguments (data, pos, end) of a Thrift reader over data[pos:end]: 0 with `in` held (the caller releases
+   it), or -1 with an exception set. */
+static int tr_args(PyObject *args, Py_buffer *in, TReader *t) {
+    Py_ssize_t pos, end;
+    if (!PyArg_ParseTuple(args, "y*nn", in, &pos, &end)) return -1;
+    if (pos < 0 || end > in->len || pos > end) {
+        PyBuffer_Release(in);
+        thrift_fail("truncated");
+        return -1;
+    }
+    t->p = in->buf;
+    t->pos = pos;
+    t->end = end;
+    return 0;
+}
+
 static PyObject *thrift_decode(PyObject *self, PyObject *args) {
     Py_buffer in;
-    Py_ssize_t pos, end;
     PyObject *s, *result = NULL;
     TReader t;
-    if (!PyArg_ParseTuple(args, "y*nn", &in, &pos, &end)) return NULL;
-    if (pos < 0 || end > in.len || pos > end) {
-        PyBuffer_Release(&in);
-        return thrift_fail("truncated");
-    }
-    t.p = in.buf;
-    t.pos = pos;
-    t.end = end;
+    (void)self;
+    if (tr_args(args, &in, &t)) return NULL;
     s = tr_struct(&t, 0);
     if (s != NULL) result = untracked(Py_BuildValue("(Nn)", s, t.pos));
     PyBuffer_Release(&in);
@@ -2118,20 +2127,12 @@ static int oi_cells(TReader *t, int64_t **cells, uint64_t *count) {
    locations alone, without a Python object per page. */
 static PyObject *thrift_page_locations(PyObject *self, PyObject *args) {
     Py_buffer in;
-    Py_ssize_t pos, end;
     PyObject *out = NULL;
     TReader t;
     int64_t *cells = NULL;
     uint64_t count = 0;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*nn", &in, &pos, &end)) return NULL;
-    if (pos < 0 || end > in.len || pos > end) {
-        PyBuffer_Release(&in);
-        return thrift_fail("truncated");
-    }
-    t.p = in.buf;
-    t.pos = pos;
-    t.end = end;
+    if (tr_args(args, &in, &t)) return NULL;
     if (oi_cells(&t, &cells, &count) == 0)
         out = PyBytes_FromStringAndSize(count ? (const char *)cells : "", (Py_ssize_t)(count * 3 * sizeof(int64_t)));
     PyMem_Free(cells);
