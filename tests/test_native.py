@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from wormjournal import events
 from wormjournal.errors import ValidationError
 from wormjournal.events import FIELDS, Kind, canonical_json_py, encode_fields_py
+from wormjournal.index import build as index_build
 from wormjournal.journal import stages
 from wormjournal.segments import merkle, table
 from wormjournal.storage import wal
@@ -365,6 +366,36 @@ def test_event_hashes_in_c_are_the_python_path(two_at_once: bool,
     finally:
         with_python.undo()
     assert in_c == in_python == b"".join(textbook_row_hash(r, p) for r, p in rows)
+
+
+_EXECUTION_ROWS = st.fixed_dictionaries({
+    "execution_id": st.text(max_size=40), "segment": st.integers(0, 2**40), "row": st.integers(0, 2**20),
+    "rows": st.integers(1, 2**20), "first_seq": st.integers(0, 2**62), "last_seq": st.integers(0, 2**62),
+    "prev_seq": st.none() | st.integers(0, 2**62), "first_ts": st.integers(0, 2**60), "last_ts": st.integers(0, 2**60),
+    "tenant_id": st.none() | st.text(max_size=300), "thread_id": st.none() | st.text(max_size=3),
+    "last_event_type": st.sampled_from(["run_started", "tool_called", "x" * 70]),
+})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_EXECUTION_ROWS, min_size=1, max_size=9), st.integers(0, 3), st.booleans())
+def test_index_leaf_hashes_in_c_are_the_python_path(two_at_once: bool, rows: list[dict[str, Any]], cut: int,
+                                                    dictionary: bool) -> None:
+    """index build.leaf_hashes from the Arrow buffers in C (one call) is the field-pieces Python path: nulls, long
+    strings, dictionary-encoded columns (as Parquet reads them back), tables of several chunks."""
+    schema = index_build.SCHEMAS["executions"]
+    tab = pa.Table.from_pylist(rows, schema=schema)
+    if dictionary:
+        tab = tab.set_column(9, "tenant_id", pa.chunked_array([tab.column(9).combine_chunks().dictionary_encode()]))
+    tab = pa.concat_tables([tab.slice(0, min(cut, len(rows))), tab.slice(min(cut, len(rows)))]) if not dictionary else tab
+    in_c = index_build.leaf_hashes("executions", tab, schema)
+    with_python = pytest.MonkeyPatch()
+    with_python.setattr(merkle, "_bulk", None)
+    try:
+        in_python = index_build.leaf_hashes("executions", tab, schema)
+    finally:
+        with_python.undo()
+    assert in_c == in_python and len(in_c) == len(rows)
 
 
 def test_two_messages_at_once_cross_every_block_boundary(two_at_once: bool) -> None:

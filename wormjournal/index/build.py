@@ -37,6 +37,7 @@ from ..segments.table import (
     field_pieces,
     hash_rows,
     join_pieces,
+    tagged_hashes,
 )
 from ..storage import layout
 from ..storage.base import Store
@@ -248,8 +249,13 @@ def leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> 
     timestamps as INT), in bulk."""
     schema = SCHEMAS[kind] if schema is None else schema
     prefix = b"\x00" + LEAF_TAG + kind.encode() + b"\x00"
+    order = [(f.name, "s" if pa.types.is_string(f.type) else "i") for f in schema]
     hashes: list[bytes] = []
     for batch in bounded_batches(table.select(schema.names)):
+        packed = tagged_hashes(batch, prefix, order)
+        if packed is not None:
+            hashes += merkle.split_hashes(packed)
+            continue
         pieces = [constant_piece(prefix, batch.num_rows)]
         for field in schema:
             col = batch.column(field.name).cast(field.type)

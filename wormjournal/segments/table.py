@@ -569,6 +569,8 @@ def row_hashes(table: pa.Table) -> list[bytes]:
 def _arrow_column(code: str, col: pa.Array) -> tuple[str, pa.Buffer | None, int, pa.Buffer, pa.Buffer | None] | None:
     """An array as the C extension's event_hashes takes it: (kind, validity, offset, values, data) buffers; None
     when the array lacks a buffer that call needs."""
+    if pa.types.is_dictionary(col.type):
+        col = col.dictionary_decode()
     if code == "i" and not (pa.types.is_int64(col.type) or pa.types.is_timestamp(col.type)):
         col = col.cast(pa.int64())
     elif code != "i" and not (pa.types.is_binary(col.type) or pa.types.is_string(col.type)):
@@ -582,11 +584,25 @@ def _arrow_column(code: str, col: pa.Array) -> tuple[str, pa.Buffer | None, int,
 def packed_row_hashes(batch: pa.RecordBatch) -> bytes:
     """``b"".join(hash_rows(row_hash_inputs(batch)))``: each row's event hash over its stored prev_hash, 32 bytes
     a row; with the C extension, one call over the columns' Arrow buffers (no joined inputs, no object per row)."""
-    if merkle._bulk is not None and batch.num_rows:
-        columns = [_arrow_column(code, batch.column(name)) for name, code in _HASH_ORDER]
-        if all(c is not None for c in columns):
-            return merkle._bulk.event_hashes(batch.num_rows, EVENT_TAG, tuple(columns))  # type: ignore[no-any-return]
-    return b"".join(hash_rows(row_hash_inputs(batch)))
+    packed = tagged_hashes(batch, EVENT_TAG, _HASH_ORDER)
+    return packed if packed is not None else b"".join(hash_rows(row_hash_inputs(batch)))
+
+
+def tagged_hashes(batch: pa.RecordBatch | pa.Table, tag: bytes, order: Sequence[tuple[str, str]]) -> bytes | None:
+    """SHA-256(``tag`` || each column of ``order`` encoded as a field, FORMAT.md 2.2) of every row, 32 bytes a row,
+    by one call of the C extension over the columns' Arrow buffers; ``order``: column names with their kinds (i: an
+    INT, s: a STR, b: BYTES, r: raw bytes). None without the extension or when a column lacks a buffer it needs:
+    the caller then builds the rows' bytes with :func:`field_pieces`, which give the same hashes."""
+    if merkle._bulk is None or not batch.num_rows:
+        return None
+    columns = []
+    for name, code in order:
+        col = batch.column(name)
+        column = _arrow_column(code, col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+        if column is None:
+            return None
+        columns.append(column)
+    return merkle._bulk.event_hashes(batch.num_rows, tag, tuple(columns))  # type: ignore[no-any-return]
 
 
 # -- records back to columns: the inverse of row_hash_inputs' field bytes, in bulk ---------------------------
