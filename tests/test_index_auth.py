@@ -34,6 +34,7 @@ from wormjournal.index import build as index_build
 from wormjournal.index.catalog import IndexFile, IndexObject
 from wormjournal.index.reindex import reindex_store
 from wormjournal.journal import sealer as sealer_mod
+from wormjournal.segments import pages
 from wormjournal.segments.manifest import IndexRoot, Manifest
 from wormjournal.segments.notes import NoteError, open_note
 from wormjournal.segments.table import encode_block_roots
@@ -357,6 +358,7 @@ def regroup_with_roots(path: Path) -> None:
 
 ENCODINGS: dict[str, tuple[Callable[[Path], None], bool]] = {  # (re-encode, accepted)
     "uncompressed": (lambda p: rewrite(p, compression="none"), True),
+    "zstd-with-dictionaries": (lambda p: rewrite(p, compression="zstd", use_dictionary=True), True),  # as before
     "snappy-no-dictionary-no-stats": (lambda p: rewrite(p, compression="snappy", use_dictionary=False,
                                                         write_statistics=False), True),
     "regrouped-with-its-block-roots": (regroup_with_roots, True),
@@ -379,6 +381,22 @@ def test_another_encoding_of_the_same_rows_is_used(h: Built, encoding: str) -> N
     reader.refresh()
     for kind in KINDS:  # and the lookups return exactly the true rows either way
         assert got(reader.catalog.lookup(kind, SEGMENTS), kind) == truth(h.recs, kind)
+
+
+def test_index_row_groups_are_decoded_by_the_extension(h: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Objects as the writer lays them out (no dictionaries, zstd) are read a row group in one request and decoded
+    in C; the encodings above, pyarrow's defaults among them, are read by pyarrow (and give the same rows)."""
+    if pages.decodable([(1, [(0, 1, 6, 2)])]) is False:
+        pytest.skip("the C extension is not built")
+    genuine = pq.ParquetFile.read_row_group
+    calls: list[Any] = []
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, *a, **k: calls.append(a) or genuine(self, *a, **k))
+    check_reads(reader_of(h), h)
+    assert calls == []
+    rewrite(h.store / layout.index_object(STREAM, "executions", 0, 7), compression="zstd", use_dictionary=True)
+    check_reads(reader_of(h), h, EXECS)
+    assert calls
 
 
 # -- 4. lying statistics cannot hide rows ----------------------------------------------------------------------

@@ -387,7 +387,8 @@ def test_index_leaf_hashes_in_c_are_the_python_path(two_at_once: bool, rows: lis
     tab = pa.Table.from_pylist(rows, schema=schema)
     if dictionary:
         tab = tab.set_column(9, "tenant_id", pa.chunked_array([tab.column(9).combine_chunks().dictionary_encode()]))
-    tab = pa.concat_tables([tab.slice(0, min(cut, len(rows))), tab.slice(min(cut, len(rows)))]) if not dictionary else tab
+    if not dictionary:
+        tab = pa.concat_tables([tab.slice(0, min(cut, len(rows))), tab.slice(min(cut, len(rows)))])
     in_c = index_build.leaf_hashes("executions", tab, schema)
     with_python = pytest.MonkeyPatch()
     with_python.setattr(merkle, "_bulk", None)

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import IndexDamaged, JournalError, NotFoundError
-from ..segments import merkle
+from ..segments import merkle, pages
 from ..segments.manifest import IndexRoot
 from ..segments.table import decode_block_roots
 from ..storage import layout
@@ -53,7 +53,8 @@ class IndexFile:
         self.name = obj.name
         self.kind = kind
         try:
-            self._pf = pq.ParquetFile(ObjectFile(store, obj.name, obj.size))  # missing: NotFoundError
+            self._file = ObjectFile(store, obj.name, obj.size)  # missing: NotFoundError
+            self._pf = pq.ParquetFile(self._file)
             meta = {k.decode(): v.decode() for k, v in (self._pf.metadata.metadata or {}).items()}
             block = int(meta[build.BLOCK_ROWS_KEY])
             roots = decode_block_roots(meta[build.BLOCK_ROOTS_KEY])
@@ -99,12 +100,27 @@ class IndexFile:
     def _read(self, j: int) -> pa.Table:
         """Row group ``j`` read from the object, authenticated against its block root (not cached)."""
         try:
-            table = self._pf.read_row_group(j).replace_schema_metadata(None)
+            table = self._decode(j)
+            if table is None:
+                table = self._pf.read_row_group(j).replace_schema_metadata(None)
         except Exception as e:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
         if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
         return table
+
+    def _decode(self, j: int) -> pa.Table | None:
+        """Row group ``j`` fetched in one read and decoded by the C extension (pages.decode_plain), or None when
+        its column chunks are laid out otherwise (an object written with dictionaries): pyarrow reads it then.
+        The schema was checked when the object was opened; the rows' hashes check what is decoded."""
+        group = pages.chunks_of_metadata(self._pf.metadata, [j])
+        chunks = group[0][1]
+        if not chunks or not pages.decodable(group):
+            return None
+        lo, hi = min(c[0] for c in chunks), max(c[1] for c in chunks)
+        data = self._file.read_range(lo, hi - lo)
+        return pages.decode_plain(data, self.schema, [(group[0][0], [(a - lo, b - lo, codec, t)
+                                                                   for a, b, codec, t in chunks])])
 
     def _group(self, j: int) -> tuple[pa.Table, tuple[Any, ...]]:
         """Row group ``j``, authenticated against its block root, and its keys, checked to be sorted."""

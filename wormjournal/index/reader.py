@@ -445,11 +445,10 @@ class Reader:
     def _read_many(self, spans: Sequence[tuple[int, int, int]]) -> list[list[StoredEvent] | IntegrityError]:
         """Authenticated rows (segment, first row, rows) of several segments, each in seq order, or the
         IntegrityError that refuses them: their pages decoded and hashed together."""
-        reads = read_many([(self._segment_file(n), start, count) for n, start, count in spans])
-        tables = [r for r in reads if not isinstance(r, IntegrityError)]
-        events = iter(table_to_events(pa.concat_tables(tables), sort=False) if tables else [])
+        table, reads = read_many([(self._segment_file(n), start, count) for n, start, count in spans])
         # in storage order: one execution's rows of a segment are in seq order already
-        return [r if isinstance(r, IntegrityError) else [next(events) for _ in range(r.num_rows)] for r in reads]
+        events = iter(table_to_events(table, sort=False))
+        return [r if isinstance(r, IntegrityError) else [next(events) for _ in range(r)] for r in reads]
 
     # -- unsealed events -------------------------------------------------------------------
 

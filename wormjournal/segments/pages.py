@@ -385,6 +385,11 @@ def chunks_of_footer(fmd: Struct) -> Chunks:
     return out
 
 
+def decodable(chunks: Chunks) -> bool:
+    """Whether :func:`decode_plain` can decode these column chunks (the C extension, and codecs it knows)."""
+    return _native is not None and all(codec != _NO_CODEC for _, cols in chunks for _, _, codec, _ in cols)
+
+
 def decode_plain(data: bytes, schema: pa.Schema, chunks: Chunks) -> pa.Table | None:
     """The rows of ``chunks`` of a Parquet file whose Parquet schema the caller has checked to be ``schema``
     (flat INT64, timestamp, string and binary columns, ``optional`` exactly where nullable), decoded by the C

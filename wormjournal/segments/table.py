@@ -158,6 +158,14 @@ def leaf_hashes_of(hashes: pa.Array | pa.ChunkedArray) -> bytes:
     return b"".join(hash_rows(join_pieces([constant_piece(b"\x00", n), matrix])))
 
 
+def packed_hashes(hashes: pa.Array | pa.ChunkedArray) -> bytes | None:
+    """The values of a column of hashes concatenated (what :func:`packed_row_hashes` gives for rows whose stored
+    hashes are right), or None unless every value is 32 bytes."""
+    col = hashes.combine_chunks() if isinstance(hashes, pa.ChunkedArray) else hashes
+    matrix = _fixed_width(col.cast(pa.binary()), 32)
+    return None if matrix is None else matrix.tobytes()
+
+
 def build_segment(
     events: Sequence[StoredEvent] | pa.Table,
     *,
@@ -343,6 +351,8 @@ def table_to_events(table: pa.Table, *, sort: bool = True) -> list[StoredEvent]:
     """The events of a segment table, in seq order (in the table's order with ``sort=False``)."""
     if sort:
         table = in_seq_order(table)
+    elif table.num_columns and table.column(0).num_chunks > 1:
+        table = table.combine_chunks()  # each column read once, not a chunk at a time (rows of many reads)
     # ts as int64 micros: a tampered value outside datetime's range must not crash the reader.
     cols = [
         (table.column(name).cast(pa.int64()) if name == "ts" else table.column(name)).to_pylist()

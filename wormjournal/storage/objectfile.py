@@ -46,6 +46,16 @@ class ObjectFile(io.RawIOBase):
         self._pos = max(0, base + offset)
         return self._pos
 
+    def read_range(self, start: int, length: int) -> bytes:
+        """Bytes ``start .. start+length-1`` (fewer at the end), from the tail already fetched when they are in it."""
+        length = max(0, min(length, self.size - start))
+        at = start - (self.size - len(self._tail))
+        if at >= 0:
+            return self._tail[at : at + length]
+        data = self._store.get_range(self.name, start, length)
+        self.bytes_read += len(data)
+        return data
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         want = min(len(buffer), self.size - self._pos)
         if want <= 0:

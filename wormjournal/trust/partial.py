@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -29,6 +30,7 @@ from ..segments.table import (
     block_layout_problem,
     decode_block_roots,
     leaf_hashes_of,
+    packed_hashes,
     parquet_fragment,
     parquet_schema_problem,
     row_hashes,
@@ -107,9 +109,9 @@ class SegmentFile:
 
     def read_rows(self, start: int, count: int, columns: list[str] | None = None) -> pa.Table:
         """Rows ``start .. start+count-1`` (storage order), each authenticated; raises IntegrityError."""
-        result = read_many([(self, start, count)])[0]
-        if isinstance(result, IntegrityError):
-            raise result
+        result, (entry,) = read_many([(self, start, count)])
+        if isinstance(entry, IntegrityError):
+            raise entry
         return result if columns is None else result.select(columns)
 
     def _check_range(self, start: int, count: int) -> None:
@@ -238,17 +240,22 @@ def _decode(plans: Sequence[_PagePlan]) -> pa.Table:
     return table if table is not None else as_segment_table(parquet_fragment(data).to_table(use_threads=False))
 
 
-def read_many(requests: Sequence[tuple[SegmentFile, int, int]]) -> list[pa.Table | IntegrityError]:
-    """Rows ``(start, count)`` of several segments (storage order), each authenticated, or the IntegrityError
-    that refuses them. The pages of every segment laid out in pages are decoded by one Parquet read and
-    hashed in one call per kind of hash; other segments are read by row groups."""
-    out: list[pa.Table | IntegrityError | None] = [None] * len(requests)
+# The good rows of all requests, in order, and each request's number of rows or its error.
+Reads = tuple[pa.Table, list["int | IntegrityError"]]
+
+
+def read_many(requests: Sequence[tuple[SegmentFile, int, int]]) -> Reads:
+    """Rows ``(start, count)`` of several segments (storage order), each authenticated: the rows of every request
+    that passes, one after another in request order, and for each request its number of rows or the
+    IntegrityError that refuses it. The pages of every segment laid out in pages are decoded by one Parquet read
+    and hashed in one call per kind of hash; other segments are read by row groups."""
+    out: list[Reads | IntegrityError | None] = [None] * len(requests)
     plans: dict[bytes, list[tuple[int, _PagePlan]]] = {}  # by footer head: segments of one schema decode as one
     for i, (f, start, count) in enumerate(requests):
         try:
             f._check_range(start, count)
             if not count:
-                out[i] = SCHEMA.empty_table()
+                out[i] = (SCHEMA.empty_table(), [0])
                 continue
             if f.page_rows:
                 try:
@@ -257,31 +264,51 @@ def read_many(requests: Sequence[tuple[SegmentFile, int, int]]) -> list[pa.Table
                     continue
                 except PageLayoutError:
                     f.page_rows = 0  # not laid out in pages after all: whole row groups, authenticated the same
-            out[i] = f._read_groups(start, count)
+            rows = f._read_groups(start, count)
+            out[i] = (rows, [rows.num_rows])
         except IntegrityError as e:
             out[i] = e
+    groups = []
     for group in plans.values():
         try:
-            results = _checked([plan for _, plan in group], _decode([plan for _, plan in group]))
+            result = _checked([plan for _, plan in group], _decode([plan for _, plan in group]))
         except JournalError:
             raise
         except Exception:  # pyarrow's errors are not typed for us: one by one, to tell whose pages are damaged
-            results = []
+            tables: list[pa.Table] = []
+            entries: list[int | IntegrityError] = []
             for _, plan in group:
                 try:
-                    results += _checked([plan], _decode([plan]))
+                    table, (entry,) = _checked([plan], _decode([plan]))
+                    tables.append(table)
                 except Exception as e:
-                    results.append(IntegrityError(f"segment {plan.file.manifest.segment}: its pages holding rows "
-                                                  f"{plan.start}.. cannot be read: {e}"))
-        for (i, _), result in zip(group, results, strict=True):
-            out[i] = result
-    return [x for x in out if x is not None]
+                    entry = IntegrityError(f"segment {plan.file.manifest.segment}: its pages holding rows "
+                                           f"{plan.start}.. cannot be read: {e}")
+                entries.append(entry)
+            result = (pa.concat_tables(tables) if tables else SCHEMA.empty_table(), entries)
+        if len(group) == len(requests):  # every request, in order: as it is
+            return result
+        groups.append(([i for i, _ in group], result))
+    for indices, (table, entries) in groups:
+        at = 0
+        for i, entry in zip(indices, entries, strict=True):
+            if isinstance(entry, IntegrityError):
+                out[i] = entry
+            else:
+                out[i] = (table.slice(at, entry), [entry])
+                at += entry
+    parts = [x[0] for x in out if x is not None and not isinstance(x, IntegrityError)]
+    return (pa.concat_tables(parts) if parts else SCHEMA.empty_table(),
+            [x if isinstance(x, IntegrityError) else x[1][0] for x in out if x is not None])
 
 
-def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> list[pa.Table | IntegrityError]:
-    """Each plan's wanted rows out of the rows of all their pages (``table``, in plan order), authenticated;
-    leaf hashes and event hashes computed in one call each."""
+def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> Reads:
+    """Each plan's wanted rows out of the rows of all their pages (``table``, in plan order), authenticated, as
+    :func:`read_many` gives them; leaf hashes and event hashes computed in one call each."""
     leaves = leaf_hashes_of(table.column("hash"))
+    good = _all_good(plans, table, leaves)
+    if good is not None:
+        return good, [plan.count for plan in plans]
     results: list[pa.Table | IntegrityError] = []
     offset = 0
     for plan in plans:
@@ -291,8 +318,8 @@ def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> list[pa.Table | Int
         except IntegrityError as e:
             results.append(e)
         offset += plan.rows
-    good = [r for r in results if not isinstance(r, IntegrityError)]
-    computed = row_hashes(pa.concat_tables(good).combine_chunks()) if good else []
+    good_rows = [r for r in results if not isinstance(r, IntegrityError)]
+    computed = row_hashes(pa.concat_tables(good_rows).combine_chunks()) if good_rows else []
     at = 0
     for k, rows in enumerate(results):
         if isinstance(rows, IntegrityError):
@@ -302,4 +329,29 @@ def _checked(plans: Sequence[_PagePlan], table: pa.Table) -> list[pa.Table | Int
         except IntegrityError as e:
             results[k] = e
         at += rows.num_rows
-    return results
+    kept = [r for r in results if not isinstance(r, IntegrityError)]
+    return (pa.concat_tables(kept) if kept else SCHEMA.empty_table(),
+            [r if isinstance(r, IntegrityError) else r.num_rows for r in results])
+
+
+def _all_good(plans: Sequence[_PagePlan], table: pa.Table, leaves: bytes) -> pa.Table | None:
+    """The wanted rows of every plan, one after another, when every page gives its page root and every wanted row
+    its stored hash, as reads nearly always find: one event-hash call and one comparison for all the plans' rows.
+    None when any does not: the caller then checks plan by plan, to name what fails."""
+    wanted = []
+    offset = 0
+    for plan in plans:
+        r = plan.file.page_rows
+        page_roots = merkle.block_roots_of(leaves[32 * offset : 32 * (offset + plan.rows)], r)
+        if page_roots != plan.file._page_roots[32 * plan.p0 : 32 * (plan.p1 + 1)]:
+            return None
+        first = offset + plan.start - plan.p0 * r
+        wanted.append(range(first, first + plan.count))
+        offset += plan.rows
+    if offset != table.num_rows:
+        return None
+    rows = table.take(np.fromiter((i for w in wanted for i in w), dtype=np.int64))
+    stored = packed_hashes(rows.column("hash"))
+    if stored is None or b"".join(row_hashes(rows)) != stored:
+        return None
+    return rows
