@@ -438,6 +438,27 @@ def test_lying_statistics_cannot_hide_rows(hist: Built, monkeypatch: pytest.Monk
     assert reader.catalog.damaged == {}
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 30)), min_size=1, max_size=9), st.integers(-2, 33))
+def test_footer_statistics_give_a_range_of_groups_whatever_they_say(stats: list[tuple[int, int]], value: int) -> None:
+    """IndexFile._hint from the footer's (unauthenticated) min and max keys: a range of existing row groups however
+    they lie (find() widens it until the rows around the key prove the rows whole), and when they are true (sorted,
+    apart), exactly the groups that can hold the key, or the one after which it would be inserted."""
+    f = object.__new__(IndexFile)
+    f._roots = tuple(b"" for _ in stats)  # noqa: SLF001
+    f._stats = ([low for low, _ in stats], [high for _, high in stats])  # noqa: SLF001
+    first, last = f._hint(value)  # noqa: SLF001
+    assert 0 <= first <= last < len(stats)
+    bounds = sorted(b for pair in stats for b in pair)
+    true = all(low <= high for low, high in stats) and [b for pair in stats for b in pair] == bounds
+    if true:
+        holding = [j for j, (low, high) in enumerate(stats) if low <= value <= high]
+        if holding:
+            assert (first, last) == (holding[0], holding[-1])
+        else:  # between groups: the neighbours, whose rows around the key show it absent
+            assert last - first <= 1 and (first == 0 or stats[first - 1][1] < value)
+
+
 # -- 5. a run is never built from a damaged input ----------------------------------------------------------------
 
 

@@ -629,3 +629,11 @@ def test_a_seal_picks_pages_by_how_its_executions_interleave(tmp_store: StorePat
     for x in list(texts)[:: max(1, executions // 8)]:
         assert [e.payload["text"] for e in r.events(x)] == texts[x]
     assert r._segment_file(0).page_rows == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 30)), max_size=8), st.integers(0, 20))
+def test_ranges_apart_are_what_coalescing_leaves_alone(ranges: list[tuple[int, int]], gap: int) -> None:
+    """pages.apart (the reader then fetches each column's pages as they are) holds exactly when coalesce would
+    return the ranges unchanged: in order, none empty, none within ``gap`` of the one before."""
+    assert pages.apart(ranges, gap) == (pages.coalesce(ranges, gap) == ranges)

@@ -245,6 +245,11 @@ def leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> 
     """The Merkle leaf hash of each row (FORMAT.md, "Index"): its columns in schema order (the kind's, or
     ``schema``, an older format's), each encoded as an event field is (strings as STR, integers and
     timestamps as INT), in bulk."""
+    return merkle.split_hashes(packed_leaf_hashes(kind, table, schema))
+
+
+def packed_leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> bytes:
+    """:func:`leaf_hashes`, concatenated."""
     schema = SCHEMAS[kind] if schema is None else schema
     prefix = b"\x00" + LEAF_TAG + kind.encode() + b"\x00"
     order = [(f.name, "s" if pa.types.is_string(f.type) else "i") for f in schema]
@@ -252,7 +257,7 @@ def leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> 
     for batch in bounded_batches(table.select(schema.names)):
         packed = tagged_hashes(batch, prefix, order)
         if packed is not None:
-            hashes += merkle.split_hashes(packed)
+            hashes.append(packed)
             continue
         pieces = [constant_piece(prefix, batch.num_rows)]
         for field in schema:
@@ -261,7 +266,7 @@ def leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = None) -> 
                 col = col.cast(pa.int64())
             pieces += field_pieces(Kind.STR if pa.types.is_string(field.type) else Kind.INT, col)
         hashes += hash_rows(join_pieces(pieces))
-    return hashes
+    return b"".join(hashes)
 
 
 def encode(kind: str, table: pa.Table, *, journal_id: str, stream: str, first: int,
@@ -309,7 +314,7 @@ def encode_sorted(kind: str, parts: Iterable[pa.Table], *, journal_id: str, stre
                 raise IndexDamaged(layout.index_object(stream, kind, first, last),
                                    "would hold rows out of order (an input is not sorted)")
             previous = keys.at(group.num_rows - 1)
-            roots.append(merkle.root_from_leaf_hashes(leaf_hashes(kind, group)))
+            roots.append(merkle.root_of_packed(packed_leaf_hashes(kind, group)))
             writer.write_table(group, row_group_size=block)
             rows += group.num_rows
         writer.add_key_value_metadata({**meta, BLOCK_ROOTS_KEY: encode_block_roots(roots)})

@@ -105,7 +105,7 @@ class IndexFile:
                 table = self._pf.read_row_group(j).replace_schema_metadata(None)
         except Exception as e:
             raise IndexDamaged(self.name, f"row group {j} cannot be read: {e}") from e
-        if merkle.root_from_leaf_hashes(build.leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
+        if merkle.root_of_packed(build.packed_leaf_hashes(self.kind, table, self.schema)) != self._roots[j]:
             raise IndexDamaged(self.name, f"row group {j} does not match its block root (rows altered)")
         return table
 
@@ -132,7 +132,7 @@ class IndexFile:
         # A tuple of str or int: the garbage collector stops walking it once it has seen it (a list it walks at
         # every full collection, which with a few hundred cached groups is what makes a read's slowest ones slow).
         keys = tuple(table.column(self.key).to_pylist())
-        if any(a > b for a, b in zip(keys, keys[1:], strict=False)):
+        if list(keys) != sorted(keys):  # linear on sorted keys, and in C
             raise IndexDamaged(self.name, "is not sorted by its key")
         self._groups[j] = table, keys
         if len(self._groups) > _GROUP_CACHE:
@@ -161,15 +161,13 @@ class IndexFile:
         authenticated: only where to start looking), or where it would be inserted."""
         if self._stats is None:
             return 0, self.groups - 1
-        below, hits = -1, []
-        for j, (low, high) in enumerate(self._stats):
-            if high < value:
-                below = j
-            elif low <= value:
-                hits.append(j)
-        if hits:
-            return hits[0], hits[-1]
-        return max(below, 0), min(below + 1, self.groups - 1)
+        lows, highs = self._stats
+        # Sorted statistics put the groups holding ``value`` at [first high >= value, last low <= value]; any
+        # others give some range of groups, which find() widens until the rows around the key prove it whole.
+        first = bisect.bisect_left(highs, value)
+        last = bisect.bisect_right(lows, value) - 1
+        first, last = min(max(first, 0), self.groups - 1), min(max(last, 0), self.groups - 1)
+        return (first, last) if first <= last else (last, first)
 
     def find(self, value: Any) -> pa.Table:
         """Every row whose key is ``value``, proven to be all of them."""
@@ -223,19 +221,20 @@ class IndexFile:
                 raise IndexDamaged(self.name, "is not sorted by its key")
 
 
-def _key_statistics(md: pq.FileMetaData, column: int) -> list[tuple[Any, Any]] | None:
-    """Each row group's (min, max) key from the footer statistics, where to start looking (they are not
+def _key_statistics(md: pq.FileMetaData, column: int) -> tuple[list[Any], list[Any]] | None:
+    """Each row group's min and max key from the footer statistics, where to start looking (they are not
     authenticated); None when a row group has none or they cannot be read (not UTF-8, say)."""
-    out = []
+    lows, highs = [], []
     try:
         for j in range(md.num_row_groups):
             stats = md.row_group(j).column(column).statistics
             if stats is None or not stats.has_min_max:
                 return None
-            out.append((stats.min, stats.max))
+            lows.append(stats.min)
+            highs.append(stats.max)
     except Exception:  # pyarrow decodes them to Python values, and its errors are not typed for us
         return None
-    return out
+    return lows, highs
 
 
 class Catalog:
@@ -413,5 +412,5 @@ def _matching(table: pa.Table, column: str, value: Any) -> pa.Table:
 
 def _concat(kind: str, parts: list[pa.Table]) -> pa.Table:
     schema = build.SCHEMAS[kind]
-    parts = [p.replace_schema_metadata(None).cast(schema) for p in parts if p.num_rows]
+    parts = [p if p.schema == schema else p.replace_schema_metadata(None).cast(schema) for p in parts if p.num_rows]
     return pa.concat_tables(parts) if parts else schema.empty_table()

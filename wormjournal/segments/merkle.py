@@ -47,6 +47,14 @@ def root_from_leaf_hashes(level: Sequence[bytes]) -> bytes:
     return nodes[0]
 
 
+def root_of_packed(leaf_hashes: bytes) -> bytes:
+    """:func:`root_from_leaf_hashes` of concatenated leaf hashes (32 bytes each): one call of the C extension."""
+    n = len(leaf_hashes) // 32
+    if _bulk is not None and n > 2 and len(leaf_hashes) == 32 * n:
+        return _bulk.block_roots(leaf_hashes, 1 << (n - 1).bit_length())  # type: ignore[no-any-return]
+    return root_from_leaf_hashes(split_hashes(leaf_hashes))
+
+
 def merkle_root(leaves: Sequence[bytes]) -> bytes:
     """MTH(D[n]) of RFC 6962, section 2.1, over the leaf data ``leaves``."""
     return root_from_leaf_hashes([_sha256(b"\x00" + d).digest() for d in leaves])

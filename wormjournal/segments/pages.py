@@ -311,6 +311,17 @@ def coalesce(ranges: Sequence[tuple[int, int]], gap: int) -> list[tuple[int, int
     return [(a, b - a) for a, b in out]
 
 
+def apart(ranges: Sequence[tuple[int, int]], gap: int) -> bool:
+    """Whether the byte ranges (offset, length) are in order, none empty, each more than ``gap`` bytes after the
+    one before: what :func:`coalesce` returns for them is themselves."""
+    end = -gap - 1
+    for start, length in ranges:
+        if length <= 0 or start <= end + gap:
+            return False
+        end = start + length
+    return True
+
+
 def slicer(ranges: Sequence[tuple[int, int]], data: Sequence[bytes]) -> Callable[[int, int], bytes]:
     """Bytes ``[offset, offset+length)`` out of fetched ``ranges`` (sorted, apart: as :func:`coalesce` gives
     them), which must cover them."""
