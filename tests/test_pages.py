@@ -256,6 +256,8 @@ def test_a_page_layout_from_c_is_the_one_from_the_decoded_footer(sealed: Sealed,
 
     c, py = both(footer)
     assert c is not None and c == py and len(c[0]) == -(-ROWS // GROUP)
+    arrow = pages.file_metadata(footer).metadata  # the key-value metadata, as pyarrow reads them
+    assert c[2] == {k.decode(): v.decode() for k, v in arrow.items()} and "wormjournal.page_roots" in c[2]
     rnd = random.Random(4)
     refused = 0
     for _ in range(2000):

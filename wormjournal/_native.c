@@ -1899,12 +1899,13 @@ static PyObject *thrift_decode(PyObject *self, PyObject *args) {
     return result;
 }
 
-/* footer_layout(footer) -> (head, ((rows, chunks), ...)): of a Parquet footer (FileMetaData, Thrift compact), what a
-   page reader needs (segments/pages.py, PageLayout): `head`, the bytes of its version, schema, writer and column
+/* footer_layout(footer) -> (head, ((rows, chunks), ...), key_value_metadata): of a Parquet footer (FileMetaData,
+   Thrift compact), what a page reader needs (segments/pages.py, PageLayout): `head`, the bytes of its version, schema, writer and column
    orders (fields 1, 2, 6, 7: a key for footers alike), and for each row group its rows and, per column chunk, five
    int64 packed little-endian: its offset index's offset and length, its dictionary page's offset, its codec and
-   its physical type (FOOTER_MISSING where the footer has no such field). The same values as thrift.decode gives,
-   without a Python object per field. Raises ValueError on bytes that are not a footer. */
+   its physical type (FOOTER_MISSING where the footer has no such field); and its key-value metadata (field 5) as
+   thrift.decode gives a field's value, None without it. The same values as thrift.decode gives, without a Python
+   object per field of the row groups. Raises ValueError on bytes that are not a footer. */
 
 #define FOOTER_MISSING INT64_MIN
 
@@ -1965,7 +1966,7 @@ static int footer_chunk(TReader *t, int64_t *out) {
 
 static PyObject *footer_layout(PyObject *self, PyObject *args) {
     Py_buffer in;
-    PyObject *groups = NULL, *head = NULL, *result = NULL;
+    PyObject *groups = NULL, *head = NULL, *result = NULL, *kv = NULL;
     unsigned char *headbuf = NULL;
     Py_ssize_t headlen = 0;
     int64_t *cells = NULL;
@@ -2041,6 +2042,9 @@ static PyObject *footer_layout(PyObject *self, PyObject *args) {
                 PyMem_Free(cells);
                 cells = NULL;
             }
+        } else if (fid == 5 && kv == NULL) {  /* key_value_metadata, as thrift.decode has it */
+            kv = tr_value(&t, kind, 0);
+            if (kv == NULL) goto done;
         } else {
             if (tr_skip(&t, kind)) goto done;
             if (fid == 1 || fid == 2 || fid == 6 || fid == 7) {
@@ -2051,11 +2055,12 @@ static PyObject *footer_layout(PyObject *self, PyObject *args) {
         }
     }
     head = PyBytes_FromStringAndSize((const char *)headbuf, headlen);
-    if (head != NULL) result = Py_BuildValue("(NN)", head, PyList_AsTuple(groups));
+    if (head != NULL) result = Py_BuildValue("(NNO)", head, PyList_AsTuple(groups), kv != NULL ? kv : Py_None);
 done:
     PyMem_Free(cells);
     PyMem_Free(headbuf);
     Py_XDECREF(groups);
+    Py_XDECREF(kv);
     PyBuffer_Release(&in);
     return result;
 }
@@ -3089,7 +3094,8 @@ static PyMethodDef methods[] = {
     {"page_offsets", page_offsets, METH_VARARGS,
      "page_offsets(raw, spans, page_rows, rows) -> bytes: a row group's columns' page offsets, checked"},
     {"footer_layout", footer_layout, METH_VARARGS,
-     "footer_layout(footer) -> (head, ((rows, packed int64 per column chunk), ...)): what a page reader needs"},
+     "footer_layout(footer) -> (head, ((rows, packed int64 per column chunk), ...), key-value metadata): what a "
+     "page reader needs"},
     {"thrift_decode", thrift_decode, METH_VARARGS,
      "thrift_decode(data, pos, end) -> (struct, end): a Thrift compact struct (raises ValueError on bad bytes)"},
     {NULL, NULL, 0, NULL},

@@ -21,6 +21,7 @@ import bisect
 import operator
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow._parquet as _pq
@@ -38,7 +39,7 @@ DEFAULT_GAP = 0
 TAIL = 64 << 10  # the first read of a footer: most segments' footers and offset indexes fit, so one request opens them
 
 # Thrift field ids of parquet.thrift
-_FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS = 2, 3, 4, 6, 7
+_FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS, _FMD_KEY_VALUES, _FMD_CREATED_BY, _FMD_COLUMN_ORDERS = 2, 3, 4, 5, 6, 7
 _RG_COLUMNS, _RG_TOTAL_BYTES, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_TOTAL_COMPRESSED, _RG_ORDINAL = 1, 2, 3, 5, 6, 7
 _CC_FILE_OFFSET, _CC_META, _CC_OI_OFFSET, _CC_OI_LENGTH = 2, 3, 4, 5
 _MD_NUM_VALUES, _MD_TOTAL_UNCOMPRESSED, _MD_TOTAL_COMPRESSED = 5, 6, 7
@@ -87,7 +88,8 @@ class PageLayout:
     def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b"")) -> None:
         # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
         # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
-        self.head_key, self._groups, self._plain = _footer_layout(footer)  # objects alike in head decode as one
+        # objects alike in head decode as one
+        self.head_key, self._groups, self._plain, self.metadata = _footer_layout(footer)
         self._fetch = fetch
         # Of the bytes fetched with the footer, the offset indexes of every row group, when all are there.
         spans = [(o, o + n) for _, chunks in self._groups for o, n, _ in chunks]
@@ -103,6 +105,10 @@ class PageLayout:
     def head(self) -> Struct:
         """The footer's fields every file assembled from its pages repeats (:func:`assemble`)."""
         return _file_head(thrift.decode(self._footer)[0])
+
+    @property
+    def groups(self) -> int:
+        return len(self._groups)
 
     def group_rows(self, j: int) -> int:
         return self._groups[j][0]
@@ -163,6 +169,16 @@ class PageLayout:
         return [(d0, dn, offsets[c * n + first], offsets[c * n + last + 1] - offsets[c * n + first])
                 for c, (d0, dn) in enumerate(dictionaries)]
 
+    def data_ranges(self, j: int, first: int, last: int) -> list[tuple[int, int]] | None:
+        """For each column of row group ``j``, (offset, length) of its data pages ``first .. last``; None when a
+        column has a dictionary page (:meth:`page_span` then)."""
+        n, dictionaries, packed = self.columns(j)
+        if any(dn for _, dn in dictionaries):
+            return None
+        offsets = memoryview(packed).cast("q")
+        starts = offsets[first::n].tolist()
+        return list(zip(starts, map(operator.sub, offsets[last + 1 :: n].tolist(), starts), strict=True))
+
     def plain(self, j: int) -> tuple[tuple[int, int], ...]:
         """Each column's (codec, Parquet type) in row group ``j`` as :func:`decode_plain` takes them (codec -1
         where it cannot decode the column: a dictionary page or another codec)."""
@@ -191,15 +207,16 @@ _Plain = list[tuple[tuple[int, int], ...]]  # per row group, each column's (code
 _MISSING = -(1 << 63)  # a field the footer lacks (native footer_layout)
 
 
-def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain]:
-    """A key of the footer's head (fields alike, keys alike), and what PageLayout keeps of each row group: by the
-    C extension without an object per field, or from the footer decoded whole. Raises PageLayoutError."""
+def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain, dict[str, str]]:
+    """A key of the footer's head (fields alike, keys alike), what PageLayout keeps of each row group, and the
+    key-value metadata: by the C extension without an object per field, or from the footer decoded whole. Raises
+    PageLayoutError."""
     groups: _Groups = []
     plain: _Plain = []
     layout = getattr(_native, "footer_layout", None)
     try:
         if layout is not None:
-            head, raw = layout(footer)
+            head, raw, kv = layout(footer)
             for rows, packed in raw:
                 cells = memoryview(packed).cast("q")
                 if rows is None or _MISSING in cells:
@@ -211,7 +228,7 @@ def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain]:
                     kinds.append((codec if dict_at == -1 and codec in _CODECS.values() else _NO_CODEC, ptype))
                 groups.append((rows, tuple(chunks)))
                 plain.append(tuple(kinds))
-            return bytes(head), groups, plain
+            return bytes(head), groups, plain, _key_values(kv)
         fmd, _ = thrift.decode(footer)
         for g in fmd[_FMD_ROW_GROUPS][1][1]:
             chunks, kinds = [], []
@@ -223,11 +240,33 @@ def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain]:
                 kinds.append((codec if d is None and codec in _CODECS.values() else _NO_CODEC, meta[_MD_TYPE][1]))
             groups.append((int(g[_RG_NUM_ROWS][1]), tuple(chunks)))
             plain.append(tuple(kinds))
-        return thrift.encode(_file_head(fmd)), groups, plain
+        kv = fmd[_FMD_KEY_VALUES][1] if _FMD_KEY_VALUES in fmd else None
+        return thrift.encode(_file_head(fmd)), groups, plain, _key_values(kv)
     except PageLayoutError:
         raise
     except (KeyError, TypeError, IndexError, ValueError, AttributeError) as e:  # a field of another type, or none
         raise PageLayoutError(f"footer cannot be decoded: {e}") from e
+
+
+def _key_values(value: object) -> dict[str, str]:
+    """A footer's key_value_metadata (a list of KeyValue structs, as thrift.decode gives a field's value) as text,
+    the last value of a key repeated; a key without a value has ''. Raises PageLayoutError."""
+    if value is None:
+        return {}
+    pair: tuple[Any, Any] = value  # type: ignore[assignment]  # not a pair: ValueError, the caller refuses it
+    elem, items = pair
+    if elem != STRUCT:
+        raise PageLayoutError("key-value metadata are not structs")
+    out = {}
+    for item in items:
+        key, val = item[1], item.get(2, (thrift.BINARY, b""))
+        if key[0] != thrift.BINARY or val[0] != thrift.BINARY:
+            raise PageLayoutError("a key-value metadata entry is not text")
+        try:
+            out[key[1].decode()] = val[1].decode()
+        except UnicodeDecodeError as e:
+            raise PageLayoutError(f"key-value metadata are not UTF-8: {e}") from None
+    return out
 
 
 def _file_head(fmd: Struct) -> Struct:

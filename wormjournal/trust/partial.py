@@ -10,6 +10,7 @@ is recomputed from its fields: a row that passes is exactly the event that was s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,18 @@ from ..segments.table import (
 from ..storage.base import ObjectReader, get_ranges
 from ..storage.objectfile import ObjectFile
 
+_SCHEMA_PROBLEMS: dict[bytes, str | None] = {}  # by footer head (its bytes hold the schema): segments share a few
+
+
+def _schema_problem(head: bytes, footer: bytes) -> str | None:
+    """parquet_schema_problem of the schema of a footer whose head (pages.PageLayout.head_key) is ``head``: decoded
+    by pyarrow once for all the footers of one head."""
+    if head not in _SCHEMA_PROBLEMS:
+        if len(_SCHEMA_PROBLEMS) >= 64:
+            _SCHEMA_PROBLEMS.clear()
+        _SCHEMA_PROBLEMS[head] = parquet_schema_problem(pages.file_metadata(footer).schema)
+    return _SCHEMA_PROBLEMS[head]
+
 
 class SegmentFile:
     """One sealed segment, opened by its footer; rows are read and checked on demand.
@@ -52,9 +65,19 @@ class SegmentFile:
         where = f"segment {manifest.segment} ({manifest.object})"
         try:
             self._footer, at, held = pages.read_footer(manifest.object_size, self._fetch)
-            self._before = (at, held)  # the offset indexes, mostly
-            self._pf = pq.ParquetFile(self.file, metadata=pages.file_metadata(self._footer))
-            meta = {k.decode(): v.decode() for k, v in (self._pf.schema_arrow.metadata or {}).items()}
+            try:  # the footer's layout, metadata and schema without pyarrow (C: no object per field)
+                self._layout: pages.PageLayout | None = pages.PageLayout(self._footer, self._fetch, 0, (at, held))
+            except PageLayoutError:  # not one pages can be read from: whole row groups, by pyarrow
+                self._layout = None
+            if self._layout is not None:
+                meta, self._layout.metadata = self._layout.metadata, {}  # a reader holds hundreds of layouts
+                schema_problem = _schema_problem(self._layout.head_key, self._footer)
+                sizes = [self._layout.group_rows(j) for j in range(self._layout.groups)]
+            else:
+                pf = self._parquet
+                meta = {k.decode(): v.decode() for k, v in (pf.schema_arrow.metadata or {}).items()}
+                schema_problem = parquet_schema_problem(pf.schema)
+                sizes = [pf.metadata.row_group(j).num_rows for j in range(pf.metadata.num_row_groups)]
             block = int(meta[BLOCK_ROWS_KEY])
             roots = decode_block_roots(meta[BLOCK_ROOTS_KEY])
         except NotFoundError as e:  # its manifest signs it: a missing object is a broken promise, not absence
@@ -71,17 +94,21 @@ class SegmentFile:
             "wormjournal.stream": manifest.stream,
             "wormjournal.segment": str(manifest.segment),
         }
-        if any(meta.get(k) != v for k, v in expected.items()) or parquet_schema_problem(self._pf.schema) is not None:
+        if any(meta.get(k) != v for k, v in expected.items()) or schema_problem is not None:
             raise IntegrityError(f"{where}: its metadata or schema is not this journal's segment")
-        md = self._pf.metadata
-        problem = block_layout_problem([md.row_group(j).num_rows for j in range(md.num_row_groups)], block, len(roots),
-                                       manifest.events)
+        problem = block_layout_problem(sizes, block, len(roots), manifest.events)
         if problem is not None:
             raise IntegrityError(f"{where}: its row groups are not its Merkle blocks: {problem}")
         self.block = block
         self._roots = roots
-        self.page_rows = self._page_mode(meta)
-        self._layout: pages.PageLayout | None = None
+        self.page_rows = self._page_mode(meta) if self._layout is not None else 0
+        if self._layout is not None:
+            self._layout.page_rows = self.page_rows
+
+    @functools.cached_property
+    def _parquet(self) -> pq.ParquetFile:
+        """pyarrow's reader of the object, its footer already read (for whole row groups)."""
+        return pq.ParquetFile(self.file, metadata=pages.file_metadata(self._footer))
 
     def _fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         return get_ranges(self._store, self.manifest.object, ranges)
@@ -126,7 +153,7 @@ class SegmentFile:
         the block roots (a segment without usable page roots)."""
         groups = list(range(start // self.block, (start + count - 1) // self.block + 1))
         try:
-            table = as_segment_table(self._pf.read_row_groups(groups))
+            table = as_segment_table(self._parquet.read_row_groups(groups))
         except JournalError:
             raise
         except Exception as e:  # torn row groups: pyarrow's errors are not typed for us
@@ -134,7 +161,7 @@ class SegmentFile:
         roots = list(self._roots)
         offset = 0
         for j in groups:
-            n = self._pf.metadata.row_group(j).num_rows
+            n = self._parquet.metadata.row_group(j).num_rows
             hashes = table.column("hash").slice(offset, n).to_pylist()
             roots[j] = merkle.root_from_leaf_hashes([merkle.leaf_hash(h or b"") for h in hashes])
             offset += n
@@ -153,31 +180,28 @@ class SegmentFile:
         """The pages holding rows ``start .. start+count-1``, fetched (the byte ranges of all columns and row
         groups coalesced). Raises PageLayoutError when the pages cannot be read on their own."""
         r = self.page_rows
-        if self._layout is None:
-            self._layout = pages.PageLayout(self._footer, self._fetch, r, self._before)
-            self._before = (0, b"")  # the layout holds it
         layout = self._layout
+        assert layout is not None  # page_rows is 0 without one
         per = self.block // r
         p0, p1 = start // r, (start + count - 1) // r
-        wanted = []
-        for j in range(p0 // per, p1 // per + 1):
-            a, b = max(p0, j * per), min(p1, (j + 1) * per - 1)
-            wanted.append((j, a, b, layout.page_span(j, a - j * per, b - j * per)))
+        groups = [(j, max(p0, j * per), min(p1, (j + 1) * per - 1)) for j in range(p0 // per, p1 // per + 1)]
         events = self.manifest.events
         gap = getattr(self._store, "range_gap", pages.DEFAULT_GAP)
-        ranges = [(q0, qn) for *_, spans in wanted for _, dn, q0, qn in spans]
-        if not any(dn for *_, spans in wanted for _, dn, _, _ in spans) and pages.apart(ranges, gap):
+        each = [layout.data_ranges(j, a - j * per, b - j * per) for j, a, b in groups]
+        ranges = [rng for part in each if part is not None for rng in part]
+        if None not in each and pages.apart(ranges, gap):
             # No dictionary pages and each column's pages a request of its own (a local disk): the bytes as read.
             data = iter(self._fetch(ranges))
-            parts = [(j, min((b + 1) * r, events) - a * r, [(b"", next(data)) for _ in spans])
-                     for j, a, b, spans in wanted]
+            parts = [(j, min((b + 1) * r, events) - a * r, [(b"", next(data)) for _ in part])
+                     for (j, a, b), part in zip(groups, each, strict=True) if part is not None]
         else:
+            wanted = [(j, a, b, layout.page_span(j, a - j * per, b - j * per)) for j, a, b in groups]
             ranges = [rng for *_, spans in wanted for d0, dn, q0, qn in spans for rng in ((d0, dn), (q0, qn))]
             fetched = pages.coalesce(ranges, gap)
             piece = pages.slicer(fetched, self._fetch(fetched))
             parts = [(j, min((b + 1) * r, events) - a * r,
                       [(piece(d0, dn), piece(q0, qn)) for d0, dn, q0, qn in spans]) for j, a, b, spans in wanted]
-        return _PagePlan(self, start, count, p0, p1, layout, parts, [layout.plain(j) for j, *_ in wanted])
+        return _PagePlan(self, start, count, p0, p1, layout, parts, [layout.plain(j) for j, *_ in groups])
 
     def _check_pages(self, plan: _PagePlan, table: pa.Table, leaves: bytes) -> pa.Table:
         """The wanted rows of ``plan`` out of ``table`` (the rows of its pages) once each page gives its page
