@@ -59,6 +59,7 @@ from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_SCANNED_CACHE = 64  # segments without an index object, their key columns decoded (a MB or so each)
 _CLAIMS_KIND = "executions"  # whose runs' manifest hashes a fresh reader takes (every kind's runs carry them)
 _MANIFEST_CACHE = 4096  # manifests read when needed, kept per reader
 
@@ -152,13 +153,15 @@ class Reader:
     Raises NotFoundError when there is no journal, IntegrityError (its ``kind`` as ``wormjournal
     verify`` names the finding) on any broken promise, ConfigError for a WAL without its key.
     Each read sees one snapshot of the stream, however seals run meanwhile. A Reader caches what it
-    checked and is not thread-safe: give each thread its own.
+    checked and is not thread-safe: give each thread its own. ``cache_segments``: segments kept open (their
+    page layouts, up to about 100 KB each in a store of executions spread over many segments, far less
+    otherwise), so that lookups across them read only pages.
     """
 
     def __init__(self, store: str | os.PathLike[str] | Store | ObjectReader, *, stream: str = "main",
                  public_keys: Sequence[VerifyKey] | None = None, wal_dir: str | os.PathLike[str] | None = None,
                  wal_key: bytes | None = None,
-                 cache_segments: int = 256, keystore: KeySource | None = None) -> None:
+                 cache_segments: int = 1024, keystore: KeySource | None = None) -> None:
         if not layout.is_valid_stream(stream):
             raise ValidationError("stream", f"{stream!r} is not a stream name (FORMAT.md 9: letters, digits, . _ -)")
         base = open_store(store) if isinstance(store, (str, os.PathLike)) else store
@@ -434,7 +437,7 @@ class Reader:
                                      "(its bytes were changed)")
             table = pq.read_table(pa.BufferReader(data), columns=build.KEY_COLUMNS)
             tables = self._scanned[n] = build.segment_tables(table, n)
-            if len(self._scanned) > self._cache_segments:
+            if len(self._scanned) > min(self._cache_segments, _SCANNED_CACHE):
                 self._scanned.popitem(last=False)
         return tables
 

@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow._parquet as _pq
 import pyarrow.parquet as pq
@@ -75,7 +76,7 @@ def file_metadata(footer: bytes) -> pq.FileMetaData:
 
 # The pages of one row group's columns (PageLayout.columns): the number of page offsets of each column (its pages
 # and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, and every column's page
-# offsets one column after another (int64, packed). Ints, bytes and tuples: the garbage collector stops walking
+# offsets one column after another (packed by _narrow). Ints, bytes and tuples: the garbage collector stops walking
 # them, however many segments' layouts a reader holds.
 _GroupPages = tuple[int, tuple[tuple[int, int], ...], bytes]
 
@@ -85,10 +86,11 @@ class PageLayout:
     first needed), whose data pages must hold ``page_rows`` rows each in every column. Raises
     PageLayoutError when the object has no offset index or other pages."""
 
-    def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b"")) -> None:
+    def __init__(self, footer: bytes, fetch: Fetch, page_rows: int, before: tuple[int, bytes] = (0, b""),
+                 size: int | None = None) -> None:
         # Only what reading pages needs is kept of the footer, as ints and bytes: a reader holds the layouts of
         # hundreds of segments, and a decoded footer's nested dicts would be objects its garbage collector walks.
-        # objects alike in head decode as one
+        # Objects alike in head decode as one. ``metadata``: the key-value metadata, which its holder may drop.
         self.head_key, self._groups, self._plain, self.metadata = _footer_layout(footer)
         self._fetch = fetch
         # Of the bytes fetched with the footer, the offset indexes of every row group, when all are there.
@@ -98,13 +100,26 @@ class PageLayout:
         self._before = (lo, held[lo - at : hi - at]) if spans and at <= lo <= hi <= at + len(held) else (0, b"")
         self.page_rows = page_rows
         self._columns: dict[int, _GroupPages] = {}
-        self._footer = footer  # decoded again for what only a file assembled by pyarrow needs (head, kept)
+        # Decoded again for what only a file assembled by pyarrow needs (head, kept); with the object's ``size``,
+        # read again then instead of kept (most of a segment's footer is its page roots, which it holds apart).
+        self._size = size
+        self._footer = footer if size is None else None
         self._kept: dict[int, tuple[bytes, ...]] = {}
+        self._head: Struct | None = None
+
+    def footer(self) -> bytes:
+        """The footer's bytes: those it was made from, or (made with the object's size) read again."""
+        if self._footer is not None:
+            return self._footer
+        assert self._size is not None
+        return read_footer(self._size, self._fetch)[0]
 
     @property
     def head(self) -> Struct:
         """The footer's fields every file assembled from its pages repeats (:func:`assemble`)."""
-        return _file_head(thrift.decode(self._footer)[0])
+        if self._head is None:
+            self._head = _file_head(thrift.decode(self.footer())[0])
+        return self._head
 
     @property
     def groups(self) -> int:
@@ -144,7 +159,7 @@ class PageLayout:
             column_starts = memoryview(packed).cast("q")[::n]
             dictionaries = [(d, first - d) if d >= 0 else (0, 0) for (_, _, d), first in zip(chunks, column_starts,
                                                                                               strict=True)]
-            group = self._columns[j] = (n, tuple(dictionaries), packed)
+            group = self._columns[j] = (n, tuple(dictionaries), _narrow(packed))
             return group
         offsets = array.array("q")
         dictionaries = []
@@ -158,14 +173,14 @@ class PageLayout:
             dictionaries.append((dictionary, firsts[0] - dictionary) if dictionary >= 0 else (0, 0))
             offsets.extend(firsts)
             offsets.append(ends[-1])
-        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), offsets.tobytes())
+        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), _narrow(offsets.tobytes()))
         return group
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
         """For each column of row group ``j``: (offset, length) of its dictionary page ((0, 0) for none) and of
         its data pages ``first .. last`` (numbered in the row group)."""
         n, dictionaries, packed = self.columns(j)
-        offsets = memoryview(packed).cast("q")
+        offsets = _offsets(packed)
         return [(d0, dn, offsets[c * n + first], offsets[c * n + last + 1] - offsets[c * n + first])
                 for c, (d0, dn) in enumerate(dictionaries)]
 
@@ -175,7 +190,7 @@ class PageLayout:
         n, dictionaries, packed = self.columns(j)
         if any(dn for _, dn in dictionaries):
             return None
-        offsets = memoryview(packed).cast("q")
+        offsets = _offsets(packed)
         starts = offsets[first::n].tolist()
         return list(zip(starts, map(operator.sub, offsets[last + 1 :: n].tolist(), starts), strict=True))
 
@@ -189,7 +204,7 @@ class PageLayout:
         encoded once (a struct without its end: :func:`assemble` appends the fields that change)."""
         kept = self._kept.get(j)
         if kept is None:
-            fmd, _ = thrift.decode(self._footer)
+            fmd, _ = thrift.decode(self.footer())
             encoded: dict[str, bytes] = {}  # the same metadata in every column of a kind: encoded once
             out = []
             for c in fmd[_FMD_ROW_GROUPS][1][1][j][_RG_COLUMNS][1][1]:
@@ -200,6 +215,21 @@ class PageLayout:
                 out.append(encoded[key])
             kept = self._kept[j] = tuple(out)
         return list(kept)
+
+
+def _narrow(packed: bytes) -> bytes:
+    """Page offsets (int64, packed) as uint32 when they fit (a segment under 4 GiB): half the bytes a reader holds
+    per segment. :func:`_offsets` reads either back."""
+    offsets = np.frombuffer(packed, dtype=np.int64)
+    if len(offsets) and 0 <= offsets.min() and offsets.max() < 1 << 32:
+        return offsets.astype(np.uint32).tobytes() + b"I"
+    return packed + b"q"
+
+
+def _offsets(narrowed: bytes) -> memoryview:
+    """The page offsets :func:`_narrow` packed."""
+    view = memoryview(narrowed)[:-1]
+    return view.cast("I") if narrowed[-1] == ord("I") else view.cast("q")
 
 
 _Groups = list[tuple[int, tuple[tuple[int, int, int], ...]]]  # rows, and each column's offset index and dictionary

@@ -64,14 +64,17 @@ class SegmentFile:
         self.file = ObjectFile(store, manifest.object, manifest.object_size)
         where = f"segment {manifest.segment} ({manifest.object})"
         try:
-            self._footer, at, held = pages.read_footer(manifest.object_size, self._fetch)
+            footer, at, held = pages.read_footer(manifest.object_size, self._fetch)
+            self._footer: bytes | None = footer  # kept by the layout, or here without one
             try:  # the footer's layout, metadata and schema without pyarrow (C: no object per field)
-                self._layout: pages.PageLayout | None = pages.PageLayout(self._footer, self._fetch, 0, (at, held))
+                self._layout: pages.PageLayout | None = pages.PageLayout(footer, self._fetch, 0, (at, held),
+                                                                         size=manifest.object_size)
             except PageLayoutError:  # not one pages can be read from: whole row groups, by pyarrow
                 self._layout = None
             if self._layout is not None:
-                meta, self._layout.metadata = self._layout.metadata, {}  # a reader holds hundreds of layouts
-                schema_problem = _schema_problem(self._layout.head_key, self._footer)
+                self._footer = None  # a reader holds hundreds of segments; the layout reads it again if need be
+                meta, self._layout.metadata = self._layout.metadata, {}
+                schema_problem = _schema_problem(self._layout.head_key, footer)
                 sizes = [self._layout.group_rows(j) for j in range(self._layout.groups)]
             else:
                 pf = self._parquet
@@ -108,7 +111,8 @@ class SegmentFile:
     @functools.cached_property
     def _parquet(self) -> pq.ParquetFile:
         """pyarrow's reader of the object, its footer already read (for whole row groups)."""
-        return pq.ParquetFile(self.file, metadata=pages.file_metadata(self._footer))
+        footer = self._footer if self._footer is not None else self._layout.footer() if self._layout else b""
+        return pq.ParquetFile(self.file, metadata=pages.file_metadata(footer))
 
     def _fetch(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         return get_ranges(self._store, self.manifest.object, ranges)
