@@ -1862,13 +1862,87 @@ fail:
 }
 
 /* Past a field's value of type `kind` (a bool field's is in its header). 0, or -1 with an exception set. */
+/* Past a value of type `kind` without making objects of it: the same bytes tr_value reads, refused the same way
+   (nesting, lengths, unknown types). 0, or -1 with an exception set. */
+static int tr_pass(TReader *t, int kind, int depth) {
+    unsigned char b;
+    int64_t v;
+    uint64_t n;
+    if (depth > 32) {
+        thrift_fail("nested too deep");
+        return -1;
+    }
+    switch (kind) {
+    case 1: case 2: case 3:  /* a bool in a collection, or a byte: one byte */
+        return tr_byte(t, &b);
+    case 4: case 5: case 6:
+        return tr_zigzag(t, &v);
+    case 7:
+        if (t->end - t->pos < 8) {
+            thrift_fail("truncated");
+            return -1;
+        }
+        t->pos += 8;
+        return 0;
+    case 8:
+        if (tr_varint(t, &n)) return -1;
+        if (n > (uint64_t)(t->end - t->pos)) {
+            thrift_fail("truncated");
+            return -1;
+        }
+        t->pos += (Py_ssize_t)n;
+        return 0;
+    case 9: case 10: {
+        unsigned char head;
+        uint64_t size;
+        int elem;
+        if (tr_byte(t, &head)) return -1;
+        size = head >> 4;
+        elem = head & 0x0F;
+        if (size == 15 && tr_varint(t, &size)) return -1;
+        if (size > (uint64_t)(t->end - t->pos)) {
+            thrift_fail("list longer than its bytes");
+            return -1;
+        }
+        for (uint64_t i = 0; i < size; i++)
+            if (tr_pass(t, elem, depth + 1)) return -1;
+        return 0;
+    }
+    case 11: {
+        uint64_t size;
+        unsigned char types = 0;
+        if (tr_varint(t, &size)) return -1;
+        if (size > (uint64_t)(t->end - t->pos)) {
+            thrift_fail("map longer than its bytes");
+            return -1;
+        }
+        if (size && tr_byte(t, &types)) return -1;
+        for (uint64_t i = 0; i < size; i++)
+            if (tr_pass(t, types >> 4, depth + 1) || tr_pass(t, types & 0x0F, depth + 1)) return -1;
+        return 0;
+    }
+    case 12: {
+        int64_t last = 0, fid;
+        int fkind, more;
+        for (;;) {
+            more = tr_field(t, &last, &fkind, &fid);
+            if (more < 0) return -1;
+            if (more == 0) return 0;
+            if (fkind != 1 && fkind != 2 && tr_pass(t, fkind, depth + 1)) return -1;
+        }
+    }
+    default: {
+        char why[32];
+        snprintf(why, sizeof why, "unknown type %d", kind);
+        thrift_fail(why);
+        return -1;
+    }
+    }
+}
+
 static int tr_skip(TReader *t, int kind) {
-    PyObject *skipped;
     if (kind == 1 || kind == 2) return 0;
-    skipped = tr_value(t, kind, 1);
-    if (skipped == NULL) return -1;
-    Py_DECREF(skipped);
-    return 0;
+    return tr_pass(t, kind, 1);
 }
 
 /* The arguments (data, pos, end) of a Thrift reader over data[pos:end]: 0 with `in` held (the caller releases

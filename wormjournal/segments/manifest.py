@@ -9,6 +9,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import re
 
 from ..errors import NoteError
 from ..storage.layout import INDEX_KINDS
@@ -17,6 +18,7 @@ from .notes import SigningKey
 
 MANIFEST_HEADER = "wormjournal/manifest/v1"
 INDEX_LINE = "index"
+_HEX64 = re.compile(r"[0-9a-f]{64}")  # a hash as text: 64 lowercase hex digits
 ZERO_HASH = b"\x00" * 32
 NO_VERSION = "-"
 
@@ -65,7 +67,7 @@ class IndexRoot:
             raise NoteError(f"manifest index kind {kind[:20]!r} is not one of {', '.join(INDEX_KINDS)}")
         if not all(v.isascii() and v.isdigit() and (v == "0" or not v.startswith("0")) for v in (first, last, rows)):
             raise NoteError("manifest index first, last and rows must be decimals")
-        if len(root) != 64 or root != root.lower() or any(c not in "0123456789abcdef" for c in root):
+        if not _HEX64.fullmatch(root):
             raise NoteError("manifest index root is not 64 lowercase hex digits")
         if int(last) < int(first):
             raise NoteError("manifest index covers no segment (last < first)")

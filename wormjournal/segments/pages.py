@@ -247,17 +247,19 @@ def _footer_layout(footer: bytes) -> tuple[bytes, _Groups, _Plain, dict[str, str
     try:
         if layout is not None:
             head, raw, kv = layout(footer)
+            known: dict[bytes, tuple[tuple[int, int], ...]] = {}  # row groups alike in codecs and types: one tuple
             for rows, packed in raw:
                 cells = memoryview(packed).cast("q")
-                if rows is None or _MISSING in cells:
+                if rows is None or (cells and min(cells) == _MISSING):
                     raise PageLayoutError("a row group or column chunk lacks a field pages are read by")
-                chunks, kinds = [], []
-                for k in range(0, len(cells), 5):
-                    oi, oi_length, dict_at, codec, ptype = cells[k : k + 5]
-                    chunks.append((oi, oi_length, dict_at))
-                    kinds.append((codec if dict_at == -1 and codec in _CODECS.values() else _NO_CODEC, ptype))
-                groups.append((rows, tuple(chunks)))
-                plain.append(tuple(kinds))
+                dict_at = cells[2::5].tolist()
+                groups.append((rows, tuple(zip(cells[0::5].tolist(), cells[1::5].tolist(), dict_at, strict=True))))
+                key = bytes(cells[2::5]) + bytes(cells[3::5]) + bytes(cells[4::5])
+                if key not in known:
+                    known[key] = tuple((codec if d == -1 and codec in _CODECS.values() else _NO_CODEC, ptype)
+                                       for d, codec, ptype in zip(dict_at, cells[3::5].tolist(), cells[4::5].tolist(),
+                                                                  strict=True))
+                plain.append(known[key])
             return bytes(head), groups, plain, _key_values(kv)
         fmd, _ = thrift.decode(footer)
         for g in fmd[_FMD_ROW_GROUPS][1][1]:

@@ -122,15 +122,16 @@ class SegmentFile:
         else 0: rows are then read by whole row groups, as a segment written without page roots is."""
         try:
             rows = int(meta.get(PAGE_ROWS_KEY, "0"))
-            roots = decode_block_roots(meta.get(PAGE_ROOTS_KEY, ""))
+            text = meta.get(PAGE_ROOTS_KEY, "")
+            roots = bytes.fromhex(text) if len(text) % 64 == 0 else b""  # packed: a C call each, no list
         except ValueError:
             return 0
         events = self.manifest.events
-        if (rows <= 0 or rows & (rows - 1) or self.block % rows or len(roots) != -(-events // rows)
-                or merkle.block_roots(roots, self.block // rows) != self._roots
-                or merkle.root_from_leaf_hashes(roots) != self.manifest.merkle_root):
+        if (rows <= 0 or rows & (rows - 1) or self.block % rows or len(roots) != 32 * -(-events // rows)
+                or merkle.block_roots_of(roots, self.block // rows) != b"".join(self._roots)
+                or merkle.root_from_leaf_hashes(self._roots) != self.manifest.merkle_root):  # pages in blocks, in it
             return 0  # read by row groups, which are blocks checked against the same root (and fail there)
-        self._page_roots = b"".join(roots)
+        self._page_roots = roots
         return rows
 
     @property
