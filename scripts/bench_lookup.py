@@ -6,10 +6,11 @@ Builds a journal of --events agent-like events over --executions executions
 over a window of the global sequence and usually sit in one or two segments),
 seals it, then opens a fresh ``Reader`` and measures:
 
-  lookup          ``Reader.events(execution_id)`` of --lookups random executions:
-                  the first (cold: it reads the footers of index objects and segments)
-                  reported alone, p50/p99 latency of the rest, bytes read per lookup
-                  (``Reader.bytes_read`` differences) against the store's total size,
+  lookup          ``Reader.events(execution_id)`` of random executions: the first (cold: it
+                  reads the footers of index objects and segments) reported alone, the next
+                  --warmup (the Reader opening the segments they touch, as one in service has)
+                  reported apart, then --lookups more: their p50/p99 latency, bytes read per
+                  lookup (``Reader.bytes_read`` differences) against the store's total size,
                   and a check that each lookup returns as many events as were appended
   get_event       ``Reader.get_event(event_id)`` of random event ids
   executions      ``Reader.executions(tenant_id=..., limit=20)``
@@ -18,7 +19,7 @@ seals it, then opens a fresh ``Reader`` and measures:
                   milliseconds per 1,000 events returned
   evicted cache   the lookups again, with a fresh Reader and another sample of
                   executions, after the store's files were dropped from the OS page
-                  cache (posix_fadvise DONTNEED; --no-evict skips this)
+                  cache (posix_fadvise DONTNEED; --no-evict skips this), without warming up
 
 Targets (reported as PASS/MISS with the measured value, never asserted): p50 lookup
 <= 10 ms and p99 <= 30 ms on local disk, bytes read per lookup <= 0.1% of the store. The
@@ -37,7 +38,7 @@ scripts/benchlib.py (--json FILE writes it too, for scripts/perf_report.py); a r
 table and progress go to stderr. The journal is built in a temp dir removed at the end, unless
 --dir is given: then it is built there and kept, and a journal already there
 (from an earlier run with the same --events/--executions/--row-group-rows/--seed)
-is reused without building it again.
+is reused without building it again (read once first, to be in the page cache as a build leaves it).
 
 Usage (from the repository root):
 
@@ -366,6 +367,18 @@ def evict_page_cache(store: Path) -> int:
     return count
 
 
+def warm_page_cache(store: Path) -> int:
+    """Read the store's files once, so that a journal reused from an earlier run is in the OS page cache as a
+    build leaves it (hosts that page out memory idle for a while, DAMON's pageout, evict it meanwhile)."""
+    total = 0
+    for root, _, names in os.walk(store):
+        for name in names:
+            with open(Path(root, name), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    total += len(chunk)
+    return total
+
+
 # -- measuring -------------------------------------------------------------------------------------
 
 
@@ -391,8 +404,9 @@ def bytes_summary(values: list[int], store_bytes: int) -> dict[str, Any]:
 
 
 def run_lookups(r: Reader, sample: list[tuple[str, int, str, str]], store_bytes: int, rng: random.Random,
-                profile: bool) -> tuple[dict[str, Any], list[str]]:
-    """Lookups of ``sample`` with one Reader; the first one (cold) is reported alone."""
+                profile: bool, warmup: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """Lookups of ``sample`` with one Reader; the first one (cold) is reported alone, the next ``warmup`` (the
+    Reader opening the segments they touch) apart, and the figures are those of the lookups after them."""
     clock = time.perf_counter_ns
     lat: list[int] = []
     opening: list[int] = []  # the latencies of lookups that opened a segment no lookup before had opened
@@ -404,9 +418,11 @@ def run_lookups(r: Reader, sample: list[tuple[str, int, str, str]], store_bytes:
     returned = 0
     event_ids: list[str] = []
     cold: dict[str, Any] = {}
+    warming: list[int] = []
+    warming_opened = 0
     prof = cProfile.Profile() if profile else None
     for k, (xid, expected, _, _) in enumerate(sample):
-        if prof is not None and k == 1:
+        if prof is not None and k == 1 + warmup:
             prof.enable()
         b0, q0, opened = r.bytes_read, r.store.requests, set(r._files)  # noqa: SLF001 - the segments opened
         t0 = clock()
@@ -421,6 +437,10 @@ def run_lookups(r: Reader, sample: list[tuple[str, int, str, str]], store_bytes:
         if k == 0:
             cold = {"ms": round(spent / 1e6, 3), "bytes": nbytes, "requests": nreq,
                     "pct_of_store": round(100 * nbytes / store_bytes, 4), "events": len(events)}
+            continue
+        if k <= warmup:
+            warming.append(spent)
+            warming_opened += bool({e.segment for e in events} - opened - {None})
             continue
         lat.append(spent)
         (opening if {e.segment for e in events} - opened - {None} else settled).append(spent)
@@ -437,6 +457,7 @@ def run_lookups(r: Reader, sample: list[tuple[str, int, str, str]], store_bytes:
     return {
         "lookups": len(sample),
         "cold_first": cold,
+        "warmup": {**ms_summary(warming), "opening_segments": warming_opened},
         "latency": ms_summary(lat),
         "latency_opening_segments": ms_summary(opening),
         "latency_segments_opened": ms_summary(settled),
@@ -509,13 +530,13 @@ def run_threads(r: Reader, executions: list[tuple[str, int, str, str]], rounds: 
 
 
 def measure(store: Path, executions: list[tuple[str, int, str, str]], n_lookups: int, n_get: int,
-            store_bytes: int, rng: random.Random, profile: bool) -> tuple[dict[str, Any], list[str]]:
+            store_bytes: int, rng: random.Random, profile: bool, warmup: int = 0) -> tuple[dict[str, Any], list[str]]:
     t0 = time.perf_counter()
     r = Reader(store)
     reader_open = {"ms": round((time.perf_counter() - t0) * 1e3, 3), "bytes": r.bytes_read}
-    sample = rng.sample(executions, min(n_lookups, len(executions)))
-    log(f"lookups: {len(sample)} executions")
-    lookups, event_ids = run_lookups(r, sample, store_bytes, rng, profile)
+    sample = rng.sample(executions, min(n_lookups + warmup + 1, len(executions)))
+    log(f"lookups: {len(sample)} executions (the first cold, then {warmup} warming the Reader up)")
+    lookups, event_ids = run_lookups(r, sample, store_bytes, rng, profile, warmup)
     log(f"get_event: {min(n_get, len(event_ids))} event ids")
     get_event = run_get_event(r, event_ids[:n_get], store_bytes)
     tenants = sorted({x[2] for x in executions})
@@ -589,6 +610,10 @@ def print_table(res: dict[str, Any]) -> None:
         row("first lookup (cold: footers)",
             f"{cold['ms']:.2f} ms, {human(cold['bytes'])} ({cold['pct_of_store']:.3f}% of store), "
             f"{cold['requests']} reads")
+        wu = ev.get("warmup", {})
+        if wu.get("n"):
+            row(f"next {wu['n']} lookups, warming up ({wu['opening_segments']} opening segments) p50 / p99 / max",
+                f"{wu['p50_ms']:.2f} / {wu['p99_ms']:.2f} / {wu['max_ms']:.2f} ms")
         row(f"lookup latency p50 (n={lat['n']})", f"{lat['p50_ms']:.2f} ms",
             f"<= {TARGET_P50_MS:g} ms  {mark(lat['p50_ms'] <= TARGET_P50_MS)}")
         row("lookup latency p99 / mean / max", f"{lat['p99_ms']:.2f} / {lat['mean_ms']:.2f} / {lat['max_ms']:.2f} ms",
@@ -770,6 +795,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000, help="events in the journal (default 1000000)")
     ap.add_argument("--executions", type=int, default=10_000, help="executions they belong to (default 10000)")
     ap.add_argument("--lookups", type=int, default=300, help="random executions looked up (default 300)")
+    ap.add_argument("--warmup", type=int, default=100,
+                    help="lookups after the first (cold) one and before the measured ones, reported apart: a Reader "
+                         "in service has opened the segments (default 100; 0 measures them)")
     ap.add_argument("--get-events", type=int, default=100,
                     help="random event ids looked up with get_event (default 100)")
     ap.add_argument("--active", type=int, default=150,
@@ -856,7 +884,8 @@ def main(argv: list[str] | None = None) -> int:
             if meta.get("version") != META_VERSION or meta["params"] != params:
                 raise SystemExit(f"the journal in {base} was built with {meta.get('params')}, not {params}: "
                                  "use another --dir (or the same options)")
-            log(f"reusing the journal in {store} (built earlier)")
+            log(f"reusing the journal in {store} (built earlier); reading it into the page cache: "
+                f"{warm_page_cache(store):,} bytes")
             build_info = {**meta["build"], "reused": True}
             executions = [tuple(x) for x in meta["executions"]]
         else:
@@ -875,7 +904,8 @@ def main(argv: list[str] | None = None) -> int:
         total = st["total_bytes"]
         log(f"store: {total:,} bytes, {st['segments']} segments, {st['index_objects']} index objects")
         rng = random.Random(args.seed + 1)
-        warm, looked_up = measure(store, executions, args.lookups, args.get_events, total, rng, args.profile)
+        warm, looked_up = measure(store, executions, args.lookups, args.get_events, total, rng, args.profile,
+                                  args.warmup)
         evicted = None
         if not args.no_evict:
             n = evict_page_cache(store)

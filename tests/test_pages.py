@@ -174,11 +174,14 @@ def test_an_altered_row_is_named_and_spoils_no_other_page(sealed: Sealed, decode
         assert [ev.payload["text"] for ev in r.events(x)] == sealed.payloads[x]
 
 
-def test_page_roots_that_do_not_make_the_signed_root_are_read_around(sealed: Sealed) -> None:
+@pytest.mark.parametrize("at", [0, -1])
+def test_page_roots_that_do_not_make_the_signed_root_are_read_around(sealed: Sealed, at: int) -> None:
+    """A page root altered in the first row group or in the last (checked when a read first needs its group)."""
     table = read_segment(sealed.segment.read_bytes())
     meta = dict(table.schema.metadata)
-    roots = meta[PAGE_ROOTS_KEY.encode()].decode()
-    meta[PAGE_ROOTS_KEY.encode()] = ("f" if roots[0] != "f" else "e").encode() + roots[1:].encode()
+    roots = list(meta[PAGE_ROOTS_KEY.encode()].decode())
+    roots[at] = "f" if roots[at] != "f" else "e"
+    meta[PAGE_ROOTS_KEY.encode()] = "".join(roots).encode()
     rewrite(sealed.segment, table.replace_schema_metadata(meta), page_rows=64)
     r = Reader(sealed.paths.store)
     all_read(r, sealed)

@@ -128,11 +128,23 @@ class SegmentFile:
             return 0
         events = self.manifest.events
         if (rows <= 0 or rows & (rows - 1) or self.block % rows or len(roots) != 32 * -(-events // rows)
-                or merkle.block_roots_of(roots, self.block // rows) != b"".join(self._roots)
-                or merkle.root_from_leaf_hashes(self._roots) != self.manifest.merkle_root):  # pages in blocks, in it
+                or merkle.root_from_leaf_hashes(self._roots) != self.manifest.merkle_root):
             return 0  # read by row groups, which are blocks checked against the same root (and fail there)
+        # Each row group's page roots are checked against its block root when a read first needs them
+        # (_page_roots_of): a segment opens without hashing them all, a lookup reads one or two groups.
         self._page_roots = roots
+        self._checked_groups: set[int] = set()
         return rows
+
+    def _check_group_pages(self, j: int) -> None:
+        """Row group ``j``'s page roots must make its block root (which the signed root covers); raises
+        PageLayoutError otherwise: the segment is then read by row groups, checked against the same root."""
+        if j in self._checked_groups:
+            return
+        per = self.block // self.page_rows
+        if merkle.block_roots_of(self._page_roots[32 * per * j : 32 * per * (j + 1)], per) != self._roots[j]:
+            raise PageLayoutError(f"row group {j}: its page roots do not make its block root")
+        self._checked_groups.add(j)
 
     @property
     def groups(self) -> int:
@@ -190,6 +202,8 @@ class SegmentFile:
         per = self.block // r
         p0, p1 = start // r, (start + count - 1) // r
         groups = [(j, max(p0, j * per), min(p1, (j + 1) * per - 1)) for j in range(p0 // per, p1 // per + 1)]
+        for j, _, _ in groups:
+            self._check_group_pages(j)
         events = self.manifest.events
         gap = getattr(self._store, "range_gap", pages.DEFAULT_GAP)
         each = [layout.data_ranges(j, a - j * per, b - j * per) for j, a, b in groups]
