@@ -75,10 +75,10 @@ def file_metadata(footer: bytes) -> pq.FileMetaData:
 
 
 # The pages of one row group's columns (PageLayout.columns): the number of page offsets of each column (its pages
-# and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, and every column's page
-# offsets one column after another (packed by _narrow). Ints, bytes and tuples: the garbage collector stops walking
-# them, however many segments' layouts a reader holds.
-_GroupPages = tuple[int, tuple[tuple[int, int], ...], bytes]
+# and the end of the last), each column's dictionary page (offset, length), (0, 0) for none, whether any column has
+# one, and every column's page offsets one column after another (packed by _narrow). Ints, bytes and tuples: the
+# garbage collector stops walking them, however many segments' layouts a reader holds.
+_GroupPages = tuple[int, tuple[tuple[int, int], ...], bool, bytes]
 
 
 class PageLayout:
@@ -159,7 +159,7 @@ class PageLayout:
             column_starts = memoryview(packed).cast("q")[::n]
             dictionaries = [(d, first - d) if d >= 0 else (0, 0) for (_, _, d), first in zip(chunks, column_starts,
                                                                                               strict=True)]
-            group = self._columns[j] = (n, tuple(dictionaries), _narrow(packed))
+            group = self._columns[j] = (n, tuple(dictionaries), any(dn for _, dn in dictionaries), _narrow(packed))
             return group
         offsets = array.array("q")
         dictionaries = []
@@ -173,13 +173,14 @@ class PageLayout:
             dictionaries.append((dictionary, firsts[0] - dictionary) if dictionary >= 0 else (0, 0))
             offsets.extend(firsts)
             offsets.append(ends[-1])
-        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), _narrow(offsets.tobytes()))
+        group = self._columns[j] = (len(starts) + 1, tuple(dictionaries), any(dn for _, dn in dictionaries),
+                                    _narrow(offsets.tobytes()))
         return group
 
     def page_span(self, j: int, first: int, last: int) -> list[tuple[int, int, int, int]]:
         """For each column of row group ``j``: (offset, length) of its dictionary page ((0, 0) for none) and of
         its data pages ``first .. last`` (numbered in the row group)."""
-        n, dictionaries, packed = self.columns(j)
+        n, dictionaries, _, packed = self.columns(j)
         offsets = _offsets(packed)
         return [(d0, dn, offsets[c * n + first], offsets[c * n + last + 1] - offsets[c * n + first])
                 for c, (d0, dn) in enumerate(dictionaries)]
@@ -187,8 +188,8 @@ class PageLayout:
     def data_ranges(self, j: int, first: int, last: int) -> list[tuple[int, int]] | None:
         """For each column of row group ``j``, (offset, length) of its data pages ``first .. last``; None when a
         column has a dictionary page (:meth:`page_span` then)."""
-        n, dictionaries, packed = self.columns(j)
-        if any(dn for _, dn in dictionaries):
+        n, _, dictionary, packed = self.columns(j)
+        if dictionary:
             return None
         offsets = _offsets(packed)
         starts = offsets[first::n].tolist()

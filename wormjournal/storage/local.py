@@ -142,7 +142,7 @@ class LocalStore:
     def get_ranges(self, name: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """Several ranges of one object, read through one open file."""
         path = os.path.join(self.root, check_name(name))  # a str, not a Path: a lookup reads tens of objects
-        if any(start < 0 or length < 0 for start, length in ranges):
+        if ranges and min(map(min, ranges)) < 0:
             raise ValidationError("ranges", "starts and lengths must be >= 0")
         try:
             fd = os.open(path, os.O_RDONLY)

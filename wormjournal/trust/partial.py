@@ -32,6 +32,7 @@ from ..segments.table import (
     decode_block_roots,
     leaf_hashes_of,
     packed_hashes,
+    packed_table_hashes,
     parquet_fragment,
     parquet_schema_problem,
     row_hashes,
@@ -252,7 +253,7 @@ class _PagePlan:
     parts: list[tuple[int, int, list[tuple[bytes, bytes]]]]
     plain: list[tuple[tuple[int, int], ...]]  # per part, each column's (codec, type): PageLayout.plain
 
-    @property
+    @functools.cached_property
     def rows(self) -> int:
         return sum(rows for _, rows, _ in self.parts)
 
@@ -403,6 +404,6 @@ def _all_good(plans: Sequence[_PagePlan], table: pa.Table, leaves: bytes) -> pa.
         return None
     rows = table.take(np.fromiter((i for w in wanted for i in w), dtype=np.int64))
     stored = packed_hashes(rows.column("hash"))
-    if stored is None or b"".join(row_hashes(rows)) != stored:
+    if stored is None or packed_table_hashes(rows) != stored:
         return None
     return rows
