@@ -253,12 +253,11 @@ def packed_leaf_hashes(kind: str, table: pa.Table, schema: pa.Schema | None = No
     schema = SCHEMAS[kind] if schema is None else schema
     prefix = b"\x00" + LEAF_TAG + kind.encode() + b"\x00"
     order = [(f.name, "s" if pa.types.is_string(f.type) else "i") for f in schema]
+    packed = tagged_hashes(table, prefix, order)  # no joined inputs: no batches to bound
+    if packed is not None:
+        return packed
     hashes: list[bytes] = []
     for batch in bounded_batches(table.select(schema.names)):
-        packed = tagged_hashes(batch, prefix, order)
-        if packed is not None:
-            hashes.append(packed)
-            continue
         pieces = [constant_piece(prefix, batch.num_rows)]
         for field in schema:
             col = batch.column(field.name).cast(field.type)

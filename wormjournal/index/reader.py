@@ -528,7 +528,7 @@ class Reader:
         """
         self.refresh()
         table, damaged = self._lookup("executions", execution_id)
-        events = self._events_from(execution_id, _by_segment(table).to_pylist(), upto)
+        events = self._events_from(execution_id, _entries(table), upto)
         if damaged or self.catalog.damaged:  # met now or by an earlier read: the answer must not depend on which
             self._check_claims(execution_id, upto, events)
         return events
@@ -537,7 +537,7 @@ class Reader:
         names = ", ".join(sorted(self.catalog.damaged))
         try:
             claims = self.catalog.claims("executions", self._segment_count, execution_id)
-            claimed = [e.seq for e in self._events_from(execution_id, _by_segment(claims).to_pylist(), upto,
+            claimed = [e.seq for e in self._events_from(execution_id, _entries(claims), upto,
                                                          neighbours=True)]
         except IntegrityError as e:
             raise IntegrityError(f"index object {names} does not match its signed root, and would mislead this "
@@ -679,7 +679,7 @@ class Reader:
         entries = {}
         for x in sorted(executions):
             table, more = self._lookup("executions", x)
-            entries[x] = _by_segment(table).to_pylist()
+            entries[x] = _entries(table)
             damaged += more
         found = self._events_of(entries, None)  # every execution's pages read at once
         if damaged or self.catalog.damaged:  # as _execution_events: the answer must not depend on which
@@ -781,6 +781,14 @@ class Reader:
         out.extend(self._event(e, None) for e in self._unsealed() if wanted(e))
         out.sort(key=lambda e: e.seq)
         return out if limit is None else out[:limit]
+
+
+def _entries(table: pa.Table) -> list[dict[str, Any]]:
+    """An execution's index rows as _events_of reads them, by segment: only the columns it reads (the timestamps
+    would each make a datetime)."""
+    rows: list[dict[str, Any]] = _by_segment(table).select(["segment", "row", "rows", "first_seq", "last_seq",
+                                                            "prev_seq"]).to_pylist()
+    return rows
 
 
 def _by_segment(table: pa.Table) -> pa.Table:
