@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -272,15 +273,16 @@ def _decode(plans: Sequence[_PagePlan]) -> pa.Table:
     kinds = plans[0].plain[0]
     if pages._native is not None and all(p == kinds for plan in plans for p in plan.plain) and all(
             codec != pages._NO_CODEC for codec, _ in kinds):
-        pieces = [[data for plan in plans for _, _, columns in plan.parts for _, data in (columns[c],)]
-                  for c in range(len(kinds))]
+        # Each column's pages of every part, one column after another (parts alike in kinds have as many columns).
+        pieces = list(zip(*([data for _, data in columns] for plan in plans for _, _, columns in plan.parts),
+                          strict=True))
         rows = sum(plan.rows for plan in plans)
         chunks, at = [], 0
-        for c, (codec, ptype) in enumerate(kinds):
-            size = sum(len(p) for p in pieces[c])
+        for column, (codec, ptype) in zip(pieces, kinds, strict=True):
+            size = sum(map(len, column))
             chunks.append((at, at + size, codec, ptype))
             at += size
-        table = pages.decode_plain(b"".join(p for column in pieces for p in column), SCHEMA, [(rows, chunks)])
+        table = pages.decode_plain(b"".join(itertools.chain.from_iterable(pieces)), SCHEMA, [(rows, chunks)])
         if table is not None:
             return table
     data = pages.assemble(plans[0].layout.head, [(plan.layout.kept(j), rows, columns) for plan in plans
