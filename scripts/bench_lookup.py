@@ -940,8 +940,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"events(execution_id) p50 <= {TARGET_P50_MS:g} ms, store evicted from the page cache (ms)",
                 evicted_p50, evicted_p50 is not None and evicted_p50 <= TARGET_P50_MS)
         result = benchlib.result(
-            "lookup", base, {**params, "lookups": args.lookups, "get_events": args.get_events,
-                             "evict": not args.no_evict, "dir": None if temp else base.name},
+            "lookup", base, {**params, "lookups": args.lookups, "warmup": args.warmup,
+                             "get_events": args.get_events, "evict": not args.no_evict,
+                             "dir": None if temp else base.name},
             {"build": build_info, "store": st, "warm": warm, "evicted": evicted},
             targets, started=started)  # while the store is there: its file system
     finally:

@@ -236,11 +236,17 @@ def _lookup_column(m: dict[str, Any] | None) -> list[str]:
         return ["not measured"] * len(LOOKUP_ROWS)
     ev, ge, xs = m["events"], m["get_event"], m["executions"]
     lat, by, cold = ev["latency"], ev["bytes_per_lookup"], ev["cold_first"]
+    wu = ev.get("warmup") or {}
+    segs = {int(k): v for k, v in ev.get("segments_per_lookup", {}).items()}
     return [
         f"{fmt(m['reader_open']['ms'], '.2f')} ms, {m['reader_open']['bytes']:,} bytes",
         f"{fmt(cold.get('ms'), '.2f')} ms, {fmt(cold.get('bytes'))} bytes "
         f"({fmt(cold.get('pct_of_store'), '.3f')}% of the store), {cold.get('requests')} reads",
+        (f"{fmt(wu.get('p50_ms'), '.2f')} / {fmt(wu.get('p99_ms'), '.2f')} / {fmt(wu.get('max_ms'), '.2f')} ms "
+         f"(n={wu['n']}, {wu.get('opening_segments')} opening segments)") if wu.get("n") else "none",
         f"{fmt(lat.get('p50_ms'), '.2f')} / {fmt(lat.get('p99_ms'), '.2f')} ms (n={lat['n']})",
+        f"{sum(k * v for k, v in segs.items()) / max(1, sum(segs.values())):.1f} (from {min(segs, default=0)} "
+        f"to {max(segs, default=0)})",
         f"{fmt(by.get('p50'))} bytes ({fmt(by.get('p50_pct_of_store'), '.3f')}% of the store) / "
         f"{fmt(by.get('max'))} bytes ({fmt(by.get('max_pct_of_store'), '.3f')}%)",
         f"{ev['requests_per_lookup'].get('p50')} / {ev['requests_per_lookup'].get('max')}",
@@ -254,7 +260,9 @@ def _lookup_column(m: dict[str, Any] | None) -> list[str]:
 LOOKUP_ROWS = [
     "`Reader()` open",
     "first lookup (cold: it reads the footers)",
+    "next lookups, warming the `Reader` up, p50 / p99 / max",
     "`events(execution_id)` p50 / p99",
+    "segments per lookup (mean)",
     "bytes read per lookup p50 / max",
     "reads per lookup p50 / max",
     "events per lookup (mean)",
@@ -266,15 +274,17 @@ LOOKUP_ROWS = [
 def section_lookup(res: dict[str, Any]) -> list[str]:
     r, p = res["results"], res["params"]
     b, st = r["build"], r["store"]
+    warmup = (r["warm"]["events"].get("warmup") or {}).get("n", 0)
     out = ["## Lookups by execution: `scripts/bench_lookup.py`", "",
            f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
            f"A sealed local journal of {p['events']:,} agent-like events over {p['executions']:,} executions "
            f"(about {p['active']} running at a time), `row_group_rows` {p['row_group_rows']:,}, "
            f"{fmt(b.get('mean_payload_json_bytes'))} bytes of JSON payload on average: {st['total_bytes']:,} bytes "
            f"in the store ({st['total_bytes'] / p['events']:,.0f} per event), {plural(st['segments'], 'segment')}, "
-           f"{plural(st['index_objects'], 'index object')}. {p['lookups']} random executions looked up with a "
-           "fresh `Reader`, the first (cold) reported alone; then other executions with another fresh `Reader` "
-           "after the store's files were dropped from the page cache.", "",
+           f"{plural(st['index_objects'], 'index object')}. Random executions looked up with a fresh `Reader`: "
+           f"the first (cold) reported alone, the next {warmup} (the `Reader` opening the segments they "
+           f"touch, as one in service has) apart, then {p['lookups']} measured; then other executions with another "
+           "fresh `Reader` after the store's files were dropped from the page cache (unless `--no-evict`).", "",
            "| measure | page cache as the build left it | store evicted from the page cache |",
            "| --- | --- | --- |"]
     for label, warm, evicted in zip(LOOKUP_ROWS, _lookup_column(r["warm"]), _lookup_column(r.get("evicted")),
