@@ -133,7 +133,7 @@ class SegmentFile:
                 or merkle.root_from_leaf_hashes(self._roots) != self.manifest.merkle_root):
             return 0  # read by row groups, which are blocks checked against the same root (and fail there)
         # Each row group's page roots are checked against its block root when a read first needs them
-        # (_page_roots_of): a segment opens without hashing them all, a lookup reads one or two groups.
+        # (_check_group_pages): a segment opens without hashing them all, a lookup reads one or two groups.
         self._page_roots = roots
         self._checked_groups: set[int] = set()
         return rows
@@ -213,8 +213,8 @@ class SegmentFile:
         if None not in each and pages.apart(ranges, gap):
             # No dictionary pages and each column's pages a request of its own (a local disk): the bytes as read.
             data = iter(self._fetch(ranges))
-            parts = [(j, min((b + 1) * r, events) - a * r, [(b"", next(data)) for _ in part])
-                     for (j, a, b), part in zip(groups, each, strict=True) if part is not None]
+            parts = [(j, min((b + 1) * r, events) - a * r, [(b"", next(data)) for _ in part or ()])
+                     for (j, a, b), part in zip(groups, each, strict=True)]
         else:
             wanted = [(j, a, b, layout.page_span(j, a - j * per, b - j * per)) for j, a, b in groups]
             ranges = [rng for *_, spans in wanted for d0, dn, q0, qn in spans for rng in ((d0, dn), (q0, qn))]
