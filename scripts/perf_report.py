@@ -275,7 +275,8 @@ def section_lookup(res: dict[str, Any]) -> list[str]:
     r, p = res["results"], res["params"]
     b, st = r["build"], r["store"]
     warmup = (r["warm"]["events"].get("warmup") or {}).get("n", 0)
-    out = ["## Lookups by execution: `scripts/bench_lookup.py`", "",
+    out = [f"## Lookups by execution, {p['events']:,} events, about {p['active']:,} running at a time: "
+           "`scripts/bench_lookup.py`", "",
            f"`{command(res)}`, {res['date']}; {machine_line(res['machine'])}.", "",
            f"A sealed local journal of {p['events']:,} agent-like events over {p['executions']:,} executions "
            f"(about {p['active']} running at a time), `row_group_rows` {p['row_group_rows']:,}, "
