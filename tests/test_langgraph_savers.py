@@ -26,7 +26,7 @@ from langgraph.types import Command, interrupt  # noqa: E402
 
 from wormjournal.errors import IntegrityError  # noqa: E402
 from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver  # noqa: E402
-from wormjournal.integrations.langgraph.codec import CHECKPOINT_EVENT, WRITES_EVENT  # noqa: E402
+from wormjournal.integrations.langgraph.codec import CHECKPOINT_EVENT, TOMBSTONE_EVENT, WRITES_EVENT  # noqa: E402
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
 
 from conftest import rewrite_parquet  # noqa: E402
@@ -362,3 +362,43 @@ def test_the_async_deletions_copy_and_prune_match_the_sync_ones(paths: tuple[Pat
             results.append(outcome(saver))
             assert outcome(JournalSaver(j)) == results[-1]  # and read back from the journal
     assert results[0] == results[1] == [[], ["1ef-02"], []]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_archive_holds_copies_prunes_and_deleted_runs_as_the_inner_saver_does(tmp_path: Path, mode: str) -> None:
+    """copy_thread, delete_for_runs and prune through ArchivingSaver (sync and async, around a saver that has them
+    all): a JournalSaver reading the archive alone lists every thread as the inner saver does."""
+
+    def view(saver: Any, thread: str) -> list[Any]:
+        return [(t.config["configurable"]["checkpoint_id"], t.checkpoint, t.metadata, t.pending_writes,
+                 (t.parent_config or {}).get("configurable", {}).get("checkpoint_id"))
+                for t in saver.list({"configurable": {"thread_id": thread}})]
+
+    with Journal.create(tmp_path / "inner", key_dir=tmp_path / "inner-keys", config=NO_AGE) as ji, \
+            Journal.create(tmp_path / "archive", key_dir=tmp_path / "archive-keys", config=NO_AGE) as ja:
+        inner = JournalSaver(ji)
+        saver = ArchivingSaver(inner, ja)
+        scenario_until_delete(saver)
+        sub = saver.put(cfg("t1", "sub:1"), cp("1ef-03", {"z": [1, 2]}, {"z": 1}), {"source": "loop", "step": 1},
+                        {"z": 1})
+        saver.put_writes(sub, [("z", [3])], "task-4")
+        if mode == "sync":
+            saver.copy_thread("t1", "t1-copy")
+            saver.delete_for_runs(["r2"])
+            saver.prune(["t1-copy"])
+        else:
+            async def go() -> None:
+                await saver.acopy_thread("t1", "t1-copy")
+                await saver.adelete_for_runs(["r2"])
+                await saver.aprune(["t1-copy"])
+
+            asyncio.run(go())
+        ja.seal()
+        archive = JournalSaver(ja)
+        for thread in ("t1", "t1-copy", "t2"):
+            assert view(archive, thread) == view(inner, thread), thread
+        assert [x[0] for x in view(inner, "t1-copy")] == ["1ef-02", "1ef-03"]  # each namespace's latest
+        assert view(inner, "t2") == [] and len(view(inner, "t1")) == 3
+        kinds = [e.payload.get("scope") for e in ja.reader().find(event_type=TOMBSTONE_EVENT)]
+        assert sorted(kinds) == ["checkpoints", "runs"]
+        assert ja.verify().ok

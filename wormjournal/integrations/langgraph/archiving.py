@@ -7,8 +7,10 @@ then handed to ``inner``, so nothing reaches the application's store that the ar
 does not hold. The archived values are serialized by ``inner``'s serializer and
 encrypted in the thread's key scope (FORMAT.md, section 3.4: ``checkpoint_saved`` and
 ``custom:langgraph.pending_writes`` events). ``delete_thread`` also crypto-shreds the thread's archived
-copies (the right to be forgotten) and leaves a tombstone; the other deletions are
-passed on and recorded.
+copies (the right to be forgotten) and leaves a tombstone; ``delete_for_runs`` and ``prune``
+are passed on and recorded as tombstones of each thread they touch, and ``copy_thread``
+archives the copies before ``inner`` makes them: a ``JournalSaver`` on the journal reads
+every thread as ``inner`` holds it.
 """
 
 from __future__ import annotations
@@ -79,6 +81,51 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
                             {"kind": "deleted", "thread_id": thread_id, **payload},
                             thread_id=thread_id, key_scope="none")
 
+    def _archive_copy(self, tuples: Sequence[CheckpointTuple], target_thread_id: str) -> None:
+        """Archive what ``copy_thread`` gives the target thread: the source's checkpoints (``tuples``, as ``inner``
+        lists them) with their pending writes, each whole (every channel's value), in the order LangGraph wrote
+        them (checkpoint ids increase with time)."""
+        execution = execution_of(target_thread_id, {})  # the target thread's own, as JournalSaver's copies
+        for t in sorted(tuples, key=lambda t: t.checkpoint["id"]):
+            ns = t.config["configurable"].get("checkpoint_ns", "")
+            cid = t.checkpoint["id"]
+            parent = (t.parent_config or {}).get("configurable", {}).get("checkpoint_id")
+            config = {"configurable": {"thread_id": target_thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}}
+            put = serialize_put(self.serde, config, t.checkpoint, t.metadata, t.checkpoint["channel_versions"])
+            self.journal.append(CHECKPOINT_EVENT, execution, put.payload(), thread_id=target_thread_id, step_id=cid,
+                                key_scope="thread")
+            by_task: dict[str, list[tuple[int, str, Any]]] = {}
+            for task_id, channel, value in t.pending_writes or ():
+                items = by_task.setdefault(task_id, [])
+                items.append((WRITES_IDX_MAP.get(channel, len(items)), channel, self.serde.dumps_typed(value)))
+            for task_id, items in by_task.items():
+                self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, "", items),
+                                    thread_id=target_thread_id, step_id=cid, key_scope="thread")
+
+    def _record_runs_deleted(self, run_ids: Sequence[str]) -> None:
+        """A tombstone of each thread the runs wrote in (found through the journal's index: a run is an
+        execution), or one without a thread when the archive holds none of them."""
+        runs = sorted(str(r) for r in run_ids)
+        reader = self.journal.reader()
+        threads = sorted({e.thread_id for r in runs for e in reader.events(r) if e.thread_id is not None})
+        for thread_id in threads or [None]:
+            self._tombstone(thread_id, {"scope": "runs", "run_ids": runs})
+
+    def _pruned(self, tuples: Sequence[CheckpointTuple]) -> list[list[str]]:
+        """The checkpoints ``prune(strategy="keep_latest")`` removes from a thread listed as ``tuples``: all but
+        each namespace's latest, as ``[ns, checkpoint_id]``."""
+        by_ns: dict[str, list[str]] = {}
+        for t in tuples:
+            by_ns.setdefault(t.config["configurable"].get("checkpoint_ns", ""), []).append(t.checkpoint["id"])
+        return [[ns, cid] for ns, ids in sorted(by_ns.items()) for cid in sorted(ids) if cid != max(ids)]
+
+    def _record_pruned(self, gone: dict[str, list[list[str]]], strategy: str) -> None:
+        for thread_id, checkpoints in gone.items():
+            if strategy == "delete":
+                self._forget_thread(thread_id)
+            elif checkpoints:
+                self._tombstone(thread_id, {"scope": "checkpoints", "checkpoints": checkpoints})
+
     def _forget_thread(self, thread_id: str) -> None:
         try:
             self.journal.shred(thread=thread_id, reason="LangGraph delete_thread")
@@ -112,13 +159,16 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         self.inner.delete_for_runs(run_ids)
-        self._tombstone(None, {"scope": "runs", "run_ids": sorted(str(r) for r in run_ids)})
+        self._record_runs_deleted(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._archive_copy(list(self.inner.list(_thread(source_thread_id))), target_thread_id)
         self.inner.copy_thread(source_thread_id, target_thread_id)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        gone = {t: self._pruned(list(self.inner.list(_thread(t)))) for t in thread_ids}
         self.inner.prune(thread_ids, strategy=strategy)
+        self._record_pruned(gone, strategy)
 
     # -- async -------------------------------------------------------------------------------------
 
@@ -143,3 +193,22 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
     async def adelete_thread(self, thread_id: str) -> None:
         await self.inner.adelete_thread(thread_id)
         await asyncio.to_thread(self._forget_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self.inner.adelete_for_runs(run_ids)
+        await asyncio.to_thread(self._record_runs_deleted, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        tuples = [t async for t in self.inner.alist(_thread(source_thread_id))]
+        await asyncio.to_thread(self._archive_copy, tuples, target_thread_id)
+        await self.inner.acopy_thread(source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        gone = {t: self._pruned([x async for x in self.inner.alist(_thread(t))]) for t in thread_ids}
+        await self.inner.aprune(thread_ids, strategy=strategy)
+        await asyncio.to_thread(self._record_pruned, gone, strategy)
+
+
+def _thread(thread_id: str) -> RunnableConfig:
+    """The config that lists every checkpoint of a thread, in every namespace."""
+    return {"configurable": {"thread_id": thread_id}}
