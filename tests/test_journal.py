@@ -374,6 +374,46 @@ def test_create_on_existing_journal_raises(tmp_store: StorePaths) -> None:
     assert sorted(p.name for p in tmp_store.keys.iterdir()) == keys_before  # no new keys made
 
 
+def test_open_or_create_creates_once_then_opens(tmp_store: StorePaths) -> None:
+    with Journal.open_or_create(tmp_store.store, key_dir=tmp_store.keys, config=NO_AGE) as j:
+        first = j.journal_id
+        j.append("execution_started", "run-1")
+    with Journal.open_or_create(tmp_store.store, key_dir=tmp_store.keys, config=NO_AGE) as j:
+        assert j.journal_id == first and j.append("execution_completed", "run-1") == 1
+        j.seal()
+        assert j.verify().ok
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_processes_starting_together_share_one_journal(tmp_path: Path, attempt: int) -> None:
+    """Writers of two streams start at once on an empty store with one key directory: one creates the journal,
+    the other opens it (a write-once put refuses a second creation), and the store verifies."""
+    store, keys = tmp_path / "journal", tmp_path / "keys"
+    start = threading.Barrier(2)
+    got: dict[str, Any] = {}
+
+    def writer(stream: str) -> None:
+        start.wait()
+        try:
+            j = Journal.open_or_create(store, key_dir=keys, stream=stream, config=NO_AGE)
+        except Exception as e:  # reported below
+            got[stream] = e
+            return
+        with j:
+            j.append("execution_started", f"run-{stream}")
+            j.seal()
+            got[stream] = j.journal_id
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(got["a"], str) and got["a"] == got["b"], got
+    report = verify_store(store)
+    assert report.ok and report.events == 2, report.to_text()
+
+
 def test_open_on_empty_dir_raises_not_found(tmp_store: StorePaths) -> None:
     tmp_store.store.mkdir()
     with pytest.raises(NotFoundError):

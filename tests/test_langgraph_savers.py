@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -402,3 +404,11 @@ def test_the_archive_holds_copies_prunes_and_deleted_runs_as_the_inner_saver_doe
         kinds = [e.payload.get("scope") for e in ja.reader().find(event_type=TOMBSTONE_EVENT)]
         assert sorted(kinds) == ["checkpoints", "runs"]
         assert ja.verify().ok
+
+
+def test_without_langgraph_the_error_says_what_to_install() -> None:
+    code = ("import sys\nsys.modules['langgraph'] = None\n"
+            "from wormjournal.integrations import langgraph\n"
+            "try:\n    langgraph.JournalSaver\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("ImportError ") and "pip install 'wormjournal[langgraph]'" in out, out

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import ConfigError, IntegrityError, JournalError, StorageError, ValidationError
+from ..errors import ConfigError, ConflictError, IntegrityError, JournalError, StorageError, ValidationError
 from ..events import now_micros, uuid7
 from ..index import Reader
 from ..retention.actions import RetentionAction
@@ -231,6 +231,41 @@ class Journal:
         st.put(entry_name(0), first_entry(journal_id, signing, now_micros(), identity.encode()))  # pins journal.json
         st.put(layout.JOURNAL_OBJECT, identity.encode())
         return cls._open(st, identity, signing, pseudonym, stream, wal_dir, config, keystore, key_path)
+
+    @classmethod
+    def open_or_create(
+        cls,
+        store: str | os.PathLike[str] | Store,
+        *,
+        key_dir: str | os.PathLike[str],
+        stream: str = DEFAULT_STREAM,
+        wal_dir: str | os.PathLike[str] | None = None,
+        config: JournalConfig | None = None,
+        retention: RetentionPolicy | None = None,
+        allow_unlocked: bool = False,
+        kek: KekProvider | None = None,
+    ) -> Journal:
+        """Open a writer on ``stream`` of the journal in ``store``, creating the journal first when the store
+        holds none (a deployment's first start). Processes that start together on one store: one creates it,
+        the others open it (they need its keys: the same ``key_dir``). Raises what :meth:`create` and
+        :meth:`open` raise."""
+        st = open_store(store)
+        if st.head(layout.JOURNAL_OBJECT) is None:
+            try:
+                return cls.create(st, key_dir=key_dir, stream=stream, wal_dir=wal_dir, config=config,
+                                  retention=retention, allow_unlocked=allow_unlocked, kek=kek)
+            except ConfigError:
+                if st.head(layout.JOURNAL_OBJECT) is None:
+                    raise  # not a journal created meanwhile: the configuration is wrong
+            except ConflictError:
+                # Another process is creating it: a write-once put refused ours (only the key files this one
+                # made in key_dir, under its own journal id, are left). Open that journal once it is stored.
+                deadline = time.monotonic() + 10
+                while st.head(layout.JOURNAL_OBJECT) is None:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        return cls.open(st, key_dir=key_dir, stream=stream, wal_dir=wal_dir, config=config, kek=kek)
 
     @classmethod
     def open(

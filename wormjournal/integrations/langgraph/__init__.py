@@ -21,5 +21,12 @@ def __getattr__(name: str) -> Any:
     if name in _MODULES:
         import importlib
 
-        return getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+        try:
+            module = importlib.import_module(f".{_MODULES[name]}", __name__)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in ("langgraph", "langchain_core"):
+                raise
+            raise ImportError(f"wormjournal.integrations.langgraph.{name} needs LangGraph, which is not installed "
+                              f"({e}): pip install 'wormjournal[langgraph]'", name=e.name) from e
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
