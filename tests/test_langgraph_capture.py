@@ -24,9 +24,10 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
 
-from wormjournal import Journal, JournalConfig, JournalError, ValidationError  # noqa: E402
+from wormjournal import Journal, JournalConfig, JournalError  # noqa: E402
 from wormjournal.integrations.langgraph import RunRecorder  # noqa: E402
 from wormjournal.integrations.langgraph.capture import to_json  # noqa: E402
+from wormjournal.integrations.langgraph.codec import journal_id  # noqa: E402
 
 EMAIL = "alice@example.com"
 
@@ -281,12 +282,14 @@ def test_strict_recorder_fails_the_run_when_the_journal_fails(journal: Journal) 
         linear().invoke({"email": EMAIL}, config(RunRecorder(journal)))
 
 
-def test_an_unsafe_thread_id_is_refused_before_the_first_node(journal: Journal) -> None:
+def test_a_thread_id_the_journal_refuses_as_an_id_is_recorded_under_its_hash(journal: Journal) -> None:
+    """LangGraph takes any thread id; one with a path separator is recorded under journal_id (FORMAT.md 3.4)."""
     ran = []
     graph = linear(lambda s: ran.append(1) or {"b": "B"})
-    with pytest.raises(ValidationError, match="thread_id"):
-        graph.invoke({"email": EMAIL}, config(RunRecorder(journal), thread="users/alice"))
-    assert ran == [] and journal.next_seq == 0
+    graph.invoke({"email": EMAIL}, config(RunRecorder(journal), thread="users/alice"))
+    assert ran == [1]
+    events = journal.reader().thread_events(journal_id("users/alice"))
+    assert events and events[0].event_type == "execution_started" and events[-1].event_type == "execution_completed"
 
 
 def test_lenient_recorder_logs_and_the_run_completes(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:

@@ -27,8 +27,13 @@ from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
 
 from wormjournal.errors import IntegrityError  # noqa: E402
-from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver  # noqa: E402
-from wormjournal.integrations.langgraph.codec import CHECKPOINT_EVENT, TOMBSTONE_EVENT, WRITES_EVENT  # noqa: E402
+from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver, RunRecorder  # noqa: E402
+from wormjournal.integrations.langgraph.codec import (  # noqa: E402
+    CHECKPOINT_EVENT,
+    TOMBSTONE_EVENT,
+    WRITES_EVENT,
+    journal_id,
+)
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
 
 from conftest import rewrite_parquet  # noqa: E402
@@ -161,10 +166,12 @@ def build(checkpointer: Any) -> Any:
     return g.compile(checkpointer=checkpointer)
 
 
-def run_graph(saver: Any) -> dict[str, Any]:
+def run_graph(saver: Any, thread: str = "conv-1", callbacks: list[Any] | None = None) -> dict[str, Any]:
     """A run with an interrupt, a human edit and a resume; what LangGraph reports, ids left out."""
     graph = build(saver)
-    config = {"configurable": {"thread_id": "conv-1"}}
+    config: dict[str, Any] = {"configurable": {"thread_id": thread}}
+    if callbacks:
+        config["callbacks"] = callbacks
     first = graph.invoke({"steps": []}, config)
     paused = graph.get_state(config)
     graph.update_state(config, {"text": "edited by a human"})
@@ -412,3 +419,31 @@ def test_without_langgraph_the_error_says_what_to_install() -> None:
             "try:\n    langgraph.JournalSaver\nexcept ImportError as e:\n    print(type(e).__name__, e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.startswith("ImportError ") and "pip install 'wormjournal[langgraph]'" in out, out
+
+
+ODD_THREADS = ["tenant-a/conv 7", "x" * 300, "line\nbreak", "lg:conv-1", "tab\there", "..", "conv-1"]
+
+
+def test_any_thread_id_langgraph_takes_is_stored(paths: tuple[Path, Path]) -> None:
+    """Thread ids the journal does not take as ids (a slash, over 256 bytes, a newline, ``..``, or one that looks like
+    a stored hash) run as under the in-memory saver, through JournalSaver, ArchivingSaver and RunRecorder alike;
+    a fresh saver lists them by their own ids (FORMAT.md 3.4: the event holds a hash, the payload the id)."""
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        for thread in ODD_THREADS:
+            expected = run_graph(InMemorySaver(), thread)
+            assert run_graph(JournalSaver(j), thread, [RunRecorder(j)]) == expected, thread
+            assert run_graph(ArchivingSaver(InMemorySaver(), j), f"archived {thread}") == run_graph(
+                InMemorySaver(), f"archived {thread}"), thread
+        j.seal()
+        fresh = JournalSaver(j)
+        listed = {t.config["configurable"]["thread_id"] for t in fresh.list(None)}
+        assert set(ODD_THREADS) <= listed
+        hashed = {journal_id(t) for t in ODD_THREADS} - set(ODD_THREADS)
+        assert len(hashed) == 6 and all(h.startswith("lg:") and len(h) == 35 for h in hashed)
+        recorded = {e.thread_id for e in j.reader().find(event_type="execution_started")}
+        assert {journal_id(t) for t in ODD_THREADS} <= recorded  # RunRecorder recorded every run
+        fresh.delete_thread("x" * 300)
+        assert fresh.get_tuple({"configurable": {"thread_id": "x" * 300, "checkpoint_ns": ""}}) is None
+        assert JournalSaver(j).get_tuple({"configurable": {"thread_id": "line\nbreak", "checkpoint_ns": ""}})
+        j.seal()
+        assert j.verify().ok

@@ -36,6 +36,7 @@ from .codec import (
     TOMBSTONE_EXECUTION,
     WRITES_EVENT,
     execution_of,
+    journal_id,
     serialize_put,
     writes_payload,
 )
@@ -61,7 +62,7 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
     def _archive_put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
                      new_versions: ChannelVersions) -> None:
         put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
-        self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(), thread_id=put.thread_id,
+        self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(), thread_id=journal_id(put.thread_id),
                             step_id=put.checkpoint_id, key_scope="thread")
 
     def _archive_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
@@ -74,9 +75,10 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
         run_id = (config.get("metadata") or {}).get("run_id")
         self.journal.append(WRITES_EVENT, execution_of(thread_id, {"run_id": run_id}),
                             writes_payload(ns, cid, task_id, task_path, items),
-                            thread_id=thread_id, step_id=cid, key_scope="thread")
+                            thread_id=journal_id(thread_id), step_id=cid, key_scope="thread")
 
     def _tombstone(self, thread_id: str | None, payload: dict[str, Any]) -> None:
+        """A tombstone of the thread the journal knows as ``thread_id`` (journal_id of LangGraph's)."""
         self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION,
                             {"kind": "deleted", "thread_id": thread_id, **payload},
                             thread_id=thread_id, key_scope="none")
@@ -92,15 +94,15 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
             parent = (t.parent_config or {}).get("configurable", {}).get("checkpoint_id")
             config = {"configurable": {"thread_id": target_thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}}
             put = serialize_put(self.serde, config, t.checkpoint, t.metadata, t.checkpoint["channel_versions"])
-            self.journal.append(CHECKPOINT_EVENT, execution, put.payload(), thread_id=target_thread_id, step_id=cid,
-                                key_scope="thread")
+            self.journal.append(CHECKPOINT_EVENT, execution, put.payload(), thread_id=journal_id(target_thread_id),
+                                step_id=cid, key_scope="thread")
             by_task: dict[str, list[tuple[int, str, Any]]] = {}
             for task_id, channel, value in t.pending_writes or ():
                 items = by_task.setdefault(task_id, [])
                 items.append((WRITES_IDX_MAP.get(channel, len(items)), channel, self.serde.dumps_typed(value)))
             for task_id, items in by_task.items():
                 self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, "", items),
-                                    thread_id=target_thread_id, step_id=cid, key_scope="thread")
+                                    thread_id=journal_id(target_thread_id), step_id=cid, key_scope="thread")
 
     def _record_runs_deleted(self, run_ids: Sequence[str]) -> None:
         """A tombstone of each thread the runs wrote in (found through the journal's index: a run is an
@@ -124,14 +126,14 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
             if strategy == "delete":
                 self._forget_thread(thread_id)
             elif checkpoints:
-                self._tombstone(thread_id, {"scope": "checkpoints", "checkpoints": checkpoints})
+                self._tombstone(journal_id(thread_id), {"scope": "checkpoints", "checkpoints": checkpoints})
 
     def _forget_thread(self, thread_id: str) -> None:
         try:
-            self.journal.shred(thread=thread_id, reason="LangGraph delete_thread")
+            self.journal.shred(thread=journal_id(thread_id), reason="LangGraph delete_thread")
         except UnknownScopeError:
             pass  # nothing of the thread was archived
-        self._tombstone(thread_id, {"scope": "thread"})
+        self._tombstone(journal_id(thread_id), {"scope": "thread"})
 
     # -- the saver ---------------------------------------------------------------------------------
 

@@ -81,6 +81,7 @@ from langgraph.types import Command
 from ...errors import ValidationError
 from ...events import EventType, canonical_json, uuid7
 from ...journal import Journal
+from .codec import journal_id
 
 try:  # LangGraph 1.2 adds graph lifecycle callbacks (interrupt / resume) for these handlers
     from langgraph.callbacks import GraphCallbackHandler as _Handler
@@ -257,7 +258,7 @@ class RunRecorder(_Handler):
                 return  # not a node of a graph run we follow
         step = md.get("langgraph_step")
         run = _Run(execution_id=root.execution_id, thread_id=root.thread_id, event_id=uuid7(), root=parent_run_id,
-                   node=str(node), step_id=None if step is None else str(step))
+                   node=journal_id(str(node)), step_id=None if step is None else str(step))
         with self._lock:
             self._runs[run_id] = run
         self._write(self._event(run, EventType.NODE_STARTED, None, event_id=run.event_id, node=run.node,
@@ -265,7 +266,7 @@ class RunRecorder(_Handler):
 
     def _start_root(self, run_id: UUID, inputs: Any, md: Mapping[str, Any]) -> None:
         thread = md.get("thread_id")
-        thread_id = None if thread is None or thread == "" else str(thread)
+        thread_id = None if thread is None or thread == "" else journal_id(str(thread))
         event_id = uuid7()
         continued = None
         if thread_id is not None and (inputs is None or isinstance(inputs, Command)):
@@ -377,10 +378,10 @@ class RunRecorder(_Handler):
 
     def _paused_run(self, config: Mapping[str, Any]) -> _Run:
         thread = (config.get("configurable") or {}).get("thread_id")
-        opened = self._open_execution(str(thread)) if thread is not None else None
+        opened = self._open_execution(journal_id(str(thread))) if thread is not None else None
         if opened is None:
             raise ValidationError("config", f"thread {thread!r} has no paused execution to record a human's action in")
-        return _Run(execution_id=opened[0], thread_id=str(thread), event_id=uuid7())
+        return _Run(execution_id=opened[0], thread_id=journal_id(str(thread)), event_id=uuid7())
 
     def record_human_change(self, graph: Any, config: Mapping[str, Any], values: Mapping[str, Any], *, by: str,
                             reason: str | None = None, as_node: str | None = None) -> Any:

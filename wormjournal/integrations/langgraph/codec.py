@@ -14,10 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...errors import IntegrityError, ValidationError
+from ...events import check_id
 
 CHECKPOINT_EVENT = "checkpoint_saved"
 WRITES_EVENT = "custom:langgraph.pending_writes"
@@ -27,6 +29,21 @@ TOMBSTONE_EXECUTION = "wormjournal-langgraph-deletions"
 EMPTY = "empty"  # LangGraph's marker of a channel with no value at a version
 
 Typed = tuple[str, bytes]
+# A LangGraph id the journal does not take as an id (FORMAT.md 2.6), or one that begins with this, is stored as this
+# prefix and a hash of it (journal_id): LangGraph takes any string as a thread id.
+HASHED_ID = "lg:"
+
+
+def journal_id(value: str) -> str:
+    """The journal's id for a LangGraph id (a thread, a node): the id itself when the journal takes it as an id and
+    it does not begin with ``lg:``; else ``lg:`` and the first 32 hex digits of SHA-256(UTF-8(id)) (FORMAT.md 3.4).
+    One to one but for SHA-256 collisions; the original is kept in the payloads that need it (``thread_id``)."""
+    if not value.startswith(HASHED_ID):
+        try:
+            return check_id("thread_id", value)
+        except ValidationError:
+            pass
+    return HASHED_ID + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def pack(typed: Typed) -> list[str]:
@@ -45,7 +62,7 @@ def unpack(value: Any, what: str) -> Typed:
 def execution_of(thread_id: str, metadata: Mapping[str, Any]) -> str:
     """The journal execution of a checkpoint: its LangGraph run, or the thread's own when it has none."""
     run_id = metadata.get("run_id")
-    return str(run_id) if run_id else f"langgraph-thread-{thread_id}"
+    return journal_id(str(run_id) if run_id else f"langgraph-thread-{thread_id}")
 
 
 @dataclasses.dataclass
@@ -116,7 +133,7 @@ class Put:
 
     def payload(self) -> dict[str, Any]:
         return checkpoint_payload(self.ns, self.checkpoint_id, self.saved, self.blobs, self.metadata.get("step"),
-                                  self.metadata.get("source"))
+                                  self.metadata.get("source"), self.thread_id)
 
     def stored_blobs(self) -> dict[str, tuple[Any, Typed]]:
         return {k: (v, typed if typed is not None else (EMPTY, b"")) for k, (v, typed) in self.blobs.items()}
@@ -139,13 +156,25 @@ def serialize_put(serde: Any, config: Mapping[str, Any], checkpoint: Mapping[str
 
 
 def checkpoint_payload(ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed | None]],
-                       step: Any, source: Any) -> dict[str, Any]:
-    return {
+                       step: Any, source: Any, thread_id: str) -> dict[str, Any]:
+    payload = {
         "kind": "checkpoint", "checkpoint_ns": ns, "checkpoint_id": cid, "parent_checkpoint_id": saved.parent,
         "run_id": saved.run_id, "step": step, "source": source,
         "checkpoint": pack(saved.checkpoint), "metadata": pack(saved.metadata),
         "blobs": {ch: [version, *(pack(v) if v is not None else [EMPTY, ""])] for ch, (version, v) in blobs.items()},
     }
+    if journal_id(thread_id) != thread_id:
+        payload["thread_id"] = thread_id  # the event's thread_id is its hash (journal_id)
+    return payload
+
+
+def original_thread(stored: str, payload: Any) -> str:
+    """The LangGraph thread id of a checkpoint event whose thread_id is ``stored``: the payload's ``thread_id``
+    when the journal stored a hash of it (and the payload is readable), else ``stored`` itself."""
+    if stored.startswith(HASHED_ID) and isinstance(payload, dict) and isinstance(payload.get("thread_id"), str):
+        if journal_id(payload["thread_id"]) == stored:
+            return str(payload["thread_id"])
+    return stored
 
 
 def writes_payload(ns: str, cid: str, task_id: str, task_path: str,

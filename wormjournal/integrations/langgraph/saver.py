@@ -52,6 +52,8 @@ from .codec import (
     apply_tombstone,
     checkpoint_payload,
     execution_of,
+    journal_id,
+    original_thread,
     serialize_put,
     writes_payload,
 )
@@ -73,7 +75,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
             state = self._threads.get(thread_id)
             if state is None:
                 state = ThreadState()
-                for e in self.journal.reader().thread_events(thread_id):  # each one verified before it is returned
+                for e in self.journal.reader().thread_events(journal_id(thread_id)):  # each verified first
                     if e.event_type in SAVER_EVENTS:
                         apply_event(state, e.event_type, e.payload, e.seq, e.execution_id)
                 self._threads[thread_id] = state
@@ -81,7 +83,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
 
     def _all_threads(self) -> list[str]:
         """Every thread with a checkpoint, in the order of its first one (as the in-memory saver lists them)."""
-        found = {e.thread_id: None for e in self.journal.reader().find(event_type=CHECKPOINT_EVENT) if e.thread_id}
+        found = {original_thread(e.thread_id, e.payload): None
+                 for e in self.journal.reader().find(event_type=CHECKPOINT_EVENT) if e.thread_id}
         return list(found) + [t for t in self._threads if t not in found]
 
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
@@ -156,7 +159,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
         put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
         with self._lock:
             state = self._state(put.thread_id)
-            put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(), thread_id=put.thread_id,
+            put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(),
+                                                thread_id=journal_id(put.thread_id),
                                                 step_id=put.checkpoint_id, key_scope="execution")
             state.add_checkpoint(put.ns, put.checkpoint_id, put.saved, put.stored_blobs())
             state.executions.add(put.execution)
@@ -174,14 +178,15 @@ class JournalSaver(BaseCheckpointSaver[str]):
             saved = state.checkpoints.get(ns, {}).get(cid)
             execution = saved.run_id if saved and saved.run_id else execution_of(thread_id, {})
             self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
-                                thread_id=thread_id, step_id=cid, key_scope="execution")
+                                thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
             state.add_writes(ns, cid, task_id, task_path, items)
 
     # -- deleting: keys destroyed, then a tombstone ----------------------------------------------
 
     def _tombstone(self, thread_id: str, payload: dict[str, Any]) -> None:
         payload = {"kind": "deleted", "thread_id": thread_id, **payload}
-        seq = self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION, payload, thread_id=thread_id, key_scope="none")
+        seq = self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION, payload, thread_id=journal_id(thread_id),
+                                  key_scope="none")
         apply_tombstone(self._state(thread_id), payload, seq)
 
     def _shred(self, scope: str, value: str, reason: str) -> None:
@@ -198,7 +203,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
                 return
             for execution in sorted(state.executions):
                 self._shred("execution", execution, "LangGraph delete_thread")
-            self._shred("thread", thread_id, "LangGraph delete_thread")
+            self._shred("thread", journal_id(thread_id), "LangGraph delete_thread")
             self._tombstone(thread_id, {"scope": "thread"})
             state.executions.clear()
 
@@ -260,8 +265,9 @@ class JournalSaver(BaseCheckpointSaver[str]):
                 execution = execution_of(target_thread_id, {})
                 copy.seq = self.journal.append(
                     CHECKPOINT_EVENT, execution,
-                    checkpoint_payload(ns, cid, copy, blobs, metadata.get("step"), metadata.get("source")),
-                    thread_id=target_thread_id, step_id=cid, key_scope="execution")
+                    checkpoint_payload(ns, cid, copy, blobs, metadata.get("step"), metadata.get("source"),
+                                       target_thread_id),
+                    thread_id=journal_id(target_thread_id), step_id=cid, key_scope="execution")
                 target.add_checkpoint(ns, cid, copy,
                                       {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()})
                 target.executions.add(execution)
@@ -270,7 +276,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
                     by_task.setdefault((task_id, task_path), []).append((idx, channel, value))
                 for (task_id, task_path), items in by_task.items():
                     self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
-                                        thread_id=target_thread_id, step_id=cid, key_scope="execution")
+                                        thread_id=journal_id(target_thread_id), step_id=cid, key_scope="execution")
                     target.add_writes(ns, cid, task_id, task_path, items)
 
     # -- async: the same, off the event loop (appends fsync) -------------------------------------
