@@ -88,14 +88,25 @@ def test_intact_store_verifies_with_the_stores_own_keys(history: History) -> Non
     assert report.keys == [history.verify_key.key_id]
 
 
-def test_nothing_sealed_fails_closed(tmp_store: StorePaths) -> None:
+def test_nothing_sealed_fails_closed_for_an_auditor_and_not_for_its_writer(tmp_store: StorePaths) -> None:
+    """An auditor (verify_store) has nothing to prove in a store with nothing sealed: a finding. The writer's own
+    check (Journal.verify), which knows it sealed nothing, reads its appended events back through the WAL's
+    chain: ok, with a notice; once it has sealed, a store emptied behind it fails again."""
     with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=JournalConfig(seal_max_age_seconds=None)) as j:
+        assert j.verify().ok and j.verify().unsealed == 0
         j.append("execution_started", "run-1", {"x": 1})
         j.append("execution_completed", "run-1")
         report = j.verify()
-    assert not report.ok
-    assert kinds(report) == {"nothing_to_verify"}
-    assert report.events == 0
+        assert report.ok and report.unsealed == 2 and report.events == 0
+        assert any("nothing is sealed yet" in n for n in report.notices)
+        auditor = verify_store(tmp_store.store)
+        assert not auditor.ok and kinds(auditor) == {"nothing_to_verify"} and auditor.unsealed is None
+        j.seal()
+        for manifest in (tmp_store.store / "manifests").rglob("*.note"):
+            make_writable(manifest)
+            manifest.unlink()
+        report = j.verify()
+    assert not report.ok and report.unsealed is None
 
 
 def test_empty_journal_fails_closed(tmp_store: StorePaths) -> None:

@@ -60,6 +60,9 @@ class VerifyReport:
     since: dict[str, Any] | None = None  # the saved checkpoint or manifest verified against, and the result
     workers: int = 1
     notices: list[str] = dataclasses.field(default_factory=list)  # what this store's format cannot prove
+    # Set by the writer's own check (Journal.verify) of a journal that has sealed nothing yet: its appended events,
+    # read back through the write-ahead log's chain. The store then has nothing to prove, and that is not a finding.
+    unsealed: int | None = None
 
     @property
     def encrypted_events(self) -> int:
@@ -76,8 +79,9 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        """True only when something was checked and nothing was wrong (fail closed)."""
-        return not self.findings and any(s.events for s in self.streams)
+        """True only when something was checked and nothing was wrong (fail closed); for a writer's own check of a
+        journal with nothing sealed yet (``unsealed`` set), when its write-ahead log's chain holds."""
+        return not self.findings and (any(s.events for s in self.streams) or self.unsealed is not None)
 
     @property
     def events(self) -> int:
@@ -99,6 +103,7 @@ class VerifyReport:
             "checked": list(CHECKS),
             "since": self.since,
             "notices": self.notices,
+            "unsealed": self.unsealed,
             "streams_count": len(self.streams),
             "events": self.events,
             "segments": self.segments,
