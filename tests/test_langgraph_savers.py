@@ -447,3 +447,40 @@ def test_any_thread_id_langgraph_takes_is_stored(paths: tuple[Path, Path]) -> No
         assert JournalSaver(j).get_tuple({"configurable": {"thread_id": "line\nbreak", "checkpoint_ns": ""}})
         j.seal()
         assert j.verify().ok
+
+
+def test_two_savers_on_one_journal_never_fork_a_thread(journal: Any) -> None:
+    """Runs A, B, A on one thread through two JournalSavers of one journal (a server's saver per request): each
+    sees the other's checkpoints, as one in-memory saver serving all three does."""
+
+    def turns(savers: list[Any]) -> list[Any]:
+        out = []
+        for k, saver in enumerate(savers):
+            graph = build(saver)
+            config = {"configurable": {"thread_id": "shared"}}
+            graph.invoke({"steps": [f"turn {k}"]}, config)
+            graph.invoke(Command(resume="yes"), config)
+            out.append([(h.metadata.get("step"), h.values) for h in graph.get_state_history(config)])
+        return out
+
+    a, b = JournalSaver(journal), JournalSaver(journal)
+    memory = InMemorySaver()
+    assert turns([a, b, a]) == turns([memory, memory, memory])
+    assert len(list(a.list(cfg("shared")))) == len(list(memory.list(cfg("shared")))) == len(list(b.list(cfg("shared"))))
+
+
+def test_a_saver_keeps_few_threads_and_one_reader(journal: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache of threads is bounded (the least recently used are read again when needed), and every thread is
+    read through the saver's one Reader, which follows the write-ahead log rather than reading it again."""
+    readers: list[Any] = []
+    genuine = type(journal).reader
+    monkeypatch.setattr(type(journal), "reader", lambda self: readers.append(1) or genuine(self))
+    saver = JournalSaver(journal, cache_threads=3)
+    expected = {f"conv-{k}": run_graph(InMemorySaver(), f"conv-{k}") for k in range(8)}
+    for thread, answer in expected.items():
+        assert run_graph(saver, thread) == answer
+    assert len(saver._threads) <= 3  # noqa: SLF001
+    for k in range(8):  # the evicted threads read back whole
+        assert len(list(saver.list({"configurable": {"thread_id": f"conv-{k}"}}))) == len(
+            expected[f"conv-{k}"]["history"])
+    assert len(readers) == 1

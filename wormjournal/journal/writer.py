@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ConfigError, ConflictError, IntegrityError, JournalError, StorageError, ValidationError
-from ..events import now_micros, uuid7
+from ..events import FIELD_NAMES, now_micros, uuid7
 from ..index import Reader
 from ..retention.actions import RetentionAction
 from ..retention.audit import DEFAULT_WORKERS, Progress
@@ -63,6 +64,9 @@ from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Valida
 from .trail import RetentionTrail
 
 log = logging.getLogger(__name__)
+
+_THREAD = FIELD_NAMES.index("thread_id")  # in a Draft's values
+_THREAD_HEADS = 65536  # threads whose last appended seq a writer remembers (Journal.appended_since)
 
 DEFAULT_STREAM = "main"
 DATAKEYS_DIR = "datakeys"  # the key store, in <key_dir>/<journal_id>/
@@ -423,6 +427,10 @@ class Journal:
         self._exec_heads = self._sealer.execution_heads()  # the index, not every segment
         for e in pending:
             self._exec_heads[e.execution_id] = e.seq
+        # The seq of the last event of each thread appended from here on (bounded: the oldest are forgotten, and
+        # _thread_heads_from moves past them), so that what caches a thread can tell it changed (appended_since).
+        self._thread_heads: OrderedDict[str, int] = OrderedDict()
+        self._thread_heads_from = self._next_seq
         # Appends go on in the newest file; older ones are frozen and get sealed now.
         if contents and contents[-1].header.first_seq + len(contents[-1].events) < self._next_seq:
             contents.append(walmod.WalContents(  # the newest file is all sealed: go on in a new one, seqs in order
@@ -488,6 +496,14 @@ class Journal:
             first = self._next_seq
             self._next_seq, self._last_hash = first + len(drafts), last
             self._exec_heads.update(heads)
+            for seq, draft in enumerate(drafts, first):
+                thread = draft.values[_THREAD]
+                if thread is not None:
+                    self._thread_heads[thread] = seq
+                    self._thread_heads.move_to_end(thread)
+            while len(self._thread_heads) > _THREAD_HEADS:
+                _, forgotten = self._thread_heads.popitem(last=False)
+                self._thread_heads_from = max(self._thread_heads_from, forgotten + 1)
             self._pending_events += len(drafts)
             self._pending_bytes += len(frame)
             if self._oldest_pending is None:
@@ -654,6 +670,14 @@ class Journal:
     @property
     def next_seq(self) -> int:
         return self._next_seq
+
+    def appended_since(self, thread_id: str, seq: int) -> bool:
+        """Whether this writer appended an event of the thread with a seq of ``seq`` or more (True when it cannot
+        tell: before it was opened, or too many threads ago). What a cache of the thread built from the events
+        below ``seq`` asks to know whether it is still whole."""
+        with self._lock:
+            head = self._thread_heads.get(thread_id)
+            return head >= seq if head is not None else seq < self._thread_heads_from
 
     @property
     def head_hash(self) -> bytes:

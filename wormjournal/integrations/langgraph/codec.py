@@ -85,6 +85,7 @@ class ThreadState:
     writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, Typed, str]]] = dataclasses.field(
         default_factory=dict)  # (ns, checkpoint id) -> (task id, idx) -> (task id, channel, value, task path)
     executions: set[str] = dataclasses.field(default_factory=set)  # journal executions of its checkpoints
+    upto: int = 0  # the events of the thread below this seq are all in it (JournalSaver)
 
     def add_checkpoint(self, ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed]]) -> None:
         for channel, (version, value) in blobs.items():

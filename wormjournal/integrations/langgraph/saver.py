@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -62,30 +63,53 @@ from .codec import (
 class JournalSaver(BaseCheckpointSaver[str]):
     """A complete checkpoint saver backed by ``journal`` (a :class:`wormjournal.Journal`)."""
 
-    def __init__(self, journal: Any, *, serde: SerializerProtocol | None = None) -> None:
+    def __init__(self, journal: Any, *, serde: SerializerProtocol | None = None, cache_threads: int = 256) -> None:
         super().__init__(serde=serde)
         self.journal = journal
-        self._threads: dict[str, ThreadState] = {}
+        # The threads read last (at most cache_threads), each whole as long as the journal appended nothing of it
+        # that this saver did not apply (Journal.appended_since): another saver's writes are read, never missed.
+        self._threads: OrderedDict[str, ThreadState] = OrderedDict()
+        self._cache_threads = cache_threads
+        self._reader: Any = None
         self._lock = threading.RLock()
 
     # -- the thread's state, from verified events -----------------------------------------------
 
+    def _read(self) -> Any:
+        """The saver's one Reader (under its lock): it follows the write-ahead log, reading each frame once."""
+        if self._reader is None:
+            self._reader = self.journal.reader()
+        return self._reader
+
     def _state(self, thread_id: str) -> ThreadState:
         with self._lock:
             state = self._threads.get(thread_id)
-            if state is None:
-                state = ThreadState()
-                for e in self.journal.reader().thread_events(journal_id(thread_id)):  # each verified first
-                    if e.event_type in SAVER_EVENTS:
-                        apply_event(state, e.event_type, e.payload, e.seq, e.execution_id)
-                self._threads[thread_id] = state
+            if state is not None and not self.journal.appended_since(journal_id(thread_id), state.upto):
+                self._threads.move_to_end(thread_id)
+                return state
+            state = ThreadState(upto=self.journal.next_seq)  # what is read holds at least the events before it
+            for e in self._read().thread_events(journal_id(thread_id)):  # each verified first
+                if e.event_type in SAVER_EVENTS:
+                    apply_event(state, e.event_type, e.payload, e.seq, e.execution_id)
+            self._threads[thread_id] = state
+            while len(self._threads) > self._cache_threads:
+                self._threads.popitem(last=False)
             return state
+
+    def _appended(self, thread_id: str, state: ThreadState, seq: int) -> None:
+        """After this saver appended the thread's event ``seq`` and applied it to ``state``: the state stays whole
+        when nothing was appended since it was; else it is read again when next needed."""
+        if seq == state.upto:
+            state.upto = seq + 1
+        elif self._threads.get(thread_id) is state:
+            del self._threads[thread_id]
 
     def _all_threads(self) -> list[str]:
         """Every thread with a checkpoint, in the order of its first one (as the in-memory saver lists them)."""
-        found = {original_thread(e.thread_id, e.payload): None
-                 for e in self.journal.reader().find(event_type=CHECKPOINT_EVENT) if e.thread_id}
-        return list(found) + [t for t in self._threads if t not in found]
+        with self._lock:
+            found = {original_thread(e.thread_id, e.payload): None
+                     for e in self._read().find(event_type=CHECKPOINT_EVENT) if e.thread_id}
+            return list(found) + [t for t in self._threads if t not in found]
 
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
                config: RunnableConfig | None = None, metadata: Any = None) -> CheckpointTuple:
@@ -164,6 +188,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
                                                 step_id=put.checkpoint_id, key_scope="execution")
             state.add_checkpoint(put.ns, put.checkpoint_id, put.saved, put.stored_blobs())
             state.executions.add(put.execution)
+            self._appended(put.thread_id, state, put.saved.seq)
         return _config(put.thread_id, put.ns, put.checkpoint_id)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
@@ -177,17 +202,22 @@ class JournalSaver(BaseCheckpointSaver[str]):
             state = self._state(thread_id)
             saved = state.checkpoints.get(ns, {}).get(cid)
             execution = saved.run_id if saved and saved.run_id else execution_of(thread_id, {})
-            self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
-                                thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
+            seq = self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
+                                      thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
             state.add_writes(ns, cid, task_id, task_path, items)
+            self._appended(thread_id, state, seq)
 
     # -- deleting: keys destroyed, then a tombstone ----------------------------------------------
 
-    def _tombstone(self, thread_id: str, payload: dict[str, Any]) -> None:
+    def _tombstone(self, thread_id: str, payload: dict[str, Any]) -> ThreadState:
+        """Append the tombstone and apply it; returns the thread's state it was applied to."""
         payload = {"kind": "deleted", "thread_id": thread_id, **payload}
+        state = self._state(thread_id)
         seq = self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION, payload, thread_id=journal_id(thread_id),
                                   key_scope="none")
-        apply_tombstone(self._state(thread_id), payload, seq)
+        apply_tombstone(state, payload, seq)
+        self._appended(thread_id, state, seq)
+        return state
 
     def _shred(self, scope: str, value: str, reason: str) -> None:
         try:
@@ -204,8 +234,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
             for execution in sorted(state.executions):
                 self._shred("execution", execution, "LangGraph delete_thread")
             self._shred("thread", journal_id(thread_id), "LangGraph delete_thread")
-            self._tombstone(thread_id, {"scope": "thread"})
-            state.executions.clear()
+            self._tombstone(thread_id, {"scope": "thread"}).executions.clear()
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Forget the checkpoints and writes of these runs, in every thread: their keys, then tombstones."""
@@ -271,13 +300,17 @@ class JournalSaver(BaseCheckpointSaver[str]):
                 target.add_checkpoint(ns, cid, copy,
                                       {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()})
                 target.executions.add(execution)
+                self._appended(target_thread_id, target, copy.seq)
                 by_task: dict[tuple[str, str], list[tuple[int, str, Typed]]] = {}
                 for (task_id, idx), (_, channel, value, task_path) in source.writes.get((ns, cid), {}).items():
                     by_task.setdefault((task_id, task_path), []).append((idx, channel, value))
                 for (task_id, task_path), items in by_task.items():
-                    self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
-                                        thread_id=journal_id(target_thread_id), step_id=cid, key_scope="execution")
+                    seq = self.journal.append(WRITES_EVENT, execution,
+                                              writes_payload(ns, cid, task_id, task_path, items),
+                                              thread_id=journal_id(target_thread_id), step_id=cid,
+                                              key_scope="execution")
                     target.add_writes(ns, cid, task_id, task_path, items)
+                    self._appended(target_thread_id, target, seq)
 
     # -- async: the same, off the event loop (appends fsync) -------------------------------------
 
