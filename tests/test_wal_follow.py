@@ -87,3 +87,16 @@ def test_a_file_replaced_under_the_same_name_is_read_again(tmp_store: StorePaths
         os.replace(copy, path)  # the same bytes under another inode
         assert ids(r, "run-1") == before
         assert whole_reads == [path, path]
+
+
+def test_a_few_new_records_read_as_many_do(tmp_store: StorePaths) -> None:
+    """A follower reads up to 32 new records one by one and more through the columnar walk: the same events as a
+    fresh reader's, every field (nulls, tenants, threads, subjects' pseudonyms, payloads) alike."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        r = j.reader()
+        for n in (1, 5, 40, 32, 33, 2):
+            j.append_batch([{"execution_id": "run-1", "event_type": "tool_called", "payload": {"n": n, "i": i},
+                             **({"thread_id": f"t-{i}", "tenant_id": "acme", "node": "tools"} if i % 2 else {}),
+                             **({"subject_id": "alice"} if i % 3 == 0 else {})} for i in range(n)])
+            assert r.events("run-1") == j.reader().events("run-1")
+        assert len(r.events("run-1")) == 113

@@ -35,13 +35,14 @@ import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from .. import native
 from ..errors import ConfigError, IntegrityError
-from ..events import HASH_SIZE, Kind, StoredEvent, decode_fields, encode_value
+from ..events import HASH_SIZE, Kind, StoredEvent, decode_fields, encode_value, event_hash
 from ..segments.table import records_table, row_hashes, table_to_events
 
 MAGIC = b"WJWAL\x00\x02\n"
@@ -418,6 +419,10 @@ class WalFollower:
         starts, ends, frames, good_end, _, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac)
         if not starts:
             return
+        if len(starts) <= _FEW_RECORDS:
+            self.events += self._records(data, starts, ends, seq, prev)
+            self._good_end += good_end - HEADER_SIZE
+            return
         table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), prev)
         seqs = np.asarray(table.column("seq"))
         if (seqs != seq + np.arange(len(seqs), dtype=np.int64)).any():
@@ -427,6 +432,31 @@ class WalFollower:
             raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not match its hash")
         self.events += table_to_events(table)
         self._good_end += good_end - HEADER_SIZE
+
+
+    def _records(self, data: bytes, starts: Sequence[int], ends: Sequence[int], seq: int,
+                 prev: bytes) -> list[StoredEvent]:
+        """A few records one by one, checked as :func:`records_table` and the hashes check them (what a follower
+        reads between two reads of a busy journal: the columnar walk costs milliseconds whatever the count)."""
+        out = []
+        for a, b in zip(starts, ends, strict=True):
+            body, stored = data[a : b - HASH_SIZE], data[b - HASH_SIZE : b]
+            try:
+                values, used = decode_fields(body)
+            except ValueError as e:
+                raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not parse: {e}") from e
+            if used != len(body) or values[0] != seq:
+                raise IntegrityError(f"{self.path}: a record after offset {self._good_end} is out of seq or has "
+                                     "bytes after its fields")
+            if event_hash(prev, body) != stored:
+                raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not match its hash")
+            row: tuple[Any, ...] = (*values, prev, stored)  # the fields, then prev_hash and hash
+            out.append(StoredEvent(*row))
+            seq, prev = seq + 1, stored
+        return out
+
+
+_FEW_RECORDS = 32  # up to this many new records, a follower reads them one by one
 
 
 def wal_name(first_seq: int) -> str:
