@@ -6,11 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from wormjournal import IntegrityError, Journal, JournalConfig, Reader
+from wormjournal.index import reader as reader_mod
 from wormjournal.storage import wal
+from wormjournal.trust.chain import continue_chain
 
 from conftest import StorePaths
 
@@ -100,3 +103,29 @@ def test_a_few_new_records_read_as_many_do(tmp_store: StorePaths) -> None:
                              **({"subject_id": "alice"} if i % 3 == 0 else {})} for i in range(n)])
             assert r.events("run-1") == j.reader().events("run-1")
         assert len(r.events("run-1")) == 113
+
+
+def test_each_read_checks_the_chain_of_the_new_events_only_and_as_strictly(tmp_store: StorePaths,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read links only the events read since the last one to the chain (continue_chain over the new ones); an
+    event after the checked ones that does not follow them is refused, never passed over as sealed."""
+    checked: list[int] = []
+    genuine = reader_mod.continue_chain
+
+    def counting(events: Any, *args: Any, **kwargs: Any) -> Any:
+        events = list(events)
+        checked.append(len(events))
+        return genuine(events, *args, **kwargs)
+
+    monkeypatch.setattr(reader_mod, "continue_chain", counting)
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        r = j.reader()
+        for k in range(4):
+            j.append_batch([{"execution_id": "run-1", "event_type": "tool_called", "payload": {"k": k}}] * 5)
+            assert len(r.events("run-1")) == 5 * (k + 1)
+        assert checked == [5, 5, 5, 5]
+        events = [e for f in r._followers.values() for e in f.events]  # noqa: SLF001
+    head = events[-1]
+    with pytest.raises(IntegrityError, match="does not continue"):
+        continue_chain(events[:1], head.seq + 1, head.hash, continuing=True)
+    assert continue_chain(events[:1], head.seq + 1, head.hash) == []  # a fresh check passes sealed ones over

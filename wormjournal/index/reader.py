@@ -188,6 +188,10 @@ class Reader:
         self._listed = False  # listed once; then a read checks for what a seal adds (_grew), not by listing
         self._followers: dict[str, WalFollower] = {}  # the WAL files, each read once and followed
         self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
+        # The last snapshot's chain check: the sealed head, each WAL file's events list and its length, the events
+        # that continue the chain and how many events were checked (Reader._chained).
+        self._chain_memo: tuple[tuple[int, bytes], list[tuple[list[StoredEvent], int]], list[StoredEvent],
+                                int] | None = None
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
                                self._scan_segment)
@@ -462,6 +466,7 @@ class Reader:
         overlap (the overlap is passed over) and never leave a gap. Returns the number of sealed segments."""
         self._snap = None
         events: list[StoredEvent] = []
+        lists: list[list[StoredEvent]] = []  # each file's events, as its follower holds them
         if self._wal_dir is not None and self._wal_dir.is_dir():
             assert self._wal_mac is not None
             followers = {}
@@ -469,17 +474,37 @@ class Reader:
                 follower = self._followers.get(path.name) or WalFollower(path, self._wal_mac)
                 try:
                     # each frame authenticated by the WAL key, read once: a file's new frames only
-                    events += follower.follow()
+                    read = follower.follow()
                 except FileNotFoundError:
                     continue  # sealed and removed meanwhile: those events are in manifests listed below
+                events += read
+                lists.append(read)
                 followers[path.name] = follower
             self._followers = followers  # files sealed and removed are forgotten
         n = self.refresh()
         last = self.manifest(n - 1) if n else None
         seq = last.last_seq + 1 if last else 0
         prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
-        self._snap = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
+        self._snap = self._chained(events, lists, seq, prev)
         return n
+
+    def _chained(self, events: list[StoredEvent], lists: list[list[StoredEvent]], seq: int,
+                 prev: bytes) -> list[StoredEvent]:
+        """continue_chain of the snapshot's WAL events onto the sealed head (seq, prev), checking only the events
+        read since the last snapshot when the sealed head and every file's events before them are as they were
+        (followers append to the lists they hold; a file read again is a new list): O(new events), not
+        O(unsealed events), per read."""
+        memo = self._chain_memo
+        if memo is not None and memo[0] == (seq, prev) and len(lists) >= len(memo[1]) and all(
+                lists[i] is lst and (len(lst) == size or i == len(memo[1]) - 1)
+                for i, (lst, size) in enumerate(memo[1])):
+            done, count = memo[2], memo[3]
+            head = (done[-1].seq + 1, done[-1].hash) if done else (seq, prev)
+            out = done + continue_chain(events[count:], *head, sink=self._sink, continuing=bool(done))
+        else:
+            out = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
+        self._chain_memo = ((seq, prev), [(lst, len(lst)) for lst in lists], out, len(events))
+        return out
 
     def _unsealed(self) -> list[StoredEvent]:
         """The unsealed events of the read in progress ([] without a WAL dir)."""

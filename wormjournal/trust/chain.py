@@ -309,15 +309,18 @@ def check_names(names: Iterable[str], sink: Sink) -> None:
 
 
 def continue_chain(events: Iterable[StoredEvent], next_seq: int, last_hash: bytes, *,
-                   where: str = "the write-ahead log", sink: Sink | None = None) -> list[StoredEvent]:
+                   where: str = "the write-ahead log", sink: Sink | None = None,
+                   continuing: bool = False) -> list[StoredEvent]:
     """The unsealed events (read in order, each already checked against its own record's hash) that come
     after the sealed chain's head: those from seq ``next_seq`` on, each continuing the one before from
-    ``last_hash``. Older ones (sealed meanwhile) are passed over. Raises IntegrityError (``chain_link``)."""
+    ``last_hash``. Older ones (sealed meanwhile) are passed over, unless ``continuing`` (``next_seq`` and
+    ``last_hash`` are then an unsealed event's, checked before: every event must follow it). Raises
+    IntegrityError (``chain_link``)."""
     sink = sink if sink is not None else Sink(collect=False)
     out: list[StoredEvent] = []
     seq, prev = next_seq, last_hash
     for e in events:
-        if e.seq < seq and not out:
+        if e.seq < seq and not out and not continuing:
             if e.seq == seq - 1 and e.hash != prev:  # the sealed head itself, as another writer had it: a fork
                 sink("chain_link", f"{where}: seq {e.seq} is not the sealed event of that seq", seq=e.seq)
                 break
