@@ -5,9 +5,10 @@ its payload encrypted in the key scope of the LangGraph run (the journal executi
 the checkpoint). Reads rebuild a thread from its events, which the journal's
 ``Reader`` verifies (hash chain, Merkle root, signed manifest; the chain alone for
 events not sealed yet) before anything is handed to LangGraph's serializer: stored
-bytes are untrusted input. A thread is read from the journal once per process, then
-kept up to date by this saver's own writes (one writer per stream: nobody else
-appends to it).
+bytes are untrusted input. A thread is read from the journal when first needed, through
+the saver's one ``Reader`` (which follows the write-ahead log), then kept up to date by
+this saver's own writes, in a cache of the ``cache_threads`` threads read last; a thread
+another saver of the journal wrote to since is read again (``Journal.appended_since``).
 
 Deletion on a write-once store is crypto-shredding plus a tombstone: ``delete_thread``
 destroys the keys of the thread's runs (and of the thread's scope), ``delete_for_runs``
