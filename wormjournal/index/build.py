@@ -598,7 +598,3 @@ def write_seal_index(store: Store, *, journal_id: str, stream: str, segment: int
             if written is not None:
                 written(kind, first, last, data)
     return roots
-
-
-def expected_objects(roots: Sequence[IndexRoot], stream: str) -> dict[str, IndexRoot]:
-    return {layout.index_object(stream, r.kind, r.first, r.last): r for r in roots}

@@ -564,12 +564,6 @@ def hash_rows(inputs: pa.Array) -> list[bytes]:
     return [sha(data[a:b]).digest() for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
-def packed_table_hashes(table: pa.Table) -> bytes:
-    """``b"".join(row_hashes(table))``: one C call over the columns when the extension is built."""
-    packed = tagged_hashes(table, EVENT_TAG, _HASH_ORDER)
-    return packed if packed is not None else b"".join(row_hashes(table))
-
-
 def row_hashes(table: pa.Table) -> list[bytes]:
     """The event hash of each row from its own fields and stored ``prev_hash``, in table order.
 

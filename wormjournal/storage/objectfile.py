@@ -57,17 +57,9 @@ class ObjectFile(io.RawIOBase):
         return data
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        want = min(len(buffer), self.size - self._pos)
-        if want <= 0:
+        if self._pos >= self.size or not len(buffer):
             return 0
-        at = self._pos - (self.size - len(self._tail))
-        if at >= 0:
-            data = self._tail[at : at + want]
-            buffer[: len(data)] = data
-            self._pos += len(data)
-            return len(data)
-        data = self._store.get_range(self.name, self._pos, want)
+        data = self.read_range(self._pos, len(buffer))
         buffer[: len(data)] = data
         self._pos += len(data)
-        self.bytes_read += len(data)
         return len(data)
