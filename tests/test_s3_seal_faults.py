@@ -164,8 +164,15 @@ def test_a_reset_after_every_put_of_a_seal_is_an_idempotent_re_put(pj: Proxied) 
         append(j, 0, 12, acked)
         j.seal()
     assert fault.hits == 5  # 2 segments, 2 manifests, a checkpoint: each stored, then re-put (412)
-    statuses = [r.upstream_status for r in pj.proxy.requests if r.method == "PUT" and fault.path.search(r.path)]
-    assert statuses == [200, 412] * 5
+    # Each key: stored by its first PUT, refused (412) on every later one. A re-put whose 412 is itself lost
+    # on the closing connection is sent again by botocore, so a key may see more than one 412.
+    by_key: dict[str, list[int | None]] = {}
+    for r in pj.proxy.requests:
+        if r.method == "PUT" and fault.path.search(r.path):
+            by_key.setdefault(r.path, []).append(r.upstream_status)
+    assert len(by_key) == 5
+    for statuses in by_key.values():
+        assert statuses[0] == 200 and len(statuses) >= 2 and set(statuses[1:]) == {412}, statuses
     pj.check(acked, 12)
 
 
