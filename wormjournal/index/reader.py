@@ -53,8 +53,9 @@ from ..trust import (
 )
 from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
-from . import build, state
+from . import build, lgstate, state
 from .catalog import Catalog, IndexFile, IndexObject
+from .lgstate import StateAt
 from .model import Event, ExecutionSummary, ResumePoint
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,10 @@ class Reader:
         # that continue the chain and how many events were checked (Reader._chained).
         self._chain_memo: tuple[tuple[int, bytes], list[tuple[list[StoredEvent], int]], list[StoredEvent],
                                 int] | None = None
+        # The snapshot's unsealed events by thread and by execution (kept with the memo: a thread's or an
+        # execution's unsealed events cost what they are, not a walk of every unsealed event).
+        self._snap_threads: dict[str, list[StoredEvent]] = {}
+        self._snap_executions: dict[str, list[StoredEvent]] = {}
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
                                self._scan_segment)
@@ -500,9 +505,15 @@ class Reader:
                 for i, (lst, size) in enumerate(memo[1])):
             done, count = memo[2], memo[3]
             head = (done[-1].seq + 1, done[-1].hash) if done else (seq, prev)
-            out = done + continue_chain(events[count:], *head, sink=self._sink, continuing=bool(done))
+            added = continue_chain(events[count:], *head, sink=self._sink, continuing=bool(done))
+            out = done + added
         else:
-            out = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
+            out = added = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
+            self._snap_threads, self._snap_executions = {}, {}
+        for e in added:
+            if e.thread_id is not None:
+                self._snap_threads.setdefault(e.thread_id, []).append(e)
+            self._snap_executions.setdefault(e.execution_id, []).append(e)
         self._chain_memo = ((seq, prev), [(lst, len(lst)) for lst in lists], out, len(events))
         return out
 
@@ -511,6 +522,16 @@ class Reader:
         if self._snap is None:
             raise RuntimeError("Reader._unsealed outside a read's snapshot")
         return self._snap
+
+    def _unsealed_of(self, *, thread_id: str | None = None, execution_id: str | None = None) -> list[StoredEvent]:
+        """The unsealed events of the read in progress of one thread or one execution, in seq order."""
+        if self._snap is None:
+            raise RuntimeError("Reader._unsealed_of outside a read's snapshot")
+        if not self._snap:
+            return []
+        if thread_id is not None:
+            return self._snap_threads.get(thread_id, [])
+        return self._snap_executions.get(execution_id or "", [])
 
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
         event = Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,
@@ -586,7 +607,6 @@ class Reader:
                    neighbours: bool = False) -> dict[str, list[Event]]:
         """The events of each execution from its index entries (plus the unsealed ones), each checked: the
         rows of all of them read together (one plan of pages, one decode)."""
-        unsealed = self._unsealed()
         # A row left out at either end of a run in a segment is seen by the links: the first event returned
         # after it links to it (exec_prev_seq). Only the execution's very last event has no event after it:
         # the row after the last run is read too, and must belong to another execution. With ``neighbours``
@@ -631,7 +651,7 @@ class Reader:
                     )
                 out.extend(self._event(e, entry["segment"]) for e in mine)
                 claimed_last = entry["last_seq"]
-            tail = [e for e in unsealed if e.execution_id == execution_id and (upto is None or e.seq <= upto)]
+            tail = [e for e in self._unsealed_of(execution_id=execution_id) if upto is None or e.seq <= upto]
             out.extend(self._event(e, None) for e in tail)
             if tail:
                 claimed_last = tail[-1].seq
@@ -671,7 +691,7 @@ class Reader:
         self.refresh()
         if self._execution_rows(execution_id).num_rows:
             return True
-        return any(e.execution_id == execution_id for e in self._unsealed())
+        return bool(self._unsealed_of(execution_id=execution_id))
 
     @_snapshot
     def count_events(self, execution_id: str | None = None) -> int:
@@ -679,14 +699,49 @@ class Reader:
         if execution_id is not None:
             self.refresh()
             total: int = sum(self._execution_rows(execution_id).column("rows").to_pylist())
-            return total + sum(1 for e in self._unsealed() if e.execution_id == execution_id)
+            return total + len(self._unsealed_of(execution_id=execution_id))
         n = self.refresh()
         sealed = self.manifest(n - 1).last_seq + 1 if n else 0
         return sealed + len(self._unsealed())
 
-    def state_at(self, execution_id: str, upto: int | None = None) -> dict[str, Any]:
-        """The execution's state after seq ``upto`` (default: now), folded from its verified events."""
-        return state.fold(self.replay(execution_id, upto))
+    def state_at(self, execution_or_thread: str, upto: int | None = None) -> dict[str, Any]:
+        """The state of an execution or a LangGraph thread after seq ``upto`` (default: now): ``state(...).values``,
+        LangGraph's own state for a LangGraph run whose checkpoints are in the journal, else the fold of the
+        execution's ``state_updated`` and ``human_modified`` events. Raises as :meth:`state`."""
+        return self.state(execution_or_thread, upto).values
+
+    @_snapshot
+    def state(self, execution_or_thread: str, upto: int | None = None, *, checkpoint_ns: str = "") -> StateAt:
+        """The state after seq ``upto`` (a seq of the stream; default: the execution's last event, or now for a
+        thread), and which way it was obtained (:class:`StateAt`, ``source``).
+
+        ``execution_or_thread`` is an execution, or a LangGraph thread (its id as LangGraph gives it, or as the
+        journal stores it). When the thread (an execution's own, for an execution: a LangGraph run recorded by
+        ``RunRecorder``, or one whose events are the savers' checkpoints) has checkpoint events, the state is that
+        of its latest checkpoint by ``upto`` in namespace ``checkpoint_ns``: what LangGraph had, its reducers
+        applied, decoded as plain data without importing anything the stored bytes name; a checkpoint whose key
+        was shredded reads as the shredded marker (``unreadable``). Otherwise it is the fold of the execution's
+        verified events (``state.fold``, no reducers). Raises NotFoundError when there is neither an execution
+        nor a LangGraph thread of that id (and no ``upto``), IntegrityError (with ``seq``) as :meth:`replay`
+        does, or when a checkpoint event is not in the savers' format (FORMAT.md 3.4).
+        """
+        events = self._execution_events(execution_or_thread, upto)
+        if events:
+            checkpoints = [e for e in events if e.event_type == lgstate.CHECKPOINT_EVENT and e.thread_id]
+            thread = next((e.thread_id for e in reversed(checkpoints or events) if e.thread_id), None)
+            if thread is not None:
+                found = self.thread_events(thread)
+                if lgstate.is_langgraph_thread(found):
+                    return lgstate.checkpoint_state(found, thread, events[-1].seq if upto is None else upto,
+                                                    checkpoint_ns)
+            return StateAt(state.fold(events), lgstate.SOURCE_FOLD, events[-1].seq if upto is None else upto)
+        for thread in dict.fromkeys((execution_or_thread, lgstate.thread_key(execution_or_thread))):
+            found = self.thread_events(thread)
+            if lgstate.is_langgraph_thread(found):
+                return lgstate.checkpoint_state(found, thread, upto, checkpoint_ns)
+        if upto is None:
+            raise NotFoundError(f"no execution or LangGraph thread {execution_or_thread!r} in stream {self.stream}")
+        return StateAt({}, lgstate.SOURCE_FOLD, upto)
 
     def resume_point(self, execution_id: str) -> ResumePoint:
         """Where to pick the execution up after a crash (see :class:`ResumePoint`)."""
@@ -700,7 +755,7 @@ class Reader:
         self.refresh()
         rows, damaged = self._lookup("threads", thread_id)
         executions = set(rows.column("execution_id").to_pylist())
-        executions |= {e.execution_id for e in self._unsealed() if e.thread_id == thread_id}
+        executions |= {e.execution_id for e in self._unsealed_of(thread_id=thread_id)}
         entries = {}
         for x in sorted(executions):
             table, more = self._lookup("executions", x)

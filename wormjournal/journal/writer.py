@@ -731,6 +731,7 @@ class Journal:
                 self._closed = True
                 try:
                     self._wal.close()
+                    self.keystore.close()  # its keys made ahead and never used are erased
                 finally:
                     self._release_locks(release=self._next_seq == self.sealed_seq)
 

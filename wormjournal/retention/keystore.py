@@ -6,8 +6,9 @@ encryption"; README, "Forgetting a person")::
 
     <dir>/../master.key           the local provider's key-encryption key (32 bytes, hex)
     <dir>/keystore.json           format, journal, provider and its settings (no key material)
-    <dir>/keys/<key_id>.json      one wrapped data key: scope, scope reference, wrapped bytes
-    <dir>/scopes/<hash>/<key_id>  empty marker: this key belongs to the scope with this hash
+    <dir>/keys/<key_id>.json      one wrapped data key: wrapped bytes (and its scope, unless made ahead)
+    <dir>/scopes/<hash>.<n>       the scope's n-th key (n = 0, 1, ...): key id, scope, scope reference
+    <dir>/scopes/<hash>/<key_id>  the same, as an empty marker (the layout before keys were made ahead)
     <dir>/shredded/<key_id>.json  tombstone of a destroyed key: when, how, which receipt (seq and stream)
     <dir>/pending/<hash>.json     a shred under way: its scope, and the stream its receipt goes to once chosen
     <dir>/shred.lock              held (flock) while a shred or a recovery destroys keys and writes a receipt
@@ -18,6 +19,11 @@ identifier is a file name. A data key is written (and fsync'd) before the first 
 it encrypts reaches the write-ahead log, so a crash never loses the key of an
 acknowledged event. Shredding writes the tombstone, then overwrites the key file with
 zeros and removes it, and asks the provider to destroy its own copy (KMS key deletion).
+
+A scope's first key costs its marker alone: keys are made ahead, durably and without a scope, by a
+background thread (``POOL`` of them; not with a KMS key per scope), and given to a scope by writing
+``scopes/<hash>.<n>`` (linked exclusively, so two writers never give a scope two keys at one n).
+Keys made ahead and never given are erased when the key store closes; a crash leaves them unused.
 
 A shred (``Journal.shred``) writes its intent (``pending/``) before it destroys anything and removes
 it only once its erasure receipt is in the journal and noted in the tombstones: a crash in between
@@ -64,6 +70,7 @@ STORE_FILE = "keystore.json"
 MASTER_FILE = "master.key"  # beside the key store directory, so that it can be backed up apart
 PENDING_DIR = "pending"  # shreds under way (created when the first shred begins)
 SHRED_LOCK = "shred.lock"
+POOL = 8  # data keys made ahead of need (a new scope then waits for its marker's fsync alone)
 FORMAT = 1
 _DEK_TAG = b"wormjournal:dek:v1\x00"
 _SCOPE_TAG = b"wormjournal:scope:v1\x00"
@@ -77,6 +84,7 @@ class KekProvider(Protocol):
     """Wraps and unwraps data keys; ``destroy`` removes the provider's copy of a wrapped key."""
 
     name: str
+    poolable: bool  # True when data keys may be wrapped ahead of need, before their scope is known
 
     def settings(self) -> dict[str, Any]: ...
     def wrap(self, key_id: str, dek: bytes) -> tuple[bytes, str | None]: ...
@@ -88,6 +96,7 @@ class LocalKek:
     """A 32-byte master key in a file outside the store (mode 0600); wraps with AES-256-GCM."""
 
     name = "local"
+    poolable = True  # a key can be wrapped before its scope is known
 
     def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
@@ -152,6 +161,7 @@ class AwsKmsKek:
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.pending_days = pending_days
         self._client = client or boto3.client("kms", region_name=self.region)
+        self.poolable = key_arn is not None  # a KMS key per scope is made for that scope, never ahead
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> AwsKmsKek:
@@ -281,6 +291,12 @@ class KeyStore:
         self._lock = threading.Lock()
         self._live: dict[str, tuple[str, bytes]] = {}  # scope hash -> (key id, data key)
         self._deks: dict[str, bytes] = {}  # key id -> data key, for reads
+        # Keys made ahead (durable, given to no scope yet), filled by a background thread.
+        self._pool: list[tuple[str, bytes]] = []
+        self._pool_wake = threading.Condition()
+        self._pool_thread: threading.Thread | None = None
+        self._pool_pid = 0
+        self._closed = False
 
     # -- creation and opening
 
@@ -378,32 +394,136 @@ class KeyStore:
             if found is not None and self._key_path(found[0]).exists():
                 return found
             found = None
-            scope_dir = self.directory / "scopes" / h
-            for key_id in sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []:
+            markers = self._markers(h)
+            for key_id in markers:
                 record = self._read_key(key_id)
                 if record is not None:
                     found = (key_id, self._unwrap(record))
             if found is None:
-                found = self._create(scope, value, h)
+                found = self._create(scope, value, h, len(markers))
             self._live[h] = found
             self._deks[found[0]] = found[1]
             return found
 
-    def _create(self, scope: str, value: str, h: str) -> tuple[str, bytes]:
+    def _legacy_dir(self, h: str) -> Path:
+        return self.directory / "scopes" / h
+
+    def _marker_path(self, h: str, n: int) -> Path:
+        return self.directory / "scopes" / f"{h}.{n}"
+
+    def _markers(self, h: str) -> list[str]:
+        """The key ids of a scope, oldest first (a marker a crash left empty names none)."""
+        legacy = self._legacy_dir(h)
+        key_ids = sorted(p.name for p in legacy.iterdir()) if legacy.is_dir() else []
+        n = 0
+        while True:
+            try:
+                marker = json.loads(self._marker_path(h, n).read_bytes())
+            except FileNotFoundError:
+                return key_ids
+            except (ValueError, UnicodeDecodeError) as e:
+                raise KeyStoreError(f"the scope marker {self._marker_path(h, n)} is damaged") from e
+            key_ids.append(marker["key_id"])
+            n += 1
+
+    def _marker_scopes(self) -> dict[str, tuple[str, str]]:
+        """key id -> (scope, scope reference), from every scope marker (keys made ahead hold no scope)."""
+        out = {}
+        for path in (self.directory / "scopes").glob("*.*"):
+            if path.name.startswith("."):
+                continue  # a marker being written
+            try:
+                marker = json.loads(path.read_bytes())
+                out[marker["key_id"]] = (marker["scope"], marker["scope_ref"])
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError) as e:
+                raise KeyStoreError(f"the scope marker {path} is damaged") from e
+        return out
+
+    def _new_key(self, scope: str | None, scope_ref: str | None, h: str | None) -> tuple[str, bytes]:
+        """A data key wrapped and written durably (its scope, when known, in its file too)."""
         key_id = secrets.token_hex(16)
         dek = AESGCM.generate_key(bit_length=256)
         wrapped, kms_key = self.provider.wrap(key_id, dek)
-        record = {"key_id": key_id, "scope": scope, "scope_ref": self.scope_ref(scope, value),
+        record = {"key_id": key_id, "scope": scope, "scope_ref": scope_ref,
                   "scope_hash": h, "wrapped": base64.b64encode(wrapped).decode(), "kms_key": kms_key,
                   "provider": self.provider.name, "created": format_ts(now_micros())}
-        # The key file first, then its scope marker: a crash leaves at worst an unused key.
         write_file_atomic(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n")
-        scope_dir = self.directory / "scopes" / h
-        if not scope_dir.is_dir():
-            scope_dir.mkdir(mode=0o700)
-            fsync_dir(scope_dir.parent)
-        write_file_atomic(scope_dir / key_id, b"")
         return key_id, dek
+
+    def _create(self, scope: str, value: str, h: str, n: int) -> tuple[str, bytes]:
+        """A key for the scope whose markers name ``n`` keys, none live: its key file first, then its marker, so
+        a crash leaves at worst an unused key."""
+        ref = self.scope_ref(scope, value)
+        legacy = self._legacy_dir(h)
+        if legacy.is_dir():  # a scope begun by an older key store keeps its layout
+            key_id, dek = self._new_key(scope, ref, h)
+            write_file_atomic(legacy / key_id, b"")
+            return key_id, dek
+        taken = self._take_pooled()
+        key_id, dek = taken if taken is not None else self._new_key(scope, ref, h)
+        marker = json.dumps({"key_id": key_id, "scope": scope, "scope_ref": ref}, sort_keys=True).encode() + b"\n"
+        while True:
+            try:
+                write_file_atomic(self._marker_path(h, n), marker, exclusive=True)
+                return key_id, dek
+            except FileExistsError:
+                # Another writer gave the scope a key at n: use it, unless it was shredded since.
+                for other in self._markers(h)[n:]:
+                    record = self._read_key(other)
+                    if record is not None:
+                        if taken is not None:
+                            with self._pool_wake:
+                                self._pool.append(taken)
+                        return other, self._unwrap(record)
+                n = len(self._markers(h))
+
+    # -- keys made ahead
+
+    def _take_pooled(self) -> tuple[str, bytes] | None:
+        """A key made ahead, or None (the pool is empty, or the provider makes a key per scope); wakes the
+        thread that makes them."""
+        if not getattr(self.provider, "poolable", False):
+            return None
+        with self._pool_wake:
+            if self._closed:
+                return None
+            if self._pool_thread is None or self._pool_pid != os.getpid():  # none yet, or a forked child
+                self._pool_pid = os.getpid()
+                self._pool_thread = threading.Thread(target=self._fill_pool, name="wormjournal-keys", daemon=True)
+                self._pool_thread.start()
+            taken = self._pool.pop() if self._pool else None
+            self._pool_wake.notify()
+            return taken
+
+    def _fill_pool(self) -> None:
+        while True:
+            with self._pool_wake:
+                while not self._closed and len(self._pool) >= POOL:
+                    self._pool_wake.wait()
+                if self._closed:
+                    return
+            try:
+                made = self._new_key(None, None, None)
+            except (OSError, KeyStoreError):
+                return  # the caller makes its own keys then (and sees the error itself)
+            with self._pool_wake:
+                if self._closed:
+                    _erase(self._key_path(made[0]))
+                    return
+                self._pool.append(made)
+
+    def close(self) -> None:
+        """Stop making keys ahead and erase those never given to a scope."""
+        with self._pool_wake:
+            self._closed = True
+            self._pool_wake.notify_all()
+            thread, self._pool_thread = self._pool_thread, None
+        if thread is not None and self._pool_pid == os.getpid():
+            thread.join()
+        with self._pool_wake:
+            unused, self._pool = self._pool, []
+        for key_id, _ in unused:
+            _erase(self._key_path(key_id))
 
     # -- reads
 
@@ -437,8 +557,7 @@ class KeyStore:
         return self._destroy(scope, self.scope_ref(scope, value), self._scope_hash(scope, value))
 
     def _scope_keys(self, scope: str, ref: str, h: str) -> list[str]:
-        scope_dir = self.directory / "scopes" / h
-        key_ids = sorted(p.name for p in scope_dir.iterdir()) if scope_dir.is_dir() else []
+        key_ids = self._markers(h)
         if not key_ids:
             raise UnknownScopeError(f"no data key for {scope} {ref!r}: nothing of it was encrypted in this journal")
         return key_ids
@@ -482,8 +601,9 @@ class KeyStore:
                 record = self._read_key(key_id)
                 if record is None:
                     continue
+                scope, ref = self._scope_of(record)
                 reference = self.provider.destroy(record.get("kms_key"))
-                info = KeyInfo(key_id, record["scope"], record["scope_ref"], record.get("created", ""),
+                info = KeyInfo(key_id, scope, ref, record.get("created", ""),
                                format_ts(now_micros()), f"{reference} ({note})")
                 write_file_atomic(self._tomb_path(key_id), _tomb_bytes(info))
                 _erase(self._key_path(key_id))
@@ -589,13 +709,29 @@ class KeyStore:
         path.unlink(missing_ok=True)
         fsync_dir(path.parent)
 
+    def _scope_of(self, record: dict[str, Any], markers: dict[str, tuple[str, str]] | None = None) -> tuple[str, str]:
+        """(scope, scope reference) of a key: in its file, or (a key made ahead) in its scope's marker."""
+        if record.get("scope") is not None:
+            return record["scope"], record["scope_ref"]
+        found = (markers if markers is not None else self._marker_scopes()).get(record["key_id"])
+        if found is None:
+            raise KeyStoreError(f"data key {record['key_id']} belongs to no scope (it was made ahead, never given)")
+        return found
+
     def keys(self) -> Iterator[KeyInfo]:
-        """Every key the store holds or held (live first, by creation), never key material."""
+        """Every key the store holds or held (live first, by creation), never key material; keys made ahead and
+        never given to a scope are left out."""
         live = []
+        markers = self._marker_scopes()
+        made_ahead = {key_id for key_id, _ in self._pool}
         for path in sorted((self.directory / "keys").glob("*.json")):
             record = self._read_key(path.stem)
-            if record is not None:
-                live.append(KeyInfo(record["key_id"], record["scope"], record["scope_ref"], record.get("created", "")))
+            if record is None or path.stem in made_ahead:
+                continue
+            if record.get("scope") is None and record["key_id"] not in markers:
+                continue  # made ahead by a writer that crashed: never used
+            scope, ref = self._scope_of(record, markers)
+            live.append(KeyInfo(record["key_id"], scope, ref, record.get("created", "")))
         yield from sorted(live, key=lambda k: k.created)
         tombs = [t for path in sorted((self.directory / "shredded").glob("*.json"))
                  if (t := self._read_tomb(path.stem))]
