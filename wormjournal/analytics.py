@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
 from .errors import ConfigError, JournalError, NotFoundError
+from .events import RESERVED_EVENT_TYPES
 from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
 from .retention.keystore import KeyStore
 from .segments.notes import VerifyKey
@@ -171,12 +172,20 @@ def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str |
 
 # -- ready queries ----------------------------------------------------------------------------------
 
+# Events that are no run's own doing: a LangGraph saver's checkpoints, pending writes and tombstones
+# (FORMAT.md 3.4; written under a run's execution, "langgraph-thread-<id>" or the deletions'), and the
+# library's own (erasure receipts, legal holds, retention). An execution that holds only these is no run.
+BOOKKEEPING_EVENTS = ("checkpoint_saved", "custom:langgraph.pending_writes", "custom:langgraph.checkpoints_deleted",
+                      *sorted(RESERVED_EVENT_TYPES))
+_BOOKKEEPING = ", ".join(f"'{t}'" for t in BOOKKEEPING_EVENTS)
+
 STATS: dict[str, tuple[str, str]] = {
-    "runs_per_day": ("Runs per day and status (the last lifecycle event of each execution)", """
+    "runs_per_day": ("Runs per day and status (the last lifecycle event of each execution)", f"""
         WITH runs AS (
-            SELECT stream, execution_id, min(ts) AS started,
+            SELECT stream, execution_id, min(ts) FILTER (WHERE event_type NOT IN ({_BOOKKEEPING})) AS started,
                    arg_max(event_type, seq) FILTER (WHERE event_type LIKE 'execution\\_%' ESCAPE '\\') AS last
-            FROM events GROUP BY stream, execution_id)
+            FROM events GROUP BY stream, execution_id
+            HAVING started IS NOT NULL)
         SELECT CAST(started AS DATE) AS day, coalesce(replace(last, 'execution_', ''), 'no lifecycle events') AS status,
                count(*) AS runs
         FROM runs GROUP BY ALL ORDER BY day, status"""),
@@ -192,28 +201,33 @@ STATS: dict[str, tuple[str, str]] = {
                round(quantile_cont(epoch_ms(t1) - epoch_ms(t0), 0.5), 1) AS p50_ms,
                round(quantile_cont(epoch_ms(t1) - epoch_ms(t0), 0.95), 1) AS p95_ms
         FROM spans WHERE t0 IS NOT NULL AND t1 IS NOT NULL GROUP BY node ORDER BY p95_ms DESC, node"""),
+    # A tool_called whose payload is encrypted takes its tool's name from the tool_returned of the same call
+    # (same correlation_id), which RunRecorder writes in clear.
     "tool_errors": ("Tool calls and error rates (a tool_returned with \"ok\": false or an \"error\")", """
-        SELECT coalesce(payload_json->>'tool', node, '?') AS tool,
+        WITH tools AS (
+            SELECT event_type, node, payload_json->>'tool' AS named,
+                   CASE WHEN correlation_id IS NOT NULL THEN max(payload_json->>'tool')
+                        OVER (PARTITION BY stream, execution_id, correlation_id) END AS linked,
+                   event_type = 'tool_returned' AND ((payload_json->>'ok') = 'false'
+                                                     OR (payload_json->>'error') IS NOT NULL) AS failed
+            FROM events WHERE event_type IN ('tool_called', 'tool_returned'))
+        SELECT coalesce(named, linked, node, '?') AS tool,
                count(*) FILTER (WHERE event_type = 'tool_called') AS calls,
-               count(*) FILTER (WHERE event_type = 'tool_returned'
-                                AND ((payload_json->>'ok') = 'false'
-                                     OR (payload_json->>'error') IS NOT NULL)) AS errors,
+               count(*) FILTER (WHERE failed) AS errors,
                round(errors / nullif(calls, 0), 4) AS error_rate
-        FROM events WHERE event_type IN ('tool_called', 'tool_returned')
-        GROUP BY ALL ORDER BY error_rate DESC NULLS LAST, tool"""),
-    "llm_usage": ("Tokens and cost per day and model (llm_completed events that carry usage or cost)", """
+        FROM tools GROUP BY ALL ORDER BY error_rate DESC NULLS LAST, tool"""),
+    "llm_usage": ("Tokens and cost per day and model (llm_completed: model, usage, cost_usd)", """
         SELECT CAST(ts AS DATE) AS day, coalesce(payload_json->>'model', '?') AS model, count(*) AS calls,
                sum(coalesce(TRY_CAST(payload_json->'usage'->>'total_tokens' AS BIGINT),
                             TRY_CAST(payload_json->'usage'->>'prompt_tokens' AS BIGINT)
                               + TRY_CAST(payload_json->'usage'->>'completion_tokens' AS BIGINT))) AS tokens,
-               round(sum(coalesce(TRY_CAST(payload_json->>'cost_usd' AS DOUBLE),
-                                  TRY_CAST(payload_json->>'cost' AS DOUBLE))), 6) AS cost_usd
+               round(sum(TRY_CAST(payload_json->>'cost_usd' AS DOUBLE)), 6) AS cost_usd
         FROM events WHERE event_type = 'llm_completed' GROUP BY ALL ORDER BY day, model"""),
-    "waiting_on_human": ("Executions waiting on a human (their last event is a pause or an interrupt)", """
+    "waiting_on_human": ("Executions waiting on a human (their last event is a pause or an interrupt)", f"""
         WITH last AS (
             SELECT stream, execution_id, arg_max(event_type, seq) AS last_event, max(ts) AS since,
                    any_value(tenant_id) AS tenant_id, any_value(thread_id) AS thread_id
-            FROM events GROUP BY stream, execution_id)
+            FROM events WHERE event_type NOT IN ({_BOOKKEEPING}) GROUP BY stream, execution_id)
         SELECT stream, execution_id, tenant_id, thread_id, last_event, since FROM last
         WHERE last_event IN ('human_interrupted', 'execution_paused') ORDER BY since"""),
 }
