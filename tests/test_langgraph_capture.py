@@ -294,11 +294,16 @@ def test_a_thread_id_the_journal_refuses_as_an_id_is_recorded_under_its_hash(jou
 
 def test_lenient_recorder_logs_and_the_run_completes(journal: Journal, caplog: pytest.LogCaptureFixture) -> None:
     journal.close()
-    with caplog.at_level(logging.ERROR, logger="wormjournal.integrations.langgraph.capture"):
-        out = linear().invoke({"email": EMAIL}, config(RunRecorder(journal, strict=False)))
+    roots = RootIds()
+    with caplog.at_level(logging.WARNING, logger="wormjournal.integrations.langgraph.capture"):
+        out = linear().invoke({"email": EMAIL}, config(RunRecorder(journal, strict=False), roots, thread="t-lost"))
     assert out["c"] == "C"
     logged = [r for r in caplog.records if r.name == "wormjournal.integrations.langgraph.capture"]
-    assert logged and all(r.exc_info and isinstance(r.exc_info[1], JournalError) for r in logged)
+    assert len(logged) == 8  # the start, three nodes' starts and ends, the end: each write names what was lost
+    assert all(r.levelno == logging.WARNING and r.exc_info and isinstance(r.exc_info[1], JournalError)
+               for r in logged)
+    assert all(roots.ids[0] in r.getMessage() and "thread t-lost" in r.getMessage() for r in logged)
+    assert "execution_started" in logged[0].getMessage()
 
 
 def test_only_the_graphs_own_nodes_are_recorded(journal: Journal) -> None:
