@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import operator
@@ -241,6 +242,51 @@ def test_a_model_that_fails_is_recorded(journal: Journal) -> None:
     assert failed.payload_key_id is not None
     # a model that reports neither usage nor cost: null, never made up
     assert of(events, "llm_completed")[0].payload == {"model": "fake-1", "usage": None, "cost_usd": None}
+
+
+def test_a_tool_that_asks_a_human_is_a_pause_not_an_error(journal: Journal, store: Path, wj) -> None:  # noqa: ANN001
+    @tool
+    def pay(amount: int) -> str:
+        """Pay, once a human agreed."""
+        return f"paid {amount}" if interrupt({"question": f"pay {amount}?"}) == "yes" else "not paid"
+
+    model = ScriptedModel(script=[(AIMessage("", tool_calls=[{"name": "pay", "args": {"amount": 5}, "id": "c-1"}]), {}),
+                                  (AIMessage("paid"), {})])
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [model.invoke(state["messages"])]}
+
+    g = StateGraph(MessagesState)
+    g.add_node("agent", agent)
+    g.add_node("tools", ToolNode([pay]))
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", tools_condition)
+    g.add_edge("tools", "agent")
+    graph, roots = g.compile(checkpointer=InMemorySaver()), RootIds()
+    cfg = config(RunRecorder(journal), roots)
+    graph.invoke({"messages": [HumanMessage("pay 5")]}, cfg)
+    assert graph.invoke(Command(resume="yes"), cfg)["messages"][-1].content == "paid"
+    events = journal.reader().events(roots.ids[0])
+    paused, done = of(events, "tool_returned")  # the tool runs again on resume
+    assert paused.payload == {"tool": "pay", "tool_call_id": "c-1", "ok": None, "error": None, "paused": True}
+    assert done.payload == {"tool": "pay", "tool_call_id": "c-1", "ok": True, "error": None}
+    journal.seal()
+    tools = json.loads(wj("stats", store, "--json").out)["tool_errors"]
+    assert tools == [{"tool": "pay", "calls": 2, "errors": 0, "error_rate": 0.0}]
+
+
+def test_an_async_run_records_its_tool_and_model_calls(journal: Journal) -> None:
+    roots = RootIds()
+    out = asyncio.run(react_graph(tool_turn()).ainvoke({"messages": [HumanMessage("hi")]},
+                                                       config(RunRecorder(journal), roots)))
+    assert out["messages"][-1].content == f"Done, {EMAIL}"
+    events = journal.reader().events(roots.ids[0])
+    kinds = [e.event_type for e in events]
+    assert kinds.count("tool_called") == kinds.count("tool_returned") == kinds.count(TOOL_OUTPUT_EVENT) == 3
+    assert kinds.count("llm_requested") == kinds.count("llm_completed") == 2
+    assert sorted(e.payload["ok"] for e in of(events, "tool_returned")) == [False, False, True]
+    tools_start = next(e for e in of(events, "node_started") if e.node == "tools")
+    assert all(e.parent_event_id == tools_start.event_id for e in of(events, "tool_called"))
 
 
 class Fan(TypedDict, total=False):

@@ -269,19 +269,22 @@ def _usage(response: Any) -> dict[str, int | None] | None:
     """``{"prompt_tokens", "completion_tokens", "total_tokens"}`` as the model reported them, or None."""
     reported = (getattr(response, "llm_output", None) or {}).get("token_usage")
     if isinstance(reported, Mapping):
-        prompt, completion = _count(reported.get("prompt_tokens")), _count(reported.get("completion_tokens"))
-        total = _count(reported.get("total_tokens"))
-    else:
-        counts = [m.usage_metadata for m in _messages(response) if isinstance(getattr(m, "usage_metadata", None),
-                                                                             Mapping)]
-        if not counts:
-            return None
+        found = _tokens(reported.get("prompt_tokens"), reported.get("completion_tokens"), reported.get("total_tokens"))
+        if found is not None:
+            return found
+    counts = [m.usage_metadata for m in _messages(response) if isinstance(getattr(m, "usage_metadata", None), Mapping)]
+    if not counts:
+        return None
 
-        def add(key: str) -> int | None:
-            values = [_count(c.get(key)) for c in counts]
-            return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+    def add(key: str) -> int | None:
+        values = [_count(c.get(key)) for c in counts]
+        return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
-        prompt, completion, total = add("input_tokens"), add("output_tokens"), add("total_tokens")
+    return _tokens(add("input_tokens"), add("output_tokens"), add("total_tokens"))
+
+
+def _tokens(prompt: Any, completion: Any, total: Any) -> dict[str, int | None] | None:
+    prompt, completion, total = _count(prompt), _count(completion), _count(total)
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
     if prompt is None and completion is None and total is None:
