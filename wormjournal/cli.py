@@ -60,6 +60,7 @@ from .errors import (
 )
 from .events import MAX_INT_DIGITS, MAX_PAYLOAD_DEPTH, RESERVED_EVENT_TYPES, validate_event
 from .index import Reader
+from .index.lgvalues import jsonable
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
@@ -517,12 +518,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_state(args: argparse.Namespace) -> int:
+    target = args.target if args.target is not None else args.execution
+    if target is None or (args.execution is not None and args.execution != target):
+        raise ValidationError("EXECUTION_OR_THREAD", "give one execution or thread (as the argument or --execution)")
     reader = _reader(args)
-    state = reader.state_at(args.execution, upto=args.upto)
     if args.resume:
-        out.print_json(json.dumps(reader.resume_point(args.execution).to_dict(), ensure_ascii=False))
-    else:
-        out.print_json(json.dumps(state, ensure_ascii=False))
+        out.print_json(json.dumps(reader.resume_point(target).to_dict(), ensure_ascii=False))
+        return EXIT_OK
+    found = reader.state(target, upto=args.upto, checkpoint_ns=args.namespace)
+    if args.json:  # one object: the values and where they come from (source, description, checkpoint, writes)
+        out.print(json.dumps(found.to_dict(), ensure_ascii=False), markup=False, highlight=False, soft_wrap=True)
+        return EXIT_OK
+    out.print(found.describe(), markup=False, highlight=False)
+    out.print_json(json.dumps(jsonable(found.values), ensure_ascii=False))
+    for w in found.pending_writes:
+        where = f"{w.task_path or w.task_id}: {w.channel}" if w.channel is not None else "an unreadable write"
+        out.print(f"pending (seq {w.seq}) {where} = {_short(jsonable(w.value), 200)}", markup=False, highlight=False)
     return EXIT_OK
 
 
@@ -730,10 +741,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upto", type=int, default=None, metavar="SEQ", help="stop after this seq")
     p.add_argument("--json", action="store_true", help="JSON Lines, one event a line")
     p.set_defaults(func=cmd_replay)
-    p = sub.add_parser("state", help="an execution's state folded from its verified events")
+    p = sub.add_parser("state", help="the state of an execution or a LangGraph thread after a seq, and where it comes "
+                       "from: LangGraph's checkpoint (reducers applied) or the fold of state_updated events")
     reader(p)
-    p.add_argument("--execution", required=True)
+    p.add_argument("target", nargs="?", default=None, metavar="EXECUTION_OR_THREAD",
+                   help="an execution, or a LangGraph thread (its id as LangGraph or as the journal has it)")
+    p.add_argument("--execution", default=None, metavar="EXECUTION_OR_THREAD", help="the same, as an option")
     p.add_argument("--upto", type=int, default=None, metavar="SEQ", help="the state after this seq")
+    p.add_argument("--namespace", default="", metavar="NS",
+                   help="the checkpoint namespace of a LangGraph subgraph (default: the root graph's)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: values, source, description, checkpoint_id, seq, pending_writes ...")
     p.add_argument("--resume", action="store_true", help="print the resume point (status, last node, pending)")
     p.set_defaults(func=cmd_state)
     p = sub.add_parser("show", help="one event by id, verified")
