@@ -78,7 +78,12 @@ def test_a_human_changes_and_approves_a_paused_run(tmp_path: Path, saver: str) -
         approved = next(e for e in events if e.event_type == "human_approved")
         assert modified.payload["by"] == "adjuster-3" and modified.payload["reason"] == "receipt checked"
         assert approved.payload == {"by": "adjuster-3", "comment": "ok to pay"}
-        assert reader.state_at(execution, upto=modified.seq - 1)["amount"] == 1200  # before the human's change
+        # LangGraph's state: the human's change is its update_state checkpoint, saved just before human_modified.
+        update = next(e.seq for e in reader.thread_events("claim-9")
+                      if e.event_type == "checkpoint_saved" and e.step_id == modified.payload["checkpoint_id"])
+        assert update < modified.seq
+        assert reader.state_at(execution, upto=update - 1)["amount"] == 1200  # before the human's change
+        assert reader.state_at(execution, upto=update)["amount"] == 950
         assert reader.state_at(execution, upto=modified.seq)["amount"] == 950  # after it
         assert reader.state_at(execution)["log"] == ["assessed", "approved", "paid 950"]
         journal.seal()
