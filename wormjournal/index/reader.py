@@ -769,6 +769,28 @@ class Reader:
                       key=lambda e: e.seq)
 
     @_snapshot
+    def thread_events_from(self, thread_id: str, from_seq: int) -> tuple[list[Event], int]:
+        """The thread's events with a seq of ``from_seq`` or more, in seq order, and the seq the stream's snapshot
+        ends at (every event of the thread below it is returned now or was at ``from_seq``): what a cache of the
+        thread built from the events below ``from_seq`` applies to be whole again. When none of them was sealed
+        yet it costs what they are (the write-ahead log's events of the thread); otherwise the thread is looked
+        up through the index and its events from ``from_seq`` kept. Raises as :meth:`thread_events`."""
+        # It returns the snapshot's end too (not None when some were sealed): a caller that re-read the thread
+        # without it could not tell how far it got, and would re-read it whole after every seal of the stream.
+        n = self.refresh()
+        end = self.manifest(n - 1).last_seq + 1 if n else 0
+        unsealed = self._unsealed()
+        if unsealed:
+            end = unsealed[-1].seq + 1
+        if from_seq < (unsealed[0].seq if unsealed else end):
+            return [e for e in self.thread_events(thread_id) if e.seq >= from_seq], end  # the same snapshot
+        mine = self._unsealed_of(thread_id=thread_id)
+        k = len(mine)
+        while k and mine[k - 1].seq >= from_seq:
+            k -= 1
+        return [self._event(e, None) for e in mine[k:]], end
+
+    @_snapshot
     def executions(self, tenant_id: str | None = None, *, limit: int | None = 100,
                    offset: int = 0) -> list[ExecutionSummary]:
         """Executions (of ``tenant_id`` if given), newest first by start time, paginated."""

@@ -5,10 +5,17 @@ its payload encrypted in the key scope of the LangGraph run (the journal executi
 the checkpoint). Reads rebuild a thread from its events, which the journal's
 ``Reader`` verifies (hash chain, Merkle root, signed manifest; the chain alone for
 events not sealed yet) before anything is handed to LangGraph's serializer: stored
-bytes are untrusted input. A thread is read from the journal when first needed, through
-the saver's one ``Reader`` (which follows the write-ahead log), then kept up to date by
-this saver's own writes, in a cache of the ``cache_threads`` threads read last; a thread
-another saver of the journal wrote to since is read again (``Journal.appended_since``).
+bytes are untrusted input.
+
+Several worker processes serve one journal, each writing its own stream
+(``Journal.open_or_create(store, stream=f"worker-{n}", ...)``); a thread is read across every
+stream of the journal, its events merged in (time, stream, seq) order. The savers of one
+``Journal`` object in a process (one per request, as LangGraph's server makes them) share one
+``Reader`` per stream, each following its stream's write-ahead log, and one cache of the
+threads read last (at most ``cache_threads``): a cached thread remembers, per stream, the seq
+it has read up to, and a read applies only the thread's events appended since (this writer's
+own stream is asked only when ``Journal.appended_since`` says it wrote to the thread), so it is
+never stale and a read costs what was added, not the thread.
 
 Deletion on a write-once store is crypto-shredding plus a tombstone: ``delete_thread``
 destroys the keys of the thread's runs (and of the thread's scope), ``delete_for_runs``
@@ -21,9 +28,14 @@ in everything they share (the tests run both side by side).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
+import os
 import threading
+import time
+import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -40,6 +52,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ...errors import UnknownScopeError, ValidationError
+from ...storage import layout
 from .codec import (
     CHECKPOINT_EVENT,
     EMPTY,
@@ -60,57 +73,171 @@ from .codec import (
     writes_payload,
 )
 
+# The streams sealed in the store are listed at most this often (a LIST of its checkpoints); the streams of the
+# write-ahead log directory the workers share are listed at every read (one small directory).
+STORE_STREAMS_SECONDS = 30.0
+_NEVER = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass
+class _Thread:
+    """A cached thread: its state, and per stream the seq below which every event of the thread is in it."""
+
+    state: ThreadState
+    next: dict[str, int] = dataclasses.field(default_factory=dict)
+    ts: dt.datetime = _NEVER  # the latest time of an event applied (an upper bound)
+    deleted_ts: dt.datetime = _NEVER  # the latest time of a tombstone applied (an upper bound)
+
+
+class _Shared:
+    """What the savers of one Journal object share in a process: a Reader per stream (each follows its stream's
+    write-ahead log, reading each frame once), the cache of threads, and the lock that guards both (a Reader is
+    not thread-safe). It holds no reference to the journal: it lives as long as the journal does."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.readers: dict[str, Any] = {}
+        self.threads: OrderedDict[str, _Thread] = OrderedDict()
+        self.cache_threads = 0
+        self.store_streams: set[str] = set()
+        self.store_listed = -float("inf")
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_of(journal: Any) -> _Shared:
+    with _SHARED_LOCK:
+        shared = _SHARED.get(journal)
+        if shared is None:
+            shared = _SHARED[journal] = _Shared()
+        return shared
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
 
 class JournalSaver(BaseCheckpointSaver[str]):
-    """A complete checkpoint saver backed by ``journal`` (a :class:`wormjournal.Journal`)."""
+    """A complete checkpoint saver backed by ``journal`` (a :class:`wormjournal.Journal`), reading every stream of
+    its journal. The savers of one ``Journal`` object share their readers and their cache of threads, which holds
+    the ``cache_threads`` threads read last (the largest number any of them was given). Raises what the journal
+    raises: IntegrityError when an event read is not genuine, ValidationError for what it refuses, StorageError.
+    """
 
     def __init__(self, journal: Any, *, serde: SerializerProtocol | None = None, cache_threads: int = 256) -> None:
         super().__init__(serde=serde)
         self.journal = journal
-        # The threads read last (at most cache_threads), each whole as long as the journal appended nothing of it
-        # that this saver did not apply (Journal.appended_since): another saver's writes are read, never missed.
-        self._threads: OrderedDict[str, ThreadState] = OrderedDict()
-        self._cache_threads = cache_threads
-        self._reader: Any = None
-        self._lock = threading.RLock()
+        self._shared = _shared_of(journal)
+        self._lock = self._shared.lock
+        with self._lock:
+            self._shared.cache_threads = max(self._shared.cache_threads, cache_threads)
+
+    @property
+    def _threads(self) -> OrderedDict[str, _Thread]:
+        return self._shared.threads
+
+    # -- the journal's streams ---------------------------------------------------------------------
+
+    def _reader(self, stream: str) -> Any:
+        """The shared Reader of ``stream`` (under the lock): this writer's own, or one of another stream with the
+        unsealed events of its write-ahead log when it is in this writer's WAL directory."""
+        reader = self._shared.readers.get(stream)
+        if reader is None:
+            j = self.journal
+            reader = j.reader() if stream == j.stream else j._stream_reader(stream)  # noqa: SLF001
+            self._shared.readers[stream] = reader
+        return reader
+
+    def _streams(self) -> list[str]:
+        """Every stream of the journal (under the lock): this writer's, each one with a directory in its WAL
+        directory (the writers of one machine share it: a stream is there from its first append on), and those
+        sealed in the store, listed at most every ``STORE_STREAMS_SECONDS`` (a writer elsewhere, whose events are
+        seen once they are sealed)."""
+        shared = self._shared
+        found = {self.journal.stream, *shared.readers}
+        wal_dir = self.journal._wal_dir.parent  # noqa: SLF001 - <wal_dir>/stream=<name>/, one per stream
+        try:
+            with os.scandir(wal_dir) as entries:
+                for entry in entries:
+                    stream = entry.name.removeprefix("stream=")
+                    if stream != entry.name and layout.is_valid_stream(stream) and entry.is_dir():
+                        found.add(stream)
+        except FileNotFoundError:
+            pass
+        if time.monotonic() - shared.store_listed >= STORE_STREAMS_SECONDS:
+            names = [info.name for info in self.journal.store.list(layout.CHECKPOINTS_PREFIX)]
+            shared.store_streams = {s for s in layout.streams_from_names(names) if layout.is_valid_stream(s)}
+            shared.store_listed = time.monotonic()
+        return sorted(found | shared.store_streams)
 
     # -- the thread's state, from verified events -----------------------------------------------
 
-    def _read(self) -> Any:
-        """The saver's one Reader (under its lock): it follows the write-ahead log, reading each frame once."""
-        if self._reader is None:
-            self._reader = self.journal.reader()
-        return self._reader
-
     def _state(self, thread_id: str) -> ThreadState:
-        with self._lock:
-            state = self._threads.get(thread_id)
-            if state is not None and not self.journal.appended_since(journal_id(thread_id), state.upto):
-                self._threads.move_to_end(thread_id)
-                return state
-            state = ThreadState(upto=self.journal.next_seq)  # what is read holds at least the events before it
-            for e in self._read().thread_events(journal_id(thread_id)):  # each verified first
-                if e.event_type in SAVER_EVENTS:
-                    apply_event(state, e.event_type, e.payload, e.seq, e.execution_id)
-            self._threads[thread_id] = state
-            while len(self._threads) > self._cache_threads:
-                self._threads.popitem(last=False)
-            return state
+        """The thread with every event of every stream applied (under the lock): a cached thread gets the events
+        appended since it was read, each stream asked from the seq it was read up to; this writer's own stream
+        only when it appended to the thread since (``Journal.appended_since``)."""
+        shared = self._shared
+        key = journal_id(thread_id)
+        cached = shared.threads.get(thread_id)
+        entry = cached if cached is not None else _Thread(ThreadState())
+        own = self.journal.stream
+        found = []
+        ends: dict[str, int] = {}
+        for stream in self._streams():
+            start = entry.next.get(stream)
+            if stream == own and start is not None and not self.journal.appended_since(key, start):
+                continue
+            events, ends[stream] = self._reader(stream).thread_events_from(key, start or 0)  # each verified first
+            found += [e for e in events if e.event_type in SAVER_EVENTS]
+        found.sort(key=lambda e: (e.ts, e.stream, e.seq))  # the order they were written in, across the streams
+        if cached is not None and found and (
+                found[0].ts < entry.deleted_ts
+                or any(e.event_type == TOMBSTONE_EVENT and e.ts < entry.ts for e in found)):
+            # A tombstone and events it came after or before, applied out of that order: read the thread whole.
+            del shared.threads[thread_id]
+            return self._state(thread_id)
+        try:
+            for e in found:
+                apply_event(entry.state, e.event_type, e.payload, e.seq, e.execution_id)
+                entry.ts = max(entry.ts, e.ts)
+                if e.event_type == TOMBSTONE_EVENT:
+                    entry.deleted_ts = max(entry.deleted_ts, e.ts)
+        except BaseException:
+            shared.threads.pop(thread_id, None)  # half applied: read whole next time
+            raise
+        entry.next.update(ends)
+        shared.threads[thread_id] = entry
+        shared.threads.move_to_end(thread_id)
+        while len(shared.threads) > shared.cache_threads:
+            shared.threads.popitem(last=False)
+        return entry.state
 
-    def _appended(self, thread_id: str, state: ThreadState, seq: int) -> None:
-        """After this saver appended the thread's event ``seq`` and applied it to ``state``: the state stays whole
-        when nothing was appended since it was; else it is read again when next needed."""
-        if seq == state.upto:
-            state.upto = seq + 1
-        elif self._threads.get(thread_id) is state:
-            del self._threads[thread_id]
+    def _applied(self, thread_id: str, seq: int, apply: Callable[[ThreadState], None], *,
+                 deleted: bool = False) -> None:
+        """After this saver appended the thread's event ``seq``: apply it to the cached thread when that holds
+        every event of this writer's stream before it; else the next read applies it, from the journal."""
+        with self._lock:
+            entry = self._shared.threads.get(thread_id)
+            own = self.journal.stream
+            if entry is None or entry.next.get(own) != seq:
+                return
+            apply(entry.state)
+            entry.next[own] = seq + 1
+            now = _now()  # at or after the event's time: what is compared with it only reads whole more often
+            entry.ts = max(entry.ts, now)
+            if deleted:
+                entry.deleted_ts = max(entry.deleted_ts, now)
 
     def _all_threads(self) -> list[str]:
         """Every thread with a checkpoint, in the order of its first one (as the in-memory saver lists them)."""
         with self._lock:
-            found = {original_thread(e.thread_id, e.payload): None
-                     for e in self._read().find(event_type=CHECKPOINT_EVENT) if e.thread_id}
-            return list(found) + [t for t in self._threads if t not in found]
+            found = [e for stream in self._streams()
+                     for e in self._reader(stream).find(event_type=CHECKPOINT_EVENT) if e.thread_id]
+            found.sort(key=lambda e: (e.ts, e.stream, e.seq))
+            threads = {original_thread(e.thread_id, e.payload): None for e in found}
+            return list(threads) + [t for t in self._shared.threads if t not in threads]
 
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
                config: RunnableConfig | None = None, metadata: Any = None) -> CheckpointTuple:
@@ -182,14 +309,16 @@ class JournalSaver(BaseCheckpointSaver[str]):
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
         put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
-        with self._lock:
-            state = self._state(put.thread_id)
-            put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(),
-                                                thread_id=journal_id(put.thread_id),
-                                                step_id=put.checkpoint_id, key_scope="execution")
+        # Appended outside the lock: the savers of a process append together (one fsync for all: group commit).
+        put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(),
+                                            thread_id=journal_id(put.thread_id), step_id=put.checkpoint_id,
+                                            key_scope="execution")
+
+        def apply(state: ThreadState) -> None:
             state.add_checkpoint(put.ns, put.checkpoint_id, put.saved, put.stored_blobs())
             state.executions.add(put.execution)
-            self._appended(put.thread_id, state, put.saved.seq)
+
+        self._applied(put.thread_id, put.saved.seq, apply)
         return _config(put.thread_id, put.ns, put.checkpoint_id)
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str,
@@ -200,25 +329,23 @@ class JournalSaver(BaseCheckpointSaver[str]):
         items = [(WRITES_IDX_MAP.get(channel, idx), channel, self.serde.dumps_typed(value))
                  for idx, (channel, value) in enumerate(writes)]
         with self._lock:
-            state = self._state(thread_id)
-            saved = state.checkpoints.get(ns, {}).get(cid)
-            execution = saved.run_id if saved and saved.run_id else execution_of(thread_id, {})
-            seq = self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
-                                      thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
-            state.add_writes(ns, cid, task_id, task_path, items)
-            self._appended(thread_id, state, seq)
+            cached = self._shared.threads.get(thread_id)  # the checkpoint is almost always one just put
+            saved = cached.state.checkpoints.get(ns, {}).get(cid) if cached is not None else None
+            if saved is None:
+                saved = self._state(thread_id).checkpoints.get(ns, {}).get(cid)
+        execution = saved.run_id if saved and saved.run_id else execution_of(thread_id, {})
+        seq = self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
+                                  thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
+        self._applied(thread_id, seq, lambda state: state.add_writes(ns, cid, task_id, task_path, items))
 
     # -- deleting: keys destroyed, then a tombstone ----------------------------------------------
 
-    def _tombstone(self, thread_id: str, payload: dict[str, Any]) -> ThreadState:
-        """Append the tombstone and apply it; returns the thread's state it was applied to."""
+    def _tombstone(self, thread_id: str, payload: dict[str, Any]) -> None:
+        """Append the tombstone and apply it to the cached thread."""
         payload = {"kind": "deleted", "thread_id": thread_id, **payload}
-        state = self._state(thread_id)
         seq = self.journal.append(TOMBSTONE_EVENT, TOMBSTONE_EXECUTION, payload, thread_id=journal_id(thread_id),
                                   key_scope="none")
-        apply_tombstone(state, payload, seq)
-        self._appended(thread_id, state, seq)
-        return state
+        self._applied(thread_id, seq, lambda state: apply_tombstone(state, payload, seq), deleted=True)
 
     def _shred(self, scope: str, value: str, reason: str) -> None:
         try:
@@ -227,7 +354,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
             pass  # nothing was ever encrypted in that scope
 
     def delete_thread(self, thread_id: str) -> None:
-        """Forget a thread: the keys of its runs and of its scope are destroyed, then a tombstone."""
+        """Forget a thread: the keys of its runs (whichever stream wrote them) and of its scope are destroyed,
+        then a tombstone."""
         with self._lock:
             state = self._state(thread_id)
             if not state.executions and not any(state.checkpoints.values()):
@@ -235,7 +363,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
             for execution in sorted(state.executions):
                 self._shred("execution", execution, "LangGraph delete_thread")
             self._shred("thread", journal_id(thread_id), "LangGraph delete_thread")
-            self._tombstone(thread_id, {"scope": "thread"}).executions.clear()
+            self._tombstone(thread_id, {"scope": "thread"})
+            state.executions.clear()
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Forget the checkpoints and writes of these runs, in every thread: their keys, then tombstones."""
@@ -276,11 +405,14 @@ class JournalSaver(BaseCheckpointSaver[str]):
         """
         with self._lock:
             source = self._state(source_thread_id)
-            target = self._state(target_thread_id)
-            ordered = sorted(((s.seq or 0, ns, cid, s) for ns, by_id in source.checkpoints.items()
-                              for cid, s in by_id.items()), key=lambda item: item[0])
+            self._state(target_thread_id)  # cached, so that the copies are applied as they are appended
+            # In checkpoint id order, which LangGraph makes the order it wrote them in (seqs of several streams
+            # do not compare).
+            ordered = sorted(((cid, ns, s) for ns, by_id in source.checkpoints.items() for cid, s in by_id.items()),
+                             key=lambda item: (item[0], item[1]))
             sent: set[tuple[str, str, Any]] = set()
-            for _, ns, cid, saved in ordered:
+            execution = execution_of(target_thread_id, {})
+            for cid, ns, saved in ordered:
                 versions = self.serde.loads_typed(saved.checkpoint)["channel_versions"]
                 blobs: dict[str, tuple[Any, Typed | None]] = {}
                 for channel, version in versions.items():
@@ -292,16 +424,19 @@ class JournalSaver(BaseCheckpointSaver[str]):
                 copy = Saved(saved.checkpoint, saved.metadata, saved.parent, saved.run_id, None)
                 # The copy has a key of its own (the target thread's execution): deleting the source, which
                 # destroys its runs' keys, must not take the copy with it.
-                execution = execution_of(target_thread_id, {})
                 copy.seq = self.journal.append(
                     CHECKPOINT_EVENT, execution,
                     checkpoint_payload(ns, cid, copy, blobs, metadata.get("step"), metadata.get("source"),
                                        target_thread_id),
                     thread_id=journal_id(target_thread_id), step_id=cid, key_scope="execution")
-                target.add_checkpoint(ns, cid, copy,
-                                      {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()})
-                target.executions.add(execution)
-                self._appended(target_thread_id, target, copy.seq)
+                stored = {k: (v, b if b is not None else (EMPTY, b"")) for k, (v, b) in blobs.items()}
+
+                def apply(state: ThreadState, ns: str = ns, cid: str = cid, copy: Saved = copy,
+                          stored: dict[str, tuple[Any, Typed]] = stored) -> None:
+                    state.add_checkpoint(ns, cid, copy, stored)
+                    state.executions.add(execution)
+
+                self._applied(target_thread_id, copy.seq, apply)
                 by_task: dict[tuple[str, str], list[tuple[int, str, Typed]]] = {}
                 for (task_id, idx), (_, channel, value, task_path) in source.writes.get((ns, cid), {}).items():
                     by_task.setdefault((task_id, task_path), []).append((idx, channel, value))
@@ -310,8 +445,13 @@ class JournalSaver(BaseCheckpointSaver[str]):
                                               writes_payload(ns, cid, task_id, task_path, items),
                                               thread_id=journal_id(target_thread_id), step_id=cid,
                                               key_scope="execution")
-                    target.add_writes(ns, cid, task_id, task_path, items)
-                    self._appended(target_thread_id, target, seq)
+
+                    def add(state: ThreadState, ns: str = ns, cid: str = cid,
+                            task: tuple[str, str] = (task_id, task_path),
+                            items: list[tuple[int, str, Typed]] = items) -> None:
+                        state.add_writes(ns, cid, task[0], task[1], items)
+
+                    self._applied(target_thread_id, seq, add)
 
     # -- async: the same, off the event loop (appends fsync) -------------------------------------
 

@@ -1,0 +1,216 @@
+"""Several LangGraph worker processes on one journal, each writing its own stream (tests/langgraph_worker_child.py).
+
+Four workers start together on an empty store (one creates the journal, the others open it) and serve
+interleaved requests for the same threads: consecutive turns of a thread run in different workers, turns of
+different threads at once. Every saver reads a thread across all the streams, so each turn sees the ones before
+it, whichever worker served them: every answer, final state and checkpoint list equals what LangGraph's
+in-memory saver gives for the same inputs, with one JournalSaver per process, one per request (as LangGraph's
+server makes them), and ArchivingSaver around one SqliteSaver file. Then a thread deleted in one worker is gone
+in the others, and the store verifies. The Reader method the savers follow the other streams with is tested
+first, in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph")
+
+from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph_worker_child import build, summary  # noqa: E402
+
+from wormjournal.index import Reader  # noqa: E402
+from wormjournal.integrations.langgraph import JournalSaver  # noqa: E402
+from wormjournal.journal import Journal, JournalConfig  # noqa: E402
+from wormjournal.verify import verify_store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = Path(__file__).resolve().parent / "langgraph_worker_child.py"
+WORKERS = 4
+NO_AGE = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
+EXPECTED: dict[str, Any] = {}  # thread -> its summary on the in-memory saver, checked again by a fresh process
+
+
+# -- the Reader method: a thread's events from a seq on ------------------------------------------------------------
+
+
+def test_thread_events_from_reads_what_was_appended_since(tmp_path: Path) -> None:
+    store, keys = tmp_path / "journal", tmp_path / "keys"
+    with Journal.create(store, key_dir=keys, stream="a", config=NO_AGE) as a, \
+            Journal.open(store, key_dir=keys, stream="b", config=NO_AGE) as b:
+        reader = a._stream_reader("b")  # noqa: SLF001 - how JournalSaver reads another stream
+        assert reader.thread_events_from("t", 0) == ([], 0)
+        b.append("node_started", "x1", thread_id="t")
+        b.append("node_started", "x2", thread_id="u")
+        events, end = reader.thread_events_from("t", 0)
+        assert [e.seq for e in events] == [0] and end == 2
+        b.append("node_started", "x1", thread_id="t")
+        events, end = reader.thread_events_from("t", end)  # from the write-ahead log's new frames
+        assert [e.seq for e in events] == [2] and end == 3 and not events[0].sealed
+        b.seal()
+        b.append("node_started", "x1", thread_id="t")
+        events, end = reader.thread_events_from("t", 1)  # seq 2 is sealed now: through the index
+        assert [(e.seq, e.sealed) for e in events] == [(2, True), (3, False)] and end == 4
+        assert reader.thread_events_from("t", end) == ([], 4)
+        b.seal()
+        assert reader.thread_events_from("t", 4) == ([], 4)
+        assert [e.seq for e in reader.thread_events_from("t", 0)[0]] == [0, 2, 3]
+        fresh = Reader(store, stream="b")  # sealed events only, no write-ahead log
+        assert [e.seq for e in fresh.thread_events_from("t", 1)[0]] == [2, 3]
+
+
+# -- the workers ---------------------------------------------------------------------------------------------------
+
+
+class Worker:
+    """One child process; ``send`` a request, then ``receive`` its answer."""
+
+    def __init__(self, store: Path, keys: Path, stream: str, sqlite: Path) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CHILD), "--store", str(store), "--keys", str(keys), "--stream", stream,
+             "--sqlite", str(sqlite)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def line(self, prefix: str) -> str:
+        while True:
+            line = self.lines.get(timeout=120)
+            if not line:
+                raise AssertionError(f"worker exited with {self.proc.wait()}")
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+
+    def send(self, **request: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+
+    def receive(self) -> Any:
+        answer = json.loads(self.line("ANSWER "))
+        if isinstance(answer, dict) and "error" in answer:
+            raise AssertionError(answer["error"])
+        return answer
+
+    def ask(self, **request: Any) -> Any:
+        self.send(**request)
+        return self.receive()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Four workers started together on an empty store, and the store's paths."""
+    base = tmp_path_factory.mktemp("workers")
+    store, keys = base / "journal", base / "keys"
+    workers = [Worker(store, keys, f"worker-{n}", base / "checkpoints.sqlite") for n in range(WORKERS)]
+    try:
+        ids = {w.line("READY ") for w in workers}
+        yield workers, ids, store, keys
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.proc.kill()
+            w.proc.wait()
+
+
+def remember(thread: str, turns: list[str], deleted_after: int | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """The thread's turns on LangGraph's in-memory saver: each turn's output, and the thread's summary."""
+    saver = InMemorySaver()
+    graph = build(saver)
+    outputs = []
+    for k, text in enumerate(turns):
+        if k == deleted_after:
+            saver.delete_thread(thread)
+        outputs.append(graph.invoke({"messages": [text]}, {"configurable": {"thread_id": thread}}))
+    EXPECTED[thread] = summary(saver, thread)
+    return outputs, EXPECTED[thread]
+
+
+def test_workers_starting_together_share_one_journal(pool: Any) -> None:
+    _, ids, store, _ = pool
+    assert len(ids) == 1  # one created it, the others opened it
+    assert {p.name for p in (store / ".wal").iterdir()} >= {f"stream=worker-{n}" for n in range(WORKERS)}
+
+
+@pytest.mark.parametrize("kind", ["journal", "request", "archiving"])
+def test_interleaved_turns_of_the_same_threads_in_four_workers(pool: Any, kind: str) -> None:
+    """3 threads x 12 turns: turn k of thread i in worker (3k + i) mod 4, the three threads' turns at once."""
+    workers = pool[0]
+    threads = [f"{kind}-{i}" for i in range(3)]
+    turns = {t: [f"{t} turn {k}" for k in range(12)] for t in threads}
+    outputs = {t: [] for t in threads}
+    for k in range(12):
+        serving = [(workers[(3 * k + i) % WORKERS], t) for i, t in enumerate(threads)]
+        for w, t in serving:
+            w.send(op="turn", saver=kind, thread=t, text=turns[t][k])
+        for w, t in serving:
+            outputs[t].append(w.receive())
+        if k == 5:
+            workers[1].ask(op="seal")  # readers of worker-1's stream see its events move to a segment
+    for i, t in enumerate(threads):
+        expected_outputs, expected = remember(t, turns[t])
+        assert outputs[t] == expected_outputs
+        assert expected["values"]["messages"][::2] == turns[t] and expected["values"]["count"] == 12
+        reader = workers[(i + 2) % WORKERS]  # not the worker that served the last turn
+        assert reader.ask(op="state", saver="request", thread=t) == expected  # a fresh saver
+        assert reader.ask(op="state", saver=kind, thread=t) == expected
+
+
+def test_runs_a_b_a_in_two_workers_leave_three_turns(pool: Any) -> None:
+    """Worker 0 caches the thread at run A; run B in worker 1; run A again in worker 0 continues from B."""
+    workers = pool[0]
+    turns = ["A", "B", "A again"]
+    got = [workers[k % 2].ask(op="turn", saver="journal", thread="aba", text=text) for k, text in enumerate(turns)]
+    outputs, expected = remember("aba", turns)
+    assert got == outputs and got[-1]["count"] == 3 and got[-1]["messages"][::2] == turns
+    assert workers[0].ask(op="state", saver="journal", thread="aba") == expected
+    assert len(expected["list"]) == 3 * 4  # input, loop, loop and the step that ends, per run
+
+
+def test_a_thread_deleted_in_one_worker_is_gone_in_the_others(pool: Any) -> None:
+    workers = pool[0]
+    for k in range(3):
+        workers[k].ask(op="turn", saver="journal", thread="gone", text=f"before {k}")
+    for w in workers[:3]:
+        assert w.ask(op="state", saver="journal", thread="gone")["values"]["count"] == 3  # cached in each
+    workers[3].ask(op="delete", saver="journal", thread="gone")
+    for w in workers:
+        assert w.ask(op="state", saver="journal", thread="gone") == {"values": None, "list": []}
+        assert w.ask(op="state", saver="request", thread="gone") == {"values": None, "list": []}
+    after = workers[1].ask(op="turn", saver="journal", thread="gone", text="after")
+    outputs, expected = remember("gone", ["before 0", "before 1", "before 2", "after"], deleted_after=3)
+    assert after == outputs[-1] and after["count"] == 1
+    assert workers[2].ask(op="state", saver="journal", thread="gone") == expected
+
+
+def test_a_fresh_process_reads_every_thread_and_the_store_verifies(pool: Any, wj: Any) -> None:
+    workers, _, store, keys = pool
+    for w in workers:
+        w.ask(op="quit")  # closes its journal, sealing
+        assert w.proc.wait(timeout=60) == 0
+    with Journal.open(store, key_dir=keys, stream="auditor", config=NO_AGE) as journal:
+        saver = JournalSaver(journal)
+        for thread, expected in EXPECTED.items():
+            if not thread.startswith("archiving"):  # those are in the shared SqliteSaver; the journal archives them
+                assert summary(saver, thread) == expected, thread
+        archived = summary(saver, "archiving-0")
+        assert archived["values"] == EXPECTED["archiving-0"]["values"]
+    report = verify_store(store)
+    assert report.ok and report.events > 0, report.to_text()
+    assert wj("verify", store).code == 0
