@@ -29,7 +29,7 @@ from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph_worker_child import build, summary  # noqa: E402
 
 from wormjournal.index import Reader  # noqa: E402
-from wormjournal.integrations.langgraph import JournalSaver  # noqa: E402
+from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver  # noqa: E402
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
 from wormjournal.verify import verify_store  # noqa: E402
 
@@ -66,6 +66,24 @@ def test_thread_events_from_reads_what_was_appended_since(tmp_path: Path) -> Non
         assert [e.seq for e in reader.thread_events_from("t", 0)[0]] == [0, 2, 3]
         fresh = Reader(store, stream="b")  # sealed events only, no write-ahead log
         assert [e.seq for e in fresh.thread_events_from("t", 1)[0]] == [2, 3]
+
+
+def test_a_run_deleted_through_another_workers_archiving_saver_is_gone_from_the_archive(tmp_path: Path) -> None:
+    """ArchivingSaver's delete_for_runs in the writer of stream b finds the run's thread in stream a (another worker
+    served the run): a JournalSaver reading the archive lists the thread as the inner saver does."""
+    run = "1f0a0000-0000-7000-8000-000000000001"
+    config = {"configurable": {"thread_id": "x"}}
+    with Journal.create(tmp_path / "inner", key_dir=tmp_path / "inner-keys", config=NO_AGE) as ji, \
+            Journal.create(tmp_path / "archive", key_dir=tmp_path / "keys", stream="a", config=NO_AGE) as a, \
+            Journal.open(tmp_path / "archive", key_dir=tmp_path / "keys", stream="b", config=NO_AGE) as b:
+        inner = JournalSaver(ji)  # a saver with delete_for_runs, which the in-memory saver does not have
+        build(ArchivingSaver(inner, a)).invoke({"messages": ["one"]}, {**config, "metadata": {"run_id": run}})
+        build(ArchivingSaver(inner, b)).invoke({"messages": ["two"]}, config)
+        assert {t.metadata.get("run_id") for t in inner.list(config)} >= {run}
+        ArchivingSaver(inner, b).delete_for_runs([run])
+        kept = summary(inner, "x")
+        assert kept["list"] and run not in {t.metadata.get("run_id") for t in inner.list(config)}
+        assert summary(JournalSaver(b), "x") == summary(JournalSaver(a), "x") == kept
 
 
 # -- the workers ---------------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from .codec import (
     serialize_put,
     writes_payload,
 )
+from .saver import JournalSaver
 
 
 class ArchivingSaver(BaseCheckpointSaver[Any]):
@@ -105,11 +106,11 @@ class ArchivingSaver(BaseCheckpointSaver[Any]):
                                     thread_id=journal_id(target_thread_id), step_id=cid, key_scope="thread")
 
     def _record_runs_deleted(self, run_ids: Sequence[str]) -> None:
-        """A tombstone of each thread the runs wrote in (found through the journal's index: a run is an
-        execution), or one without a thread when the archive holds none of them."""
+        """A tombstone of each thread the runs wrote in (found through the index of every stream of the journal: a
+        run is an execution, perhaps of another worker's stream), or one without a thread when the archive holds none
+        of them."""
         runs = sorted(str(r) for r in run_ids)
-        reader = self.journal.reader()
-        threads = sorted({e.thread_id for r in runs for e in reader.events(r) if e.thread_id is not None})
+        threads: list[str | None] = [*JournalSaver(self.journal)._run_threads(runs)]  # noqa: SLF001 - every stream
         for thread_id in threads or [None]:
             self._tombstone(thread_id, {"scope": "runs", "run_ids": runs})
 

@@ -239,6 +239,13 @@ class JournalSaver(BaseCheckpointSaver[str]):
             threads = {original_thread(e.thread_id, e.payload): None for e in found}
             return list(threads) + [t for t in self._shared.threads if t not in threads]
 
+    def _run_threads(self, run_ids: Sequence[str]) -> list[str]:
+        """The threads (as the journal stores their ids) that the runs' events name, in any stream: a run is an
+        execution, found through each stream's index."""
+        with self._lock:
+            return sorted({e.thread_id for stream in self._streams() for run in run_ids
+                           for e in self._reader(stream).events(run) if e.thread_id is not None})
+
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
                config: RunnableConfig | None = None, metadata: Any = None) -> CheckpointTuple:
         checkpoint: Checkpoint = self.serde.loads_typed(saved.checkpoint)
