@@ -21,6 +21,7 @@ from wormjournal import events
 from wormjournal import payload as payload_mod
 from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
+from wormjournal.index import lgformat
 from wormjournal.journal.sealer import sealed_record
 from wormjournal.segments import merkle
 from wormjournal.segments.identity import JournalIdentity
@@ -377,6 +378,15 @@ def main() -> None:
     line(f"encrypted.plaintext: {enc_plain.hex()}")
     line(f"encrypted.aad: {enc_aad.hex()}")
     line(f"encrypted.payload: {enc_stored.hex()}")
+    # The same payload stored apart (section 3.5): the event holds SHA-256 and length, the object the bytes.
+    apart_digest, apart_ref = payload_mod.make_ref(enc_stored)
+    line(f'apart.payload_codec: "{ENC_CODEC}{payload_mod.STORED_APART}"')
+    line(f'apart.object: "{layout.payload(STREAM, apart_digest)}"')
+    line(f"apart.payload: {apart_ref.hex()}")
+    # A LangGraph savers' pending-writes payload (section 3.4, format 2): two typed values in its body.
+    saver = lgformat.writes_payload("", "1ef0-cp", "task-1", "~__pregel_pull, agent",
+                                    [(0, "messages", ("msgpack", b"\x91\xa2hi")), (1, "count", ("json", b"3"))])
+    line(f"saver.writes.payload: {saver.hex()}")
     line(f'manifest0.object: "{layout.manifest(STREAM, 0)}"')
     line(f"manifest0.hash: {mhash.hex()}")
     line(f'checkpoint1.origin: "{checkpoint.origin}"')

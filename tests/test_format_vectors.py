@@ -668,6 +668,42 @@ def test_encrypted_payload_vector(vec: Vectors) -> None:
                                 data_key=lambda k: None) == {"$wormjournal": "shredded", "key_id": key_id}
 
 
+def test_stored_apart_vector(vec: Vectors) -> None:
+    """Section 3.5 by its text: the event holds SHA-256 || u64be(length) of the object, named by the hex digest; the
+    object's bytes are the encrypted payload of 3.1, decrypted with the codec without ``+ref``."""
+    import hashlib
+
+    stored, ref = vec.hex("encrypted.payload"), vec.hex("apart.payload")
+    assert ref == hashlib.sha256(stored).digest() + len(stored).to_bytes(8, "big")
+    assert vec.text("apart.object") == f"payloads/stream={vec.text('stream')}/{hashlib.sha256(stored).hexdigest()}"
+    assert vec.text("apart.payload_codec") == vec.text("encrypted.payload_codec") + "+ref"
+    key_id, key = vec.text("encrypted.payload_key_id"), vec.hex("encrypted.data_key")
+    objects = {hashlib.sha256(stored).hexdigest(): stored}
+    value = payload.read_payload(vec.text("apart.payload_codec"), ref, key_id, journal_id=vec.text("journal_id"),
+                                 stream=vec.text("stream"), seq=vec.int("encrypted.seq"), data_key={key_id: key}.get,
+                                 fetch=objects.__getitem__)
+    assert events.canonical_json(value) == vec.hex("encrypted.plaintext")
+    objects[hashlib.sha256(stored).hexdigest()] = stored[:-1] + bytes([stored[-1] ^ 1])  # not the bytes it names
+    with pytest.raises(IntegrityError):
+        payload.read_payload(vec.text("apart.payload_codec"), ref, key_id, journal_id=vec.text("journal_id"),
+                             stream=vec.text("stream"), seq=vec.int("encrypted.seq"), data_key={key_id: key}.get,
+                             fetch=objects.__getitem__)
+
+
+def test_saver_payload_vector(vec: Vectors) -> None:
+    """Section 3.4, format 2 by its text: u32be(head length) || head (canonical JSON) || body, each typed value
+    [type, offset, length] in the body; the library reads it so."""
+    from wormjournal.index.lgformat import read_saver_payload
+
+    data = vec.hex("saver.writes.payload")
+    n = int.from_bytes(data[:4], "big")
+    head, body = json.loads(data[4 : 4 + n]), data[4 + n :]
+    assert events.canonical_json(head) == data[4 : 4 + n] and head["format"] == 2 and head["kind"] == "writes"
+    spec = [(idx, channel, (kind, body[off : off + size])) for idx, channel, kind, off, size in head["writes"]]
+    assert spec == [(0, "messages", ("msgpack", b"\x91\xa2hi")), (1, "count", ("json", b"3"))]
+    assert read_saver_payload(data)["writes"] == spec  # type: ignore[index]
+
+
 def test_checkpoint_vector(vec: Vectors) -> None:
     note = vec.block("checkpoint1.note").encode("utf-8")
     key = signing_key(vec)

@@ -33,6 +33,7 @@ from wormjournal.integrations.langgraph.codec import (  # noqa: E402
     TOMBSTONE_EVENT,
     WRITES_EVENT,
     journal_id,
+    read_saver_payload,
 )
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
 
@@ -330,7 +331,8 @@ def test_archiving_saver_archives_every_write_and_reads_from_the_inner_saver(jou
     assert any(e.event_type == WRITES_EVENT for e in events)
     assert all(e.payload_key_id is not None for e in events if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT))
     # An archived checkpoint decodes to what the inner saver holds.
-    last = archived[-1].payload
+    last = read_saver_payload(archived[-1].payload)
+    assert isinstance(archived[-1].payload, bytes) and last is not None  # binary: no base64 (FORMAT.md 3.4)
     tup = base.get_tuple({"configurable": {"thread_id": "conv-1", "checkpoint_ns": "",
                                            "checkpoint_id": last["checkpoint_id"]}})
     assert tup is not None

@@ -17,6 +17,7 @@ it left out. It does not re-hash their rows: run ``wormjournal verify`` for that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,7 +32,15 @@ import pyarrow.fs as pafs
 
 from .errors import ConfigError, JournalError, NotFoundError
 from .events import RESERVED_EVENT_TYPES
-from .payload import ENCRYPTED, MARKER_KEY, decode_payload_json, read_payload
+from .payload import (
+    CODEC_JSON,
+    CODEC_JSON_ZSTD,
+    ENCRYPTED,
+    MARKER_KEY,
+    STORED_APART,
+    decode_payload_json,
+    read_payload,
+)
 from .retention.keystore import KeyStore
 from .segments.notes import VerifyKey
 from .storage import layout, open_store
@@ -112,8 +121,11 @@ def shredded_key_ids(dataset: ds.Dataset) -> set[str]:
     return found
 
 
-def _payload_function(journal_id: str, shredded: set[str], keystore: KeyStore | None) -> Callable[..., str | None]:
+def _payload_function(journal_id: str, shredded: set[str], keystore: KeyStore | None,
+                      store: Any = None) -> Callable[..., str | None]:
     """The SQL function behind ``payload_json``: one stored payload to JSON text (or a marker, or NULL if damaged).
+    A payload given as bytes reads as a marker with its length and SHA-256; one stored apart (FORMAT.md 3.5) is
+    fetched from ``store`` and checked against the hash its event holds.
 
     A row-at-a-time function: DuckDB 2.0 hands a vectorized (arrow) function empty
     arrays for filtered chunks, which would turn payloads into NULLs.
@@ -125,16 +137,26 @@ def _payload_function(journal_id: str, shredded: set[str], keystore: KeyStore | 
 
     def decode(data: bytes, codec: str, key_id: str | None, stream: str, seq: int) -> str | None:
         try:
-            if not codec.endswith(ENCRYPTED):
+            if codec in (CODEC_JSON, CODEC_JSON_ZSTD):  # the common case, as JSON text straight away
                 return decode_payload_json(codec, data).decode()
-            if key_id in shredded:
-                return marker("shredded", key_id)
-            if data_key is None:
-                return marker("encrypted", key_id)
-            value = read_payload(codec, data, key_id, journal_id=journal_id, stream=stream, seq=seq, data_key=data_key)
+            if codec.removesuffix(STORED_APART).endswith(ENCRYPTED):
+                if key_id in shredded:
+                    return marker("shredded", key_id)
+                if data_key is None:
+                    return marker("encrypted", key_id)
+
+            def fetch(digest: str) -> bytes:
+                if store is None:
+                    raise NotFoundError(f"payload {digest}: no store to read it from")
+                return bytes(store.get(layout.payload(stream, digest)))
+
+            value = read_payload(codec, data, key_id, journal_id=journal_id, stream=stream, seq=seq,
+                                 data_key=data_key, fetch=fetch)
+            if isinstance(value, bytes):
+                value = {MARKER_KEY: "bytes", "bytes": len(value), "sha256": hashlib.sha256(value).hexdigest()}
             return json.dumps(value, ensure_ascii=False)
         except (JournalError, ValueError):
-            return None  # damaged bytes: verify names them
+            return None  # damaged bytes, or a payload object missing: verify names them
 
     return decode
 
@@ -157,7 +179,7 @@ def connect(store: Any, *, keystore: KeyStore | None = None, endpoint_url: str |
     dataset = segments_dataset(store, endpoint_url=endpoint_url, public_keys=public_keys)
     con.register("segments", dataset)
     shredded = shredded_key_ids(dataset)
-    con.create_function("wj_payload_json", _payload_function(identity.journal_id, shredded, keystore),
+    con.create_function("wj_payload_json", _payload_function(identity.journal_id, shredded, keystore, store),
                         ["BLOB", "VARCHAR", "VARCHAR", "VARCHAR", "BIGINT"], "VARCHAR", type="native",
                         null_handling="special", side_effects=False)  # type: ignore[call-overload]  # stubs: enums only
     con.execute("""

@@ -33,7 +33,7 @@ SUBJECT_TAG = b"wormjournal:subject:v1\x00"
 HASH_SIZE = 32
 NULL_MARK = b"\xff\xff\xff\xff"
 MAX_ID_BYTES = 256
-DEFAULT_MAX_EVENT_BYTES = 1 << 20
+DEFAULT_MAX_EVENT_BYTES = 256 << 20  # type, ids and payload; a large payload is stored apart (FORMAT.md 3.5)
 
 
 class EventType(StrEnum):

@@ -1,12 +1,15 @@
-"""Payload codecs: how a payload's canonical JSON becomes its stored bytes and back.
+"""Payload codecs: how a payload (canonical JSON, or bytes) becomes its stored bytes and back.
 
-The write side is a sequence of small steps (compress, then encrypt); each
+The write side is a sequence of small steps (compress, encrypt, then store apart); each
 step appends its name to the codec string, e.g. ``json+zstd``. The codec is a
-hashed field, so a reader always knows how to undo the steps.
+hashed field, so a reader always knows how to undo the steps. A payload stored apart
+(``+ref``, FORMAT.md 3.5) is an object of its own, named by its SHA-256, and the event
+holds that hash and the length.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from collections.abc import Callable
@@ -21,13 +24,16 @@ from .events import Kind, encode_value
 
 CODEC_JSON = "json"
 CODEC_JSON_ZSTD = "json+zstd"
-ENCRYPTED = "+aes256gcm"  # the last codec step of an encrypted payload
+CODEC_BYTES = "bytes"  # a payload given as bytes: stored as they are, read back as bytes
+ENCRYPTED = "+aes256gcm"  # the codec step of an encrypted payload
+STORED_APART = "+ref"  # the last codec step of a payload stored in an object of its own (FORMAT.md 3.5)
+REF_BYTES = 40  # SHA-256 of the object || u64be(its length)
 NONCE_BYTES = 12
 _AAD_TAG = b"wormjournal:payload:v1\x00"
 # What reads return in place of a payload they cannot decrypt (FORMAT.md, "Payload encryption").
 MARKER_KEY = "$wormjournal"
 # A payload never decompresses to more than this; refuses decompression bombs on read.
-MAX_DECODED_BYTES = 64 << 20
+MAX_DECODED_BYTES = 1 << 30
 
 
 class Compressor:
@@ -42,23 +48,25 @@ class Compressor:
         self._zc = zstandard.ZstdCompressor(level=level, write_checksum=False, write_content_size=True)
         self._min_bytes = min_bytes
 
-    def encode(self, payload_json: bytes) -> tuple[str, bytes]:
+    def encode(self, payload_json: bytes, base: str = CODEC_JSON) -> tuple[str, bytes]:
+        """(codec, stored bytes) of a payload's canonical JSON, or of its bytes with ``base`` = ``bytes``."""
         if len(payload_json) < self._min_bytes:
-            return CODEC_JSON, payload_json
+            return base, payload_json
         packed = self._zc.compress(payload_json)
         if len(packed) >= len(payload_json):
-            return CODEC_JSON, payload_json
-        return CODEC_JSON_ZSTD, packed
+            return base, payload_json
+        return base + "+zstd", packed
 
 
 _dctx = zstandard.ZstdDecompressor()
 
 
 def decode_payload_json(codec: str, data: bytes) -> bytes:
-    """The canonical JSON bytes of a stored payload. Raises IntegrityError on bad bytes."""
-    if codec == CODEC_JSON:
+    """The canonical JSON bytes (or, codec ``bytes``, the bytes) of a stored payload. Raises IntegrityError on bad
+    bytes."""
+    if codec in (CODEC_JSON, CODEC_BYTES):
         return data
-    if codec == CODEC_JSON_ZSTD:
+    if codec in (CODEC_JSON_ZSTD, CODEC_BYTES + "+zstd"):
         try:
             # The frame states its size; refuse a bomb before allocating, and any bytes after the frame.
             size = zstandard.frame_content_size(data)
@@ -75,7 +83,9 @@ def decode_payload_json(codec: str, data: bytes) -> bytes:
 
 
 def decode_payload(codec: str, data: bytes) -> Any:
-    """The JSON value of a stored payload."""
+    """The JSON value of a stored payload (bytes for codec ``bytes``)."""
+    if codec.split("+", 1)[0] == CODEC_BYTES:
+        return decode_payload_json(codec, data)
     try:
         return json.loads(decode_payload_json(codec, data))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -119,6 +129,34 @@ def is_marker(value: Any, state: str | None = None) -> bool:
 
 # A data key by id: the key, None when it was shredded (raises when it was never held).
 DataKeys = Callable[[str], "bytes | None"]
+# The bytes of a payload stored apart, by its SHA-256 hex (raises NotFoundError when no object holds them).
+Fetch = Callable[[str], bytes]
+
+
+def make_ref(stored: bytes | memoryview) -> tuple[str, bytes]:
+    """(SHA-256 hex, the 40 bytes an event holds) of a payload stored apart."""
+    digest = hashlib.sha256(stored).digest()
+    return digest.hex(), digest + len(stored).to_bytes(8, "big")
+
+
+def parse_ref(data: bytes) -> tuple[str, int]:
+    """(SHA-256 hex, length) of the object a ``+ref`` payload names. Raises IntegrityError."""
+    if len(data) != REF_BYTES:
+        raise IntegrityError(f"a payload stored apart is named by {REF_BYTES} bytes, not {len(data)}")
+    return data[:32].hex(), int.from_bytes(data[32:], "big")
+
+
+def resolve_ref(data: bytes, fetch: Fetch | None) -> bytes | None:
+    """The stored bytes a ``+ref`` payload names, checked against its hash and length (None without ``fetch``).
+    Raises IntegrityError when the object is not those bytes, NotFoundError when it is missing."""
+    digest, length = parse_ref(data)
+    if fetch is None:
+        return None
+    stored = fetch(digest)
+    if len(stored) != length or hashlib.sha256(stored).hexdigest() != digest:
+        raise IntegrityError(f"the payload object {digest} is not the bytes its event names "
+                             f"({len(stored)} bytes, {length} named)")
+    return stored
 
 
 class KeySource(Protocol):
@@ -128,21 +166,35 @@ class KeySource(Protocol):
 
 
 def read_payload(codec: str, data: bytes, key_id: str | None, *, journal_id: str, stream: str, seq: int,
-                 data_key: DataKeys | None) -> Any:
-    """The JSON value of a stored payload, decrypting it when it is encrypted.
+                 data_key: DataKeys | None, fetch: Fetch | None = None) -> Any:
+    """The JSON value (or bytes) of a stored payload, fetching it when it is stored apart and decrypting it when it
+    is encrypted.
 
     Without ``data_key`` an encrypted payload reads as the ``encrypted`` marker, and
     with its key shredded as the ``shredded`` marker: never garbage, never an error
-    that stops a replay.
+    that stops a replay. Without ``fetch``, a payload stored apart reads as the
+    ``stored_apart`` marker. Raises IntegrityError on bytes that are not what the event
+    names, NotFoundError when a payload object is missing.
     """
-    if not codec.endswith(ENCRYPTED):
-        return decode_payload(codec, data)
-    if key_id is None:
-        raise IntegrityError(f"payload codec {codec!r} without a payload_key_id")
-    if data_key is None:
-        return marker("encrypted", key_id)
-    key = data_key(key_id)
+    apart = codec.endswith(STORED_APART)
+    if apart:
+        codec = codec[: -len(STORED_APART)]  # what was encrypted was named without it (FORMAT.md 3.5)
+    key = None
+    if codec.endswith(ENCRYPTED):
+        if key_id is None:
+            raise IntegrityError(f"payload codec {codec!r} without a payload_key_id")
+        if data_key is None:
+            return marker("encrypted", key_id)
+        key = data_key(key_id)
+        if key is None:
+            return marker("shredded", key_id)
+    if apart:
+        stored = resolve_ref(data, fetch)
+        if stored is None:
+            digest, length = parse_ref(data)
+            return {MARKER_KEY: "stored_apart", "sha256": digest, "bytes": length}
+        data = stored
     if key is None:
-        return marker("shredded", key_id)
-    plain = decrypt(key, data, payload_aad(journal_id, stream, seq, key_id, codec))
+        return decode_payload(codec, data)
+    plain = decrypt(key, data, payload_aad(journal_id, stream, seq, key_id or "", codec))
     return decode_payload(codec[: -len(ENCRYPTED)], plain)

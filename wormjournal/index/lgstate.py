@@ -17,39 +17,19 @@ graph's reducers on LangGraph's own objects.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import IntegrityError, ValidationError
-from ..events import check_id
+from ..errors import IntegrityError
 from ..payload import MARKER_KEY, is_marker
+from .lgformat import CHECKPOINT_EVENT, EMPTY, TOMBSTONE_EVENT, WRITES_EVENT, Typed, read_saver_payload
+from .lgformat import journal_id as thread_key
 from .lgvalues import decode_typed, jsonable
 from .model import Event
 
-# The event types of FORMAT.md 3.4 (as the savers' codec names them)
-CHECKPOINT_EVENT = "checkpoint_saved"
-WRITES_EVENT = "custom:langgraph.pending_writes"
-TOMBSTONE_EVENT = "custom:langgraph.checkpoints_deleted"
-EMPTY = "empty"  # a channel with no value at a version
-HASHED_ID = "lg:"
-
 SOURCE_CHECKPOINT = "langgraph-checkpoint"
 SOURCE_FOLD = "fold"
-
-
-def thread_key(thread_id: str) -> str:
-    """The journal's id of a LangGraph thread id (FORMAT.md 3.4): the id itself when the journal takes it as an
-    id and it does not begin with ``lg:``, else ``lg:`` and the first 32 hex digits of its SHA-256."""
-    if not thread_id.startswith(HASHED_ID):
-        try:
-            return check_id("thread_id", thread_id)
-        except ValidationError:
-            pass
-    return HASHED_ID + hashlib.sha256(thread_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def is_internal(channel: str) -> bool:
@@ -149,38 +129,38 @@ class _Thread:
     def clear(self) -> None:
         self.checkpoints: dict[tuple[str, str], _Checkpoint] = {}
         self.unreadable: dict[str, _Checkpoint] = {}  # by checkpoint id (the event's step_id): namespace unknown
-        self.blobs: dict[tuple[str, str, Any], list[Any]] = {}  # (ns, channel, version) -> [type, base64]
-        self.writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, list[Any], str, int]]] = {}
+        self.blobs: dict[tuple[str, str, Any], Typed] = {}  # (ns, channel, version) -> (type, bytes)
+        self.writes: dict[tuple[str, str], dict[tuple[str, int], tuple[str, str, Typed, str, int]]] = {}
         self.unreadable_writes: dict[str, list[tuple[int, Any]]] = {}  # checkpoint id -> (seq, marker)
         self.lost: Any = None  # the marker of the last unreadable checkpoint event (its blobs are lost)
 
     def apply(self, e: Event) -> None:
-        p = e.payload
-        readable = isinstance(p, dict) and MARKER_KEY not in p
+        marker = e.payload
+        p = read_saver_payload(e.payload) if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT, TOMBSTONE_EVENT) \
+            else None
         if e.event_type == CHECKPOINT_EVENT:
-            if not readable:
+            if p is None:
                 if e.step_id is not None:
-                    self.unreadable[e.step_id] = _Checkpoint(e.seq, e.execution_id, None, p)
-                self.lost = p
+                    self.unreadable[e.step_id] = _Checkpoint(e.seq, e.execution_id, None, marker)
+                self.lost = marker
             elif p.get("kind") == "checkpoint":
                 ns, cid = p["checkpoint_ns"], p["checkpoint_id"]
-                for channel, entry in p["blobs"].items():
-                    version, kind, data = entry
-                    self.blobs[(ns, channel, _key(version))] = [kind, data]
+                for channel, (version, typed) in p["blobs"].items():
+                    self.blobs[(ns, channel, _key(version))] = typed
                 self.checkpoints[(ns, cid)] = _Checkpoint(e.seq, e.execution_id, p)
         elif e.event_type == WRITES_EVENT:
-            if not readable:
+            if p is None:
                 if e.step_id is not None:
-                    self.unreadable_writes.setdefault(e.step_id, []).append((e.seq, p))
+                    self.unreadable_writes.setdefault(e.step_id, []).append((e.seq, marker))
             elif p.get("kind") == "writes":
                 stored = self.writes.setdefault((p["checkpoint_ns"], p["checkpoint_id"]), {})
                 existing = set(stored)
-                for idx, channel, kind, data in p["writes"]:
+                for idx, channel, typed in p["writes"]:
                     key = (str(p["task_id"]), int(idx))
                     if key[1] >= 0 and key in existing:
                         continue  # a regular write is kept once; special ones (errors, interrupts) are replaced
-                    stored[key] = (key[0], str(channel), [kind, data], str(p["task_path"]), e.seq)
-        elif e.event_type == TOMBSTONE_EVENT and readable and p.get("kind") == "deleted":
+                    stored[key] = (key[0], str(channel), typed, str(p["task_path"]), e.seq)
+        elif e.event_type == TOMBSTONE_EVENT and p is not None and p.get("kind") == "deleted":
             self.tombstone(p, e.seq)
 
     def tombstone(self, p: Mapping[str, Any], seq: int) -> None:
@@ -286,15 +266,9 @@ def _rebuild(thread: _Thread, base: StateAt, ns: str, cid: str, chosen: _Checkpo
         pending_writes=tuple(pending), incomplete=tuple(incomplete), deleted_at=None)
 
 
-def _typed(value: Any) -> Any:
-    """A stored ``[type, base64]`` pair as plain data."""
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise ValueError("a value is not [type, base64]")
-    try:
-        data = base64.b64decode(value[1], validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise ValueError(f"a value is not valid base64: {e}") from e
-    return decode_typed(value[0], data)
+def _typed(value: Typed) -> Any:
+    """A stored (type, bytes) value as plain data."""
+    return decode_typed(value[0], value[1])
 
 
 def _key(version: Any) -> Any:

@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from ..events import StoredEvent, datetime_to_micros, format_ts, micros_to_datetime, parse_ts
-from ..payload import DataKeys, is_marker, read_payload
+from ..payload import DataKeys, Fetch, is_marker, read_payload
 
 # Event types that end an execution, and the status each one means.
 TERMINAL_STATUS = {
@@ -56,11 +56,13 @@ class Event:
 
     @classmethod
     def from_stored(cls, e: StoredEvent, *, stream: str, segment: int | None, journal_id: str = "",
-                    data_key: DataKeys | None = None) -> Event:
-        """Raises IntegrityError when the stored payload does not decode (or decrypt).
+                    data_key: DataKeys | None = None, fetch: Fetch | None = None) -> Event:
+        """Raises IntegrityError when the stored payload does not decode (or decrypt), or is stored apart in an
+        object that is not the bytes the event names.
 
         An encrypted payload is decrypted with ``data_key`` (the key store's); without
-        it, or once its key was shredded, ``payload`` is the marker of FORMAT.md 3.1.
+        it, or once its key was shredded, ``payload`` is the marker of FORMAT.md 3.1. A payload
+        stored apart (3.5) is read with ``fetch``; without it, ``payload`` is a marker.
         """
         return cls(
             stream=stream, segment=segment, sealed=segment is not None, seq=e.seq, event_id=e.event_id,
@@ -69,7 +71,7 @@ class Event:
             correlation_id=e.correlation_id, subject_id=e.subject_id, exec_prev_seq=e.exec_prev_seq,
             payload_codec=e.payload_codec, payload_key_id=e.payload_key_id,
             payload=read_payload(e.payload_codec, e.payload, e.payload_key_id, journal_id=journal_id, stream=stream,
-                                 seq=e.seq, data_key=data_key),
+                                 seq=e.seq, data_key=data_key, fetch=fetch),
             prev_hash=e.prev_hash.hex(), hash=e.hash.hex(),
         )
 

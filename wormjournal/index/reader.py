@@ -36,7 +36,7 @@ from ..segments.pages import DEFAULT_GAP
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges, tail_by_head
-from ..storage.wal import WalFollower, WalMac, list_wal_files
+from ..storage.wal import PAYLOADS_DIR, WalFollower, WalMac, list_wal_files
 from ..trust import (
     KeyRing,
     ManifestChain,
@@ -53,7 +53,7 @@ from ..trust import (
 )
 from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
-from . import build, lgstate, state
+from . import build, lgformat, lgstate, state
 from .catalog import Catalog, IndexFile, IndexObject
 from .lgstate import StateAt
 from .model import Event, ExecutionSummary, ResumePoint
@@ -533,9 +533,22 @@ class Reader:
             return self._snap_threads.get(thread_id, [])
         return self._snap_executions.get(execution_id or "", [])
 
+    def _payload_object(self, digest: str) -> bytes:
+        """The bytes of a payload stored apart (FORMAT.md 3.5): in the WAL directory while its event is unsealed,
+        then in the store. Raises IntegrityError when neither holds it."""
+        if self._wal_dir is not None:
+            try:
+                return (self._wal_dir / PAYLOADS_DIR / digest).read_bytes()
+            except FileNotFoundError:
+                pass  # sealed meanwhile: in the store
+        try:
+            return self.store.get(layout.payload(self.stream, digest))
+        except NotFoundError as e:
+            raise IntegrityError(f"the payload object {digest} of stream {self.stream} is missing") from e
+
     def _event(self, e: StoredEvent, segment: int | None) -> Event:
         event = Event.from_stored(e, stream=self.stream, segment=segment, journal_id=self.identity.journal_id,
-                                  data_key=self._data_key)
+                                  data_key=self._data_key, fetch=self._payload_object)
         if e.event_type == RECEIPT_TYPE:  # its signed note is checked as verify checks it (FORMAT.md 3.2, 6.1)
             position = segment if segment is not None else self._chain.size  # unsealed: sealed no earlier
             try:
@@ -727,7 +740,7 @@ class Reader:
         """
         events = self._execution_events(execution_or_thread, upto)
         if events:
-            checkpoints = [e for e in events if e.event_type == lgstate.CHECKPOINT_EVENT and e.thread_id]
+            checkpoints = [e for e in events if e.event_type == lgformat.CHECKPOINT_EVENT and e.thread_id]
             thread = next((e.thread_id for e in reversed(checkpoints or events) if e.thread_id), None)
             if thread is not None:
                 found = self.thread_events(thread)
@@ -735,7 +748,7 @@ class Reader:
                     return lgstate.checkpoint_state(found, thread, events[-1].seq if upto is None else upto,
                                                     checkpoint_ns)
             return StateAt(state.fold(events), lgstate.SOURCE_FOLD, events[-1].seq if upto is None else upto)
-        for thread in dict.fromkeys((execution_or_thread, lgstate.thread_key(execution_or_thread))):
+        for thread in dict.fromkeys((execution_or_thread, lgformat.journal_id(execution_or_thread))):
             found = self.thread_events(thread)
             if lgstate.is_langgraph_thread(found):
                 return lgstate.checkpoint_state(found, thread, upto, checkpoint_ns)

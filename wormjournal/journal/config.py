@@ -24,6 +24,9 @@ class JournalConfig:
     """
 
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    # A payload whose stored bytes (compressed, encrypted) are longer is stored apart, in an object of its own named
+    # by its SHA-256 (FORMAT.md 3.5), so that a segment's rows stay small whatever the events hold.
+    inline_payload_bytes: int = 256 << 10
     seal_max_events: int = 100_000
     seal_max_bytes: int = 256 << 20
     seal_max_age_seconds: float | None = 600.0
@@ -57,7 +60,8 @@ class JournalConfig:
     seal_backlog_files: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("max_event_bytes", "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows",
+        for name in ("max_event_bytes", "inline_payload_bytes",
+                     "seal_max_events", "seal_max_bytes", "segment_max_events", "row_group_rows",
                      "page_rows", "min_page_rows", "seal_backlog_files"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

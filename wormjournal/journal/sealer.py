@@ -25,6 +25,7 @@ from ..errors import ConflictError, IndexDamaged, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, now_micros
 from ..index import build as index_build
 from ..index.catalog import Catalog, IndexFile, IndexObject
+from ..payload import STORED_APART, parse_ref
 from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
@@ -43,7 +44,7 @@ from ..segments.table import (
 from ..storage import layout
 from ..storage.base import Store
 from ..storage.local import fsync_dir
-from ..storage.wal import WalMac, read_wal_table
+from ..storage.wal import PAYLOADS_DIR, WalMac, read_wal_table
 from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 from ..trust.load import key_name
 from ..verify.segment import check_segment, public_key_bytes
@@ -55,6 +56,16 @@ HELD_RUN_BYTES = 64 << 20  # a run's bytes kept for the run that merges it next 
 HELD_RUNS = 32  # and this many of them
 
 _DAY = 86_400_000_000  # microseconds
+
+
+def payload_refs(table: pa.Table) -> list[tuple[str, int]]:
+    """(SHA-256 hex, seq) of every payload stored apart among the rows (codec ``+ref``, FORMAT.md 3.5)."""
+    apart = pc.ends_with(table.column("payload_codec"), STORED_APART)
+    if not pc.any(apart).as_py():
+        return []
+    rows = table.filter(apart)
+    return [(parse_ref(ref)[0], seq) for ref, seq in zip(rows.column("payload").to_pylist(),
+                                                          rows.column("seq").to_pylist(), strict=True)]
 
 
 def _step(name: str) -> None:
@@ -173,11 +184,15 @@ def seal_wal_files(sealer: Sealer, keys: SigningKeys, directory: Path, mac: WalM
                 raise IntegrityError(f"{path} holds other events than the store at seq {wal.header.first_seq + last}: "
                                      "another writer sealed into this stream (a take-over); its events are kept, "
                                      "this WAL's are not sealed", hint="keep the WAL file for the investigation")
+        staged = directory / PAYLOADS_DIR
         with keys.signing():
-            manifests += sealer.seal(wal.table.slice(max(0, sealed)))
+            manifests += sealer.seal(wal.table.slice(max(0, sealed)), staged=staged)
         write_sealed_record(directory, mac, sealer.state)  # before the cut: the next open starts from it
         path.unlink()
         fsync_dir(directory)
+        # Their payloads stored apart are in the store now (an unsealed event with the same bytes reads it there).
+        for digest, _ in payload_refs(wal.table):
+            (staged / digest).unlink(missing_ok=True)
     if not paths:
         with keys.signing():
             sealer.seal(SCHEMA.empty_table())  # the checkpoint the last seal may have missed
@@ -262,9 +277,30 @@ class Sealer:
             raise IntegrityError(f"stream {st.stream}: the write-ahead log's records do not follow on at seq "
                                  f"{first + at}")
 
-    def seal(self, events: Sequence[StoredEvent] | pa.Table) -> list[Manifest]:
+    def _store_payloads(self, locked: Store, chunk: pa.Table, staged: Path | None) -> None:
+        """Store the payloads the chunk's events hold apart (FORMAT.md 3.5) before their segment: from the WAL
+        directory's ``payloads/`` (``staged``), or already in the store (an interrupted seal stored them). Raises
+        IntegrityError when one is in neither: its event could never be read."""
+        for digest, seq in payload_refs(chunk):
+            name = layout.payload(self.state.stream, digest)
+            try:
+                data = (staged / digest).read_bytes() if staged is not None else None
+            except FileNotFoundError:
+                data = None
+            if data is None:
+                if self.store.head(name) is None:
+                    raise IntegrityError(f"stream {self.state.stream}: the payload of seq {seq}, stored apart as "
+                                         f"{digest}, is neither in the write-ahead log's directory nor in the store")
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise IntegrityError(f"the staged payload {digest} in the write-ahead log's directory is not the bytes "
+                                     "its name says")
+            locked.put(name, data)
+
+    def seal(self, events: Sequence[StoredEvent] | pa.Table, *, staged: Path | None = None) -> list[Manifest]:
         """Seal ``events`` (contiguous, starting at the state's next seq: events, or their rows in the segment
-        schema in seq order) and write a checkpoint."""
+        schema in seq order) and write a checkpoint. Payloads stored apart are taken from ``staged`` (the WAL
+        directory's ``payloads/``) or must be in the store."""
         table = events if isinstance(events, pa.Table) else events_to_table(events)
         if not table.num_rows:
             if self._checkpoint_size != self.state.size:
@@ -286,6 +322,7 @@ class Sealer:
             data, stored, root = build_segment(chunk, journal_id=st.journal_id, stream=st.stream, segment=segment,
                                                row_group_rows=self.row_group_rows, page_rows=page_rows)
             locked = self._store_for(policies, chunk.column("tenant_id").unique().to_pylist())
+            self._store_payloads(locked, chunk, staged)  # before the segment that names them
             try:
                 version = locked.put(name, data).version_id
             except ConflictError:

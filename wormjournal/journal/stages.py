@@ -1,10 +1,11 @@
 """The write path as stages around one encoded record (FORMAT.md 2, 3 and 11)::
 
-    Validate -> Canonicalize -> Compress -> Encrypt -> Chain -> Frame
+    Validate -> Canonicalize -> Compress -> Encrypt -> StoreApart -> Chain -> Frame
 
 Each stage is a small object that takes a batch and is testable alone. The first three need no seq and run
-outside the writer's lock, in the appending thread; Encrypt (its associated data binds the seq), Chain and
-Frame run under the lock, where seqs are handed out. What comes out is one encoded record per event, its seq,
+outside the writer's lock, in the appending thread; Encrypt (its associated data binds the seq), StoreApart
+(a large payload's object, named by the hash of its encrypted bytes), Chain and Frame run under the lock, where
+seqs are handed out. What comes out is one encoded record per event, its seq,
 canonical field bytes and hash, framed and authenticated for the WAL: the bytes the seal turns straight into
 Arrow columns (:func:`wormjournal.segments.table.records_table`), never re-hashed but in crash recovery. With
 the C extension, Validate's common case is one C call per event, and Chain then Frame one per batch
@@ -20,6 +21,7 @@ import hashlib
 import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,6 +43,7 @@ from ..events import (
     uuid7s,
 )
 from ..retention.keystore import SCOPES
+from ..storage.local import makedirs_durable, write_file_atomic
 from ..storage.wal import MAX_FRAME_BYTES, WalMac, encode_frame
 
 # Who may be named as a key scope, and the event field that holds its value.
@@ -56,7 +59,7 @@ class Draft:
     """One event between the stages: its stored fields' values (events.FIELDS order), filled in stage by stage
     (seq, exec_prev_seq, codec, key id and the stored payload last, by Chain and Encrypt)."""
 
-    __slots__ = ("where", "scope", "scope_given", "values", "size", "subject", "payload_json", "key")
+    __slots__ = ("where", "scope", "scope_given", "values", "size", "subject", "payload_json", "base", "key")
 
     def __init__(self, where: str | None, scope: str | None, scope_given: bool, values: list[Any],
                  size: int) -> None:
@@ -66,7 +69,8 @@ class Draft:
         self.values = values
         self.size = size  # bytes of type and ids, towards the event limit
         self.subject: str | None = values[_SUBJECT]  # the raw subject id (the stored one is its pseudonym)
-        self.payload_json = b""  # after Canonicalize
+        self.payload_json = b""  # after Canonicalize (the payload's bytes, for a payload given as bytes)
+        self.base = payloads.CODEC_JSON  # the first codec step: json, or bytes
         self.key: tuple[str, bytes] | None = None  # the data key (id, key) that Encrypt uses
 
     @property
@@ -136,7 +140,10 @@ class Canonicalize:
         limit = self.max_event_bytes
         for d in drafts:
             v = d.values
-            d.payload_json = canonical_json(v[_PAYLOAD], where=d.where, limit=limit)
+            if isinstance(v[_PAYLOAD], bytes | bytearray | memoryview):
+                d.payload_json, d.base = bytes(v[_PAYLOAD]), payloads.CODEC_BYTES
+            else:
+                d.payload_json = canonical_json(v[_PAYLOAD], where=d.where, limit=limit)
             check_size(d.size + len(d.payload_json), limit, d.where)
             if d.subject is not None:
                 v[_SUBJECT] = self.pseudonym(d.subject)
@@ -157,7 +164,7 @@ class Compress:
         if comp is None:
             comp = self._local.compressor = payloads.Compressor(self.level, self.min_bytes)
         for d in drafts:
-            d.values[_CODEC], d.values[_PAYLOAD] = comp.encode(d.payload_json)
+            d.values[_CODEC], d.values[_PAYLOAD] = comp.encode(d.payload_json, d.base)
         return drafts
 
 
@@ -203,6 +210,44 @@ class Encrypt:
             v[_KEY_ID] = key_id
             aad = payloads.payload_aad(self.journal_id, self.stream, v[_SEQ], key_id, v[_CODEC])
             v[_PAYLOAD] = payloads.encrypt(aead, v[_PAYLOAD], aad)
+
+
+class StoreApart:
+    """A stored payload (compressed, encrypted) of more than ``inline_bytes`` goes to an object of its own, named by
+    its SHA-256 (FORMAT.md 3.5): written and fsync'd into the WAL directory's ``payloads/`` before its frame is
+    written, so a crash never leaves a frame whose payload is missing; the seal copies it into the store. The
+    event holds the hash and the length (codec step ``+ref``). Returns the bytes staged."""
+
+    def __init__(self, inline_bytes: int, directory: Path) -> None:
+        self.inline_bytes = inline_bytes
+        self.directory = directory
+
+    def __call__(self, drafts: list[Draft]) -> int:
+        staged = 0
+        for d in drafts:
+            v = d.values
+            if len(v[_PAYLOAD]) <= self.inline_bytes:
+                continue
+            digest, ref = payloads.make_ref(v[_PAYLOAD])
+            stage_payload(self.directory, digest, v[_PAYLOAD])
+            staged += len(v[_PAYLOAD])
+            v[_CODEC] += payloads.STORED_APART
+            v[_PAYLOAD] = ref
+        return staged
+
+
+def stage_payload(directory: Path, digest: str, data: bytes) -> None:
+    """Write a payload object into the WAL directory's ``payloads/`` (durably; kept as it is when a file of that
+    hash is there: the same bytes)."""
+    path = directory / digest
+    if path.exists():
+        return
+    if not directory.is_dir():
+        makedirs_durable(directory, 0o700)
+    try:
+        write_file_atomic(path, data, exclusive=True)
+    except FileExistsError:
+        pass  # staged by another batch meanwhile: the same bytes
 
 
 class Chain:

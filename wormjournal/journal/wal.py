@@ -20,6 +20,7 @@ from ..storage.wal import (
     MAC_SIZE,
     MAGIC,
     MAX_FRAME_BYTES,
+    PAYLOADS_DIR,
     WAL_TAG,
     WalContents,
     WalHeader,
@@ -33,9 +34,10 @@ from ..storage.wal import (
     wal_name,
 )
 
-__all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "WAL_TAG", "WalContents", "WalHeader", "WalMac",
-           "WalWriter", "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame", "fsync_dir",
-           "list_wal_files", "read_live", "read_wal", "read_wal_table", "truncate_torn_tail", "wal_name", "WalTable"]
+__all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "PAYLOADS_DIR", "WAL_TAG", "WalContents",
+           "WalHeader", "WalMac", "WalWriter", "claim_wal_dir", "create_wal_file", "default_wal_dir", "encode_frame",
+           "fsync_dir", "list_wal_files", "read_live", "read_wal", "read_wal_table", "truncate_torn_tail", "wal_name",
+           "WalTable"]
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 from ..errors import ConfigError, ConflictError, IntegrityError, JournalError, StorageError, ValidationError
 from ..events import FIELD_NAMES, now_micros, uuid7
 from ..index import Reader
+from ..payload import STORED_APART, parse_ref
 from ..retention.actions import RetentionAction
 from ..retention.audit import DEFAULT_WORKERS, Progress
 from ..retention.keystore import KekProvider, KeyStore
@@ -60,7 +61,7 @@ from .lock import StreamLock, seal_lock
 from .sealer import Sealer, load_sealed_state, refresh_sealed_state, seal_wal_files, write_sealed_record
 from .sealworker import SealWorker, error_of
 from .shredder import Shredder
-from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, Validate
+from .stages import Canonicalize, Chain, Compress, Draft, Encrypt, Frame, StoreApart, Validate
 from .trail import RetentionTrail
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class Journal:
         self._encrypt = Encrypt(keystore.key_for, identity.journal_id, stream)
         self._chain = Chain(lambda execution: self._exec_heads.get(execution))
         self._wal_dir = wal_dir / f"stream={stream}"
+        self._store_apart = StoreApart(config.inline_payload_bytes, self._wal_dir / walmod.PAYLOADS_DIR)
         self._wal_key = wal_key
         self._wal_mac = walmod.WalMac(wal_key, identity.journal_id, stream)
         self._frame = Frame(self._wal_mac)
@@ -424,6 +426,7 @@ class Journal:
                 expect_seq, expect_hash = pending[-1].seq + 1, pending[-1].hash
         self._next_seq = expect_seq
         self._last_hash = expect_hash
+        self._drop_unnamed_payloads(contents)
         self._exec_heads = self._sealer.execution_heads()  # the index, not every segment
         for e in pending:
             self._exec_heads[e.execution_id] = e.seq
@@ -447,6 +450,19 @@ class Journal:
             self._pending_events = self._pending_bytes = 0
         self._oldest_pending = time.monotonic() if self._pending_events else None
         return len(contents) > 1
+
+    def _drop_unnamed_payloads(self, contents: list[walmod.WalContents]) -> None:
+        """Remove the staged payloads (FORMAT.md 3.5) that no event of the WAL names: a crash came between one's
+        write and its frame (its append was never acknowledged), or after the seal that stored it and cut its
+        file. Before any append: an append stages its payload before its frame."""
+        staged = self._wal_dir / walmod.PAYLOADS_DIR
+        if not staged.is_dir():
+            return
+        named = {parse_ref(e.payload)[0] for c in contents for e in c.events
+                 if e.payload_codec.endswith(STORED_APART)}
+        for path in staged.iterdir():
+            if path.name not in named:
+                path.unlink()
 
     # -- append ----------------------------------------------------------------------
 
@@ -491,6 +507,7 @@ class Journal:
                 self._lease.raise_if_lost()  # before anything is written: never acknowledge what cannot be sealed
             heads = self._chain.number(drafts, self._next_seq)
             self._encrypt(drafts)  # bound to the seqs
+            staged = self._store_apart(drafts)  # large payloads' objects, durable before their frame
             frame, last = self._frame.chained(self._chain, drafts, self._last_hash)
             ticket = self._wal.write(frame)
             first = self._next_seq
@@ -505,7 +522,7 @@ class Journal:
                 _, forgotten = self._thread_heads.popitem(last=False)
                 self._thread_heads_from = max(self._thread_heads_from, forgotten + 1)
             self._pending_events += len(drafts)
-            self._pending_bytes += len(frame)
+            self._pending_bytes += len(frame) + staged
             if self._oldest_pending is None:
                 self._oldest_pending = time.monotonic()
             due = (self._pending_events >= self.config.seal_max_events

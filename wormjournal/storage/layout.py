@@ -8,6 +8,7 @@ The layout (FORMAT.md, "Object names")::
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
     index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
+    payloads/stream=<s>/<sha256>                            large payloads stored apart (named by their events)
     retention/policy/<n>.note                                retention policy changes (extend only, signed)
     .leases/stream=<s>.json                                 a writer's lease (S3): a working object, never listed
 """
@@ -22,6 +23,7 @@ SEGMENTS_PREFIX = "segments/"
 MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
+PAYLOADS_PREFIX = "payloads/"
 RETENTION_POLICY_PREFIX = "retention/policy/"
 # Writer leases (FORMAT.md 11b): mutable working objects. The leading dot keeps them out of every listing
 # (storage.names), so the verifier, the lock audit and retention never take them for journal objects.
@@ -38,6 +40,7 @@ _SEGMENT_RE = re.compile(
 _INDEX_RE = re.compile(
     r"index/stream=(?P<stream>[^/]+)/(?P<kind>executions|threads|events|tenants)/(?P<first>[0-9]{12})-(?P<last>[0-9]{12})\.parquet"
 )
+_PAYLOAD_RE = re.compile(r"payloads/stream=(?P<stream>[^/]+)/(?P<digest>[0-9a-f]{64})")
 _POLICY_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.note")  # signed (format 2)
 _POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.json")  # unsigned (format 1): never in force
 _LEASE_RE = re.compile(r"\.leases/stream=(?P<stream>[A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
@@ -66,6 +69,23 @@ def segment(stream: str, date: str, n: int) -> str:
 
 def stream_segments_prefix(stream: str) -> str:
     return f"{SEGMENTS_PREFIX}stream={stream}/"
+
+
+def payload(stream: str, digest: str) -> str:
+    """A payload stored apart (FORMAT.md 3.5): named by the SHA-256 hex of its bytes."""
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"bad payload digest: {digest!r}")
+    return f"{PAYLOADS_PREFIX}stream={stream}/{digest}"
+
+
+def payloads_prefix(stream: str) -> str:
+    return f"{PAYLOADS_PREFIX}stream={stream}/"
+
+
+def parse_payload(name: str) -> tuple[str, str] | None:
+    """(stream, digest) of a payload object's name, or None."""
+    m = _PAYLOAD_RE.fullmatch(name)
+    return (m["stream"], m["digest"]) if m else None
 
 
 def manifest(stream: str, n: int) -> str:

@@ -463,5 +463,8 @@ def wal_name(first_seq: int) -> str:
     return f"{first_seq:020d}.wal"
 
 
+PAYLOADS_DIR = "payloads"  # a stream's WAL directory holds its unsealed large payloads here (FORMAT.md 3.5, 11)
+
+
 def list_wal_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("*.wal") if p.stem.isdigit())

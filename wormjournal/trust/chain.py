@@ -294,7 +294,7 @@ def check_complete(latest: Checkpoint | None, chain: ManifestChain) -> None:
 
 
 def check_names(names: Iterable[str], sink: Sink) -> None:
-    """Step 11, names: every object under manifests/, checkpoints/ and segments/ has a name FORMAT.md
+    """Step 11, names: every object under manifests/, checkpoints/, segments/ and payloads/ has a name FORMAT.md
     allows (section 9), with a stream name it allows."""
     for name in names:
         parsed = layout.parse_numbered(name)
@@ -302,6 +302,9 @@ def check_names(names: Iterable[str], sink: Sink) -> None:
             continue
         seg = layout.parse_segment(name)
         if seg is not None and layout.is_valid_stream(seg[0]):
+            continue
+        apart = layout.parse_payload(name)
+        if apart is not None and layout.is_valid_stream(apart[0]):
             continue
         parts = name.split("/")
         stream = parts[1][len("stream="):] if len(parts) > 1 and parts[1].startswith("stream=") else None

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .. import native
 from ..errors import IntegrityError, JournalError
-from ..payload import decode_payload
+from ..payload import STORED_APART, decode_payload, parse_ref
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, Manifest
 from ..segments.notes import VerifyKey, raw_public
@@ -84,7 +84,8 @@ _DAY_MICROS = 86_400_000_000
 _MERGE_BYTES = 1 << 28  # merge row groups into batches of at most this many bytes
 _PART_ROWS = 1 << 13  # rows read from a segment at a time (whole row groups)
 # The columns kept for every row of a segment while it is checked (not the payloads and ids).
-_LIGHT = ["seq", "ts", "execution_id", "exec_prev_seq", "event_type", "payload_key_id", "prev_hash", "hash"]
+_LIGHT = ["seq", "ts", "execution_id", "exec_prev_seq", "event_type", "payload_codec", "payload_key_id", "prev_hash",
+          "hash"]
 _sha256 = hashlib.sha256
 _HEAP_BLOCK = (32 << 20) - (1 << 16)  # below glibc's largest dynamic mmap threshold (32 MiB on 64-bit)
 
@@ -103,6 +104,8 @@ class SegmentResult:
     executions: list[tuple[int, str, int, int | None, int]] | None = None
     # Wrong links between events of the same execution inside the segment: (position, finding).
     link_findings: list[tuple[int, RawFinding]] = dataclasses.field(default_factory=list)
+    # Payloads stored apart (FORMAT.md 3.5), in seq order: (seq, SHA-256 hex, length); the caller checks the objects.
+    payload_refs: list[tuple[int, str, int]] = dataclasses.field(default_factory=list)
 
 
 def warm_up() -> None:
@@ -282,6 +285,7 @@ class _Scan:
     rows_ok: bool = True  # every row's hash over its stored prev_hash is its stored hash
     receipts: list[pa.Table] = dataclasses.field(default_factory=list)  # seq, codec, payload of receipt rows
     receipt_rows: list[int] = dataclasses.field(default_factory=list)  # their stored row numbers
+    apart: list[pa.Table] = dataclasses.field(default_factory=list)  # seq, payload of rows stored apart (3.5)
     row_groups: list[int] | None = None  # rows of each row group, when the file was read by row groups
     stored: np.ndarray | None = None  # the hash column packed (_packed_hashes), when add_hashed took it
     _parts: list[pa.Table] = dataclasses.field(default_factory=list)
@@ -298,6 +302,7 @@ class _Scan:
             rows = np.flatnonzero(np.asarray(is_receipt))
             self.receipts.append(part.take(rows).select(["seq", "payload_codec", "payload"]))
             self.receipt_rows += (rows + self._rows).tolist()
+        self._take_apart(part, lambda: part)
         self._parts.append(part.select(_LIGHT))  # the payload and the ids are dropped with ``part``
         self._rows += part.num_rows
 
@@ -309,13 +314,22 @@ class _Scan:
         self.rows_ok = stored is not None and len(hashes) == stored.size and bool(
             np.array_equal(stored.view(np.uint64), np.frombuffer(hashes, dtype=np.uint64).reshape(-1, 4)))
         is_receipt = pc.fill_null(pc.equal(light.column("event_type"), RECEIPT_TYPE), False)
+        whole = functools.cache(whole)
         if pc.any(is_receipt).as_py():
             rows = np.flatnonzero(np.asarray(is_receipt))
             self.receipts.append(whole().take(rows).select(["seq", "payload_codec", "payload"]))
             self.receipt_rows += rows.tolist()
+        self._take_apart(light, whole)
         self.light = light
         self._rows = light.num_rows
         return self
+
+    def _take_apart(self, light: pa.Table, rows_of: Callable[[], pa.Table]) -> None:
+        """Keep the seq and payload of the rows whose payload is stored apart (``rows_of``: the rows with their
+        payloads, decoded only when there are some)."""
+        apart = pc.fill_null(pc.ends_with(light.column("payload_codec"), STORED_APART), False)
+        if pc.any(apart).as_py():
+            self.apart.append(rows_of().take(np.flatnonzero(np.asarray(apart))).select(["seq", "payload"]))
 
     def finish(self) -> _Scan:
         if self._parts:
@@ -570,6 +584,15 @@ def _check_payloads(scan: _Scan, perm: np.ndarray | None, out: SegmentResult, ke
     if keys_col.null_count < len(keys_col):
         for item in pc.value_counts(keys_col.drop_null()).to_pylist():
             out.key_uses[item["values"]] = out.key_uses.get(item["values"], 0) + item["counts"]
+    for part in scan.apart:
+        for seq, ref in zip(part.column("seq").to_pylist(), part.column("payload").to_pylist(), strict=True):
+            try:
+                digest, length = parse_ref(ref)
+            except IntegrityError as e:
+                out.findings.append(("payload_object", str(e), out.segment, seq, None))
+                continue
+            out.payload_refs.append((seq, digest, length))
+    out.payload_refs.sort()
     if not scan.receipt_rows:
         return
     receipts = pa.concat_tables(scan.receipts)

@@ -8,6 +8,7 @@ between manifests and the checkpoints are checked. Nothing here imports the writ
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import time
@@ -162,6 +163,9 @@ class _StreamVerifier:
         self._expired: list[tuple[int, int]] = []  # seq ranges of segments before the horizon that are gone
         self.settle_deadline: list[float | None] = [None]  # shared by the run's streams (verify_store sets it)
         self._unverified_objects: set[str | None] = set()
+        self._payloads = {o.name: o for o in self.listing.get(layout.PAYLOADS_PREFIX, [])}
+        self._payloads_named: set[str] = set()  # payload objects that a checked event names
+        self._payloads_checked: set[str] = set()
 
     def run(self, progress: Callable[[int], None], runner: _SegmentRunner) -> None:
         heads: dict[str, int] = {}  # step 8: execution id -> its last seq so far
@@ -203,6 +207,7 @@ class _StreamVerifier:
                                                             segment=m.segment, seq=seq))
                         continue
                     self.report.receipts.append(dict(receipt, stream=self.stream, seq=seq))
+                self.check_payloads(m, result.payload_refs)
                 if result.executions is not None:
                     if self._expired:  # a link into a segment that expired before the horizon cannot be checked
                         for _, execution, _, linked, _ in result.executions:
@@ -251,6 +256,7 @@ class _StreamVerifier:
         covered = {m.object for m in opened}
         self.settle(covered)
         self.check_strays(covered)
+        self.check_payload_strays()
         self.check_checkpoints()
         self.report.findings.extend(self.sink.findings)
 
@@ -341,6 +347,36 @@ class _StreamVerifier:
                           "segment object not covered by any manifest (an interrupted seal, or inserted)",
                           stream=self.stream, object=info.name)
 
+    def check_payloads(self, m: Manifest, refs: list[tuple[int, str, int]]) -> None:
+        """Step 8a: each payload a segment's events store apart is an object of the stream holding exactly the bytes
+        they name (its SHA-256 and length, FORMAT.md 3.5)."""
+        for seq, digest, length in refs:
+            name = layout.payload(self.stream, digest)
+            self._payloads_named.add(name)
+            if name in self._payloads_checked:
+                continue  # named by an earlier event too (the same bytes)
+            if name not in self._payloads:
+                self.sink("payload_missing", f"the payload of seq {seq} is stored apart as {name}, which is missing",
+                          stream=self.stream, segment=m.segment, seq=seq, object=name)
+                continue
+            data = self.store.get(name)
+            if len(data) != length or hashlib.sha256(data).hexdigest() != digest:
+                self.sink("payload_object", f"{name} is not the payload seq {seq} names ({len(data)} bytes, "
+                          f"{length} named, or another SHA-256)", stream=self.stream, segment=m.segment, seq=seq,
+                          object=name)
+                continue
+            self._payloads_checked.add(name)
+            self.report.bytes_checked += len(data)
+
+    def check_payload_strays(self) -> None:
+        """Payload objects no checked event names: a seal stores them before its segment, so one cut short leaves
+        them until the next seal completes it: a notice, not a finding (nothing names them)."""
+        strays = sum(1 for name in self._payloads if name not in self._payloads_named
+                     and layout.parse_payload(name) is not None)  # other names: the names check (step 11)
+        if strays:
+            self.report.notices.append(f"stream {self.stream}: {strays} payload object(s) named by no sealed event "
+                                       "(a seal cut short stores them before its segment; or they were inserted)")
+
     def expire(self, lo: int, hi: int) -> None:
         """Events ``lo..hi`` expired: gone before the horizon, vouched for by the saved point."""
         self._expired.append((lo, hi))
@@ -412,8 +448,10 @@ def verify_store(
     # its history entry before any note its key signs, so a verify running meanwhile never sees a checkpoint
     # ahead of its manifests or a manifest whose key it has not read: an intact journal never looks broken.
     try:
+        # Payload objects last: a seal stores them before the segment that names them (FORMAT.md 3.5).
         listing = {prefix: list(store.list(prefix))
-                   for prefix in (layout.CHECKPOINTS_PREFIX, layout.SEGMENTS_PREFIX, layout.MANIFESTS_PREFIX)}
+                   for prefix in (layout.CHECKPOINTS_PREFIX, layout.SEGMENTS_PREFIX, layout.MANIFESTS_PREFIX,
+                                  layout.PAYLOADS_PREFIX)}
     except NotFoundError as e:
         raise NotFoundError(f"no journal in {getattr(store, 'url', store)}: {e}",
                             hint="create one with `wormjournal init STORE`") from e
@@ -449,7 +487,7 @@ def verify_store(
              for o in listing[prefix]]
     names = [o.name for o in infos]
     names_sink = Sink(collect=True)
-    check_names(names, names_sink)  # step 11: names FORMAT.md does not allow
+    check_names(names + [o.name for o in listing[layout.PAYLOADS_PREFIX]], names_sink)  # step 11: names not allowed
     report.findings.extend(names_sink.findings)
     streams = [s for s in layout.streams_from_names(names) if layout.is_valid_stream(s)]
     segment_bytes = sum(o.size for o in infos if o.name.startswith(layout.SEGMENTS_PREFIX))

@@ -4,59 +4,35 @@ A checkpoint is a ``checkpoint_saved`` event; the pending writes of one task are
 ``custom:langgraph.pending_writes`` event (not ``state_updated``, whose payload the
 journal folds into an execution's state); a deletion is a
 ``custom:langgraph.checkpoints_deleted`` tombstone. LangGraph's serializer turns each value into
-``(type, bytes)``, stored in the (encrypted) JSON payload as ``[type, base64]``: the saver never pickles, and the
-bytes are handed back to the serializer only after the journal verified the event
-that holds them.
+``(type, bytes)``, stored as they are in the event's binary payload (FORMAT.md 3.4,
+:mod:`wormjournal.index.lgformat`): the saver never pickles, and the bytes are handed back to the
+serializer only after the journal verified the event that holds them.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ...errors import IntegrityError, ValidationError
-from ...events import check_id
+from ...index import lgformat
+from ...index.lgformat import (
+    CHECKPOINT_EVENT,
+    EMPTY,
+    HASHED_ID,
+    SAVER_EVENTS,
+    TOMBSTONE_EVENT,
+    TOMBSTONE_EXECUTION,
+    WRITES_EVENT,
+    Typed,
+    journal_id,
+    original_thread,
+    read_saver_payload,
+)
 
-CHECKPOINT_EVENT = "checkpoint_saved"
-WRITES_EVENT = "custom:langgraph.pending_writes"
-TOMBSTONE_EVENT = "custom:langgraph.checkpoints_deleted"
-SAVER_EVENTS = (CHECKPOINT_EVENT, WRITES_EVENT, TOMBSTONE_EVENT)
-TOMBSTONE_EXECUTION = "wormjournal-langgraph-deletions"
-EMPTY = "empty"  # LangGraph's marker of a channel with no value at a version
-
-Typed = tuple[str, bytes]
-# A LangGraph id the journal does not take as an id (FORMAT.md 2.6), or one that begins with this, is stored as this
-# prefix and a hash of it (journal_id): LangGraph takes any string as a thread id.
-HASHED_ID = "lg:"
-
-
-def journal_id(value: str) -> str:
-    """The journal's id for a LangGraph id (a thread, a node): the id itself when the journal takes it as an id and
-    it does not begin with ``lg:``; else ``lg:`` and the first 32 hex digits of SHA-256(UTF-8(id)) (FORMAT.md 3.4).
-    One to one but for SHA-256 collisions; the original is kept in the payloads that need it (``thread_id``)."""
-    if not value.startswith(HASHED_ID):
-        try:
-            return check_id("thread_id", value)
-        except ValidationError:
-            pass
-    return HASHED_ID + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def pack(typed: Typed) -> list[str]:
-    return [typed[0], base64.b64encode(typed[1]).decode("ascii")]
-
-
-def unpack(value: Any, what: str) -> Typed:
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)):
-        raise IntegrityError(f"a LangGraph {what} in the journal is not [type, base64]")
-    try:
-        return value[0], base64.b64decode(value[1], validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise IntegrityError(f"a LangGraph {what} in the journal is not valid base64: {e}") from e
+__all__ = ["CHECKPOINT_EVENT", "EMPTY", "HASHED_ID", "SAVER_EVENTS", "TOMBSTONE_EVENT", "TOMBSTONE_EXECUTION",
+           "WRITES_EVENT", "Typed", "journal_id", "original_thread", "read_saver_payload"]
 
 
 def execution_of(thread_id: str, metadata: Mapping[str, Any]) -> str:
@@ -132,7 +108,7 @@ class Put:
     def execution(self) -> str:
         return execution_of(self.thread_id, self.metadata)
 
-    def payload(self) -> dict[str, Any]:
+    def payload(self) -> bytes:
         return checkpoint_payload(self.ns, self.checkpoint_id, self.saved, self.blobs, self.metadata.get("step"),
                                   self.metadata.get("source"), self.thread_id)
 
@@ -157,54 +133,31 @@ def serialize_put(serde: Any, config: Mapping[str, Any], checkpoint: Mapping[str
 
 
 def checkpoint_payload(ns: str, cid: str, saved: Saved, blobs: Mapping[str, tuple[Any, Typed | None]],
-                       step: Any, source: Any, thread_id: str) -> dict[str, Any]:
-    payload = {
-        "kind": "checkpoint", "checkpoint_ns": ns, "checkpoint_id": cid, "parent_checkpoint_id": saved.parent,
-        "run_id": saved.run_id, "step": step, "source": source,
-        "checkpoint": pack(saved.checkpoint), "metadata": pack(saved.metadata),
-        "blobs": {ch: [version, *(pack(v) if v is not None else [EMPTY, ""])] for ch, (version, v) in blobs.items()},
-    }
-    if journal_id(thread_id) != thread_id:
-        payload["thread_id"] = thread_id  # the event's thread_id is its hash (journal_id)
-    return payload
-
-
-def original_thread(stored: str, payload: Any) -> str:
-    """The LangGraph thread id of a checkpoint event whose thread_id is ``stored``: the payload's ``thread_id``
-    when the journal stored a hash of it (and the payload is readable), else ``stored`` itself."""
-    if stored.startswith(HASHED_ID) and isinstance(payload, dict) and isinstance(payload.get("thread_id"), str):
-        if journal_id(payload["thread_id"]) == stored:
-            return str(payload["thread_id"])
-    return stored
+                       step: Any, source: Any, thread_id: str) -> bytes:
+    return lgformat.checkpoint_payload(ns, cid, saved.parent, saved.run_id, saved.checkpoint, saved.metadata, blobs,
+                                       step, source, thread_id)
 
 
 def writes_payload(ns: str, cid: str, task_id: str, task_path: str,
-                   writes: Iterable[tuple[int, str, Typed]]) -> dict[str, Any]:
-    return {"kind": "writes", "checkpoint_ns": ns, "checkpoint_id": cid, "task_id": task_id, "task_path": task_path,
-            "writes": [[idx, channel, *pack(value)] for idx, channel, value in writes]}
+                   writes: Iterable[tuple[int, str, Typed]]) -> bytes:
+    return lgformat.writes_payload(ns, cid, task_id, task_path, writes)
 
 
 def apply_event(state: ThreadState, event_type: str, payload: Any, seq: int, execution_id: str) -> None:
-    """Replay one verified event of the thread into ``state`` (events in seq order)."""
-    if not isinstance(payload, dict) or "$wormjournal" in payload:
-        return  # shredded or unreadable: a deleted thread or run, which a tombstone also names
+    """Replay one verified event of the thread into ``state`` (events in seq order). Raises IntegrityError when it
+    is not in the savers' format."""
     try:
-        if event_type == CHECKPOINT_EVENT and payload.get("kind") == "checkpoint":
-            blobs = {}
-            for channel, entry in payload["blobs"].items():
-                version, kind, data = entry
-                blobs[channel] = (version, (kind, b"") if kind == EMPTY else unpack([kind, data], "channel value"))
-            saved = Saved(unpack(payload["checkpoint"], "checkpoint"), unpack(payload["metadata"], "metadata"),
-                          payload["parent_checkpoint_id"], payload["run_id"], seq)
-            state.add_checkpoint(payload["checkpoint_ns"], payload["checkpoint_id"], saved, blobs)
+        p = read_saver_payload(payload)
+        if p is None:
+            return  # shredded or unreadable: a deleted thread or run, which a tombstone also names
+        if event_type == CHECKPOINT_EVENT and p.get("kind") == "checkpoint":
+            saved = Saved(p["checkpoint"], p["metadata"], p["parent_checkpoint_id"], p["run_id"], seq)
+            state.add_checkpoint(p["checkpoint_ns"], p["checkpoint_id"], saved, p["blobs"])
             state.executions.add(execution_id)
-        elif event_type == WRITES_EVENT and payload.get("kind") == "writes":
-            writes = [(int(idx), str(channel), unpack([kind, data], "write"))
-                      for idx, channel, kind, data in payload["writes"]]
-            state.add_writes(payload["checkpoint_ns"], payload["checkpoint_id"], payload["task_id"],
-                             payload["task_path"], writes)
-        elif event_type == TOMBSTONE_EVENT and payload.get("kind") == "deleted":
-            apply_tombstone(state, payload, seq)
+        elif event_type == WRITES_EVENT and p.get("kind") == "writes":
+            state.add_writes(p["checkpoint_ns"], p["checkpoint_id"], p["task_id"], p["task_path"], p["writes"])
+        elif event_type == TOMBSTONE_EVENT and p.get("kind") == "deleted":
+            apply_tombstone(state, p, seq)
     except (KeyError, TypeError, ValueError) as e:
         raise IntegrityError(f"the LangGraph {event_type} event at seq {seq} is not in the saver's format: {e}",
                              seq=seq) from e
