@@ -25,6 +25,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
+from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
 from langgraph_worker_child import build, summary  # noqa: E402
 
@@ -84,6 +85,35 @@ def test_a_run_deleted_through_another_workers_archiving_saver_is_gone_from_the_
         kept = summary(inner, "x")
         assert kept["list"] and run not in {t.metadata.get("run_id") for t in inner.list(config)}
         assert summary(JournalSaver(b), "x") == summary(JournalSaver(a), "x") == kept
+
+
+def test_a_tombstone_read_late_applies_in_the_order_it_was_written(tmp_path: Path) -> None:
+    """Stream b deletes the thread; then stream a, which has not read that yet, puts a checkpoint. When a reads the
+    tombstone it comes before that checkpoint in time: the thread is read again in time order (the checkpoint
+    stays), as a saver of a third writer reads it, and as the in-memory saver has it."""
+
+    def checkpoint(cid: str, version: int) -> Any:
+        c = empty_checkpoint()
+        c.update(id=cid, channel_values={"a": cid}, channel_versions={"a": version})
+        return c
+
+    def calls(first: Any, second: Any) -> list[str]:
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        assert first.get_tuple(config) is None  # first caches the thread
+        one = first.put(config, checkpoint("1ef-01", 1), {"source": "input", "step": -1}, {"a": 1})
+        second.delete_thread("t")
+        first.put(one, checkpoint("1ef-02", 2), {"source": "loop", "step": 0}, {"a": 2})
+        return [t.checkpoint["id"] for t in first.list(config)]
+
+    memory = InMemorySaver()
+    expected = calls(memory, memory)
+    store, keys = tmp_path / "journal", tmp_path / "keys"
+    with Journal.create(store, key_dir=keys, stream="a", config=NO_AGE) as a, \
+            Journal.open(store, key_dir=keys, stream="b", config=NO_AGE) as b, \
+            Journal.open(store, key_dir=keys, stream="c", config=NO_AGE) as c:
+        assert calls(JournalSaver(a), JournalSaver(b)) == expected == ["1ef-02"]
+        config = {"configurable": {"thread_id": "t"}}
+        assert [t.checkpoint["id"] for t in JournalSaver(c).list(config)] == expected
 
 
 # -- the workers ---------------------------------------------------------------------------------------------------

@@ -193,8 +193,8 @@ class JournalSaver(BaseCheckpointSaver[str]):
             found += [e for e in events if e.event_type in SAVER_EVENTS]
         found.sort(key=lambda e: (e.ts, e.stream, e.seq))  # the order they were written in, across the streams
         if cached is not None and found and (
-                found[0].ts < entry.deleted_ts
-                or any(e.event_type == TOMBSTONE_EVENT and e.ts < entry.ts for e in found)):
+                found[0].ts <= entry.deleted_ts
+                or any(e.event_type == TOMBSTONE_EVENT and e.ts <= entry.ts for e in found)):
             # A tombstone and events it came after or before, applied out of that order: read the thread whole.
             del shared.threads[thread_id]
             return self._state(thread_id)
