@@ -383,7 +383,7 @@ def test_bom_crlf_and_long_lines(wj, cli_paths: CliPaths, journal: Path,  # noqa
     src.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(json.dumps(event(i)).encode() for i in range(3)) + b"\r\n")
     r = wj("append", cli_paths.store, src, "--key-dir", cli_paths.keys)
     assert r.code == EXIT_OK and "appended 3 events" in r.out, r.err
-    monkeypatch.setattr(cli_module, "LINE_LIMIT_FACTOR", 1)  # lines of at most 1 MiB, not 16
+    monkeypatch.setattr(cli_module, "LINE_LIMIT", 1 << 20)  # lines of at most 1 MiB, not 16
     src.write_text(json.dumps(event(0)) + "\n" + " " * (2 << 20) + json.dumps(event(1)) + "\n")
     r = wj("append", cli_paths.store, src, "--key-dir", cli_paths.keys)
     assert r.code == EXIT_USAGE and "line 2: field '(line)': is longer than 1,048,576 bytes" in r.err, r.err

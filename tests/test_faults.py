@@ -23,11 +23,11 @@ def _failing_seal(monkeypatch: pytest.MonkeyPatch, error: BaseException, times: 
     calls = [0]
     original = sealer_mod.Sealer.seal
 
-    def seal(self: Any, events: Any) -> Any:
+    def seal(self: Any, events: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] <= times:
             raise error
-        return original(self, events)
+        return original(self, events, **kwargs)
 
     monkeypatch.setattr(sealer_mod.Sealer, "seal", seal)
     return calls

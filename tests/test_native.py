@@ -70,7 +70,9 @@ def python_path(value: Any, limit: int) -> bytes | None:
 def test_canonical_json_in_c_is_the_python_path(value: Any, limit: int) -> None:
     out = native.canonical_json(value, limit)
     expected = python_path(value, limit)
-    if out is not None:
+    if out is False:  # over the limit in bytes: refused (the Python path refuses it too, or writes more bytes)
+        assert expected is None or len(expected) > limit
+    elif out is not None:
         assert out == expected
         assert len(out) <= limit
     elif expected is not None:  # handed over: beyond 64 bits, over the limit in bytes, or too deep
@@ -99,7 +101,8 @@ def _depth(value: Any) -> int:
 
 @needs_native
 def test_what_c_hands_to_python() -> None:
-    """Subclasses, other types, too deep, a cycle, a bomb of shared lists: None, never a refusal or a crash."""
+    """Subclasses, other types, too deep, a cycle: None (the Python path's), never a refusal or a crash; a bomb of
+    shared lists: False, over the limit (refused at once)."""
 
     class D(dict):  # type: ignore[type-arg]
         pass
@@ -113,8 +116,9 @@ def test_what_c_hands_to_python() -> None:
     for _ in range(100):
         bomb = [bomb, bomb]
     for value in (D(a=1), collections.OrderedDict(a=1), {1: 2}, {"a": {b"x": 1}}, b"bytes", object(), deep, cycle,
-                  bomb, math.inf, [float("-inf")], True.__class__, 10**5000):
+                  math.inf, [float("-inf")], True.__class__, 10**5000):
         assert native.canonical_json(value, 1 << 20) is None
+    assert native.canonical_json(bomb, 1 << 20) is False
     assert native.canonical_json(deep, 1 << 20) is None
     one_twenty_eight: Any = 1
     for _ in range(128):

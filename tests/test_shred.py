@@ -50,6 +50,7 @@ from wormjournal import (
     WrongKekError,
 )
 from wormjournal import payload as payloads
+from wormjournal.events import validate_event
 from wormjournal.index.model import Event
 from wormjournal.journal import wal as walmod
 from wormjournal.journal.writer import DATAKEYS_DIR
@@ -263,8 +264,9 @@ def test_no_plaintext_or_raw_subject_on_disk_or_in_logs(tmp_path: Path, caplog: 
         with pytest.raises(ValidationError) as bad_id:
             j.append("tool_called", "run-9", {"m": marker}, subject_id=subjects[0] + "/x")
         assert subjects[0] not in error_texts(bad_id.value) and marker not in error_texts(bad_id.value)
-        with pytest.raises(ValidationError) as too_big:
-            j.append("tool_called", "run-9", {"m": marker * 40_000}, subject_id=subjects[0])
+        with pytest.raises(ValidationError) as too_big:  # the event limit's refusal (1 MiB here, 256 by default)
+            validate_event({"event_type": "tool_called", "execution_id": "run-9", "payload": {"m": marker * 40_000},
+                            "subject_id": subjects[0]}, max_event_bytes=1 << 20)
         assert subjects[0] not in error_texts(too_big.value) and marker not in error_texts(too_big.value)
 
         # (c) after shredding one subject (and sealing its receipt).

@@ -7,8 +7,9 @@
  * separators=(",", ":"), ensure_ascii=False, allow_nan=False (FORMAT.md 3), encoded as UTF-8, or None
  * when the value is not made of exact JSON types only (dict with str keys, list, tuple, str, int within
  * 64 bits, finite float, bool, None), is nested deeper than MAX_DEPTH, holds a str that is not valid
- * UTF-8, or writes out to more than `limit` bytes. None means "ask the Python path", which gives the
- * same bytes or the precise error; so this function never refuses anything itself.
+ * UTF-8. None means "ask the Python path", which gives the same bytes or the precise error. It returns
+ * False when the value writes out to more than `limit` bytes before anything it cannot handle: the caller
+ * refuses it then, without the Python path's walk of up to `limit` values.
  *
  * encode_fields(values, kinds) returns the canonical field bytes (FORMAT.md 2.2) of `values`, one field
  * per character of `kinds`: 'i' INT (u32be 8 || i64be), 's' STR (u32be len || UTF-8), 'b' BYTES
@@ -52,10 +53,11 @@ typedef struct {
     Py_ssize_t limit;
 } Out;
 
-/* 0: room for n more bytes; 1: over the limit (not handled); -1: MemoryError set. */
+/* 0: room for n more bytes; 2: over the limit (the value is refused whatever else it holds); -1: MemoryError
+ * set. 1, from the writers below: not handled here (the Python path). */
 static int out_reserve(Out *o, Py_ssize_t n) {
     if (n > o->limit - o->len) {
-        return 1;
+        return 2;
     }
     if (o->len + n <= o->cap) {
         return 0;
@@ -269,6 +271,8 @@ static PyObject *canonical_json(PyObject *self, PyObject *args) {
     PyObject *result;
     if (r < 0) {
         result = NULL;
+    } else if (r == 2) {
+        result = Py_NewRef(Py_False); /* over the limit: refused at once (a shared subtree can be huge) */
     } else if (r > 0) {
         result = Py_NewRef(Py_None);
     } else {

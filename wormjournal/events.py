@@ -332,11 +332,19 @@ def _check_json_value(value: Any, where: str | None, limit: int) -> None:
     """Refuse what canonical JSON cannot hold or a reader cannot parse back: non-string keys,
     nesting deeper than MAX_PAYLOAD_DEPTH, integers of more than MAX_INT_DIGITS digits, cycles.
     A container subclass with its own items() or __iter__ is refused: it could show this check one value
-    and the encoder another."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    values = 0  # written out, each value takes at least a byte: more than ``limit`` cannot fit (shared subtrees)
+    and the encoder another. Written out, each value takes at least a byte, so more than ``limit`` values cannot
+    fit: they are counted as written, but a container met again (a shared subtree) is walked once, its count and
+    height remembered, so that a payload of shared subtrees is refused in the time of its distinct parts."""
+    done: dict[int, tuple[int, int]] = {}  # id of a container walked whole -> (values under it, its height)
+    stack: list[tuple[Any, int, int]] = [(value, 1, -1)]  # (item, depth, values before it; >= 0: leaving it)
+    values = 0
     while stack:
-        item, depth = stack.pop()
+        item, depth, before = stack.pop()
+        if before >= 0:  # every child walked: remember the container
+            height = 1 + max((done[id(c)][1] for c in (dict.values(item) if isinstance(item, dict) else item)
+                              if id(c) in done and isinstance(c, (dict, list, tuple))), default=0)
+            done[id(item)] = (values - before, height)
+            continue
         if isinstance(item, int) and not isinstance(item, bool):
             if not -_INT_LIMIT < int.__int__(item) < _INT_LIMIT:  # the value the encoder writes
                 raise ValidationError("payload", f"holds an integer of more than {MAX_INT_DIGITS} digits",
@@ -358,16 +366,21 @@ def _check_json_value(value: Any, where: str | None, limit: int) -> None:
             children = item
         else:
             continue
-        if depth > MAX_PAYLOAD_DEPTH:  # a cycle ends here too
+        seen = done.get(id(item))
+        if depth > MAX_PAYLOAD_DEPTH or (seen is not None and depth + seen[1] - 1 > MAX_PAYLOAD_DEPTH):
             raise ValidationError("payload", f"is nested deeper than {MAX_PAYLOAD_DEPTH} levels "
-                                  "(or refers to itself)", where=where)
-        values += len(item)
+                                  "(or refers to itself)", where=where)  # a cycle ends here too
+        values += seen[0] if seen is not None else len(item)
         if values > limit:
             raise ValidationError("payload", f"holds more than {limit} values, over the event limit of {limit} bytes",
                                   where=where)
-        stack.extend((child, depth + 1) for child in children
-                     if isinstance(child, (dict, list, tuple, int)) and not isinstance(child, bool))
+        if seen is None:
+            stack.append((item, depth, values - len(item)))
+            stack.extend((child, depth + 1, -1) for child in children
+                         if isinstance(child, (dict, list, tuple, int)) and not isinstance(child, bool))
 
+
+_QUICK_BYTES = 1 << 20  # JSON up to this long is written by the C extension at once, longer JSON checked first
 
 _JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
@@ -378,7 +391,15 @@ def canonical_json(value: Any, *, where: str | None = None, limit: int = DEFAULT
     if _native is not None:
         # exact JSON types within the limits, written out in at most ``limit`` bytes (so at most ``limit``
         # values); anything else (None) goes the Python way, which writes the same bytes or says what is wrong
-        out = _native.canonical_json(value, limit)
+        first = min(limit, _QUICK_BYTES)
+        out = _native.canonical_json(value, first)
+        if out is False and limit > first:
+            # A large value: its values counted first, a shared subtree once (refusing a bomb of shared lists at
+            # once, where writing it out would take the time of ``limit`` bytes), then written out.
+            _check_json_value(value, where, limit)
+            out = _native.canonical_json(value, limit)
+        if out is False:
+            raise ValidationError("payload", f"is over the limit of {limit} bytes as JSON", where=where)
         if out is not None:
             return out  # type: ignore[no-any-return]
     return canonical_json_py(value, where=where, limit=limit)
