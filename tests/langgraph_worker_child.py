@@ -9,6 +9,8 @@ with one line ``ANSWER <json>`` on stdout (anything else it prints is to be pass
   output;
 - ``{"op": "state", "saver": S, "thread": T}``: the thread as the saver reads it (``summary``);
 - ``{"op": "delete", "saver": S, "thread": T}``: ``delete_thread``;
+- ``{"op": "step", "saver": S, "thread": T, "name": N, "arg": A}``: a step of the realistic conversation
+  (``langgraph_scenario.step``);
 - ``{"op": "seal"}``; ``{"op": "quit"}`` (closes the journal, sealing).
 
 ``S`` is ``journal`` (this process's one JournalSaver), ``request`` (a new JournalSaver for each request, as
@@ -19,13 +21,16 @@ file every worker shares). A request that fails is answered ``{"error": "..."}``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import operator
 import sqlite3
 import sys
 import traceback
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, TypedDict
 
+import langgraph_scenario
 from langgraph.graph import END, START, StateGraph
 
 from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver
@@ -84,6 +89,13 @@ def main() -> None:
         inner = SqliteSaver(sqlite3.connect(args.sqlite, check_same_thread=False, timeout=30))
         inner.setup()
         savers["archiving"] = ArchivingSaver(inner, journal)
+
+        @contextlib.asynccontextmanager
+        async def open_async() -> AsyncIterator[ArchivingSaver]:  # the async methods: around an AsyncSqliteSaver
+            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+            async with AsyncSqliteSaver.from_conn_string(args.sqlite) as inner_async:
+                yield ArchivingSaver(inner_async, journal)
     print(f"READY {journal.journal_id}", flush=True)
     for line in sys.stdin:
         request = json.loads(line)
@@ -104,6 +116,9 @@ def main() -> None:
                                                  {"configurable": {"thread_id": thread}})
                 elif op == "state":
                     answer = summary(saver, thread)
+                elif op == "step":  # a step of the realistic conversation (langgraph_scenario.py)
+                    answer = langgraph_scenario.step(saver, thread, request["name"], request.get("arg"),
+                                                     open_async=open_async if kind == "archiving" else None)
                 elif op == "delete":
                     saver.delete_thread(thread)
                     answer = {"ok": True}

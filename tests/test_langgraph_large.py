@@ -1,4 +1,4 @@
-"""LangGraph states of any size: a 5 MB state and a conversation that grows 20 KB a turn, under JournalSaver and
+"""LangGraph states of any size: a 2 MB state and a conversation that grows 20 KB a turn, under JournalSaver and
 ArchivingSaver, give what the in-memory saver gives; checkpoints are binary (FORMAT.md 3.4, no base64) and large
 ones are stored apart (3.5); a thread written in the savers' earlier JSON form still reads.
 """
@@ -66,7 +66,8 @@ def run(checkpointer: Any, document: str, turns: int = TURNS) -> tuple[Any, list
 
 @pytest.fixture(scope="module")
 def document() -> str:
-    return os.urandom(2_500_000).hex()  # a 5 MB state that does not compress below the inline limit
+    return os.urandom(1_000_000).hex()  # a 2 MB state that does not compress below the inline limit (5 MB: the
+    # realistic graph of test_langgraph_workers.py)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def expected(document: str) -> tuple[Any, list[Any]]:
 
 
 @pytest.mark.parametrize("kind", ["journal", "archiving"])
-def test_a_5_mb_state_and_a_growing_chat_equal_the_in_memory_saver(
+def test_a_large_state_and_a_growing_chat_equal_the_in_memory_saver(
         kind: str, tmp_path: Path, document: str, expected: tuple[Any, list[Any]]) -> None:
     with Journal.create(tmp_path / "store", key_dir=tmp_path / "keys", config=CONFIG) as journal:
         # The in-memory inner saver: SqliteSaver writes the whole message list at every put (LangGraph's way), which
@@ -85,7 +86,7 @@ def test_a_5_mb_state_and_a_growing_chat_equal_the_in_memory_saver(
         events = journal.reader().thread_events("retrieval-chat")
         checkpoints = [e for e in events if e.event_type == codec.CHECKPOINT_EVENT]
         assert checkpoints and all(e.payload_codec.startswith("bytes") for e in checkpoints)  # binary, no base64
-        assert any(e.payload_codec.endswith("+ref") for e in checkpoints)  # the 5 MB document, stored apart
+        assert any(e.payload_codec.endswith("+ref") for e in checkpoints)  # the document, stored apart
         journal.seal()
         assert verify_store(tmp_path / "store").ok
         if kind == "journal":  # a fresh saver reads it all back from the sealed journal

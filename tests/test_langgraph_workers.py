@@ -27,6 +27,7 @@ pytest.importorskip("langgraph")
 
 from langgraph.checkpoint.base import empty_checkpoint  # noqa: E402
 from langgraph.checkpoint.memory import InMemorySaver  # noqa: E402
+from langgraph_scenario import STEPS, step  # noqa: E402
 from langgraph_worker_child import build, summary  # noqa: E402
 
 from wormjournal.index import Reader  # noqa: E402
@@ -246,6 +247,43 @@ def test_a_thread_deleted_in_one_worker_is_gone_in_the_others(pool: Any) -> None
     assert after == outputs[-1] and after["count"] == 1
     assert workers[2].ask(op="state", saver="journal", thread="gone") == expected
 
+# -- the realistic graph with a 5 MB state, and a 200-turn conversation, in four workers ----------------------------
+
+
+def test_the_realistic_graph_as_in_memory_in_one_process(tmp_path: Path) -> None:
+    """The ReAct loop, Send, the subgraph's interrupt, a fork and async streaming with a 5 MB document, in this
+    process first: JournalSaver and ArchivingSaver answer every step as the in-memory saver does."""
+    memory = InMemorySaver()
+    expected = [step(memory, "r", name, arg) for name, arg in STEPS]
+    with Journal.create(tmp_path / "journal", key_dir=tmp_path / "keys", config=NO_AGE) as j:
+        assert [step(JournalSaver(j), "r", name, arg) for name, arg in STEPS] == expected
+        archiving = ArchivingSaver(InMemorySaver(), j)
+        assert [step(archiving, "r2", name, arg) for name, arg in STEPS] == expected
+        assert any(e.payload_codec.endswith("+ref") for e in j.reader().thread_events("r"))  # the document, apart
+
+
+@pytest.mark.parametrize("kind", ["journal", "request", "archiving"])
+def test_the_realistic_graph_with_a_5_mb_state_in_four_workers(pool: Any, kind: str) -> None:
+    """Each step of the conversation in the next worker: the answers are the in-memory saver's."""
+    workers, _, store, _ = pool
+    memory = InMemorySaver()
+    expected = [step(memory, "realistic", name, arg) for name, arg in STEPS]
+    thread = f"realistic-{kind}"
+    answers = [workers[k % WORKERS].ask(op="step", saver=kind, thread=thread, name=name, arg=arg)
+               for k, (name, arg) in enumerate(STEPS)]
+    assert answers == json.loads(json.dumps(expected))  # as it came through the pipe
+
+
+@pytest.mark.parametrize("kind", ["journal", "archiving"])
+def test_a_200_turn_conversation_in_four_workers(pool: Any, kind: str) -> None:
+    workers, _, _, _ = pool
+    thread = f"long-{kind}"
+    turns = [f"message {k}" for k in range(200)]
+    outputs, expected = remember(thread, turns)
+    for k, text in enumerate(turns):
+        assert workers[k % WORKERS].ask(op="turn", saver=kind, thread=thread, text=text) == outputs[k]
+    assert workers[1].ask(op="state", saver=kind, thread=thread) == json.loads(json.dumps(expected))
+
 
 def test_a_fresh_process_reads_every_thread_and_the_store_verifies(pool: Any, wj: Any) -> None:
     workers, _, store, keys = pool
@@ -262,3 +300,4 @@ def test_a_fresh_process_reads_every_thread_and_the_store_verifies(pool: Any, wj
     report = verify_store(store)
     assert report.ok and report.events > 0, report.to_text()
     assert wj("verify", store).code == 0
+

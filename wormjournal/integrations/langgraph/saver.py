@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
+import random
 import threading
 import time
 import weakref
@@ -137,6 +138,13 @@ class JournalSaver(BaseCheckpointSaver[str]):
     @property
     def _threads(self) -> OrderedDict[str, _Thread]:
         return self._shared.threads
+
+    def get_next_version(self, current: Any, channel: None) -> str:
+        """The in-memory saver's versions: the count, then a random fraction, so that a fork's channel versions
+        never take an earlier branch's (blobs are kept by version: with plain counts, a checkpoint of the branch a
+        fork left would read the fork's values)."""
+        count = 0 if current is None else current if isinstance(current, int) else int(str(current).split(".")[0])
+        return f"{count + 1:032}.{random.random():016}"
 
     # -- the journal's streams ---------------------------------------------------------------------
 
