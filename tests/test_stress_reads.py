@@ -24,7 +24,7 @@ from wormjournal.storage import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "stress_child.py"
-SECONDS = float(os.environ.get("WORMJOURNAL_STRESS_SECONDS", "60"))
+SECONDS = float(os.environ.get("WORMJOURNAL_STRESS_SECONDS", "40"))
 READERS = ("replay", "get_event", "count", "verify")
 
 

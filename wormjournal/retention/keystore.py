@@ -70,7 +70,8 @@ STORE_FILE = "keystore.json"
 MASTER_FILE = "master.key"  # beside the key store directory, so that it can be backed up apart
 PENDING_DIR = "pending"  # shreds under way (created when the first shred begins)
 SHRED_LOCK = "shred.lock"
-POOL = 8  # data keys made ahead of need (a new scope then waits for its marker's fsync alone)
+POOL = 2  # data keys made ahead of need (a new scope then waits for its marker's fsync alone); more would only cost
+# every journal that encrypts a few fsyncs at its start and close, as new scopes come one at a time per appender
 FORMAT = 1
 _DEK_TAG = b"wormjournal:dek:v1\x00"
 _SCOPE_TAG = b"wormjournal:scope:v1\x00"
