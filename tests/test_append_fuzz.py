@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from wormjournal import Journal, JournalConfig
@@ -361,6 +361,7 @@ def test_cli_append_fuzz(tmp_path: Path, via_stdin: bool) -> None:
 
     @settings(FUZZ, max_examples=50)
     @given(data=inputs())
+    @example(data=b'{"event_type": "tool_called", "execution_id": "run-1"}\n')  # both paths, whatever is drawn
     def check(data: bytes) -> None:
         outcome = check_cli_append(cli, data, via_stdin=via_stdin)
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
