@@ -247,6 +247,22 @@ def test_hold_and_release_an_execution_from_the_command_line(locked: Locked, wj)
     assert verify_store(locked.store()).ok
 
 
+def test_a_hold_covers_the_payloads_its_events_store_apart(locked: Locked) -> None:
+    """A large payload is an object of its own (FORMAT.md 3.5): held with its event's segment, or the event could
+    outlive it unreadable."""
+    with Journal.open(locked.store(), key_dir=locked.keys, wal_dir=locked.wal, config=NO_AGE) as j:
+        j.append("state_updated", "run-big", os.urandom(300 << 10), tenant_id="acme", key_scope="none")
+        j.append("state_updated", "run-small", {"small": True}, tenant_id="acme", key_scope="none")
+        j.seal()
+    store = locked.store()
+    [apart] = [n for n in locked.names() if n.startswith("payloads/")]
+    names = objects_for(store, Selector(execution="run-big"), Reader(store).trusted_keys)
+    assert apart in names
+    assert set_holds(store, names, True) == len(names)
+    assert locked.lock(apart)["hold"] == "ON"
+    assert apart not in objects_for(store, Selector(segment=0, stream="main"), Reader(store).trusted_keys)
+
+
 def test_hold_a_tenant_and_a_segment(locked: Locked) -> None:
     store = locked.store()
     keys = Reader(store).trusted_keys

@@ -25,7 +25,6 @@ from ..errors import ConflictError, IndexDamaged, IntegrityError, JournalError
 from ..events import StoredEvent, format_ts, now_micros
 from ..index import build as index_build
 from ..index.catalog import Catalog, IndexFile, IndexObject
-from ..payload import STORED_APART, parse_ref
 from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
@@ -38,6 +37,7 @@ from ..segments.table import (
     events_to_table,
     in_seq_order,
     page_rows_for,
+    payload_refs,
     read_segment,
     utc_date,
 )
@@ -56,16 +56,6 @@ HELD_RUN_BYTES = 64 << 20  # a run's bytes kept for the run that merges it next 
 HELD_RUNS = 32  # and this many of them
 
 _DAY = 86_400_000_000  # microseconds
-
-
-def payload_refs(table: pa.Table) -> list[tuple[str, int]]:
-    """(SHA-256 hex, seq) of every payload stored apart among the rows (codec ``+ref``, FORMAT.md 3.5)."""
-    apart = pc.ends_with(table.column("payload_codec"), STORED_APART)
-    if not pc.any(apart).as_py():
-        return []
-    rows = table.filter(apart)
-    return [(parse_ref(ref)[0], seq) for ref, seq in zip(rows.column("payload").to_pylist(),
-                                                          rows.column("seq").to_pylist(), strict=True)]
 
 
 def _step(name: str) -> None:

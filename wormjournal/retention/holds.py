@@ -2,8 +2,8 @@
 
 A legal hold keeps an object, whatever its retain-until date, until it is lifted.
 It goes on every object that holds the events asked for: their segments, the
-segments' manifests (which sign them) and the index objects that cover those
-segments. An extension lengthens retain-until dates; a request that would shorten
+segments' manifests (which sign them), the index objects that cover those
+segments and the payloads their events store apart (FORMAT.md 3.5). An extension lengthens retain-until dates; a request that would shorten
 one, or turn COMPLIANCE into GOVERNANCE, is refused here, before it reaches S3
 (which refuses it too, but not every S3-compatible store does).
 
@@ -21,10 +21,15 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .. import steps
-from ..errors import NotFoundError, RetentionError, ValidationError
+from ..errors import IntegrityError, NotFoundError, RetentionError, ValidationError
 from ..index import Reader
+from ..segments.manifest import Manifest
 from ..segments.notes import VerifyKey
+from ..segments.table import payload_refs
 from ..storage import layout
 from ..trust.load import read_identity
 from .audit import CLOCK_SKEW, DEFAULT_WORKERS, Progress, _Requirement, bounded_map, inspect_all, is_s3
@@ -68,8 +73,18 @@ class Selector:
         return f"{what} of stream {self.stream}" if self.stream else what
 
 
+def _payloads_of(store: Any, m: Manifest) -> list[tuple[str, int]]:
+    """The payloads the events of a segment store apart (FORMAT.md 3.5), read from the object its manifest signs.
+    Raises IntegrityError when the object is not that one."""
+    data = store.get(m.object)
+    if hashlib.sha256(data).digest() != m.object_sha256:
+        raise IntegrityError(f"{m.object} is not the object its manifest signs: verify the store")
+    return payload_refs(pq.read_table(pa.BufferReader(data), columns=["seq", "payload_codec", "payload"]))
+
+
 def objects_for(store: Any, selector: Selector, public_keys: Sequence[VerifyKey]) -> list[str]:
-    """The names of every object holding the selected events: segments, manifests, covering index objects.
+    """The names of every object holding the selected events: segments, manifests, covering index objects, and
+    the payloads their events store apart.
 
     Segments are found through the authenticated index (an execution's, or every
     execution of a tenant), so a tampered index cannot hide one. Raises NotFoundError
@@ -89,8 +104,10 @@ def objects_for(store: Any, selector: Selector, public_keys: Sequence[VerifyKey]
             continue
         wanted = set(segments)
         for n in segments:
-            names.add(reader.manifest(n).object)
+            m = reader.manifest(n)
+            names.add(m.object)
             names.add(layout.manifest(stream, n))
+            names.update(layout.payload(stream, digest) for digest, _ in _payloads_of(store, m))
         for kind in layout.INDEX_KINDS:
             for info in store.list(layout.index_prefix(stream, kind)):
                 parsed = layout.parse_index(info.name)

@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from ..events import EVENT_TAG, FIELD_NAMES, FIELDS, HASH_SIZE, NULL_MARK, Kind, StoredEvent, encode_fields, event_hash
+from ..payload import STORED_APART, parse_ref
 from . import merkle, pages
 
 FORMAT_VERSION = "1"
@@ -695,3 +696,13 @@ def records_table(buffer: bytes | pa.Buffer, starts: np.ndarray, ends: np.ndarra
         prev[1:] = hashes[:-1]
     columns[FIELD_NAMES.index("ts")] = columns[FIELD_NAMES.index("ts")].cast(SCHEMA.field("ts").type)
     return pa.Table.from_arrays([*columns, _rows(prev), hash_col], schema=SCHEMA)
+
+
+def payload_refs(table: pa.Table) -> list[tuple[str, int]]:
+    """(SHA-256 hex, seq) of every payload stored apart among the rows (codec ``+ref``, FORMAT.md 3.5)."""
+    apart = pc.ends_with(table.column("payload_codec"), STORED_APART)
+    if not pc.any(apart).as_py():
+        return []
+    rows = table.filter(apart)
+    return [(parse_ref(ref)[0], seq) for ref, seq in zip(rows.column("payload").to_pylist(),
+                                                          rows.column("seq").to_pylist(), strict=True)]
