@@ -329,7 +329,7 @@ class Claim(TypedDict, total=False):
     log: Annotated[list[str], operator.add]
 
 
-def claim_graph(pause: bool = False) -> Any:
+def claim_graph(pause: bool = False, checkpointer: Any = None) -> Any:
     def approve(state: Claim) -> Claim:
         if pause:
             interrupt({"question": f"pay {state['amount']}?"})
@@ -341,7 +341,7 @@ def claim_graph(pause: bool = False) -> Any:
     g.add_edge(START, "assess")
     g.add_edge("assess", "approve")
     g.add_edge("approve", END)
-    return g.compile(checkpointer=InMemorySaver())
+    return g.compile(checkpointer=checkpointer if checkpointer is not None else InMemorySaver())
 
 
 def test_a_call_from_an_updated_past_checkpoint_is_a_fork(journal: Journal) -> None:
@@ -421,16 +421,7 @@ def test_a_recorder_failure_is_logged_or_raised(journal: Journal, caplog: pytest
 def test_saver_only_executions_are_no_open_runs_in_stats(journal: Journal, store: Path, wj) -> None:  # noqa: ANN001
     """JournalSaver writes checkpoints under their LangGraph run id, and update_state's under the thread's own
     execution (``langgraph-thread-<id>``, checkpoints only). Only the recorder's run is a run."""
-    def approve(state: Claim) -> Claim:
-        interrupt({"question": "pay?"})
-        return {"log": ["approved"]}
-
-    g = StateGraph(Claim)
-    g.add_node("assess", lambda s: {"amount": 1200, "log": ["assessed"]})
-    g.add_node("approve", approve)
-    g.add_edge(START, "assess")
-    g.add_edge("assess", "approve")
-    graph, roots = g.compile(checkpointer=JournalSaver(journal)), RootIds()
+    graph, roots = claim_graph(pause=True, checkpointer=JournalSaver(journal)), RootIds()
     recorder = RunRecorder(journal)
     graph.invoke({"log": []}, config(recorder, roots))
     journal.seal()

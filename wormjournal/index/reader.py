@@ -527,8 +527,6 @@ class Reader:
         """The unsealed events of the read in progress of one thread or one execution, in seq order."""
         if self._snap is None:
             raise RuntimeError("Reader._unsealed_of outside a read's snapshot")
-        if not self._snap:
-            return []
         if thread_id is not None:
             return self._snap_threads.get(thread_id, [])
         return self._snap_executions.get(execution_id or "", [])

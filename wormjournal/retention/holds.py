@@ -3,9 +3,10 @@
 A legal hold keeps an object, whatever its retain-until date, until it is lifted.
 It goes on every object that holds the events asked for: their segments, the
 segments' manifests (which sign them), the index objects that cover those
-segments and the payloads their events store apart (FORMAT.md 3.5). An extension lengthens retain-until dates; a request that would shorten
-one, or turn COMPLIANCE into GOVERNANCE, is refused here, before it reaches S3
-(which refuses it too, but not every S3-compatible store does).
+segments and the payloads their events store apart (FORMAT.md 3.5). An extension
+lengthens retain-until dates; a request that would shorten one, or turn COMPLIANCE
+into GOVERNANCE, is refused here, before it reaches S3 (which refuses it too, but
+not every S3-compatible store does).
 
 Each action is recorded in the journal (``Journal.record_retention`` applies it through
 :mod:`.actions` and records it, crash-safe), so the archive's own audit trail says who did
