@@ -451,6 +451,62 @@ def test_any_thread_id_langgraph_takes_is_stored(paths: tuple[Path, Path]) -> No
         assert j.verify().ok
 
 
+def test_writes_go_to_their_checkpoints_run_and_odd_run_ids_are_shredded(paths: tuple[Path, Path]) -> None:
+    """The writes on a checkpoint are in the execution of the checkpoint's event: its run's (hashed when the journal
+    does not take the run id as an id), whether the saver put it or reads it from the journal, and a copy's own
+    after copy_thread. delete_for_runs destroys the key of a run with such an id."""
+    runs = ("tenant/run 1", "r" * 300)
+
+    def executions(j: Any, thread: str) -> list[tuple[str, str]]:
+        return [(e.event_type, e.execution_id) for e in j.reader().thread_events(journal_id(thread))
+                if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT)]
+
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        saver = JournalSaver(j)
+        for k, run in enumerate(runs):
+            saver.put(cfg(f"t{k}"), cp(f"1ef-0{k}", {"a": SECRET}, {"a": 1}),
+                      {"source": "input", "step": -1, "run_id": run}, {"a": 1})
+    with Journal.open(paths[0], key_dir=paths[1], config=NO_AGE) as j:
+        saver = JournalSaver(j)  # a new process: the checkpoints' runs are read from the journal
+        for k, run in enumerate(runs):
+            saver.put_writes(cfg(f"t{k}", cid=f"1ef-0{k}"), [("a", SECRET)], "task-1")
+            assert executions(j, f"t{k}") == [(CHECKPOINT_EVENT, journal_id(run)), (WRITES_EVENT, journal_id(run))]
+        saver.copy_thread("t0", "t0-copy")
+        saver.put_writes(cfg("t0-copy", cid="1ef-00"), [("b", 1)], "task-2")
+        own = journal_id("langgraph-thread-t0-copy")
+        assert {x for _, x in executions(j, "t0-copy")} == {own}  # deleting the source's run leaves the copy
+        saver.delete_for_runs(list(runs))
+        for k in range(len(runs)):
+            assert saver.get_tuple(cfg(f"t{k}")) is None
+            events = [e for e in j.reader().thread_events(journal_id(f"t{k}"))
+                      if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT)]
+            assert events and all(e.payload.get("$wormjournal") == "shredded" for e in events)
+        assert JournalSaver(j).get_tuple(cfg("t0-copy")) is None  # its checkpoint came from a deleted run
+        j.seal()
+        report = j.verify()
+        assert report.ok, report.findings
+        assert {r["scope_ref"] for r in report.receipts} == {journal_id(run) for run in runs}
+        assert SECRET.encode() not in on_disk(paths[0])
+
+
+def test_a_graphs_writes_are_in_its_runs_execution_before_its_checkpoint_is_put(journal: Any) -> None:
+    """LangGraph sends a step's writes before the put of the checkpoint they belong to (async durability): they are
+    still in the run's execution (the run LangGraph names in the config's metadata), so that delete_for_runs destroys
+    them with the run's checkpoints."""
+    run = "server/run 42"
+    graph = build(JournalSaver(journal))
+    config = {"configurable": {"thread_id": "async-writes"}, "metadata": {"run_id": run}}
+    graph.invoke({"steps": []}, config)
+    events = [e for e in journal.reader().thread_events("async-writes")
+              if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT)]
+    assert {e.event_type for e in events} == {CHECKPOINT_EVENT, WRITES_EVENT}
+    assert {e.execution_id for e in events} == {journal_id(run)}
+    JournalSaver(journal).delete_for_runs([run])
+    events = [e for e in journal.reader().thread_events("async-writes")
+              if e.event_type in (CHECKPOINT_EVENT, WRITES_EVENT)]
+    assert all(e.payload.get("$wormjournal") == "shredded" for e in events)
+
+
 def test_two_savers_on_one_journal_never_fork_a_thread(journal: Any) -> None:
     """Runs A, B, A on one thread through two JournalSavers of one journal (a server's saver per request): each
     sees the other's checkpoints, as one in-memory saver serving all three does."""

@@ -466,6 +466,7 @@ class KeyStore:
         while True:
             try:
                 write_file_atomic(self._marker_path(h, n), marker, exclusive=True)
+                self._refill()  # after the marker: the next key's fsyncs would delay this one's
                 return key_id, dek
             except FileExistsError:
                 # Another writer gave the scope a key at n: use it, unless it was shredded since.
@@ -475,26 +476,31 @@ class KeyStore:
                         if taken is not None:
                             with self._pool_wake:
                                 self._pool.append(taken)
+                        self._refill()
                         return other, self._unwrap(record)
                 n = len(self._markers(h))
 
     # -- keys made ahead
 
     def _take_pooled(self) -> tuple[str, bytes] | None:
-        """A key made ahead, or None (the pool is empty, or the provider makes a key per scope); wakes the
-        thread that makes them."""
+        """A key made ahead, or None (the pool is empty, or the provider makes a key per scope)."""
         if not getattr(self.provider, "poolable", False):
             return None
         with self._pool_wake:
+            return self._pool.pop() if self._pool and not self._closed else None
+
+    def _refill(self) -> None:
+        """Wake the thread that makes keys ahead (started on the first new scope, again in a forked child)."""
+        if not getattr(self.provider, "poolable", False):
+            return
+        with self._pool_wake:
             if self._closed:
-                return None
+                return
             if self._pool_thread is None or self._pool_pid != os.getpid():  # none yet, or a forked child
                 self._pool_pid = os.getpid()
                 self._pool_thread = threading.Thread(target=self._fill_pool, name="wormjournal-keys", daemon=True)
                 self._pool_thread.start()
-            taken = self._pool.pop() if self._pool else None
             self._pool_wake.notify()
-            return taken
 
     def _fill_pool(self) -> None:
         while True:

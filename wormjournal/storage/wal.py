@@ -394,13 +394,20 @@ class WalFollower:
             identity = (st.st_dev, st.st_ino)
             if self._header is None or identity != self._identity or st.st_size < self._good_end:
                 return self._read_whole(identity)
-            if st.st_size == self._good_end:
-                return self.events
-            tail = os.pread(f.fileno(), st.st_size - self._good_end, self._good_end)
-        try:
-            self._append(tail)
-        except IntegrityError:
-            return self._read_whole(identity)  # damage, or a frame being written: the whole file decides
+            # The new bytes a window at a time: the file goes on in zeros allocated ahead (up to a MiB), where
+            # the frames stop; a window that ends inside a frame is followed by a larger one.
+            window = _FOLLOW_WINDOW
+            while st.st_size > self._good_end:
+                at = self._good_end
+                tail = os.pread(f.fileno(), min(st.st_size - at, window), at)
+                try:
+                    more = self._append(tail)
+                except IntegrityError:
+                    return self._read_whole(identity)  # damage, or a frame being written: the whole file decides
+                if not more or at + len(tail) >= st.st_size:
+                    break
+                if self._good_end == at:
+                    window *= 2
         return self.events
 
     def _read_whole(self, identity: tuple[int, int]) -> list[StoredEvent]:
@@ -409,20 +416,22 @@ class WalFollower:
         self.events = table_to_events(t.table)
         return self.events
 
-    def _append(self, tail: bytes) -> None:
-        """The whole frames at the start of ``tail`` (the file's bytes from the last whole frame read)."""
+    def _append(self, tail: bytes) -> bool:
+        """The whole frames at the start of ``tail`` (the file's bytes from the last whole frame read); whether
+        bytes other than zeros follow them (a frame that goes on past ``tail``, or is being written)."""
         assert self._header is not None
         seq = self._header.first_seq + len(self.events)
         prev = self.events[-1].hash if self.events else self._header.prev_hash
         # The tail behind a header of its own: the frame walk and its checks as for a whole file.
         data = bytes(HEADER_SIZE) + tail
-        starts, ends, frames, good_end, _, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac)
+        starts, ends, frames, good_end, content_end, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac)
+        more = content_end > good_end
         if not starts:
-            return
+            return more
         if len(starts) <= _FEW_RECORDS:
             self.events += self._records(data, starts, ends, seq, prev)
             self._good_end += good_end - HEADER_SIZE
-            return
+            return more
         table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), prev)
         seqs = np.asarray(table.column("seq"))
         if (seqs != seq + np.arange(len(seqs), dtype=np.int64)).any():
@@ -432,6 +441,7 @@ class WalFollower:
             raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not match its hash")
         self.events += table_to_events(table)
         self._good_end += good_end - HEADER_SIZE
+        return more
 
 
     def _records(self, data: bytes, starts: Sequence[int], ends: Sequence[int], seq: int,
@@ -457,6 +467,7 @@ class WalFollower:
 
 
 _FEW_RECORDS = 32  # up to this many new records, a follower reads them one by one
+_FOLLOW_WINDOW = 64 << 10  # a follower's first read of new bytes
 
 
 def wal_name(first_seq: int) -> str:

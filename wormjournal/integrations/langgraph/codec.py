@@ -50,6 +50,7 @@ class Saved:
     parent: str | None
     run_id: str | None
     seq: int | None
+    execution: str | None = None  # the journal execution its event is in (its run's, or a copy's own)
 
 
 @dataclasses.dataclass
@@ -106,7 +107,7 @@ class Put:
 
     @property
     def execution(self) -> str:
-        return execution_of(self.thread_id, self.metadata)
+        return self.saved.execution or execution_of(self.thread_id, self.metadata)
 
     def payload(self) -> bytes:
         return checkpoint_payload(self.ns, self.checkpoint_id, self.saved, self.blobs, self.metadata.get("step"),
@@ -128,7 +129,7 @@ def serialize_put(serde: Any, config: Mapping[str, Any], checkpoint: Mapping[str
     run_id = md.get("run_id")
     configurable = config["configurable"]
     saved = Saved(serde.dumps_typed(c), serde.dumps_typed(md), configurable.get("checkpoint_id"),
-                  None if run_id is None else str(run_id), None)
+                  None if run_id is None else str(run_id), None, execution_of(configurable["thread_id"], md))
     return Put(configurable["thread_id"], configurable.get("checkpoint_ns", ""), checkpoint["id"], saved, blobs, md)
 
 
@@ -151,7 +152,7 @@ def apply_event(state: ThreadState, event_type: str, payload: Any, seq: int, exe
         if p is None:
             return  # shredded or unreadable: a deleted thread or run, which a tombstone also names
         if event_type == CHECKPOINT_EVENT and p.get("kind") == "checkpoint":
-            saved = Saved(p["checkpoint"], p["metadata"], p["parent_checkpoint_id"], p["run_id"], seq)
+            saved = Saved(p["checkpoint"], p["metadata"], p["parent_checkpoint_id"], p["run_id"], seq, execution_id)
             state.add_checkpoint(p["checkpoint_ns"], p["checkpoint_id"], saved, p["blobs"])
             state.executions.add(execution_id)
         elif event_type == WRITES_EVENT and p.get("kind") == "writes":

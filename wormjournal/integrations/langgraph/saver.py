@@ -102,6 +102,12 @@ class _Shared:
         self.cache_threads = 0
         self.store_streams: set[str] = set()
         self.store_listed = -float("inf")
+        # The execution of each checkpoint put last (thread, ns, id), set before its event is appended: the writes
+        # LangGraph puts on a checkpoint while its put is still being appended go to the checkpoint's run.
+        self.put_executions: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+
+_PUT_EXECUTIONS = 4096  # checkpoints whose execution _Shared.put_executions remembers
 
 
 _SHARED: weakref.WeakKeyDictionary[Any, _Shared] = weakref.WeakKeyDictionary()
@@ -252,7 +258,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
         execution, found through each stream's index."""
         with self._lock:
             return sorted({e.thread_id for stream in self._streams() for run in run_ids
-                           for e in self._reader(stream).events(run) if e.thread_id is not None})
+                           for e in self._reader(stream).events(journal_id(run)) if e.thread_id is not None})
 
     def _tuple(self, thread_id: str, ns: str, cid: str, saved: Saved, state: ThreadState,
                config: RunnableConfig | None = None, metadata: Any = None) -> CheckpointTuple:
@@ -324,6 +330,11 @@ class JournalSaver(BaseCheckpointSaver[str]):
     def put(self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
             new_versions: ChannelVersions) -> RunnableConfig:
         put = serialize_put(self.serde, config, checkpoint, metadata, new_versions)
+        with self._lock:
+            executions = self._shared.put_executions
+            executions[(put.thread_id, put.ns, put.checkpoint_id)] = put.execution
+            if len(executions) > _PUT_EXECUTIONS:
+                executions.popitem(last=False)
         # Appended outside the lock: the savers of a process append together (one fsync for all: group commit).
         put.saved.seq = self.journal.append(CHECKPOINT_EVENT, put.execution, put.payload(),
                                             thread_id=journal_id(put.thread_id), step_id=put.checkpoint_id,
@@ -343,12 +354,17 @@ class JournalSaver(BaseCheckpointSaver[str]):
         cid = config["configurable"]["checkpoint_id"]
         items = [(WRITES_IDX_MAP.get(channel, idx), channel, self.serde.dumps_typed(value))
                  for idx, (channel, value) in enumerate(writes)]
+        # The checkpoint's execution: of one put here (most often), else of one read from the journal, else (its
+        # put comes after its writes, as LangGraph's async durability sends them) the run putting it now. A thread
+        # cached holds every checkpoint a graph here can write to but new ones (it started from what it read).
         with self._lock:
-            cached = self._shared.threads.get(thread_id)  # the checkpoint is almost always one just put
-            saved = cached.state.checkpoints.get(ns, {}).get(cid) if cached is not None else None
-            if saved is None:
-                saved = self._state(thread_id).checkpoints.get(ns, {}).get(cid)
-        execution = saved.run_id if saved and saved.run_id else execution_of(thread_id, {})
+            execution = self._shared.put_executions.get((thread_id, ns, cid))
+            if execution is None:
+                cached = self._shared.threads.get(thread_id)
+                state = cached.state if cached is not None else self._state(thread_id)
+                saved = state.checkpoints.get(ns, {}).get(cid)
+                execution = saved.execution if saved and saved.execution else execution_of(
+                    thread_id, config.get("metadata") or {})
         seq = self.journal.append(WRITES_EVENT, execution, writes_payload(ns, cid, task_id, task_path, items),
                                   thread_id=journal_id(thread_id), step_id=cid, key_scope="execution")
         self._applied(thread_id, seq, lambda state: state.add_writes(ns, cid, task_id, task_path, items))
@@ -390,10 +406,10 @@ class JournalSaver(BaseCheckpointSaver[str]):
                        if any(s.run_id in runs
                               for by_id in self._state(t).checkpoints.values() for s in by_id.values())}
             for run in runs:
-                self._shred("execution", run, "LangGraph delete_for_runs")
+                self._shred("execution", journal_id(run), "LangGraph delete_for_runs")
             for thread_id in sorted(threads):
                 self._tombstone(thread_id, {"scope": "runs", "run_ids": runs})
-                self._state(thread_id).executions.difference_update(runs)
+                self._state(thread_id).executions.difference_update(journal_id(run) for run in runs)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: only each namespace's latest checkpoint is returned afterwards (a tombstone names
@@ -436,7 +452,7 @@ class JournalSaver(BaseCheckpointSaver[str]):
                         sent.add((ns, channel, version))
                         blobs[channel] = (version, None if blob[0] == EMPTY else blob)
                 metadata = self.serde.loads_typed(saved.metadata)
-                copy = Saved(saved.checkpoint, saved.metadata, saved.parent, saved.run_id, None)
+                copy = Saved(saved.checkpoint, saved.metadata, saved.parent, saved.run_id, None, execution)
                 # The copy has a key of its own (the target thread's execution): deleting the source, which
                 # destroys its runs' keys, must not take the copy with it.
                 copy.seq = self.journal.append(
