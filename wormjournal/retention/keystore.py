@@ -265,10 +265,10 @@ def _tomb_bytes(info: KeyInfo) -> bytes:
     return json.dumps(dataclasses.asdict(info), sort_keys=True).encode() + b"\n"
 
 
-def _erase(path: Path) -> None:
+def _erase(path: str) -> None:
     """Overwrite a file with zeros, fsync, remove it, fsync its directory."""
     try:
-        size = path.stat().st_size
+        size = os.stat(path).st_size
     except FileNotFoundError:
         return
     fd = os.open(path, os.O_WRONLY)
@@ -277,8 +277,13 @@ def _erase(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    path.unlink()
-    fsync_dir(path.parent)
+    os.unlink(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
 
 
 class KeyStore:
@@ -298,6 +303,10 @@ class KeyStore:
         self._pool_thread: threading.Thread | None = None
         self._pool_pid = 0
         self._closed = False
+        # Paths as strings: a key's first event builds several, and pathlib costs more than the syscalls they name.
+        self._keys_dir = os.path.join(directory, "keys")
+        self._scopes_dir = os.path.join(directory, "scopes")
+        self._tombs_dir = os.path.join(directory, "shredded")
 
     # -- creation and opening
 
@@ -359,15 +368,15 @@ class KeyStore:
                        hashlib.sha256)
         return mac.hexdigest()[:40]
 
-    def _key_path(self, key_id: str) -> Path:
-        return self.directory / "keys" / f"{key_id}.json"
+    def _key_path(self, key_id: str) -> str:
+        return os.path.join(self._keys_dir, key_id + ".json")
 
-    def _tomb_path(self, key_id: str) -> Path:
-        return self.directory / "shredded" / f"{key_id}.json"
+    def _tomb_path(self, key_id: str) -> str:
+        return os.path.join(self._tombs_dir, key_id + ".json")
 
     def _read_key(self, key_id: str) -> dict[str, Any] | None:
         try:
-            record = json.loads(self._key_path(key_id).read_text())
+            record = json.loads(_read(self._key_path(key_id)))
         except FileNotFoundError:
             return None
         except (ValueError, UnicodeDecodeError) as e:
@@ -392,7 +401,7 @@ class KeyStore:
         with self._lock:
             found = self._live.get(h)
             # Cached, unless another writer (another stream, another process) shredded it since.
-            if found is not None and self._key_path(found[0]).exists():
+            if found is not None and os.path.exists(self._key_path(found[0])):
                 return found
             found = None
             markers = self._markers(h)
@@ -406,20 +415,20 @@ class KeyStore:
             self._deks[found[0]] = found[1]
             return found
 
-    def _legacy_dir(self, h: str) -> Path:
-        return self.directory / "scopes" / h
+    def _legacy_dir(self, h: str) -> str:
+        return os.path.join(self._scopes_dir, h)
 
-    def _marker_path(self, h: str, n: int) -> Path:
-        return self.directory / "scopes" / f"{h}.{n}"
+    def _marker_path(self, h: str, n: int) -> str:
+        return os.path.join(self._scopes_dir, f"{h}.{n}")
 
     def _markers(self, h: str) -> list[str]:
         """The key ids of a scope, oldest first (a marker a crash left empty names none)."""
         legacy = self._legacy_dir(h)
-        key_ids = sorted(p.name for p in legacy.iterdir()) if legacy.is_dir() else []
+        key_ids = sorted(os.listdir(legacy)) if os.path.isdir(legacy) else []
         n = 0
         while True:
             try:
-                marker = json.loads(self._marker_path(h, n).read_bytes())
+                marker = json.loads(_read(self._marker_path(h, n)))
             except FileNotFoundError:
                 return key_ids
             except (ValueError, UnicodeDecodeError) as e:
@@ -456,9 +465,9 @@ class KeyStore:
         a crash leaves at worst an unused key."""
         ref = self.scope_ref(scope, value)
         legacy = self._legacy_dir(h)
-        if legacy.is_dir():  # a scope begun by an older key store keeps its layout
+        if os.path.isdir(legacy):  # a scope begun by an older key store keeps its layout
             key_id, dek = self._new_key(scope, ref, h)
-            write_file_atomic(legacy / key_id, b"")
+            write_file_atomic(os.path.join(legacy, key_id), b"")
             return key_id, dek
         taken = self._take_pooled()
         key_id, dek = taken if taken is not None else self._new_key(scope, ref, h)
@@ -541,13 +550,13 @@ class KeyStore:
         WrongKekError when it cannot be unwrapped.
         """
         dek = self._deks.get(key_id)
-        if dek is not None and self._key_path(key_id).exists():  # not shredded since by another key store
+        if dek is not None and os.path.exists(self._key_path(key_id)):  # not shredded since by another key store
             return dek
         with self._lock:
             self._deks.pop(key_id, None)
             record = self._read_key(key_id)
             if record is None:
-                if self._tomb_path(key_id).exists():
+                if os.path.exists(self._tomb_path(key_id)):
                     return None
                 raise UnknownKeyError(f"data key {key_id} is not in the key store {self.directory} (never held, "
                                       "nor shredded): is this the journal's key store?")
@@ -555,7 +564,7 @@ class KeyStore:
             return dek
 
     def is_shredded(self, key_id: str) -> bool:
-        return self._tomb_path(key_id).exists() and not self._key_path(key_id).exists()
+        return os.path.exists(self._tomb_path(key_id)) and not os.path.exists(self._key_path(key_id))
 
     # -- shredding
 
@@ -621,7 +630,7 @@ class KeyStore:
 
     def _read_tomb(self, key_id: str) -> KeyInfo | None:
         try:
-            data = json.loads(self._tomb_path(key_id).read_text())
+            data = json.loads(_read(self._tomb_path(key_id)))
             return KeyInfo(**data)
         except FileNotFoundError:
             return None

@@ -27,7 +27,7 @@ _TMP_RE = re.compile(r"\.tmp-[0-9a-f]{32}")  # a put in progress (written, not y
 READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -35,13 +35,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: bool = False,
+def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, exclusive: bool = False,
                       staged: Callable[[], None] | None = None) -> None:
     """Write a working file (a key, a record) whole or not at all: a temporary ``.<name>.<hex>.tmp`` beside it
     is written and fsync'd, then renamed over ``path`` (with ``exclusive``, linked to it: FileExistsError when the
     name is taken), and the directory fsync'd. ``staged`` runs between the two (a crash test's step). A crash
     leaves at most the temporary file, never a short or empty one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    directory, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         view = memoryview(data)
@@ -56,10 +57,10 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int = 0o600, exclusive: 
         try:
             os.link(tmp, path)
         finally:
-            tmp.unlink()
+            os.unlink(tmp)
     else:
         os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_dir(directory or ".")
 
 
 def makedirs_durable(path: Path, mode: int = 0o755) -> None:
