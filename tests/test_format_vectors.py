@@ -67,6 +67,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
         monkeypatch.setattr(events, "_native", None)
         monkeypatch.setattr(merkle, "_bulk", None)
         monkeypatch.setattr(pages, "_native", None)
+        monkeypatch.setattr(payload, "_native", None)
     elif events._native is None:  # noqa: SLF001
         pytest.skip("the C extension is not built")
     return str(request.param)

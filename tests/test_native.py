@@ -144,6 +144,26 @@ def test_encode_fields_in_c_is_the_python_path(values: tuple[Any, ...]) -> None:
 
 
 @needs_native
+@settings(max_examples=300, deadline=None)
+@given(field_values, st.binary(max_size=8), st.data())
+def test_decode_fields_in_c_is_the_python_path(values: tuple[Any, ...], trailer: bytes, data: st.DataObject) -> None:
+    """Whole, cut short, or with a byte changed: C parses as Python does, or hands over (None) what Python refuses."""
+    encoded = encode_fields_py(values) + trailer
+    cases = [encoded, encoded[: data.draw(st.integers(0, len(encoded)))]]
+    at = data.draw(st.integers(0, len(encoded) - 1))
+    cases.append(encoded[:at] + bytes([data.draw(st.sampled_from([0x00, 0x80, 0xED, 0xFF]))]) + encoded[at + 1 :])
+    for case in cases:
+        parsed = native.decode_fields(case, events.KIND_CODES, events._NULLABLE_CODES)  # noqa: SLF001
+        try:
+            expected = events.decode_fields_py(case)
+        except ValueError:
+            assert parsed is None
+        else:
+            assert parsed == expected
+    assert events.decode_fields(encoded) == (values, len(encoded) - len(trailer))
+
+
+@needs_native
 def test_encode_fields_in_c_refuses_what_python_refuses() -> None:
     good = [0, "id", 1, "t", None, "e", None, None, None, None, None, None, None, "json", None, b"{}"]
     assert native.encode_fields(good, events.KIND_CODES) == encode_fields_py(good)  # noqa: SLF001
@@ -199,6 +219,19 @@ def test_check_fields_in_c_is_the_python_path(fields: dict[str, Any]) -> None:
             values[2] = expected[0][2]
         assert (values, size) == expected
         assert events.stored_values(fields)[0][3:] == expected[0][3:]
+
+
+@needs_native
+def test_a_custom_type_is_checked_in_python_once_then_taken_in_c() -> None:
+    fields = {"event_type": "custom:native.once", "execution_id": "exec-1", "payload": None}
+    assert native.check_fields(fields, events._FIELDS_SPEC) is None  # noqa: SLF001
+    first = events.stored_values(fields)
+    again = native.check_fields(fields, events._FIELDS_SPEC)  # noqa: SLF001
+    assert again is not None and again[0][3] == "custom:native.once" == first[0][3]
+    bad = {"event_type": "custom:no spaces allowed", "execution_id": "exec-1"}
+    with pytest.raises(ValidationError, match="unknown type"):
+        events.stored_values(bad)
+    assert native.check_fields(bad, events._FIELDS_SPEC) is None  # noqa: SLF001
 
 
 class _Drafts:

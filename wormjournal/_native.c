@@ -289,6 +289,88 @@ static void put_u32(char *p, uint32_t x) {
     p[3] = (char)x;
 }
 
+/* decode_fields(data, kinds, nullable) -> (values tuple, bytes used) | None: the fields encode_fields wrote,
+   parsed (nullable: b"1" or b"0" per field). None for anything the Python path refuses, which then says why. */
+static PyObject *decode_fields(PyObject *self, PyObject *args) {
+    Py_buffer data;
+    PyObject *kinds_obj, *nullable_obj;
+    if (!PyArg_ParseTuple(args, "y*O!O!:decode_fields", &data, &PyBytes_Type, &kinds_obj, &PyBytes_Type,
+                          &nullable_obj)) {
+        return NULL;
+    }
+    const unsigned char *p = data.buf;
+    Py_ssize_t len = data.len, pos = 0;
+    const char *kinds = PyBytes_AS_STRING(kinds_obj);
+    const char *nullable = PyBytes_AS_STRING(nullable_obj);
+    Py_ssize_t n = PyBytes_GET_SIZE(kinds_obj);
+    PyObject *values = NULL;
+    if (PyBytes_GET_SIZE(nullable_obj) != n) {
+        PyErr_SetString(PyExc_ValueError, "decode_fields: kinds and nullable differ in length");
+        goto fail;
+    }
+    values = PyTuple_New(n);
+    if (values == NULL) {
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (len - pos < 4) {
+            goto python;
+        }
+        uint32_t length = ((uint32_t)p[pos] << 24) | ((uint32_t)p[pos + 1] << 16) | ((uint32_t)p[pos + 2] << 8) |
+                          (uint32_t)p[pos + 3];
+        pos += 4;
+        PyObject *v;
+        if (length == 0xFFFFFFFFu) {
+            if (nullable[i] != '1') {
+                goto python;
+            }
+            v = Py_NewRef(Py_None);
+        } else {
+            if ((Py_ssize_t)length > len - pos) {
+                goto python;
+            }
+            const unsigned char *raw = p + pos;
+            switch (kinds[i]) {
+            case 'i': {
+                if (length != 8) {
+                    goto python;
+                }
+                uint64_t x = 0;
+                for (int k = 0; k < 8; k++) {
+                    x = (x << 8) | raw[k];
+                }
+                v = PyLong_FromLongLong((long long)x);
+                break;
+            }
+            case 's':
+                v = PyUnicode_DecodeUTF8((const char *)raw, (Py_ssize_t)length, "strict");
+                if (v == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+                    PyErr_Clear();
+                    goto python;
+                }
+                break;
+            default:
+                v = PyBytes_FromStringAndSize((const char *)raw, (Py_ssize_t)length);
+            }
+            if (v == NULL) {
+                goto fail;
+            }
+            pos += length;
+        }
+        PyTuple_SET_ITEM(values, i, v);
+    }
+    PyBuffer_Release(&data);
+    return Py_BuildValue("(Nn)", values, pos);
+python:
+    Py_XDECREF(values);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(values);
+    PyBuffer_Release(&data);
+    return NULL;
+}
+
 static PyObject *encode_fields(PyObject *self, PyObject *args) {
     PyObject *values, *kinds_obj;
     if (!PyArg_ParseTuple(args, "OO!:encode_fields", &values, &PyBytes_Type, &kinds_obj)) {
@@ -671,7 +753,8 @@ static int plain_id(PyObject *v) {
     return 1;
 }
 
-/* check_fields(fields, spec) -> (values, size, ts given) | None. spec = (input field names, known event types,
+/* check_fields(fields, spec) -> (values, size, ts given) | None. spec = (input field names, the event types it
+   takes (a set the Python path adds the custom types it checked to),
    "event_type", "payload", "ts", the id field names, their positions in values, the number of stored fields,
    the positions of the event type, the payload, the execution id, the event id and ts).
    For a dict of known fields whose event type is a known one, with an execution_id, and every id given a plain
@@ -687,12 +770,12 @@ static PyObject *check_fields(PyObject *self, PyObject *args) {
     }
     PyObject *input, *types, *k_type, *k_payload, *k_ts, *names, *slots;
     Py_ssize_t nfields, type_at, payload_at, execution_at, id_at, ts_at;
-    if (!PyArg_ParseTuple(spec, "O!O!UUUO!O!nnnnnn:check_fields spec", &PyFrozenSet_Type, &input,
-                          &PyFrozenSet_Type, &types, &k_type, &k_payload, &k_ts, &PyTuple_Type, &names, &PyTuple_Type,
-                          &slots, &nfields, &type_at, &payload_at, &execution_at, &id_at, &ts_at)) {
+    if (!PyArg_ParseTuple(spec, "O!OUUUO!O!nnnnnn:check_fields spec", &PyFrozenSet_Type, &input, &types, &k_type,
+                          &k_payload, &k_ts, &PyTuple_Type, &names, &PyTuple_Type, &slots, &nfields, &type_at,
+                          &payload_at, &execution_at, &id_at, &ts_at)) {
         return NULL;
     }
-    if (PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(slots) || nfields < 1 || type_at < 0 || type_at >= nfields
+    if (!PyAnySet_Check(types) || PyTuple_GET_SIZE(names) != PyTuple_GET_SIZE(slots) || nfields < 1 || type_at < 0 || type_at >= nfields
         || payload_at < 0 || payload_at >= nfields || execution_at < 0 || execution_at >= nfields || id_at < 0
         || id_at >= nfields || ts_at < 0 || ts_at >= nfields) {
         PyErr_SetString(PyExc_ValueError, "check_fields: a bad spec");
@@ -3141,6 +3224,8 @@ static PyMethodDef methods[] = {
      "canonical_json(value, limit) -> bytes | None: the canonical JSON of value, or None (ask the Python path)"},
     {"encode_fields", encode_fields, METH_VARARGS,
      "encode_fields(values, kinds) -> bytes: the canonical field bytes of values (kinds: i, s, b per field)"},
+    {"decode_fields", decode_fields, METH_VARARGS,
+     "decode_fields(data, kinds, nullable) -> (values, used) | None: encode_fields parsed (None: ask the Python path)"},
     {"use_libcrypto", use_libcrypto, METH_VARARGS,
      "use_libcrypto(path) -> bool: take SHA-256 from the libcrypto of the loaded module at path"},
     {"sha256_rows", sha256_rows, METH_VARARGS, "sha256_rows(data, offsets) -> bytes: 32 bytes per row"},

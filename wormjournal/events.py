@@ -236,8 +236,20 @@ def encode_fields_py(values: Sequence[Any]) -> bytes:
     return b"".join([enc(v) for enc, v in zip(_FIELD_ENCODERS, values, strict=True)])
 
 
+_NULLABLE_CODES = bytes(ord("1" if nullable else "0") for _, _, nullable in FIELDS)
+
+
 def decode_fields(data: bytes) -> tuple[tuple[Any, ...], int]:
-    """Parse ``encode_fields`` output; returns the values and the bytes consumed."""
+    """Parse ``encode_fields`` output; returns the values and the bytes consumed. Raises ValueError."""
+    if _native is not None:
+        parsed = _native.decode_fields(data, KIND_CODES, _NULLABLE_CODES)
+        if parsed is not None:
+            return parsed  # type: ignore[no-any-return]
+    return decode_fields_py(data)
+
+
+def decode_fields_py(data: bytes) -> tuple[tuple[Any, ...], int]:
+    """:func:`decode_fields` in Python (what refuses, with the reason, whatever the C extension could not parse)."""
     values: list[Any] = []
     pos = 0
     for name, kind, nullable in FIELDS:
@@ -569,7 +581,10 @@ def check_fields(fields: Mapping[str, Any], *, where: str | None = None,
 _AT = {name: i for i, name in enumerate(FIELD_NAMES)}
 _ID_SLOTS = tuple(_AT[name] for name in ID_FIELDS)
 # What the C extension's check of the common case needs to know (its check_fields).
-_FIELDS_SPEC = (INPUT_FIELDS, KNOWN_EVENT_TYPES, "event_type", "payload", "ts", ID_FIELDS, _ID_SLOTS, len(FIELDS),
+# Its event types: the known ones and the custom ones the Python path has taken (up to _CUSTOM_TYPES_SEEN of them).
+_ACCEPTED_TYPES = set(KNOWN_EVENT_TYPES)
+_CUSTOM_TYPES_SEEN = 4096
+_FIELDS_SPEC = (INPUT_FIELDS, _ACCEPTED_TYPES, "event_type", "payload", "ts", ID_FIELDS, _ID_SLOTS, len(FIELDS),
                 _AT["event_type"], _AT["payload"], _AT["execution_id"], _AT["event_id"], _AT["ts"])
 
 
@@ -581,7 +596,11 @@ def stored_values(fields: Mapping[str, Any], *, where: str | None = None,
     else in :func:`stored_values_py`."""
     fast = _native.check_fields(fields, _FIELDS_SPEC) if _native is not None else None
     if fast is None:
-        return stored_values_py(fields, where=where, new_id=new_id)
+        values, size = stored_values_py(fields, where=where, new_id=new_id)
+        event_type = values[_AT["event_type"]]
+        if event_type not in _ACCEPTED_TYPES and len(_ACCEPTED_TYPES) < len(KNOWN_EVENT_TYPES) + _CUSTOM_TYPES_SEEN:
+            _ACCEPTED_TYPES.add(event_type)  # checked (a custom type): the C check takes it from now on
+        return values, size
     values, size, ts_given = fast  # its own UUIDv7 (uuid7) for an event_id not given; ts now, or as given
     if ts_given:
         values[_AT["ts"]] = parse_ts(values[_AT["ts"]], where=where)

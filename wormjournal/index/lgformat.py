@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,7 @@ FORMAT = 2
 Typed = tuple[str, bytes]
 
 
+@functools.lru_cache(maxsize=4096)  # a graph's ids come back at every step
 def journal_id(value: str) -> str:
     """The journal's id for a LangGraph id (a thread, a node): the id itself when the journal takes it as an id and
     it does not begin with ``lg:``; else ``lg:`` and the first 32 hex digits of SHA-256(UTF-8(id)) (FORMAT.md 3.4).

@@ -18,7 +18,6 @@ and :func:`wormjournal.payload.read_payload` (Encrypt, Compress and Canonicalize
 from __future__ import annotations
 
 import hashlib
-import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -151,21 +150,29 @@ class Canonicalize:
 
 
 class Compress:
-    """zstd for a large payload where it makes it smaller (FORMAT.md 3; :class:`wormjournal.payload.Compressor`),
-    one compressor per thread."""
+    """zstd for a large payload where it makes it smaller (FORMAT.md 3; :class:`wormjournal.payload.Compressor`).
+    Compressors are not thread-safe: each call takes one from a pool and gives it back (one per thread would make
+    one for every thread of a pool that makes threads per task, as LangGraph's does per run)."""
 
     def __init__(self, level: int, min_bytes: int) -> None:
         self.level = level
         self.min_bytes = min_bytes
-        self._local = threading.local()
+        self._pool: list[payloads.Compressor] = []
 
     def __call__(self, drafts: list[Draft]) -> list[Draft]:
-        comp = getattr(self._local, "compressor", None)
-        if comp is None:
-            comp = self._local.compressor = payloads.Compressor(self.level, self.min_bytes)
-        for d in drafts:
-            d.values[_CODEC], d.values[_PAYLOAD] = comp.encode(d.payload_json, d.base)
+        try:
+            comp = self._pool.pop()  # atomic (the GIL), as the append below
+        except IndexError:
+            comp = payloads.Compressor(self.level, self.min_bytes)
+        try:
+            for d in drafts:
+                d.values[_CODEC], d.values[_PAYLOAD] = comp.encode(d.payload_json, d.base)
+        finally:
+            self._pool.append(comp)
         return drafts
+
+
+_AEADS = 1024  # AES-GCM contexts an Encrypt stage keeps
 
 
 class Encrypt:
@@ -205,6 +212,8 @@ class Encrypt:
             key_id, key = d.key
             aead = self._aeads.get(key_id)
             if aead is None:
+                if len(self._aeads) >= _AEADS:
+                    self._aeads.clear()  # one per key used last: a key per run would grow it for ever
                 aead = self._aeads[key_id] = AESGCM(key)
             v[_CODEC] += payloads.ENCRYPTED
             v[_KEY_ID] = key_id

@@ -46,7 +46,7 @@ import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -281,6 +281,19 @@ def _erase(path: str) -> None:
     fsync_dir(os.path.dirname(path))
 
 
+_CACHED = 4096  # scopes and keys a key store keeps in memory (the rest are read again when needed)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Put ``value`` in ``cache`` (insertion ordered), forgetting the oldest entry beyond ``_CACHED``."""
+    cache[key] = value
+    if len(cache) > _CACHED:
+        del cache[next(iter(cache))]
+    return value
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -295,7 +308,10 @@ class KeyStore:
         self.provider = provider
         self._pseudonym_key = pseudonym_key
         self._lock = threading.Lock()
-        self._live: dict[str, tuple[str, bytes]] = {}  # scope hash -> (key id, data key)
+        # Caches of the scopes and keys used last (at most _CACHED of each): scope hash -> (key id, data key), key
+        # id -> data key for reads, (scope, value) -> scope hash.
+        self._live: dict[str, tuple[str, bytes]] = {}
+        self._hashes: dict[tuple[str, str], str] = {}
         self._deks: dict[str, bytes] = {}  # key id -> data key, for reads
         # Keys made ahead (durable, given to no scope yet), filled by a background thread.
         self._pool: list[tuple[str, bytes]] = []
@@ -369,7 +385,7 @@ class KeyStore:
         return mac.hexdigest()[:40]
 
     def _key_path(self, key_id: str) -> str:
-        return os.path.join(self._keys_dir, key_id + ".json")
+        return f"{self._keys_dir}{os.sep}{key_id}.json"
 
     def _tomb_path(self, key_id: str) -> str:
         return os.path.join(self._tombs_dir, key_id + ".json")
@@ -397,7 +413,9 @@ class KeyStore:
 
     def key_for(self, scope: str, value: str) -> tuple[str, bytes]:
         """The live data key of a scope, created (durably) on first use: (key id, key)."""
-        h = self._scope_hash(scope, value)
+        h = self._hashes.get((scope, value))
+        if h is None:
+            h = _remember(self._hashes, (scope, value), self._scope_hash(scope, value))
         with self._lock:
             found = self._live.get(h)
             # Cached, unless another writer (another stream, another process) shredded it since.
@@ -411,8 +429,8 @@ class KeyStore:
                     found = (key_id, self._unwrap(record))
             if found is None:
                 found = self._create(scope, value, h, len(markers))
-            self._live[h] = found
-            self._deks[found[0]] = found[1]
+            _remember(self._live, h, found)
+            _remember(self._deks, found[0], found[1])
             return found
 
     def _legacy_dir(self, h: str) -> str:
@@ -560,8 +578,7 @@ class KeyStore:
                     return None
                 raise UnknownKeyError(f"data key {key_id} is not in the key store {self.directory} (never held, "
                                       "nor shredded): is this the journal's key store?")
-            dek = self._deks[key_id] = self._unwrap(record)
-            return dek
+            return _remember(self._deks, key_id, self._unwrap(record))
 
     def is_shredded(self, key_id: str) -> bool:
         return os.path.exists(self._tomb_path(key_id)) and not os.path.exists(self._key_path(key_id))
