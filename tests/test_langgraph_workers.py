@@ -33,6 +33,7 @@ from langgraph_worker_child import build, summary  # noqa: E402
 from wormjournal.index import Reader  # noqa: E402
 from wormjournal.integrations.langgraph import ArchivingSaver, JournalSaver  # noqa: E402
 from wormjournal.journal import Journal, JournalConfig  # noqa: E402
+from wormjournal.storage.wal import WalFollower  # noqa: E402
 from wormjournal.verify import verify_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +69,31 @@ def test_thread_events_from_reads_what_was_appended_since(tmp_path: Path) -> Non
         assert [e.seq for e in reader.thread_events_from("t", 0)[0]] == [0, 2, 3]
         fresh = Reader(store, stream="b")  # sealed events only, no write-ahead log
         assert [e.seq for e in fresh.thread_events_from("t", 1)[0]] == [2, 3]
+
+
+def test_thread_events_again_reads_the_last_snapshot_and_nothing_else(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """What JournalSaver asks its own stream's reader of a thread it has not cached when the writer says nothing of
+    the thread was appended since the last read: that read's snapshot, with nothing read again."""
+    with Journal.create(tmp_path / "journal", key_dir=tmp_path / "keys", config=NO_AGE) as j:
+        reader = j.reader()
+        assert reader.snapshot_end() is None and reader.thread_events_again("t") is None
+        j.append("node_started", "x1", thread_id="t")
+        assert reader.thread_events_from("u", 0) == ([], 1)
+        assert reader.snapshot_end() == 1 and not j.appended_since("t", 1)
+        j.append("node_started", "x2", thread_id="t")  # after the snapshot: the writer says so
+        assert j.appended_since("t", 1)
+        with monkeypatch.context() as m:
+            m.setattr(WalFollower, "follow", lambda self: pytest.fail("the write-ahead log was read again"))
+            requests = reader.store.requests
+            events, end = reader.thread_events_again("t")  # type: ignore[misc]
+            assert [e.seq for e in events] == [0] and end == 1 and reader.store.requests == requests
+        assert [e.seq for e in reader.thread_events_from("t", 0)[0]] == [0, 1]
+        j.seal()
+        reader.refresh()  # the sealed segments counted again outside a read: that snapshot is not read again
+        assert reader.snapshot_end() is None and reader.thread_events_again("t") is None
+        assert [e.seq for e in reader.thread_events_from("t", 0)[0]] == [0, 1]
+        assert reader.snapshot_end() == 2
 
 
 def test_a_run_deleted_through_another_workers_archiving_saver_is_gone_from_the_archive(tmp_path: Path) -> None:
@@ -286,17 +312,25 @@ def test_a_200_turn_conversation_in_four_workers(pool: Any, kind: str) -> None:
 
 
 def test_a_fresh_process_reads_every_thread_and_the_store_verifies(pool: Any, wj: Any) -> None:
+    """Every thread the workers served (those of the tests before it in this process, and two of its own: tests
+    are spread over processes) reads the same from a fresh process, and the store verifies."""
     workers, _, store, keys = pool
+    for kind in ("journal", "archiving"):
+        thread = f"fresh-{kind}"
+        turns = [f"message {k}" for k in range(3)]
+        outputs, _ = remember(thread, turns)
+        for k, text in enumerate(turns):
+            assert workers[k % WORKERS].ask(op="turn", saver=kind, thread=thread, text=text) == outputs[k]
     for w in workers:
         w.ask(op="quit")  # closes its journal, sealing
         assert w.proc.wait(timeout=60) == 0
     with Journal.open(store, key_dir=keys, stream="auditor", config=NO_AGE) as journal:
         saver = JournalSaver(journal)
         for thread, expected in EXPECTED.items():
-            if not thread.startswith("archiving"):  # those are in the shared SqliteSaver; the journal archives them
+            if "archiving" not in thread:  # those are in the shared SqliteSaver; the journal archives them
                 assert summary(saver, thread) == expected, thread
-        archived = summary(saver, "archiving-0")
-        assert archived["values"] == EXPECTED["archiving-0"]["values"]
+        for thread in (t for t in EXPECTED if t.startswith("archiving") or t == "fresh-archiving"):
+            assert summary(saver, thread)["values"] == EXPECTED[thread]["values"], thread
     report = verify_store(store)
     assert report.ok and report.events > 0, report.to_text()
     assert wj("verify", store).code == 0

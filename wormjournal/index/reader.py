@@ -189,6 +189,7 @@ class Reader:
         self._listed = False  # listed once; then a read checks for what a seal adds (_grew), not by listing
         self._followers: dict[str, WalFollower] = {}  # the WAL files, each read once and followed
         self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
+        self._snap_count = -1  # the sealed segments of the last snapshot
         # The last snapshot's chain check: the sealed head, each WAL file's events list and its length, the events
         # that continue the chain and how many events were checked (Reader._chained).
         self._chain_memo: tuple[tuple[int, bytes], list[tuple[list[StoredEvent], int]], list[StoredEvent],
@@ -491,7 +492,29 @@ class Reader:
         seq = last.last_seq + 1 if last else 0
         prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
         self._snap = self._chained(events, lists, seq, prev)
+        self._snap_count = n
         return n
+
+    def snapshot_end(self) -> int | None:
+        """The seq the last read's snapshot ends at (every event below it was in it), or None when there is none
+        to read again (:meth:`thread_events_again`)."""
+        memo = self._chain_memo
+        if memo is None or self._snap_count != self._segment_count:
+            return None  # none yet, or the sealed segments were counted again since (refresh outside a read)
+        return memo[2][-1].seq + 1 if memo[2] else memo[0][0]
+
+    def thread_events_again(self, thread_id: str) -> tuple[list[Event], int] | None:
+        """:meth:`thread_events_from` seq 0 on the last read's snapshot, with nothing read again and no request:
+        for a caller that knows nothing of the thread was appended at or after :meth:`snapshot_end` (its writer:
+        ``Journal.appended_since``). None when there is no snapshot to read again."""
+        if self._snap is not None or self.snapshot_end() is None:
+            return None
+        assert self._chain_memo is not None
+        self._snap = self._chain_memo[2]  # checked when it was taken, as its by-thread index (_snap_threads)
+        try:
+            return self.thread_events_from(thread_id, 0)
+        finally:
+            self._snap = None
 
     def _chained(self, events: list[StoredEvent], lists: list[list[StoredEvent]], seq: int,
                  prev: bytes) -> list[StoredEvent]:

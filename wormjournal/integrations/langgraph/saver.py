@@ -14,8 +14,9 @@ stream of the journal, its events merged in (time, stream, seq) order. The saver
 ``Reader`` per stream, each following its stream's write-ahead log, and one cache of the
 threads read last (at most ``cache_threads``): a cached thread remembers, per stream, the seq
 it has read up to, and a read applies only the thread's events appended since (this writer's
-own stream is asked only when ``Journal.appended_since`` says it wrote to the thread), so it is
-never stale and a read costs what was added, not the thread.
+own stream is asked only when ``Journal.appended_since`` says it wrote to the thread, and a thread
+not cached is read from that stream's last snapshot when nothing of it was appended since), so it
+is never stale and a read costs what was added, not the thread.
 
 Deletion on a write-once store is crypto-shredding plus a tombstone: ``delete_thread``
 destroys the keys of the thread's runs (and of the thread's scope), ``delete_for_runs``
@@ -201,9 +202,14 @@ class JournalSaver(BaseCheckpointSaver[str]):
         ends: dict[str, int] = {}
         for stream in self._streams():
             start = entry.next.get(stream)
-            if stream == own and start is not None and not self.journal.appended_since(key, start):
-                continue
-            events, ends[stream] = self._reader(stream).thread_events_from(key, start or 0)  # each verified first
+            again = None
+            if stream == own:
+                if start is not None and not self.journal.appended_since(key, start):
+                    continue
+                end = self._reader(stream).snapshot_end()
+                if start is None and end is not None and not self.journal.appended_since(key, end):
+                    again = self._reader(stream).thread_events_again(key)  # a new thread: no request, nothing read
+            events, ends[stream] = again or self._reader(stream).thread_events_from(key, start or 0)  # verified
             found += [e for e in events if e.event_type in SAVER_EVENTS]
         found.sort(key=lambda e: (e.ts, e.stream, e.seq))  # the order they were written in, across the streams
         if cached is not None and found and (
