@@ -9,6 +9,7 @@ extend and shred as before.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
@@ -52,8 +53,9 @@ def test_a_new_scope_takes_a_key_made_ahead_and_its_marker_names_it(tmp_path: Pa
     record = json.loads((store.directory / "keys" / f"{key_id}.json").read_text())
     assert record["scope"] is None  # made before its scope was known
     (marker,) = [p for p in (store.directory / "scopes").iterdir() if json.loads(p.read_text())["key_id"] == key_id]
-    assert json.loads(marker.read_text()) == {"key_id": key_id, "scope": "thread", "scope_ref": "t-1"}
-    assert marker.name.endswith(".0")
+    h = store._scope_hash("thread", "t-1")
+    assert json.loads(marker.read_text()) == {"key_id": key_id, "scope": "thread", "scope_ref": "t-1", "scope_hash": h}
+    assert marker.name == f"{h}.0" and marker.stat().st_size == ks.MARKER_BYTES  # written ahead, given in place
     # Another key store of the journal (another writer, a reader) finds the same keys.
     other = reopen(store)
     assert other.key_for("thread", "t-1") == (key_id, dek)
@@ -72,6 +74,7 @@ def test_close_erases_the_keys_made_ahead_and_never_given(tmp_path: Path) -> Non
     assert len(key_files(store)) == len(used) + POOL
     store.close()
     assert key_files(store) == used
+    assert not list((store.directory / ks.READY_DIR).iterdir())  # the markers written ahead go with their keys
     assert store.key_for("subject", "late")[0] in key_files(store)  # a closed store still makes keys (on demand)
     assert len(key_files(store)) == len(used) + 1
 
@@ -86,6 +89,53 @@ def test_keys_made_ahead_by_a_writer_that_crashed_are_never_listed_nor_given(tmp
     assert {k.key_id for k in after.keys()}.isdisjoint(orphans)
     assert after.key_for("tenant", "globex")[0] not in orphans
     after.close()
+
+
+def test_a_given_marker_whose_link_a_crash_lost_is_linked_when_the_key_store_opens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key given to a scope is acknowledged once its marker (written ahead in ready/) holds the scope, fdatasync'd;
+    its link in scopes/ is made durable later. A crash in between can lose the link: the next key store to open
+    links the marker again, so that the scope's key is found and shredded. Markers never given are left alone."""
+    store = make(tmp_path)
+    store.key_for("thread", "warm-up")
+    wait_for_pool(store)
+    monkeypatch.setattr(store, "_settle", lambda given: None)  # the crash comes before the link is durable
+    key_id, dek = store.key_for("subject", "alice")
+    h = store._scope_hash("subject", "alice")
+    (store.directory / "scopes" / f"{h}.0").unlink()  # the link the crash lost
+    never_given = {k for k, _ in store._pool}
+    after = reopen(store)  # the process is gone: another opens the key store
+    assert after.key_for("subject", "alice") == (key_id, dek)
+    assert json.loads((store.directory / "scopes" / f"{h}.0").read_text())["key_id"] == key_id
+    ready = {p.name for p in (store.directory / ks.READY_DIR).iterdir()}
+    assert key_id not in ready and never_given <= ready
+    assert [k.key_id for k in after.destroy("subject", "alice").keys] == [key_id]
+    after.close()
+
+
+def test_a_key_store_that_recovers_a_marker_while_its_writer_links_it_gives_the_key_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = make(tmp_path)
+    store.key_for("thread", "warm-up")
+    wait_for_pool(store)
+    opened: list[KeyStore] = []
+    link = os.link
+
+    def recover_first(src: str, dst: str) -> None:
+        if not opened and "/ready/" in str(src):
+            opened.append(reopen(store))  # between the marker's fdatasync and its link: it links the marker itself
+        link(src, dst)
+
+    monkeypatch.setattr(ks.os, "link", recover_first)
+    key_id, dek = store.key_for("execution", "run-9")
+    monkeypatch.undo()
+    assert opened and opened[0].key_for("execution", "run-9") == (key_id, dek)
+    h = store._scope_hash("execution", "run-9")
+    assert [p.name for p in (store.directory / "scopes").iterdir() if p.name.startswith(h)] == [f"{h}.0"]
+    assert key_id not in {k for k, _ in store._pool}  # never given to another scope
+    assert store.key_for("execution", "run-10")[0] != key_id
+    opened[0].close()
+    store.close()
 
 
 def test_two_writers_racing_for_one_scope_give_it_one_key(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ encryption"; README, "Forgetting a person")::
     <dir>/keys/<key_id>.json      one wrapped data key: wrapped bytes (and its scope, unless made ahead)
     <dir>/scopes/<hash>.<n>       the scope's n-th key (n = 0, 1, ...): key id, scope, scope reference
     <dir>/scopes/<hash>/<key_id>  the same, as an empty marker (the layout before keys were made ahead)
+    <dir>/ready/<key_id>          a key made ahead: its marker, written ahead (MARKER_BYTES; the key id alone until
+                                  the key is given to a scope), then linked as scopes/<hash>.<n>
     <dir>/shredded/<key_id>.json  tombstone of a destroyed key: when, how, which receipt (seq and stream)
     <dir>/pending/<hash>.json     a shred under way: its scope, and the stream its receipt goes to once chosen
     <dir>/shred.lock              held (flock) while a shred or a recovery destroys keys and writes a receipt
@@ -20,10 +22,14 @@ it encrypts reaches the write-ahead log, so a crash never loses the key of an
 acknowledged event. Shredding writes the tombstone, then overwrites the key file with
 zeros and removes it, and asks the provider to destroy its own copy (KMS key deletion).
 
-A scope's first key costs its marker alone: keys are made ahead, durably and without a scope, by a
-background thread (``POOL`` of them; not with a KMS key per scope), and given to a scope by writing
-``scopes/<hash>.<n>`` (linked exclusively, so two writers never give a scope two keys at one n).
-Keys made ahead and never given are erased when the key store closes; a crash leaves them unused.
+A scope's first key costs one fdatasync of data: keys are made ahead, durably and without a scope, by a
+background thread (``POOL`` of them; not with a KMS key per scope), each with its marker file written ahead in
+``ready/``. Giving one to a scope writes the scope into that file in place (its size and blocks unchanged, so
+the fdatasync commits no metadata) and links it as ``scopes/<hash>.<n>`` (exclusively, so two writers never
+give a scope two keys at one n). The background thread then makes ``scopes/`` durable (one fsync for many) and
+removes the ``ready/`` name. A crash before that can lose the link, never the marker: opening the key store links
+every given marker of ``ready/`` that no marker names (``_recover_ready``). Keys made ahead and never given are
+erased when the key store closes; a crash leaves them unused.
 
 A shred (``Journal.shred``) writes its intent (``pending/``) before it destroys anything and removes
 it only once its erasure receipt is in the journal and noted in the tombstones: a crash in between
@@ -41,6 +47,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import threading
@@ -66,7 +73,13 @@ from ..events import format_ts, now_micros, pseudonymize
 from ..storage.local import fsync_dir, write_file_atomic
 
 SCOPES = ("subject", "thread", "execution", "tenant")
+log = logging.getLogger(__name__)
+
 STORE_FILE = "keystore.json"
+READY_DIR = "ready"  # keys made ahead: their markers written ahead, to be given to a scope
+MARKER_BYTES = 4096  # a marker written ahead: one block, overwritten in place when its key is given
+SETTLE_BATCH = 16  # given markers whose scopes/ links one fsync makes durable (or after SETTLE_SECONDS)
+SETTLE_SECONDS = 0.5
 MASTER_FILE = "master.key"  # beside the key store directory, so that it can be backed up apart
 PENDING_DIR = "pending"  # shreds under way (created when the first shred begins)
 SHRED_LOCK = "shred.lock"
@@ -294,6 +307,12 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
+def _padded(marker: dict[str, Any]) -> bytes | None:
+    """A marker written ahead: its JSON and spaces to MARKER_BYTES (None when it does not fit)."""
+    text = json.dumps(marker, sort_keys=True).encode()
+    return None if len(text) >= MARKER_BYTES else text + b" " * (MARKER_BYTES - 1 - len(text)) + b"\n"
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -323,6 +342,8 @@ class KeyStore:
         self._keys_dir = os.path.join(directory, "keys")
         self._scopes_dir = os.path.join(directory, "scopes")
         self._tombs_dir = os.path.join(directory, "shredded")
+        self._ready_dir = os.path.join(directory, READY_DIR)
+        self._given: list[str] = []  # keys given to a scope whose scopes/ link is not known durable yet
 
     # -- creation and opening
 
@@ -333,7 +354,7 @@ class KeyStore:
         directory.mkdir(parents=True, exist_ok=False, mode=0o700)
         if provider is None:
             provider = LocalKek.create(directory.parent / MASTER_FILE)
-        for sub in ("keys", "scopes", "shredded"):
+        for sub in ("keys", "scopes", "shredded", READY_DIR):
             (directory / sub).mkdir(mode=0o700)
         meta = {"format": FORMAT, "journal": journal_id, "provider": provider.name, "settings": provider.settings()}
         write_file_atomic(directory / STORE_FILE, json.dumps(meta, indent=1, sort_keys=True).encode() + b"\n")
@@ -369,7 +390,12 @@ class KeyStore:
         for sub in ("keys", "scopes", "shredded"):
             if not (directory / sub).is_dir():
                 raise KeyStoreError(f"the key store in {directory} lacks its {sub}/ directory")
-        return cls(directory, journal_id, pseudonym_key, provider)
+        store = cls(directory, journal_id, pseudonym_key, provider)
+        try:
+            store._recover_ready()
+        except OSError as e:  # a key directory this process may only read: its writers recover it
+            log.warning("cannot recover the markers of keys given to scopes in %s: %s", directory, e)
+        return store
 
     # -- scopes
 
@@ -467,15 +493,18 @@ class KeyStore:
                 raise KeyStoreError(f"the scope marker {path} is damaged") from e
         return out
 
-    def _new_key(self, scope: str | None, scope_ref: str | None, h: str | None) -> tuple[str, bytes]:
-        """A data key wrapped and written durably (its scope, when known, in its file too)."""
+    def _new_key(self, scope: str | None, scope_ref: str | None, h: str | None, *,
+                 sync_dir: bool = True) -> tuple[str, bytes]:
+        """A data key wrapped and written durably (its scope, when known, in its file too; ``sync_dir`` False: its
+        name once the caller fsyncs keys/)."""
         key_id = secrets.token_hex(16)
         dek = AESGCM.generate_key(bit_length=256)
         wrapped, kms_key = self.provider.wrap(key_id, dek)
         record = {"key_id": key_id, "scope": scope, "scope_ref": scope_ref,
                   "scope_hash": h, "wrapped": base64.b64encode(wrapped).decode(), "kms_key": kms_key,
                   "provider": self.provider.name, "created": format_ts(now_micros())}
-        write_file_atomic(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n")
+        write_file_atomic(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n",
+                          sync_dir=sync_dir)
         return key_id, dek
 
     def _create(self, scope: str, value: str, h: str, n: int) -> tuple[str, bytes]:
@@ -488,24 +517,47 @@ class KeyStore:
             write_file_atomic(os.path.join(legacy, key_id), b"")
             return key_id, dek
         taken = self._take_pooled()
-        key_id, dek = taken if taken is not None else self._new_key(scope, ref, h)
-        marker = json.dumps({"key_id": key_id, "scope": scope, "scope_ref": ref}, sort_keys=True).encode() + b"\n"
-        while True:
-            try:
-                write_file_atomic(self._marker_path(h, n), marker, exclusive=True)
-                self._refill()  # after the marker: the next key's fsyncs would delay this one's
-                return key_id, dek
-            except FileExistsError:
-                # Another writer gave the scope a key at n: use it, unless it was shredded since.
-                for other in self._markers(h)[n:]:
-                    record = self._read_key(other)
-                    if record is not None:
-                        if taken is not None:
-                            with self._pool_wake:
-                                self._pool.append(taken)
-                        self._refill()
-                        return other, self._unwrap(record)
-                n = len(self._markers(h))
+        try:
+            key_id, dek = taken if taken is not None else self._new_key(scope, ref, h)
+            ready = self._ready_path(key_id) if taken is not None else None
+            marker = {"key_id": key_id, "scope": scope, "scope_ref": ref, "scope_hash": h}
+            data = _padded(marker) if ready is not None else None
+            if ready is not None and data is not None:
+                # Given in place: its file holds the scope durably (data alone) before it is linked.
+                fd = os.open(ready, os.O_WRONLY)
+                try:
+                    os.pwrite(fd, data, 0)
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            else:
+                data = json.dumps(marker, sort_keys=True).encode() + b"\n"
+            while True:
+                try:
+                    if ready is not None and len(data) == MARKER_BYTES:
+                        os.link(ready, self._marker_path(h, n))
+                        with self._pool_wake:
+                            self._given.append(key_id)  # the link made durable in the background (_settle)
+                    else:
+                        write_file_atomic(self._marker_path(h, n), data, exclusive=True)
+                    return key_id, dek
+                except (FileExistsError, FileNotFoundError) as e:
+                    markers = self._markers(h)
+                    if key_id in markers:  # another key store recovered its marker (_recover_ready) and linked it
+                        return key_id, dek
+                    if isinstance(e, FileNotFoundError):
+                        raise
+                    # Another writer gave the scope a key at n: use it, unless it was shredded since. Ours, which
+                    # names this scope now, is never given to another one.
+                    for other in markers[n:]:
+                        record = self._read_key(other)
+                        if record is not None:
+                            if taken is not None:
+                                self._discard(key_id)
+                            return other, self._unwrap(record)
+                    n = len(markers)
+        finally:
+            self._refill()  # after the marker: the next key's fsyncs would delay this one's
 
     # -- keys made ahead
 
@@ -529,25 +581,111 @@ class KeyStore:
                 self._pool_thread.start()
             self._pool_wake.notify()
 
+    def _ready_path(self, key_id: str) -> str:
+        return f"{self._ready_dir}{os.sep}{key_id}"
+
     def _fill_pool(self) -> None:
+        """The background thread: keys made ahead with their markers, and the links of given markers made durable
+        (every SETTLE_BATCH of them, or SETTLE_SECONDS after one: until then a crash leaves them to _recover_ready)."""
         while True:
             with self._pool_wake:
-                while not self._closed and len(self._pool) >= POOL:
-                    self._pool_wake.wait()
+                waited = False
+                while not self._closed and len(self._pool) >= POOL and len(self._given) < SETTLE_BATCH:
+                    if not self._pool_wake.wait(SETTLE_SECONDS if self._given else None):
+                        waited = True
+                        break
                 if self._closed:
                     return
+                given: list[str] = []
+                if waited or len(self._given) >= SETTLE_BATCH:
+                    given, self._given = self._given, []
+                wanted = len(self._pool) < POOL
             try:
-                made = self._new_key(None, None, None)
+                self._settle(given)
+                if not wanted:
+                    continue
+                made = self._make_ahead()
             except (OSError, KeyStoreError):
                 return  # the caller makes its own keys then (and sees the error itself)
             with self._pool_wake:
                 if self._closed:
-                    _erase(self._key_path(made[0]))
+                    self._discard(made[0])
                     return
                 self._pool.append(made)
 
+    def _make_ahead(self) -> tuple[str, bytes]:
+        """A key made ahead with its marker written ahead: the key file (written whole: a temporary file renamed)
+        and the marker (MARKER_BYTES, created in place: one a crash cut short is never given), each fsync'd, then
+        their directories (one journal commit for both names on most file systems)."""
+        key_id, dek = self._new_key(None, None, None, sync_dir=False)
+        if not os.path.isdir(self._ready_dir):  # a key store from before markers were written ahead
+            os.makedirs(self._ready_dir, mode=0o700, exist_ok=True)
+            fsync_dir(self.directory)
+        data = _padded({"key_id": key_id})
+        assert data is not None
+        fd = os.open(self._ready_path(key_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(self._keys_dir)
+        fsync_dir(self._ready_dir)
+        return key_id, dek
+
+    def _settle(self, given: list[str]) -> None:
+        """The markers of keys given to scopes are durable: their scopes/ links once that directory is fsync'd (one
+        fsync for all), their content since it was given. Their ready/ names go then."""
+        if not given:
+            return
+        fsync_dir(self._scopes_dir)
+        for key_id in given:
+            with contextlib.suppress(FileNotFoundError):  # recovered (and removed) by another key store meanwhile
+                os.unlink(self._ready_path(key_id))
+
+    def _discard(self, key_id: str) -> None:
+        """A key made ahead that no scope will have: its key file erased, its marker written ahead removed."""
+        _erase(self._key_path(key_id))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._ready_path(key_id))
+
+    def _recover_ready(self) -> None:
+        """Link each marker of ready/ that was given a scope and that no marker of the scope names (a crash lost its
+        link, or came before it: the scope's events may use the key), durably, then remove the ready/ names of the
+        markers given. Markers never given (another writer's keys made ahead, or a crash's) stay."""
+        try:
+            names = os.listdir(self._ready_dir)
+        except FileNotFoundError:
+            return
+        given = []
+        for name in names:
+            if name.startswith("."):
+                continue  # a marker being written ahead
+            try:
+                data = _read(self._ready_path(name))
+                marker = json.loads(data)
+            except FileNotFoundError:
+                continue
+            except (ValueError, UnicodeDecodeError):
+                continue  # torn by a crash while it was given: its key was never returned to an appender
+            if not isinstance(marker, dict) or marker.get("scope") is None or marker.get("key_id") != name:
+                continue
+            h = str(marker["scope_hash"])
+            markers = self._markers(h)
+            n = len(markers)
+            while name not in markers:
+                try:
+                    write_file_atomic(self._marker_path(h, n), data, exclusive=True)
+                    break
+                except FileExistsError:
+                    n += 1
+            given.append(name)
+        self._settle(given)
+
     def close(self) -> None:
-        """Stop making keys ahead and erase those never given to a scope."""
+        """Stop making keys ahead, erase those never given to a scope, make the given ones' markers durable."""
         with self._pool_wake:
             self._closed = True
             self._pool_wake.notify_all()
@@ -556,8 +694,10 @@ class KeyStore:
             thread.join()
         with self._pool_wake:
             unused, self._pool = self._pool, []
+            given, self._given = self._given, []
+        self._settle(given)
         for key_id, _ in unused:
-            _erase(self._key_path(key_id))
+            self._discard(key_id)
 
     # -- reads
 
