@@ -138,6 +138,19 @@ def test_a_key_store_that_recovers_a_marker_while_its_writer_links_it_gives_the_
     store.close()
 
 
+def test_a_key_made_ahead_that_a_crash_cut_short_is_passed_over_unless_a_marker_names_it(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    key_id, _ = store.key_for("tenant", "acme")
+    (store.directory / "keys" / f"{'0' * 32}.json").write_bytes(b'{"key_id": "000')  # cut short
+    after = reopen(store)
+    assert [k.key_id for k in after.keys()] == [key_id]
+    (store.directory / "keys" / f"{key_id}.json").write_bytes(b'{"key_id": "')  # one a scope has: damage
+    with pytest.raises(KeyStoreError, match="damaged"):
+        list(after.keys())
+    store.close()
+    after.close()
+
+
 def test_two_writers_racing_for_one_scope_give_it_one_key(tmp_path: Path) -> None:
     base = make(tmp_path)
     stores = [reopen(base) for _ in range(6)]

@@ -307,6 +307,18 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
+def _create_synced(path: str, data: bytes) -> None:
+    """Create a file (exclusively) with ``data``, fsync'd; its directory is the caller's to fsync."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _padded(marker: dict[str, Any]) -> bytes | None:
     """A marker written ahead: its JSON and spaces to MARKER_BYTES (None when it does not fit)."""
     text = json.dumps(marker, sort_keys=True).encode()
@@ -494,17 +506,21 @@ class KeyStore:
         return out
 
     def _new_key(self, scope: str | None, scope_ref: str | None, h: str | None, *,
-                 sync_dir: bool = True) -> tuple[str, bytes]:
-        """A data key wrapped and written durably (its scope, when known, in its file too; ``sync_dir`` False: its
-        name once the caller fsyncs keys/)."""
+                 ahead: bool = False) -> tuple[str, bytes]:
+        """A data key wrapped and written durably (its scope, when known, in its file too). ``ahead`` (a key made
+        ahead, which nothing names yet): the file is created in place, and its name durable once the caller fsyncs
+        keys/; a crash can cut it short, and such a file is passed over (:meth:`keys`)."""
         key_id = secrets.token_hex(16)
         dek = AESGCM.generate_key(bit_length=256)
         wrapped, kms_key = self.provider.wrap(key_id, dek)
         record = {"key_id": key_id, "scope": scope, "scope_ref": scope_ref,
                   "scope_hash": h, "wrapped": base64.b64encode(wrapped).decode(), "kms_key": kms_key,
                   "provider": self.provider.name, "created": format_ts(now_micros())}
-        write_file_atomic(self._key_path(key_id), json.dumps(record, sort_keys=True).encode() + b"\n",
-                          sync_dir=sync_dir)
+        data = json.dumps(record, sort_keys=True).encode() + b"\n"
+        if ahead:
+            _create_synced(self._key_path(key_id), data)
+        else:
+            write_file_atomic(self._key_path(key_id), data)
         return key_id, dek
 
     def _create(self, scope: str, value: str, h: str, n: int) -> tuple[str, bytes]:
@@ -614,23 +630,16 @@ class KeyStore:
                 self._pool.append(made)
 
     def _make_ahead(self) -> tuple[str, bytes]:
-        """A key made ahead with its marker written ahead: the key file (written whole: a temporary file renamed)
-        and the marker (MARKER_BYTES, created in place: one a crash cut short is never given), each fsync'd, then
-        their directories (one journal commit for both names on most file systems)."""
-        key_id, dek = self._new_key(None, None, None, sync_dir=False)
+        """A key made ahead with its marker written ahead: each file created in place and fsync'd (a crash can cut
+        one short: nothing names it yet, and it is passed over), then their directories (after the files' fsyncs,
+        whose journal commits took the names along on most file systems)."""
+        key_id, dek = self._new_key(None, None, None, ahead=True)
         if not os.path.isdir(self._ready_dir):  # a key store from before markers were written ahead
             os.makedirs(self._ready_dir, mode=0o700, exist_ok=True)
             fsync_dir(self.directory)
         data = _padded({"key_id": key_id})
         assert data is not None
-        fd = os.open(self._ready_path(key_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _create_synced(self._ready_path(key_id), data)
         fsync_dir(self._keys_dir)
         fsync_dir(self._ready_dir)
         return key_id, dek
@@ -898,8 +907,15 @@ class KeyStore:
         markers = self._marker_scopes()
         made_ahead = {key_id for key_id, _ in self._pool}
         for path in sorted((self.directory / "keys").glob("*.json")):
-            record = self._read_key(path.stem)
-            if record is None or path.stem in made_ahead:
+            if path.stem in made_ahead:
+                continue
+            try:
+                record = self._read_key(path.stem)
+            except CorruptKeyError:
+                if path.stem in markers:
+                    raise
+                continue  # a key being made ahead, or one a crash cut short then: never given to a scope
+            if record is None:
                 continue
             if record.get("scope") is None and record["key_id"] not in markers:
                 continue  # made ahead by a writer that crashed: never used

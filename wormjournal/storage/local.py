@@ -36,12 +36,11 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
 
 
 def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, exclusive: bool = False,
-                      staged: Callable[[], None] | None = None, sync_dir: bool = True) -> None:
+                      staged: Callable[[], None] | None = None) -> None:
     """Write a working file (a key, a record) whole or not at all: a temporary ``.<name>.<hex>.tmp`` beside it
     is written and fsync'd, then renamed over ``path`` (with ``exclusive``, linked to it: FileExistsError when the
-    name is taken), and the directory fsync'd (unless ``sync_dir`` is False: the caller fsyncs it, with others).
-    ``staged`` runs between the two (a crash test's step). A crash leaves at most the temporary file, never a short
-    or empty one."""
+    name is taken), and the directory fsync'd. ``staged`` runs between the two (a crash test's step). A crash
+    leaves at most the temporary file, never a short or empty one."""
     directory, name = os.path.split(os.fspath(path))
     tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -61,8 +60,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 
             os.unlink(tmp)
     else:
         os.replace(tmp, path)
-    if sync_dir:
-        fsync_dir(directory or ".")
+    fsync_dir(directory or ".")
 
 
 def makedirs_durable(path: Path, mode: int = 0o755) -> None:
