@@ -151,6 +151,23 @@ def test_a_key_made_ahead_that_a_crash_cut_short_is_passed_over_unless_a_marker_
     after.close()
 
 
+def test_a_scope_reference_too_long_for_a_marker_written_ahead_gets_one_of_its_own(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.key_for("thread", "warm-up")
+    wait_for_pool(store)
+    long_ref = "thread/" + "x" * 5000  # LangGraph takes any thread id
+    key_id, dek = store.key_for("thread", long_ref)
+    h = store._scope_hash("thread", long_ref)
+    marker = store.directory / "scopes" / f"{h}.0"
+    assert json.loads(marker.read_text())["scope_ref"] == long_ref and marker.stat().st_size < len(long_ref) + 200
+    assert not (store.directory / ks.READY_DIR / key_id).exists()
+    other = reopen(store)
+    assert other.key_for("thread", long_ref) == (key_id, dek)
+    assert [k.key_id for k in other.destroy("thread", long_ref).keys] == [key_id]
+    store.close()
+    other.close()
+
+
 def test_two_writers_racing_for_one_scope_give_it_one_key(tmp_path: Path) -> None:
     base = make(tmp_path)
     stores = [reopen(base) for _ in range(6)]

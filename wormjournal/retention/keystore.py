@@ -348,7 +348,7 @@ class KeyStore:
         self._pool: list[tuple[str, bytes]] = []
         self._pool_wake = threading.Condition()
         self._pool_thread: threading.Thread | None = None
-        self._pool_pid = 0
+        self._pool_pid = os.getpid()  # the process whose keys made ahead _pool holds (a forked child holds none)
         self._closed = False
         # Paths as strings: a key's first event builds several, and pathlib costs more than the syscalls they name.
         self._keys_dir = os.path.join(directory, "keys")
@@ -556,6 +556,9 @@ class KeyStore:
                             self._given.append(key_id)  # the link made durable in the background (_settle)
                     else:
                         write_file_atomic(self._marker_path(h, n), data, exclusive=True)
+                        if ready is not None:  # too long to be given in place: its marker written ahead goes
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(ready)
                     return key_id, dek
                 except (FileExistsError, FileNotFoundError) as e:
                     markers = self._markers(h)
@@ -563,13 +566,15 @@ class KeyStore:
                         return key_id, dek
                     if isinstance(e, FileNotFoundError):
                         raise
-                    # Another writer gave the scope a key at n: use it, unless it was shredded since. Ours, which
-                    # names this scope now, is never given to another one.
+                    # Another writer gave the scope a key at n: use it, unless it was shredded since. Ours names this
+                    # scope now: it is never given to another one, nor erased (a key store opening now may link its
+                    # marker, and a writer then use it: the scope then has two keys, and a shred destroys both).
                     for other in markers[n:]:
                         record = self._read_key(other)
                         if record is not None:
-                            if taken is not None:
-                                self._discard(key_id)
+                            if ready is not None:
+                                with contextlib.suppress(FileNotFoundError):
+                                    os.unlink(ready)
                             return other, self._unwrap(record)
                     n = len(markers)
         finally:
@@ -582,7 +587,15 @@ class KeyStore:
         if not getattr(self.provider, "poolable", False):
             return None
         with self._pool_wake:
+            self._forget_parents()
             return self._pool.pop() if self._pool and not self._closed else None
+
+    def _forget_parents(self) -> None:
+        """In a forked child (under _pool_wake): the keys made ahead and given that it inherited are its parent's,
+        to give and to settle, never the child's (it would give a scope a key its parent gives another)."""
+        if self._pool_pid != os.getpid():
+            self._pool_pid = os.getpid()
+            self._pool, self._given, self._pool_thread = [], [], None
 
     def _refill(self) -> None:
         """Wake the thread that makes keys ahead (started on the first new scope, again in a forked child)."""
@@ -591,8 +604,8 @@ class KeyStore:
         with self._pool_wake:
             if self._closed:
                 return
-            if self._pool_thread is None or self._pool_pid != os.getpid():  # none yet, or a forked child
-                self._pool_pid = os.getpid()
+            self._forget_parents()
+            if self._pool_thread is None:  # none yet (or a forked child's)
                 self._pool_thread = threading.Thread(target=self._fill_pool, name="wormjournal-keys", daemon=True)
                 self._pool_thread.start()
             self._pool_wake.notify()
@@ -677,29 +690,30 @@ class KeyStore:
                 marker = json.loads(data)
             except FileNotFoundError:
                 continue
-            except (ValueError, UnicodeDecodeError):
-                continue  # torn by a crash while it was given: its key was never returned to an appender
-            if not isinstance(marker, dict) or marker.get("scope") is None or marker.get("key_id") != name:
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue  # torn by a crash while it was given (its key was never returned to an appender), or not one
+            if (not isinstance(marker, dict) or marker.get("scope") is None or marker.get("key_id") != name
+                    or not isinstance(marker.get("scope_hash"), str)):
                 continue
-            h = str(marker["scope_hash"])
+            h = marker["scope_hash"]
             markers = self._markers(h)
-            n = len(markers)
             while name not in markers:
                 try:
-                    write_file_atomic(self._marker_path(h, n), data, exclusive=True)
+                    write_file_atomic(self._marker_path(h, len(markers)), data, exclusive=True)
                     break
                 except FileExistsError:
-                    n += 1
+                    markers = self._markers(h)  # another key store took the slot: perhaps recovering this one
             given.append(name)
         self._settle(given)
 
     def close(self) -> None:
         """Stop making keys ahead, erase those never given to a scope, make the given ones' markers durable."""
         with self._pool_wake:
+            self._forget_parents()
             self._closed = True
             self._pool_wake.notify_all()
             thread, self._pool_thread = self._pool_thread, None
-        if thread is not None and self._pool_pid == os.getpid():
+        if thread is not None:
             thread.join()
         with self._pool_wake:
             unused, self._pool = self._pool, []
@@ -739,7 +753,7 @@ class KeyStore:
         return self._destroy(scope, self.scope_ref(scope, value), self._scope_hash(scope, value))
 
     def _scope_keys(self, scope: str, ref: str, h: str) -> list[str]:
-        key_ids = self._markers(h)
+        key_ids = list(dict.fromkeys(self._markers(h)))  # once each (two recoveries at once can both link one)
         if not key_ids:
             raise UnknownScopeError(f"no data key for {scope} {ref!r}: nothing of it was encrypted in this journal")
         return key_ids
