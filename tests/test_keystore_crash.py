@@ -500,12 +500,18 @@ def test_a_forked_child_closing_its_key_store_erases_no_key_of_its_parent(tmp_pa
     store.close()
 
 
-def test_a_recovery_during_a_lost_race_leaves_the_scope_two_keys_a_shred_destroys(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def racers(tmp_path: Path) -> tuple[KeyStore, KeyStore, KeyStore]:
+    """A key store and two more on its directory: the first of them (a) with keys made ahead, the other (b) not."""
     base = make(tmp_path)
     a, b = reopen(base.directory), reopen(base.directory)
     a.key_for("thread", "warm-up")
     wait_for_pool(a)
+    return base, a, b
+
+
+def test_a_recovery_during_a_lost_race_leaves_the_scope_two_keys_a_shred_destroys(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, a, b = racers(tmp_path)
     link = os.link
     seen: dict[str, object] = {}
 
@@ -532,10 +538,7 @@ def test_a_recovery_during_a_lost_race_leaves_the_scope_two_keys_a_shred_destroy
 
 def test_a_key_another_writer_found_for_a_scope_is_never_erased_by_the_race_loser(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = make(tmp_path)
-    a, b = reopen(base.directory), reopen(base.directory)
-    a.key_for("thread", "warm-up")
-    wait_for_pool(a)
+    base, a, b = racers(tmp_path)
     link, unlink = os.link, os.unlink
     seen: dict[str, object] = {}
 

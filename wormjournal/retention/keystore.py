@@ -70,7 +70,7 @@ from ..errors import (
     WrongKekError,
 )
 from ..events import format_ts, now_micros, pseudonymize
-from ..storage.local import fsync_dir, write_file_atomic
+from ..storage.local import create_synced, fsync_dir, write_file_atomic
 
 SCOPES = ("subject", "thread", "execution", "tenant")
 log = logging.getLogger(__name__)
@@ -307,18 +307,6 @@ def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
     return value
 
 
-def _create_synced(path: str, data: bytes) -> None:
-    """Create a file (exclusively) with ``data``, fsync'd; its directory is the caller's to fsync."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _padded(marker: dict[str, Any]) -> bytes | None:
     """A marker written ahead: its JSON and spaces to MARKER_BYTES (None when it does not fit)."""
     text = json.dumps(marker, sort_keys=True).encode()
@@ -518,7 +506,7 @@ class KeyStore:
                   "provider": self.provider.name, "created": format_ts(now_micros())}
         data = json.dumps(record, sort_keys=True).encode() + b"\n"
         if ahead:
-            _create_synced(self._key_path(key_id), data)
+            create_synced(self._key_path(key_id), data)
         else:
             write_file_atomic(self._key_path(key_id), data)
         return key_id, dek
@@ -652,7 +640,7 @@ class KeyStore:
             fsync_dir(self.directory)
         data = _padded({"key_id": key_id})
         assert data is not None
-        _create_synced(self._ready_path(key_id), data)
+        create_synced(self._ready_path(key_id), data)
         fsync_dir(self._keys_dir)
         fsync_dir(self._ready_dir)
         return key_id, dek

@@ -35,6 +35,19 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def create_synced(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600) -> None:
+    """Create a file (exclusively: FileExistsError when the name is taken) holding ``data``, fsync'd; its name is
+    durable once the caller fsyncs its directory. A crash can leave it short."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600, exclusive: bool = False,
                       staged: Callable[[], None] | None = None) -> None:
     """Write a working file (a key, a record) whole or not at all: a temporary ``.<name>.<hex>.tmp`` beside it
@@ -43,14 +56,7 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 
     leaves at most the temporary file, never a short or empty one."""
     directory, name = os.path.split(os.fspath(path))
     tmp = os.path.join(directory, f".{name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    create_synced(tmp, data, mode=mode)
     if staged is not None:
         staged()
     if exclusive:
