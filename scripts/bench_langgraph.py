@@ -2,7 +2,9 @@
 """Benchmark LangGraph checkpointing: JournalSaver and ArchivingSaver(SqliteSaver) against SqliteSaver.
 
 One small agent graph (an agent node and a tool node in a loop of two tool calls, its messages
-kept with ``operator.add``), run in one process per saver (its memory its own), on a local disk:
+kept with ``operator.add``), run in one process per saver (its memory its own), on a local disk. The three
+processes take turns, CHUNK invocations each, so that they share whatever else loads the machine over the run
+(one after the other, a burst of load on a shared machine would land on one saver's figures alone):
 
   threads      --threads new threads, one invocation each: milliseconds per invocation for the first
                50 threads after the 10th and for the last 50, and their ratio (flat when near 1);
@@ -30,6 +32,7 @@ import json
 import operator
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +43,7 @@ import benchlib
 
 SAVERS = ("sqlite", "journal", "archiving")
 WINDOW = 50
+CHUNK = 50  # invocations a saver's process runs in its turn (long enough to run with warm caches)
 
 
 class State(TypedDict, total=False):
@@ -84,22 +88,27 @@ def child(saver_name: str, directory: Path, threads: int, turns: int) -> dict[st
             SqliteSaver(sqlite3.connect(str(directory / "checkpoints.db"), check_same_thread=False)), journal)
     graph = build(saver)
     per_thread: list[int] = []
-    rss_tenth = 0
-    for k in range(threads):
-        t0 = time.perf_counter_ns()
-        graph.invoke({"messages": [{"role": "user", "content": f"question {k}"}]},
-                     {"configurable": {"thread_id": f"thread-{k}"}})
-        per_thread.append(time.perf_counter_ns() - t0)
-        if k + 1 == max(1, threads // 10):
-            rss_tenth = benchlib.status_kb("VmHWM")
-        if (k + 1) % 200 == 0:
-            benchlib.log("bench_langgraph", f"{saver_name}: {k + 1:,} threads")
-    rss_end = benchlib.status_kb("VmHWM")
+    rss_tenth = rss_end = 0
     per_turn: list[int] = []
-    for k in range(turns):
-        t0 = time.perf_counter_ns()
-        graph.invoke({"messages": [{"role": "user", "content": f"turn {k}"}]}, {"configurable": {"thread_id": "long"}})
-        per_turn.append(time.perf_counter_ns() - t0)
+    for line in sys.stdin:  # the parent's turns: "<first> <end>" of the invocations (threads, then turns)
+        first, end = map(int, line.split())
+        for k in range(first, end):
+            t0 = time.perf_counter_ns()
+            if k < threads:
+                graph.invoke({"messages": [{"role": "user", "content": f"question {k}"}]},
+                             {"configurable": {"thread_id": f"thread-{k}"}})
+                per_thread.append(time.perf_counter_ns() - t0)
+                if k + 1 == max(1, threads // 10):
+                    rss_tenth = benchlib.status_kb("VmHWM")
+                if k + 1 == threads:
+                    rss_end = benchlib.status_kb("VmHWM")
+            else:
+                graph.invoke({"messages": [{"role": "user", "content": f"turn {k - threads}"}]},
+                             {"configurable": {"thread_id": "long"}})
+                per_turn.append(time.perf_counter_ns() - t0)
+        print("ok", flush=True)
+        if end >= threads + turns:
+            break
     if journal is not None:
         journal.close()
     first = per_thread[10 : 10 + WINDOW]
@@ -113,6 +122,36 @@ def child(saver_name: str, directory: Path, threads: int, turns: int) -> dict[st
         "one_thread": {"n": turns, "latency": benchlib.summary(per_turn, "ms")},
         "rss_kb_after_tenth": rss_tenth, "rss_kb_end": rss_end,
     }
+
+
+def in_turns(tmp: Path, threads: int, turns: int) -> dict[str, Any]:
+    """Run the savers' processes in turns of CHUNK invocations; return each one's result."""
+    procs = {}
+    for name in SAVERS:
+        (tmp / name).mkdir()
+        procs[name] = subprocess.Popen([sys.executable, __file__, "--child", name, "--dir", str(tmp / name),
+                                        "--threads", str(threads), "--turns", str(turns)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    total = threads + turns
+    for first in range(0, total, CHUNK):
+        for name, proc in procs.items():
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(f"{first} {min(total, first + CHUNK)}\n")
+            proc.stdin.flush()
+            if proc.stdout.readline().strip() != "ok":
+                raise SystemExit(f"child {name} failed (exit code {proc.wait()})")
+        if (first + CHUNK) % 200 == 0:
+            benchlib.log("bench_langgraph", f"{min(total, first + CHUNK):,} of {total:,} invocations each")
+    results = {}
+    for name, proc in procs.items():
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        out = proc.stdout.read()  # not communicate(): it would pass over what readline() has buffered
+        proc.wait()
+        if proc.returncode or not out.strip():
+            raise SystemExit(f"child {name} failed (exit code {proc.returncode}, output {out!r})")
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    return results
 
 
 def main() -> None:
@@ -129,14 +168,8 @@ def main() -> None:
         print(json.dumps(child(args.child, args.dir, args.threads, args.turns)))
         return
     started = time.perf_counter()
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-langgraph-") as tmp:
-        for name in SAVERS:
-            d = Path(tmp) / name
-            d.mkdir()
-            results[name] = benchlib.run_child([__file__, "--child", name, "--dir", str(d), "--threads",
-                                                str(args.threads), "--turns", str(args.turns)],
-                                               tag="bench_langgraph", what=name)
+        results = in_turns(Path(tmp), args.threads, args.turns)
         sql = results["sqlite"]["threads"]["mean_ms"]
         targets = {}
         for name in ("journal", "archiving"):

@@ -442,11 +442,15 @@ class KeyStore:
         h = self._hashes.get((scope, value))
         if h is None:
             h = _remember(self._hashes, (scope, value), self._scope_hash(scope, value))
+        found = self._live.get(h)
+        # Cached, unless another writer (another stream, another process) shredded it since (checked outside the
+        # lock: appenders of other scopes do not wait on this one's stat).
+        if found is not None and os.path.exists(self._key_path(found[0])):
+            return found
         with self._lock:
             found = self._live.get(h)
-            # Cached, unless another writer (another stream, another process) shredded it since.
             if found is not None and os.path.exists(self._key_path(found[0])):
-                return found
+                return found  # made meanwhile by another appender of the scope
             found = None
             markers = self._markers(h)
             for key_id in markers:
