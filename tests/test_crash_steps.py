@@ -46,7 +46,8 @@ from wormjournal.journal.keys import load_wal_key
 from wormjournal.payload import decode_payload
 from wormjournal.retention import RetentionPolicy
 from wormjournal.retention.actions import PENDING_DIR
-from wormjournal.retention.keystore import AwsKmsKek, KeyStore
+from wormjournal.retention.kek import AwsKmsKek
+from wormjournal.retention.keystore import KeyStore
 from wormjournal.retention.policy import RETENTION_EXECUTION, RETENTION_STREAM, load_policy
 from wormjournal.retention.shred import RECEIPT_EXECUTION, RECEIPT_TYPE
 from wormjournal.segments.notes import SigningKey, VerifyKey

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wormjournal import KeyStore, KeyStoreError, UnknownScopeError
+from wormjournal import KeyStore, KeyStoreError, LocalKek, UnknownScopeError
 from wormjournal.retention import keystore as ks
 from wormjournal.retention.keystore import POOL
 
@@ -249,7 +249,7 @@ def test_a_provider_with_a_kms_key_per_scope_makes_no_key_ahead(tmp_path: Path) 
     store = make(tmp_path)
     made: list[str] = []
 
-    class PerScope(ks.LocalKek):
+    class PerScope(LocalKek):
         poolable = False
 
         def wrap(self, key_id: str, dek: bytes) -> tuple[bytes, str | None]:

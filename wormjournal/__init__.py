@@ -31,7 +31,8 @@ from .events import EventType, StoredEvent
 from .index import Event, ExecutionSummary, Reader, ResumePoint
 from .journal import Journal, JournalConfig
 from .payload import decode_payload
-from .retention.keystore import AwsKmsKek, KeyStore, LocalKek
+from .retention.kek import AwsKmsKek, LocalKek
+from .retention.keystore import KeyStore
 from .retention.shred import ErasureReceipt
 from .verify import VerifyReport, verify_store
 from .verify.proof import Proof, check_proof, make_proof

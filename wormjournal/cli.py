@@ -65,7 +65,7 @@ from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
 from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
 from .retention import RetentionPolicy, parse_period
-from .retention.keystore import AwsKmsKek
+from .retention.kek import AwsKmsKek
 from .trust.load import read_identity
 from .verify import verify_store
 from .verify.info import journal_info

@@ -30,7 +30,8 @@ from ..index import Reader
 from ..payload import STORED_APART, parse_ref
 from ..retention.actions import RetentionAction
 from ..retention.audit import DEFAULT_WORKERS, Progress
-from ..retention.keystore import KekProvider, KeyStore
+from ..retention.kek import KekProvider
+from ..retention.keystore import KeyStore
 from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
 from ..retention.shred import ErasureReceipt
 from ..segments.identity import JournalIdentity
