@@ -24,6 +24,8 @@ from wormjournal.index import build as index_build
 from wormjournal.index import lgformat
 from wormjournal.journal.sealer import sealed_record
 from wormjournal.segments import merkle
+from wormjournal.segments.cosign import Cosigner, add_checkpoint_body, cosign
+from wormjournal.segments.head import Head, StreamTip
 from wormjournal.segments.identity import JournalIdentity
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
@@ -75,6 +77,13 @@ COVER_CASES = [1, 5, 13, 50, 511, 600, 4097]
 SEGMENT1_TS = events.parse_ts("2024-06-10T06:16:00Z")
 SEGMENT2_TS = events.parse_ts("2024-06-10T06:26:00Z")
 SEGMENT1_BLOCK_ROWS = 2
+# The journal's heads (FORMAT.md 8a): head 0 after segment 0's seal, head 1 after segments 1 and 2 (and stream
+# side's first seal); witness.example (seed 40 41 .. 5f) cosigns head 1 at WITNESS_TIME (8b).
+HEAD_TIMES = ("2024-06-10T06:15:00.100000Z", "2024-06-10T06:30:00.100000Z")
+SIDE_TIP = StreamTip("side", 1, bytes(range(0xE0, 0x100)))  # illustrative: stream side's first checkpoint
+WITNESS_SEED = bytes(range(0x40, 0x60))
+WITNESS_NAME = "witness.example"
+WITNESS_TIME = 1718000000
 # Illustrative (object_size, object_sha256, object_version) and seal time of segments 1 and 2.
 SEGMENT_OBJECTS = {
     1: (6144, bytes(range(0xC0, 0xE0)), "q2nZ7vK1cX9wE4tR8yU0iO5pA3sD6fGh", "2024-06-10T06:25:00.000000Z"),
@@ -309,6 +318,18 @@ def main() -> None:
                                            [m.manifest_hash() for m in manifests])
     checkpoint3_signer = signers[ring.valid_entry(STREAM, checkpoint3.tree_size - 1)]
 
+    # The heads (8a) and a witness's cosignature of head 1 (8b).
+    head0 = Head.first(JOURNAL_ID, HEAD_TIMES[0], (StreamTip(STREAM, 1, checkpoint.root_hash),))
+    head1 = head0.next(HEAD_TIMES[1], (StreamTip(STREAM, 3, checkpoint3.root_hash), SIDE_TIP))
+    head_signers = (signers[ring.valid_entry(STREAM, 0)], signers[ring.valid_entry(STREAM, 2)])
+    head_notes = [h.sign(k) for h, k in zip((head0, head1), head_signers, strict=True)]
+    witness_key = Ed25519PrivateKey.from_private_bytes(WITNESS_SEED)
+    witness = Cosigner(WITNESS_NAME, witness_key.public_key())
+    cosigned1 = head_notes[1] + cosign(witness_key, WITNESS_NAME, head1.text(), WITNESS_TIME).encode()
+    head_leaves = [merkle.leaf_hash(h.head_hash()) for h in (head0, head1)]
+    head_proof = merkle.consistency_path(head_leaves, 1)
+    assert head_proof == merkle.consistency_path_from(head1.frontier, 1, head_leaves[1:])
+
     out: list[str] = []
     line = out.append
     line("```vectors")
@@ -414,6 +435,22 @@ def main() -> None:
     line(f'checkpoint3.object: "{layout.checkpoint(STREAM, checkpoint3.tree_size)}"')
     line(f"checkpoint3.root: {checkpoint3.root_hash.hex()}")
     line("")
+    # The heads (section 8a): their objects, head hashes and head log roots; the consistency proof of the head log
+    # from size 1 to 2; the journal key's verifier key (what a witness's --log takes) and witness.example's.
+    line(f'key.vkey: "{key.verify_key.vkey()}"')
+    line(f'key2.vkey: "{key2.verify_key.vkey()}"')
+    for h in (head0, head1):
+        line(f'head{h.number}.object: "{layout.head(h.number)}"')
+        line(f"head{h.number}.hash: {h.head_hash().hex()}")
+        line(f"head{h.number}.root: {h.checkpoint().root_hash.hex()}")
+    line(f"heads.consistency.1.2: {' '.join(x.hex() for x in head_proof)}")
+    line(f"witness.seed: {WITNESS_SEED.hex()}")
+    line(f'witness.name: "{WITNESS_NAME}"')
+    line(f"witness.key_hash: {witness.key_hash.hex()}")
+    line(f'witness.vkey: "{witness.vkey()}"')
+    line(f"witness.time: {WITNESS_TIME}")
+    line(f'witness.object: "{layout.cosigned(None, 2, witness.key_hash)}"')
+    line("")
     # The write-ahead log (section 11): a file's header, one frame of event0 and event1 appended as one batch, and
     # the SEALED record of a writer that sealed segments 0 to 2.
     wal_mac = WalMac(WAL_KEY, JOURNAL_ID, STREAM)
@@ -454,6 +491,11 @@ def main() -> None:
         "manifest1.note": manifests[1].sign(signers[ring.valid_entry(STREAM, 1)]).decode(),
         "manifest2.note": manifests[2].sign(signers[ring.valid_entry(STREAM, 2)]).decode(),
         "checkpoint3.note": checkpoint3.sign(checkpoint3_signer).decode(),
+        "head0.note": head_notes[0].decode(),
+        "head1.note": head_notes[1].decode(),
+        # What witness.example stores for head 1 (8b), and the add-checkpoint request that asked for it.
+        "head1.cosigned.note": cosigned1.decode(),
+        "witness.request": add_checkpoint_body(1, head_proof, head_notes[1]).decode(),
         "proof.json": Proof(
             event={name: getattr(stored[1], name) for name in events.FIELD_NAMES},
             prev_hash=stored[1].prev_hash,

@@ -216,6 +216,39 @@ def forge_seal(store: LocalStore, key: SigningKey, events: list[tuple[str, str, 
         sealer.seal(stored)
 
 
+def resign_stream_heads(store: Path, journal_id: str, stream: str, key: SigningKey, hashes: list[bytes],
+                        first: int = 0) -> None:
+    """A thief's heads: every head in ``store`` (a directory) rebuilt with ``stream`` at the roots of ``hashes`` (its
+    rewritten manifest hashes), the head log chained anew, each signed with ``key`` (FORMAT.md 8a)."""
+    from wormjournal.segments import merkle
+    from wormjournal.segments.head import Head, StreamTip
+    from wormjournal.segments.notes import split_note
+
+    names = sorted(p for p in (store / "heads").iterdir())
+    prev: Head | None = None
+    for path in names:
+        head = Head.parse(split_note(path.read_bytes())[0], journal_id)
+        tips = tuple(StreamTip(t.stream, t.size, merkle.merkle_root(hashes[: t.size]))
+                     if t.stream == stream and t.size <= len(hashes) else t for t in head.streams)
+        new = Head.first(journal_id, head.time, tips) if prev is None else prev.next(head.time, tips)
+        overwrite(path, new.sign(key))
+        prev = new
+
+
+def heads_naming(store: Any, journal_id: str, stream: str, size: int) -> list[str]:
+    """The names of the heads in ``store`` (any ObjectReader) that name ``stream`` at ``size`` segments: those written
+    after the seal that made that checkpoint, before the stream's next one."""
+    from wormjournal.segments.head import Head
+    from wormjournal.segments.notes import split_note
+
+    out = []
+    for info in store.list(layout.HEADS_PREFIX):
+        tip = Head.parse(split_note(store.get(info.name))[0], journal_id).tips().get(stream)
+        if tip is not None and tip.size == size:
+            out.append(info.name)
+    return out
+
+
 def wal_key(store: Path, keys: Path) -> bytes:
     """The WAL key of the journal in ``store`` (a directory), from its key directory ``keys``."""
     from wormjournal.journal.keys import load_wal_key

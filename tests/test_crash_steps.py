@@ -56,6 +56,8 @@ from wormjournal.storage.local import LocalStore
 from wormjournal.trust import load_trust
 from wormjournal.verify import verify_store
 
+from conftest import heads_naming
+
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = Path(__file__).with_name("step_child.py")
 KILLED = -signal.SIGKILL
@@ -723,4 +725,5 @@ def trail_objects_of(t: Trail, segment: int) -> set[str]:
     """The objects the trail stream's seal of ``segment`` stored (one action a seal), as its manifest names them."""
     m = Reader(t.store(), stream=RETENTION_STREAM, public_keys=[t.first]).manifest(segment)
     return ({m.object, layout.manifest(RETENTION_STREAM, segment), layout.checkpoint(RETENTION_STREAM, segment + 1)}
-            | {layout.index_object(RETENTION_STREAM, r.kind, r.first, r.last) for r in m.index})
+            | {layout.index_object(RETENTION_STREAM, r.kind, r.first, r.last) for r in m.index}
+            | set(heads_naming(t.store(), m.journal, RETENTION_STREAM, segment + 1)))  # the head after its checkpoint

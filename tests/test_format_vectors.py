@@ -40,6 +40,8 @@ from wormjournal.events import StoredEvent
 from wormjournal.index import build as index_build
 from wormjournal.journal import sealer, stages
 from wormjournal.segments import merkle, pages, table
+from wormjournal.segments.cosign import Cosigner, cosignatures, parse_add_checkpoint
+from wormjournal.segments.head import Head
 from wormjournal.segments.identity import JournalIdentity
 from wormjournal.segments.keyhistory import KeyEntry, entry_name, first_entry, identity_hash
 from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
@@ -728,7 +730,7 @@ def test_checkpoint_vector(vec: Vectors) -> None:
 
 # The one-signature notes of the vectors and the key (``key`` or ``key2``) that signs each.
 SIGNED_NOTES = [("manifest0.note", "key"), ("checkpoint1.note", "key"), ("manifest1.note", "key2"),
-                ("checkpoint3.note", "key2")]
+                ("checkpoint3.note", "key2"), ("head0.note", "key"), ("head1.note", "key2")]
 
 
 @pytest.mark.parametrize(("name", "signer"), SIGNED_NOTES)
@@ -1267,3 +1269,106 @@ def test_retention_policy_object_example() -> None:
     assert policy.encode() == data
     assert policy.for_tenants(["acme-bank"]) == RetentionPolicy("COMPLIANCE", 3660)
     assert policy.for_tenants(["other", None]) == RetentionPolicy("COMPLIANCE", 2562)
+
+
+# -- heads and witnesses (sections 8a, 8b), from the text ---------------------------------------------------------
+
+
+def spec_frontier_push(frontier: list[bytes], size: int, leaf: bytes) -> list[bytes]:
+    """Section 4: push the leaf hash, then merge the last two for each trailing set bit of the old size."""
+    out = [*frontier, leaf]
+    while size & 1:
+        right = out.pop()
+        out[-1] = hashlib.sha256(b"\x01" + out[-1] + right).digest()
+        size >>= 1
+    return out
+
+
+def spec_fold(frontier: list[bytes]) -> bytes:
+    root = frontier[-1]
+    for left in reversed(frontier[:-1]):
+        root = hashlib.sha256(b"\x01" + left + root).digest()
+    return root
+
+
+def spec_head(text: str, journal_id: str) -> tuple[int, bytes, list[bytes], dict[str, tuple[int, bytes]], bytes]:
+    """A head's note text (8a): its number, line 3's root, its frontier, its streams, and its head hash; asserts the
+    root is that of its frontier with its own leaf."""
+    lines = text.split("\n")
+    assert lines[0] == f"wormjournal/{journal_id}" and lines[-1] == ""
+    number = int(lines[1]) - 1
+    root = base64.b64decode(lines[2], validate=True)
+    assert re.fullmatch(r"time \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", lines[3])
+    assert lines[4].startswith("frontier ")
+    hashes = lines[4][len("frontier "):]
+    frontier = [] if hashes == "-" else [bytes.fromhex(h) for h in hashes.split(" ")]
+    assert len(frontier) == bin(number).count("1")
+    streams = {}
+    for line in lines[5:-1]:
+        kind, name, size, hex_root = line.split(" ")
+        assert kind == "stream" and name not in streams
+        streams[name] = (int(size), bytes.fromhex(hex_root))
+    assert list(streams) == sorted(streams)
+    head_hash = hashlib.sha256("\n".join(lines[3:]).encode()).digest()
+    leaf = hashlib.sha256(b"\x00" + head_hash).digest()
+    assert spec_fold(spec_frontier_push(frontier, number, leaf)) == root
+    return number, root, frontier, streams, head_hash
+
+
+def test_head_vectors(vec: Vectors) -> None:
+    jid = vec.text("journal_id")
+    texts = []
+    for n, signer in ((0, "key"), (1, "key2")):
+        note = vec.block(f"head{n}.note").encode()
+        key = signing_key(vec, signer)
+        text = spec_open_note(note, vec.text("key.name"), raw_public(key.verify_key.public))
+        number, root, frontier, streams, head_hash = spec_head(text, jid)
+        assert number == n and root == vec.hex(f"head{n}.root") and head_hash == vec.hex(f"head{n}.hash")
+        assert vec.text(f"head{n}.object") == f"heads/{n:012d}.note" == layout.head(n)
+        head = Head.parse(text, jid)  # the library reads the same text, and writes it back signed the same
+        assert head.head_hash() == head_hash and head.sign(key) == note
+        texts.append((frontier, streams))
+    # Head 0 names main at checkpoint1; head 1 extends the head log of head 0 and names main at checkpoint3.
+    h0, h1 = vec.hex("head0.hash"), vec.hex("head1.hash")
+    assert texts[0][1] == {vec.text("stream"): (1, vec.hex("checkpoint1.root"))}
+    assert texts[1][0] == [hashlib.sha256(b"\x00" + h0).digest()]
+    assert texts[1][1][vec.text("stream")] == (3, vec.hex("checkpoint3.root"))
+    assert spec_mth([h0]) == vec.hex("head0.root") and spec_mth([h0, h1]) == vec.hex("head1.root")
+    proof = [bytes.fromhex(h) for h in vec.raw("heads.consistency.1.2").split(" ")]
+    assert merkle.consistent(1, vec.hex("head0.root"), 2, vec.hex("head1.root"), proof)
+    # The verifier keys (signed-note vkeys): name, key hash, base64 of the type byte and the key.
+    for which in ("key", "key2"):
+        key = signing_key(vec, which).verify_key
+        name, key_hash, blob = vec.text(f"{which}.vkey").split("+", 2)
+        raw = raw_public(key.public)
+        assert name == vec.text("key.name") and base64.b64decode(blob) == b"\x01" + raw
+        assert bytes.fromhex(key_hash) == hashlib.sha256(name.encode() + b"\n\x01" + raw).digest()[:4]
+        assert VerifyKey.from_vkey(vec.text(f"{which}.vkey")) == key
+
+
+def test_witness_vectors(vec: Vectors) -> None:
+    """cosignature/v1 (C2SP tlog-cosignature) and the add-checkpoint body (tlog-witness), from the text of 8b."""
+    public = Ed25519PrivateKey.from_private_bytes(vec.hex("witness.seed")).public_key()
+    raw = raw_public(public)
+    name = vec.text("witness.name")
+    key_hash = hashlib.sha256(name.encode() + b"\n\x04" + raw).digest()[:4]
+    assert key_hash == vec.hex("witness.key_hash")
+    typed = base64.b64encode(b"\x04" + raw).decode()
+    assert vec.text("witness.vkey") == f"{name}+{key_hash.hex()}+{typed}"
+    note, head1 = vec.block("head1.cosigned.note").encode(), vec.block("head1.note").encode()
+    assert note.startswith(head1)
+    text = note_text(note).decode()
+    line = note[len(head1):].decode()
+    m = re.fullmatch("\u2014 (\\S+) ([A-Za-z0-9+/=]+)\n", line)
+    assert m and m[1] == name
+    blob = base64.b64decode(m[2], validate=True)
+    assert blob[:4] == key_hash and int.from_bytes(blob[4:12], "big") == vec.int("witness.time")
+    signed = f"cosignature/v1\ntime {vec.int('witness.time')}\n{text}".encode()
+    public.verify(blob[12:], signed)
+    assert cosignatures(note, [Cosigner.from_vkey(vec.text("witness.vkey"))]) == {name: vec.int("witness.time")}
+    assert vec.text("witness.object") == f"witness/heads/{2:012d}.{key_hash.hex()}.note"
+    body = vec.block("witness.request").encode()
+    proof = vec.raw("heads.consistency.1.2").split(" ")
+    expected = "old 1\n" + "".join(base64.b64encode(bytes.fromhex(h)).decode() + "\n" for h in proof) + "\n"
+    assert body == expected.encode() + head1
+    assert parse_add_checkpoint(body) == (1, [bytes.fromhex(h) for h in proof], head1)

@@ -375,9 +375,9 @@ def test_every_object_is_locked_by_the_journals_policy(
     identity = json.loads(loc.store.get(layout.JOURNAL_OBJECT))
     assert (identity["retention_mode"], identity["retention_days"]) == (mode, days)
     keys = s3_bucket.keys()
-    # journal.json, a key and its key history entry, 5 segments, 5 manifests, 2 checkpoints, 4 index objects per
-    # segment and per run (0-1 and 0-3: FORMAT.md 11a)
-    assert len(keys) == 3 + 5 + 5 + 2 + 4 * (5 + 2), keys
+    # journal.json, a key and its key history entry, 5 segments, 5 manifests, 2 checkpoints, 2 heads, 4 index objects
+    # per segment and per run (0-1 and 0-3: FORMAT.md 11a)
+    assert len(keys) == 3 + 5 + 5 + 2 + 2 + 4 * (5 + 2), keys
     low = before + dt.timedelta(days=days) - dt.timedelta(seconds=1)
     high = after + dt.timedelta(days=days, seconds=2)
     for key in keys:

@@ -153,7 +153,8 @@ def test_a_stolen_old_key_signing_after_the_rotation_is_a_finding(history: Histo
                sealed_at=before + 1 if backdated else None)
     findings = verify_store(history.store, public_keys=[history.verify_key]).findings
     assert [(f.kind, f.segment, f.object) for f in findings if f.kind == "key_validity"] == [
-        ("key_validity", 4, None), ("key_validity", None, layout.checkpoint("main", 5))]  # the manifest, the checkpoint
+        ("key_validity", 4, None), ("key_validity", None, layout.checkpoint("main", 5)),
+        ("key_validity", None, layout.head(4))]  # the manifest, the checkpoint, the head naming them
     with pytest.raises(IntegrityError) as err:
         list(Reader(history.store, public_keys=[history.verify_key]).replay("run-y"))
     assert err.value.kind == "key_validity"

@@ -34,7 +34,7 @@ from wormjournal.storage.local import LocalStore
 from wormjournal.trust.load import read_identity
 from wormjournal.verify import verify_store
 
-from conftest import make_writable
+from conftest import heads_naming, make_writable
 
 PREFIX = "archive/prod"
 DAYS = 30
@@ -296,7 +296,11 @@ def test_extend_until_a_date_lengthens_every_object(locked: Locked, wj) -> None:
     r = wj("retention", *locked.action("extend"), "--until", until.isoformat())
     assert r.code == 0, r.err
     # Every object is retained at least until then, but the trail written after, under the policy.
+    store = locked.store()
+    size = len([n for n in locked.names() if n.startswith(f"manifests/stream={RETENTION_STREAM}/")])
+    journal_id = json.loads(store.get(layout.JOURNAL_OBJECT))["journal_id"]
     trail = {n for n in locked.names() if f"stream={RETENTION_STREAM}/" in n}
+    trail |= set(heads_naming(store, journal_id, RETENTION_STREAM, size))  # the head written after the trail's seal
     assert trail and {locked.lock(n)["until"].date() >= until for n in set(locked.names()) - trail} == {True}
     assert sum(locked.lock(n)["until"].date() == until for n in locked.names()) > 10
     events = Reader(locked.store(), stream=RETENTION_STREAM).events(RETENTION_EXECUTION)

@@ -32,7 +32,7 @@ from wormjournal.segments.table import (
 from wormjournal.storage import layout
 from wormjournal.verify import VerifyReport, verify_store
 
-from conftest import History, StorePaths, make_writable, overwrite, rewrite_parquet
+from conftest import History, StorePaths, make_writable, overwrite, resign_stream_heads, rewrite_parquet
 
 STREAM = "main"
 PER_SEGMENT = 9
@@ -303,22 +303,25 @@ def test_last_segment_removed_with_its_manifest(history: History) -> None:
     history.segment_path(3).unlink()
     history.manifest_path(3).unlink()
     report = history.verify()
-    # Segments 0..2 are a perfectly consistent prefix; only the checkpoint remembers segment 3.
-    assert kinds(report) == {"checkpoint_ahead"}
+    # Segments 0..2 are a perfectly consistent prefix; the checkpoint and the head remember segment 3.
+    assert kinds(report) == {"checkpoint_ahead", "head_rollback"}
     assert_finding(report, "checkpoint_ahead", object=layout.checkpoint(STREAM, 4))
 
 
 def test_last_segment_manifest_and_checkpoint_removed(history: History) -> None:
-    """Truncating the tail and its checkpoint leaves a store that is consistent on its own.
+    """Truncating the tail and its checkpoint: the head written after that seal names 4 segments (head_rollback).
+    With that head removed too, the store is consistent on its own.
 
     What is *not* detectable from the store alone: the older checkpoint (size 3)
-    still covers exactly what remains. What *is* detectable: against a copy of
-    the newer checkpoint kept outside the store (a witness, an auditor's last
-    report), which still verifies with the public key and commits to more.
+    and the older heads still cover exactly what remains. What *is* detectable:
+    against a copy of the newer checkpoint kept outside the store (a witness, an
+    auditor's last report), which still verifies with the public key and commits to more.
     """
     witnessed = history.checkpoint_path(4).read_bytes()
     for path in (history.segment_path(3), history.manifest_path(3), history.checkpoint_path(4)):
         path.unlink()
+    assert kinds(history.verify()) == {"head_rollback"}
+    (history.paths.store / layout.head(3)).unlink()
     report = history.verify()
     assert report.ok, report.to_text()  # not detectable from the store alone
     (s,) = report.streams
@@ -384,6 +387,11 @@ def test_checkpoint_wrong_root_signed_by_the_real_key(history: History) -> None:
 # -- a rewritten history with every signature valid ---------------------------------------
 
 
+def resign_heads(history: History, signing: SigningKey, hashes: list[bytes]) -> None:
+    """Stolen key: every head of the one stream re-signed with the roots of ``hashes`` (the rewritten manifests)."""
+    resign_stream_heads(history.paths.store, history.journal_id, STREAM, signing, hashes)
+
+
 def rewrite_history_from(history: History, first: int) -> tuple[SigningKey, list[bytes]]:
     """Replace an event in segment ``first``, re-chain, re-seal and re-sign every later segment.
 
@@ -434,6 +442,7 @@ def test_rewritten_history_caught_by_older_checkpoints(history: History) -> None
     signing, hashes = rewrite_history_from(history, 1)
     origin = checkpoint_origin(history.journal_id, STREAM)
     overwrite(history.checkpoint_path(4), Checkpoint.for_manifests(origin, hashes).sign(signing))
+    resign_heads(history, signing, hashes)
     report = history.verify()
     assert kinds(report) == {"checkpoint_root"}, report.to_text()
     assert {f.object for f in report.findings} == {layout.checkpoint(STREAM, 2), layout.checkpoint(STREAM, 3)}
@@ -450,6 +459,8 @@ def test_rewritten_history_with_every_checkpoint_resigned(history: History) -> N
     origin = checkpoint_origin(history.journal_id, STREAM)
     for size in range(2, 5):
         overwrite(history.checkpoint_path(size), Checkpoint.for_manifests(origin, hashes[:size]).sign(signing))
+    assert kinds(history.verify()) == {"head_inconsistent"}  # the heads remember the first history
+    resign_heads(history, signing, hashes)
     report = history.verify()
     assert report.ok, report.to_text()
     text, _ = open_note(witnessed, [history.verify_key])

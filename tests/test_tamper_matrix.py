@@ -43,7 +43,17 @@ from wormjournal.storage import layout
 from wormjournal.verify import Finding, VerifyReport, verify_store
 from wormjournal.verify.proof import ProofError, check_proof, make_proof
 
-from conftest import BASE_TS, History, StorePaths, build_history, forge_seal, make_writable, overwrite, rewrite_parquet
+from conftest import (
+    BASE_TS,
+    History,
+    StorePaths,
+    build_history,
+    forge_seal,
+    make_writable,
+    overwrite,
+    resign_stream_heads,
+    rewrite_parquet,
+)
 
 STREAM = "main"
 SEGMENTS = 5
@@ -158,6 +168,7 @@ def reseal(h: History, first: int, new_events: dict[int, list[StoredEvent]] | No
     for size in range(first + 1, len(hashes) + 1):
         if h.checkpoint_path(size).exists():
             overwrite(h.checkpoint_path(size), Checkpoint.for_manifests(origin, hashes[:size]).sign(key))
+    resign_stream_heads(h.paths.store, h.journal_id, STREAM, key, hashes)  # and the heads that name them
     return hashes
 
 
@@ -183,6 +194,10 @@ def saved_manifest(n: int) -> Callable[[History], bytes]:
 
 def cp_name(size: int) -> str:
     return layout.checkpoint(STREAM, size)
+
+
+def head_path(h: History, n: int) -> Path:
+    return h.paths.store / layout.head(n)
 
 
 # -- the attacks -----------------------------------------------------------------------------------------------
@@ -277,13 +292,18 @@ def last_segment_and_manifest_deleted(h: History) -> None:
 
 
 def last_segment_manifest_checkpoint_deleted(h: History) -> None:
+    """... and the head written after that seal: the heads left name 4 segments."""
+    remove(h, h.segment_path(4), h.manifest_path(4), h.checkpoint_path(5), head_path(h, 4))
+
+
+def last_segment_manifest_checkpoint_deleted_head_kept(h: History) -> None:
     remove(h, h.segment_path(4), h.manifest_path(4), h.checkpoint_path(5))
 
 
 def checkpoint_rolled_back(h: History) -> None:
-    """The last two segments, their manifests and the checkpoints that covered them are gone."""
+    """The last two segments, their manifests, the checkpoints that covered them and the heads that named them."""
     remove(h, h.segment_path(3), h.segment_path(4), h.manifest_path(3), h.manifest_path(4),
-           h.checkpoint_path(4), h.checkpoint_path(5))
+           h.checkpoint_path(4), h.checkpoint_path(5), head_path(h, 3), head_path(h, 4))
 
 
 def latest_checkpoint_deleted(h: History) -> None:
@@ -532,7 +552,7 @@ CASES = [
           F("manifest_link", segment=3), F("checkpoint_root", object=cp_name(3)),
           F("checkpoint_ahead", object=cp_name(5)))),
     Case("last_segment_and_manifest_deleted", last_segment_and_manifest_deleted,
-         (F("checkpoint_ahead", object=cp_name(5)),), exact=True),
+         (F("checkpoint_ahead", object=cp_name(5)), F("head_rollback", stream=STREAM)), exact=True),
     Case("manifest_signature_broken", manifest_signature_broken, (F("manifest_signature", segment=1),)),
     Case("manifest_edited_signature_kept", manifest_edited_signature_kept, (F("manifest_signature", segment=1),)),
     Case("manifest_resigned_with_another_key", manifest_resigned_with_another_key,
@@ -551,6 +571,8 @@ CASES = [
     # -- truncation and rollback: only a saved point tells
     Case("last_segment_manifest_checkpoint_deleted", last_segment_manifest_checkpoint_deleted,
          (F("checkpoint_rollback"),), since=saved_manifest(4), plain_ok=True, exact=True),
+    Case("last_segment_manifest_checkpoint_deleted_head_kept", last_segment_manifest_checkpoint_deleted_head_kept,
+         (F("head_rollback", stream=STREAM),), exact=True),
     Case("checkpoint_rolled_back", checkpoint_rolled_back,
          (F("checkpoint_rollback"),), since=saved_checkpoint(4), plain_ok=True, exact=True),
     # -- rewrites with the stolen key

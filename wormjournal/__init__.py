@@ -25,6 +25,7 @@ from .errors import (
     UnknownKeyError,
     UnknownScopeError,
     ValidationError,
+    WitnessError,
     WrongKekError,
 )
 from .events import EventType, StoredEvent
@@ -50,6 +51,7 @@ __all__ = [
     "UnknownKeyError",
     "UnknownScopeError",
     "WrongKekError",
+    "WitnessError",
     "ConfigError",
     "IndexDamaged",
     "PageLayoutError",

@@ -29,7 +29,7 @@ from typing import IO, Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import cli_query, cli_retention
+from . import cli_query, cli_retention, cli_witness
 from .cli_common import (
     DEBUG_ENV,
     EXIT_FINDINGS,
@@ -48,6 +48,7 @@ from .cli_common import (
     default_key_dir,
     err,
     out,
+    read_witness_keys,
 )
 from .errors import (
     ConfigError,
@@ -67,7 +68,7 @@ from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signi
 from .retention import RetentionPolicy, parse_period
 from .retention.kek import AwsKmsKek
 from .trust.load import read_identity
-from .verify import verify_store
+from .verify import WitnessPolicy, verify_store
 from .verify.info import journal_info
 from .verify.proof import check_proof, make_proof
 
@@ -402,14 +403,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
             since = Path(args.since).read_bytes()
         except OSError as e:
             raise ConfigError(f"cannot read --since {args.since}: {e}") from e
+    witnesses = None
+    if args.witness_key:
+        witnesses = WitnessPolicy(read_witness_keys(args.witness_key), args.witness_quorum, args.witness_max_lag)
     if sys.stderr.isatty() and not args.json:
         with Progress(TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
                       transient=True) as bar:
             task = bar.add_task("verify", total=None)
-            report = verify_store(store, public_keys=keys, workers=args.workers, since=since,
+            report = verify_store(store, public_keys=keys, workers=args.workers, since=since, witnesses=witnesses,
                                   progress=lambda done, total: bar.update(task, completed=done, total=total))
     else:
-        report = verify_store(store, public_keys=keys, workers=args.workers, since=since)
+        report = verify_store(store, public_keys=keys, workers=args.workers, since=since, witnesses=witnesses)
     if args.json:
         out.print_json(json.dumps(report.to_json()))
     else:
@@ -431,6 +435,13 @@ def cmd_info(args: argparse.Namespace) -> int:
             (s["head_hash"] or "-")[:16], f"size {cp['tree_size']}, root {cp['root_hash'][:16]}" if cp else "none",
         )
     out.print(table)
+    head = info["head"]
+    if head is not None:
+        out.print(f"journal head: {head['heads']} head(s), the newest written {head['time']}", markup=False)
+    for w in info["witnesses"]:
+        out.print(f"witness {w['witness']} ({w['key_hash']}): cosigned the head log at {w['cosigned']}, "
+                  f"{w['lag']} head(s) behind (signatures checked by `verify --witness-key`)", markup=False,
+                  highlight=False)
     out.print(f"sealed bytes on disk: {info['bytes']:,}")
     if info["findings"]:  # the counts above are of the notes that verified only
         err.print(f"{len(info['findings'])} finding(s) in the manifests, checkpoints or keys; "
@@ -674,6 +685,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--wal-dir", type=Path, default=None,
                        help="write-ahead log directory on local disk (default: STORE/.wal for a directory, "
                        "$XDG_STATE_HOME/wormjournal/wal/BUCKET/PREFIX (~/.local/state/...) for S3)")
+        p.add_argument("--witness", action="append", metavar="URL=VERIFIER_KEY",
+                       help="a witness to submit the journal's heads to after each seal (`wormjournal witness key`); "
+                       "repeatable")
 
     p = sub.add_parser("init", help="create a journal and its signing key")
     writer(p)
@@ -718,6 +732,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="CHECKPOINT_FILE", default=None,
                    help="a checkpoint (or manifest) saved earlier, e.g. by `wormjournal checkpoint`: prove the journal "
                    "extends it; segments before it may have expired")
+    p.add_argument("--witness-key", action="append", metavar="FILE",
+                   help="a file of witnesses' verifier keys, one a line: the store must extend what they cosigned, "
+                   "and they must have cosigned its newest head; repeatable")
+    p.add_argument("--witness-quorum", type=int, default=1, metavar="K",
+                   help="how many of those witnesses must have cosigned the newest head (default: %(default)s)")
+    p.add_argument("--witness-max-lag", type=float, default=3600.0, metavar="SECONDS",
+                   help="how long after a head was written the witnesses may not have cosigned it yet "
+                   "(default: %(default)s)")
     p.set_defaults(func=cmd_verify)
     def reader(p: argparse.ArgumentParser) -> None:
         store(p)
@@ -792,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
     cli_retention.add_parser(sub, store)
     cli_query.add_parser(sub, store)
+    cli_witness.add_parser(sub, store)
     return parser
 
 

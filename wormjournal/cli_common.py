@@ -5,6 +5,7 @@ each other."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from .journal import Journal, JournalConfig
 from .journal.keys import load_keys
 from .journal.writer import DATAKEYS_DIR
 from .retention.keystore import KeyStore
+from .segments.cosign import Cosigner
 from .segments.notes import VerifyKey
 from .storage import open_store
 from .storage.s3 import parse_s3_url
@@ -73,6 +75,8 @@ def _wal_dir(args: argparse.Namespace) -> Path | None:
 
 
 def _writer(args: argparse.Namespace, config: JournalConfig | None = None) -> Journal:
+    if getattr(args, "witness", None):
+        config = dataclasses.replace(config or JournalConfig(), witnesses=tuple(args.witness))
     return Journal.open(_store(args), key_dir=args.key_dir, stream=args.stream, wal_dir=_wal_dir(args), config=config,
                         take_over=getattr(args, "take_over", False))
 
@@ -103,3 +107,23 @@ def _print_columns(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> 
     for r in [header, *rows]:
         cells = [c.ljust(w) for c, w in zip(r, widths, strict=False)] + [r[-1]]
         out.print("  ".join(cells).rstrip(), markup=False, highlight=False)
+
+
+def read_witness_keys(paths: list[str] | None) -> tuple[Cosigner, ...]:
+    """Cosigner verifier keys from files, one per line (blank lines and # comments passed over). Raises
+    ConfigError."""
+    keys: list[Cosigner] = []
+    for path in paths or []:
+        try:
+            lines = Path(path).read_text().splitlines()
+        except OSError as e:
+            raise ConfigError(f"cannot read --witness-key {path}: {e}") from e
+        for line in lines:
+            if line.strip() and not line.lstrip().startswith("#"):
+                try:
+                    keys.append(Cosigner.from_vkey(line))
+                except Exception as e:  # noqa: BLE001 - NoteError, or a key that does not decode
+                    raise ConfigError(f"--witness-key {path}: {e}") from e
+    if paths and not keys:
+        raise ConfigError("--witness-key: no verifier key in " + ", ".join(paths))
+    return tuple(keys)

@@ -107,6 +107,17 @@ class NotFoundError(StorageError):
     hint = "check the store path; create a journal with `wormjournal init STORE`"
 
 
+class WitnessError(JournalError):
+    """A witness did not cosign (FORMAT.md 8b): ``status`` is its HTTP status, 0 when it could not be reached. 409
+    and 422 mean it holds a checkpoint the submitted one does not extend: a rollback or a fork."""
+
+    hint = "check the witness's URL and key; a refusal as inconsistent is a fork: run `wormjournal verify`"
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class RetentionError(JournalError):
     """A retention or legal-hold request was refused before it reached the store.
 

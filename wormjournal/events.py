@@ -473,6 +473,14 @@ def format_ts(micros: int) -> str:
     return micros_to_datetime(micros).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def canonical_time(text: str) -> bool:
+    """Whether ``text`` is a time exactly as FORMAT.md writes one (``2024-06-10T06:15:00.000000Z``)."""
+    try:
+        return format_ts(parse_ts(text)) == text
+    except Exception:  # noqa: BLE001 - ValidationError or ValueError: not a time
+        return False
+
+
 def now_micros() -> int:
     return time.time_ns() // 1000
 

@@ -51,6 +51,7 @@ from ..trust import (
     open_checkpoint,
     open_manifest,
 )
+from ..trust.heads import check_tip, open_head
 from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from . import build, lgformat, lgstate, state
@@ -253,8 +254,10 @@ class Reader:
         if self._snap is not None:
             return self._segment_count  # the read in progress keeps its snapshot
         if not self._listed:
+            heads = [info.name for info in self.store.list(layout.HEADS_PREFIX)]  # before the checkpoints they name
             if not self._open_by_checkpoint():
                 self._walk()
+            self._check_newest_head(heads)
         elif self._grew():
             self._follow()
         # No checkpoint yet, or one behind the manifests: a seal in progress (or a writer that died before its
@@ -262,6 +265,20 @@ class Reader:
         self._segment_count = self._chain.size
         self._listed = True
         return self._segment_count
+
+    def _check_newest_head(self, names: list[str]) -> None:
+        """Step 12 as a reader runs it (FORMAT.md 10, "Readers"): the newest head, verified, names no more of this
+        stream than the store holds, nor other segments. No head, or none naming the stream yet, is a seal in
+        progress to a reader (a journal's first head follows its first checkpoint)."""
+        numbered = [(n, name) for name in names if (n := layout.parse_head(name)) is not None]
+        if not numbered:
+            return
+        n, name = max(numbered)
+        head = open_head(self.store.get(name), name, n, journal_id=self.identity.journal_id, ring=self._trust.ring,
+                         sink=self._sink)
+        tip = head.tips().get(self.stream) if head is not None else None
+        if tip is not None:
+            check_tip(tip, self._chain, f"head {n}", self._sink)
 
     def _walk(self) -> None:
         """Every manifest and checkpoint of the stream, listed and checked in order (steps 1 to 3, 9 and 10)."""

@@ -58,6 +58,12 @@ class JournalConfig:
     # WAL files the seal worker may have waiting, each up to seal_max_events or seal_max_bytes, before an append
     # waits for it: a worker slower than the appends may fall this far behind, never further (disk, recovery time).
     seal_backlog_files: int = 4
+    # Witnesses (FORMAT.md 8b), each "URL=VERIFIER_KEY" (a C2SP cosignature/v1 verifier key): after each seal the
+    # writer submits the newest journal head and its stream's checkpoint to each, in the background, and stores
+    # their cosignatures in the store. A witness that is down never stops appends or seals; it is tried again every
+    # witness_interval_seconds and caught up (Journal.witness_status() says how far behind it is).
+    witnesses: tuple[str, ...] = ()
+    witness_interval_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         for name in ("max_event_bytes", "inline_payload_bytes",
@@ -81,5 +87,9 @@ class JournalConfig:
             raise ConfigError(f"compress_min_bytes must be >= 0, not {self.compress_min_bytes!r}")
         if self.key_scope not in (None, "subject", "thread", "execution", "tenant"):
             raise ConfigError(f"key_scope must be subject, thread, execution, tenant or None, not {self.key_scope!r}")
+        if isinstance(self.witnesses, str) or not all(isinstance(w, str) for w in self.witnesses):
+            raise ConfigError("witnesses is a tuple of 'URL=VERIFIER_KEY' strings")
+        if not self.witness_interval_seconds > 0:
+            raise ConfigError(f"witness_interval_seconds must be positive, not {self.witness_interval_seconds!r}")
         if not 1 <= self.zstd_level <= 22:
             raise ConfigError(f"zstd_level must be 1..22, not {self.zstd_level}")

@@ -21,12 +21,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .. import steps
-from ..errors import ConflictError, IndexDamaged, IntegrityError, JournalError
+from ..errors import ConflictError, IndexDamaged, IntegrityError, JournalError, StorageError
 from ..events import StoredEvent, format_ts, now_micros
 from ..index import build as index_build
 from ..index.catalog import Catalog, IndexFile, IndexObject
 from ..retention.policy import PolicySet, load_policy
 from ..segments import merkle
+from ..segments.head import Head, StreamTip
 from ..segments.manifest import NO_VERSION, ZERO_HASH, Checkpoint, IndexRoot, Manifest, checkpoint_origin
 from ..segments.notes import SigningKey
 from ..segments.table import (
@@ -48,6 +49,7 @@ from ..storage.wal import PAYLOADS_DIR, WalMac, read_wal_table
 from ..trust import KeyRing, ManifestChain, Sink, check_names, open_checkpoint, open_manifest
 from ..trust.load import key_name
 from ..verify.segment import check_segment, public_key_bytes
+from .heads import HeadWriter
 from .keys import SigningKeys
 
 log = logging.getLogger(__name__)
@@ -206,6 +208,8 @@ class Sealer:
         self._held: dict[tuple[str, int, int], pa.Table] = {}  # index rows a later run merges (_hold)
         self._held_runs: dict[tuple[str, int, int], bytes] = {}  # and runs' bytes
         self._starts: dict[str, int] | None = None  # execution -> start (_execution_starts)
+        self._heads = HeadWriter(store, state.journal_id, ring)
+        self.head: Head | None = None  # the newest head naming this stream's last checkpoint
 
     def _chunk_end(self, days: np.ndarray, start: int) -> int:
         """A segment holds one UTC date and at most segment_max_events events."""
@@ -508,10 +512,15 @@ class Sealer:
             return self.store
         return self.store.with_retention(policies.for_tenants(tenants))  # type: ignore[attr-defined, no-any-return]
 
-    def write_checkpoint(self, policies: PolicySet | None = None) -> None:
-        """Sign and store the checkpoint over every manifest so far (idempotent).
+    def checkpoint_store(self) -> Store:
+        """The store writing under the policy of checkpoints (the strongest in force): heads and cosignatures too."""
+        policies = self._policies()
+        return self._store_for(policies, policies.tenants if policies else ())
 
-        A checkpoint vouches for every segment, so it is kept as long as the strongest policy.
+    def write_checkpoint(self, policies: PolicySet | None = None) -> None:
+        """Sign and store the checkpoint over every manifest so far (idempotent), then a head naming it.
+
+        A checkpoint vouches for every segment, so it is kept as long as the strongest policy; so is a head.
         """
         st = self.state
         if not st.size:
@@ -520,9 +529,10 @@ class Sealer:
             policies = self._policies()
         cp = Checkpoint(checkpoint_origin(st.journal_id, st.stream), st.size, merkle.frontier_root(st.frontier))
         name = layout.checkpoint(st.stream, cp.tree_size)
+        store = self._store_for(policies, policies.tenants if policies else ())
         try:
             # the newest key: it may sign any checkpoint
-            self._store_for(policies, policies.tenants if policies else ()).put(name, cp.sign(self._key_for(st.size)))
+            store.put(name, cp.sign(self._key_for(st.size)))
         except ConflictError:
             # Stored before, maybe under a key since rotated: the same checkpoint is fine, any other is not.
             stored = open_checkpoint(self.store.get(name), name, journal_id=st.journal_id, stream=st.stream,
@@ -530,3 +540,10 @@ class Sealer:
             if stored != cp:
                 raise IntegrityError(f"{name} exists and commits to other manifests") from None
         self._checkpoint_size = cp.tree_size
+        # The head after the checkpoint it names (FORMAT.md 8a), kept as long as the checkpoint. The seal is done
+        # whatever becomes of it: a head that cannot be written now is written after the next seal.
+        try:
+            self.head = self._heads.publish(StreamTip(st.stream, cp.tree_size, cp.root_hash), self._key_for(st.size),
+                                            store)
+        except (StorageError, IntegrityError) as e:
+            log.error("stream %s: no journal head names checkpoint %d yet: %s", st.stream, cp.tree_size, e)

@@ -34,7 +34,7 @@ from ..retention.kek import KekProvider
 from ..retention.keystore import KeyStore
 from ..retention.policy import NO_LOCK_HINT, RetentionPolicy
 from ..retention.shred import ErasureReceipt
-from ..segments.identity import JournalIdentity
+from ..segments.identity import FORMAT_HEADS, JournalIdentity
 from ..segments.keyhistory import entry_name, first_entry
 from ..segments.manifest import Manifest
 from ..segments.notes import SigningKey, VerifyKey
@@ -45,6 +45,7 @@ from ..storage.local import LocalStore, makedirs_durable
 from ..trust import continue_chain
 from ..trust.load import read_identity
 from ..verify import VerifyReport, verify_store
+from ..witness.client import WitnessConfig, WitnessRelay, WitnessStatus
 from . import wal as walmod
 from .config import JournalConfig
 from .keys import (
@@ -87,6 +88,7 @@ class Journal:
     last_seal_error: Exception | None = None
     SEAL_RETRY_SECONDS = 0.5  # after a failed automatic seal, the first append this long after retries it
     _worker: SealWorker | None = None  # the seal worker process's handle (config.seal_worker)
+    _relay: WitnessRelay | None = None  # submits heads to the witnesses (config.witnesses)
     _worker_sealed = 0  # the next unsealed seq, as the seal worker last answered
     _seal_retry_at: float | None = None
     _seal_backoff = SEAL_RETRY_SECONDS / 2  # doubled at each failure, up to a minute
@@ -176,6 +178,12 @@ class Journal:
         if config.seal_max_age_seconds is not None:
             self._age_thread = threading.Thread(target=self._age_loop, name="wormjournal-age-sealer", daemon=True)
             self._age_thread.start()
+        if config.witnesses:
+            self._relay = WitnessRelay(store, identity.journal_id, stream,
+                                       [WitnessConfig.parse(w) for w in config.witnesses],
+                                       interval=config.witness_interval_seconds,
+                                       store_for=self._sealer.checkpoint_store)
+            self._relay.poke()  # a head an earlier writer left uncosigned
 
     # -- construction ---------------------------------------------------------
 
@@ -231,6 +239,7 @@ class Journal:
             journal_id=journal_id,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
             key_name=key_name(journal_id),
+            format=FORMAT_HEADS,
             retention_mode=policy.mode if policy else None,
             retention_days=policy.days if policy else None,
         )
@@ -602,6 +611,8 @@ class Journal:
         if reply.get("ok"):
             self._worker_sealed = max(self._worker_sealed, int(reply["sealed"]))
             self._seal_succeeded()
+            if self._relay is not None:
+                self._relay.poke()
         else:
             self._seal_failed(error_of(reply))
 
@@ -634,7 +645,15 @@ class Journal:
             with seal_lock(self._wal_dir):  # the seal worker may be sealing: after it, from where it got
                 refresh_sealed_state(self.store, self._sealer.state, self._keys.ring())
                 frozen = [p for p in walmod.list_wal_files(self._wal_dir) if int(p.stem) < upto]
-                return seal_wal_files(self._sealer, self._keys, self._wal_dir, self._wal_mac, frozen)
+                manifests = seal_wal_files(self._sealer, self._keys, self._wal_dir, self._wal_mac, frozen)
+        if manifests and self._relay is not None:
+            self._relay.poke()
+        return manifests
+
+    def witness_status(self) -> list[WitnessStatus]:
+        """Each configured witness: the newest head log size it cosigned for this writer, the newest head, its last
+        error and since when it is behind (FORMAT.md 8b). Empty without witnesses."""
+        return self._relay.status() if self._relay is not None else []
 
     # -- shredding and the retention trail (shredder.py, trail.py) ------------------------------
 
@@ -744,6 +763,8 @@ class Journal:
                 self._worker.close()  # it finishes the seals it was asked for
             if seal:
                 self.seal()
+            if self._relay is not None:
+                self._relay.close()  # one last round: the heads of the last seals, cosigned if the witnesses answer
         finally:
             with self._lock:
                 self._closed = True

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import NoteError
-from .notes import SIG_PREFIX, raw_public, split_note
+from .notes import SIG_PREFIX, parse_vkey, raw_public, split_note
 
 ALG_COSIGNATURE_V1 = b"\x04"
 HEADER = "cosignature/v1\n"
@@ -60,15 +60,9 @@ class Cosigner:
     @classmethod
     def from_vkey(cls, text: str) -> Cosigner:
         """Parse a verifier key of type 0x04. Raises NoteError."""
-        try:
-            name, hash_hex, blob = text.strip().split("+", 2)  # base64 has '+' too; a name has none
-            raw = base64.b64decode(blob, validate=True)
-        except (ValueError, binascii.Error) as e:
-            raise NoteError(f"not a cosigner verifier key: {text[:80]!r}") from e
-        if raw[:1] != ALG_COSIGNATURE_V1 or len(raw) != 33:
-            raise NoteError("not a cosignature/v1 verifier key (type 0x04 and a 32-byte Ed25519 key)")
-        cosigner = cls(name, Ed25519PublicKey.from_public_bytes(raw[1:]))
-        if cosigner.key_hash.hex() != hash_hex:
+        name, key_hash, public = parse_vkey(text, ALG_COSIGNATURE_V1)
+        cosigner = cls(name, public)
+        if cosigner.key_hash != key_hash:
             raise NoteError(f"the verifier key of {name} has the wrong key hash")
         return cosigner
 

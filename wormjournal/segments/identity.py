@@ -11,6 +11,10 @@ from ..errors import ConfigError
 from ..storage import layout
 
 FORMAT_NAME = "wormjournal/1"
+# A journal created by format 5 or later: it writes heads (FORMAT.md 8a) from its first seal on, so a store
+# of it without heads had them removed. Older journals get heads too once sealed by a newer writer.
+FORMAT_HEADS = "wormjournal/2"
+FORMATS = (FORMAT_NAME, FORMAT_HEADS)
 MODES = layout.LOCK_MODES
 DAYS_PER_YEAR = 366  # a "year" never falls short of a calendar year, leap years included
 
@@ -69,6 +73,10 @@ class JournalIdentity:
     retention_mode: str | None = None
     retention_days: int | None = None
 
+    @property
+    def writes_heads(self) -> bool:
+        return self.format == FORMAT_HEADS
+
     def retention_policy(self) -> RetentionPolicy | None:
         if self.retention_mode is None:
             return None
@@ -84,6 +92,6 @@ class JournalIdentity:
             ident = cls(**raw)
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{layout.JOURNAL_OBJECT} is not a wormjournal identity: {e}") from e
-        if ident.format != FORMAT_NAME:
-            raise ConfigError(f"unsupported journal format {ident.format!r}; this is {FORMAT_NAME}")
+        if ident.format not in FORMATS:
+            raise ConfigError(f"unsupported journal format {ident.format!r}; this reads {' and '.join(FORMATS)}")
         return ident

@@ -169,6 +169,36 @@ def consistency_path(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]
     return subproof(old_size, leaf_hashes, True)
 
 
+def consistency_path_from(old_frontier: Sequence[bytes], old_size: int, new_leaves: Sequence[bytes]) -> list[bytes]:
+    """PROOF(m, D[n]) from the frontier of the old tree (m leaves) and the leaf hashes after it, without the
+    leaves before m: the proof's nodes over leaves before m are subtrees of the old tree's frontier (RFC 6962's
+    left siblings on the way down to leaf m), the others lie wholly after m."""
+    n = old_size + len(new_leaves)
+    if not 0 < old_size <= n or len(old_frontier) != old_size.bit_count():
+        raise ValueError(f"no consistency proof from size {old_size} to {n} with this frontier")
+    known: dict[tuple[int, int], bytes] = {}
+    start = 0
+    for bit, node in zip((b for b in range(old_size.bit_length() - 1, -1, -1) if old_size >> b & 1),
+                         old_frontier, strict=True):
+        known[(start, start + (1 << bit))] = node
+        start += 1 << bit
+
+    def mth(lo: int, hi: int) -> bytes:
+        if lo >= old_size:
+            return root_from_leaf_hashes(new_leaves[lo - old_size : hi - old_size])
+        return known[(lo, hi)]  # never straddles m: PROOF's subtrees end at or before it, or start after it
+
+    def subproof(m: int, lo: int, hi: int, whole: bool) -> list[bytes]:
+        if m == hi - lo:
+            return [] if whole else [mth(lo, hi)]
+        k = _split(hi - lo)
+        if m <= k:
+            return subproof(m, lo, lo + k, whole) + [mth(lo + k, hi)]
+        return subproof(m - k, lo + k, hi, False) + [mth(lo, lo + k)]
+
+    return subproof(old_size, 0, n, True)
+
+
 def consistent(old_size: int, old_root: bytes, new_size: int, new_root: bytes, path: Sequence[bytes]) -> bool:
     """Whether ``path`` proves the tree (old_size, old_root) is a prefix of (new_size, new_root)."""
     if not 0 < old_size <= new_size:

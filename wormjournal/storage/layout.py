@@ -7,6 +7,8 @@ The layout (FORMAT.md, "Object names")::
     segments/stream=<s>/date=<YYYY-MM-DD>/seg-<n>.parquet  sealed events (hive-style)
     manifests/stream=<s>/<n>.note                          signed segment manifests
     checkpoints/stream=<s>/<tree_size>.note                signed checkpoints
+    heads/<n>.note                                          signed journal heads (every stream's checkpoint)
+    witness/<log>/<tree_size>.<key hash>.note               witnesses' cosignatures (log: heads or stream=<s>)
     index/stream=<s>/<kind>/<first>-<last>.parquet          derived lookup tables (roots signed in manifests)
     payloads/stream=<s>/<sha256>                            large payloads stored apart (named by their events)
     retention/policy/<n>.note                                retention policy changes (extend only, signed)
@@ -24,6 +26,8 @@ MANIFESTS_PREFIX = "manifests/"
 CHECKPOINTS_PREFIX = "checkpoints/"
 INDEX_PREFIX = "index/"
 PAYLOADS_PREFIX = "payloads/"
+HEADS_PREFIX = "heads/"
+WITNESS_PREFIX = "witness/"
 RETENTION_POLICY_PREFIX = "retention/policy/"
 # Writer leases (FORMAT.md 11b): mutable working objects. The leading dot keeps them out of every listing
 # (storage.names), so the verifier, the lock audit and retention never take them for journal objects.
@@ -44,6 +48,10 @@ _PAYLOAD_RE = re.compile(r"payloads/stream=(?P<stream>[^/]+)/(?P<digest>[0-9a-f]
 _POLICY_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.note")  # signed (format 2)
 _POLICY_V1_RE = re.compile(r"retention/policy/(?P<n>[0-9]{12})\.json")  # unsigned (format 1): never in force
 _LEASE_RE = re.compile(r"\.leases/stream=(?P<stream>[A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json")
+_HEAD_RE = re.compile(r"heads/(?P<n>[0-9]{12})\.note")
+_COSIGNED_RE = re.compile(
+    r"witness/(?:heads|stream=(?P<stream>[A-Za-z0-9][A-Za-z0-9._-]{0,63}))/(?P<n>[0-9]{12})\.(?P<key>[0-9a-f]{8})\.note"
+)
 _NUMBERED_RE = re.compile(r"(?P<kind>manifests|checkpoints)/stream=(?P<stream>[^/]+)/(?P<n>[0-9]{12})\.note")
 
 
@@ -145,6 +153,30 @@ def streams_from_names(names: list[str]) -> list[str]:
         if seg:
             found.add(seg[0])
     return sorted(found)
+
+
+def head(n: int) -> str:
+    """Journal head ``n`` (FORMAT.md 8a)."""
+    return f"{HEADS_PREFIX}{_num(n)}.note"
+
+
+def parse_head(name: str) -> int | None:
+    m = _HEAD_RE.fullmatch(name)
+    return int(m["n"]) if m else None
+
+
+def cosigned(stream: str | None, tree_size: int, key_hash: bytes) -> str:
+    """A witness's cosigned checkpoint (FORMAT.md 8b): of the head log (``stream`` None) or of a stream."""
+    log = "heads" if stream is None else f"stream={stream}"
+    if stream is not None and not is_valid_stream(stream):
+        raise ValueError(f"bad stream name: {stream!r}")
+    return f"{WITNESS_PREFIX}{log}/{_num(tree_size)}.{key_hash.hex()}.note"
+
+
+def parse_cosigned(name: str) -> tuple[str | None, int, bytes] | None:
+    """(stream or None for the head log, tree size, witness key hash) of a cosigned checkpoint's name, or None."""
+    m = _COSIGNED_RE.fullmatch(name)
+    return (m["stream"], int(m["n"]), bytes.fromhex(m["key"])) if m else None
 
 
 def retention_policy(n: int) -> str:

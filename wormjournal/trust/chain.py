@@ -11,21 +11,13 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from ..errors import NoteError
-from ..events import StoredEvent, format_ts, genesis_hash, parse_ts
+from ..events import StoredEvent, canonical_time, genesis_hash
 from ..segments import merkle
 from ..segments.manifest import ZERO_HASH, Checkpoint, Manifest, checkpoint_origin
 from ..segments.notes import open_note, split_note
 from ..storage import layout
 from .findings import Sink
 from .keyring import KeyRing
-
-
-def canonical_time(text: str) -> bool:
-    """Whether ``text`` is a time exactly as FORMAT.md writes one (``2024-06-10T06:15:00.000000Z``)."""
-    try:
-        return format_ts(parse_ts(text)) == text
-    except Exception:  # noqa: BLE001 - ValidationError or ValueError: not a time
-        return False
 
 
 def claimed_object(data: bytes) -> str | None:
@@ -112,6 +104,14 @@ class ManifestChain:
 
     def root(self) -> bytes | None:
         return self.roots.get(self.size) if self.size else merkle.frontier_root([])
+
+    def root_at(self, size: int) -> bytes | None:
+        """The checkpoint root over the first ``size`` manifests: as walked, or from their hashes when the chain was
+        resumed from them; None when they are not all known (a gap, a retention horizon)."""
+        root = self.roots.get(size)
+        if root is None and 0 < size <= len(self.hashes) and all(self.hashes[:size]):
+            root = self.roots[size] = merkle.merkle_root(self.hashes[:size])
+        return root
 
     @classmethod
     def resumed(cls, journal_id: str, stream: str, sink: Sink, hashes: Sequence[bytes],

@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import IntegrityError
+from ..errors import IntegrityError, NoteError
 from ..segments.manifest import Checkpoint
-from ..segments.notes import VerifyKey
+from ..segments.notes import VerifyKey, split_note
 from ..storage import layout
 from ..storage.base import ObjectReader
 from ..trust import (
@@ -28,6 +28,7 @@ from ..trust import (
     load_trust,
     open_checkpoint,
 )
+from ..trust.heads import HeadLog, check_streams
 
 
 @dataclasses.dataclass
@@ -38,14 +39,15 @@ class _Stream:
 
 
 def _walk(store: ObjectReader, public_keys: Sequence[VerifyKey] | None,
-          checkpoints: bool) -> tuple[Trust, dict[str, _Stream], list[str], Sink]:
-    """Steps 0 to 3 (and 9, 10 with ``checkpoints``) and the names of step 11, over every stream:
-    the trust, each stream's walk, the objects under segments/, and the findings."""
+          checkpoints: bool) -> tuple[Trust, dict[str, _Stream], list[str], Sink, HeadLog]:
+    """Steps 0 to 3 (and 9, 10 and 12 with ``checkpoints``) and the names of step 11, over every stream:
+    the trust, each stream's walk, the objects under segments/, the findings and the heads."""
     trust = load_trust(store, public_keys)
     sink = Sink(collect=True)
     for kind, problem in trust.ring.all_problems():
         sink(kind, problem)
-    # Checkpoints are listed before manifests, as readers do: none is ahead of a seal in progress.
+    # Heads before checkpoints before manifests, as verify lists them: none is ahead of a seal in progress.
+    heads = sorted(o.name for o in store.list(layout.HEADS_PREFIX)) if checkpoints else []
     cps = [o.name for o in store.list(layout.CHECKPOINTS_PREFIX)] if checkpoints else []
     manifests = [o.name for o in store.list(layout.MANIFESTS_PREFIX)]
     segments = [o.name for o in store.list(layout.SEGMENTS_PREFIX)]
@@ -73,7 +75,11 @@ def _walk(store: ObjectReader, public_keys: Sequence[VerifyKey] | None,
         check_committed_length(walk.chain, trust.ring)
     for stream in sorted(set(trust.ring.committed_streams()) - set(streams)):
         check_committed_length(ManifestChain(trust.journal_id, stream, sink), trust.ring)
-    return trust, streams, segments, sink
+    log = HeadLog(trust.journal_id, sink)
+    for name in heads:
+        log.open(name, store.get(name), trust.ring)
+    check_streams(log, {stream: walk.chain for stream, walk in streams.items()})
+    return trust, streams, segments, sink, log
 
 
 @dataclasses.dataclass
@@ -91,7 +97,7 @@ def stream_sizes(store: ObjectReader) -> dict[str, int]:
     history trusted): what a key rotation fixes as the streams' cutovers. Raises IntegrityError when
     anything in the notes is wrong (a checkpoint behind its manifests excepted: a seal in progress), so
     that no planted or missing object can move a cutover."""
-    _, walks, _, sink = _walk(store, None, checkpoints=True)
+    _, walks, _, sink, _ = _walk(store, None, checkpoints=True)
     wrong = [f for f in sink.findings if f.kind != "checkpoint_behind"]
     if wrong:
         raise IntegrityError(f"the journal's notes do not verify ({wrong[0].where()}: {wrong[0].message}, "
@@ -104,10 +110,29 @@ def sealed_objects(store: ObjectReader, public_keys: Sequence[VerifyKey] | None 
     """The segments a query may read: those named by a manifest that verified with no finding of its own
     (signature, identity, key validity, links; FORMAT.md 10 steps 1 to 3), stream by stream. The objects'
     bytes are not read here (``verify`` checks them); what is left out is listed, never read."""
-    trust, streams, present, sink = _walk(store, public_keys, checkpoints=False)
+    trust, streams, present, sink, _ = _walk(store, public_keys, checkpoints=False)
     accepted = [name for walk in streams.values() for name in walk.accepted]
     named = set(accepted)
     return SealedObjects(trust.journal_id, accepted, [n for n in present if n not in named], sink.findings)
+
+
+def _cosigned(store: ObjectReader, heads: int) -> list[dict[str, Any]]:
+    """Each witness that has a cosigned head in the store (by its key hash, named as its newest cosignature line
+    says; not verified: ``verify --witness-key`` checks them), with the newest head log size it cosigned and its
+    lag behind the store's heads."""
+    newest: dict[bytes, tuple[int, str]] = {}
+    for o in store.list(layout.WITNESS_PREFIX):
+        parsed = layout.parse_cosigned(o.name)
+        if parsed is not None and parsed[0] is None and parsed[1] > newest.get(parsed[2], (0, ""))[0]:
+            newest[parsed[2]] = (parsed[1], o.name)
+    out = []
+    for key_hash, (size, name) in sorted(newest.items()):
+        try:
+            who = next((s.name for s in split_note(store.get(name))[1] if s.key_hash == key_hash), "?")
+        except NoteError:
+            who = "?"
+        out.append({"witness": who, "key_hash": key_hash.hex(), "cosigned": size, "lag": max(0, heads - size)})
+    return out
 
 
 def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = None) -> dict[str, Any]:
@@ -115,7 +140,7 @@ def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = 
     notes the trust core accepted, with the findings it made on the way (``findings``: kind and
     message, empty when every note verified). ``public_keys`` None trusts entry 0 of the key history
     on its own signature. Raises NotFoundError when there is no journal."""
-    trust, walks, _, sink = _walk(store, public_keys, checkpoints=True)
+    trust, walks, _, sink, log = _walk(store, public_keys, checkpoints=True)
     streams = []
     for stream, walk in walks.items():
         manifests = walk.chain.manifests
@@ -136,5 +161,7 @@ def journal_info(store: ObjectReader, public_keys: Sequence[VerifyKey] | None = 
         "bytes": sum(o.size for o in store.list("")),
         "keys_from_store": trust.keys_from_store,
         "streams": streams,
+        "head": ({"heads": log.size, "number": log.newest.number, "time": log.newest.time} if log.newest else None),
+        "witnesses": _cosigned(store, log.size),
         "findings": [{"kind": f.kind, "where": f.where(), "message": f.message} for f in sink.findings],
     }

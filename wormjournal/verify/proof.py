@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import IntegrityError, NoteError, NotFoundError, ProofError, ValidationError
-from ..events import FIELDS, Kind, encode_fields, event_hash, format_ts
+from ..events import FIELDS, Kind, canonical_time, encode_fields, event_hash, format_ts
 from ..segments import merkle
 from ..segments.keyhistory import entry_name
 from ..segments.manifest import Checkpoint, Manifest, checkpoint_origin
@@ -25,7 +25,6 @@ from ..segments.notes import VerifyKey, open_note, split_note
 from ..segments.table import read_segment
 from ..storage import layout
 from ..trust import KeyRing, check_history
-from ..trust.chain import canonical_time
 from ..trust.load import key_name
 
 PROOF_FORMAT = "wormjournal/proof/v1"

@@ -22,6 +22,8 @@ CHECKS = (
     "checkpoints: signatures and roots (step 9)",
     "completeness: the latest checkpoint covers every segment (step 10)",
     "stray objects (step 11)",
+    "journal heads: a chain, every stream they name present and extended (step 12)",
+    "cosigned checkpoints extended; the newest head cosigned by enough witnesses, with --witness-key (step 13)",
     "erasure receipts' signed notes (3.2)",
     "extension of a saved checkpoint or manifest, with --since (10, since)",
 )
@@ -59,6 +61,8 @@ class VerifyReport:
     key_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # accepted entries (FORMAT.md 6.1)
     since: dict[str, Any] | None = None  # the saved checkpoint or manifest verified against, and the result
     workers: int = 1
+    head: dict[str, Any] | None = None  # the newest journal head (FORMAT.md 8a): number, time, streams
+    witnesses: dict[str, Any] | None = None  # with witness keys (step 13): quorum, high-water mark, each one's newest
     notices: list[str] = dataclasses.field(default_factory=list)  # what this store's format cannot prove
     # Set by the writer's own check (Journal.verify) of a journal that has sealed nothing yet: its appended events,
     # read back through the write-ahead log's chain. The store then has nothing to prove, and that is not a finding.
@@ -102,6 +106,8 @@ class VerifyReport:
             "key_history": self.key_history,
             "checked": list(CHECKS),
             "since": self.since,
+            "head": self.head,
+            "witnesses": self.witnesses,
             "notices": self.notices,
             "unsealed": self.unsealed,
             "streams_count": len(self.streams),
@@ -147,6 +153,15 @@ class VerifyReport:
                 ranges = ", ".join(f"{lo}..{hi}" for lo, hi in s.expired_seqs)
                 lines.append(f"  expired    events seq {ranges}: gone past their retention, "
                              "vouched for by the saved point")
+        if self.head is not None:
+            h = self.head
+            lines.append(f"head         {h['heads']} head(s), the newest written {h['time']} names "
+                         f"{len(h['streams'])} stream(s): " + ", ".join(f"{t['stream']} at {t['size']}"
+                                                                       for t in h['streams']))
+        if self.witnesses is not None:
+            w = self.witnesses
+            lines.append(f"witnesses    high-water mark {w['high_water']} heads (cosigned by {w['quorum']}); "
+                         + ", ".join(f"{name} cosigned {size}" for name, size in sorted(w['cosigned'].items())))
         lines.append(f"checked      {self.events} events, {self.segments} segments, {len(self.streams)} stream(s), "
                      f"{self.bytes_checked} bytes in {self.seconds:.2f}s ({self.workers} process(es))")
         lines.append(f"payloads     {self.encrypted_events} encrypted, {self.shredded_events} shredded "

@@ -8,6 +8,7 @@ between manifests and the checkpoints are checked. Nothing here imports the writ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
 import os
@@ -18,7 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..errors import JournalError, NotFoundError, ValidationError
+from ..errors import ConfigError, JournalError, NotFoundError, ValidationError
+from ..segments.cosign import Cosigner
 from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
@@ -37,7 +39,9 @@ from ..trust import (
     open_checkpoint,
 )
 from ..trust.chain import claimed_object
+from ..trust.heads import HeadLog, behind, check_streams
 from ..trust.policy import policy_in_force
+from ..trust.witnesses import check_extended, check_lag, high_water, open_cosigned
 from .anchors import Anchor, check_extension, parse_anchor
 from .report import Finding, StreamSummary, VerifyReport
 from .segment import (
@@ -409,6 +413,80 @@ class _StreamVerifier:
             self.summary.checkpoint_root = latest.root_hash.hex()
 
 
+@dataclasses.dataclass(frozen=True)
+class WitnessPolicy:
+    """What ``verify --witness-key`` asks (FORMAT.md 10, step 13): the witnesses trusted, how many of them must have
+    cosigned the newest head, and how long after it was written they may not have yet."""
+
+    witnesses: tuple[Cosigner, ...]
+    quorum: int = 1
+    max_lag_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.quorum <= max(1, len(self.witnesses)):
+            raise ConfigError(f"a witness quorum is 1 to the {len(self.witnesses)} witness key(s) given, "
+                              f"not {self.quorum}")
+        if not self.max_lag_seconds >= 0:
+            raise ConfigError(f"the witness lag allowed is 0 seconds or more, not {self.max_lag_seconds}")
+
+
+def _first_head_appears(store: ObjectReader) -> bool:
+    """Whether a head appears within the settle time: the first seal stores its checkpoint, then its head."""
+    deadline, pause = time.monotonic() + SETTLE_SECONDS, 0.02
+    while True:
+        if any(layout.parse_head(o.name) is not None for o in store.list(layout.HEADS_PREFIX)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
+def _check_heads(store: ObjectReader, trust: Trust, listing: dict[str, list[ObjectInfo]],
+                 chains: dict[str, ManifestChain], report: VerifyReport, witnesses: WitnessPolicy | None) -> None:
+    """Step 12: the heads are a chain, and the store holds every stream they name, extending what they say. Step 13:
+    it extends every cosigned checkpoint in witness/, and enough witnesses have cosigned its newest head."""
+    sink = Sink(collect=True)
+    log = HeadLog(trust.journal_id, sink)
+    for info in sorted(listing[layout.HEADS_PREFIX], key=lambda o: o.name):
+        log.open(info.name, store.get(info.name), trust.ring)
+    check_streams(log, chains)
+    report.notices.extend(log.notices)
+    checkpointed = {s.stream: s.checkpoint_size or 0 for s in report.streams}
+    if not log.size and any(checkpointed.values()):
+        if trust.identity.writes_heads and _first_head_appears(store):
+            report.notices.append("the journal's first head was written while this verification ran (its first "
+                                  "seal); heads are checked from the next one")
+        elif trust.identity.writes_heads:
+            sink("head_missing", "the journal writes heads from its first seal on, and the store holds none (heads "
+                 "removed, or a writer stopped between its first checkpoint and its head: it writes it when it "
+                 "opens the stream again)")
+        else:
+            report.notices.append("the store holds no journal head (a journal created before format 5, sealed by "
+                                  "no writer of format 5 yet): nothing proves which streams it had")
+    report.notices.extend(behind(log, checkpointed))
+    keys = witnesses.witnesses if witnesses is not None else ()
+    cosigned = [c for info in listing[layout.WITNESS_PREFIX]
+                if (c := open_cosigned(info.name, store.get(info.name), journal_id=trust.journal_id, ring=trust.ring,
+                                       witnesses=keys, sink=sink)) is not None]
+    check_extended(cosigned, log, chains, sink)
+    if witnesses is not None:
+        if not log.size:
+            sink("witness_lag", "witness keys were given and the store holds no head for them to have cosigned")
+        notice = check_lag(cosigned, log, keys, quorum=witnesses.quorum, max_lag=witnesses.max_lag_seconds,
+                           now=time.time(), sink=sink)
+        if notice is not None:
+            report.notices.append(notice)
+        report.witnesses = {"quorum": witnesses.quorum, "high_water": high_water(cosigned, witnesses.quorum),
+                            "cosigned": {w.name: max((c.size for c in cosigned if c.stream is None
+                                                      and w.name in c.witnesses), default=0) for w in keys}}
+    report.findings.extend(sink.findings)
+    newest = log.newest
+    if newest is not None:
+        report.head = {"heads": log.size, "number": newest.number, "time": newest.time,
+                       "streams": [{"stream": t.stream, "size": t.size, "root": t.root.hex()} for t in newest.streams]}
+
+
 def verify_store(
     store: ObjectReader | str | os.PathLike[str],
     *,
@@ -416,6 +494,7 @@ def verify_store(
     progress: Progress | None = None,
     workers: int | None = 1,
     since: bytes | None = None,
+    witnesses: WitnessPolicy | None = None,
 ) -> VerifyReport:
     """Verify every stream of the journal in ``store`` (a Store, a directory path or an
     ``s3://bucket/prefix`` URL); never writes.
@@ -439,6 +518,10 @@ def verify_store(
     bytes): the report then says whether today's stream extends it (FORMAT.md 10,
     "Since"), and segments before it may have expired. Raises ConfigError when
     ``since`` is not a checkpoint or manifest of this journal.
+
+    ``witnesses`` (FORMAT.md 10, step 13): the witnesses the auditor trusts; the store must extend every checkpoint
+    they cosigned, and a quorum of them must have cosigned its newest head (``witness_lag`` otherwise, once the
+    head is older than the lag allowed).
     """
     started = time.perf_counter()
     if isinstance(store, (str, os.PathLike)):
@@ -449,9 +532,10 @@ def verify_store(
     # ahead of its manifests or a manifest whose key it has not read: an intact journal never looks broken.
     try:
         # Payload objects last: a seal stores them before the segment that names them (FORMAT.md 3.5).
+        # Cosignatures first, then heads: each is stored after the head, the checkpoint it names (FORMAT.md 8a, 8b).
         listing = {prefix: list(store.list(prefix))
-                   for prefix in (layout.CHECKPOINTS_PREFIX, layout.SEGMENTS_PREFIX, layout.MANIFESTS_PREFIX,
-                                  layout.PAYLOADS_PREFIX)}
+                   for prefix in (layout.WITNESS_PREFIX, layout.HEADS_PREFIX, layout.CHECKPOINTS_PREFIX,
+                                  layout.SEGMENTS_PREFIX, layout.MANIFESTS_PREFIX, layout.PAYLOADS_PREFIX)}
     except NotFoundError as e:
         raise NotFoundError(f"no journal in {getattr(store, 'url', store)}: {e}",
                             hint="create one with `wormjournal init STORE`") from e
@@ -503,12 +587,14 @@ def verify_store(
     report.workers = worker_count(workers, total, segment_bytes)
     runner = _SegmentRunner(identity, keys, report.workers, store)
     settle_deadline: list[float | None] = [None]
+    chains: dict[str, ManifestChain] = {}
     try:
         for stream in streams:
             sv = _StreamVerifier(store, trust, stream, report, listing,
                                  anchor if anchor is not None and anchor.stream == stream else None)
             sv.settle_deadline = settle_deadline
             sv.run(step, runner)
+            chains[stream] = sv.chain
             if sv.anchor is not None:
                 s = sv.summary
                 found, report.since = check_extension(
@@ -524,6 +610,7 @@ def verify_store(
     for stream in sorted(set(ring.committed_streams()) - set(streams)):
         check_committed_length(ManifestChain(identity.journal_id, stream, gone), ring)
     report.findings.extend(gone.findings)
+    _check_heads(store, trust, listing, chains, report, witnesses)
     if not any(s.events for s in report.streams):
         report.findings.append(Finding("nothing_to_verify",
                                        "the store holds no sealed event; there is nothing to prove"))
