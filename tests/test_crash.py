@@ -60,7 +60,7 @@ CHECK_CONFIG = JournalConfig(seal_max_age_seconds=None, row_group_rows=4)
 QUIET = JournalConfig(seal_max_age_seconds=None)
 T = TypeVar("T")
 
-RANDOM_KILLS = max(30, int(os.environ.get("WORMJOURNAL_CRASH_KILLS", "36")))  # a new seed each run: they add up
+RANDOM_KILLS = max(30, int(os.environ.get("WORMJOURNAL_CRASH_KILLS", "30")))  # a new seed each run: they add up
 CRASH_SEED = int(os.environ.get("WORMJOURNAL_CRASH_SEED", str(random.SystemRandom().randrange(1 << 32))))
 
 
