@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -294,3 +295,30 @@ def test_head_text_parses_strictly() -> None:
             Head.parse(b, jid)
     with pytest.raises(NoteError):
         Head(jid, 0, "t", (), (tip, tip))  # a stream twice
+
+
+def test_a_writer_that_seals_rarely_beside_a_busy_one_is_named_by_the_next_head(tmp_store: StorePaths) -> None:
+    """The busy stream writes more heads than a writer would try numbers one by one: the quiet writer's seal still
+    writes a head naming it (it lists the heads when its number is taken)."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, stream="quiet", config=CFG) as quiet, \
+            Journal.open(tmp_store.store, key_dir=tmp_store.keys, stream="busy", config=CFG) as busy:
+        quiet.append("node_started", "q", {"r": 0})
+        quiet.seal()
+        for i in range(70):
+            busy.append("node_started", "b", {"i": i})
+            busy.seal()
+        quiet.append("node_started", "q", {"r": 1})
+        quiet.seal()
+    newest = heads_of(tmp_store.store)[-1]
+    assert newest.tips()["quiet"].size == 2 and newest.tips()["busy"].size == 70
+    report = verify_store(tmp_store.store)
+    assert report.ok and not report.notices, (report.findings, report.notices)
+
+
+def test_planted_non_files_under_heads_are_reported_not_read(history: History) -> None:
+    fifo = history.paths.store / "heads" / "pipe"
+    os.mkfifo(fifo)
+    named = history.paths.store / layout.head(9)
+    os.mkfifo(named)
+    report = history.verify()  # neither is waited on: the first is not a head's name, the second not a file
+    assert {f.kind for f in report.findings} == {"unexpected_object", "head_format"}

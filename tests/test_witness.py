@@ -5,6 +5,7 @@ was down for a while, which verifies once the witness has caught up. On a local 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,9 @@ from s3_fixtures import S3Bucket
 from witness_support import WitnessProcess, witness_logs
 
 from wormjournal.journal import Journal, JournalConfig
+from wormjournal.journal.keys import load_keys
+from wormjournal.segments import merkle
+from wormjournal.segments.manifest import Checkpoint, checkpoint_origin
 from wormjournal.storage import layout
 from wormjournal.verify import WitnessPolicy, verify_store
 
@@ -338,6 +342,13 @@ def test_planted_and_damaged_cosignatures(tmp_path: Path, started: Callable[...,
     local.put(layout.cosigned(None, 99, w1.cosigner.key_hash), data)
     assert "witness_format" in kinds(verify_store(local.store(), witnesses=policy(w1)))
     (local.path / layout.cosigned(None, 99, w1.cosigner.key_hash)).unlink()
+    # A signed checkpoint of size 0 (which the journal can sign: an empty log) has nothing to cosign.
+    empty = Checkpoint(checkpoint_origin(json.loads(local.get("journal.json"))["journal_id"], "main"), 0,
+                       merkle.frontier_root([]))
+    keyed = load_keys(local.keys, json.loads(local.get("journal.json"))["journal_id"])[0]
+    local.put(layout.cosigned("main", 0, w1.cosigner.key_hash), empty.sign(keyed))
+    assert "witness_format" in kinds(verify_store(local.store(), witnesses=policy(w1)))
+    (local.path / layout.cosigned("main", 0, w1.cosigner.key_hash)).unlink()
     text, _, sigs = data.partition(b"\n\n")
     lines = sigs.splitlines(keepends=True)
     broken = lines[-1][:-10] + (b"A" if lines[-1][-10:-9] != b"A" else b"B") + lines[-1][-9:]

@@ -4,8 +4,11 @@ two inconsistent checkpoints and never loses one it cosigned."""
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import random
+import socket
 import threading
 import time
 from pathlib import Path
@@ -18,8 +21,10 @@ from wormjournal.segments import merkle
 from wormjournal.segments.cosign import Cosigner, add_checkpoint_body, cosignatures
 from wormjournal.segments.manifest import Checkpoint
 from wormjournal.segments.notes import SigningKey
+from wormjournal.verify import WitnessPolicy
+from wormjournal.witness import service
 from wormjournal.witness.client import WitnessConfig, add_checkpoint, post
-from wormjournal.witness.service import EVIDENCE_DIR, SIZE_TYPE, Witness, parse_log
+from wormjournal.witness.service import EVIDENCE_DIR, SIZE_TYPE, Witness, parse_log, running
 
 ORIGIN = "example.com/log"
 
@@ -97,11 +102,15 @@ def test_add_checkpoint_answers_in_the_specs_order(witness: Witness, log_key: Si
     stranger = Log(SigningKey.generate(ORIGIN), log.leaves)
     assert witness.add_checkpoint(stranger.body(9, 12)).status == 403
     assert witness.record(ORIGIN).size == 9
-    # The refused requests the log's key signed are kept, each with its status; the others are not.
+    # The refused requests that contradict the record (a fork, signed by the log's key) are kept, once each; the
+    # others are not (anyone can replay a signed checkpoint with a bad old size).
+    assert witness.add_checkpoint(fork.body(9, 12)).status == 422  # the same request again
     kept = sorted(p.read_bytes() for p in (witness.state / EVIDENCE_DIR).iterdir())
     statuses = sorted(line.split(b" ")[1] for k in kept for line in k.splitlines() if line.startswith(b"status "))
-    assert statuses == [b"400", b"400", b"409", b"422", b"422"]
+    assert statuses == [b"409", b"422", b"422"]
     assert all(b"example.com/log" in k for k in kept)
+    # A size of more digits than a 64-bit number has: a bad request, not a failure of the witness.
+    assert witness.add_checkpoint(b"old " + b"9" * 5000 + b"\n\n" + log.note(12)).status == 400
 
 
 def test_state_survives_a_restart_and_one_process_serves_it(tmp_path: Path, log_key: SigningKey) -> None:
@@ -236,3 +245,136 @@ def test_a_witness_killed_at_random_points_never_cosigns_a_fork_nor_forgets(tmp_
     assert not (on_log and on_fork), f"cosigned both branches (seed {seed}): {sorted(on_log)[:5]} {sorted(on_fork)[:5]}"
     assert all(r in (log.root(s), fork.root(s)) for s, r in cosigned)
     assert os.listdir(tmp_path / "w" / "logs")
+
+
+# -- what a misbehaving witness or client can and cannot do -------------------------------------------------------
+
+
+class _Fake(http.server.BaseHTTPRequestHandler):
+    """A witness that answers out of the protocol, as ``mode`` says."""
+
+    mode = "garbage200"
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.mode == "huge":  # 200 and no length: a body that never ends (until the deadline)
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while True:
+                    self.wfile.write(b"x" * 65536)
+            return
+        status, headers, body = {
+            "garbage200": (200, [("Content-Length", "9")], b"not a sig"),
+            "badlength": (200, [("Content-Length", "abc")], b""),
+            "neg409": (409, [("Content-Type", SIZE_TYPE), ("Content-Length", "3")], b"-5\n"),
+            "hang": (0, [], b""),
+        }[self.mode]
+        if not status:
+            time.sleep(30)
+            return
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server signature
+        pass
+
+
+@pytest.mark.parametrize("mode", ["garbage200", "badlength", "neg409", "huge", "hang"])
+def test_a_misbehaving_witness_holds_up_neither_the_writer_nor_the_other_witnesses(
+        tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wormjournal.journal import Journal, JournalConfig
+    from wormjournal.segments.head import head_origin
+    from wormjournal.witness import client
+
+    monkeypatch.setattr(client, "TIMEOUT_SECONDS", 1.0)
+    handler = type("Fake", (_Fake,), {"mode": mode})
+    bad = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    bad.daemon_threads = True
+    threading.Thread(target=bad.serve_forever, daemon=True).start()
+    with Journal.create(tmp_path / "s", key_dir=tmp_path / "k", config=JournalConfig(seal_max_age_seconds=None)) as j:
+        logs = {head_origin(j.journal_id): [j.verify_key]}
+    good = Witness(tmp_path / "w", logs, name="good.example")
+    liar = Cosigner("bad.example", SigningKey.generate("x").private.public_key())
+    try:
+        with running(good) as url:
+            specs = (f"http://127.0.0.1:{bad.server_address[1]}={liar.vkey()}", f"{url}={good.cosigner.vkey()}")
+            cfg = JournalConfig(seal_max_age_seconds=None, witnesses=specs, witness_interval_seconds=0.2)
+            started = time.monotonic()
+            j = Journal.open(tmp_path / "s", key_dir=tmp_path / "k", config=cfg)
+            for i in range(3):
+                j.append("node_started", "run-1", {"i": i})
+                j.seal()
+            sealing = time.monotonic() - started
+            deadline = time.monotonic() + 10
+            while j.witness_status()[1].cosigned != 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            status = j.witness_status()
+            closing = time.monotonic()
+            j.close()  # never raises, and does not wait long for a witness that hangs
+            closed = time.monotonic() - closing
+    finally:
+        bad.shutdown()
+        good.close()
+    assert sealing < 5 and closed < 4, (sealing, closed)
+    assert status[1].cosigned == 3 and status[1].error is None, status
+    assert status[0].error is not None and status[0].cosigned == 0, status
+    names = [p.name for p in (tmp_path / "s" / "witness" / "heads").iterdir()]
+    assert names and all(good.cosigner.key_hash.hex() in n for n in names)  # nothing of the liar's
+
+
+def test_a_dripping_client_is_cut_at_the_deadline_and_its_slot_freed(tmp_path: Path, log_key: SigningKey,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "REQUEST_SECONDS", 0.5)
+    monkeypatch.setattr(service, "MAX_CONNECTIONS", 2)
+    w = Witness(tmp_path / "w", {ORIGIN: [log_key.verify_key]}, name="w.example")
+    log = Log.new(log_key, 4, 9)
+    try:
+        with running(w) as url:
+            host, port = url.rsplit(":", 1)
+            drips = [socket.create_connection(("127.0.0.1", int(port))) for _ in range(2)]
+            for s in drips:
+                s.sendall(b"POST /add-checkpoint HTTP/1.1\r\n")  # and never the rest
+            time.sleep(1.5)  # past the deadline: both are cut, their slots free again
+            assert post(f"{url}/add-checkpoint", log.body(0, 3), timeout=5)[0] == 200
+            for s in drips:
+                assert s.recv(100) == b""  # closed by the witness
+                s.close()
+    finally:
+        w.close()
+
+
+def test_two_witnesses_starting_on_a_new_directory_agree_on_its_key(tmp_path: Path, log_key: SigningKey) -> None:
+    for round_ in range(20):
+        state = tmp_path / f"s{round_}"
+        results: list[Witness | BaseException] = []
+
+        def start(state: Path, results: list[Witness | BaseException]) -> None:
+            try:
+                results.append(Witness(state, {ORIGIN: [log_key.verify_key]}, name="w.example"))
+            except BaseException as e:  # noqa: BLE001 - counted below
+                results.append(e)
+
+        threads = [threading.Thread(target=start, args=(state, results)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [r for r in results if isinstance(r, Witness)]
+        assert len(winners) == 1 and isinstance(next(r for r in results if r is not winners[0]), LockedError)
+        winner = winners[0]
+        winner.close()
+        assert Witness(state, {ORIGIN: [log_key.verify_key]}).cosigner.vkey() == winner.cosigner.vkey()
+
+
+def test_a_quorum_counts_distinct_witnesses() -> None:
+    a = Cosigner("witness", SigningKey.generate("a").private.public_key())
+    b = Cosigner("witness", SigningKey.generate("b").private.public_key())
+    for same in ((a, a), (a, b)):
+        with pytest.raises(ConfigError, match="once"):
+            WitnessPolicy(same, 2, 0)
+    with pytest.raises(ConfigError, match="quorum"):
+        WitnessPolicy((a,), 2, 0)

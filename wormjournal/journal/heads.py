@@ -3,9 +3,9 @@
 Heads are numbered objects written once (``If-None-Match: *`` on S3, an exclusive link on a local directory),
 so of writers racing for number n exactly one stores it. Each writer keeps the newest head it knows; after its
 seal it writes the next number with its own stream's new checkpoint and every other stream as that head
-says. When the number is taken, it reads the head that took it (verified as any reader would), carries what it
-says and tries the next: one request per seal without contention, and a stream's entry is only ever replaced
-by its own writer, with a larger checkpoint.
+says. When the number is taken, it lists the heads and reads the newest (verified as any reader would), carries
+what it says and tries the number after it: one request per seal without contention, and a stream's entry is
+only ever replaced by its own writer, with a larger checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..errors import ConflictError, IntegrityError, NoteError, NotFoundError
+from ..errors import ConflictError, IntegrityError, NoteError
 from ..events import format_ts, now_micros
 from ..segments.head import Head, StreamTip
 from ..segments.notes import SigningKey, open_note
@@ -23,7 +23,7 @@ from ..trust.keyring import KeyRing
 
 log = logging.getLogger(__name__)
 
-MAX_TRIES = 64  # racing writers each take a number; this many lost races in a row is a store that refuses us
+MAX_TRIES = 64  # each try starts from the newest head: this many lost races in a row is a store that refuses us
 
 
 class HeadWriter:
@@ -49,33 +49,22 @@ class HeadWriter:
         return head
 
     def newest(self) -> Head | None:
-        """The newest head in the store (listed once, then followed by number)."""
-        if not self._listed:
-            numbers = [n for o in self.store.list(layout.HEADS_PREFIX) if (n := layout.parse_head(o.name)) is not None]
-            if numbers:
-                top = max(numbers)
+        """The newest head in the store: listed (a writer that seals rarely beside busy ones may be many heads
+        behind: one LIST, not a walk of every number it missed)."""
+        numbers = [n for o in self.store.list(layout.HEADS_PREFIX) if (n := layout.parse_head(o.name)) is not None]
+        if numbers:
+            top = max(numbers)
+            known = self._newest
+            if known is None or top > known.number:
                 self._newest = self._open(top, self.store.get(layout.head(top)))
-            self._listed = True
+        self._listed = True
         return self._newest
-
-    def _taken(self, n: int) -> Head:
-        """Head ``n``, stored by another writer: it must extend the newest head this writer knows."""
-        try:
-            data = self.store.get(layout.head(n))
-        except NotFoundError as e:  # refused, yet absent: a store that lies about its writes
-            raise IntegrityError(f"{layout.head(n)} was refused as existing but cannot be read") from e
-        head = self._open(n, data)
-        known = self._newest
-        if known is not None and (n != known.number + 1 or list(head.frontier) != known.tree_after()):
-            raise IntegrityError(f"{layout.head(n)} does not extend head {known.number}: the head log forked",
-                                 hint="run `wormjournal verify`")
-        return head
 
     def publish(self, tip: StreamTip, key: SigningKey, store: Store) -> Head:
         """Store a head naming ``tip`` (this stream's newest checkpoint) and what the newest head says of every
         other stream, unless the newest head already names it. Returns the head that names it. Raises
         IntegrityError when a head in the store does not verify or names this stream further than ``tip``."""
-        head = self.newest()
+        head = self._newest if self._listed else self.newest()
         for _ in range(MAX_TRIES):
             tips = head.tips() if head is not None else {}
             known = tips.get(tip.stream)
@@ -93,7 +82,7 @@ class HeadWriter:
             try:
                 store.put(layout.head(new.number), new.sign(key))
             except ConflictError:
-                head = self._newest = self._taken(new.number)
+                head = self.newest()  # another writer took the number: from the newest head, however far ahead
                 continue
             self._newest = new
             return new

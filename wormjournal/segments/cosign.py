@@ -33,7 +33,7 @@ HEADER = "cosignature/v1\n"
 MAX_TIMESTAMP = 2**63 - 1
 MAX_PROOF_LINES = 63  # what a client may send at most (tlog-witness)
 _SIGNATURE_BYTES = 8 + 64  # the timestamp, then the Ed25519 signature
-_OLD_LINE = re.compile(r"old (0|[1-9][0-9]*)")
+_OLD_LINE = re.compile(r"old (0|[1-9][0-9]{0,19})")  # a tree size fits in 64 bits
 _NAME = re.compile(r"[^\s+]+")  # a note key name: no space, no '+' (signed-note)
 
 

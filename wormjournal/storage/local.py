@@ -140,7 +140,14 @@ class LocalStore:
     def get(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            return path.read_bytes()
+            # O_NONBLOCK: a FIFO planted under an object's name is refused, not waited on (no effect on a file).
+            with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                if stat.S_ISDIR(mode):
+                    raise IsADirectoryError(name)
+                if not stat.S_ISREG(mode):
+                    raise StorageError(f"cannot read {name} in {self.url}: not a regular file")
+                return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise NotFoundError(f"{name} not found in {self.url}") from e
         except OSError as e:

@@ -70,8 +70,9 @@ def open_cosigned(name: str, data: bytes, *, journal_id: str, ring: KeyRing, wit
             cp = Checkpoint.parse(text)
             if cp.origin != checkpoint_origin(journal_id, stream):
                 raise NoteError(f"its origin is {cp.origin[:80]!r}")
-        if cp.tree_size != size:
-            raise NoteError(f"its tree size is {cp.tree_size}, its name says {size}")
+        if cp.tree_size != size or not size:
+            raise NoteError(f"its tree size is {cp.tree_size}, its name says {size} (and a log of none has nothing "
+                            "to cosign)")
         cosigned = cosignatures(data, witnesses)
     except NoteError as e:
         sink("witness_format", f"not a cosigned checkpoint of this journal: {e}", stream=stream, object=name)

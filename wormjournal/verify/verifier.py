@@ -19,7 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from ..errors import ConfigError, JournalError, NotFoundError, ValidationError
+from ..errors import ConfigError, JournalError, NotFoundError, StorageError, ValidationError
 from ..segments.cosign import Cosigner
 from ..segments.identity import JournalIdentity
 from ..segments.manifest import Checkpoint, Manifest
@@ -423,6 +423,10 @@ class WitnessPolicy:
     max_lag_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
+        names = [w.name for w in self.witnesses]
+        if len(set(names)) != len(names) or len({w.key_hash for w in self.witnesses}) != len(names):
+            raise ConfigError("each witness key is given once, and no two witnesses share a name: a quorum counts "
+                              "witnesses, and a report names them")
         if not 1 <= self.quorum <= max(1, len(self.witnesses)):
             raise ConfigError(f"a witness quorum is 1 to the {len(self.witnesses)} witness key(s) given, "
                               f"not {self.quorum}")
@@ -442,6 +446,26 @@ def _first_head_appears(store: ObjectReader) -> bool:
         pause = min(pause * 2, 0.5)
 
 
+MAX_NOTE_BYTES = 16 << 20  # a head names every stream: 16 MiB is some 150,000 streams
+
+
+def _note_object(store: ObjectReader, info: ObjectInfo, named: bool, sink: Sink) -> bytes | None:
+    """The bytes of a head or cosigned checkpoint, read only when its name is one of section 9 and its size that of a
+    note (a planted object is reported, never read)."""
+    if not named:
+        sink("unexpected_object", "not a name FORMAT.md allows here", object=info.name)
+        return None
+    kind = "head_format" if info.name.startswith(layout.HEADS_PREFIX) else "witness_format"
+    if info.size > MAX_NOTE_BYTES:
+        sink(kind, f"{info.size} bytes: larger than any note this journal writes", object=info.name)
+        return None
+    try:
+        return store.get(info.name)
+    except StorageError as e:  # not a file (a planted FIFO), or gone since the listing
+        sink(kind, f"cannot be read: {e}", object=info.name)
+        return None
+
+
 def _check_heads(store: ObjectReader, trust: Trust, listing: dict[str, list[ObjectInfo]],
                  chains: dict[str, ManifestChain], report: VerifyReport, witnesses: WitnessPolicy | None) -> None:
     """Step 12: the heads are a chain, and the store holds every stream they name, extending what they say. Step 13:
@@ -449,7 +473,8 @@ def _check_heads(store: ObjectReader, trust: Trust, listing: dict[str, list[Obje
     sink = Sink(collect=True)
     log = HeadLog(trust.journal_id, sink)
     for info in sorted(listing[layout.HEADS_PREFIX], key=lambda o: o.name):
-        log.open(info.name, store.get(info.name), trust.ring)
+        if (data := _note_object(store, info, layout.parse_head(info.name) is not None, sink)) is not None:
+            log.open(info.name, data, trust.ring)
     check_streams(log, chains)
     report.notices.extend(log.notices)
     checkpointed = {s.stream: s.checkpoint_size or 0 for s in report.streams}
@@ -467,8 +492,9 @@ def _check_heads(store: ObjectReader, trust: Trust, listing: dict[str, list[Obje
     report.notices.extend(behind(log, checkpointed))
     keys = witnesses.witnesses if witnesses is not None else ()
     cosigned = [c for info in listing[layout.WITNESS_PREFIX]
-                if (c := open_cosigned(info.name, store.get(info.name), journal_id=trust.journal_id, ring=trust.ring,
-                                       witnesses=keys, sink=sink)) is not None]
+                if (data := _note_object(store, info, layout.parse_cosigned(info.name) is not None, sink)) is not None
+                and (c := open_cosigned(info.name, data, journal_id=trust.journal_id, ring=trust.ring,
+                                        witnesses=keys, sink=sink)) is not None]
     check_extended(cosigned, log, chains, sink)
     if witnesses is not None:
         if not log.size:

@@ -9,15 +9,18 @@ is kept in :meth:`WitnessRelay.status` and caught up once the witness answers ag
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import contextlib
 import dataclasses
 import http.client
 import logging
+import socket
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 
-from ..errors import ConfigError, ConflictError, NoteError, NotFoundError, WitnessError
+from ..errors import ConfigError, ConflictError, JournalError, NoteError, NotFoundError, WitnessError
 from ..segments import merkle
 from ..segments.cosign import Cosigner, add_checkpoint_body, cosignatures
 from ..segments.head import Head
@@ -52,21 +55,41 @@ class WitnessConfig:
             raise ConfigError(f"witness {url}: {e}") from e
 
 
+MAX_ANSWER = 1 << 16  # a witness answers with a few signature lines
+
+
 def post(url: str, body: bytes, timeout: float = TIMEOUT_SECONDS) -> tuple[int, str, bytes]:
-    """POST ``body`` to ``url``: (status, content type, body). Raises WitnessError when it cannot be reached."""
+    """POST ``body`` to ``url``: (status, content type, body). The whole exchange takes at most ``timeout`` seconds
+    (the connection is shut at the deadline, however slowly the witness drips bytes) and an answer of more than
+    64 KiB is refused. Raises WitnessError when it cannot be reached or answers out of the protocol."""
     parts = urllib.parse.urlsplit(url)
     conn_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     conn = conn_type(parts.netloc, timeout=timeout)
+    deadline = threading.Timer(timeout, _shut, (conn,))
+    deadline.start()
     try:
         conn.request("POST", parts.path or "/", body=body, headers={"Content-Type": "text/plain; charset=utf-8"})
         resp = conn.getresponse()
-        if int(resp.getheader("Content-Length") or 0) > 1 << 16:
-            raise WitnessError(f"witness {url} answered with more than 64 KiB", resp.status)
-        return resp.status, resp.getheader("Content-Type", ""), resp.read()  # a short body raises IncompleteRead
-    except (OSError, http.client.HTTPException) as e:
+        data = resp.read(MAX_ANSWER + 1)
+        if len(data) > MAX_ANSWER:
+            raise WitnessError(f"witness {url} answered with more than {MAX_ANSWER} bytes", resp.status)
+        length = resp.getheader("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) != len(data)):
+            raise WitnessError(f"witness {url} answered {len(data)} bytes, not its Content-Length {length[:20]!r}")
+        return resp.status, resp.getheader("Content-Type", ""), data
+    except (OSError, ValueError, http.client.HTTPException) as e:
         raise WitnessError(f"witness {url} cannot be reached: {e}") from e
     finally:
+        deadline.cancel()
         conn.close()
+
+
+def _shut(conn: http.client.HTTPConnection) -> None:
+    """The deadline of :func:`post`: reads and writes on the connection fail from now on."""
+    sock = conn.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def add_checkpoint(witness: WitnessConfig, note: bytes, size: int, old: int,
@@ -80,10 +103,10 @@ def add_checkpoint(witness: WitnessConfig, note: bytes, size: int, old: int,
         proof = proof_from(old) if 0 < old < size else []
         status, ctype, body = post(url, add_checkpoint_body(old, proof, note), timeout)
         if status == 409 and ctype.split(";")[0].strip() == SIZE_TYPE:
-            try:
-                theirs = int(body.decode("ascii").strip())
-            except ValueError as e:
-                raise WitnessError(f"witness {witness.url} answered 409 without a size", 409) from e
+            text_size = body.decode("ascii", "replace").strip()
+            if not text_size.isdigit() or len(text_size) > 20:
+                raise WitnessError(f"witness {witness.url} answered 409 without a size", 409)
+            theirs = int(text_size)
             if theirs > size:
                 raise WitnessError(f"witness {witness.cosigner.name} has cosigned {theirs}, more than this store's "
                                    f"{size}: the store was rolled back, or another store forked from it", 409)
@@ -99,7 +122,10 @@ def add_checkpoint(witness: WitnessConfig, note: bytes, size: int, old: int,
                                status)
         lines = [line + "\n" for line in body.decode("utf-8", "replace").splitlines() if line]
         for line in lines:
-            got = cosignatures(note + line.encode(), [witness.cosigner])
+            try:
+                got = cosignatures(note + line.encode(), [witness.cosigner])
+            except NoteError:
+                continue  # not a signature line
             if witness.cosigner.name in got:
                 return line, got[witness.cosigner.name]
         raise WitnessError(f"witness {witness.url} answered without a cosignature of its key on {text[:60]!r}", 200)
@@ -195,13 +221,25 @@ class WitnessRelay:
     def status(self) -> list[WitnessStatus]:
         return [dataclasses.replace(s) for s in self._status.values()]
 
-    def close(self, *, flush_seconds: float = 5.0) -> None:
-        """Stop the thread after one last round (at most ``flush_seconds`` of requests per witness)."""
+    def close(self, *, flush_seconds: float = 3.0) -> None:
+        """Stop the thread, then one last round: ``flush_seconds`` at most in all, whatever the witnesses do (a round
+        still running then is left to finish in the background, its thread a daemon). Never raises."""
+        deadline = time.monotonic() + flush_seconds
         self._stop.set()
         self._wake.set()
-        self._thread.join()
-        if flush_seconds > 0:
-            self.run_round(timeout=flush_seconds)
+        self._thread.join(flush_seconds)
+        left = deadline - time.monotonic()
+        if left > 0 and not self._thread.is_alive():
+            last = threading.Thread(target=self._last_round, args=(left,), name=f"witness-last-{self.stream}",
+                                    daemon=True)
+            last.start()
+            last.join(left)
+
+    def _last_round(self, timeout: float) -> None:
+        try:
+            self.run_round(timeout=timeout)
+        except Exception:  # noqa: BLE001 - closing the journal never fails for a witness
+            log.exception("witness relay (stream %s): the last round failed", self.stream)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -226,34 +264,42 @@ class WitnessRelay:
         return head
 
 
-    def run_round(self, timeout: float = TIMEOUT_SECONDS) -> None:
+    def run_round(self, timeout: float | None = None) -> None:
         """Submit the newest head, and the stream's checkpoint it names, to every witness that has not cosigned
-        them yet; store the cosignatures."""
+        them yet, each witness in a thread of its own (one that hangs or misbehaves holds up no other); store the
+        cosignatures. Each request takes at most ``timeout`` seconds (TIMEOUT_SECONDS)."""
+        timeout = TIMEOUT_SECONDS if timeout is None else timeout
         with self._round_lock:
             n = self._newest_known = newest_head(self.store, self._newest_known)
             if n < 0:
                 return
             head = self._head(n)
             note = self.store.get(layout.head(n))
-            tip = head.tips().get(self.stream)
-            for w in self.witnesses:
-                st = self._status[w.url]
-                st.newest = n + 1
-                try:
-                    self._submit(w, None, note, n + 1, lambda old: head_proof(self._head, old, n + 1), timeout)
-                    st.cosigned, st.error, st.behind_since = n + 1, None, None
-                except WitnessError as e:
-                    st.error = str(e)
-                    st.behind_since = st.behind_since or time.time()
-                    log.log(logging.ERROR if e.status in (409, 422) else logging.WARNING, "%s", e)
-                    continue
-                if tip is not None:
-                    try:
-                        cp_note = self.store.get(layout.checkpoint(self.stream, tip.size))
-                        self._submit(w, self.stream, cp_note, tip.size,
-                                     lambda old: stream_proof(self.store, self.stream, old, tip.size), timeout)
-                    except (WitnessError, NotFoundError) as e:
-                        log.warning("stream %s, checkpoint %d: %s", self.stream, tip.size, e)
+            with cf.ThreadPoolExecutor(len(self.witnesses), thread_name_prefix="witness-submit") as pool:
+                for w in self.witnesses:
+                    pool.submit(self._round_one, w, head, note, timeout)
+
+    def _round_one(self, w: WitnessConfig, head: Head, note: bytes, timeout: float) -> None:
+        st = self._status[w.url]
+        size = head.number + 1
+        st.newest = size
+        try:
+            self._submit(w, None, note, size, lambda old: head_proof(self._head, old, size), timeout)
+            st.cosigned, st.error, st.behind_since = size, None, None
+        except Exception as e:  # noqa: BLE001 - whatever a witness answers, the others and the writer go on
+            st.error = str(e)
+            st.behind_since = st.behind_since or time.time()
+            fork = isinstance(e, WitnessError) and e.status in (409, 422)
+            log.log(logging.ERROR if fork else logging.WARNING, "%s", e, exc_info=not isinstance(e, JournalError))
+            return
+        tip = head.tips().get(self.stream)
+        if tip is not None:
+            try:
+                cp_note = self.store.get(layout.checkpoint(self.stream, tip.size))
+                self._submit(w, self.stream, cp_note, tip.size,
+                             lambda old: stream_proof(self.store, self.stream, old, tip.size), timeout)
+            except Exception as e:  # noqa: BLE001 - the head is what protects the stream; this is a second view
+                log.warning("stream %s, checkpoint %d: %s", self.stream, tip.size, e)
 
     def _submit(self, w: WitnessConfig, stream: str | None, note: bytes, size: int,
                 proof_from: Callable[[int], list[bytes]], timeout: float) -> None:

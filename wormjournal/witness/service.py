@@ -11,15 +11,15 @@ whatever kills it:
   after that (the race the spec describes cannot happen), so a cosignature is never out before its record;
 - one process serves a state directory (an exclusive lock on it), so two witnesses never share records.
 
-A refused request whose checkpoint the log's key signed is kept under ``evidence/``: two inconsistent
-checkpoints signed by a log are proof that it forked. Requests that no log key signed are not kept (anyone can
-send them).
+A refused request that contradicts the record with a checkpoint the log's key signed is kept under
+``evidence/``: two inconsistent checkpoints signed by a log are proof that it forked. Other refused requests are
+not kept (anyone can send them, or replay a signed checkpoint with a bad old size).
 
 The state directory::
 
     witness.key        the witness's Ed25519 private key (PEM, mode 0600) and, in witness.name, its name
     logs/<h>.json      a log's record: {"origin", "size", "root"}, h = SHA-256 of the origin (hex, 32 digits)
-    evidence/          refused requests signed by a log's key
+    evidence/          refused requests signed by a log's key that contradict its record
     lock               held by the serving process
 """
 
@@ -34,6 +34,7 @@ import http.server
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,6 +59,9 @@ LOGS_DIR = "logs"
 EVIDENCE_DIR = "evidence"
 LOCK_FILE = "lock"
 MAX_BODY = 1 << 20  # a head names every stream: 1 MiB is some 10,000 streams
+MAX_EVIDENCE = 10_000  # refused signed requests kept (each a fork's proof; more only repeat the point)
+MAX_CONNECTIONS = 64  # connections served at once; more are closed at once
+REQUEST_SECONDS = 30.0  # a connection's whole life: a client that drips bytes cannot hold a thread longer
 SIZE_TYPE = "text/x.tlog.size"
 EMPTY_ROOT = merkle.frontier_root([])
 
@@ -102,27 +106,49 @@ def parse_log(spec: str) -> tuple[str, VerifyKey]:
 
 
 def load_or_create_key(state: Path, name: str | None) -> tuple[str, Ed25519PrivateKey]:
-    """The witness's name and key from its state directory, made there on first use (``name`` needed then).
+    """The witness's name and key from its state directory, made there on first use (``name`` needed then), under
+    the directory's lock: of two processes starting on a new directory, one makes the key and the other reads it.
     Raises ConfigError."""
-    key_path, name_path = state / KEY_FILE, state / NAME_FILE
-    if key_path.exists():
-        stored = name_path.read_text().strip()
-        if name is not None and name != stored:
-            raise ConfigError(f"the witness in {state} is named {stored!r}, not {name!r}")
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ConfigError(f"{key_path} is not an Ed25519 key")
-        return stored, key
-    if name is None:
-        raise ConfigError(f"{state} holds no witness key yet: give the witness a --name to make one")
+    key_path = state / KEY_FILE
+    if not key_path.exists():
+        if name is None:
+            raise ConfigError(f"{state} holds no witness key yet: give the witness a --name to make one")
+        state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a witness serves it: it made its key before it served
+                pass
+            else:
+                if not key_path.exists():
+                    _create_key(state, name)
+        finally:
+            os.close(fd)  # closing the descriptor drops the lock
+    return _read_key(state, name)
+
+
+def _create_key(state: Path, name: str) -> None:
     key = Ed25519PrivateKey.generate()
     Cosigner(name, key.public_key())  # the name's form is checked before anything is written
-    state.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    _write_atomic(name_path, (name + "\n").encode())
-    _write_atomic(key_path, pem, mode=0o600)
-    return name, key
+    _write_atomic(state / NAME_FILE, (name + "\n").encode())
+    _write_atomic(state / KEY_FILE, pem, mode=0o600)  # last: a key file is there only with its name
+
+
+def _read_key(state: Path, name: str | None) -> tuple[str, Ed25519PrivateKey]:
+    key_path = state / KEY_FILE
+    try:
+        stored = (state / NAME_FILE).read_text().strip()
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read the witness key in {state}: {e}") from e
+    if name is not None and name != stored:
+        raise ConfigError(f"the witness in {state} is named {stored!r}, not {name!r}")
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{key_path} is not an Ed25519 key")
+    return stored, key
 
 
 def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -145,20 +171,29 @@ class Witness:
     def __init__(self, state: Path, logs: Mapping[str, Sequence[VerifyKey]], name: str | None = None,
                  clock: Any = time.time) -> None:
         self.state = Path(state)
-        self.name, self._key = load_or_create_key(self.state, name)
+        if name is None and not (self.state / KEY_FILE).exists():
+            raise ConfigError(f"{self.state} holds no witness key yet: give the witness a --name to make one")
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # before the key: one process makes it
+        except BlockingIOError as e:
+            os.close(self._lock_fd)
+            raise LockedError(f"another witness process serves {self.state}") from e
+        try:
+            if not (self.state / KEY_FILE).exists():
+                _create_key(self.state, name)  # type: ignore[arg-type]  # not None: checked above
+            self.name, self._key = _read_key(self.state, name)
+            (self.state / LOGS_DIR).mkdir(exist_ok=True)
+            (self.state / EVIDENCE_DIR).mkdir(exist_ok=True)
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         self.cosigner = Cosigner(self.name, self._key.public_key())
         self.logs = {origin: list(keys) for origin, keys in logs.items()}
         self._clock = clock
         self._lock = threading.Lock()
-        (self.state / LOGS_DIR).mkdir(exist_ok=True)
-        (self.state / EVIDENCE_DIR).mkdir(exist_ok=True)
-        self._lock_fd = os.open(self.state / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as e:
-            os.close(self._lock_fd)
-            raise LockedError(f"another witness process serves {self.state}") from e
-        self._evidence = 0
+        self._evidence = len(os.listdir(self.state / EVIDENCE_DIR))
 
     def close(self) -> None:
         os.close(self._lock_fd)
@@ -211,22 +246,41 @@ class Witness:
         return Answer(200, line.encode())
 
     def _refuse(self, status: int, reason: str, body: bytes, cp: Checkpoint) -> Answer:
-        """Keep a refused request that the log's key signed: it may prove that the log forked."""
-        self._evidence += 1
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        path = self.state / EVIDENCE_DIR / f"{stamp}-{os.getpid()}-{self._evidence}-{status}.txt"
-        head = f"origin {cp.origin}\nsize {cp.tree_size}\nstatus {status}\nreason {reason}\n\n".encode()
-        try:
-            _write_atomic(path, head + body)
-        except OSError as e:
-            log.error("witness: could not keep the refused request as evidence: %s", e)
+        """Refuse, and keep a request that the log's key signed and that contradicts the record (409 at the same
+        size, 422): it proves the log forked. Kept once per body (named by its hash), at most MAX_EVIDENCE."""
         log.warning("witness: refused %s at %d: %s", cp.origin, cp.tree_size, reason)
+        if status in (409, 422) and self._evidence < MAX_EVIDENCE:
+            path = self.state / EVIDENCE_DIR / f"{hashlib.sha256(body).hexdigest()[:32]}-{status}.txt"
+            head = f"origin {cp.origin}\nsize {cp.tree_size}\nstatus {status}\nreason {reason}\n\n".encode()
+            if not path.exists():
+                try:
+                    _write_atomic(path, head + body)
+                    self._evidence += 1
+                except OSError as e:
+                    log.error("witness: could not keep the refused request as evidence: %s", e)
         return Answer(status, f"{reason}\n".encode())
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as the spec asks
+    timeout = REQUEST_SECONDS  # seconds a connection may stay silent
+
+    def setup(self) -> None:
+        super().setup()
+        # The connection's whole life is bounded, however slowly the client drips its bytes.
+        self._deadline = threading.Timer(REQUEST_SECONDS, self._cut)
+        self._deadline.daemon = True
+        self._deadline.start()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def finish(self) -> None:
+        self._deadline.cancel()
+        with contextlib.suppress(OSError):
+            super().finish()
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server name
         if self.path.rstrip("/").rsplit("/", 1)[-1] != "add-checkpoint":
@@ -271,7 +325,20 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], witness: Witness) -> None:
         self.witness = witness
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # as many connections as it serves: this one is closed
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 @contextlib.contextmanager
