@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import NoteError
-from .notes import SIG_PREFIX, parse_vkey, raw_public, split_note
+from .notes import SIG_PREFIX, format_vkey, parse_vkey, raw_public, split_note
 
 ALG_COSIGNATURE_V1 = b"\x04"
 HEADER = "cosignature/v1\n"
@@ -54,17 +54,12 @@ class Cosigner:
 
     def vkey(self) -> str:
         """The signed-note verifier key: ``<name>+<key hash, hex>+<base64(0x04 || public key)>``."""
-        key = base64.b64encode(ALG_COSIGNATURE_V1 + raw_public(self.public)).decode()
-        return f"{self.name}+{self.key_hash.hex()}+{key}"
+        return format_vkey(self.name, self.key_hash, ALG_COSIGNATURE_V1, self.public)
 
     @classmethod
     def from_vkey(cls, text: str) -> Cosigner:
         """Parse a verifier key of type 0x04. Raises NoteError."""
-        name, key_hash, public = parse_vkey(text, ALG_COSIGNATURE_V1)
-        cosigner = cls(name, public)
-        if cosigner.key_hash != key_hash:
-            raise NoteError(f"the verifier key of {name} has the wrong key hash")
-        return cosigner
+        return cls(*parse_vkey(text, ALG_COSIGNATURE_V1, lambda name, public: cls(name, public).key_hash))
 
 
 def signed_message(text: str, timestamp: int) -> bytes:

@@ -11,7 +11,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -32,20 +32,29 @@ def key_id_of(pub: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw_public(pub)).hexdigest()[:32]
 
 
-def parse_vkey(text: str, alg: bytes) -> tuple[str, bytes, Ed25519PublicKey]:
-    """(name, key hash, public key) of a signed-note verifier key ``<name>+<hex key hash>+<base64(alg || key)>``
-    whose key is a 32-byte Ed25519 key of type ``alg``. Raises NoteError."""
+def parse_vkey(text: str, alg: bytes,
+               key_hash: Callable[[str, Ed25519PublicKey], bytes]) -> tuple[str, Ed25519PublicKey]:
+    """(name, public key) of a signed-note verifier key ``<name>+<hex key hash>+<base64(alg || key)>`` whose key is
+    a 32-byte Ed25519 key of type ``alg`` and whose key hash is ``key_hash(name, key)``. Raises NoteError."""
     try:
         name, hash_hex, blob = text.strip().split("+", 2)  # base64 has '+' too; a name has none
         raw = base64.b64decode(blob, validate=True)
-        key_hash = bytes.fromhex(hash_hex)
+        claimed = bytes.fromhex(hash_hex)
     except (ValueError, binascii.Error) as e:
         raise NoteError(f"not a verifier key: {text[:80]!r}") from e
-    if not name or any(c.isspace() for c in name) or len(key_hash) != 4:
+    if not name or any(c.isspace() for c in name) or len(claimed) != 4:
         raise NoteError(f"not a verifier key: {text[:80]!r}")
     if raw[:1] != alg or len(raw) != 33:
         raise NoteError(f"not a verifier key of type 0x{alg.hex()} with a 32-byte Ed25519 key: {text[:80]!r}")
-    return name, key_hash, Ed25519PublicKey.from_public_bytes(raw[1:])
+    public = Ed25519PublicKey.from_public_bytes(raw[1:])
+    if key_hash(name, public) != claimed:
+        raise NoteError(f"the verifier key of {name} has the wrong key hash")
+    return name, public
+
+
+def format_vkey(name: str, key_hash: bytes, alg: bytes, public: Ed25519PublicKey) -> str:
+    """A signed-note verifier key: ``<name>+<hex key hash>+<base64(alg || key)>``."""
+    return f"{name}+{key_hash.hex()}+{base64.b64encode(alg + raw_public(public)).decode()}"
 
 
 def note_key_hash(name: str, pub: Ed25519PublicKey) -> bytes:
@@ -69,16 +78,12 @@ class VerifyKey:
 
     def vkey(self) -> str:
         """The signed-note verifier key: ``<name>+<key hash, hex>+<base64(0x01 || public key)>``."""
-        return f"{self.name}+{self.note_hash.hex()}+{base64.b64encode(ALG_ED25519 + raw_public(self.public)).decode()}"
+        return format_vkey(self.name, self.note_hash, ALG_ED25519, self.public)
 
     @classmethod
     def from_vkey(cls, text: str) -> VerifyKey:
         """Parse an Ed25519 verifier key (type 0x01). Raises NoteError."""
-        name, key_hash, public = parse_vkey(text, ALG_ED25519)
-        key = cls(name, public)
-        if key.note_hash != key_hash:
-            raise NoteError(f"the verifier key of {name} has the wrong key hash")
-        return key
+        return cls(*parse_vkey(text, ALG_ED25519, note_key_hash))
 
     def pem(self) -> bytes:
         return self.public.public_bytes(
