@@ -191,7 +191,8 @@ def journal_with_witness(place: Local | S3, started: Callable[..., WitnessProces
 
 def test_an_honest_journal_verifies_with_its_witnesses(place: Local | S3, started: Callable[..., WitnessProcess],
                                                       wj: Any, tmp_path: Path) -> None:
-    w1, w2 = journal_with_witness(place, started, ("w1.example", "w2.example"), cli=(True, False))
+    # The commands `witness logs` and `witness serve` as processes on the local directory; forked on S3 (the same code).
+    w1, w2 = journal_with_witness(place, started, ("w1.example", "w2.example"), cli=(isinstance(place, Local),))
     report = verify_store(place.store(), witnesses=policy(w1, w2, quorum=2))
     assert report.ok, report.findings
     assert report.witnesses == {"quorum": 2, "high_water": 6, "cosigned": {"w1.example": 6, "w2.example": 6}}
