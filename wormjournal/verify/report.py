@@ -144,7 +144,7 @@ class VerifyReport:
         for s in self.streams:
             lines.append(
                 f"stream {s.stream:<8} {s.events} events, {s.segments} segments, seq {s.first_seq}..{s.last_seq}, "
-                f"head {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
+                f"last hash {s.head_hash[:16] if s.head_hash else '-'}…, checkpoint size {s.checkpoint_size}"
             )
             if s.horizon:
                 lines.append(f"  horizon    verified from segment {s.horizon}; segments 0..{s.horizon - 1} "
