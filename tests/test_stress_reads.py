@@ -1,7 +1,7 @@
 """Reads and verification beside a writer that appends and seals: an intact journal never looks broken.
 
 Four reader processes (replay, get_event, count_events, verify) loop against a writer process that
-appends and seals every few dozen events, for WORMJOURNAL_STRESS_SECONDS (15 by default) on a local
+appends and seals every few dozen events, for WORMJOURNAL_STRESS_SECONDS (12 by default) on a local
 directory and on S3 (moto's server over HTTP). Every read must succeed (no false IntegrityError),
 every verify run must have no finding, and afterwards every acknowledged event is readable.
 """
@@ -24,7 +24,7 @@ from wormjournal.storage import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "stress_child.py"
-SECONDS = float(os.environ.get("WORMJOURNAL_STRESS_SECONDS", "15"))
+SECONDS = float(os.environ.get("WORMJOURNAL_STRESS_SECONDS", "12"))
 READERS = ("replay", "get_event", "count", "verify")
 
 
