@@ -88,7 +88,7 @@ def test_readme_cli_lines_parse() -> None:
     """Every command of the command-line section is accepted by the real parser."""
     lines = cli_lines()
     assert [shlex.split(line)[1] for line in lines] == [
-        "init", "append", "seal", "verify", "info", "executions", "replay", "state", "state", "show", "reindex",
+        "init", "append", "seal", "verify", "info", "executions", "replay", "tail", "state", "state", "show", "reindex",
         "shred", "keys", "checkpoint", "verify", "prove", "check-proof", "rotate-key", "retention", "retention",
         "query", "stats",
     ]

@@ -7,6 +7,7 @@ from .errors import (
     ConfigError,
     ConflictError,
     CorruptKeyError,
+    HandlerError,
     IndexDamaged,
     IntegrityError,
     JournalError,
@@ -30,17 +31,23 @@ from .errors import (
 )
 from .events import EventType, StoredEvent
 from .index import Event, ExecutionSummary, Reader, ResumePoint
+from .index.follow import EventFilter
 from .journal import Journal, JournalConfig
 from .payload import decode_payload
 from .retention.kek import AwsKmsKek, LocalKek
 from .retention.keystore import KeyStore
 from .retention.shred import ErasureReceipt
+from .subscriptions import ALL_STREAMS, Subscription
 from .verify import VerifyReport, verify_store
 from .verify.proof import Proof, check_proof, make_proof
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALL_STREAMS",
+    "EventFilter",
+    "HandlerError",
+    "Subscription",
     "AwsKmsKek",
     "CorruptKeyError",
     "ErasureReceipt",

@@ -29,7 +29,7 @@ from typing import IO, Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from . import cli_query, cli_retention, cli_witness
+from . import cli_query, cli_retention, cli_tail, cli_witness
 from .cli_common import (
     DEBUG_ENV,
     EXIT_FINDINGS,
@@ -38,9 +38,13 @@ from .cli_common import (
     EXIT_OK,
     EXIT_STORAGE,
     EXIT_USAGE,
-    _keystore,
+    TIMELINE_COLUMNS,
+    Timeline,
+    _ms,
     _print_columns,
     _public_keys,
+    _reader,
+    _short,
     _store,
     _wal_dir,
     _writer,
@@ -60,11 +64,10 @@ from .errors import (
     ValidationError,
 )
 from .events import MAX_INT_DIGITS, MAX_PAYLOAD_DEPTH, RESERVED_EVENT_TYPES, validate_event
-from .index import Reader
 from .index.lgvalues import jsonable
 from .index.reindex import reindex_store
 from .journal import DEFAULT_STREAM, Journal, JournalConfig
-from .journal.keys import finish_rotation, load_keys, load_wal_key, rotate_signing_key
+from .journal.keys import finish_rotation, load_keys, rotate_signing_key
 from .retention import RetentionPolicy, parse_period
 from .retention.kek import AwsKmsKek
 from .trust.load import read_identity
@@ -256,8 +259,8 @@ def parse_line(number: int, raw: bytes | None, *, max_event_bytes: int, max_line
         raise ValidationError("(line)", "must be a JSON object with the event's fields", where=where)
     event_type = event.get("event_type")
     if isinstance(event_type, str) and event_type in RESERVED_EVENT_TYPES:  # what append_batch refuses too
-        raise ValidationError("event_type", f"{event_type!r} is appended by the library only (shred, or the "
-                              "retention commands)", where=where)
+        raise ValidationError("event_type", f"{event_type!r} is appended by the library only (shred, the "
+                              "retention commands, a subscription)", where=where)
     validate_event(event, max_event_bytes=max_event_bytes, where=where)
     return event
 
@@ -455,32 +458,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 # -- reading ------------------------------------------------------------------------
 
 
-def _reader(args: argparse.Namespace) -> Reader:
-    wal = _wal_dir(args)
-    if wal is None and not args.store.startswith("s3://"):
-        wal = Path(args.store) / ".wal"
-    store = _store(args)
-    journal_id = read_identity(store).journal_id
-    # Payloads decrypt where the key store is at hand (the writer's machine); elsewhere they read as markers.
-    keystore = _keystore(args.key_dir, journal_id, required=False)
-    # Unsealed events are read only with the writer's WAL key, which authenticates them; without it, sealed ones.
-    wal_key = None
-    if wal is not None:
-        try:
-            wal_key = load_wal_key(args.key_dir, journal_id)
-        except ConfigError as e:
-            if Path(wal).is_dir():
-                log.warning("unsealed events are not shown: %s", e)
-            wal = None
-    return Reader(store, stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal, wal_key=wal_key,
-                  keystore=keystore)
-
-
-def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value is not None else ""
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def cmd_executions(args: argparse.Namespace) -> int:
     found = _reader(args).executions(args.tenant, limit=args.limit, offset=args.offset)
     if args.json:
@@ -495,11 +472,6 @@ def cmd_executions(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _ms(delta: dt.timedelta) -> str:
-    ms = delta / dt.timedelta(milliseconds=1)
-    return f"{ms:,.0f} ms" if ms < 10_000 else f"{ms / 1000:,.1f} s"
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     reader = _reader(args)
     events = list(reader.replay(args.execution, upto=args.upto))  # every event verified before it is shown
@@ -507,22 +479,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for e in events:
             out.print(e.to_json(), markup=False, highlight=False, soft_wrap=True)
         return EXIT_OK
-    rows = []
-    started: dict[str, dt.datetime] = {}
-    prev: dt.datetime | None = None
-    for e in events:
-        took = ""
-        key = e.step_id or e.node or ""
-        if e.event_type in ("node_started", "step_started"):
-            started[key] = e.ts
-        elif e.event_type in ("node_completed", "node_failed", "step_completed", "step_failed") and key in started:
-            took = _ms(e.ts - started.pop(key))
-        rows.append((str(e.seq), e.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                     "+" + _ms(e.ts - prev) if prev else "", e.event_type,
-                     "/".join(v for v in (e.node, e.step_id) if v) or "-", took, "" if e.sealed else "unsealed",
-                     _short(e.payload)))
-        prev = e.ts
-    _print_columns(("seq", "time", "since prev", "event", "node/step", "took", "", "payload"), rows)
+    timeline = Timeline()
+    rows = [timeline.row(e) for e in events]
+    _print_columns(TIMELINE_COLUMNS, rows)
     total = events[-1].ts - events[0].ts if events else dt.timedelta(0)
     out.print(f"{len(events)} events of execution {args.execution}, {_ms(total)}; each verified "
               f"({'against the given keys' if args.public_key else 'with the keys stored in the journal'})")
@@ -764,6 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--upto", type=int, default=None, metavar="SEQ", help="stop after this seq")
     p.add_argument("--json", action="store_true", help="JSON Lines, one event a line")
     p.set_defaults(func=cmd_replay)
+    cli_tail.add_parser(sub, reader)
     p = sub.add_parser("state", help="the state of an execution or a LangGraph thread after a seq, and where it comes "
                        "from: LangGraph's checkpoint (reducers applied) or the fold of state_updated events")
     reader(p)

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import errno
+import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,14 +18,18 @@ from typing import Any
 from rich.console import Console
 
 from .errors import ConfigError
+from .index import Event, Reader
 from .journal import Journal, JournalConfig
-from .journal.keys import load_keys
+from .journal.keys import load_keys, load_wal_key
 from .journal.writer import DATAKEYS_DIR
 from .retention.keystore import KeyStore
 from .segments.cosign import Cosigner
 from .segments.notes import VerifyKey
 from .storage import open_store
 from .storage.s3 import parse_s3_url
+from .trust.load import read_identity
+
+log = logging.getLogger("wormjournal.cli")  # the commands' logger, whichever module of them logs
 
 # The exit codes of every command (README.md, "Exit codes"); cli.main maps exceptions to them.
 EXIT_OK = 0  # done; verify, audit, info, reindex, check-proof: nothing wrong found
@@ -127,3 +134,63 @@ def read_witness_keys(paths: list[str] | None) -> tuple[Cosigner, ...]:
     if paths and not keys:
         raise ConfigError("--witness-key: no verifier key in " + ", ".join(paths))
     return tuple(keys)
+
+
+# -- reading ------------------------------------------------------------------------
+
+
+def _reader(args: argparse.Namespace) -> Reader:
+    wal = _wal_dir(args)
+    if wal is None and not args.store.startswith("s3://"):
+        wal = Path(args.store) / ".wal"
+    store = _store(args)
+    journal_id = read_identity(store).journal_id
+    # Payloads decrypt where the key store is at hand (the writer's machine); elsewhere they read as markers.
+    keystore = _keystore(args.key_dir, journal_id, required=False)
+    # Unsealed events are read only with the writer's WAL key, which authenticates them; without it, sealed ones.
+    wal_key = None
+    if wal is not None:
+        try:
+            wal_key = load_wal_key(args.key_dir, journal_id)
+        except ConfigError as e:
+            if Path(wal).is_dir():
+                log.warning("unsealed events are not shown: %s", e)
+            wal = None
+    return Reader(store, stream=args.stream, public_keys=_public_keys(args.public_key), wal_dir=wal, wal_key=wal_key,
+                  keystore=keystore)
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value is not None else ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _ms(delta: dt.timedelta) -> str:
+    ms = delta / dt.timedelta(milliseconds=1)
+    return f"{ms:,.0f} ms" if ms < 10_000 else f"{ms / 1000:,.1f} s"
+
+
+_ENDS = ("node_completed", "node_failed", "step_completed", "step_failed")
+TIMELINE_COLUMNS = ("seq", "time", "since prev", "event", "node/step", "took", "", "payload")
+
+
+class Timeline:
+    """The rows of ``replay`` and ``tail``, one an event: the time since the event before, and how long a node or step
+    took at its end."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, dt.datetime] = {}
+        self._prev: dt.datetime | None = None
+
+    def row(self, e: Event) -> tuple[str, ...]:
+        took = ""
+        key = e.step_id or e.node or ""
+        if e.event_type in ("node_started", "step_started"):
+            self._started[key] = e.ts
+        elif e.event_type in _ENDS and key in self._started:
+            took = _ms(e.ts - self._started.pop(key))
+        since = "+" + _ms(e.ts - self._prev) if self._prev else ""
+        self._prev = e.ts
+        return (str(e.seq), e.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"), since, e.event_type,
+                "/".join(v for v in (e.node, e.step_id) if v) or "-", took, "" if e.sealed else "unsealed",
+                _short(e.payload))

@@ -118,6 +118,17 @@ class WitnessError(JournalError):
         self.status = status
 
 
+class HandlerError(JournalError):
+    """A subscription's handler raised on every try for one event (``event``, its ``stream`` and ``seq``); the
+    exception of the last try is the cause. The subscription's cursor stays before that event."""
+
+    hint = "fix the handler and run the subscription again: it resumes at this event"
+
+    def __init__(self, message: str, event: Any) -> None:
+        super().__init__(message)
+        self.event = event
+
+
 class RetentionError(JournalError):
     """A retention or legal-hold request was refused before it reached the store.
 

@@ -78,8 +78,9 @@ class EventType(StrEnum):
 
 KNOWN_EVENT_TYPES = frozenset(t.value for t in EventType)
 # Types only the library appends: a caller's append of one is refused.
+HANDLER_FAILED = "custom:wormjournal.handler_failed"  # a subscription's handler gave up on an event (FORMAT.md 3.6)
 RESERVED_EVENT_TYPES = frozenset({"erasure_receipt", "legal_hold_placed", "legal_hold_released",
-                                  "retention_extended", "retention_policy_set"})
+                                  "retention_extended", "retention_policy_set", HANDLER_FAILED})
 _BAD_ID_CHAR = re.compile("[\x00-\x1f\x7f-\x9f/\\\\\ud800-\udfff]")
 _CUSTOM_TYPE = re.compile(r"custom:[a-z0-9][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)+")
 

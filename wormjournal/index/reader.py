@@ -11,11 +11,13 @@ are also checked as a whole: each links to the previous one of the execution
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import hashlib
 import logging
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -56,6 +58,7 @@ from ..trust.partial import SegmentFile, read_many
 from ..trust.receipts import RECEIPT_TYPE, open_receipt
 from . import build, lgformat, lgstate, state
 from .catalog import Catalog, IndexFile, IndexObject
+from .follow import EVERY_EVENT, EventFilter, Follower, Tail
 from .lgstate import StateAt
 from .model import Event, ExecutionSummary, ResumePoint
 
@@ -174,7 +177,10 @@ class Reader:
         self._public_keys = public_keys
         self._sink = Sink(collect=False)
         self._load_trust()
-        self._wal_dir = Path(wal_dir) / f"stream={stream}" if wal_dir is not None else None
+        self._wal_root = Path(wal_dir) if wal_dir is not None else None
+        self._wal_key = wal_key
+        self._keystore = keystore
+        self._wal_dir = self._wal_root / f"stream={stream}" if self._wal_root is not None else None
         if self._wal_dir is not None and wal_key is None:
             raise ConfigError("reading unsealed events needs the writer's WAL key (wal_key=, from its key directory: "
                               "wormjournal.journal.keys.load_wal_key), which authenticates them")
@@ -202,6 +208,32 @@ class Reader:
         self.catalog = Catalog(self.store, self.identity.journal_id, stream,
                                lambda kind, first, last: self.manifest(last).index_root(kind, first),
                                self._scan_segment)
+
+    def for_stream(self, stream: str) -> Reader:
+        """A Reader of another stream of the same journal, with this one's store, keys, WAL directory and key store
+        (the store and its request counts shared)."""
+        return Reader(self.store, stream=stream, public_keys=self._public_keys, wal_dir=self._wal_root,
+                      wal_key=self._wal_key, cache_segments=self._cache_segments, keystore=self._keystore)
+
+    @property
+    def reads_wal(self) -> bool:
+        """Whether unsealed events are read too (a WAL directory and its key were given)."""
+        return self._wal_dir is not None
+
+    @property
+    def wal_root(self) -> Path | None:
+        """The writer's WAL directory this reader reads unsealed events from (its ``stream=<name>/`` holds them)."""
+        return self._wal_root
+
+    def streams(self) -> list[str]:
+        """Every stream of the journal: those with sealed segments in the store (one listing of the manifests) and
+        those with a directory in the WAL directory (a stream is there from its first append on)."""
+        found = set(layout.streams_from_names([info.name for info in self.store.list(layout.MANIFESTS_PREFIX)]))
+        if self._wal_root is not None and self._wal_root.is_dir():
+            with os.scandir(self._wal_root) as entries:
+                found.update(stream for entry in entries if (stream := entry.name.removeprefix("stream=")) != entry.name
+                             and layout.is_valid_stream(stream) and entry.is_dir())
+        return sorted(found | {self.stream})
 
     def _load_trust(self) -> None:
         """journal.json and the key history, checked (again after a rotation)."""
@@ -935,6 +967,86 @@ class Reader:
         out.sort(key=lambda e: e.seq)
         return out if limit is None else out[:limit]
 
+
+    # -- following the stream -------------------------------------------------------------------
+
+    def follow(self, after_seq: int = -1, *, after_hash: bytes | None = None,
+               event_type: str | Sequence[str] | None = None, execution_id: str | None = None,
+               thread_id: str | None = None, tenant_id: str | None = None, timeout: float | None = None,
+               poll_seconds: float | None = None, stop: threading.Event | None = None) -> Iterator[Event]:
+        """Every event after seq ``after_seq`` as it becomes durable, in seq order, each verified: unsealed ones (with
+        a WAL directory) against the chain as soon as ``append`` returned, sealed ones against their segment's signed
+        manifest, across seals, key rotations and shreds (a shredded payload is the shredded marker). Blocks while
+        it is caught up; ends after ``timeout`` seconds without a new event (None: never) or once ``stop`` is set.
+
+        ``after_hash`` (the hash of event ``after_seq``, as a saved cursor has it) makes the follower check that the
+        history it resumes is the one it left. The filters (``event_type`` one type or several, the ids) choose what
+        is handed over; every event is read and checked. Without a WAL directory (a store on S3 read from
+        elsewhere) events arrive when they are sealed: about one seal interval late, looked for every
+        ``poll_seconds`` at most (default 1 s; 50 ms with a WAL directory). Raises IntegrityError at the first
+        event that does not verify, before handing over any other event of its segment."""
+        wanted = EventFilter.of(event_type, execution_id=execution_id, thread_id=thread_id, tenant_id=tenant_id)
+        follower = Follower([self], {self.stream: Tail(after_seq, after_hash)}, wanted, poll_seconds=poll_seconds,
+                            has_wal=self.reads_wal)
+        return follower.events(timeout=timeout, stop=stop)
+
+    @_snapshot
+    def poll(self, tail: Tail, wanted: Callable[[StoredEvent], bool] = EVERY_EVENT) -> list[Event]:
+        """One step of a follower (see :meth:`follow`), on one snapshot: the events after ``tail`` in the sealed
+        segment that holds the next seq (read whole and checked), or else in the write-ahead log; those ``wanted``
+        are returned, verified, and ``tail`` moves past all of them. [] when there is nothing after the tail."""
+        n = self._segment_count
+        k = self._segment_holding(tail.seq + 1, n, tail.segment)
+        if k < n:
+            events = self._whole_segment(k)
+            where, segment = f"segment {k}", k
+        else:
+            unsealed = self._unsealed()
+            events = unsealed[bisect.bisect_left(unsealed, tail.seq + 1, key=lambda e: e.seq):]
+            where, segment = "the write-ahead log", None
+        if k:  # the sealed event before the first one read: handed over unsealed earlier, it must be the same
+            before = self.manifest(k - 1)
+            tail.sealed(before.last_seq, before.last_hash, f"segment {k - 1}")
+        if segment is not None:
+            passed = [e for e in events if e.seq <= tail.seq]
+            if passed:
+                tail.sealed(passed[-1].seq, passed[-1].hash, where)
+            events = events[len(passed):]
+        tail.check_next(events, where)
+        out = [self._event(e, segment) for e in events if wanted(e)]
+        tail.passed(events, unsealed=segment is None)
+        if segment is not None:
+            tail.segment = segment
+        return out
+
+    def _segment_holding(self, seq: int, n: int, hint: int) -> int:
+        """The first of the ``n`` sealed segments whose last seq is ``seq`` or later (``n``: none), looked for from
+        ``hint`` (the segment a follower read last), else by bisection over the manifests."""
+        if not n or self.manifest(n - 1).last_seq < seq:
+            return n
+        for k in (hint, hint + 1):
+            if 0 <= k < n and self.manifest(k).first_seq <= seq <= self.manifest(k).last_seq:
+                return k
+        lo, hi = 0, n - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.manifest(mid).last_seq < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _whole_segment(self, k: int) -> list[StoredEvent]:
+        """Every event of sealed segment ``k`` in seq order: its rows checked against the signed Merkle root, and
+        its chain from the segment before it to the manifest's last hash (steps 4 to 6 of FORMAT.md 10)."""
+        m = self.manifest(k)
+        events = table_to_events(self._segment_file(k).read_rows(0, m.events))
+        prev = self.manifest(k - 1).last_hash if k else genesis_hash(self.identity.journal_id, self.stream)
+        chained = continue_chain(events, m.first_seq, prev, where=f"segment {k}", sink=self._sink, continuing=True)
+        if len(chained) != m.events or chained[-1].hash != m.last_hash:
+            self._sink("chain_link", f"segment {k}: its events do not end at the last hash its manifest signs",
+                       stream=self.stream, segment=k)
+        return chained
 
 def _entries(table: pa.Table) -> list[dict[str, Any]]:
     """An execution's index rows as _events_of reads them, by segment: only the columns it reads (the timestamps

@@ -110,11 +110,17 @@ class Validate:
                     raise ValidationError("key_scope", f"must be one of {', '.join(SCOPES)} or 'none'", where=where)
             else:
                 scope = self.default_scope
+            data_key = None
+            if internal and "data_key" in event:  # the library's own event, encrypted under a given data key
+                event = dict(event)
+                data_key = event.pop("data_key")
+                scope = None
             values, size = stored_values(event, where=where, new_id=new_id)
             if values[_TYPE] in RESERVED_EVENT_TYPES and not internal:
                 raise ValidationError("event_type", f"{values[_TYPE]!r} is appended by the library only "
-                                      "(shred, or the retention commands)", where=where)
+                                      "(shred, the retention commands, a subscription)", where=where)
             drafts.append(Draft(where, scope, given, values, size))
+            drafts[-1].key = data_key
         return drafts
 
 

@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import ConfigError, ConflictError, IntegrityError, JournalError, StorageError, ValidationError
-from ..events import FIELD_NAMES, now_micros, uuid7
-from ..index import Reader
+from ..events import FIELD_NAMES, HANDLER_FAILED, now_micros, uuid7
+from ..index import Event, Reader
 from ..payload import STORED_APART, parse_ref
 from ..retention.actions import RetentionAction
 from ..retention.audit import DEFAULT_WORKERS, Progress
@@ -72,6 +72,7 @@ _THREAD = FIELD_NAMES.index("thread_id")  # in a Draft's values
 _THREAD_HEADS = 65536  # threads whose last appended seq a writer remembers (Journal.appended_since)
 
 DEFAULT_STREAM = "main"
+HANDLER_MESSAGE_CHARS = 2000  # of a handler's error message, in its failure's event
 DATAKEYS_DIR = "datakeys"  # the key store, in <key_dir>/<journal_id>/
 
 
@@ -489,6 +490,31 @@ class Journal:
         if not batch:
             return []
         return list(self._append(batch))
+
+    def record_handler_failure(self, subscription: str, event: Event, error: BaseException, attempts: int) -> int:
+        """Append ``custom:wormjournal.handler_failed`` (FORMAT.md 3.6): a subscription's handler gave up on
+        ``event`` after ``attempts`` tries. It goes into the event's execution (and tenant), its parent the event.
+        Its payload holds the handler's error message, which may quote the event's personal data: it is encrypted
+        under the event's own data key (a shred of the event's scope forgets it too), or, for an event in clear, in
+        the execution's scope; when the event's key was shredded already, the message is left out. Returns its
+        seq."""
+        payload = {"subscription": subscription, "stream": event.stream, "seq": event.seq, "event_id": event.event_id,
+                   "event_type": event.event_type, "attempts": attempts, "error": type(error).__name__,
+                   "message": str(error)[:HANDLER_MESSAGE_CHARS]}
+        record: dict[str, Any] = {"event_type": HANDLER_FAILED, "execution_id": event.execution_id,
+                                  "tenant_id": event.tenant_id, "parent_event_id": event.event_id, "payload": payload,
+                                  "key_scope": "execution"}
+        if event.payload_key_id is not None:
+            try:
+                key = self.keystore.data_key(event.payload_key_id)
+            except JournalError:  # a key this key store cannot give: nothing it could not forget is written
+                key = None
+            if key is None:
+                payload["message"] = None
+                record["key_scope"] = None
+            else:
+                record["data_key"] = (event.payload_key_id, key)
+        return self._append_internal(record)
 
     def _append_internal(self, event: Mapping[str, Any]) -> int:
         """Append one of the library's own events (a reserved type: an erasure receipt, a retention action)."""
