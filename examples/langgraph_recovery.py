@@ -104,10 +104,8 @@ def make_handler(graph: Any, recorder: RunRecorder, seen: list[Event]) -> Callab
         # Events come at least once (again after a crash): act only while the thread still waits where it stopped.
         waiting = graph.get_state(cfg).next
         if event.event_type == "tool_returned" and event.payload.get("ok") is False and waiting == ("quote",):
-            # Reroute: save a checkpoint as if "quote" had chosen the fallback route, then run on from it. The
-            # update's config has no recorder (it would record the update as a run); the saver keeps its checkpoint.
-            graph.update_state({"configurable": {"thread_id": event.thread_id}},
-                               {"route": "fallback", "log": [f"rerouted after {event.payload['error']}"]},
+            # Reroute: save a checkpoint as if "quote" had chosen the fallback route, then run on from it.
+            graph.update_state(cfg, {"route": "fallback", "log": [f"rerouted after {event.payload['error']}"]},
                                as_node="quote")
             graph.invoke(None, cfg)
         elif event.event_type == "human_rejected" and waiting == ("review",):

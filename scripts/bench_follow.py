@@ -24,8 +24,9 @@ Each follower runs ``Reader.follow(poll_seconds=--poll-seconds, timeout=--timeou
 (seq, monotonic_ns when the iterator handed the event over) for each event, until it has --events of them. The
 checks, per follower: the seqs are exactly 0..N-1 in that order, none twice, each payload's ``i`` is its seq.
 The latency of an event is its seen time minus the time its append call returned (one time for a whole batch);
-a follower may see an event before the writer's call returns (it is in the WAL file before the fsync ends):
-such latencies count as 0, and how many there were is reported. Also: the append rate, each follower's
+a follower may see an event a moment before the writer's call returns (the writer says it is durable, in the
+WAL directory's DURABLE file, just before the call returns): such latencies count as 0, and how many there were
+is reported. Also: the append rate, each follower's
 throughput (events / time from the writer's first append to the follower's last event) and CPU time, how many
 events it was handed from sealed segments (it was behind a seal) and from the WAL, the seals during the run, and
 a timeline (every 5% of the events: when appended, when seen). The first events carry the followers' idle wait:

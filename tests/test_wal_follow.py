@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from wormjournal import IntegrityError, Journal, JournalConfig, Reader
+from wormjournal import IntegrityError, Journal, JournalConfig, Reader, StorageError
 from wormjournal.index import reader as reader_mod
 from wormjournal.storage import wal
 from wormjournal.trust.chain import continue_chain
 
-from conftest import StorePaths
+from conftest import StorePaths, wal_key
 
 CONFIG = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
 
@@ -129,3 +131,73 @@ def test_each_read_checks_the_chain_of_the_new_events_only_and_as_strictly(tmp_s
     with pytest.raises(IntegrityError, match="does not continue"):
         continue_chain(events[:1], head.seq + 1, head.hash, continuing=True)
     assert continue_chain(events[:1], head.seq + 1, head.hash) == []  # a fresh check passes sealed ones over
+
+
+def test_a_frame_longer_than_the_read_window_is_read_without_a_damage_scan(tmp_store: StorePaths,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch whose frame is longer than a follower's first window (64 KiB) is one frame cut by the window, not a
+    torn tail: it is read whole next time, with no byte-by-byte search for damage (which cost seconds a frame)."""
+    scans: list[int] = []
+    genuine = wal._refuse_damage_before_frames  # noqa: SLF001
+
+    def counting(*args: Any, **kwargs: Any) -> bool:
+        scans.append(1)
+        return genuine(*args, **kwargs)
+
+    monkeypatch.setattr(wal, "_refuse_damage_before_frames", counting)
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        r = j.reader()
+        j.append("tool_called", "run-1", {"first": True})
+        assert len(r.events("run-1")) == 1
+        for size in (300, 1000):  # frames of about 300 KB and 1 MB
+            j.append_batch([{"execution_id": "run-1", "event_type": "tool_called", "payload": {"pad": "x" * 1000,
+                                                                                              "i": i}}
+                            for i in range(size)])
+            assert ids(r, "run-1") == ids(j.reader(), "run-1")
+        assert len(ids(r, "run-1")) == 1301
+    assert scans == []
+
+
+def test_an_event_is_read_only_once_its_append_can_return(tmp_store: StorePaths,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WAL's frame is written before its fsync; a reader (a follower) reads no further than the writer says is
+    durable (DURABLE), so an append whose fsync fails hands nothing to anyone. Without DURABLE (a writer of an
+    earlier version) a file is read whole."""
+    from wormjournal.journal import wal as walmod
+
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        j.append("tool_called", "run-1", {"i": 0})
+        r = j.reader()
+        assert len(r.events("run-1")) == 1
+        written = threading.Event()
+        seen: list[list[int]] = []
+
+        class FailingSync:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(os, name)
+
+            def fdatasync(self, fd: int) -> None:
+                written.set()
+                deadline = time.monotonic() + 5  # readers look meanwhile: the frame is in the file
+                while len(seen) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                raise OSError(5, "Input/output error (simulated)")
+
+        def look() -> None:
+            written.wait(5)
+            for _ in range(3):
+                seen.append([e.seq for e in r.follow(timeout=0)])
+
+        t = threading.Thread(target=look)
+        t.start()
+        monkeypatch.setattr(walmod, "os", FailingSync())
+        with pytest.raises(StorageError):
+            j.append("tool_called", "run-1", {"i": 1})
+        monkeypatch.setattr(walmod, "os", os)
+        t.join(10)
+        assert seen == [[0]] * 3  # the frame of seq 1 was in the file, and never read
+        (path,) = wal_files(tmp_store)
+        assert len(wal.read_live(path, j._wal_mac).table) == 2  # noqa: SLF001 - it is there
+        (tmp_store.store / ".wal" / "stream=main" / wal.DURABLE_NAME).unlink()
+        assert [e.seq for e in Reader(tmp_store.store, wal_dir=tmp_store.store / ".wal",
+                                      wal_key=wal_key(tmp_store.store, tmp_store.keys)).follow(timeout=0)] == [0, 1]

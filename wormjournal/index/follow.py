@@ -90,7 +90,7 @@ class Tail:
         if handed is not None and handed != digest:
             raise IntegrityError(f"stream follower: seq {seq} was handed over from the write-ahead log, and {where} "
                                  "seals another event under that seq", seq=seq)
-        if self.unsealed and seq >= min(self.unsealed):
+        if self.unsealed and seq >= next(iter(self.unsealed)):  # in seq order: the first is the least
             self.unsealed = {s: h for s, h in self.unsealed.items() if s > seq}
 
     def passed(self, events: list[StoredEvent], *, unsealed: bool) -> None:

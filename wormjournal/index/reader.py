@@ -38,7 +38,7 @@ from ..segments.pages import DEFAULT_GAP
 from ..segments.table import table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges, tail_by_head
-from ..storage.wal import PAYLOADS_DIR, WalFollower, WalMac, list_wal_files
+from ..storage.wal import PAYLOADS_DIR, WalFollower, WalMac, durable_limit, list_wal_files, read_durable
 from ..trust import (
     KeyRing,
     ManifestChain,
@@ -199,8 +199,8 @@ class Reader:
         self._snap_count = -1  # the sealed segments of the last snapshot
         # The last snapshot's chain check: the sealed head, each WAL file's events list and its length, the events
         # that continue the chain and how many events were checked (Reader._chained).
-        self._chain_memo: tuple[tuple[int, bytes], list[tuple[list[StoredEvent], int]], list[StoredEvent],
-                                int] | None = None
+        self._chain_memo: tuple[tuple[int, bytes], list[tuple[list[StoredEvent], int]],
+                                list[StoredEvent]] | None = None
         # The snapshot's unsealed events by thread and by execution (kept with the memo: a thread's or an
         # execution's unsealed events cost what they are, not a walk of every unsealed event).
         self._snap_threads: dict[str, list[StoredEvent]] = {}
@@ -520,27 +520,27 @@ class Reader:
         files it sealed, so every event missing from the WAL read is in a manifest listed after it: the two
         overlap (the overlap is passed over) and never leave a gap. Returns the number of sealed segments."""
         self._snap = None
-        events: list[StoredEvent] = []
-        lists: list[list[StoredEvent]] = []  # each file's events, as its follower holds them
+        parts: list[tuple[list[StoredEvent], int]] = []  # each file's events, as its follower holds them; how many
+        # of them are durable
         if self._wal_dir is not None and self._wal_dir.is_dir():
             assert self._wal_mac is not None
             followers = {}
+            durable = read_durable(self._wal_dir)  # before the files: no more than was durable then
             for path in list_wal_files(self._wal_dir):
                 follower = self._followers.get(path.name) or WalFollower(path, self._wal_mac)
                 try:
-                    # each frame authenticated by the WAL key, read once: a file's new frames only
-                    read = follower.follow()
+                    read = follower.follow()  # each frame authenticated by the WAL key, read once: a file's new ones
                 except FileNotFoundError:
                     continue  # sealed and removed meanwhile: those events are in manifests listed below
-                events += read
-                lists.append(read)
+                # those the writer says are durable are handed over (an event once its append can return)
+                parts.append((read, follower.durable(durable_limit(durable, int(path.stem)))))
                 followers[path.name] = follower
             self._followers = followers  # files sealed and removed are forgotten
         n = self.refresh()
         last = self.manifest(n - 1) if n else None
         seq = last.last_seq + 1 if last else 0
         prev = last.last_hash if last else genesis_hash(self.identity.journal_id, self.stream)
-        self._snap = self._chained(events, lists, seq, prev)
+        self._snap = self._chained(parts, seq, prev)
         self._snap_count = n
         return n
 
@@ -565,28 +565,37 @@ class Reader:
         finally:
             self._snap = None
 
-    def _chained(self, events: list[StoredEvent], lists: list[list[StoredEvent]], seq: int,
-                 prev: bytes) -> list[StoredEvent]:
-        """continue_chain of the snapshot's WAL events onto the sealed head (seq, prev), checking only the events
-        read since the last snapshot when the sealed head and every file's events before them are as they were
-        (followers append to the lists they hold; a file read again is a new list): O(new events), not
-        O(unsealed events), per read."""
+    def _chained(self, parts: list[tuple[list[StoredEvent], int]], seq: int, prev: bytes) -> list[StoredEvent]:
+        """The snapshot's unsealed events: continue_chain of the durable ones of each WAL file (its events list and how
+        many of them are durable, in order) onto the sealed head (seq, prev), checking only those read since the
+        last snapshot when the sealed head and every file's events before them are as they were (followers append to
+        the lists they hold; a file read again is a new list): O(new events), not O(unsealed events), per read; the
+        list of the last snapshot grows in place. The events after them, not durable yet (or never to be: planted),
+        must continue them too, but are not handed over."""
         memo = self._chain_memo
-        if memo is not None and memo[0] == (seq, prev) and len(lists) >= len(memo[1]) and all(
-                lists[i] is lst and (len(lst) == size or i == len(memo[1]) - 1)
-                for i, (lst, size) in enumerate(memo[1])):
-            done, count = memo[2], memo[3]
-            head = (done[-1].seq + 1, done[-1].hash) if done else (seq, prev)
-            added = continue_chain(events[count:], *head, sink=self._sink, continuing=bool(done))
-            out = done + added
+        if memo is not None and memo[0] == (seq, prev) and len(parts) >= len(memo[1]) and all(
+                parts[i][0] is lst and (parts[i][1] == count or i == len(memo[1]) - 1)
+                for i, (lst, count) in enumerate(memo[1])):
+            out = memo[2]
+            new = parts[len(memo[1]) - 1][0][memo[1][-1][1] : parts[len(memo[1]) - 1][1]] if memo[1] else []
+            for lst, count in parts[len(memo[1]):]:
+                new += lst[:count]
+            head = (out[-1].seq + 1, out[-1].hash) if out else (seq, prev)
+            added = continue_chain(new, *head, sink=self._sink, continuing=bool(out))
+            out += added  # in place: the snapshots a read took before are done with
         else:
+            events = [e for lst, count in parts for e in lst[:count]]
             out = added = continue_chain(events, seq, prev, sink=self._sink)  # linked to the sealed chain's head
             self._snap_threads, self._snap_executions = {}, {}
+        pending = [e for lst, count in parts for e in lst[count:]]
+        if pending:
+            head = (out[-1].seq + 1, out[-1].hash) if out else (seq, prev)
+            continue_chain(pending, *head, sink=self._sink, continuing=bool(out))
         for e in added:
             if e.thread_id is not None:
                 self._snap_threads.setdefault(e.thread_id, []).append(e)
             self._snap_executions.setdefault(e.execution_id, []).append(e)
-        self._chain_memo = ((seq, prev), [(lst, len(lst)) for lst in lists], out, len(events))
+        self._chain_memo = ((seq, prev), [(lst, count) for lst, count in parts], out)
         return out
 
     def _unsealed(self) -> list[StoredEvent]:

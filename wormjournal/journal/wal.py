@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import ConfigError, StorageError
 from ..storage.local import LocalStore, fsync_dir
 from ..storage.wal import (
+    DURABLE_NAME,
     HEADER_SIZE,
     MAC_SIZE,
     MAGIC,
@@ -31,6 +32,7 @@ from ..storage.wal import (
     read_wal,
     read_wal_table,
     wal_name,
+    write_durable,
 )
 
 __all__ = ["HEADER_SIZE", "MAC_SIZE", "MAGIC", "MAX_FRAME_BYTES", "PAYLOADS_DIR", "WAL_TAG", "WalContents",
@@ -94,6 +96,9 @@ class WalWriter:
     The file is allocated ``preallocate`` bytes ahead of the frames (zeros to a reader, FORMAT.md 11): an
     fdatasync then writes the frames' data alone, without a journal commit of the file's new size, which
     is most of the cost of syncing a small append on a journaling file system.
+
+    After every fsync the writer says what is durable in the directory's DURABLE file (``write_durable``), before
+    any appender it covers returns: readers on this machine hand over no event before its append can return.
     """
 
     commit_delay = 0.0005
@@ -103,7 +108,10 @@ class WalWriter:
         """Write frames from offset ``end`` on (the file's size by default: the last whole frame's end when
         recovery found zeros after it)."""
         self.path = path
+        self._durable_fd = os.open(path.parent / DURABLE_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         self._open(path, end)
+        os.fdatasync(self._fd)  # what recovery kept of a crashed writer's file is durable before it is said to be
+        self._mark(self._end)
         self._mutex = threading.Lock()  # entered directly where nobody needs waking (cheaper than the Condition)
         self._cond = threading.Condition(self._mutex)
         self._waiting = 0  # threads in self._cond.wait(): notify only when there are some
@@ -115,8 +123,13 @@ class WalWriter:
 
     def _open(self, path: Path, end: int | None) -> None:
         self._fd = os.open(path, os.O_WRONLY)  # not O_APPEND: frames go at self._end, inside allocated space
+        self._first_seq = int(path.stem)
         self._allocated = os.fstat(self._fd).st_size
         self._end = self._allocated if end is None else end
+
+    def _mark(self, end: int) -> None:
+        """Say that the current file is durable up to ``end`` (DURABLE: read by readers, never by recovery)."""
+        write_durable(self._durable_fd, self._first_seq, end)
 
     def _allocate(self, end: int) -> None:
         """Make the file at least ``end`` bytes long, ``preallocate`` bytes ahead: zeros written and synced.
@@ -196,6 +209,7 @@ class WalWriter:
                             break
                         self._wait(remaining)
                 target = self._written
+                durable_end = self._end  # read after the ticket: at least every frame up to it (write: _end first)
                 fd = self._fd
                 self._mutex.release()
                 error: OSError | None = None
@@ -206,6 +220,11 @@ class WalWriter:
                 finally:
                     self._mutex.acquire()
                     self._syncing = False
+                    if error is None:
+                        try:
+                            self._mark(durable_end)
+                        except OSError as e:  # a reader would not see what is durable: the log is failing
+                            error = e
                     if error is None:
                         self._synced = max(self._synced, target)
                     else:
@@ -222,12 +241,14 @@ class WalWriter:
             self._check()
             try:
                 os.fdatasync(self._fd)
+                self._mark(self._end)
                 self._synced = self._written
                 if self._waiting:
                     self._cond.notify_all()
                 new_path = create_wal_file(self.path.parent, header)
                 old_fd, old = self._fd, self.path
                 self._open(new_path, None)
+                self._mark(self._end)
             except OSError as e:
                 self._failed = e
                 raise StorageError(f"cannot start a new write-ahead log file: {e}") from e
@@ -245,8 +266,11 @@ class WalWriter:
                         if self._allocated > self._end:
                             os.ftruncate(self._fd, self._end)  # give back the space allocated ahead
                         os.fsync(self._fd)
+                        self._mark(self._end)
+                        os.fsync(self._durable_fd)  # a clean close: true after a power loss too
                 finally:
                     os.close(self._fd)
+                    os.close(self._durable_fd)
                     self._fd = -1
 
 

@@ -25,6 +25,8 @@ The writer (:mod:`wormjournal.journal.wal`) and the readers share this module.
 
 from __future__ import annotations
 
+import array
+import bisect
 import dataclasses
 import hashlib
 import hmac
@@ -225,6 +227,7 @@ class WalTable:
     good_end: int  # offset just past the last whole frame
     size: int  # file size as found, less the zero bytes after the last whole frame (allocated ahead)
     frames_after_tail: bool = False  # valid frames follow the torn tail: written over unwritten space, never synced
+    record_ends: Sequence[int] = ()  # the offset past each record (its frame's MAC follows the last of a frame)
 
     @property
     def torn_bytes(self) -> int:
@@ -239,14 +242,15 @@ def _content_end(data: bytes | memoryview, pos: int) -> int:
     return pos + int(np.flatnonzero(rest)[-1]) + 1
 
 
-def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
-            mac: WalMac) -> tuple[list[int], list[int], list[int], int, int, bool]:
+def _frames(path: Path, data: bytes | memoryview, header: WalHeader, mac: WalMac,
+            *, partial: bool = False) -> tuple[list[int], list[int], list[int], int, int, bool]:
     """Walk the whole frames (CRC and MAC checked): the offsets where each record starts and ends, the
     offset of each record's frame, and the offset past the last whole frame. Stops at a torn tail; raises
     IntegrityError for a forged frame, one that does not parse, or damage followed by a valid frame. The last
     value but one is where the file's content ends: the offset past the last whole frame when only zeros follow it
     (space allocated ahead), else past the torn tail's last non-zero byte; the last, whether valid frames follow
-    the torn tail (over space not written yet: written, never synced)."""
+    the torn tail (over space not written yet: written, never synced). With ``partial`` (a follower's window of
+    the file's new bytes) a frame that runs past the end of ``data`` ends the walk: its bytes were not read yet."""
     starts: list[int] = []
     ends: list[int] = []
     frames: list[int] = []
@@ -255,6 +259,8 @@ def _frames(path: Path, data: bytes | memoryview, header: WalHeader,
     while pos + _FRAME_HEAD.size <= len(data):
         body_len, crc = _FRAME_HEAD.unpack_from(data, pos)
         end = pos + _FRAME_HEAD.size + body_len
+        if partial and end + MAC_SIZE > len(data) and _MIN_BODY <= body_len <= MAX_FRAME_BYTES:
+            return starts, ends, frames, pos, len(data), False  # the frame goes on past the window
         # body_len < 4 (no record count) is not a frame: a zero-filled tail has length 0 and CRC 0.
         if (
             end + MAC_SIZE > len(data)
@@ -332,7 +338,7 @@ def read_wal_table(path: Path, mac: WalMac, *, rehash: bool = True, mapped: bool
         for i, h in enumerate(row_hashes(table)):  # prev_hash is the stored hash before: this checks each link
             if h != stored[i]:
                 raise IntegrityError(f"{path}: record seq {header.first_seq + i} does not match its hash")
-    return WalTable(path, header, table, good_end, content_end, after)
+    return WalTable(path, header, table, good_end, content_end, after, ends)
 
 
 def _first_bad_record(data: bytes | memoryview, starts: list[int], ends: list[int]) -> int | None:
@@ -386,37 +392,45 @@ class WalFollower:
         self._header: WalHeader | None = None
         self._good_end = 0
         self._identity: tuple[int, int] | None = None
+        self._ends = array.array("q")  # the offset past each event's record (as WalTable.record_ends)
 
     def follow(self) -> list[StoredEvent]:
         """The file's events so far. Raises FileNotFoundError (sealed and removed), IntegrityError."""
         with open(self.path, "rb") as f:
             st = os.fstat(f.fileno())
             identity = (st.st_dev, st.st_ino)
+            size = st.st_size
             if self._header is None or identity != self._identity or st.st_size < self._good_end:
                 return self._read_whole(identity)
             # The new bytes a window at a time: the file goes on in zeros allocated ahead (up to a MiB), where
             # the frames stop; a window that ends inside a frame is followed by a larger one.
             window = _FOLLOW_WINDOW
-            while st.st_size > self._good_end:
+            while size > self._good_end:
                 at = self._good_end
-                tail = os.pread(f.fileno(), min(st.st_size - at, window), at)
-                try:
-                    more = self._append(tail)
+                tail = os.pread(f.fileno(), min(size - at, window), at)
+                try:  # a frame may run past a window, never past the file (space is allocated before a frame)
+                    more = self._append(tail, partial=at + len(tail) < size)
                 except IntegrityError:
                     return self._read_whole(identity)  # damage, or a frame being written: the whole file decides
-                if not more or at + len(tail) >= st.st_size:
+                if not more or at + len(tail) >= size:
                     break
-                if self._good_end == at:
-                    window *= 2
+                if self._good_end == at:  # a frame longer than the window: read it whole next time
+                    (body_len, _) = _FRAME_HEAD.unpack_from(tail, 0) if len(tail) >= _FRAME_HEAD.size else (0, 0)
+                    window = max(2 * window, _FRAME_HEAD.size + body_len + MAC_SIZE)
         return self.events
+
+    def durable(self, limit: int | None) -> int:
+        """How many of :attr:`events` lie in the file's first ``limit`` bytes (None: all; :func:`durable_limit`)."""
+        return len(self.events) if limit is None else bisect.bisect_right(self._ends, limit)
 
     def _read_whole(self, identity: tuple[int, int]) -> list[StoredEvent]:
         t = read_live(self.path, self.mac)
         self._header, self._identity, self._good_end = t.header, identity, t.good_end
         self.events = table_to_events(t.table)
+        self._ends = array.array("q", t.record_ends)
         return self.events
 
-    def _append(self, tail: bytes) -> bool:
+    def _append(self, tail: bytes, *, partial: bool) -> bool:
         """The whole frames at the start of ``tail`` (the file's bytes from the last whole frame read); whether
         bytes other than zeros follow them (a frame that goes on past ``tail``, or is being written)."""
         assert self._header is not None
@@ -424,12 +438,15 @@ class WalFollower:
         prev = self.events[-1].hash if self.events else self._header.prev_hash
         # The tail behind a header of its own: the frame walk and its checks as for a whole file.
         data = bytes(HEADER_SIZE) + tail
-        starts, ends, frames, good_end, content_end, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac)
+        starts, ends, frames, good_end, content_end, _ = _frames(self.path, data, WalHeader(seq, prev), self.mac,
+                                                                 partial=partial)
         more = content_end > good_end
         if not starts:
             return more
+        base = self._good_end - HEADER_SIZE  # offsets in ``data`` to offsets in the file
         if len(starts) <= _FEW_RECORDS:
             self.events += self._records(data, starts, ends, seq, prev)
+            self._ends.extend(base + e for e in ends)
             self._good_end += good_end - HEADER_SIZE
             return more
         table = records_table(data, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64), prev)
@@ -440,6 +457,7 @@ class WalFollower:
         if row_hashes(table) != stored:
             raise IntegrityError(f"{self.path}: a record after offset {self._good_end} does not match its hash")
         self.events += table_to_events(table)
+        self._ends.extend(base + e for e in ends)
         self._good_end += good_end - HEADER_SIZE
         return more
 
@@ -468,6 +486,39 @@ class WalFollower:
 
 _FEW_RECORDS = 32  # up to this many new records, a follower reads them one by one
 _FOLLOW_WINDOW = 64 << 10  # a follower's first read of new bytes
+
+
+# The writer's word on what is durable: its current file (by first seq) and the offset past its last frame fsync'd,
+# rewritten after every fsync (not fsync'd itself: a reader on the machine reads what the writer wrote). A reader
+# checks every frame and hands over the older files' events, that one's before the offset, none of a newer one: an
+# event once its append can return, never before (FORMAT.md 11). Without the file (a writer of an earlier version),
+# every whole frame's.
+DURABLE_NAME = "DURABLE"
+_DURABLE = struct.Struct(">QQ")
+
+
+def write_durable(fd: int, first_seq: int, end: int) -> None:
+    os.pwrite(fd, _DURABLE.pack(first_seq, end), 0)
+
+
+def read_durable(directory: Path) -> tuple[int, int] | None:
+    """(first seq of the file, offset) from ``directory``'s DURABLE file, or None without one."""
+    try:
+        with open(directory / DURABLE_NAME, "rb") as f:
+            data = f.read(_DURABLE.size)
+    except FileNotFoundError:
+        return None
+    if len(data) != _DURABLE.size:
+        return (0, 0)  # being created: nothing is durable yet as far as it says
+    first, end = _DURABLE.unpack(data)
+    return first, end
+
+
+def durable_limit(durable: tuple[int, int] | None, first_seq: int) -> int | None:
+    """How much of the WAL file whose first seq is ``first_seq`` is durable (None: all of it)."""
+    if durable is None or first_seq < durable[0]:
+        return None
+    return durable[1] if first_seq == durable[0] else HEADER_SIZE
 
 
 def wal_name(first_seq: int) -> str:

@@ -136,6 +136,9 @@ TOOL_OUTPUT_EVENT = "custom:langgraph.tool_output"
 LLM_OUTPUT_EVENT = "custom:langgraph.llm_output"
 LLM_FAILED_EVENT = "custom:langgraph.llm_failed"
 TOOL_ERROR_STATUS = "ToolMessage(status=error)"
+# LangGraph traces ``graph.update_state`` as a root run named ``<graph name>UpdateState`` (when the node it writes as
+# has conditional edges): not a run of the graph.
+UPDATE_STATE_RUN = "UpdateState"
 
 _MAX_DEPTH = 64
 _PUSH = "__pregel_push"  # LangGraph's task path kind of a Send (and of a functional API call)
@@ -438,6 +441,8 @@ class RunRecorder(_Handler):
                      name: Any) -> None:
         node = md.get("langgraph_node")
         if parent_run_id is None and node is None:
+            if isinstance(name, str) and name.endswith(UPDATE_STATE_RUN):
+                return  # graph.update_state with the recorder in its config: a change of state, not a run
             self._start_root(run_id, inputs, md)
             return
         with self._lock:
