@@ -201,3 +201,24 @@ def test_an_event_is_read_only_once_its_append_can_return(tmp_store: StorePaths,
         (tmp_store.store / ".wal" / "stream=main" / wal.DURABLE_NAME).unlink()
         assert [e.seq for e in Reader(tmp_store.store, wal_dir=tmp_store.store / ".wal",
                                       wal_key=wal_key(tmp_store.store, tmp_store.keys)).follow(timeout=0)] == [0, 1]
+
+
+def test_a_follow_reads_to_the_end_of_the_file_when_a_window_ends_where_a_frame_does(
+        tmp_store: StorePaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window of new bytes that ends exactly at a frame's end is followed by the next one: a follower that stopped
+    there read a file only in part, and a newer file read after it looked like a gap in the chain (an IntegrityError
+    on an intact journal, with a writer that rotates while a follower is behind)."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        j.append("tool_called", "run-1", {"first": True})
+        (path,) = wal_files(tmp_store)
+        follower = wal.WalFollower(path, j._wal_mac)  # noqa: SLF001
+        assert len(follower.follow()) == 1
+        before = follower._good_end  # noqa: SLF001
+        batch = [{"execution_id": "run-1", "event_type": "tool_called", "payload": {"pad": "y" * 200, "i": 0}}]
+        j.append_batch(batch * 5)
+        frame = wal.read_live(path, j._wal_mac).good_end - before  # noqa: SLF001 - one frame's bytes
+        j.append_batch(batch * 5)
+        j.append_batch(batch * 5)
+        monkeypatch.setattr(wal, "_FOLLOW_WINDOW", frame)
+        assert len(follower.follow()) == 16
+        assert follower.events == wal.read_wal(path, j._wal_mac, live=True).events  # noqa: SLF001

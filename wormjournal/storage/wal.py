@@ -412,8 +412,12 @@ class WalFollower:
                     more = self._append(tail, partial=at + len(tail) < size)
                 except IntegrityError:
                     return self._read_whole(identity)  # damage, or a frame being written: the whole file decides
-                if not more or at + len(tail) >= size:
+                if at + len(tail) >= size:
                     break
+                if self._good_end == at + len(tail):
+                    continue  # the window ended where a frame did: read on (to the file's end, as a whole read does)
+                if not more:
+                    break  # zeros after the last frame: space allocated ahead
                 if self._good_end == at:  # a frame longer than the window: read it whole next time
                     (body_len, _) = _FRAME_HEAD.unpack_from(tail, 0) if len(tail) >= _FRAME_HEAD.size else (0, 0)
                     window = max(2 * window, _FRAME_HEAD.size + body_len + MAC_SIZE)
