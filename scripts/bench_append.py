@@ -44,10 +44,8 @@ import cProfile
 import functools
 import gc
 import hashlib
-import io
 import math
 import os
-import pstats
 import shutil
 import sys
 import tempfile
@@ -60,7 +58,17 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from benchlib import PAYLOAD_BYTES, EventFactory, SubjectEventFactory, emit, result, status_kb, summary, target
+from benchlib import (
+    PAYLOAD_BYTES,
+    EventFactory,
+    SubjectEventFactory,
+    emit,
+    profile_text,
+    result,
+    status_kb,
+    summary,
+    target,
+)
 from benchlib import log as blog
 
 from wormjournal import Journal, JournalConfig, verify_store
@@ -101,11 +109,8 @@ def profiled(name: str) -> Iterator[cProfile.Profile | None]:
         yield prof
     finally:
         prof.disable()
-        out = io.StringIO()
-        stats = pstats.Stats(prof, stream=out)
-        stats.sort_stats("tottime").print_stats(18)
-        stats.sort_stats("cumulative").print_stats(18)
-        print(f"\n===== cProfile: {name} =====\n{out.getvalue()}", file=sys.stderr, flush=True)
+        text = profile_text(prof, tottime=18, cumulative=18)
+        print(f"\n===== cProfile: {name} =====\n{text}", file=sys.stderr, flush=True)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -53,10 +53,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import os
-import pstats
 import select
 import shutil
 import subprocess
@@ -71,7 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchlib import EventFactory, emit, pct, result, summary, target
+from benchlib import EventFactory, emit, pct, profile_text, result, summary, target
 from benchlib import log as blog
 
 from wormjournal import Journal, JournalConfig, Reader
@@ -136,11 +134,7 @@ def follow_into(reader: Reader, n: int, seen: Seen, *, poll_seconds: float | Non
     finally:
         if prof is not None:
             prof.disable()
-            out = io.StringIO()
-            stats = pstats.Stats(prof, stream=out)
-            stats.sort_stats("tottime").print_stats(20)
-            stats.sort_stats("cumulative").print_stats(25)
-            seen.profile = out.getvalue()
+            seen.profile = profile_text(prof, tottime=20, cumulative=25)
         seen.cpu_seconds = time.thread_time() - c0
 
 

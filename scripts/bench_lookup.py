@@ -54,12 +54,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import io
 import json
 import logging
 import math
 import os
-import pstats
 import random
 import shutil
 import socket
@@ -449,11 +447,8 @@ def run_lookups(r: Reader, sample: list[tuple[str, int, str, str]], store_bytes:
         segs[len({e.segment for e in events})] += 1
     if prof is not None:
         prof.disable()
-        out = io.StringIO()
-        stats = pstats.Stats(prof, stream=out)
-        stats.sort_stats("cumulative").print_stats(30)
-        stats.sort_stats("tottime").print_stats(25)
-        print(f"\n===== cProfile: {len(lat)} warm lookups =====\n{out.getvalue()}", file=sys.stderr, flush=True)
+        text = benchlib.profile_text(prof, tottime=25, cumulative=30)
+        print(f"\n===== cProfile: {len(lat)} warm lookups =====\n{text}", file=sys.stderr, flush=True)
     return {
         "lookups": len(sample),
         "cold_first": cold,

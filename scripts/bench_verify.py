@@ -60,10 +60,8 @@ import argparse
 import cProfile
 import gc
 import hashlib
-import io
 import json
 import os
-import pstats
 import random
 import shutil
 import ssl
@@ -405,9 +403,7 @@ def profile_segment(store: Path) -> str:
     prof.enable()
     check_segment(m, data, **kw)
     prof.disable()
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(15)
-    return out.getvalue()
+    return benchlib.profile_text(prof, tottime=15)
 
 
 # -- main -----------------------------------------------------------------------------------------------------

@@ -73,6 +73,20 @@ def status_kb(field: str, pid: int | str = "self") -> int:
 # -- the machine -------------------------------------------------------------------------------------------------
 
 
+def profile_text(prof: Any, *, tottime: int = 0, cumulative: int = 0) -> str:
+    """A cProfile.Profile's top entries by own time, then by cumulative time (0: left out), as pstats prints them."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    if tottime:
+        stats.sort_stats("tottime").print_stats(tottime)
+    if cumulative:
+        stats.sort_stats("cumulative").print_stats(cumulative)
+    return out.getvalue()
+
+
 def machine_info(directory: Path) -> dict[str, Any]:
     """CPU, memory, platform, Python, the versions that matter, the file system of ``directory``, the load."""
     info: dict[str, Any] = {

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -290,3 +291,13 @@ class ManifestCounter:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+def wait_for(done: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Poll ``done`` every 10 ms until it is true (returns True) or ``timeout`` seconds pass (returns False)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -22,7 +22,7 @@ from wormjournal.journal.keys import key_name, load_wal_key
 from wormjournal.segments.notes import SigningKey
 from wormjournal.storage.local import LocalStore
 
-from conftest import StorePaths, forge_seal
+from conftest import StorePaths, forge_seal, wait_for
 
 QUIET = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
 
@@ -70,9 +70,7 @@ def test_follow_blocks_until_an_append_returns_and_ends_on_stop_or_timeout(tmp_s
         t.start()
         for i in range(200):  # sealed every 40 events by the seal worker meanwhile
             j.append("tool_called", f"x{i % 7}", {"i": i})
-        deadline = time.monotonic() + 20
-        while len(got) < 200 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_for(lambda: len(got) >= 200)
         stop.set()
         t.join(5)
         assert not t.is_alive()
@@ -140,9 +138,7 @@ def test_two_followers_one_in_another_process_get_every_event_once_in_order(tmp_
                                 for s in range(k, k + size)])
                 k += size
             out, _ = child.communicate(timeout=60)
-            deadline = time.monotonic() + 30
-            while len(got) < n and time.monotonic() < deadline:
-                time.sleep(0.01)
+            wait_for(lambda: len(got) >= n, 30)
             stop.set()
             t.join(10)
         finally:
@@ -167,9 +163,7 @@ def test_follow_on_s3_sees_sealed_events(s3_bucket: S3Bucket, tmp_path: Path) ->
             time.sleep(0.05)
             assert len(got) <= 25 * round_  # not sealed yet: not seen from the store
             j.seal()
-        deadline = time.monotonic() + 20
-        while len(got) < 100 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(got) >= 100)
         stop.set()
         t.join(10)
         assert got == list(range(100))

@@ -35,7 +35,7 @@ from wormjournal import (
 from wormjournal.events import HANDLER_FAILED
 from wormjournal.journal.keys import load_wal_key
 
-from conftest import StorePaths
+from conftest import StorePaths, wait_for
 
 QUIET = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
 
@@ -226,9 +226,7 @@ def test_a_subscription_on_s3(s3_bucket: S3Bucket, tmp_path: Path) -> None:
         t.start()
         for i in range(120):
             j.append("tool_called", f"x{i % 4}", {"i": i})
-        deadline = time.monotonic() + 20
-        while len(seen) < 120 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: len(seen) >= 120)
         sub.stop()
         t.join(10)
         sub.close()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import fcntl
 import inspect
 import json
 import logging
@@ -39,10 +38,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from .errors import ConfigError, HandlerError, LockedError, NotFoundError, ValidationError
+from .errors import ConfigError, HandlerError, NotFoundError, ValidationError
 from .events import HANDLER_FAILED
 from .index import Event, Reader
 from .index.follow import EventFilter, Follower, Tail
+from .journal.lock import PidLock
 from .storage import layout
 from .storage.local import makedirs_durable, write_file_atomic
 
@@ -87,27 +87,15 @@ class Cursor:
         self.name = check_name(name)
         self.journal_id = journal_id
         self.path = self.directory / f"{name}.json"
-        self._lock_fd = -1
+        self._lock = PidLock(self.directory / f"{name}.lock", f"subscription {name!r} is running already")
 
     def acquire(self) -> None:
         """Hold ``<name>.lock``: raises LockedError while another consumer of this name runs (on this machine)."""
         makedirs_durable(self.directory, mode=0o700)
-        fd = os.open(self.directory / f"{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise LockedError(f"subscription {self.name!r} is running already (pid {holder}, "
-                              f"{self.directory / (self.name + '.lock')})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+        self._lock.acquire()
 
     def release(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._lock.release()
 
     def load(self) -> dict[str, Tail]:
         """The saved tails ({} when there is no cursor yet). Raises ConfigError for a cursor that does not parse

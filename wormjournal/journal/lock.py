@@ -16,17 +16,20 @@ from pathlib import Path
 from ..errors import LockedError, StorageError
 
 
-class StreamLock:
-    def __init__(self, directory: Path, stream: str) -> None:
-        self.path = directory / "LOCK"
-        self.stream = stream
+class PidLock:
+    """An exclusive, non-blocking flock on ``path``, which names the holder's pid. ``held`` says what a second
+    holder is refused for (LockedError: "<held> (pid N, lock PATH)")."""
+
+    def __init__(self, path: Path, held: str) -> None:
+        self.path = path
+        self.held = held
         self._fd = -1
 
     def acquire(self) -> None:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as e:
-            raise StorageError(f"cannot open the writer lock {self.path}: {e}") from e
+            raise StorageError(f"cannot open the lock {self.path}: {e}") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -34,9 +37,7 @@ class StreamLock:
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             finally:
                 os.close(fd)
-            raise LockedError(
-                f"stream {self.stream!r} already has a writer (pid {holder}, lock {self.path})"
-            ) from None
+            raise LockedError(f"{self.held} (pid {holder}, lock {self.path})") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -45,6 +46,12 @@ class StreamLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class StreamLock(PidLock):
+    def __init__(self, directory: Path, stream: str) -> None:
+        super().__init__(directory / "LOCK", f"stream {stream!r} already has a writer")
+        self.stream = stream
 
 
 @contextlib.contextmanager
