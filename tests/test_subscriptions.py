@@ -320,3 +320,57 @@ def test_a_consumer_killed_at_any_instant_resumes_without_skipping(tmp_store: St
     # What a killed run had handled since its last cursor write: at most commit_every events.
     assert max(repeats) <= COMMIT_EVERY, f"seed {seed}: {repeats}"
     assert len([r for r in runs if r < KILLS]) >= KILLS // 2, f"seed {seed}: most kills came before any event"
+
+
+def test_failure_records_do_not_feed_a_failing_handler(tmp_store: StorePaths) -> None:
+    """A handler that fails on every event (its webhook is down) records one failure per event it was given, and is
+    not handed the records: neither its own (which it cannot even read without the key store) nor another
+    subscription's, so two of them do not feed each other; a filter that names the type asks for them."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=QUIET) as j:
+        j.append("tool_called", "x1", {"i": 0}, subject_id="alice")
+
+        def down(e: Any) -> None:
+            raise ConnectionError("webhook down")
+
+        blind = Reader(tmp_store.store, wal_dir=tmp_store.store / ".wal", wal_key=load_wal_key(tmp_store.keys,
+                                                                                               j.journal_id))
+        for _ in range(2):
+            for name in ("a", "b"):
+                with Subscription(name, blind if name == "a" else j.reader(), down, failures=j, on_failure="skip",
+                                  retries=1) as sub:
+                    sub.run(timeout=0.2)
+        kinds = [e.event_type for e in j.reader().follow(timeout=0)]
+        assert kinds == ["tool_called", HANDLER_FAILED, HANDLER_FAILED]
+        watched: list[int] = []
+        with Subscription("alerts", j.reader(), lambda e: watched.append(e.seq), EventFilter.of(HANDLER_FAILED)) as s:
+            s.run(timeout=0)
+        assert watched == [1, 2]
+        with Subscription("alerts-down", j.reader(), down, EventFilter.of(HANDLER_FAILED), failures=j,
+                          on_failure="skip", retries=1) as s:
+            s.run(timeout=0.2)  # fails on both records: a failure of a failure record is logged, not recorded
+        assert j.reader().count_events() == 3
+
+
+def test_a_cursor_past_the_end_of_its_stream_is_refused(tmp_store: StorePaths) -> None:
+    with journal_of(tmp_store, 5) as j:
+        with Subscription("a", j.reader(), print) as sub:
+            sub.run(timeout=0)
+        path = tmp_store.store / ".wal" / "subscriptions" / "a.json"
+        body = json.loads(path.read_text())
+        body["streams"]["main"] = {"seq": 40, "hash": None}  # a journal restored from a backup older than the cursor
+        path.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match="ends at seq 4"):
+            Subscription("a", j.reader(), print)
+        body["streams"]["main"] = {"seq": 1 << 70, "hash": None}
+        path.write_text(json.dumps(body))
+        with pytest.raises(ConfigError, match="cannot be used"):
+            Subscription("a", j.reader(), print)
+        for junk in range(3):  # writes a crash cut short leave their temporary files: the next consumer removes them
+            (path.parent / f".a.json.{junk:016x}.tmp").write_text("{")
+        path.unlink()
+        with Subscription("a", j.reader(), print) as sub:
+            assert not list(path.parent.glob(".a.json.*.tmp"))
+        with pytest.raises(ConfigError, match="closed"):
+            sub.run(timeout=0)
+        with pytest.raises(ValidationError):
+            list(j.reader().follow(-5, timeout=0))

@@ -14,6 +14,7 @@ import pytest
 
 from wormjournal import IntegrityError, Journal, JournalConfig, Reader, StorageError
 from wormjournal.index import reader as reader_mod
+from wormjournal.index.follow import Follower, Tail
 from wormjournal.storage import wal
 from wormjournal.trust.chain import continue_chain
 
@@ -222,3 +223,33 @@ def test_a_follow_reads_to_the_end_of_the_file_when_a_window_ends_where_a_frame_
         monkeypatch.setattr(wal, "_FOLLOW_WINDOW", frame)
         assert len(follower.follow()) == 16
         assert follower.events == wal.read_wal(path, j._wal_mac, live=True).events  # noqa: SLF001
+
+
+def test_a_durable_record_that_does_not_read_holds_events_back_and_raises_nothing(tmp_store: StorePaths) -> None:
+    """DURABLE is advisory and unauthenticated: one torn by a concurrent read, garbage, a symlink or a FIFO (which
+    must not block the reader) says nothing is durable, and one that goes backwards is no damage; a follower then
+    waits, and goes on once the writer writes it again."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=CONFIG) as j:
+        for i in range(3):
+            j.append("tool_called", "run-1", {"i": i})
+        r = j.reader()
+        f = Follower([r], {"main": Tail()}, has_wal=True)
+        assert [e.seq for e in f.poll()] == [0, 1, 2]
+        durable = tmp_store.store / ".wal" / "stream=main" / wal.DURABLE_NAME
+        good = durable.read_bytes()
+        j.append("tool_called", "run-1", {"i": 3})
+        for bad in ("garbage", "fifo", "symlink", "backwards"):
+            durable.unlink()
+            if bad == "garbage":
+                durable.write_bytes(b"\xff" * 20)
+            elif bad == "fifo":
+                os.mkfifo(durable)
+            elif bad == "symlink":
+                durable.symlink_to(tmp_store.store / "journal.json")
+            else:
+                durable.write_bytes(good)  # as it was before seq 3 was synced
+            assert f.poll() == []
+            assert [e.seq for e in r.events("run-1")] == ([0, 1, 2] if bad == "backwards" else [])
+        durable.unlink()  # the writer writes its DURABLE through the file it opened: gone, as with an older writer
+        j.append("tool_called", "run-1", {"i": 4})
+        assert [e.seq for e in f.poll()] == [3, 4]

@@ -68,6 +68,10 @@ def _newest(reader: Reader, wanted: EventFilter, lines: int,
 def cmd_tail(args: argparse.Namespace) -> int:
     reader = _reader(args)
     wanted = EventFilter.of(args.type, execution_id=args.execution, thread_id=args.thread, tenant_id=args.tenant)
+    if args.since_cursor is not None and args.after_seq is not None:
+        raise ValidationError("--after-seq", "give --after-seq or --since-cursor, not both")
+    if args.after_seq is not None and args.after_seq < -1:
+        raise ValidationError("--after-seq", "is a seq, or -1 for every event")
     if args.since_cursor is not None or args.after_seq is not None:
         tail = _since_cursor(args, reader) if args.since_cursor is not None else Tail(args.after_seq)
         first: list[Event] = []

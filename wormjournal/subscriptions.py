@@ -93,6 +93,8 @@ class Cursor:
         """Hold ``<name>.lock``: raises LockedError while another consumer of this name runs (on this machine)."""
         makedirs_durable(self.directory, mode=0o700)
         self._lock.acquire()
+        for stale in self.directory.glob(f".{self.name}.json.*.tmp"):  # a write cut by a crash (ours: we hold the lock)
+            stale.unlink(missing_ok=True)
 
     def release(self) -> None:
         self._lock.release()
@@ -127,7 +129,7 @@ def parse_cursor(text: bytes, where: str, journal_id: str | None = None, name: s
         tails = {}
         for stream, t in body["streams"].items():
             seq, digest = t["seq"], t["hash"]
-            if not layout.is_valid_stream(stream) or type(seq) is not int or seq < -1:
+            if not layout.is_valid_stream(stream) or type(seq) is not int or not -1 <= seq < 1 << 63:
                 raise ValueError(f"stream {stream!r}: a bad stream name or seq")
             if digest is not None and not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
                 raise ValueError(f"stream {stream!r}: a bad hash")
@@ -167,6 +169,10 @@ class Subscription:
         self.reader = reader
         self.handler = handler
         self.filter = filter if filter is not None else EventFilter()
+        # Failure records (their type is in clear) reach a handler only when its filter names their type: a handler
+        # that fails on every event would otherwise feed on the records of its own failures, or of another's.
+        self._wants_failures = self.filter.event_types is not None and HANDLER_FAILED in self.filter.event_types
+        self._closed = False
         self.failures = failures
         self.retries = retries
         self.retry_seconds = retry_seconds
@@ -192,6 +198,15 @@ class Subscription:
                     if not layout.is_valid_stream(s):
                         raise ValidationError("streams", f"{s!r} is not a stream name")
                 self._streams, self._all = names, False
+            for stream, tail in self._tails.items():  # a cursor past a stream's end: not this history (a restore?)
+                if stream in self._streams or self._all:
+                    other = reader if stream == reader.stream else reader.for_stream(stream)
+                    last = other.count_events() - 1
+                    if tail.seq > last:
+                        raise ConfigError(f"the cursor of subscription {name!r} stands at seq {tail.seq} of stream "
+                                          f"{stream}, which ends at seq {last}: it is not this stream's history",
+                                          hint="a journal or WAL restored from a backup older than the cursor? move "
+                                          f"{self._cursor.path} away to start again (every event handed over again)")
             if start == "end":  # the streams there now, from their end; one that appears later, from its first event
                 for stream in reader.streams() if self._all else self._streams:
                     if stream not in self._tails:
@@ -221,7 +236,9 @@ class Subscription:
     def run(self, *, timeout: float | None = None) -> int:
         """Hand each event to the handler as it comes, blocking while there is none, until :meth:`stop` or
         ``timeout`` seconds without a new event; returns the events handled. The cursor is saved on the way out,
-        whatever ends the run."""
+        whatever ends the run. Raises ConfigError once closed (its lock is another consumer's to take)."""
+        if self._closed:
+            raise ConfigError(f"subscription {self.name!r} is closed: make a new one to run it again")
         self._stop.clear()
         # Where everything before is handled, per stream: what the cursor file gets. The follower's tails run ahead
         # of it by the batch in hand.
@@ -232,7 +249,7 @@ class Subscription:
             return Tail()
 
         readers = [self.reader if s == self.reader.stream else self.reader.for_stream(s) for s in self._streams]
-        follower = Follower(readers or [self.reader], {s: Tail(t.seq, t.hash) for s, t in safe.items()}, self.filter,
+        follower = Follower(readers or [self.reader], {s: Tail(t.seq, t.hash) for s, t in safe.items()}, self._wanted,
                             poll_seconds=self._poll_seconds, has_wal=self.reader.reads_wal, new_tail=new_tail,
                             discover=self.reader.streams if self._all else None, open_stream=self.reader.for_stream)
         handled_before = self.handled
@@ -274,6 +291,9 @@ class Subscription:
         finally:
             self._outer_loop = None
 
+    def _wanted(self, e: Any) -> bool:
+        return (e.event_type != HANDLER_FAILED or self._wants_failures) and self.filter(e)
+
     def _is_own_failure(self, event: Event) -> bool:
         """This subscription's own failure records are not handed to it (a handler failing on them would loop)."""
         return (event.event_type == HANDLER_FAILED and isinstance(event.payload, dict)
@@ -298,7 +318,7 @@ class Subscription:
             return
         assert error is not None
         self.failed += 1
-        if self.failures is not None:
+        if self.failures is not None and event.event_type != HANDLER_FAILED:  # never a failure of a failure record
             self.failures.record_handler_failure(self.name, event, error, self.retries)
         where = f"seq {event.seq} of stream {event.stream} ({event.event_type}, execution {event.execution_id})"
         if self.on_failure == "stop":
@@ -325,6 +345,7 @@ class Subscription:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+        self._closed = True
         self._cursor.release()
 
     def __enter__(self) -> Subscription:
@@ -351,7 +372,9 @@ def cursor_status(directory: str | os.PathLike[str], name: str) -> dict[str, Any
     try:
         text = path.read_bytes()
     except FileNotFoundError:
-        raise NotFoundError(f"no cursor of subscription {name!r} in {directory}") from None
+        raise NotFoundError(f"no cursor of subscription {name!r} in {directory}",
+                            hint="a subscription saves its cursor once it has run; check the name and --cursor-dir"
+                            ) from None
     tails = parse_cursor(text, str(path), name=name)
     body = json.loads(text)
     return {"subscription": name, "journal": body["journal"], "saved": body.get("saved"), "path": str(path),

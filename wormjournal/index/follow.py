@@ -131,8 +131,8 @@ class Follower:
                 self.tails[stream] = new_tail(reader)
         self.wanted = wanted
         low, high = WAL_POLL_SECONDS if has_wal else STORE_POLL_SECONDS
-        if poll_seconds is not None and poll_seconds <= 0:
-            raise ValidationError("poll_seconds", "must be more than 0")
+        if poll_seconds is not None and not 0 < poll_seconds < float("inf"):
+            raise ValidationError("poll_seconds", "must be a number of seconds more than 0")
         self.poll_bounds = (min(low, poll_seconds), poll_seconds) if poll_seconds is not None else (low, high)
         self._discover, self._open_stream = discover, open_stream
         self._discover_seconds = discover_seconds

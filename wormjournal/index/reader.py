@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -35,7 +36,7 @@ from ..segments.keyhistory import HISTORY_PREFIX
 from ..segments.manifest import Checkpoint, Manifest
 from ..segments.notes import VerifyKey
 from ..segments.pages import DEFAULT_GAP
-from ..segments.table import table_to_events
+from ..segments.table import in_seq_order, table_to_events
 from ..storage import layout, open_store
 from ..storage.base import ObjectInfo, ObjectReader, Store, get_ranges, tail_by_head
 from ..storage.wal import PAYLOADS_DIR, WalFollower, WalMac, durable_limit, list_wal_files, read_durable
@@ -574,7 +575,7 @@ class Reader:
         must continue them too, but are not handed over."""
         memo = self._chain_memo
         if memo is not None and memo[0] == (seq, prev) and len(parts) >= len(memo[1]) and all(
-                parts[i][0] is lst and (parts[i][1] == count or i == len(memo[1]) - 1)
+                parts[i][0] is lst and (parts[i][1] == count or (i == len(memo[1]) - 1 and parts[i][1] > count))
                 for i, (lst, count) in enumerate(memo[1])):
             out = memo[2]
             new = parts[len(memo[1]) - 1][0][memo[1][-1][1] : parts[len(memo[1]) - 1][1]] if memo[1] else []
@@ -994,6 +995,8 @@ class Reader:
         elsewhere) events arrive when they are sealed: about one seal interval late, looked for every
         ``poll_seconds`` at most (default 1 s; 50 ms with a WAL directory). Raises IntegrityError at the first
         event that does not verify, before handing over any other event of its segment."""
+        if type(after_seq) is not int or after_seq < -1:
+            raise ValidationError("after_seq", "is a seq, or -1 for every event")
         wanted = EventFilter.of(event_type, execution_id=execution_id, thread_id=thread_id, tenant_id=tenant_id)
         follower = Follower([self], {self.stream: Tail(after_seq, after_hash)}, wanted, poll_seconds=poll_seconds,
                             has_wal=self.reads_wal)
@@ -1007,20 +1010,17 @@ class Reader:
         n = self._segment_count
         k = self._segment_holding(tail.seq + 1, n, tail.segment)
         if k < n:
-            events = self._whole_segment(k)
+            events, at_tail = self._segment_from(k, tail.seq + 1)
             where, segment = f"segment {k}", k
+            if at_tail is not None:  # the sealed event at the tail: handed over unsealed earlier, it must be the same
+                tail.sealed(*at_tail, where)
         else:
             unsealed = self._unsealed()
             events = unsealed[bisect.bisect_left(unsealed, tail.seq + 1, key=lambda e: e.seq):]
             where, segment = "the write-ahead log", None
         if k:  # the sealed event before the first one read: handed over unsealed earlier, it must be the same
-            before = self.manifest(k - 1)
-            tail.sealed(before.last_seq, before.last_hash, f"segment {k - 1}")
-        if segment is not None:
-            passed = [e for e in events if e.seq <= tail.seq]
-            if passed:
-                tail.sealed(passed[-1].seq, passed[-1].hash, where)
-            events = events[len(passed):]
+            last = self.manifest(k - 1)
+            tail.sealed(last.last_seq, last.last_hash, f"segment {k - 1}")
         tail.check_next(events, where)
         out = [self._event(e, segment) for e in events if wanted(e)]
         tail.passed(events, unsealed=segment is None)
@@ -1045,17 +1045,30 @@ class Reader:
                 hi = mid
         return lo
 
-    def _whole_segment(self, k: int) -> list[StoredEvent]:
-        """Every event of sealed segment ``k`` in seq order: its rows checked against the signed Merkle root, and
-        its chain from the segment before it to the manifest's last hash (steps 4 to 6 of FORMAT.md 10)."""
+    def _segment_from(self, k: int, seq: int) -> tuple[list[StoredEvent], tuple[int, bytes] | None]:
+        """The events of sealed segment ``k`` from ``seq`` on, in seq order, and the (seq, hash) of the one before
+        them when the segment holds it. The whole segment is read and checked first (its rows against the signed
+        Merkle root, its chain from the segment before it to the manifest's last hash: steps 4 to 6 of FORMAT.md
+        10), as columns: only the events handed over become objects."""
         m = self.manifest(k)
-        events = table_to_events(self._segment_file(k).read_rows(0, m.events))
+        table = in_seq_order(self._segment_file(k).read_rows(0, m.events))  # each row's hash recomputed, Merkle root
         prev = self.manifest(k - 1).last_hash if k else genesis_hash(self.identity.journal_id, self.stream)
-        chained = continue_chain(events, m.first_seq, prev, where=f"segment {k}", sink=self._sink, continuing=True)
-        if len(chained) != m.events or chained[-1].hash != m.last_hash:
-            self._sink("chain_link", f"segment {k}: its events do not end at the last hash its manifest signs",
-                       stream=self.stream, segment=k)
-        return chained
+        seqs = np.asarray(table.column("seq"))
+        hashes, prevs = table.column("hash"), table.column("prev_hash")
+        count = table.num_rows
+        bad = np.flatnonzero(seqs != m.first_seq + np.arange(count, dtype=np.int64))
+        if not bad.size and count:
+            links = pc.equal(prevs.slice(1), hashes.slice(0, count - 1)).to_numpy(zero_copy_only=False)
+            bad = np.flatnonzero(~links) + 1
+            if prevs[0].as_py() != prev:
+                bad = np.array([0])
+        if bad.size or count != m.events or (count and hashes[count - 1].as_py() != m.last_hash):
+            at = int(seqs[bad[0]]) if bad.size else m.last_seq
+            self._sink("chain_link", f"segment {k}: seq {at} does not continue the chain, or its events do not end at "
+                       "the last hash its manifest signs", stream=self.stream, segment=k, seq=at)
+        start = min(max(seq - m.first_seq, 0), count)
+        before = (int(seqs[start - 1]), hashes[start - 1].as_py()) if start else None
+        return table_to_events(table.slice(start), sort=False), before
 
 def _entries(table: pa.Table) -> list[dict[str, Any]]:
     """An execution's index rows as _events_of reads them, by segment: only the columns it reads (the timestamps

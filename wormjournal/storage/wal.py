@@ -32,6 +32,7 @@ import hashlib
 import hmac
 import mmap
 import os
+import stat
 import struct
 import time
 import zlib
@@ -498,24 +499,38 @@ _FOLLOW_WINDOW = 64 << 10  # a follower's first read of new bytes
 # event once its append can return, never before (FORMAT.md 11). Without the file (a writer of an earlier version),
 # every whole frame's.
 DURABLE_NAME = "DURABLE"
-_DURABLE = struct.Struct(">QQ")
+_DURABLE = struct.Struct(">QQI")  # first seq, offset, CRC-32 of the two: a read that caught a write half done fails it
+_NOTHING = (0, 0)  # what a DURABLE that does not read says: nothing of any file is durable past its header
 
 
 def write_durable(fd: int, first_seq: int, end: int) -> None:
-    os.pwrite(fd, _DURABLE.pack(first_seq, end), 0)
+    body = struct.pack(">QQ", first_seq, end)
+    os.pwrite(fd, body + struct.pack(">I", zlib.crc32(body)), 0)
 
 
 def read_durable(directory: Path) -> tuple[int, int] | None:
-    """(first seq of the file, offset) from ``directory``'s DURABLE file, or None without one."""
-    try:
-        with open(directory / DURABLE_NAME, "rb") as f:
-            data = f.read(_DURABLE.size)
-    except FileNotFoundError:
-        return None
-    if len(data) != _DURABLE.size:
-        return (0, 0)  # being created: nothing is durable yet as far as it says
-    first, end = _DURABLE.unpack(data)
-    return first, end
+    """(first seq of the file, offset) from ``directory``'s DURABLE file, or None without one. A file that is not
+    a regular one, or whose record does not check (read while written, or tampered with), says nothing is durable:
+    the events wait, none is handed over early."""
+    for _ in range(3):
+        try:
+            fd = os.open(directory / DURABLE_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return _NOTHING  # a symlink, or no access
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return _NOTHING
+            data = os.pread(fd, _DURABLE.size, 0)
+        finally:
+            os.close(fd)
+        if len(data) == _DURABLE.size:
+            first, end, crc = _DURABLE.unpack(data)
+            if zlib.crc32(data[:16]) == crc:
+                return first, end
+        time.sleep(0.0001)
+    return _NOTHING
 
 
 def durable_limit(durable: tuple[int, int] | None, first_seq: int) -> int | None:
