@@ -22,7 +22,7 @@ from wormjournal.journal.keys import key_name, load_wal_key
 from wormjournal.segments.notes import SigningKey
 from wormjournal.storage.local import LocalStore
 
-from conftest import StorePaths, forge_seal, wait_for
+from conftest import StorePaths, forge_seal, make_writable, wait_for
 
 QUIET = JournalConfig(seal_max_age_seconds=None, seal_worker=False)
 
@@ -265,3 +265,22 @@ def test_event_filter_takes_one_type_or_several() -> None:
     assert EventFilter.of(["a", "b"]).event_types == frozenset({"a", "b"})
     with pytest.raises(Exception, match="strings"):
         EventFilter.of([1])  # type: ignore[list-item]
+
+
+def test_a_follower_from_the_store_alone_sees_a_removed_manifest(tmp_store: StorePaths) -> None:
+    """A store-only follower looks for the next manifest; one removed after its last look, with seals after it, would
+    leave it waiting for ever while verify reports the damage: it also looks past it (every few seconds)."""
+    with Journal.create(tmp_store.store, key_dir=tmp_store.keys, config=QUIET) as j:
+        j.append("tool_called", "x1", {"i": 0})
+        j.seal()
+        f = Follower([Reader(tmp_store.store, public_keys=j.trusted_keys())], {"main": Tail()})
+        assert seqs(f.poll()) == [0]
+        for i in (1, 2):
+            j.append("tool_called", "x1", {"i": i})
+            j.seal()
+        (name,) = [p for p in tmp_store.store.glob("manifests/stream=main/*1.note")]
+        make_writable(name.parent)
+        make_writable(name)
+        name.unlink()
+        with pytest.raises(IntegrityError, match="manifest_missing"):
+            f.poll()

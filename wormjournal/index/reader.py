@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -68,6 +69,7 @@ T = TypeVar("T")
 _SCANNED_CACHE = 64  # segments without an index object, their key columns decoded (a MB or so each)
 _CLAIMS_KIND = "executions"  # whose runs' manifest hashes a fresh reader takes (every kind's runs carry them)
 _MANIFEST_CACHE = 4096  # manifests read when needed, kept per reader
+_GAP_SECONDS = 5.0  # how often a caught-up follower looks past the next manifest (Reader._check_next_manifest)
 
 
 class CountingReader:
@@ -195,6 +197,7 @@ class Reader:
         self._cache_segments = cache_segments
         self._segment_count = 0
         self._listed = False  # listed once; then a read checks for what a seal adds (_grew), not by listing
+        self._gap_checked = -_GAP_SECONDS  # when a follower last looked past the next manifest
         self._followers: dict[str, WalFollower] = {}  # the WAL files, each read once and followed
         self._snap: list[StoredEvent] | None = None  # the unsealed events of the read in progress (a snapshot)
         self._snap_count = -1  # the sealed segments of the last snapshot
@@ -1022,11 +1025,26 @@ class Reader:
             last = self.manifest(k - 1)
             tail.sealed(last.last_seq, last.last_hash, f"segment {k - 1}")
         tail.check_next(events, where)
+        if not events and segment is None:
+            self._check_next_manifest()
         out = [self._event(e, segment) for e in events if wanted(e)]
         tail.passed(events, unsealed=segment is None)
         if segment is not None:
             tail.segment = segment
         return out
+
+    def _check_next_manifest(self) -> None:
+        """A caught-up follower looks, every _GAP_SECONDS, whether the manifest after the next one is stored while the
+        next one is not: a seal's manifest removed (reads, which look for the next one only, would wait for ever)."""
+        now = time.monotonic()
+        if now - self._gap_checked < _GAP_SECONDS:
+            return
+        self._gap_checked = now
+        n = self._chain.size
+        if self.store.head(layout.manifest(self.stream, n + 1)) is not None and \
+                self.store.head(layout.manifest(self.stream, n)) is None:
+            self._sink("manifest_missing", f"segment {n}'s manifest is missing (removed?) and segment {n + 1}'s is "
+                       "stored", stream=self.stream, segment=n, object=layout.manifest(self.stream, n))
 
     def _segment_holding(self, seq: int, n: int, hint: int) -> int:
         """The first of the ``n`` sealed segments whose last seq is ``seq`` or later (``n``: none), looked for from
