@@ -32,7 +32,7 @@ from wormjournal.segments.manifest import ZERO_HASH, Checkpoint, IndexRoot, Mani
 from wormjournal.segments.notes import SigningKey, raw_public, split_note
 from wormjournal.segments.table import build_segment, events_to_table, storage_order, utc_date
 from wormjournal.storage import layout
-from wormjournal.storage.wal import WalHeader, WalMac, encode_frame
+from wormjournal.storage.wal import WalHeader, WalMac, durable_record, encode_frame
 from wormjournal.trust import check_history
 from wormjournal.verify.proof import Proof
 
@@ -452,13 +452,15 @@ def main() -> None:
     line(f'witness.object: "{layout.cosigned(None, 2, witness.key_hash)}"')
     line("")
     # The write-ahead log (section 11): a file's header, one frame of event0 and event1 appended as one batch, and
-    # the SEALED record of a writer that sealed segments 0 to 2.
+    # the SEALED record of a writer that sealed segments 0 to 2, and the DURABLE record once that frame is synced.
     wal_mac = WalMac(WAL_KEY, JOURNAL_ID, STREAM)
     line(f"wal.key: {WAL_KEY.hex()}")
     line(f"wal.header: {WalHeader(0, genesis).encode().hex()}")
     records = [(events.encode_fields(e.field_values()), e.hash) for e in stored]
     line(f"wal.frame: {encode_frame(records, wal_mac).hex()}")
     line(f"wal.sealed: {sealed_record(wal_mac, [m.manifest_hash() for m in manifests]).hex()}")
+    frame = encode_frame(records, wal_mac)
+    line(f"wal.durable: {durable_record(0, len(WalHeader(0, genesis).encode()) + len(frame)).hex()}")
     line("")
     for i, leaf in enumerate(RFC6962_LEAVES):
         line(f"rfc6962.leaf{i}: {leaf.hex()}")

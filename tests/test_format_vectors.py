@@ -1252,6 +1252,12 @@ def test_wal_vectors(vec: Vectors, path: str, tmp_path: Path) -> None:
     assert read.good_end == len(header + frame) and read.torn_bytes == 0
     (tmp_path / sealer.SEALED_FILE).write_bytes(vec.hex("wal.sealed"))
     assert sealer.read_sealed_record(tmp_path, wal_mac) == hashes
+    durable = struct.pack(">QQ", 0, len(header + frame))  # the file of seq 0, synced past that frame
+    assert vec.hex("wal.durable") == durable + struct.pack(">I", zlib.crc32(durable))
+    (tmp_path / wal.DURABLE_NAME).write_bytes(vec.hex("wal.durable"))
+    assert wal.read_durable(tmp_path) == (0, len(header + frame))
+    (tmp_path / wal.DURABLE_NAME).write_bytes(durable + bytes(4))  # a CRC that fails: nothing is durable
+    assert wal.read_durable(tmp_path) == (0, 0)
 
 
 def test_retention_policy_object_example() -> None:

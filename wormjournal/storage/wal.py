@@ -503,9 +503,14 @@ _DURABLE = struct.Struct(">QQI")  # first seq, offset, CRC-32 of the two: a read
 _NOTHING = (0, 0)  # what a DURABLE that does not read says: nothing of any file is durable past its header
 
 
-def write_durable(fd: int, first_seq: int, end: int) -> None:
+def durable_record(first_seq: int, end: int) -> bytes:
+    """DURABLE's 20 bytes (FORMAT.md 11, "What is durable")."""
     body = struct.pack(">QQ", first_seq, end)
-    os.pwrite(fd, body + struct.pack(">I", zlib.crc32(body)), 0)
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def write_durable(fd: int, first_seq: int, end: int) -> None:
+    os.pwrite(fd, durable_record(first_seq, end), 0)
 
 
 def read_durable(directory: Path) -> tuple[int, int] | None:
